@@ -1,0 +1,87 @@
+/* The compute backend interface (ggml-style): a table of operations plus a
+ * private context. The detector (detector.c, vision.c, text.c) is written once
+ * against this table and never dereferences a backend pointer: all float* /
+ * int32_t* arguments below live in the backend's address space (host memory
+ * for the CPU backend, device memory for CUDA). Operations may run
+ * asynchronously; errors are sticky and reported by synchronize().
+ *
+ * Matrices are row-major with explicit leading dimensions (elements).
+ * Linear weights are out x in as in PyTorch: y = x W^T + b.
+ */
+#ifndef FAP_BACKEND_H
+#define FAP_BACKEND_H
+
+#include "fap.h"
+
+typedef struct fap_backend_ops {
+  const char *name;
+  void (*destroy)(void *ctx);
+
+  /* memory: called at detector creation only, never per frame */
+  void *(*alloc)(void *ctx, size_t bytes);
+  void (*release)(void *ctx, void *ptr);
+  /* Makes host f32 weights usable by the backend (CPU: returns host as is). */
+  const float *(*import_weights)(void *ctx, const float *host, size_t count);
+  fap_status (*upload)(void *ctx, void *dst, const void *host, size_t bytes);
+  fap_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
+  fap_status (*synchronize)(void *ctx);
+
+  /* frame -> normalised channel-major [3, S, S] (resize + CLIP mean/std) */
+  fap_status (*preprocess)(void *ctx, float *out, const fap_frame *frame, int size);
+  /* [3, S, S] -> patch rows [G*G, 3*P*P], column order (channel, y, x) like conv1 */
+  void (*im2col)(void *ctx, float *out, const float *image, int size, int patch);
+
+  /* y = x W^T + b (b may be NULL); accumulate: y += x W^T + b */
+  void (*linear)(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
+                 const float *b, int rows, int in, int out, int accumulate);
+  /* y = x P with P [in, out] */
+  void (*matmul)(void *ctx, float *y, int ldy, const float *x, int ldx, const float *p, int rows,
+                 int in, int out);
+  void (*layernorm)(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
+                    const float *b, int rows, int dim);
+  void (*quickgelu)(void *ctx, float *x, size_t n); /* x * sigmoid(1.702 x) */
+  void (*relu)(void *ctx, float *x, size_t n);
+  void (*add)(void *ctx, float *y, const float *x, size_t n); /* y += x */
+  /* y[r] += row for r < rows */
+  void (*add_row)(void *ctx, float *y, int ldy, const float *row, int rows, int dim);
+  /* rows x row_bytes block copy between strided buffers (byte strides) */
+  void (*copy2d)(void *ctx, void *dst, size_t ld_dst, const void *src, size_t ld_src, size_t rows,
+                 size_t row_bytes);
+
+  /* Multi-head attention, heads of dim hd side by side in each row:
+   * out[i] = softmax(q[i] k^T / sqrt(hd)) v per head. q_pos0 < 0: no mask;
+   * otherwise query i sits at position q_pos0 + i and sees keys j <= q_pos0 + i. */
+  void (*attention)(void *ctx, float *out, int ldo, const float *q, int ldq, const float *k,
+                    int ldk, const float *v, int ldv, int nq, int nk, int heads, int hd,
+                    int q_pos0);
+
+  /* scoring */
+  void (*l2norm_rows)(void *ctx, float *y, int ldy, const float *x, int ldx, int rows, int dim);
+  /* out[j] = softmax([x_j . t0, x_j . t1] * inv_tau)[1] */
+  void (*two_way_prob)(void *ctx, float *out, const float *x, int ldx, int rows, int dim,
+                       const float *t0, const float *t1, float inv_tau);
+  void (*reduce_max)(void *ctx, float *out, const float *x, int n);
+  /* indices of the k largest x, largest first (ties: lower index first) */
+  void (*topk)(void *ctx, int32_t *idx, const float *x, int n, int k);
+  void (*gather_rows)(void *ctx, float *dst, const float *src, int lds, const int32_t *idx, int n,
+                      int dim);
+  void (*mean_rows)(void *ctx, float *y, const float *x, int rows, int dim);
+  /* out[S, S] = (up(a)[S, S] + up(b)[S, S]) / 2, bilinear, align_corners = false */
+  void (*upsample_mean)(void *ctx, float *out, const float *a, const float *b, int grid, int size);
+  /* separable Gaussian, half-sample symmetric borders; kernel [2r+1]; tmp [S, S] */
+  void (*gaussian_blur)(void *ctx, float *out, const float *in, float *tmp, int size,
+                        const float *kernel, int radius);
+} fap_backend_ops;
+
+typedef struct fap_backend {
+  const fap_backend_ops *ops;
+  void *ctx;
+} fap_backend;
+
+/* Constructors exist in every build; CUDA returns FAP_ERR_UNSUPPORTED when not built. */
+fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out);
+fap_status fap_backend_cuda_new(int device_id, fap_backend *out);
+int fap_backend_cuda_available(void);
+void fap_backend_free(fap_backend *backend);
+
+#endif

@@ -1,0 +1,567 @@
+/* CPU backend: plain reference loops (llm.c style: readable, the ground truth)
+ * beside the fast path (OpenBLAS SGEMM for every matrix product, OpenMP for
+ * the elementwise work). `reference` selects the loops everywhere a fast path
+ * exists, so tests can hold the fast path against them. */
+#include "backend.h"
+
+#include "log.h"
+#include "resample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef FAP_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+  int threads;
+  int reference;
+  /* pre-processing state, rebuilt only when the input size changes */
+  int pre_w, pre_h, pre_size;
+  fap_bicubic_table tx, ty;
+  float *pre_tmp; /* [h, S, 3] after the horizontal pass */
+  /* attention scores, grown to the largest nq x nk seen (first frame only) */
+  float *scores;
+  size_t scores_cap;
+} cpu_ctx;
+
+#define PAR _Pragma("omp parallel for num_threads(c->threads) schedule(static)")
+
+/* ---- memory ------------------------------------------------------------- */
+
+static void *cpu_alloc(void *ctx, size_t bytes) {
+  (void)ctx;
+  void *p = NULL;
+  if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+    return NULL;
+  memset(p, 0, bytes);
+  return p;
+}
+
+static void cpu_release(void *ctx, void *p) {
+  (void)ctx;
+  free(p);
+}
+
+static const float *cpu_import_weights(void *ctx, const float *host, size_t count) {
+  (void)ctx;
+  (void)count;
+  return host; /* the model's f32 storage is used in place, shared by all detectors */
+}
+
+static fap_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+  (void)ctx;
+  memmove(dst, src, bytes);
+  return FAP_OK;
+}
+
+static fap_status cpu_synchronize(void *ctx) {
+  (void)ctx;
+  return FAP_OK;
+}
+
+/* ---- pre-processing ------------------------------------------------------- */
+
+static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+static void channel_layout(fap_pixel_format f, int *bpp, int off[3]) {
+  static const struct {
+    int bpp, r, g, b;
+  } layouts[] = {
+      [FAP_PIXEL_RGB] = {3, 0, 1, 2},  [FAP_PIXEL_BGR] = {3, 2, 1, 0},
+      [FAP_PIXEL_RGBA] = {4, 0, 1, 2}, [FAP_PIXEL_BGRA] = {4, 2, 1, 0},
+      [FAP_PIXEL_RGBX] = {4, 0, 1, 2}, [FAP_PIXEL_BGRX] = {4, 2, 1, 0},
+      [FAP_PIXEL_XRGB] = {4, 1, 2, 3}, [FAP_PIXEL_XBGR] = {4, 3, 2, 1},
+  };
+  *bpp = layouts[f].bpp;
+  off[0] = layouts[f].r;
+  off[1] = layouts[f].g;
+  off[2] = layouts[f].b;
+}
+
+static void free_table(fap_bicubic_table *t) {
+  free(t->first);
+  free(t->count);
+  free(t->weights);
+  memset(t, 0, sizeof *t);
+}
+
+static fap_status alloc_table(fap_bicubic_table *t, int in, int out) {
+  free_table(t);
+  int taps = fap_bicubic_taps(in, out);
+  t->first = malloc((size_t)out * sizeof *t->first);
+  t->count = malloc((size_t)out * sizeof *t->count);
+  t->weights = malloc((size_t)out * taps * sizeof *t->weights);
+  if (!t->first || !t->count || !t->weights)
+    return FAP_ERR_NO_MEMORY;
+  fap_bicubic_fill(t, in, out);
+  return FAP_OK;
+}
+
+/* Resampling tables depend on the input size: rebuilt when it changes, so a
+ * steady stream allocates nothing. */
+static fap_status prepare_resize(cpu_ctx *c, int w, int h, int size) {
+  if (c->pre_w == w && c->pre_h == h && c->pre_size == size)
+    return FAP_OK;
+  c->pre_w = c->pre_h = c->pre_size = 0;
+  free(c->pre_tmp);
+  c->pre_tmp = malloc((size_t)h * size * 3 * sizeof(float));
+  if (!c->pre_tmp || alloc_table(&c->tx, w, size) || alloc_table(&c->ty, h, size))
+    return fap_fail(FAP_ERR_NO_MEMORY, "pre-processing: out of memory for a %dx%d input", w, h);
+  c->pre_w = w;
+  c->pre_h = h;
+  c->pre_size = size;
+  return FAP_OK;
+}
+
+static fap_status cpu_preprocess(void *ctx, float *out, const fap_frame *f, int size) {
+  cpu_ctx *c = ctx;
+  fap_status s = prepare_resize(c, f->width, f->height, size);
+  if (s)
+    return s;
+  int bpp, off[3];
+  channel_layout(f->format, &bpp, off);
+  const fap_bicubic_table *tx = &c->tx, *ty = &c->ty;
+  float *tmp = c->pre_tmp;
+  int h = f->height;
+
+  PAR for (int y = 0; y < h; y++) { /* horizontal pass, in 0..255 units */
+    const uint8_t *row = f->data + (size_t)y * f->stride;
+    float *o = tmp + (size_t)y * size * 3;
+    for (int x = 0; x < size; x++) {
+      const float *w = tx->weights + (size_t)x * tx->taps;
+      const uint8_t *px = row + (size_t)tx->first[x] * bpp;
+      float r = 0, g = 0, b = 0;
+      for (int j = 0; j < tx->count[x]; j++, px += bpp) {
+        r += w[j] * px[off[0]];
+        g += w[j] * px[off[1]];
+        b += w[j] * px[off[2]];
+      }
+      o[3 * x] = r;
+      o[3 * x + 1] = g;
+      o[3 * x + 2] = b;
+    }
+  }
+  const size_t plane = (size_t)size * size;
+  PAR for (int y = 0; y < size; y++) { /* vertical pass, then [0,1] and CLIP normalisation */
+    const float *w = ty->weights + (size_t)y * ty->taps;
+    for (int x = 0; x < size; x++) {
+      float acc[3] = {0, 0, 0};
+      const float *src = tmp + ((size_t)ty->first[y] * size + x) * 3;
+      for (int j = 0; j < ty->count[y]; j++, src += (size_t)size * 3)
+        for (int ch = 0; ch < 3; ch++)
+          acc[ch] += w[j] * src[ch];
+      for (int ch = 0; ch < 3; ch++)
+        out[ch * plane + (size_t)y * size + x] = (acc[ch] / 255.0f - clip_mean[ch]) / clip_std[ch];
+    }
+  }
+  return FAP_OK;
+}
+
+static void cpu_im2col(void *ctx, float *out, const float *image, int size, int patch) {
+  cpu_ctx *c = ctx;
+  int grid = size / patch, cols = 3 * patch * patch;
+  size_t plane = (size_t)size * size;
+  PAR for (int n = 0; n < grid * grid; n++) {
+    int gy = n / grid, gx = n % grid;
+    float *o = out + (size_t)n * cols;
+    for (int ch = 0; ch < 3; ch++)
+      for (int y = 0; y < patch; y++)
+        memcpy(o + (ch * patch + y) * patch,
+               image + ch * plane + (size_t)(gy * patch + y) * size + gx * patch,
+               (size_t)patch * sizeof(float));
+  }
+}
+
+/* ---- matrix products ------------------------------------------------------ */
+
+static void linear_reference(cpu_ctx *c, float *y, int ldy, const float *x, int ldx,
+                             const float *w, const float *b, int rows, int in, int out,
+                             int accumulate) {
+  PAR for (int r = 0; r < rows; r++) {
+    for (int o = 0; o < out; o++) {
+      float acc = b ? b[o] : 0.0f;
+      for (int i = 0; i < in; i++)
+        acc += x[(size_t)r * ldx + i] * w[(size_t)o * in + i];
+      y[(size_t)r * ldy + o] = accumulate ? y[(size_t)r * ldy + o] + acc : acc;
+    }
+  }
+}
+
+static void cpu_linear(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
+                       const float *b, int rows, int in, int out, int accumulate) {
+  cpu_ctx *c = ctx;
+#ifdef FAP_HAVE_OPENBLAS
+  if (!c->reference) {
+    /* y = [y +] b, then y += x W^T in one SGEMM */
+    if (b) {
+      PAR for (int r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * ldy;
+        for (int o = 0; o < out; o++)
+          yr[o] = accumulate ? yr[o] + b[o] : b[o];
+      }
+    }
+    float beta = (accumulate || b) ? 1.0f : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, ldx, w, in, beta,
+                y, ldy);
+    return;
+  }
+#endif
+  linear_reference(c, y, ldy, x, ldx, w, b, rows, in, out, accumulate);
+}
+
+static void cpu_matmul(void *ctx, float *y, int ldy, const float *x, int ldx, const float *p,
+                       int rows, int in, int out) {
+  cpu_ctx *c = ctx;
+#ifdef FAP_HAVE_OPENBLAS
+  if (!c->reference) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, out, in, 1.0f, x, ldx, p, out,
+                0.0f, y, ldy);
+    return;
+  }
+#endif
+  PAR for (int r = 0; r < rows; r++) {
+    for (int o = 0; o < out; o++) {
+      float acc = 0.0f;
+      for (int i = 0; i < in; i++)
+        acc += x[(size_t)r * ldx + i] * p[(size_t)i * out + o];
+      y[(size_t)r * ldy + o] = acc;
+    }
+  }
+}
+
+/* ---- elementwise ---------------------------------------------------------- */
+
+static void cpu_layernorm(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
+                          const float *b, int rows, int dim) {
+  cpu_ctx *c = ctx;
+  PAR for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * ldx;
+    float *yr = y + (size_t)r * ldy;
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < dim; i++)
+      mean += xr[i];
+    mean /= dim;
+    for (int i = 0; i < dim; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    var /= dim; /* biased, as torch */
+    float inv = (float)(1.0 / sqrt(var + 1e-5));
+    float m = (float)mean;
+    for (int i = 0; i < dim; i++)
+      yr[i] = (xr[i] - m) * inv * w[i] + b[i];
+  }
+}
+
+static void cpu_quickgelu(void *ctx, float *x, size_t n) {
+  cpu_ctx *c = ctx;
+  PAR for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+static void cpu_relu(void *ctx, float *x, size_t n) {
+  (void)ctx;
+  for (size_t i = 0; i < n; i++)
+    x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+static void cpu_add(void *ctx, float *y, const float *x, size_t n) {
+  cpu_ctx *c = ctx;
+  PAR for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void cpu_add_row(void *ctx, float *y, int ldy, const float *row, int rows, int dim) {
+  (void)ctx;
+  for (int r = 0; r < rows; r++)
+    for (int i = 0; i < dim; i++)
+      y[(size_t)r * ldy + i] += row[i];
+}
+
+static void cpu_copy2d(void *ctx, void *dst, size_t ld_dst, const void *src, size_t ld_src,
+                       size_t rows, size_t row_bytes) {
+  (void)ctx;
+  for (size_t r = 0; r < rows; r++)
+    memmove((char *)dst + r * ld_dst, (const char *)src + r * ld_src, row_bytes);
+}
+
+/* ---- attention ------------------------------------------------------------ */
+
+/* Softmax of one score row in place over its first `visible` entries; the
+ * masked tail gets probability 0. */
+static void softmax_row(float *s, int visible, int n) {
+  float mx = -INFINITY;
+  for (int j = 0; j < visible; j++)
+    mx = s[j] > mx ? s[j] : mx;
+  float sum = 0.0f;
+  for (int j = 0; j < visible; j++) {
+    s[j] = expf(s[j] - mx);
+    sum += s[j];
+  }
+  float inv = 1.0f / sum;
+  for (int j = 0; j < visible; j++)
+    s[j] *= inv;
+  for (int j = visible; j < n; j++)
+    s[j] = 0.0f;
+}
+
+static int visible_keys(int i, int nk, int q_pos0) {
+  if (q_pos0 < 0)
+    return nk;
+  int v = q_pos0 + i + 1;
+  return v < nk ? v : nk;
+}
+
+static void attention_reference(cpu_ctx *c, float *out, int ldo, const float *q, int ldq,
+                                const float *k, int ldk, const float *v, int ldv, int nq, int nk,
+                                int heads, int hd, int q_pos0, float *scores) {
+  const float scale = 1.0f / sqrtf((float)hd);
+  for (int h = 0; h < heads; h++) {
+    PAR for (int i = 0; i < nq; i++) {
+      float *s = scores + (size_t)i * nk;
+      const float *qi = q + (size_t)i * ldq + h * hd;
+      for (int j = 0; j < nk; j++) {
+        const float *kj = k + (size_t)j * ldk + h * hd;
+        float acc = 0.0f;
+        for (int d = 0; d < hd; d++)
+          acc += qi[d] * kj[d];
+        s[j] = acc * scale;
+      }
+      softmax_row(s, visible_keys(i, nk, q_pos0), nk);
+      float *oi = out + (size_t)i * ldo + h * hd;
+      for (int d = 0; d < hd; d++) {
+        float acc = 0.0f;
+        for (int j = 0; j < nk; j++)
+          acc += s[j] * v[(size_t)j * ldv + h * hd + d];
+        oi[d] = acc;
+      }
+    }
+  }
+}
+
+static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ldq, const float *k,
+                          int ldk, const float *v, int ldv, int nq, int nk, int heads, int hd,
+                          int q_pos0) {
+  cpu_ctx *c = ctx;
+  size_t need = (size_t)nq * nk;
+  if (need > c->scores_cap) { /* first frame only: sizes are fixed per detector */
+    free(c->scores);
+    c->scores = malloc(need * sizeof(float));
+    c->scores_cap = c->scores ? need : 0;
+    if (!c->scores) {
+      fap_log(FAP_LOG_ERROR, "attention: out of memory for %d x %d scores", nq, nk);
+      return;
+    }
+  }
+#ifdef FAP_HAVE_OPENBLAS
+  if (!c->reference) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *s = c->scores;
+    for (int h = 0; h < heads; h++) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + h * hd, ldq,
+                  k + h * hd, ldk, 0.0f, s, nk);
+      PAR for (int i = 0; i < nq; i++) softmax_row(s + (size_t)i * nk, visible_keys(i, nk, q_pos0), nk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, s, nk, v + h * hd,
+                  ldv, 0.0f, out + h * hd, ldo);
+    }
+    return;
+  }
+#endif
+  attention_reference(c, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, heads, hd, q_pos0, c->scores);
+}
+
+/* ---- scoring -------------------------------------------------------------- */
+
+static void cpu_l2norm_rows(void *ctx, float *y, int ldy, const float *x, int ldx, int rows,
+                            int dim) {
+  cpu_ctx *c = ctx;
+  PAR for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * ldx;
+    double ss = 0.0;
+    for (int i = 0; i < dim; i++)
+      ss += (double)xr[i] * xr[i];
+    float inv = (float)(1.0 / sqrt(ss));
+    for (int i = 0; i < dim; i++)
+      y[(size_t)r * ldy + i] = xr[i] * inv;
+  }
+}
+
+static void cpu_two_way_prob(void *ctx, float *out, const float *x, int ldx, int rows, int dim,
+                             const float *t0, const float *t1, float inv_tau) {
+  cpu_ctx *c = ctx;
+  PAR for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * ldx;
+    float s0 = 0.0f, s1 = 0.0f;
+    for (int i = 0; i < dim; i++) {
+      s0 += xr[i] * t0[i];
+      s1 += xr[i] * t1[i];
+    }
+    /* softmax([s0, s1] / tau)[1] = 1 / (1 + exp((s0 - s1) / tau)) */
+    out[r] = 1.0f / (1.0f + expf((s0 - s1) * inv_tau));
+  }
+}
+
+static void cpu_reduce_max(void *ctx, float *out, const float *x, int n) {
+  (void)ctx;
+  float m = -INFINITY;
+  for (int i = 0; i < n; i++)
+    m = x[i] > m ? x[i] : m;
+  *out = m;
+}
+
+static void cpu_topk(void *ctx, int32_t *idx, const float *x, int n, int k) {
+  (void)ctx;
+  /* k is small (M = 10): insertion into a sorted list of k beats sorting n */
+  int filled = 0;
+  for (int i = 0; i < n; i++) {
+    if (filled == k && !(x[i] > x[idx[k - 1]]))
+      continue;
+    int pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && x[i] > x[idx[pos - 1]]) {
+      idx[pos] = idx[pos - 1];
+      pos--;
+    }
+    idx[pos] = i;
+  }
+}
+
+static void cpu_gather_rows(void *ctx, float *dst, const float *src, int lds, const int32_t *idx,
+                            int n, int dim) {
+  (void)ctx;
+  for (int r = 0; r < n; r++)
+    memcpy(dst + (size_t)r * dim, src + (size_t)idx[r] * lds, (size_t)dim * sizeof(float));
+}
+
+static void cpu_mean_rows(void *ctx, float *y, const float *x, int rows, int dim) {
+  (void)ctx;
+  for (int i = 0; i < dim; i++) {
+    float acc = 0.0f;
+    for (int r = 0; r < rows; r++)
+      acc += x[(size_t)r * dim + i];
+    y[i] = acc / (float)rows;
+  }
+}
+
+static void cpu_upsample_mean(void *ctx, float *out, const float *a, const float *b, int grid,
+                              int size) {
+  cpu_ctx *c = ctx;
+  PAR for (int y = 0; y < size; y++) {
+    int y0, y1;
+    float wy;
+    fap_bilinear_coord(y, grid, size, &y0, &y1, &wy);
+    for (int x = 0; x < size; x++) {
+      int x0, x1;
+      float wx;
+      fap_bilinear_coord(x, grid, size, &x0, &x1, &wx);
+      float va = (1 - wy) * ((1 - wx) * a[y0 * grid + x0] + wx * a[y0 * grid + x1]) +
+                 wy * ((1 - wx) * a[y1 * grid + x0] + wx * a[y1 * grid + x1]);
+      float vb = (1 - wy) * ((1 - wx) * b[y0 * grid + x0] + wx * b[y0 * grid + x1]) +
+                 wy * ((1 - wx) * b[y1 * grid + x0] + wx * b[y1 * grid + x1]);
+      out[(size_t)y * size + x] = 0.5f * (va + vb);
+    }
+  }
+}
+
+static void cpu_gaussian_blur(void *ctx, float *out, const float *in, float *tmp, int size,
+                              const float *kernel, int radius) {
+  cpu_ctx *c = ctx;
+  PAR for (int y = 0; y < size; y++) { /* along rows */
+    const float *row = in + (size_t)y * size;
+    float *t = tmp + (size_t)y * size;
+    for (int x = 0; x < size; x++) {
+      float acc = 0.0f;
+      for (int j = -radius; j <= radius; j++)
+        acc += kernel[j + radius] * row[fap_mirror_index(x + j, size)];
+      t[x] = acc;
+    }
+  }
+  PAR for (int y = 0; y < size; y++) { /* along columns, a row at a time (vectorises) */
+    float *o = out + (size_t)y * size;
+    for (int x = 0; x < size; x++)
+      o[x] = 0.0f;
+    for (int j = -radius; j <= radius; j++) {
+      const float *src = tmp + (size_t)fap_mirror_index(y + j, size) * size;
+      float w = kernel[j + radius];
+      for (int x = 0; x < size; x++)
+        o[x] += w * src[x];
+    }
+  }
+}
+
+/* ---- table ---------------------------------------------------------------- */
+
+static void cpu_destroy(void *ctx) {
+  cpu_ctx *c = ctx;
+  if (!c)
+    return;
+  free_table(&c->tx);
+  free_table(&c->ty);
+  free(c->pre_tmp);
+  free(c->scores);
+  free(c);
+}
+
+static const fap_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .import_weights = cpu_import_weights,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .preprocess = cpu_preprocess,
+    .im2col = cpu_im2col,
+    .linear = cpu_linear,
+    .matmul = cpu_matmul,
+    .layernorm = cpu_layernorm,
+    .quickgelu = cpu_quickgelu,
+    .relu = cpu_relu,
+    .add = cpu_add,
+    .add_row = cpu_add_row,
+    .copy2d = cpu_copy2d,
+    .attention = cpu_attention,
+    .l2norm_rows = cpu_l2norm_rows,
+    .two_way_prob = cpu_two_way_prob,
+    .reduce_max = cpu_reduce_max,
+    .topk = cpu_topk,
+    .gather_rows = cpu_gather_rows,
+    .mean_rows = cpu_mean_rows,
+    .upsample_mean = cpu_upsample_mean,
+    .gaussian_blur = cpu_gaussian_blur,
+};
+
+fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out) {
+  cpu_ctx *c = calloc(1, sizeof *c);
+  if (!c)
+    return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory");
+#ifdef _OPENMP
+  if (threads <= 0)
+    threads = omp_get_num_procs();
+#else
+  threads = 1;
+#endif
+  c->threads = threads;
+  c->reference = reference;
+#ifdef FAP_HAVE_OPENBLAS
+  /* process-wide in OpenBLAS: the last detector created decides */
+  openblas_set_num_threads(threads);
+#else
+  if (!reference)
+    fap_log(FAP_LOG_WARNING, "cpu backend: built without OpenBLAS, using the slow reference loops");
+#endif
+  out->ops = &cpu_ops;
+  out->ctx = c;
+  return FAP_OK;
+}
+
+void fap_backend_free(fap_backend *backend) {
+  if (backend && backend->ops) {
+    backend->ops->destroy(backend->ctx);
+    backend->ops = NULL;
+    backend->ctx = NULL;
+  }
+}

@@ -1,0 +1,549 @@
+/* The detector: creation (one arena, everything that depends only on the
+ * model computed once), the per-frame sequence of SPEC.md section 4, results
+ * and intermediates. Written once against the backend table. */
+#include "detector_internal.h"
+
+#include "log.h"
+#include "resample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define INV_TAU (1.0f / 0.07f) /* tau is fixed by the authors, not in the model file */
+
+static const char *const intermediate_names[] = {
+    "preprocessed", "tokens", "global", "text_features", "text_normal", "text_abnormal", "map1",
+    "topk_index", "prior", "text_features_dynamic", "text_abnormal_dynamic", "map2",
+    "image_text_prob", "map_raw", "map", "score", NULL,
+};
+#define N_INTERMEDIATES (sizeof intermediate_names / sizeof intermediate_names[0] - 1)
+
+typedef struct {
+  fap_tensor_view view; /* data = host copy */
+  const void *src;      /* backend pointer, NULL for host-computed ones */
+  size_t bytes;
+} intermediate;
+
+const char *const *fap_intermediate_names(void) { return intermediate_names; }
+
+void fap_detector_options_init(fap_detector_options *o) {
+  memset(o, 0, sizeof *o);
+  o->backend = FAP_BACKEND_AUTO;
+  o->sigma = -1.0f;
+}
+
+const char *fap_backend_name(fap_backend_kind kind) {
+  switch (kind) {
+  case FAP_BACKEND_AUTO: return "auto";
+  case FAP_BACKEND_CPU: return "cpu";
+  case FAP_BACKEND_CUDA: return "cuda";
+  }
+  return "?";
+}
+
+const char *fap_stage_name(fap_stage stage) {
+  static const char *const names[FAP_STAGE_COUNT] = {
+      "preprocess", "vision", "map1", "prior", "text", "map2", "map",
+  };
+  return (unsigned)stage < FAP_STAGE_COUNT ? names[stage] : "?";
+}
+
+const char *fap_pixel_format_name(fap_pixel_format f) {
+  static const char *const names[] = {"RGB", "BGR", "RGBA", "BGRA", "RGBx", "BGRx", "xRGB", "xBGR"};
+  return (unsigned)f < sizeof names / sizeof names[0] ? names[f] : "?";
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+/* ---- arena -------------------------------------------------------------- */
+
+typedef struct {
+  void **slot;
+  size_t bytes;
+} arena_entry;
+
+typedef struct {
+  arena_entry items[64];
+  int count;
+} arena_plan;
+
+static void plan(arena_plan *p, void *slot, size_t count, size_t elem) {
+  p->items[p->count].slot = slot;
+  p->items[p->count].bytes = (count * elem + 63) & ~(size_t)63;
+  p->count++;
+}
+
+static fap_status plan_buffers(fap_detector *d) {
+  const fap_config *c = d->cfg;
+  fap_buffers *b = &d->b;
+  const size_t s2 = (size_t)d->size * d->size, n = d->n_patches, rows = n + 1;
+  const size_t cv = c->vision_width, ct = c->text_width, e = c->embed_dim, k = c->n_prompts;
+  const size_t p2 = (size_t)c->patch_size * c->patch_size;
+  const size_t la = c->end_pos_abnormal + 1, ln = c->end_pos_normal + 1;
+  const size_t trows = ln > k * la ? ln : k * la;
+  const size_t f = sizeof(float);
+  arena_plan ap = {0};
+
+  plan(&ap, &b->image, 3 * s2, f);
+  plan(&ap, &b->cols, n * 3 * p2, f);
+  plan(&ap, &b->pos, rows * cv, f);
+  plan(&ap, &b->x, rows * cv, f);
+  plan(&ap, &b->y, rows * cv, f);
+  plan(&ap, &b->h, rows * cv, f);
+  plan(&ap, &b->qkv, rows * 3 * cv, f);
+  plan(&ap, &b->attn, rows * cv, f);
+  plan(&ap, &b->hidden, rows * 4 * cv, f);
+  plan(&ap, &b->tokens, rows * e, f);
+  plan(&ap, &b->global, e, f);
+  plan(&ap, &b->tokens_n, rows * e, f);
+  plan(&ap, &b->global_n, e, f);
+  plan(&ap, &b->map1, n, f);
+  plan(&ap, &b->map2, n, f);
+  plan(&ap, &b->topk, c->top_m, sizeof(int32_t));
+  plan(&ap, &b->prior_in, (size_t)c->top_m * e, f);
+  plan(&ap, &b->prior_hidden, c->prior_hidden, f);
+  plan(&ap, &b->prior, ct, f);
+  plan(&ap, &b->feats_static, (k + 1) * e, f);
+  plan(&ap, &b->feats_dynamic, k * e, f);
+  plan(&ap, &b->mean, e, f);
+  plan(&ap, &b->text_normal, e, f);
+  plan(&ap, &b->text_abnormal, e, f);
+  plan(&ap, &b->text_abnormal_dynamic, e, f);
+  plan(&ap, &b->scalars, 4, f);
+  plan(&ap, &b->map_raw, s2, f);
+  plan(&ap, &b->map, s2, f);
+  plan(&ap, &b->blur_tmp, s2, f);
+  plan(&ap, &b->gauss, 2 * (size_t)d->radius + 1, f);
+  plan(&ap, &b->kv, (size_t)c->text_layers * (k + 1) * 2 * d->text_lmax * ct, f);
+  plan(&ap, &b->text_init, k * d->text_rows * ct, f);
+  plan(&ap, &b->tx, trows * ct, f);
+  plan(&ap, &b->th, trows * ct, f);
+  plan(&ap, &b->tqkv, trows * 3 * ct, f);
+  plan(&ap, &b->tattn, trows * ct, f);
+  plan(&ap, &b->thidden, trows * 4 * ct, f);
+  plan(&ap, &b->tfeat_h, (k + 1) * ct, f);
+
+  size_t total = 0;
+  for (int i = 0; i < ap.count; i++)
+    total += ap.items[i].bytes;
+  d->arena = d->backend.ops->alloc(d->backend.ctx, total);
+  if (!d->arena)
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: cannot allocate the %zu MiB activation arena",
+                    total >> 20);
+  d->arena_bytes = total;
+  char *at = d->arena;
+  for (int i = 0; i < ap.count; i++) {
+    *ap.items[i].slot = at;
+    at += ap.items[i].bytes;
+  }
+  return FAP_OK;
+}
+
+/* ---- weights -------------------------------------------------------------- */
+
+static const float *import(fap_detector *d, const float *host, size_t count) {
+  return d->backend.ops->import_weights(d->backend.ctx, host, count);
+}
+
+static void import_block(fap_detector *d, fap_block *dst, const fap_block *src, size_t c) {
+  dst->ln1_w = import(d, src->ln1_w, c);
+  dst->ln1_b = import(d, src->ln1_b, c);
+  dst->in_w = import(d, src->in_w, 3 * c * c);
+  dst->in_b = import(d, src->in_b, 3 * c);
+  dst->out_w = import(d, src->out_w, c * c);
+  dst->out_b = import(d, src->out_b, c);
+  dst->ln2_w = import(d, src->ln2_w, c);
+  dst->ln2_b = import(d, src->ln2_b, c);
+  dst->fc_w = import(d, src->fc_w, 4 * c * c);
+  dst->fc_b = import(d, src->fc_b, 4 * c);
+  dst->cproj_w = import(d, src->cproj_w, 4 * c * c);
+  dst->cproj_b = import(d, src->cproj_b, c);
+}
+
+static fap_status import_weights(fap_detector *d) {
+  const fap_model *m = d->model;
+  const fap_config *c = d->cfg;
+  fap_net *w = &d->net;
+  size_t cv = c->vision_width, ct = c->text_width, e = c->embed_dim, p = c->patch_size;
+  w->vblocks = calloc((size_t)c->vision_layers, sizeof *w->vblocks);
+  w->tblocks = calloc((size_t)c->text_layers, sizeof *w->tblocks);
+  w->deep = calloc((size_t)c->prompt_depth, sizeof *w->deep);
+  if (!w->vblocks || !w->tblocks || !w->deep)
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  w->conv1 = import(d, m->conv1, cv * 3 * p * p);
+  w->class_emb = import(d, m->class_emb, cv);
+  w->ln_pre_w = import(d, m->ln_pre_w, cv);
+  w->ln_pre_b = import(d, m->ln_pre_b, cv);
+  w->ln_post_w = import(d, m->ln_post_w, cv);
+  w->ln_post_b = import(d, m->ln_post_b, cv);
+  w->vproj = import(d, m->vproj, cv * e);
+  for (int i = 0; i < c->vision_layers; i++)
+    import_block(d, &w->vblocks[i], &m->vblocks[i], cv);
+  w->ln_final_w = import(d, m->ln_final_w, ct);
+  w->ln_final_b = import(d, m->ln_final_b, ct);
+  w->tproj = import(d, m->tproj, ct * e);
+  for (int i = 0; i < c->text_layers; i++)
+    import_block(d, &w->tblocks[i], &m->tblocks[i], ct);
+  for (int j = 0; j < c->prompt_depth - 1; j++)
+    w->deep[j] = import(d, m->deep[j], (size_t)c->prompt_length * ct);
+  w->prior1_w = import(d, m->prior1_w, (size_t)c->prior_hidden * c->top_m * e);
+  w->prior1_b = import(d, m->prior1_b, (size_t)c->prior_hidden);
+  w->prior2_w = import(d, m->prior2_w, ct * c->prior_hidden);
+  w->prior2_b = import(d, m->prior2_b, ct);
+  if (!w->conv1 || !w->vproj || !w->tproj || !w->prior2_b)
+    return fap_fail(FAP_ERR_BACKEND, "detector: the %s backend could not take the weights",
+                    d->backend.ops->name);
+  return FAP_OK;
+}
+
+/* Positional embedding for grid G from the stored G0 grid: bilinear,
+ * align_corners = false; the CLS row is kept. Done once per detector. */
+static fap_status upload_positional(fap_detector *d) {
+  const fap_config *c = d->cfg;
+  const int g0 = c->vision_grid, g = d->grid, cv = c->vision_width;
+  float *host = malloc(((size_t)g * g + 1) * cv * sizeof(float));
+  if (!host)
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  const float *src = d->model->vpos;
+  memcpy(host, src, (size_t)cv * sizeof(float));
+  for (int y = 0; y < g; y++) {
+    int y0, y1;
+    float wy;
+    fap_bilinear_coord(y, g0, g, &y0, &y1, &wy);
+    for (int x = 0; x < g; x++) {
+      int x0, x1;
+      float wx;
+      fap_bilinear_coord(x, g0, g, &x0, &x1, &wx);
+      const float *a = src + (size_t)(1 + y0 * g0 + x0) * cv, *bb = src + (size_t)(1 + y0 * g0 + x1) * cv;
+      const float *cc = src + (size_t)(1 + y1 * g0 + x0) * cv, *dd = src + (size_t)(1 + y1 * g0 + x1) * cv;
+      float *o = host + (size_t)(1 + y * g + x) * cv;
+      for (int i = 0; i < cv; i++)
+        o[i] = (1 - wy) * ((1 - wx) * a[i] + wx * bb[i]) + wy * ((1 - wx) * cc[i] + wx * dd[i]);
+    }
+  }
+  fap_status s = d->backend.ops->upload(d->backend.ctx, d->b.pos, host,
+                                        ((size_t)g * g + 1) * cv * sizeof(float));
+  free(host);
+  return s;
+}
+
+static fap_status upload_gaussian(fap_detector *d) {
+  float *w = malloc((2 * (size_t)d->radius + 1) * sizeof(float));
+  if (!w)
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  fap_gaussian_fill(d->sigma, w);
+  fap_status s = d->backend.ops->upload(d->backend.ctx, d->b.gauss, w,
+                                        (2 * (size_t)d->radius + 1) * sizeof(float));
+  free(w);
+  return s;
+}
+
+/* ---- intermediates -------------------------------------------------------- */
+
+static void describe(intermediate *it, const void *src, fap_dtype dtype, int ndim, int64_t d0,
+                     int64_t d1, int64_t d2) {
+  it->src = src;
+  it->view.dtype = dtype;
+  it->view.ndim = ndim;
+  int64_t dims[3] = {d0, d1, d2};
+  size_t count = 1;
+  for (int i = 0; i < ndim; i++) {
+    it->view.shape[i] = dims[i];
+    count *= (size_t)dims[i];
+  }
+  it->bytes = count * fap_dtype_size(dtype);
+}
+
+static fap_status setup_intermediates(fap_detector *d) {
+  const fap_config *c = d->cfg;
+  fap_buffers *b = &d->b;
+  intermediate *it = calloc(N_INTERMEDIATES, sizeof *it);
+  if (!it)
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  d->inter_host = it;
+  int64_t s = d->size, n = d->n_patches, e = c->embed_dim, k = c->n_prompts;
+  describe(&it[0], b->image, FAP_DTYPE_F32, 3, 3, s, s);
+  describe(&it[1], b->tokens, FAP_DTYPE_F32, 2, n + 1, e, 0);
+  describe(&it[2], b->global, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[3], b->feats_static, FAP_DTYPE_F32, 2, k + 1, e, 0);
+  describe(&it[4], b->text_normal, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[5], b->text_abnormal, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[6], b->map1, FAP_DTYPE_F32, 1, n, 0, 0);
+  describe(&it[7], b->topk, FAP_DTYPE_I32, 1, c->top_m, 0, 0);
+  describe(&it[8], b->prior, FAP_DTYPE_F32, 1, c->text_width, 0, 0);
+  describe(&it[9], b->feats_dynamic, FAP_DTYPE_F32, 2, k, e, 0);
+  describe(&it[10], b->text_abnormal_dynamic, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[11], b->map2, FAP_DTYPE_F32, 1, n, 0, 0);
+  describe(&it[12], b->scalars + 2, FAP_DTYPE_F32, 1, 1, 0, 0);
+  describe(&it[13], b->map_raw, FAP_DTYPE_F32, 2, s, s, 0);
+  describe(&it[14], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* the result map, on the host already */
+  describe(&it[15], NULL, FAP_DTYPE_F32, 1, 1, 0, 0);
+  it[14].view.data = d->map_host;
+  it[15].view.data = &d->scalars_host[3];
+  for (size_t i = 0; i < N_INTERMEDIATES; i++) {
+    if (!it[i].src)
+      continue;
+    it[i].view.data = malloc(it[i].bytes);
+    if (!it[i].view.data)
+      return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory for intermediates");
+  }
+  return FAP_OK;
+}
+
+static void free_intermediates(fap_detector *d) {
+  intermediate *it = d->inter_host;
+  if (!it)
+    return;
+  for (size_t i = 0; i < N_INTERMEDIATES; i++)
+    if (it[i].src)
+      free((void *)it[i].view.data);
+  free(it);
+}
+
+fap_status fap_detector_intermediate(const fap_detector *d, const char *name,
+                                     fap_tensor_view *view) {
+  if (!d || !name || !view)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_intermediate: NULL argument");
+  if (!d->keep_intermediates)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "intermediate '%s' requested, but the detector was created without "
+                    "keep_intermediates",
+                    name);
+  const intermediate *it = d->inter_host;
+  for (size_t i = 0; i < N_INTERMEDIATES; i++)
+    if (strcmp(intermediate_names[i], name) == 0) {
+      *view = it[i].view;
+      return FAP_OK;
+    }
+  return fap_fail(FAP_ERR_INVALID_ARGUMENT, "no intermediate named '%s' (see fap.h for the list)",
+                  name);
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
+  fap_backend_kind kind = o->backend;
+  if (kind == FAP_BACKEND_AUTO)
+    kind = fap_backend_cuda_available() ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU;
+  d->backend_kind = kind;
+  if (kind == FAP_BACKEND_CUDA)
+    return fap_backend_cuda_new(o->device_id, &d->backend);
+  if (kind == FAP_BACKEND_CPU)
+    return fap_backend_cpu_new(o->threads, o->reference, &d->backend);
+  return fap_fail(FAP_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)kind);
+}
+
+/* t_n = norm(f_n), t_a = norm(mean_i f_a,i): the static text features. */
+static void static_text_features(fap_detector *d) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const int e = d->cfg->embed_dim;
+  fap_buffers *b = &d->b;
+  op->l2norm_rows(be, b->text_normal, e, b->feats_static, e, 1, e);
+  op->mean_rows(be, b->mean, b->feats_static + e, d->cfg->n_prompts, e);
+  op->l2norm_rows(be, b->text_abnormal, e, b->mean, e, 1, e);
+}
+
+fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
+                            fap_detector **out) {
+  if (!out)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_new: out is NULL");
+  *out = NULL;
+  if (!model)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_new: no model");
+  fap_detector_options defaults;
+  if (!options) {
+    fap_detector_options_init(&defaults);
+    options = &defaults;
+  }
+  const fap_config *c = &model->cfg;
+  int size = options->image_size ? options->image_size : c->image_size;
+  if (size < c->patch_size || size % c->patch_size != 0 || size > 4096)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "image size %d is not usable: it must be a multiple of the patch size %d, "
+                    "between %d and 4096",
+                    size, c->patch_size, c->patch_size);
+  int grid = size / c->patch_size;
+  if (grid * grid < c->top_m)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "image size %d gives %d patches, fewer than the %d the prior selects; use a "
+                    "larger image size",
+                    size, grid * grid, c->top_m);
+  float sigma = options->sigma < 0 ? c->sigma : options->sigma;
+  if (!isfinite(sigma) || sigma > 1000.0f)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "sigma %g is out of range [0, 1000]", sigma);
+
+  fap_detector *d = calloc(1, sizeof *d);
+  if (!d)
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  d->model = fap_model_ref(model);
+  d->cfg = c;
+  d->size = size;
+  d->grid = grid;
+  d->n_patches = grid * grid;
+  d->sigma = sigma;
+  d->radius = fap_gaussian_radius(sigma);
+  d->text_rows = c->end_pos_abnormal - c->n_pos;
+  d->text_lmax = (c->end_pos_abnormal > c->end_pos_normal ? c->end_pos_abnormal
+                                                           : c->end_pos_normal) + 1;
+  d->keep_intermediates = options->keep_intermediates;
+
+  fap_status s = open_backend(d, options);
+  if (!s)
+    s = plan_buffers(d);
+  if (!s)
+    s = import_weights(d);
+  if (!s && !(d->map_host = malloc((size_t)size * size * sizeof(float))))
+    s = fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  if (!s && d->keep_intermediates)
+    s = setup_intermediates(d);
+  if (!s)
+    s = upload_positional(d);
+  if (!s)
+    s = upload_gaussian(d);
+  if (!s)
+    s = fap_text_prepare(d);
+  if (!s) {
+    static_text_features(d);
+    s = d->backend.ops->synchronize(d->backend.ctx);
+  }
+  if (s) {
+    fap_detector_free(d);
+    return s;
+  }
+  *out = d;
+  return FAP_OK;
+}
+
+void fap_detector_free(fap_detector *d) {
+  if (!d)
+    return;
+  free_intermediates(d);
+  if (d->backend.ops && d->arena)
+    d->backend.ops->release(d->backend.ctx, d->arena);
+  fap_backend_free(&d->backend);
+  free(d->net.vblocks);
+  free(d->net.tblocks);
+  free(d->net.deep);
+  free(d->map_host);
+  fap_model_free(d->model);
+  free(d);
+}
+
+fap_backend_kind fap_detector_backend(const fap_detector *d) { return d ? d->backend_kind : 0; }
+int fap_detector_image_size(const fap_detector *d) { return d ? d->size : 0; }
+
+/* ---- per frame ------------------------------------------------------------ */
+
+static fap_status check_frame(const fap_frame *f) {
+  if (!f || !f->data)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: no frame data");
+  if ((unsigned)f->format > FAP_PIXEL_XBGR)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: unknown pixel format %d",
+                    (int)f->format);
+  if (f->width < 1 || f->height < 1 || f->width > 32768 || f->height > 32768)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "fap_detector_run: frame size %dx%d is outside 1x1 .. 32768x32768", f->width,
+                    f->height);
+  size_t bpp = (f->format == FAP_PIXEL_RGB || f->format == FAP_PIXEL_BGR) ? 3 : 4;
+  if (f->stride < (size_t)f->width * bpp)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "fap_detector_run: stride %zu is smaller than width %d x %zu bytes (%s)",
+                    f->stride, f->width, bpp, fap_pixel_format_name(f->format));
+  return FAP_OK;
+}
+
+#define STAGE_END(stage)                                                                           \
+  do {                                                                                             \
+    if ((s = op->synchronize(be)))                                                                 \
+      return s;                                                                                    \
+    double t = now_ms();                                                                           \
+    r->stage_ms[stage] = t - mark;                                                                 \
+    mark = t;                                                                                      \
+  } while (0)
+
+fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result *r) {
+  if (!d || !r)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: NULL detector or result");
+  fap_status s = check_frame(frame);
+  if (s)
+    return s;
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const fap_config *c = d->cfg;
+  fap_buffers *b = &d->b;
+  const int e = c->embed_dim, n = d->n_patches, ct = c->text_width;
+  memset(r, 0, sizeof *r);
+  double start = now_ms(), mark = start;
+
+  if ((s = op->preprocess(be, b->image, frame, d->size)))
+    return s;
+  STAGE_END(FAP_STAGE_PREPROCESS);
+
+  fap_vision_forward(d);
+  STAGE_END(FAP_STAGE_VISION);
+
+  /* p_j = norm(T_j), g^ = norm(g); A1 over patches (rows 1..N) */
+  op->l2norm_rows(be, b->tokens_n, e, b->tokens, e, n + 1, e);
+  op->l2norm_rows(be, b->global_n, e, b->global, e, 1, e);
+  op->two_way_prob(be, b->map1, b->tokens_n + e, e, n, e, b->text_normal, b->text_abnormal,
+                   INV_TAU);
+  op->reduce_max(be, b->scalars + 0, b->map1, n);
+  STAGE_END(FAP_STAGE_MAP1);
+
+  /* abnormality prior: the M most abnormal patches, descending, through the MLP */
+  op->topk(be, b->topk, b->map1, n, c->top_m);
+  op->gather_rows(be, b->prior_in, b->tokens_n + e, e, b->topk, c->top_m, e);
+  op->linear(be, b->prior_hidden, c->prior_hidden, b->prior_in, c->top_m * e, d->net.prior1_w,
+             d->net.prior1_b, 1, c->top_m * e, c->prior_hidden, 0);
+  op->relu(be, b->prior_hidden, (size_t)c->prior_hidden);
+  op->linear(be, b->prior, ct, b->prior_hidden, c->prior_hidden, d->net.prior2_w,
+             d->net.prior2_b, 1, c->prior_hidden, ct, 0);
+  STAGE_END(FAP_STAGE_PRIOR);
+
+  fap_text_forward_dynamic(d);
+  op->mean_rows(be, b->mean, b->feats_dynamic, c->n_prompts, e);
+  op->l2norm_rows(be, b->text_abnormal_dynamic, e, b->mean, e, 1, e);
+  STAGE_END(FAP_STAGE_TEXT);
+
+  op->two_way_prob(be, b->map2, b->tokens_n + e, e, n, e, b->text_normal,
+                   b->text_abnormal_dynamic, INV_TAU);
+  op->reduce_max(be, b->scalars + 1, b->map2, n);
+  op->two_way_prob(be, b->scalars + 2, b->global_n, e, 1, e, b->text_normal,
+                   b->text_abnormal_dynamic, INV_TAU);
+  STAGE_END(FAP_STAGE_MAP2);
+
+  op->upsample_mean(be, b->map_raw, b->map1, b->map2, d->grid, d->size);
+  const size_t map_bytes = (size_t)d->size * d->size * sizeof(float);
+  if (d->radius > 0)
+    op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
+  else
+    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, map_bytes);
+  if ((s = op->download(be, d->map_host, b->map, map_bytes)) ||
+      (s = op->download(be, d->scalars_host, b->scalars, 3 * sizeof(float))))
+    return s;
+  STAGE_END(FAP_STAGE_MAP);
+
+  const float max1 = d->scalars_host[0], max2 = d->scalars_host[1], q = d->scalars_host[2];
+  d->scalars_host[3] = 0.5f * (q + (2.0f * max1 + max2) / 3.0f);
+  r->score = d->scalars_host[3];
+  r->map = d->map_host;
+  r->map_size = d->size;
+  r->total_ms = now_ms() - start;
+
+  if (d->keep_intermediates) {
+    intermediate *it = d->inter_host;
+    for (size_t i = 0; i < N_INTERMEDIATES; i++)
+      if (it[i].src && (s = op->download(be, (void *)it[i].view.data, it[i].src, it[i].bytes)))
+        return s;
+    if ((s = op->synchronize(be)))
+      return s;
+  }
+  return FAP_OK;
+}

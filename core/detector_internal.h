@@ -1,0 +1,86 @@
+/* The detector's private state, shared by detector.c (creation, run, results),
+ * vision.c and text.c (the two encoders). Every float* / int32_t* here lives in
+ * the backend's address space unless its name ends in _host. */
+#ifndef FAP_DETECTOR_INTERNAL_H
+#define FAP_DETECTOR_INTERNAL_H
+
+#include "backend.h"
+#include "model.h"
+
+/* Model weights as the backend sees them (CPU: the model's own storage). */
+typedef struct {
+  const float *conv1, *class_emb, *ln_pre_w, *ln_pre_b, *ln_post_w, *ln_post_b, *vproj;
+  fap_block *vblocks;
+  const float *ln_final_w, *ln_final_b, *tproj;
+  fap_block *tblocks;
+  const float **deep;
+  const float *prior1_w, *prior1_b, *prior2_w, *prior2_b;
+} fap_net;
+
+typedef struct {
+  /* vision */
+  float *image;  /* [3, S, S] */
+  float *cols;   /* [N, 3 P P] */
+  float *pos;    /* [N+1, Cv] resized positional embedding (constant) */
+  float *x, *y;  /* [N+1, Cv] standard path, V-V side path */
+  float *h;      /* [N+1, Cv] LayerNorm output */
+  float *qkv;    /* [N+1, 3 Cv] */
+  float *attn;   /* [N+1, Cv] */
+  float *hidden; /* [N+1, 4 Cv] */
+  float *tokens; /* [N+1, E] T */
+  float *global; /* [E] g */
+  /* scoring */
+  float *tokens_n; /* [N+1, E] normalised */
+  float *global_n; /* [E] */
+  float *map1, *map2;   /* [N] */
+  int32_t *topk;        /* [M] */
+  float *prior_in;      /* [M E] */
+  float *prior_hidden;  /* [hidden] */
+  float *prior;         /* [Ct] b */
+  float *feats_static;  /* [K+1, E] */
+  float *feats_dynamic; /* [K, E] */
+  float *mean;          /* [E] */
+  float *text_normal, *text_abnormal, *text_abnormal_dynamic; /* [E] */
+  float *scalars;       /* [4]: max1, max2, q */
+  float *map_raw, *map, *blur_tmp; /* [S, S] */
+  float *gauss;         /* [2 r + 1] */
+  /* text */
+  float *kv;            /* [Lt][K+1][2][Lmax, Ct] keys and values per prompt */
+  float *text_init;     /* [K, R, Ct] per-frame rows before adding b (constant) */
+  float *tx, *th, *tqkv, *tattn, *thidden; /* text scratch, rows = max(K R, Lmax) */
+  float *tfeat_h;       /* [K+1, Ct] */
+} fap_buffers;
+
+struct fap_detector {
+  fap_model *model;
+  const fap_config *cfg;
+  fap_backend backend;
+  fap_backend_kind backend_kind;
+  fap_net net;
+  fap_buffers b;
+  void *arena;
+  size_t arena_bytes;
+
+  int size, grid, n_patches; /* S, G, N */
+  float sigma;
+  int radius;
+  int text_rows;  /* R: per-frame rows per abnormality prompt (n_pos+1 .. end) */
+  int text_lmax;  /* rows of each prompt's key/value cache */
+
+  float *map_host; /* [S, S] result */
+  float scalars_host[4];
+  int keep_intermediates;
+  void *inter_host; /* host copies of the intermediates */
+};
+
+/* vision.c: image already in b.image; fills b.tokens and b.global. */
+void fap_vision_forward(fap_detector *d);
+
+/* text.c */
+/* Creation time: encodes all K+1 prompts, fills b.feats_static and the
+ * prefix of every key/value cache, and b.text_init. */
+fap_status fap_text_prepare(fap_detector *d);
+/* Per frame: prompts with a + b (b in b.prior) -> b.feats_dynamic. */
+void fap_text_forward_dynamic(fap_detector *d);
+
+#endif

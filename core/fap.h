@@ -1,0 +1,230 @@
+/* faprompt core: zero-shot visual anomaly detection with FAPrompt.
+ *
+ * The whole public API of the inference core. The core takes a frame view and
+ * returns a result; it never sees GStreamer and never prints to stdout.
+ *
+ * Shape letters used in comments throughout core/ and kernels/:
+ *   S  input side in pixels (the model runs on S x S)
+ *   P  patch size            G  grid side = S / P       N  patches = G * G
+ *   C  width of an encoder (Cv vision, Ct text)        H  heads, D head dim
+ *   E  joint embedding dim   K  abnormality prompts    M  patches picked by the prior
+ *   L  positions of a text prompt up to its end token
+ *
+ * Ownership: *_new / *_load return an owned handle, released with *_free
+ * (free(NULL) is a no-op). Getters return borrowed pointers valid until the
+ * owner is freed or, for per-frame results, until the next fap_detector_run().
+ */
+#ifndef FAP_H
+#define FAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  FAP_OK = 0,
+  FAP_ERR_INVALID_ARGUMENT, /* a caller passed something out of range */
+  FAP_ERR_IO,               /* a file could not be opened / read / mapped */
+  FAP_ERR_FORMAT,           /* the file is not a valid safetensors container */
+  FAP_ERR_SCHEMA,           /* valid container, but not a valid faprompt model */
+  FAP_ERR_UNSUPPORTED,      /* feature or backend not built / not available */
+  FAP_ERR_NO_MEMORY,
+  FAP_ERR_BACKEND,          /* the compute backend failed (e.g. a CUDA error) */
+} fap_status;
+
+/* A short constant English description ("schema error", ...). */
+const char *fap_status_string(fap_status status);
+
+typedef enum {
+  FAP_LOG_ERROR = 0,
+  FAP_LOG_WARNING,
+  FAP_LOG_INFO,
+  FAP_LOG_DEBUG,
+} fap_log_level;
+
+/* Every failing call logs one message that names the file, tensor or argument
+ * at fault. The default sink writes errors and warnings to stderr; set another
+ * (or NULL to restore the default). Process-wide; the callback may be called
+ * from any thread that calls into the core. */
+typedef void (*fap_log_fn)(fap_log_level level, const char *message, void *user_data);
+void fap_set_log_callback(fap_log_fn fn, void *user_data);
+
+/* ---- element types -------------------------------------------------------- */
+
+typedef enum {
+  FAP_DTYPE_F32 = 0,
+  FAP_DTYPE_F16,
+  FAP_DTYPE_BF16,
+  FAP_DTYPE_I32,
+  FAP_DTYPE_I64,
+  FAP_DTYPE_U8,
+} fap_dtype;
+
+const char *fap_dtype_name(fap_dtype dtype);
+size_t fap_dtype_size(fap_dtype dtype);
+
+/* A read-only view of a dense row-major tensor. */
+#define FAP_MAX_DIMS 8
+typedef struct {
+  const void *data;
+  fap_dtype dtype;
+  int ndim;
+  int64_t shape[FAP_MAX_DIMS];
+} fap_tensor_view;
+
+/* ---- model -------------------------------------------------------------- */
+
+/* Every dimension of the model, read from the file's __metadata__ and checked
+ * against the tensor shapes (see models/README.md). */
+typedef struct {
+  int image_size;       /* S the model was prepared for (default run size) */
+  int patch_size;       /* P */
+  int vision_grid;      /* G0: grid of the stored positional embedding */
+  int vision_width;     /* Cv */
+  int vision_heads;     /* Hv */
+  int vision_layers;    /* Lv */
+  int dual_start;       /* D0: first V-V dual layer, 0-based */
+  int embed_dim;        /* E */
+  int text_width;       /* Ct */
+  int text_heads;       /* Ht */
+  int text_layers;      /* Lt */
+  int context_length;   /* 77 for CLIP */
+  int n_pos;            /* learnable normal tokens */
+  int n_neg;            /* learnable abnormal tokens per prompt */
+  int n_prompts;        /* K */
+  int top_m;            /* M */
+  int prompt_depth;     /* deep text prompts go to text layers 1..depth-1 */
+  int prompt_length;    /* t: tokens per deep prompt */
+  int prior_hidden;     /* hidden width of the prior MLP (E*M/16 by the authors) */
+  int end_pos_normal;   /* index of the end token in the normal prompt */
+  int end_pos_abnormal; /* index of the end token in every abnormality prompt */
+  float sigma;          /* default Gaussian sigma of the final map, pixels */
+  float image_threshold; /* optional calibration; < 0 when absent */
+  float pixel_threshold; /* optional calibration; < 0 when absent */
+} fap_config;
+
+typedef struct fap_model fap_model;
+
+/* Maps, validates and widens the weights of a model file. On failure *out is
+ * NULL and the log names the problem. Thread-safe reference counting lets
+ * several detectors (e.g. one per camera) share one loaded model. */
+fap_status fap_model_load(const char *path, fap_model **out);
+fap_model *fap_model_ref(fap_model *model);
+void fap_model_free(fap_model *model); /* drops one reference */
+const fap_config *fap_model_config(const fap_model *model);
+/* Seconds the last load took (map + validate + widen). */
+double fap_model_load_seconds(const fap_model *model);
+/* Total parameter count (all tensors the core uses). */
+int64_t fap_model_parameter_count(const fap_model *model);
+
+/* ---- detector ----------------------------------------------------------- */
+
+typedef enum {
+  FAP_BACKEND_AUTO = 0, /* CUDA when built and a device is present, else CPU */
+  FAP_BACKEND_CPU,
+  FAP_BACKEND_CUDA,
+} fap_backend_kind;
+
+const char *fap_backend_name(fap_backend_kind kind);
+
+typedef struct {
+  fap_backend_kind backend;
+  int device_id;          /* CUDA device ordinal */
+  int threads;            /* CPU threads, 0 = all online cores */
+  int image_size;         /* S; 0 = the model's; must be a multiple of P */
+  float sigma;            /* < 0 = the model's; 0 disables smoothing */
+  int keep_intermediates; /* 1: every SPEC.md intermediate kept, see below */
+  int reference;          /* 1: CPU backend uses the plain reference loops */
+} fap_detector_options;
+
+void fap_detector_options_init(fap_detector_options *options);
+
+typedef struct fap_detector fap_detector;
+
+/* Creates a detector: sizes one activation arena, computes everything that
+ * depends only on the model (static text features, cached prompt prefix,
+ * resized positional embedding, smoothing kernel). Holds a model reference. */
+fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
+                            fap_detector **out);
+void fap_detector_free(fap_detector *detector);
+fap_backend_kind fap_detector_backend(const fap_detector *detector);
+int fap_detector_image_size(const fap_detector *detector);
+
+typedef enum {
+  FAP_PIXEL_RGB = 0,
+  FAP_PIXEL_BGR,
+  FAP_PIXEL_RGBA,
+  FAP_PIXEL_BGRA,
+  FAP_PIXEL_RGBX,
+  FAP_PIXEL_BGRX,
+  FAP_PIXEL_XRGB,
+  FAP_PIXEL_XBGR,
+} fap_pixel_format;
+
+const char *fap_pixel_format_name(fap_pixel_format format);
+
+/* One packed 8-bit frame in host memory. stride is bytes per row (>= width *
+ * bytes per pixel). The detector reads it during fap_detector_run only. */
+typedef struct {
+  fap_pixel_format format;
+  int width, height;
+  size_t stride;
+  const uint8_t *data;
+} fap_frame;
+
+typedef enum {
+  FAP_STAGE_PREPROCESS = 0,
+  FAP_STAGE_VISION,
+  FAP_STAGE_MAP1,  /* normalise tokens, first map */
+  FAP_STAGE_PRIOR, /* top-M, prior MLP */
+  FAP_STAGE_TEXT,  /* dynamic prompts through the incremental text encoder */
+  FAP_STAGE_MAP2,  /* second map, image-text probability, score */
+  FAP_STAGE_MAP,   /* upsampling and smoothing */
+  FAP_STAGE_COUNT,
+} fap_stage;
+
+const char *fap_stage_name(fap_stage stage);
+
+typedef struct {
+  float score;            /* image anomaly score in [0, 1] */
+  const float *map;       /* S x S smoothed anomaly map, row-major, borrowed */
+  int map_size;           /* S */
+  double stage_ms[FAP_STAGE_COUNT];
+  double total_ms;
+} fap_result;
+
+/* Runs SPEC.md on one frame. Allocates nothing after the first call for a
+ * given input size (resampling tables are rebuilt when the size changes). */
+fap_status fap_detector_run(fap_detector *detector, const fap_frame *frame, fap_result *result);
+
+/* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name:
+ *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major
+ *   "tokens"                f32 [N+1, E]   T = LN_post(y) @ proj (row 0 unused)
+ *   "global"                f32 [E]        g = x[0] @ proj
+ *   "text_features"         f32 [K+1, E]   static f_n, f_a,1..K (unnormalised)
+ *   "text_normal"           f32 [E]        t_n
+ *   "text_abnormal"         f32 [E]        t_a
+ *   "map1"                  f32 [N]        A1
+ *   "topk_index"            i32 [M]        patch indices (0-based, descending A1)
+ *   "prior"                 f32 [Ct]       b
+ *   "text_features_dynamic" f32 [K, E]     f'_a,1..K
+ *   "text_abnormal_dynamic" f32 [E]        t'_a
+ *   "map2"                  f32 [N]        A2
+ *   "image_text_prob"       f32 [1]        q
+ *   "map_raw"               f32 [S, S]     (up(A1) + up(A2)) / 2
+ *   "map"                   f32 [S, S]     smoothed map
+ *   "score"                 f32 [1]
+ * Returns FAP_ERR_INVALID_ARGUMENT for an unknown name or when intermediates
+ * were not kept. The view is borrowed until the next run. */
+fap_status fap_detector_intermediate(const fap_detector *detector, const char *name,
+                                     fap_tensor_view *view);
+/* NULL-terminated list of the names above. */
+const char *const *fap_intermediate_names(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FAP_H */

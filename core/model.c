@@ -1,0 +1,391 @@
+/* Model loading: container validation (safetensors.c), then a schema check
+ * driven by the configuration in __metadata__, then widening to f32.
+ * The schema is documented in models/README.md; keep the two in step. */
+#include "model.h"
+
+#include "half.h"
+#include "log.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NAME_MAX_LEN 96
+
+typedef struct {
+  char name[NAME_MAX_LEN];
+  int ndim;
+  int64_t shape[4];
+  const float **dst;
+} expected_tensor;
+
+typedef struct {
+  expected_tensor *items;
+  size_t count, capacity;
+  int failed;
+} schema;
+
+static void expect(schema *s, const float **dst, int ndim, const int64_t *shape, const char *fmt,
+                   ...) FAP_PRINTF(5, 6);
+
+static void expect(schema *s, const float **dst, int ndim, const int64_t *shape, const char *fmt,
+                   ...) {
+  if (s->count == s->capacity) {
+    size_t cap = s->capacity ? 2 * s->capacity : 64;
+    expected_tensor *items = realloc(s->items, cap * sizeof *items);
+    if (!items) {
+      s->failed = 1;
+      return;
+    }
+    s->items = items;
+    s->capacity = cap;
+  }
+  expected_tensor *e = &s->items[s->count++];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->name, sizeof e->name, fmt, ap);
+  va_end(ap);
+  e->ndim = ndim;
+  memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
+  e->dst = dst;
+}
+
+#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+#define NDIM(...) ((int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define EXPECT(s, dst, name_fmt, shape_list, ...)                                                 \
+  expect((s), (dst), NDIM shape_list, SHAPE shape_list, name_fmt, ##__VA_ARGS__)
+
+static void expect_block(schema *s, fap_block *b, const char *prefix, int i, int64_t c) {
+  EXPECT(s, &b->ln1_w, "%sresblocks.%d.ln_1.weight", (c), prefix, i);
+  EXPECT(s, &b->ln1_b, "%sresblocks.%d.ln_1.bias", (c), prefix, i);
+  EXPECT(s, &b->in_w, "%sresblocks.%d.attn.in_proj_weight", (3 * c, c), prefix, i);
+  EXPECT(s, &b->in_b, "%sresblocks.%d.attn.in_proj_bias", (3 * c), prefix, i);
+  EXPECT(s, &b->out_w, "%sresblocks.%d.attn.out_proj.weight", (c, c), prefix, i);
+  EXPECT(s, &b->out_b, "%sresblocks.%d.attn.out_proj.bias", (c), prefix, i);
+  EXPECT(s, &b->ln2_w, "%sresblocks.%d.ln_2.weight", (c), prefix, i);
+  EXPECT(s, &b->ln2_b, "%sresblocks.%d.ln_2.bias", (c), prefix, i);
+  EXPECT(s, &b->fc_w, "%sresblocks.%d.mlp.c_fc.weight", (4 * c, c), prefix, i);
+  EXPECT(s, &b->fc_b, "%sresblocks.%d.mlp.c_fc.bias", (4 * c), prefix, i);
+  EXPECT(s, &b->cproj_w, "%sresblocks.%d.mlp.c_proj.weight", (c, 4 * c), prefix, i);
+  EXPECT(s, &b->cproj_b, "%sresblocks.%d.mlp.c_proj.bias", (c), prefix, i);
+}
+
+/* Every tensor models/README.md lists, with the shape the config implies. */
+static void build_schema(schema *s, fap_model *m) {
+  const fap_config *c = &m->cfg;
+  int64_t cv = c->vision_width, ct = c->text_width, e = c->embed_dim, p = c->patch_size;
+  int64_t k = c->n_prompts, ctx = c->context_length;
+
+  EXPECT(s, &m->conv1, "visual.conv1.weight", (cv, 3, p, p));
+  EXPECT(s, &m->class_emb, "visual.class_embedding", (cv));
+  EXPECT(s, &m->vpos, "visual.positional_embedding",
+         ((int64_t)c->vision_grid * c->vision_grid + 1, cv));
+  EXPECT(s, &m->ln_pre_w, "visual.ln_pre.weight", (cv));
+  EXPECT(s, &m->ln_pre_b, "visual.ln_pre.bias", (cv));
+  EXPECT(s, &m->ln_post_w, "visual.ln_post.weight", (cv));
+  EXPECT(s, &m->ln_post_b, "visual.ln_post.bias", (cv));
+  EXPECT(s, &m->vproj, "visual.proj", (cv, e));
+  for (int i = 0; i < c->vision_layers; i++)
+    expect_block(s, &m->vblocks[i], "visual.transformer.", i, cv);
+
+  EXPECT(s, &m->tpos, "positional_embedding", (ctx, ct));
+  EXPECT(s, &m->ln_final_w, "ln_final.weight", (ct));
+  EXPECT(s, &m->ln_final_b, "ln_final.bias", (ct));
+  EXPECT(s, &m->tproj, "text_projection", (ct, e));
+  for (int i = 0; i < c->text_layers; i++)
+    expect_block(s, &m->tblocks[i], "transformer.", i, ct);
+
+  EXPECT(s, &m->ctx_pos, "prompt_learner.ctx_pos", (1, 1, c->n_pos, ct));
+  EXPECT(s, &m->ctx_neg, "prompt_learner.ctx_neg", (1, k, c->n_neg, ct));
+  EXPECT(s, &m->prefix_pos, "prompt_learner.token_prefix_pos", (1, 1, 1, ct));
+  EXPECT(s, &m->prefix_neg, "prompt_learner.token_prefix_neg", (1, k, 1, ct));
+  EXPECT(s, &m->suffix_pos, "prompt_learner.token_suffix_pos", (1, 1, ctx - 1 - c->n_pos, ct));
+  EXPECT(s, &m->suffix_neg, "prompt_learner.token_suffix_neg",
+         (1, k, ctx - 1 - c->n_pos - c->n_neg, ct));
+  for (int j = 0; j < c->prompt_depth - 1; j++)
+    EXPECT(s, &m->deep[j], "prompt_learner.compound_prompts_text.%d", (c->prompt_length, ct), j);
+  EXPECT(s, &m->prior1_w, "prompt_learner.patch_meta_net.linear1.weight",
+         (c->prior_hidden, (int64_t)c->top_m * e));
+  EXPECT(s, &m->prior1_b, "prompt_learner.patch_meta_net.linear1.bias", (c->prior_hidden));
+  EXPECT(s, &m->prior2_w, "prompt_learner.patch_meta_net.linear2.weight", (ct, c->prior_hidden));
+  EXPECT(s, &m->prior2_b, "prompt_learner.patch_meta_net.linear2.bias", (ct));
+}
+
+/* ---- configuration from __metadata__ ---------------------------------- */
+
+static fap_status meta_int(const fap_safetensors *st, const char *key, int lo, int hi, int *out) {
+  const char *v = fap_safetensors_metadata(st, key);
+  const char *label = fap_safetensors_label(st);
+  if (!v)
+    return fap_fail(FAP_ERR_SCHEMA,
+                    "%s: __metadata__ has no '%s' (every faprompt model needs it; see "
+                    "models/README.md, or re-create the file with models/faprompt-convert)",
+                    label, key);
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || end == v || *end || x < lo || x > hi)
+    return fap_fail(FAP_ERR_SCHEMA, "%s: __metadata__ '%s' is \"%s\", expected an integer in [%d, %d]",
+                    label, key, v, lo, hi);
+  *out = (int)x;
+  return FAP_OK;
+}
+
+static fap_status meta_float(const fap_safetensors *st, const char *key, int required, float lo,
+                             float hi, float *out) {
+  const char *v = fap_safetensors_metadata(st, key);
+  const char *label = fap_safetensors_label(st);
+  if (!v) {
+    if (required)
+      return fap_fail(FAP_ERR_SCHEMA, "%s: __metadata__ has no '%s' (see models/README.md)", label,
+                      key);
+    *out = -1.0f;
+    return FAP_OK;
+  }
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi)
+    return fap_fail(FAP_ERR_SCHEMA, "%s: __metadata__ '%s' is \"%s\", expected a number in [%g, %g]",
+                    label, key, v, lo, hi);
+  *out = (float)x;
+  return FAP_OK;
+}
+
+static fap_status read_config(const fap_safetensors *st, fap_config *c) {
+  const char *label = fap_safetensors_label(st);
+  const char *format = fap_safetensors_metadata(st, "format");
+  if (!format || strcmp(format, "faprompt") != 0)
+    return fap_fail(FAP_ERR_SCHEMA,
+                    "%s: not a faprompt model (__metadata__ 'format' is %s%s%s, expected "
+                    "\"faprompt\"); convert the authors' checkpoints with models/faprompt-convert",
+                    label, format ? "\"" : "", format ? format : "absent", format ? "\"" : "");
+  const char *version = fap_safetensors_metadata(st, "format_version");
+  if (!version || strcmp(version, "1") != 0)
+    return fap_fail(FAP_ERR_SCHEMA,
+                    "%s: model format_version %s is not supported by this build (expected 1)",
+                    label, version ? version : "(absent)");
+  const int big = 1 << 20;
+  struct {
+    const char *key;
+    int lo;
+    int *dst;
+  } ints[] = {
+      {"image_size", 1, &c->image_size},       {"patch_size", 1, &c->patch_size},
+      {"vision_grid", 1, &c->vision_grid},     {"vision_width", 1, &c->vision_width},
+      {"vision_heads", 1, &c->vision_heads},   {"vision_layers", 1, &c->vision_layers},
+      {"dual_start", 0, &c->dual_start},       {"embed_dim", 1, &c->embed_dim},
+      {"text_width", 1, &c->text_width},       {"text_heads", 1, &c->text_heads},
+      {"text_layers", 1, &c->text_layers},     {"context_length", 2, &c->context_length},
+      {"n_pos", 1, &c->n_pos},                 {"n_neg", 1, &c->n_neg},
+      {"n_prompts", 1, &c->n_prompts},         {"top_m", 1, &c->top_m},
+      {"prompt_depth", 1, &c->prompt_depth},   {"prompt_length", 0, &c->prompt_length},
+      {"prior_hidden", 1, &c->prior_hidden},   {"end_pos_normal", 1, &c->end_pos_normal},
+      {"end_pos_abnormal", 1, &c->end_pos_abnormal},
+  };
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    fap_status s = meta_int(st, ints[i].key, ints[i].lo, big, ints[i].dst);
+    if (s)
+      return s;
+  }
+  fap_status s = meta_float(st, "sigma", 1, 0.0f, 1000.0f, &c->sigma);
+  if (!s)
+    s = meta_float(st, "image_threshold", 0, 0.0f, 1.0f, &c->image_threshold);
+  if (!s)
+    s = meta_float(st, "pixel_threshold", 0, 0.0f, 1.0f, &c->pixel_threshold);
+  if (s)
+    return s;
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      return fap_fail(FAP_ERR_SCHEMA, __VA_ARGS__);                                                \
+  } while (0)
+  CHECK(c->vision_width % c->vision_heads == 0,
+        "%s: vision_width %d is not divisible by vision_heads %d", label, c->vision_width,
+        c->vision_heads);
+  CHECK(c->text_width % c->text_heads == 0, "%s: text_width %d is not divisible by text_heads %d",
+        label, c->text_width, c->text_heads);
+  CHECK(c->image_size % c->patch_size == 0,
+        "%s: image_size %d is not a multiple of patch_size %d", label, c->image_size,
+        c->patch_size);
+  CHECK(c->dual_start < c->vision_layers, "%s: dual_start %d must be < vision_layers %d", label,
+        c->dual_start, c->vision_layers);
+  CHECK(c->end_pos_normal >= 1 + c->n_pos && c->end_pos_normal < c->context_length,
+        "%s: end_pos_normal %d must lie in [1 + n_pos, context_length) = [%d, %d)", label,
+        c->end_pos_normal, 1 + c->n_pos, c->context_length);
+  CHECK(c->end_pos_abnormal >= 1 + c->n_pos + c->n_neg && c->end_pos_abnormal < c->context_length,
+        "%s: end_pos_abnormal %d must lie in [1 + n_pos + n_neg, context_length) = [%d, %d)",
+        label, c->end_pos_abnormal, 1 + c->n_pos + c->n_neg, c->context_length);
+  CHECK(c->prompt_length <= c->n_pos,
+        "%s: prompt_length %d > n_pos %d: deep prompts would overwrite tokens that differ "
+        "between prompts, which this core does not support",
+        label, c->prompt_length, c->n_pos);
+  CHECK(c->prompt_depth - 1 <= c->text_layers, "%s: prompt_depth %d needs > %d text layers",
+        label, c->prompt_depth, c->text_layers);
+#undef CHECK
+  return FAP_OK;
+}
+
+/* ---- load ------------------------------------------------------------- */
+
+static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_model *m) {
+  const char *label = fap_safetensors_label(st);
+  size_t total = 0;
+  for (size_t i = 0; i < s->count; i++) {
+    expected_tensor *e = &s->items[i];
+    const fap_st_tensor *t = fap_safetensors_find(st, e->name);
+    if (!t)
+      return fap_fail(FAP_ERR_SCHEMA,
+                      "%s: tensor '%s' is missing (the configuration in __metadata__ requires it; "
+                      "see models/README.md)",
+                      label, e->name);
+    int same = t->ndim == e->ndim;
+    for (int d = 0; same && d < e->ndim; d++)
+      same = t->shape[d] == e->shape[d];
+    if (!same) {
+      char want[96], got[96];
+      int n = 0;
+      for (int d = 0; d < e->ndim; d++)
+        n += snprintf(want + n, sizeof want - n, "%s%lld", d ? ", " : "", (long long)e->shape[d]);
+      n = 0;
+      got[0] = 0;
+      for (int d = 0; d < t->ndim && n < (int)sizeof got - 24; d++)
+        n += snprintf(got + n, sizeof got - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+      return fap_fail(FAP_ERR_SCHEMA,
+                      "%s: tensor '%s' has shape [%s], but the configuration in __metadata__ "
+                      "implies [%s]",
+                      label, e->name, got, want);
+    }
+    if (t->dtype != FAP_DTYPE_F32 && t->dtype != FAP_DTYPE_F16 && t->dtype != FAP_DTYPE_BF16)
+      return fap_fail(FAP_ERR_SCHEMA, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
+                      label, e->name, fap_dtype_name(t->dtype));
+    total += ((size_t)t->numel + 15) & ~(size_t)15; /* keep every tensor 64-byte aligned */
+  }
+  if (fap_safetensors_count(st) != s->count) {
+    for (size_t i = 0; i < fap_safetensors_count(st); i++) {
+      const char *name = fap_safetensors_tensor(st, i)->name;
+      size_t j = 0;
+      while (j < s->count && strcmp(s->items[j].name, name) != 0)
+        j++;
+      if (j == s->count)
+        return fap_fail(FAP_ERR_SCHEMA,
+                        "%s: unexpected tensor '%s' (not part of a faprompt model with this "
+                        "configuration; see models/README.md)",
+                        label, name);
+    }
+  }
+
+  if (posix_memalign((void **)&m->storage, 64, total * sizeof(float)) != 0)
+    return fap_fail(FAP_ERR_NO_MEMORY, "%s: cannot allocate %zu MiB for the weights", label,
+                    total * sizeof(float) >> 20);
+  m->storage_floats = total;
+  float *at = m->storage;
+  for (size_t i = 0; i < s->count; i++) {
+    const fap_st_tensor *t = fap_safetensors_find(st, s->items[i].name);
+    size_t n = (size_t)t->numel;
+    if (t->dtype == FAP_DTYPE_F32)
+      memcpy(at, t->data, n * sizeof(float));
+    else if (t->dtype == FAP_DTYPE_F16)
+      fap_widen_f16(at, t->data, n);
+    else
+      fap_widen_bf16(at, t->data, n);
+    for (size_t j = 0; j < n; j++)
+      if (!isfinite(at[j]))
+        return fap_fail(FAP_ERR_SCHEMA, "%s: tensor '%s' holds a non-finite value at index %zu",
+                        label, t->name, j);
+    *s->items[i].dst = at;
+    m->params += (int64_t)n;
+    at += (n + 15) & ~(size_t)15;
+  }
+  /* The reference feeds the deep prompts through .half(): round them once here. */
+  for (int j = 0; j < m->cfg.prompt_depth - 1; j++) {
+    float *d = (float *)m->deep[j];
+    for (int i = 0; i < m->cfg.prompt_length * m->cfg.text_width; i++)
+      d[i] = fap_round_f16(d[i]);
+  }
+  return FAP_OK;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+fap_status fap_model_load(const char *path, fap_model **out) {
+  if (!out)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_model_load: out is NULL");
+  *out = NULL;
+  if (!path || !*path)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_model_load: no model path given");
+  double t0 = now_seconds();
+  fap_safetensors *st = NULL;
+  fap_status status = fap_safetensors_open(path, &st);
+  if (status)
+    return status;
+
+  fap_model *m = calloc(1, sizeof *m);
+  schema s = {0};
+  if (!m) {
+    status = fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", path);
+    goto done;
+  }
+  m->refcount = 1;
+  status = read_config(st, &m->cfg);
+  if (status)
+    goto done;
+  m->path = strdup(path);
+  m->vblocks = calloc((size_t)m->cfg.vision_layers, sizeof *m->vblocks);
+  m->tblocks = calloc((size_t)m->cfg.text_layers, sizeof *m->tblocks);
+  m->deep = calloc((size_t)m->cfg.prompt_depth, sizeof *m->deep);
+  if (!m->path || !m->vblocks || !m->tblocks || !m->deep) {
+    status = fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", path);
+    goto done;
+  }
+  build_schema(&s, m);
+  if (s.failed) {
+    status = fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", path);
+    goto done;
+  }
+  status = check_and_widen(st, &s, m);
+  m->load_seconds = now_seconds() - t0;
+
+done:
+  free(s.items);
+  fap_safetensors_close(st);
+  if (status) {
+    fap_model_free(m);
+    return status;
+  }
+  fap_log(FAP_LOG_INFO, "%s: loaded %lld parameters in %.2f s", path, (long long)m->params,
+          m->load_seconds);
+  *out = m;
+  return FAP_OK;
+}
+
+fap_model *fap_model_ref(fap_model *model) {
+  if (model)
+    __atomic_add_fetch(&model->refcount, 1, __ATOMIC_RELAXED);
+  return model;
+}
+
+void fap_model_free(fap_model *model) {
+  if (!model || __atomic_sub_fetch(&model->refcount, 1, __ATOMIC_ACQ_REL) > 0)
+    return;
+  free(model->storage);
+  free(model->vblocks);
+  free(model->tblocks);
+  free(model->deep);
+  free(model->path);
+  free(model);
+}
+
+const fap_config *fap_model_config(const fap_model *model) { return model ? &model->cfg : NULL; }
+double fap_model_load_seconds(const fap_model *model) { return model ? model->load_seconds : 0; }
+int64_t fap_model_parameter_count(const fap_model *model) { return model ? model->params : 0; }

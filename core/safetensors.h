@@ -1,0 +1,48 @@
+/* Strict, mmap-based reader of the safetensors container
+ * (8-byte little-endian header length, JSON header, raw little-endian data).
+ *
+ * Validation, each failure logged with the file name and the offending entry:
+ * header length within [2, FAP_ST_MAX_HEADER] and within the file; header is a
+ * JSON object; every entry but "__metadata__" has dtype (F32 F16 BF16 I32 I64
+ * U8), shape (array of non-negative integers, at most FAP_MAX_DIMS) and
+ * data_offsets [begin, end] with begin <= end; element count x dtype size ==
+ * end - begin with no integer overflow; entries contiguous, non-overlapping
+ * and together covering the data area exactly; no duplicate names;
+ * "__metadata__" (optional) maps strings to strings. */
+#ifndef FAP_SAFETENSORS_H
+#define FAP_SAFETENSORS_H
+
+#include "fap.h"
+
+#define FAP_ST_MAX_HEADER (100u * 1024u * 1024u)
+
+typedef struct {
+  const char *name;
+  fap_dtype dtype;
+  int ndim;
+  int64_t shape[FAP_MAX_DIMS];
+  int64_t numel;
+  const void *data; /* inside the mapping; little-endian, may be unaligned */
+  size_t nbytes;
+} fap_st_tensor;
+
+typedef struct fap_safetensors fap_safetensors;
+
+/* Maps path read-only and validates it. */
+fap_status fap_safetensors_open(const char *path, fap_safetensors **out);
+/* Validates a buffer the caller keeps alive (used by tests); label names it in logs. */
+fap_status fap_safetensors_open_memory(const void *data, size_t size, const char *label,
+                                       fap_safetensors **out);
+void fap_safetensors_close(fap_safetensors *st);
+
+size_t fap_safetensors_count(const fap_safetensors *st);
+/* Tensors in file order (ascending data offset). */
+const fap_st_tensor *fap_safetensors_tensor(const fap_safetensors *st, size_t index);
+const fap_st_tensor *fap_safetensors_find(const fap_safetensors *st, const char *name);
+/* Value of a __metadata__ key, NULL when absent. */
+const char *fap_safetensors_metadata(const fap_safetensors *st, const char *key);
+size_t fap_safetensors_metadata_count(const fap_safetensors *st);
+const char *fap_safetensors_metadata_key(const fap_safetensors *st, size_t index);
+const char *fap_safetensors_label(const fap_safetensors *st);
+
+#endif

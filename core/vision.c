@@ -1,0 +1,50 @@
+/* Vision encoder, SPEC.md section 2: the standard CLIP path x plus the V-V
+ * side path y of the dual layers (l >= D0), which shares each layer's v and
+ * out_proj, has no MLP and never feeds back into x. */
+#include "detector_internal.h"
+
+#include <string.h>
+
+void fap_vision_forward(fap_detector *d) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const fap_config *c = d->cfg;
+  fap_buffers *b = &d->b;
+  const int cv = c->vision_width, n = d->n_patches, rows = n + 1;
+  const int heads = c->vision_heads, hd = cv / heads, p = c->patch_size;
+
+  /* patch embedding (conv1 as a GEMM over im2col rows) into rows 1..N, CLS into row 0 */
+  op->im2col(be, b->cols, b->image, d->size, p);
+  op->linear(be, b->x + cv, cv, b->cols, 3 * p * p, d->net.conv1, NULL, n, 3 * p * p, cv, 0);
+  op->copy2d(be, b->x, 0, d->net.class_emb, 0, 1, (size_t)cv * sizeof(float));
+  op->add(be, b->x, b->pos, (size_t)rows * cv);
+  op->layernorm(be, b->x, cv, b->x, cv, d->net.ln_pre_w, d->net.ln_pre_b, rows, cv);
+
+  for (int l = 0; l < c->vision_layers; l++) {
+    const fap_block *w = &d->net.vblocks[l];
+    const int dual = l >= c->dual_start;
+    if (l == c->dual_start) /* the side path starts from the input of layer D0 */
+      op->copy2d(be, b->y, 0, b->x, 0, 1, (size_t)rows * cv * sizeof(float));
+
+    op->layernorm(be, b->h, cv, b->x, cv, w->ln1_w, w->ln1_b, rows, cv);
+    op->linear(be, b->qkv, 3 * cv, b->h, cv, w->in_w, w->in_b, rows, cv, 3 * cv, 0);
+    const float *q = b->qkv, *k = b->qkv + cv, *v = b->qkv + 2 * cv;
+
+    op->attention(be, b->attn, cv, q, 3 * cv, k, 3 * cv, v, 3 * cv, rows, rows, heads, hd, -1);
+    op->linear(be, b->x, cv, b->attn, cv, w->out_w, w->out_b, rows, cv, cv, 1);
+    if (dual) { /* V-V attention: softmax(v v^T / sqrt(hd)) v, same out_proj, bias included */
+      op->attention(be, b->attn, cv, v, 3 * cv, v, 3 * cv, v, 3 * cv, rows, rows, heads, hd, -1);
+      op->linear(be, b->y, cv, b->attn, cv, w->out_w, w->out_b, rows, cv, cv, 1);
+    }
+
+    op->layernorm(be, b->h, cv, b->x, cv, w->ln2_w, w->ln2_b, rows, cv);
+    op->linear(be, b->hidden, 4 * cv, b->h, cv, w->fc_w, w->fc_b, rows, cv, 4 * cv, 0);
+    op->quickgelu(be, b->hidden, (size_t)rows * 4 * cv);
+    op->linear(be, b->x, cv, b->hidden, 4 * cv, w->cproj_w, w->cproj_b, rows, 4 * cv, cv, 1);
+  }
+
+  /* T = LN_post(y) @ proj for all rows; g = x[0] @ proj without LN_post (SPEC quirk) */
+  op->layernorm(be, b->h, cv, b->y, cv, d->net.ln_post_w, d->net.ln_post_b, rows, cv);
+  op->matmul(be, b->tokens, c->embed_dim, b->h, cv, d->net.vproj, rows, cv, c->embed_dim);
+  op->matmul(be, b->global, c->embed_dim, b->x, cv, d->net.vproj, 1, cv, c->embed_dim);
+}
