@@ -1,9 +1,9 @@
 /* Strict safetensors reader; safetensors.h lists the rules it enforces.
  *
- * json-glib builds the tree, but it is lenient: it takes single quotes, hex numbers,
- * comments, several top-level values, wraps integers past 64 bits and keeps the last of
- * duplicate keys. So a small strict RFC 8259 scanner runs first and rejects all of that,
- * and checks for duplicate keys in every object on the way. */
+ * json-glib builds the tree but is lenient: it takes single quotes, hex numbers, comments
+ * and several top-level values, wraps integers past 64 bits and keeps the last of duplicate
+ * keys. So a small strict RFC 8259 scanner runs first: it rejects all of that and finds
+ * duplicate keys (compared after unescaping) in every object. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -12,6 +12,7 @@
 
 #include "log.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <inttypes.h>
@@ -45,13 +46,23 @@ struct fap_safetensors {
   size_t meta_count;
 };
 
-/* ---- strict JSON scanner ------------------------------------------------ */
+/* Logs "<label>: [tensor '<name>': ]<message>" and returns FAP_ERR_FORMAT. */
+static fap_status bad(const char *label, const char *name, const char *fmt, ...) FAP_PRINTF(3, 4);
+static fap_status bad(const char *label, const char *name, const char *fmt, ...) {
+  char what[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  if (!name) return fap_fail(FAP_ERR_FORMAT, "%s: %s", label, what);
+  return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': %s", label, name, what);
+}
+
+/* ---- strict JSON scanner ---------------------------------------------------- */
 
 typedef struct {
-  const char *s;
-  size_t n, i;
-  const char *label;
-  size_t top_keys;
+  const char *s, *label;
+  size_t n, i, top_keys;
 } scan;
 
 static fap_status scan_fail(const scan *sc, const char *fmt, ...) FAP_PRINTF(2, 3);
@@ -61,7 +72,7 @@ static fap_status scan_fail(const scan *sc, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  return fap_fail(FAP_ERR_FORMAT, "%s: header byte %zu: %s", sc->label, sc->i, what);
+  return bad(sc->label, NULL, "header byte %zu: %s", sc->i, what);
 }
 
 static fap_status scan_expected(const scan *sc, const char *expected) {
@@ -71,12 +82,14 @@ static fap_status scan_expected(const scan *sc, const char *expected) {
   return scan_fail(sc, "unexpected byte 0x%02x, expected %s", c, expected);
 }
 
-static void skip_ws(scan *sc) {
-  while (sc->i < sc->n && sc->s[sc->i] && strchr(" \t\n\r", sc->s[sc->i])) sc->i++;
-}
-
 static int at(const scan *sc, char c) { return sc->i < sc->n && sc->s[sc->i] == c; }
 static int at_digit(const scan *sc) { return sc->i < sc->n && g_ascii_isdigit(sc->s[sc->i]); }
+static void skip_digits(scan *sc) {
+  while (at_digit(sc)) sc->i++;
+}
+static void skip_ws(scan *sc) {
+  while (at(sc, ' ') || at(sc, '\t') || at(sc, '\n') || at(sc, '\r')) sc->i++;
+}
 
 static int hex4(const scan *sc, size_t pos, gunichar *out) {
   if (pos > sc->n || sc->n - pos < 4) return 0;
@@ -89,11 +102,10 @@ static int hex4(const scan *sc, size_t pos, gunichar *out) {
   return 1;
 }
 
-/* Scans the string at sc->i (on its opening quote); decodes it into out if not NULL. */
+/* Scans the string at sc->i (its opening quote); decodes it into out if not NULL. */
 static fap_status scan_string(scan *sc, GString *out) {
   static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-  sc->i++;
-  while (sc->i < sc->n) {
+  for (sc->i++; sc->i < sc->n;) {
     unsigned char c = (unsigned char)sc->s[sc->i];
     if (c == '"') {
       sc->i++;
@@ -134,35 +146,32 @@ static fap_status scan_string(scan *sc, GString *out) {
 
 static fap_status scan_number(scan *sc) {
   size_t start = sc->i;
-  int integer = 1;
   if (at(sc, '-')) sc->i++;
   if (!at_digit(sc)) return scan_expected(sc, "a digit");
-  size_t digits = sc->i;
   if (at(sc, '0') && sc->i + 1 < sc->n && g_ascii_isdigit(sc->s[sc->i + 1]))
     return scan_fail(sc, "numbers must not have leading zeros");
-  while (at_digit(sc)) sc->i++;
+  size_t digits = sc->i;
+  skip_digits(sc);
   size_t digits_end = sc->i;
   if (at(sc, '.')) {
-    integer = 0;
     sc->i++;
     if (!at_digit(sc)) return scan_expected(sc, "a digit after '.'");
-    while (at_digit(sc)) sc->i++;
+    skip_digits(sc);
   }
   if (at(sc, 'e') || at(sc, 'E')) {
-    integer = 0;
     sc->i++;
     if (at(sc, '+') || at(sc, '-')) sc->i++;
     if (!at_digit(sc)) return scan_expected(sc, "a digit in the exponent");
-    while (at_digit(sc)) sc->i++;
+    skip_digits(sc);
   }
-  /* json-glib would silently wrap larger integers */
+  /* an integer must fit: json-glib would silently wrap it */
   uint64_t v = 0;
-  for (size_t k = digits; integer && k < digits_end; k++) {
+  for (size_t k = digits; sc->i == digits_end && k < digits_end; k++) {
     unsigned d = (unsigned)(sc->s[k] - '0');
     if (v > ((uint64_t)INT64_MAX - d) / 10) {
       sc->i = start;
-      return scan_fail(sc, "integer %.*s does not fit in 64 bits",
-                       (int)MIN(digits_end - start, 40), sc->s + start);
+      return scan_fail(sc, "integer %.*s does not fit in 64 bits", (int)MIN(digits_end - start, 40),
+                       sc->s + start);
     }
     v = v * 10 + d;
   }
@@ -171,87 +180,64 @@ static fap_status scan_number(scan *sc) {
 
 static fap_status scan_value(scan *sc, int depth, const char *key);
 
-static fap_status dup_fail(const scan *sc, int depth, const char *parent, const char *key) {
-  if (depth > 1) return scan_fail(sc, "entry '%s': duplicate key '%s'", parent ? parent : "", key);
-  if (!strcmp(key, "__metadata__")) return scan_fail(sc, "'__metadata__' appears twice");
-  return scan_fail(sc, "duplicate tensor name '%s'", key);
+/* A key and its ':'; *key stays valid while keys (which owns it) lives. */
+static fap_status scan_key(scan *sc, GHashTable *keys, int depth, const char *parent,
+                           const char **key) {
+  if (!at(sc, '"')) return scan_expected(sc, "a string key");
+  size_t key_at = sc->i;
+  GString *str = g_string_new(NULL);
+  fap_status status = scan_string(sc, str);
+  if (status == FAP_OK && g_hash_table_contains(keys, str->str)) {
+    sc->i = key_at;
+    if (depth > 1) status = scan_fail(sc, "entry '%s': duplicate key '%s'", parent, str->str);
+    else if (!strcmp(str->str, "__metadata__"))
+      status = scan_fail(sc, "'__metadata__' appears twice");
+    else status = scan_fail(sc, "duplicate tensor name '%s'", str->str);
+  }
+  if (status != FAP_OK) {
+    g_string_free(str, TRUE);
+    return status;
+  }
+  char *k = g_string_free(str, FALSE);
+  g_hash_table_add(keys, k);
+  *key = k;
+  sc->top_keys += depth == 1;
+  skip_ws(sc);
+  if (!at(sc, ':')) return scan_expected(sc, "':'");
+  sc->i++;
+  return FAP_OK;
 }
 
-static fap_status scan_object(scan *sc, int depth, const char *parent) {
-  GHashTable *keys = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+/* An object or array, from its opening bracket; parent names the entry it is under. */
+static fap_status scan_container(scan *sc, int depth, const char *parent) {
+  int object = at(sc, '{');
+  char end = object ? '}' : ']';
+  GHashTable *keys = object ? g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL) : NULL;
+  const char *key = parent;
   fap_status status = FAP_OK;
   sc->i++;
   skip_ws(sc);
-  if (at(sc, '}')) {
-    sc->i++;
-    goto out;
+  for (int more = !at(sc, end); more && status == FAP_OK;) {
+    skip_ws(sc);
+    if (object) status = scan_key(sc, keys, depth, parent, &key);
+    if (status == FAP_OK) status = scan_value(sc, depth + 1, key);
+    skip_ws(sc);
+    if ((more = at(sc, ','))) sc->i++;
   }
-  for (;;) {
-    skip_ws(sc);
-    if (!at(sc, '"')) {
-      status = scan_expected(sc, "a string key");
-      goto out;
-    }
-    size_t key_at = sc->i;
-    GString *key = g_string_new(NULL);
-    status = scan_string(sc, key);
-    if (status == FAP_OK && g_hash_table_contains(keys, key->str)) {
-      sc->i = key_at;
-      status = dup_fail(sc, depth, parent, key->str);
-    }
-    if (status != FAP_OK) {
-      g_string_free(key, TRUE);
-      goto out;
-    }
-    char *k = g_string_free(key, FALSE);
-    g_hash_table_add(keys, k);
-    if (depth == 1) sc->top_keys++;
-    skip_ws(sc);
-    if (!at(sc, ':')) {
-      status = scan_expected(sc, "':'");
-      goto out;
-    }
-    sc->i++;
-    if ((status = scan_value(sc, depth + 1, k)) != FAP_OK) goto out;
-    skip_ws(sc);
-    if (at(sc, '}')) break;
-    if (!at(sc, ',')) {
-      status = scan_expected(sc, "',' or '}'");
-      goto out;
-    }
-    sc->i++;
-  }
-  sc->i++;
-out:
-  g_hash_table_destroy(keys);
+  if (status == FAP_OK && !at(sc, end))
+    status = scan_expected(sc, object ? "',' or '}'" : "',' or ']'");
+  if (status == FAP_OK) sc->i++;
+  if (keys) g_hash_table_destroy(keys);
   return status;
-}
-
-static fap_status scan_array(scan *sc, int depth, const char *parent) {
-  sc->i++;
-  skip_ws(sc);
-  if (at(sc, ']')) {
-    sc->i++;
-    return FAP_OK;
-  }
-  for (;;) {
-    fap_status status = scan_value(sc, depth + 1, parent);
-    if (status != FAP_OK) return status;
-    skip_ws(sc);
-    if (at(sc, ']')) break;
-    if (!at(sc, ',')) return scan_expected(sc, "',' or ']'");
-    sc->i++;
-  }
-  sc->i++;
-  return FAP_OK;
 }
 
 static fap_status scan_value(scan *sc, int depth, const char *key) {
   static const char *const literals[] = {"true", "false", "null"};
   skip_ws(sc);
   if (at(sc, '{') || at(sc, '[')) {
-    if (depth > ST_MAX_DEPTH) return scan_fail(sc, "JSON nested deeper than %d levels", ST_MAX_DEPTH);
-    return at(sc, '{') ? scan_object(sc, depth, key) : scan_array(sc, depth, key);
+    if (depth > ST_MAX_DEPTH)
+      return scan_fail(sc, "JSON nested deeper than %d levels", ST_MAX_DEPTH);
+    return scan_container(sc, depth, key);
   }
   if (at(sc, '"')) return scan_string(sc, NULL);
   if (at(sc, '-') || at_digit(sc)) return scan_number(sc);
@@ -265,7 +251,7 @@ static fap_status scan_value(scan *sc, int depth, const char *key) {
   return scan_expected(sc, "a value");
 }
 
-/* ---- header entries ------------------------------------------------------- */
+/* ---- header entries ---------------------------------------------------------- */
 
 static const char *node_kind(JsonNode *node) {
   switch (json_node_get_node_type(node)) {
@@ -294,28 +280,28 @@ static const char *shape_str(const fap_st_tensor *t, char *buf, size_t size) {
   return buf;
 }
 
-/* Reads one [begin, end] or shape element: a non-negative integer. */
-static fap_status read_index(const char *label, const char *name, const char *field, guint k,
-                             JsonNode *node, int64_t *out) {
-  if (!node_is(node, G_TYPE_INT64))
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': %s[%u] is %s, expected a non-negative integer",
-                    label, name, field, k, node_kind(node));
-  *out = json_node_get_int(node);
-  if (*out < 0)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': %s[%u] is %" PRId64
-                    ", expected a non-negative integer", label, name, field, k, *out);
+/* Reads an array of n non-negative integers (shape, data_offsets) into out. */
+static fap_status read_ints(const char *label, const char *name, const char *field,
+                            JsonArray *arr, guint n, int64_t *out) {
+  for (guint k = 0; k < n; k++) {
+    JsonNode *node = json_array_get_element(arr, k);
+    if (!node_is(node, G_TYPE_INT64))
+      return bad(label, name, "%s[%u] is %s, expected a non-negative integer", field, k,
+                 node_kind(node));
+    if ((out[k] = json_node_get_int(node)) < 0)
+      return bad(label, name, "%s[%u] is %" PRId64 ", expected a non-negative integer", field, k,
+                 out[k]);
+  }
   return FAP_OK;
 }
 
 static fap_status parse_entry(const char *label, const char *name, JsonNode *node,
                               uint64_t data_size, st_entry *e) {
   static const char *const fields[] = {"dtype", "shape", "data_offsets"};
-  char shape[256];
-  fap_status status;
-  if (!*name) return fap_fail(FAP_ERR_FORMAT, "%s: a tensor has an empty name", label);
+  if (!*name) return bad(label, NULL, "a tensor has an empty name");
   if (!JSON_NODE_HOLDS_OBJECT(node))
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s' is %s, expected an object with dtype, shape "
-                    "and data_offsets", label, name, node_kind(node));
+    return bad(label, NULL, "tensor '%s' is %s, expected an object with dtype, shape and "
+               "data_offsets", name, node_kind(node));
   JsonObject *obj = json_node_get_object(node);
   JsonObjectIter it;
   const char *key;
@@ -323,80 +309,70 @@ static fap_status parse_entry(const char *label, const char *name, JsonNode *nod
   json_object_iter_init_ordered(&it, obj);
   while (json_object_iter_next_ordered(&it, &key, &value))
     if (strcmp(key, fields[0]) && strcmp(key, fields[1]) && strcmp(key, fields[2]))
-      return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': unknown field '%s' (expected only dtype, "
-                      "shape and data_offsets)", label, name, key);
+      return bad(label, name, "unknown field '%s' (expected only dtype, shape and data_offsets)",
+                 key);
   for (size_t k = 0; k < G_N_ELEMENTS(fields); k++)
     if (!json_object_has_member(obj, fields[k]))
-      return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': missing field '%s'", label, name, fields[k]);
+      return bad(label, name, "missing field '%s'", fields[k]);
 
   value = json_object_get_member(obj, "dtype");
   if (!node_is(value, G_TYPE_STRING))
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': dtype is %s, expected a string such as \"F32\"",
-                    label, name, node_kind(value));
+    return bad(label, name, "dtype is %s, expected a string such as \"F32\"", node_kind(value));
   const char *dtype = json_node_get_string(value);
-  int found = 0;
-  for (int d = FAP_DTYPE_F32; d <= FAP_DTYPE_U8 && !found; d++)
-    if (!strcmp(dtype, fap_dtype_name((fap_dtype)d))) e->t.dtype = (fap_dtype)d, found = 1;
-  if (!found)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': dtype '%s' is not supported (expected F32, "
-                    "F16, BF16, I32, I64 or U8)", label, name, dtype);
+  int d = FAP_DTYPE_F32;
+  while (d <= FAP_DTYPE_U8 && strcmp(dtype, fap_dtype_name((fap_dtype)d))) d++;
+  if (d > FAP_DTYPE_U8)
+    return bad(label, name, "dtype '%s' is not supported (expected F32, F16, BF16, I32, I64 or "
+               "U8)", dtype);
+  e->t.dtype = (fap_dtype)d;
 
   value = json_object_get_member(obj, "shape");
   if (!JSON_NODE_HOLDS_ARRAY(value))
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': shape is %s, expected an array of "
-                    "non-negative integers", label, name, node_kind(value));
-  JsonArray *arr = json_node_get_array(value);
-  guint ndim = json_array_get_length(arr);
+    return bad(label, name, "shape is %s, expected an array of non-negative integers",
+               node_kind(value));
+  guint ndim = json_array_get_length(json_node_get_array(value));
   if (ndim > FAP_MAX_DIMS)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': shape has %u dimensions, at most %d are "
-                    "supported", label, name, ndim, FAP_MAX_DIMS);
+    return bad(label, name, "shape has %u dimensions, at most %d are supported", ndim,
+               FAP_MAX_DIMS);
   e->t.ndim = (int)ndim;
-  for (guint d = 0; d < ndim; d++)
-    if ((status = read_index(label, name, "shape", d, json_array_get_element(arr, d),
-                             &e->t.shape[d])) != FAP_OK)
-      return status;
+  fap_status status = read_ints(label, name, "shape", json_node_get_array(value), ndim, e->t.shape);
+  if (status != FAP_OK) return status;
 
   value = json_object_get_member(obj, "data_offsets");
   if (!JSON_NODE_HOLDS_ARRAY(value))
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': data_offsets is %s, expected [begin, end]",
-                    label, name, node_kind(value));
-  if (json_array_get_length(json_node_get_array(value)) != 2)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': data_offsets has %u elements, expected 2 "
-                    "([begin, end])", label, name, json_array_get_length(json_node_get_array(value)));
-  arr = json_node_get_array(value);
+    return bad(label, name, "data_offsets is %s, expected [begin, end]", node_kind(value));
+  guint n = json_array_get_length(json_node_get_array(value));
+  if (n != 2) return bad(label, name, "data_offsets has %u elements, expected 2 ([begin, end])", n);
   int64_t off[2];
-  for (guint k = 0; k < 2; k++)
-    if ((status = read_index(label, name, "data_offsets", k, json_array_get_element(arr, k),
-                             &off[k])) != FAP_OK)
-      return status;
+  if ((status = read_ints(label, name, "data_offsets", json_node_get_array(value), 2, off)))
+    return status;
   e->begin = (uint64_t)off[0];
   e->end = (uint64_t)off[1];
   if (e->begin > e->end)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                    "] begin after they end", label, name, e->begin, e->end);
+    return bad(label, name, "data_offsets [%" PRIu64 ", %" PRIu64 "] begin after they end",
+               e->begin, e->end);
 
-  /* element count and byte size, refusing to wrap (like the Rust reader, in order) */
+  /* element count, then bytes, refusing to wrap (in order, like the Rust reader) */
+  char shape[256];
   int64_t numel = 1;
-  for (int d = 0; d < e->t.ndim; d++) {
-    int64_t dim = e->t.shape[d];
-    if (dim != 0 && numel > INT64_MAX / dim)
-      return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': shape %s has more elements than fit in "
-                      "64 bits", label, name, shape_str(&e->t, shape, sizeof shape));
-    numel *= dim;
+  for (int k = 0; k < e->t.ndim; k++) {
+    if (e->t.shape[k] != 0 && numel > INT64_MAX / e->t.shape[k])
+      return bad(label, name, "shape %s has more elements than fit in 64 bits",
+                 shape_str(&e->t, shape, sizeof shape));
+    numel *= e->t.shape[k];
   }
   int64_t esize = (int64_t)fap_dtype_size(e->t.dtype);
   if (numel > INT64_MAX / esize)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': %s %s needs more bytes than fit in 64 bits",
-                    label, name, dtype, shape_str(&e->t, shape, sizeof shape));
+    return bad(label, name, "%s %s needs more bytes than fit in 64 bits", dtype,
+               shape_str(&e->t, shape, sizeof shape));
   uint64_t nbytes = (uint64_t)(numel * esize);
   if (nbytes != e->end - e->begin)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                    "] hold %" PRIu64 " bytes but %s %s needs %" PRIu64, label, name, e->begin,
-                    e->end, e->end - e->begin, dtype, shape_str(&e->t, shape, sizeof shape), nbytes);
+    return bad(label, name, "data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64 " bytes but "
+               "%s %s needs %" PRIu64, e->begin, e->end, e->end - e->begin, dtype,
+               shape_str(&e->t, shape, sizeof shape), nbytes);
   if (e->end > data_size)
-    return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                    "] run past the end of the %" PRIu64 "-byte data area: truncated file?",
-                    label, name, e->begin, e->end, data_size);
+    return bad(label, name, "data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of the "
+               "%" PRIu64 "-byte data area: truncated file?", e->begin, e->end, data_size);
   e->t.numel = numel;
   e->t.nbytes = (size_t)nbytes;
   return FAP_OK;
@@ -404,8 +380,8 @@ static fap_status parse_entry(const char *label, const char *name, JsonNode *nod
 
 static fap_status parse_metadata(fap_safetensors *st, JsonNode *node) {
   if (!JSON_NODE_HOLDS_OBJECT(node))
-    return fap_fail(FAP_ERR_FORMAT, "%s: __metadata__ is %s, expected an object of strings",
-                    st->label, node_kind(node));
+    return bad(st->label, NULL, "__metadata__ is %s, expected an object of strings",
+               node_kind(node));
   JsonObject *obj = json_node_get_object(node);
   st->meta_keys = g_new0(const char *, json_object_get_size(obj));
   st->meta_values = g_new0(const char *, json_object_get_size(obj));
@@ -415,10 +391,11 @@ static fap_status parse_metadata(fap_safetensors *st, JsonNode *node) {
   json_object_iter_init_ordered(&it, obj);
   while (json_object_iter_next_ordered(&it, &key, &value)) {
     if (!node_is(value, G_TYPE_STRING))
-      return fap_fail(FAP_ERR_FORMAT, "%s: __metadata__ '%s' is %s, expected a string", st->label,
-                      key, node_kind(value));
+      return bad(st->label, NULL, "__metadata__ '%s' is %s, expected a string", key,
+                 node_kind(value));
     st->meta_keys[st->meta_count] = g_string_chunk_insert(st->strings, key);
-    st->meta_values[st->meta_count++] = g_string_chunk_insert(st->strings, json_node_get_string(value));
+    st->meta_values[st->meta_count++] =
+        g_string_chunk_insert(st->strings, json_node_get_string(value));
   }
   return FAP_OK;
 }
@@ -434,76 +411,70 @@ static int entry_cmp(const void *pa, const void *pb) {
 static fap_status check_layout(const fap_safetensors *st, uint64_t data_size) {
   uint64_t pos = 0;
   const st_entry *prev = NULL;
-  for (size_t k = 0; k < st->count; k++) {
+  for (size_t k = 0; k < st->count; prev = &st->entries[k], pos = prev->end, k++) {
     const st_entry *e = &st->entries[k];
     if (e->begin < pos)
-      return fap_fail(FAP_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                      "] overlap tensor '%s' [%" PRIu64 ", %" PRIu64 "]", st->label, e->t.name,
-                      e->begin, e->end, prev->t.name, prev->begin, prev->end);
+      return bad(st->label, e->t.name, "data_offsets [%" PRIu64 ", %" PRIu64 "] overlap tensor "
+                 "'%s' [%" PRIu64 ", %" PRIu64 "]", e->begin, e->end, prev->t.name, prev->begin,
+                 prev->end);
     if (e->begin > pos && prev)
-      return fap_fail(FAP_ERR_FORMAT, "%s: %" PRIu64 "-byte gap in the data area between tensor "
-                      "'%s' (ends at %" PRIu64 ") and tensor '%s' (begins at %" PRIu64 ")",
-                      st->label, e->begin - pos, prev->t.name, pos, e->t.name, e->begin);
+      return bad(st->label, NULL, "%" PRIu64 "-byte gap in the data area between tensor '%s' "
+                 "(ends at %" PRIu64 ") and tensor '%s' (begins at %" PRIu64 ")", e->begin - pos,
+                 prev->t.name, pos, e->t.name, e->begin);
     if (e->begin > pos)
-      return fap_fail(FAP_ERR_FORMAT, "%s: %" PRIu64 "-byte gap at the start of the data area, "
-                      "before tensor '%s'", st->label, e->begin, e->t.name);
-    pos = e->end;
-    prev = e;
+      return bad(st->label, NULL, "%" PRIu64 "-byte gap at the start of the data area, before "
+                 "tensor '%s'", e->begin, e->t.name);
   }
   if (pos != data_size)
-    return fap_fail(FAP_ERR_FORMAT, "%s: data area has %" PRIu64 " trailing bytes not covered by "
-                    "any tensor (tensors end at %" PRIu64 " of %" PRIu64 ")", st->label,
-                    data_size - pos, pos, data_size);
+    return bad(st->label, NULL, "data area has %" PRIu64 " trailing bytes not covered by any "
+               "tensor (tensors end at %" PRIu64 " of %" PRIu64 ")", data_size - pos, pos,
+               data_size);
   return FAP_OK;
 }
 
 static fap_status parse(fap_safetensors *st, const uint8_t *data, size_t size) {
   const char *label = st->label;
   if (size < 8)
-    return fap_fail(FAP_ERR_FORMAT, "%s: file is %zu bytes, too short for the 8-byte header "
-                    "length: truncated or not a safetensors file", label, size);
+    return bad(label, NULL, "file is %zu bytes, too short for the 8-byte header length: "
+               "truncated or not a safetensors file", size);
   uint64_t hlen = 0;
   for (int k = 7; k >= 0; k--) hlen = hlen << 8 | data[k];
   if (hlen < 2)
-    return fap_fail(FAP_ERR_FORMAT, "%s: header length %" PRIu64 " is below the minimum of 2 "
-                    "(\"{}\")", label, hlen);
+    return bad(label, NULL, "header length %" PRIu64 " is below the minimum of 2 (\"{}\")", hlen);
   if (hlen > FAP_ST_MAX_HEADER)
-    return fap_fail(FAP_ERR_FORMAT, "%s: header length %" PRIu64 " exceeds the limit of %u bytes: "
-                    "corrupt or not a safetensors file", label, hlen, FAP_ST_MAX_HEADER);
+    return bad(label, NULL, "header length %" PRIu64 " exceeds the limit of %u bytes: corrupt or "
+               "not a safetensors file", hlen, FAP_ST_MAX_HEADER);
   if (hlen > size - 8)
-    return fap_fail(FAP_ERR_FORMAT, "%s: header length %" PRIu64 " runs past the end of the file "
-                    "(%zu bytes follow the length field): truncated", label, hlen, size - 8);
-  const char *h = (const char *)data + 8, *bad;
-  unsigned char first = (unsigned char)h[0];
-  if (first != '{' && g_ascii_isprint(first))
-    return fap_fail(FAP_ERR_FORMAT, "%s: header is not a JSON object: it starts with '%c', "
-                    "expected '{'", label, first);
-  if (first != '{')
-    return fap_fail(FAP_ERR_FORMAT, "%s: header is not a JSON object: it starts with byte 0x%02x, "
-                    "expected '{'", label, first);
-  if (!g_utf8_validate(h, (gssize)hlen, &bad))
-    return fap_fail(FAP_ERR_FORMAT, "%s: header byte %td: not valid UTF-8 (or a NUL byte)", label,
-                    bad - h);
-  scan sc = {h, (size_t)hlen, 0, label, 0};
+    return bad(label, NULL, "header length %" PRIu64 " runs past the end of the file (%zu bytes "
+               "follow the length field): truncated", hlen, size - 8);
+  const char *h = (const char *)data + 8, *invalid;
+  scan sc = {h, label, (size_t)hlen, 0, 0};
+  if (!at(&sc, '{')) return scan_expected(&sc, "'{' (the header must be a JSON object)");
+  if (!g_utf8_validate(h, (gssize)hlen, &invalid)) {
+    sc.i = (size_t)(invalid - h);
+    return scan_fail(&sc, "not valid UTF-8 (or a NUL byte)");
+  }
   fap_status status = scan_value(&sc, 1, NULL);
   if (status != FAP_OK) return status;
   skip_ws(&sc);
-  if (sc.i < sc.n) return scan_fail(&sc, "content after the header object (only whitespace may follow it)");
+  if (sc.i < sc.n) return scan_fail(&sc, "content after the header object (only whitespace may "
+                                         "follow it)");
 
-  /* the copy ends in a NUL, so json-glib never reads past the header */
+  /* the copy ends in a NUL, so json-glib cannot read past the header */
   char *text = g_strndup(h, (gsize)hlen);
   JsonParser *parser = json_parser_new_immutable();
   GError *err = NULL;
+  JsonObject *obj = NULL;
   if (!json_parser_load_from_data(parser, text, (gssize)hlen, &err)) {
-    status = fap_fail(FAP_ERR_FORMAT, "%s: header is not valid JSON: %s", label, err->message);
+    status = bad(label, NULL, "header is not valid JSON: %s", err->message);
     g_error_free(err);
     goto out;
   }
   JsonNode *root = json_parser_get_root(parser);
-  JsonObject *obj = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-  if (!obj || json_object_get_size(obj) != sc.top_keys) {
-    status = fap_fail(FAP_ERR_FORMAT, "%s: header has %zu entries but json-glib read %u", label,
-                      sc.top_keys, obj ? json_object_get_size(obj) : 0);
+  if (root && JSON_NODE_HOLDS_OBJECT(root)) obj = json_node_get_object(root);
+  if (!obj || json_object_get_size(obj) != sc.top_keys) { /* cannot happen after the scan */
+    status = bad(label, NULL, "header has %zu entries but json-glib read %u", sc.top_keys,
+                 obj ? json_object_get_size(obj) : 0);
     goto out;
   }
   uint64_t data_size = size - 8 - hlen;
@@ -512,17 +483,17 @@ static fap_status parse(fap_safetensors *st, const uint8_t *data, size_t size) {
   const char *name;
   JsonNode *value;
   json_object_iter_init_ordered(&it, obj);
-  while (json_object_iter_next_ordered(&it, &name, &value)) {
+  while (status == FAP_OK && json_object_iter_next_ordered(&it, &name, &value)) {
     if (!strcmp(name, "__metadata__")) {
       status = parse_metadata(st, value);
-    } else {
-      st_entry *e = &st->entries[st->count];
-      e->order = st->count++;
-      e->t.name = g_string_chunk_insert(st->strings, name);
-      status = parse_entry(label, name, value, data_size, e);
+      continue;
     }
-    if (status != FAP_OK) goto out;
+    st_entry *e = &st->entries[st->count];
+    e->order = st->count++;
+    e->t.name = g_string_chunk_insert(st->strings, name);
+    status = parse_entry(label, name, value, data_size, e);
   }
+  if (status != FAP_OK) goto out;
   if (st->count) qsort(st->entries, st->count, sizeof *st->entries, entry_cmp);
   if ((status = check_layout(st, data_size)) != FAP_OK) goto out;
   st->by_name = g_hash_table_new(g_str_hash, g_str_equal);
@@ -631,9 +602,7 @@ const char *fap_safetensors_metadata(const fap_safetensors *st, const char *key)
   return NULL;
 }
 
-size_t fap_safetensors_metadata_count(const fap_safetensors *st) {
-  return st ? st->meta_count : 0;
-}
+size_t fap_safetensors_metadata_count(const fap_safetensors *st) { return st ? st->meta_count : 0; }
 
 const char *fap_safetensors_metadata_key(const fap_safetensors *st, size_t index) {
   return st && index < st->meta_count ? st->meta_keys[index] : NULL;
