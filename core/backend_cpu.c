@@ -4,6 +4,7 @@
  * exists, so tests can hold the fast path against them. */
 #include "backend.h"
 
+#include "fastmath.h"
 #include "log.h"
 #include "resample.h"
 
@@ -31,6 +32,20 @@ typedef struct {
 } cpu_ctx;
 
 #define PAR _Pragma("omp parallel for num_threads(c->threads) schedule(static)")
+
+/* Hot elementwise kernels are compiled for AVX-512, AVX2+FMA and the baseline
+ * and picked at load time (ifunc), so one binary runs everywhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FAP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FAP_CLONES
+#endif
+
+#ifdef _OPENMP
+#define THREAD_INDEX() omp_get_thread_num()
+#else
+#define THREAD_INDEX() 0
+#endif
 
 /* ---- memory ------------------------------------------------------------- */
 
@@ -258,9 +273,19 @@ static void cpu_layernorm(void *ctx, float *y, int ldy, const float *x, int ldx,
   }
 }
 
+FAP_CLONES static void quickgelu_span(float *x, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    x[i] = x[i] / (1.0f + fap_expf_fast(-1.702f * x[i]));
+}
+
 static void cpu_quickgelu(void *ctx, float *x, size_t n) {
   cpu_ctx *c = ctx;
-  PAR for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+  if (c->reference) {
+    PAR for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    return;
+  }
+  const size_t chunk = 4096;
+  PAR for (size_t i = 0; i < n; i += chunk) quickgelu_span(x + i, n - i < chunk ? n - i : chunk);
 }
 
 static void cpu_relu(void *ctx, float *x, size_t n) {
@@ -308,6 +333,23 @@ static void softmax_row(float *s, int visible, int n) {
     s[j] = 0.0f;
 }
 
+/* The same with the vectorisable exp (fast path). */
+FAP_CLONES static void softmax_row_fast(float *s, int visible, int n) {
+  float mx = -INFINITY;
+  for (int j = 0; j < visible; j++)
+    mx = s[j] > mx ? s[j] : mx;
+  float sum = 0.0f;
+  for (int j = 0; j < visible; j++) {
+    s[j] = fap_expf_fast(s[j] - mx);
+    sum += s[j];
+  }
+  float inv = 1.0f / sum;
+  for (int j = 0; j < visible; j++)
+    s[j] *= inv;
+  for (int j = visible; j < n; j++)
+    s[j] = 0.0f;
+}
+
 static int visible_keys(int i, int nk, int q_pos0) {
   if (q_pos0 < 0)
     return nk;
@@ -346,8 +388,10 @@ static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ld
                           int ldk, const float *v, int ldv, int nq, int nk, int heads, int hd,
                           int q_pos0) {
   cpu_ctx *c = ctx;
-  size_t need = (size_t)nq * nk;
-  if (need > c->scores_cap) { /* first frame only: sizes are fixed per detector */
+  /* one nq x nk score block per thread; sizes are fixed per detector, so this
+   * grows on the first frame only */
+  size_t need = (size_t)nq * nk * (size_t)c->threads;
+  if (need > c->scores_cap) {
     free(c->scores);
     c->scores = malloc(need * sizeof(float));
     c->scores_cap = c->scores ? need : 0;
@@ -358,12 +402,17 @@ static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ld
   }
 #ifdef FAP_HAVE_OPENBLAS
   if (!c->reference) {
+    /* Heads in parallel, one thread each: OpenBLAS (OpenMP build) runs
+     * single-threaded inside the region, and a head's scores stay in that
+     * core's cache from q k^T through softmax to the product with v. */
     const float scale = 1.0f / sqrtf((float)hd);
-    float *s = c->scores;
+    _Pragma("omp parallel for num_threads(c->threads) schedule(dynamic, 1)")
     for (int h = 0; h < heads; h++) {
+      float *s = c->scores + (size_t)THREAD_INDEX() * nq * nk;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + h * hd, ldq,
                   k + h * hd, ldk, 0.0f, s, nk);
-      PAR for (int i = 0; i < nq; i++) softmax_row(s + (size_t)i * nk, visible_keys(i, nk, q_pos0), nk);
+      for (int i = 0; i < nq; i++)
+        softmax_row_fast(s + (size_t)i * nk, visible_keys(i, nk, q_pos0), nk);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, s, nk, v + h * hd,
                   ldv, 0.0f, out + h * hd, ldo);
     }

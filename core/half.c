@@ -63,12 +63,14 @@ static void f16_table_init(void) {
 void fap_widen_f16(float *dst, const void *src, size_t n) {
   pthread_once(&f16_table_once, f16_table_init);
   const uint8_t *s = src;
+#pragma omp parallel for schedule(static) if (n > (1u << 20))
   for (size_t i = 0; i < n; i++)
     dst[i] = f16_table[(uint16_t)(s[2 * i] | (s[2 * i + 1] << 8))];
 }
 
 void fap_widen_bf16(float *dst, const void *src, size_t n) {
   const uint8_t *s = src;
+#pragma omp parallel for schedule(static) if (n > (1u << 20))
   for (size_t i = 0; i < n; i++)
     dst[i] = bits_f32((uint32_t)(s[2 * i] | (s[2 * i + 1] << 8)) << 16);
 }

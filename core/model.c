@@ -299,6 +299,7 @@ static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_mode
       if (!isfinite(at[j]))
         return fap_fail(FAP_ERR_SCHEMA, "%s: tensor '%s' holds a non-finite value at index %zu",
                         label, t->name, j);
+    fap_safetensors_drop(st, t);
     *s->items[i].dst = at;
     m->params += (int64_t)n;
     at += (n + 15) & ~(size_t)15;

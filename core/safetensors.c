@@ -5,6 +5,7 @@
  * keys. So a small strict RFC 8259 scanner runs first: it rejects all of that and finds
  * duplicate keys (compared after unescaping) in every object. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #endif
 
@@ -609,3 +610,14 @@ const char *fap_safetensors_metadata_key(const fap_safetensors *st, size_t index
 }
 
 const char *fap_safetensors_label(const fap_safetensors *st) { return st ? st->label : NULL; }
+
+void fap_safetensors_drop(const fap_safetensors *st, const fap_st_tensor *t) {
+  if (!st || !st->map || !t || !t->nbytes)
+    return;
+  /* whole pages inside the tensor only: neighbours may still be needed */
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t begin = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+  if (end > begin)
+    madvise((void *)begin, end - begin, MADV_DONTNEED);
+}

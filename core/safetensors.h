@@ -44,5 +44,10 @@ const char *fap_safetensors_metadata(const fap_safetensors *st, const char *key)
 size_t fap_safetensors_metadata_count(const fap_safetensors *st);
 const char *fap_safetensors_metadata_key(const fap_safetensors *st, size_t index);
 const char *fap_safetensors_label(const fap_safetensors *st);
+/* Hint that a tensor's bytes are no longer needed: its pages leave this
+ * process's resident set (the loader widens a 0.8 GB f16 file tensor by tensor
+ * and would otherwise hold file pages and f32 copies at once). The data stay
+ * readable (re-read from the file on access). No-op for memory buffers. */
+void fap_safetensors_drop(const fap_safetensors *st, const fap_st_tensor *t);
 
 #endif
