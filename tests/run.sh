@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: every meson test, then the unit tests again under
+# valgrind (hostile files must not make the reader or loader touch bad memory
+# or leak). Ends with the plain line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${FAP_BUILD_DIR:-build}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+meson test -C "$build" --print-errorlogs --num-processes 2
+rc1=$?
+cp "$build/meson-logs/testlog.json" "$build/meson-logs/testlog-main.json"
+
+meson test -C "$build" --print-errorlogs --suite unit --num-processes 2 \
+  --wrap='valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1' \
+  --timeout-multiplier 4 --logbase valgrind
+rc2=$?
+
+/usr/bin/python3 - "$build/meson-logs/testlog-main.json" "$build/meson-logs/valgrind.json" <<'PY'
+import json, sys
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"): passed += 1
+        elif r == "SKIP": skipped += 1
+        else: failed += 1
+print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+PY
+[ $rc1 -eq 0 ] && [ $rc2 -eq 0 ]

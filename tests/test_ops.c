@@ -1,0 +1,1086 @@
+/* Unit tests of the CPU backend's operations (core/backend_cpu.c), of the
+ * resampling arithmetic (core/resample.c) and of the half-precision
+ * conversions (core/half.c).
+ *
+ * Every backend operation runs twice, through the fast path (reference = 0:
+ * OpenBLAS, OpenMP, whatever vectorised code the backend has) and through the
+ * plain reference loops (reference = 1), on random data with odd sizes and
+ * padded leading dimensions. Both are compared against a direct computation in
+ * double precision written here from the definitions in SPEC.md / backend.h,
+ * and the fast path against the reference loops. Output padding is filled with
+ * a sentinel and must come back untouched; input padding holds NaN, so an op
+ * that reads past a row poisons its result.
+ *
+ * Tolerances (u = 2^-24, the unit roundoff of f32):
+ *   linear, matmul     |got - exact| <= (in + 2) * 2u * sum|terms| per element
+ *                      (the classic bound for a float dot product, doubled);
+ *                      |fast - reference| <= 1e-5 * max|reference|
+ *   attention          |got - exact| <= 1e-5 * max|v|; fast vs reference as above
+ *   layernorm          |got - exact| <= 1e-5 * (1 + |exact|)
+ *   quickgelu          |got - exact| <= 2e-6 |exact| + 2^-23 |1.702x| (1 - sig(1.702x)) |exact|
+ *                      + 1e-30: 2e-6 relative (room for an own exp approximation)
+ *                      plus the error f32 cannot avoid when it rounds the
+ *                      argument 1.702x (exp's condition number is its argument)
+ *   l2norm, mean_rows  1e-6 relative
+ *   two_way_prob       2e-6 absolute (probabilities)
+ *   upsample, blur     2e-6 absolute (inputs in [0, 1])
+ *   preprocess         1e-5 absolute on normalised values
+ *   topk, gather, im2col, relu, add, add_row, copy2d, reduce_max: exact. */
+#include "backend.h"
+#include "half.h"
+#include "resample.h"
+
+#include <float.h>
+#include <glib.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SENTINEL (-777.25f)
+#define U (1.0 / 16777216.0) /* 2^-24 */
+
+static fap_backend backends[2]; /* [0] fast, [1] reference */
+static const char *const backend_label[2] = {"fast", "reference"};
+static GRand *rng;
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static float frand(double lo, double hi) { return (float)g_rand_double_range(rng, lo, hi); }
+
+/* rows x cols in a buffer of leading dimension ld; padding holds pad. */
+static float *rand_matrix(int rows, int cols, int ld, double lo, double hi, float pad) {
+  float *m = g_new(float, (size_t)rows * ld + 1);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < ld; c++)
+      m[(size_t)r * ld + c] = c < cols ? frand(lo, hi) : pad;
+  m[(size_t)rows * ld] = pad; /* one past the end */
+  return m;
+}
+
+static float *rand_vector(size_t n, double lo, double hi) {
+  float *v = g_new(float, n);
+  for (size_t i = 0; i < n; i++)
+    v[i] = frand(lo, hi);
+  return v;
+}
+
+static void check_padding(const float *y, int rows, int cols, int ld, const char *what) {
+  for (int r = 0; r < rows; r++)
+    for (int c = cols; c < ld; c++)
+      if (y[(size_t)r * ld + c] != SENTINEL)
+        g_error("%s: padding at row %d column %d was written (%g)", what, r, c,
+                y[(size_t)r * ld + c]);
+  if (y[(size_t)rows * ld] != SENTINEL)
+    g_error("%s: wrote past the end of the output", what);
+}
+
+static double max_abs(const float *y, int rows, int cols, int ld) {
+  double m = 0;
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++)
+      m = fmax(m, fabs(y[(size_t)r * ld + c]));
+  return m;
+}
+
+/* |a - b| <= tol * max|b| over a rows x cols block; also catches NaN. */
+static void check_close_rel(const float *a, const float *b, int rows, int cols, int ld, double tol,
+                            const char *what) {
+  double scale = max_abs(b, rows, cols, ld);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) {
+      double d = fabs((double)a[(size_t)r * ld + c] - b[(size_t)r * ld + c]);
+      if (!(d <= tol * scale))
+        g_error("%s: [%d, %d] %.9g vs %.9g differ by %.3g > %.3g * %.3g", what, r, c,
+                a[(size_t)r * ld + c], b[(size_t)r * ld + c], d, tol, scale);
+    }
+}
+
+/* ---- linear / matmul ------------------------------------------------------ */
+
+typedef struct {
+  int rows, in, out, ldx, ldy, bias, accumulate;
+} linear_case;
+
+static void test_linear(void) {
+  static const linear_case cases[] = {
+      {7, 33, 19, 37, 23, 1, 0}, {7, 33, 19, 37, 23, 0, 0}, {7, 33, 19, 37, 23, 1, 1},
+      {7, 33, 19, 37, 23, 0, 1}, {1, 64, 3, 64, 3, 1, 0},   {1, 96, 17, 101, 20, 0, 1},
+      {3, 1, 5, 1, 5, 1, 0},     {67, 96, 75, 101, 80, 1, 1}, {40, 130, 9, 131, 9, 0, 0},
+  };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    const linear_case *lc = &cases[ci];
+    float *x = rand_matrix(lc->rows, lc->in, lc->ldx, -1, 1, NAN);
+    float *w = rand_vector((size_t)lc->out * lc->in, -0.5, 0.5);
+    float *b = lc->bias ? rand_vector(lc->out, -1, 1) : NULL;
+    float *y0 = rand_matrix(lc->rows, lc->out, lc->ldy, -2, 2, SENTINEL);
+    float *y[2];
+    for (int k = 0; k < 2; k++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "linear case %zu (%s)", ci, backend_label[k]);
+      y[k] = g_memdup2(y0, ((size_t)lc->rows * lc->ldy + 1) * sizeof(float));
+      backends[k].ops->linear(backends[k].ctx, y[k], lc->ldy, x, lc->ldx, w, b, lc->rows, lc->in,
+                              lc->out, lc->accumulate);
+      check_padding(y[k], lc->rows, lc->out, lc->ldy, what);
+      for (int r = 0; r < lc->rows; r++)
+        for (int o = 0; o < lc->out; o++) {
+          double exact = 0, mag = 0;
+          if (lc->accumulate) {
+            exact += y0[(size_t)r * lc->ldy + o];
+            mag += fabs(y0[(size_t)r * lc->ldy + o]);
+          }
+          if (b) {
+            exact += b[o];
+            mag += fabs(b[o]);
+          }
+          for (int i = 0; i < lc->in; i++) {
+            double t = (double)x[(size_t)r * lc->ldx + i] * w[(size_t)o * lc->in + i];
+            exact += t;
+            mag += fabs(t);
+          }
+          double got = y[k][(size_t)r * lc->ldy + o];
+          double tol = (lc->in + 2) * 2 * U * mag;
+          if (!(fabs(got - exact) <= tol))
+            g_error("%s: y[%d, %d] = %.9g, exact %.9g (error %.3g > %.3g)", what, r, o, got,
+                    exact, fabs(got - exact), tol);
+        }
+    }
+    check_close_rel(y[0], y[1], lc->rows, lc->out, lc->ldy, 1e-5, "linear fast vs reference");
+    g_free(y[0]);
+    g_free(y[1]);
+    g_free(x);
+    g_free(w);
+    g_free(b);
+    g_free(y0);
+  }
+}
+
+static void test_matmul(void) {
+  static const int cases[][5] = {
+      /* rows, in, out, ldx, ldy */
+      {7, 33, 19, 37, 23}, {1, 64, 32, 64, 32}, {17, 1, 4, 3, 6}, {61, 64, 32, 70, 33},
+  };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int rows = cases[ci][0], in = cases[ci][1], out = cases[ci][2], ldx = cases[ci][3],
+        ldy = cases[ci][4];
+    float *x = rand_matrix(rows, in, ldx, -1, 1, NAN);
+    float *p = rand_vector((size_t)in * out, -0.5, 0.5);
+    float *y[2];
+    for (int k = 0; k < 2; k++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "matmul case %zu (%s)", ci, backend_label[k]);
+      y[k] = rand_matrix(rows, out, ldy, -9, 9, SENTINEL); /* must be overwritten, not added to */
+      backends[k].ops->matmul(backends[k].ctx, y[k], ldy, x, ldx, p, rows, in, out);
+      check_padding(y[k], rows, out, ldy, what);
+      for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+          double exact = 0, mag = 0;
+          for (int i = 0; i < in; i++) {
+            double t = (double)x[(size_t)r * ldx + i] * p[(size_t)i * out + o];
+            exact += t;
+            mag += fabs(t);
+          }
+          double got = y[k][(size_t)r * ldy + o], tol = (in + 2) * 2 * U * mag;
+          if (!(fabs(got - exact) <= tol))
+            g_error("%s: y[%d, %d] = %.9g, exact %.9g", what, r, o, got, exact);
+        }
+    }
+    check_close_rel(y[0], y[1], rows, out, ldy, 1e-5, "matmul fast vs reference");
+    g_free(y[0]);
+    g_free(y[1]);
+    g_free(x);
+    g_free(p);
+  }
+}
+
+/* ---- attention ------------------------------------------------------------ */
+
+typedef enum { SEPARATE, PACKED, VV } att_layout;
+
+typedef struct {
+  int nq, nk, heads, hd, q_pos0;
+  att_layout layout;
+} att_case;
+
+static void attention_exact(double *out, const float *q, int ldq, const float *k, int ldk,
+                            const float *v, int ldv, int nq, int nk, int heads, int hd,
+                            int q_pos0) {
+  double *s = g_new(double, nk);
+  for (int h = 0; h < heads; h++)
+    for (int i = 0; i < nq; i++) {
+      int visible = q_pos0 < 0 ? nk : MIN(q_pos0 + i + 1, nk);
+      double mx = -INFINITY, sum = 0;
+      for (int j = 0; j < visible; j++) {
+        double acc = 0;
+        for (int d = 0; d < hd; d++)
+          acc += (double)q[(size_t)i * ldq + h * hd + d] * k[(size_t)j * ldk + h * hd + d];
+        s[j] = acc / sqrt((double)hd);
+        mx = fmax(mx, s[j]);
+      }
+      for (int j = 0; j < visible; j++)
+        sum += s[j] = exp(s[j] - mx);
+      for (int d = 0; d < hd; d++) {
+        double acc = 0;
+        for (int j = 0; j < visible; j++)
+          acc += s[j] / sum * v[(size_t)j * ldv + h * hd + d];
+        out[(size_t)i * heads * hd + h * hd + d] = acc;
+      }
+    }
+  g_free(s);
+}
+
+static void test_attention(void) {
+  static const att_case cases[] = {
+      {13, 13, 3, 8, -1, PACKED},  /* vision: square, no mask, q k v in one qkv buffer */
+      {17, 17, 4, 16, -1, VV},     /* V-V attention: q = k = v */
+      {5, 11, 2, 16, -1, SEPARATE}, /* nq != nk, no mask */
+      {13, 13, 3, 8, 0, PACKED},   /* causal from position 0 (static prompts) */
+      {4, 9, 4, 12, 5, SEPARATE},  /* causal, queries at 5..8 over cached keys 0..8 */
+      {3, 6, 2, 8, 4, SEPARATE},   /* visible count clipped at nk */
+      {2, 9, 2, 4, 3, SEPARATE},   /* keys 6..8 are never visible */
+      {1, 1, 1, 1, -1, SEPARATE},  /* out = v */
+      {50, 50, 4, 32, -1, PACKED}, /* large enough for threaded BLAS */
+      {6, 12, 3, 16, 6, SEPARATE}, /* after the large case: reuses the score buffer */
+  };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    const att_case *ac = &cases[ci];
+    const int c = ac->heads * ac->hd, nmax = MAX(ac->nq, ac->nk);
+    float *bufq = NULL, *bufk = NULL, *bufv = NULL, *packed = NULL;
+    const float *q, *k, *v;
+    int ldq, ldk, ldv;
+    if (ac->layout == SEPARATE) {
+      ldq = c + 2, ldk = c + 1, ldv = c + 5;
+      q = bufq = rand_matrix(ac->nq, c, ldq, -1.5, 1.5, NAN);
+      k = bufk = rand_matrix(ac->nk, c, ldk, -1.5, 1.5, NAN);
+      v = bufv = rand_matrix(ac->nk, c, ldv, -1, 1, NAN);
+      if (ac->q_pos0 >= 0)
+        for (int j = ac->q_pos0 + ac->nq; j < ac->nk; j++) /* never visible: must not count */
+          for (int d = 0; d < c; d++) {
+            bufk[(size_t)j * ldk + d] = 40.0f;
+            bufv[(size_t)j * ldv + d] = 1e4f;
+          }
+    } else {
+      ldq = ldk = ldv = 3 * c + 3;
+      packed = rand_matrix(nmax, 3 * c, ldq, -1.5, 1.5, NAN);
+      q = packed;
+      k = ac->layout == VV ? packed + 2 * c : packed + c;
+      v = packed + 2 * c;
+      if (ac->layout == VV)
+        q = v;
+    }
+    const int ldo = c + 4;
+    double *exact = g_new(double, (size_t)ac->nq * c);
+    attention_exact(exact, q, ldq, k, ldk, v, ldv, ac->nq, ac->nk, ac->heads, ac->hd, ac->q_pos0);
+    double vmax = 0;
+    for (int j = 0; j < MIN(ac->nk, ac->q_pos0 < 0 ? ac->nk : ac->q_pos0 + ac->nq); j++)
+      for (int d = 0; d < c; d++)
+        vmax = fmax(vmax, fabs(v[(size_t)j * ldv + d]));
+    float *out[2];
+    for (int b = 0; b < 2; b++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "attention case %zu (%s)", ci, backend_label[b]);
+      out[b] = rand_matrix(ac->nq, c, ldo, -9, 9, SENTINEL);
+      backends[b].ops->attention(backends[b].ctx, out[b], ldo, q, ldq, k, ldk, v, ldv, ac->nq,
+                                 ac->nk, ac->heads, ac->hd, ac->q_pos0);
+      check_padding(out[b], ac->nq, c, ldo, what);
+      for (int i = 0; i < ac->nq; i++)
+        for (int d = 0; d < c; d++) {
+          double got = out[b][(size_t)i * ldo + d], e = exact[(size_t)i * c + d];
+          if (!(fabs(got - e) <= 1e-5 * vmax))
+            g_error("%s: out[%d, %d] = %.9g, exact %.9g", what, i, d, got, e);
+        }
+    }
+    check_close_rel(out[0], out[1], ac->nq, c, ldo, 1e-5, "attention fast vs reference");
+    g_free(out[0]);
+    g_free(out[1]);
+    g_free(exact);
+    g_free(bufq);
+    g_free(bufk);
+    g_free(bufv);
+    g_free(packed);
+  }
+}
+
+/* ---- elementwise ---------------------------------------------------------- */
+
+static void test_layernorm(void) {
+  static const int cases[][4] = {{5, 37, 41, 39}, {1, 64, 64, 64}, {9, 1, 1, 2}, {33, 48, 48, 50}};
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int rows = cases[ci][0], dim = cases[ci][1], ldx = cases[ci][2], ldy = cases[ci][3];
+    float *x = rand_matrix(rows, dim, ldx, -2, 2.6, NAN);
+    for (int i = 0; i < dim; i++) /* a row far from zero mean */
+      x[i] += 50.0f;
+    float *w = rand_vector(dim, 0.5, 1.5), *bias = rand_vector(dim, -0.3, 0.3);
+    for (int b = 0; b < 2; b++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "layernorm case %zu (%s)", ci, backend_label[b]);
+      float *y = rand_matrix(rows, dim, ldy, -9, 9, SENTINEL);
+      backends[b].ops->layernorm(backends[b].ctx, y, ldy, x, ldx, w, bias, rows, dim);
+      check_padding(y, rows, dim, ldy, what);
+      for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * ldx;
+        double mean = 0, var = 0;
+        for (int i = 0; i < dim; i++)
+          mean += xr[i];
+        mean /= dim;
+        for (int i = 0; i < dim; i++)
+          var += (xr[i] - mean) * (xr[i] - mean);
+        var /= dim;
+        for (int i = 0; i < dim; i++) {
+          double e = (xr[i] - mean) / sqrt(var + 1e-5) * w[i] + bias[i];
+          double got = y[(size_t)r * ldy + i];
+          if (!(fabs(got - e) <= 1e-5 * (1 + fabs(e))))
+            g_error("%s: y[%d, %d] = %.9g, exact %.9g", what, r, i, got, e);
+        }
+      }
+      /* in place, as the vision encoder calls it (y = x, same leading dimension) */
+      float *xi = g_memdup2(x, ((size_t)rows * ldx + 1) * sizeof(float));
+      backends[b].ops->layernorm(backends[b].ctx, xi, ldx, xi, ldx, w, bias, rows, dim);
+      for (int r = 0; r < rows; r++)
+        for (int i = 0; i < dim; i++)
+          if (fabs(xi[(size_t)r * ldx + i] - y[(size_t)r * ldy + i]) > 1e-6 * (1 + fabs(y[(size_t)r * ldy + i])))
+            g_error("%s: in-place result differs at [%d, %d]", what, r, i);
+      g_free(xi);
+      g_free(y);
+    }
+    g_free(x);
+    g_free(w);
+    g_free(bias);
+  }
+}
+
+static void test_quickgelu(void) {
+  const size_t n = 20011; /* odd: exercises any vector remainder */
+  float *x = g_new(float, n);
+  for (size_t i = 0; i < n; i++)
+    x[i] = (float)(-30.0 + 60.0 * (double)i / (double)(n - 1)); /* -30 .. 30, both included */
+  x[n / 2] = 0.0f;
+  x[7] = -0.0f;
+  x[11] = 1e-30f;
+  x[13] = -1e-30f;
+  for (int b = 0; b < 2; b++) {
+    float *y = g_memdup2(x, n * sizeof(float));
+    backends[b].ops->quickgelu(backends[b].ctx, y, n);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+      double xv = x[i], z = 1.702 * xv, sig = 1.0 / (1.0 + exp(-z));
+      double e = xv * sig;
+      double tol = 2e-6 * fabs(e) + ldexp(1.0, -23) * fabs(z) * (1.0 - sig) * fabs(e) + 1e-30;
+      double err = fabs(y[i] - e);
+      if (!(err <= tol))
+        g_error("quickgelu (%s): x = %.9g gives %.9g, exact %.9g (error %.3g > %.3g)",
+                backend_label[b], xv, y[i], e, err, tol);
+      if (e != 0)
+        worst = fmax(worst, err / fabs(e));
+    }
+    if (g_test_verbose())
+      g_test_message("quickgelu (%s): worst relative error %.3g", backend_label[b], worst);
+    g_assert_true(y[n / 2] == 0.0f);
+    g_free(y);
+  }
+  g_free(x);
+}
+
+static void test_elementwise_small(void) {
+  for (int b = 0; b < 2; b++) {
+    const fap_backend_ops *op = backends[b].ops;
+    void *ctx = backends[b].ctx;
+    /* relu */
+    const size_t n = 1001;
+    float *x = rand_vector(n, -1, 1);
+    x[3] = -0.0f;
+    float *y = g_memdup2(x, n * sizeof(float));
+    op->relu(ctx, y, n);
+    for (size_t i = 0; i < n; i++)
+      g_assert_true(y[i] == (x[i] > 0 ? x[i] : 0.0f));
+    /* add */
+    float *a = rand_vector(n, -1, 1);
+    memcpy(y, x, n * sizeof(float));
+    op->add(ctx, y, a, n);
+    for (size_t i = 0; i < n; i++)
+      g_assert_true(y[i] == x[i] + a[i]);
+    /* add_row: 5 rows of 13 in a buffer of leading dimension 17 */
+    float *m = rand_matrix(5, 13, 17, -1, 1, SENTINEL), *m0 = g_memdup2(m, (5 * 17 + 1) * sizeof(float));
+    op->add_row(ctx, m, 17, a, 5, 13);
+    check_padding(m, 5, 13, 17, "add_row");
+    for (int r = 0; r < 5; r++)
+      for (int i = 0; i < 13; i++)
+        g_assert_true(m[r * 17 + i] == m0[r * 17 + i] + a[i]);
+    /* copy2d: 4 rows of 10 floats from stride 12 floats to stride 15 floats */
+    float *src = rand_matrix(4, 10, 12, -1, 1, NAN), *dst = rand_matrix(4, 10, 15, -1, 1, SENTINEL);
+    for (int r = 0; r < 4; r++)
+      for (int i = 0; i < 10; i++)
+        dst[r * 15 + i] = SENTINEL - 1;
+    op->copy2d(ctx, dst, 15 * sizeof(float), src, 12 * sizeof(float), 4, 10 * sizeof(float));
+    check_padding(dst, 4, 10, 15, "copy2d");
+    for (int r = 0; r < 4; r++)
+      g_assert_true(memcmp(dst + r * 15, src + r * 12, 10 * sizeof(float)) == 0);
+    /* reduce_max: all negative, so a max that starts at 0 is caught */
+    float *neg = rand_vector(101, -5, -1), mx = 0;
+    neg[77] = -0.5f;
+    op->reduce_max(ctx, &mx, neg, 101);
+    g_assert_cmpfloat(mx, ==, -0.5f);
+    op->reduce_max(ctx, &mx, neg + 5, 1);
+    g_assert_cmpfloat(mx, ==, neg[5]);
+    /* mean_rows */
+    float *rows = rand_vector(7 * 19, -1, 1), mean[19];
+    op->mean_rows(ctx, mean, rows, 7, 19);
+    for (int i = 0; i < 19; i++) {
+      double e = 0;
+      for (int r = 0; r < 7; r++)
+        e += rows[r * 19 + i];
+      e /= 7;
+      g_assert_cmpfloat_with_epsilon(mean[i], e, 1e-6);
+    }
+    /* gather_rows: rows of a padded source, in any order, repeats allowed */
+    const int32_t idx[5] = {6, 0, 3, 3, 1};
+    float *srcm = rand_matrix(7, 11, 14, -1, 1, NAN), gathered[5 * 11];
+    op->gather_rows(ctx, gathered, srcm, 14, idx, 5, 11);
+    for (int r = 0; r < 5; r++)
+      g_assert_true(memcmp(gathered + r * 11, srcm + idx[r] * 14, 11 * sizeof(float)) == 0);
+    /* l2norm_rows */
+    float *lx = rand_matrix(6, 29, 31, -3, 3, NAN), *ly = rand_matrix(6, 29, 30, 0, 1, SENTINEL);
+    op->l2norm_rows(ctx, ly, 30, lx, 31, 6, 29);
+    check_padding(ly, 6, 29, 30, "l2norm_rows");
+    for (int r = 0; r < 6; r++) {
+      double ss = 0;
+      for (int i = 0; i < 29; i++)
+        ss += (double)lx[r * 31 + i] * lx[r * 31 + i];
+      for (int i = 0; i < 29; i++) {
+        double e = lx[r * 31 + i] / sqrt(ss);
+        g_assert_cmpfloat(fabs(ly[r * 30 + i] - e), <=, 1e-6 * fabs(e) + 1e-12);
+      }
+    }
+    g_free(lx);
+    g_free(ly);
+    g_free(srcm);
+    g_free(rows);
+    g_free(neg);
+    g_free(src);
+    g_free(dst);
+    g_free(m);
+    g_free(m0);
+    g_free(a);
+    g_free(y);
+    g_free(x);
+  }
+}
+
+static void test_im2col(void) {
+  static const int cases[][2] = {{56, 14}, {28, 7}, {5, 5}, {9, 3}};
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int s = cases[ci][0], p = cases[ci][1], g = s / p, cols = 3 * p * p;
+    float *img = rand_vector((size_t)3 * s * s, -2, 2);
+    for (int b = 0; b < 2; b++) {
+      float *out = g_new(float, (size_t)g * g * cols);
+      backends[b].ops->im2col(backends[b].ctx, out, img, s, p);
+      for (int n = 0; n < g * g; n++)
+        for (int ch = 0; ch < 3; ch++)
+          for (int y = 0; y < p; y++)
+            for (int x = 0; x < p; x++) {
+              float e = img[(size_t)ch * s * s + (size_t)((n / g) * p + y) * s + (n % g) * p + x];
+              float got = out[(size_t)n * cols + (ch * p + y) * p + x];
+              if (got != e)
+                g_error("im2col %dx%d/%d (%s): patch %d c%d y%d x%d", s, s, p, backend_label[b],
+                        n, ch, y, x);
+            }
+      g_free(out);
+    }
+    g_free(img);
+  }
+}
+
+/* ---- scoring -------------------------------------------------------------- */
+
+typedef struct {
+  int index;
+  float value;
+} ranked;
+
+static int ranked_cmp(const void *pa, const void *pb) {
+  const ranked *a = pa, *b = pb;
+  if (a->value != b->value)
+    return a->value > b->value ? -1 : 1;
+  return a->index - b->index; /* ties: lower index first */
+}
+
+static void test_topk(void) {
+  static const int cases[][3] = {
+      /* n, k, distinct levels (0 = continuous) */
+      {37, 10, 0}, {37, 10, 4}, {50, 5, 2}, {16, 16, 3}, {9, 1, 0}, {9, 1, 1}, {1369, 10, 0},
+      {1369, 10, 7}, {12, 12, 1},
+  };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int n = cases[ci][0], k = cases[ci][1], levels = cases[ci][2];
+    float *x = g_new(float, n);
+    ranked *sorted = g_new(ranked, n);
+    for (int i = 0; i < n; i++) {
+      x[i] = levels ? (float)g_rand_int_range(rng, 0, levels) / 8.0f : frand(0, 1);
+      sorted[i] = (ranked){i, x[i]};
+    }
+    qsort(sorted, n, sizeof *sorted, ranked_cmp);
+    for (int b = 0; b < 2; b++) {
+      int32_t *idx = g_new(int32_t, k + 1);
+      idx[k] = -12345;
+      backends[b].ops->topk(backends[b].ctx, idx, x, n, k);
+      g_assert_cmpint(idx[k], ==, -12345);
+      for (int j = 0; j < k; j++)
+        if (idx[j] != sorted[j].index)
+          g_error("topk n=%d k=%d levels=%d (%s): position %d is %d (x=%g), expected %d (x=%g)",
+                  n, k, levels, backend_label[b], j, idx[j], idx[j] >= 0 && idx[j] < n ? x[idx[j]] : NAN,
+                  sorted[j].index, sorted[j].value);
+      g_free(idx);
+    }
+    g_free(x);
+    g_free(sorted);
+  }
+}
+
+static void test_two_way_prob(void) {
+  const int rows = 9, dim = 32, ldx = 35;
+  float *x = rand_matrix(rows, dim, ldx, -1, 1, NAN);
+  float *t0 = rand_vector(dim, -1, 1), *t1 = rand_vector(dim, -1, 1);
+  /* row 0 aligned with t0, row 1 with t1: saturated probabilities */
+  for (int i = 0; i < dim; i++) {
+    x[i] = t0[i];
+    x[ldx + i] = t1[i];
+  }
+  static const float inv_taus[] = {1.0f / 0.07f, 1.0f, 1000.0f};
+  for (size_t ti = 0; ti < G_N_ELEMENTS(inv_taus); ti++)
+    for (int b = 0; b < 2; b++) {
+      float out[9 + 1];
+      out[rows] = SENTINEL;
+      backends[b].ops->two_way_prob(backends[b].ctx, out, x, ldx, rows, dim, t0, t1,
+                                    inv_taus[ti]);
+      g_assert_cmpfloat(out[rows], ==, SENTINEL);
+      for (int r = 0; r < rows; r++) {
+        double s0 = 0, s1 = 0;
+        for (int i = 0; i < dim; i++) {
+          s0 += (double)x[r * ldx + i] * t0[i];
+          s1 += (double)x[r * ldx + i] * t1[i];
+        }
+        /* softmax([s0, s1] / tau)[1], computed stably */
+        double l0 = s0 * inv_taus[ti], l1 = s1 * inv_taus[ti], m = fmax(l0, l1);
+        double e = exp(l1 - m) / (exp(l0 - m) + exp(l1 - m));
+        /* the float dot products may be off by ~dim * u * |x||t|; the probability
+         * moves by at most a quarter of that times 1/tau */
+        double tol = 2e-6 + 0.25 * inv_taus[ti] * dim * 4 * U * 2 * 2;
+        if (!(fabs(out[r] - e) <= tol))
+          g_error("two_way_prob (%s, 1/tau %g): row %d %.9g, exact %.9g", backend_label[b],
+                  inv_taus[ti], r, out[r], e);
+      }
+    }
+  g_free(x);
+  g_free(t0);
+  g_free(t1);
+}
+
+/* ---- maps ----------------------------------------------------------------- */
+
+/* align_corners = false: x = max((i + 0.5) in / out - 0.5, 0), in double */
+static double bilinear_exact(const float *a, int g, int s, int y, int x) {
+  double sy = fmax((y + 0.5) * g / s - 0.5, 0.0), sx = fmax((x + 0.5) * g / s - 0.5, 0.0);
+  int y0 = MIN((int)floor(sy), g - 1), x0 = MIN((int)floor(sx), g - 1);
+  int y1 = MIN(y0 + 1, g - 1), x1 = MIN(x0 + 1, g - 1);
+  double wy = sy - y0, wx = sx - x0;
+  return (1 - wy) * ((1 - wx) * a[y0 * g + x0] + wx * a[y0 * g + x1]) +
+         wy * ((1 - wx) * a[y1 * g + x0] + wx * a[y1 * g + x1]);
+}
+
+static void test_upsample_mean(void) {
+  static const int cases[][2] = {{4, 56}, {3, 42}, {3, 7}, {5, 5}, {1, 9}, {1, 1}, {37, 518}, {6, 4}};
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int g = cases[ci][0], s = cases[ci][1];
+    float *a = rand_vector((size_t)g * g, 0, 1), *bb = rand_vector((size_t)g * g, 0, 1);
+    for (int b = 0; b < 2; b++) {
+      float *out = g_new(float, (size_t)s * s + 1);
+      out[(size_t)s * s] = SENTINEL;
+      backends[b].ops->upsample_mean(backends[b].ctx, out, a, bb, g, s);
+      g_assert_cmpfloat(out[(size_t)s * s], ==, SENTINEL);
+      for (int y = 0; y < s; y++)
+        for (int x = 0; x < s; x++) {
+          double e = 0.5 * (bilinear_exact(a, g, s, y, x) + bilinear_exact(bb, g, s, y, x));
+          double got = out[(size_t)y * s + x];
+          if (!(fabs(got - e) <= 2e-6))
+            g_error("upsample_mean %d -> %d (%s): [%d, %d] %.9g, exact %.9g", g, s,
+                    backend_label[b], y, x, got, e);
+        }
+      if (g == 1) /* a constant map stays exactly constant */
+        for (int i = 0; i < s * s; i++)
+          g_assert_cmpfloat(fabs(out[i] - 0.5 * (a[0] + bb[0])), <=, 1e-7);
+      g_free(out);
+    }
+    g_free(a);
+    g_free(bb);
+  }
+}
+
+/* Half-sample symmetric extension by repeated reflection (d c b a | a b c d | d c b a). */
+static int reflect(int i, int n) {
+  while (i < 0 || i >= n) {
+    if (i < 0)
+      i = -i - 1;
+    if (i >= n)
+      i = 2 * n - 1 - i;
+  }
+  return i;
+}
+
+static void test_mirror_index(void) {
+  for (int n = 1; n <= 9; n++)
+    for (int i = -40; i <= 40; i++)
+      if (fap_mirror_index(i, n) != reflect(i, n))
+        g_error("fap_mirror_index(%d, %d) = %d, expected %d", i, n, fap_mirror_index(i, n),
+                reflect(i, n));
+}
+
+static void test_gaussian_kernel(void) {
+  static const float sigmas[] = {0.0f, 0.1f, 0.125f, 0.5f, 1.5f, 2.0f, 3.0f, 10.0f};
+  static const int radii[] = {0, 0, 1, 2, 6, 8, 12, 40}; /* floor(4 sigma + 0.5) */
+  for (size_t si = 0; si < G_N_ELEMENTS(sigmas); si++) {
+    int r = fap_gaussian_radius(sigmas[si]);
+    g_assert_cmpint(r, ==, radii[si]);
+    float *w = g_new(float, 2 * r + 2);
+    w[2 * r + 1] = SENTINEL;
+    fap_gaussian_fill(sigmas[si], w);
+    g_assert_cmpfloat(w[2 * r + 1], ==, SENTINEL);
+    double sum = 0, norm = 0;
+    for (int i = -r; i <= r; i++) {
+      sum += w[i + r];
+      norm += exp(-0.5 * i * i / ((double)sigmas[si] * sigmas[si]));
+    }
+    g_assert_cmpfloat(fabs(sum - 1), <=, 1e-6);
+    for (int i = -r; i <= r; i++) {
+      g_assert_cmpfloat(w[i + r], ==, w[r - i]);
+      double e = r ? exp(-0.5 * i * i / ((double)sigmas[si] * sigmas[si])) / norm : 1.0;
+      g_assert_cmpfloat(fabs(w[i + r] - e), <=, 1e-7);
+    }
+    g_free(w);
+  }
+}
+
+static void test_gaussian_blur(void) {
+  static const struct {
+    int size;
+    float sigma;
+  } cases[] = {{23, 2.0f}, {7, 3.0f}, {5, 10.0f}, {1, 1.0f}, {56, 1.5f}, {16, 0.3f}};
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int s = cases[ci].size, r = fap_gaussian_radius(cases[ci].sigma);
+    float *k = g_new(float, 2 * r + 1);
+    fap_gaussian_fill(cases[ci].sigma, k);
+    float *in = rand_vector((size_t)s * s, 0, 1);
+    for (int b = 0; b < 2; b++) {
+      float *out = g_new(float, (size_t)s * s + 1), *tmp = g_new(float, (size_t)s * s);
+      out[(size_t)s * s] = SENTINEL;
+      backends[b].ops->gaussian_blur(backends[b].ctx, out, in, tmp, s, k, r);
+      g_assert_cmpfloat(out[(size_t)s * s], ==, SENTINEL);
+      for (int y = 0; y < s; y++)
+        for (int x = 0; x < s; x++) {
+          double e = 0; /* direct 2-D convolution with the separable kernel */
+          for (int i = -r; i <= r; i++)
+            for (int j = -r; j <= r; j++)
+              e += (double)k[i + r] * k[j + r] * in[(size_t)reflect(y + i, s) * s + reflect(x + j, s)];
+          double got = out[(size_t)y * s + x];
+          if (!(fabs(got - e) <= 2e-6))
+            g_error("gaussian_blur S=%d sigma=%g radius %d (%s): [%d, %d] %.9g, exact %.9g", s,
+                    cases[ci].sigma, r, backend_label[b], y, x, got, e);
+        }
+      g_free(out);
+      g_free(tmp);
+    }
+    g_free(k);
+    g_free(in);
+  }
+}
+
+/* ---- resampling tables and pre-processing ---------------------------------- */
+
+static double keys(double x) { /* Keys cubic, a = -0.5 */
+  x = fabs(x);
+  if (x < 1)
+    return 1.5 * x * x * x - 2.5 * x * x + 1;
+  if (x < 2)
+    return -0.5 * x * x * x + 2.5 * x * x - 4 * x + 2;
+  return 0;
+}
+
+static void alloc_table(fap_bicubic_table *t, int in, int out) {
+  int taps = fap_bicubic_taps(in, out);
+  t->first = g_new(int32_t, out);
+  t->count = g_new(int32_t, out);
+  t->weights = g_new(float, (size_t)out * taps);
+  fap_bicubic_fill(t, in, out);
+}
+
+static void free_table(fap_bicubic_table *t) {
+  g_free(t->first);
+  g_free(t->count);
+  g_free(t->weights);
+}
+
+static void test_bicubic_table(void) {
+  static const int cases[][2] = {{100, 7}, {7, 30}, {56, 56}, {1, 56}, {3000, 56},
+                                 {5, 56},  {57, 56}, {2, 3},  {400, 518}, {33, 42}};
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int in = cases[ci][0], out = cases[ci][1];
+    fap_bicubic_table t;
+    alloc_table(&t, in, out);
+    g_assert_cmpint(t.in, ==, in);
+    g_assert_cmpint(t.out, ==, out);
+    g_assert_cmpint(t.taps, ==, fap_bicubic_taps(in, out));
+    double scale = (double)in / out, fs = MAX(scale, 1.0), support = 2 * fs;
+    for (int i = 0; i < out; i++) {
+      /* PIL's window: centre (i + 0.5) scale, support 2 * max(scale, 1), clipped to the input */
+      double center = (i + 0.5) * scale;
+      int lo = MAX((int)(center - support + 0.5), 0), hi = MIN((int)(center + support + 0.5), in);
+      g_assert_cmpint(t.first[i], ==, lo);
+      g_assert_cmpint(t.count[i], ==, hi - lo);
+      g_assert_cmpint(t.count[i], <=, t.taps);
+      double sum = 0, norm = 0;
+      for (int j = 0; j < t.count[i]; j++)
+        norm += keys((lo + j - center + 0.5) / fs);
+      for (int j = 0; j < t.taps; j++) {
+        float w = t.weights[(size_t)i * t.taps + j];
+        if (j >= t.count[i]) {
+          g_assert_cmpfloat(w, ==, 0.0f);
+          continue;
+        }
+        sum += w;
+        double e = keys((lo + j - center + 0.5) / fs) / norm;
+        if (!(fabs(w - e) <= 1e-7))
+          g_error("bicubic %d -> %d: output %d tap %d weight %.9g, expected %.9g", in, out, i, j,
+                  w, e);
+      }
+      if (!(fabs(sum - 1) <= 1e-6))
+        g_error("bicubic %d -> %d: weights of output %d sum to %.9g", in, out, i, sum);
+    }
+    free_table(&t);
+  }
+}
+
+static void test_bilinear_coord(void) {
+  static const int cases[][2] = {{3, 4}, {4, 56}, {24, 37}, {1, 9}, {5, 5}, {6, 4}, {37, 518}};
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    int in = cases[ci][0], out = cases[ci][1];
+    for (int i = 0; i < out; i++) {
+      int i0, i1;
+      float w1;
+      fap_bilinear_coord(i, in, out, &i0, &i1, &w1);
+      double x = fmax((i + 0.5) * in / out - 0.5, 0.0);
+      int e0 = MIN((int)floor(x), in - 1);
+      g_assert_cmpint(i0, ==, e0);
+      g_assert_cmpint(i1, ==, MIN(e0 + 1, in - 1));
+      g_assert_cmpfloat(fabs(w1 - (x - e0)), <=, 1e-6);
+    }
+  }
+}
+
+static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+static const int layout[][4] = {
+    /* bpp, r, g, b offsets */
+    [FAP_PIXEL_RGB] = {3, 0, 1, 2},  [FAP_PIXEL_BGR] = {3, 2, 1, 0},
+    [FAP_PIXEL_RGBA] = {4, 0, 1, 2}, [FAP_PIXEL_BGRA] = {4, 2, 1, 0},
+    [FAP_PIXEL_RGBX] = {4, 0, 1, 2}, [FAP_PIXEL_BGRX] = {4, 2, 1, 0},
+    [FAP_PIXEL_XRGB] = {4, 1, 2, 3}, [FAP_PIXEL_XBGR] = {4, 3, 2, 1},
+};
+
+/* Packs RGB [h, w, 3] into format with 7 bytes of junk row padding and junk alpha. */
+static uint8_t *pack(const uint8_t *rgb, int w, int h, fap_pixel_format f, size_t *stride) {
+  const int *l = layout[f];
+  *stride = (size_t)w * l[0] + 7;
+  uint8_t *out = g_malloc(*stride * h);
+  for (size_t i = 0; i < *stride * h; i++)
+    out[i] = (uint8_t)g_rand_int(rng);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      for (int c = 0; c < 3; c++)
+        out[y * *stride + (size_t)x * l[0] + l[c + 1]] = rgb[((size_t)y * w + x) * 3 + c];
+  return out;
+}
+
+static void test_preprocess_constant(void) {
+  static const int sizes[][3] = {
+      /* w, h, S */
+      {1, 1, 56}, {3, 2, 56}, {56, 56, 56}, {97, 13, 42}, {400, 300, 56}, {5, 3000, 28}, {57, 55, 70},
+  };
+  const uint8_t colour[3] = {200, 17, 90};
+  for (size_t si = 0; si < G_N_ELEMENTS(sizes); si++) {
+    int w = sizes[si][0], h = sizes[si][1], s = sizes[si][2];
+    uint8_t *rgb = g_malloc((size_t)w * h * 3);
+    for (size_t i = 0; i < (size_t)w * h; i++)
+      memcpy(rgb + 3 * i, colour, 3);
+    for (int f = FAP_PIXEL_RGB; f <= FAP_PIXEL_XBGR; f++) {
+      size_t stride;
+      uint8_t *px = pack(rgb, w, h, f, &stride);
+      fap_frame frame = {f, w, h, stride, px};
+      int b = f % 2; /* alternate backends (preprocessing has no separate reference loop) */
+      float *out = g_new(float, (size_t)3 * s * s);
+      g_assert_cmpint(backends[b].ops->preprocess(backends[b].ctx, out, &frame, s), ==, FAP_OK);
+      for (int c = 0; c < 3; c++) {
+        double e = (colour[c] / 255.0 - clip_mean[c]) / clip_std[c];
+        for (size_t i = 0; i < (size_t)s * s; i++)
+          if (!(fabs(out[(size_t)c * s * s + i] - e) <= 1e-5))
+            g_error("preprocess %dx%d %s -> %d: channel %d pixel %zu is %.9g, expected %.9g", w,
+                    h, fap_pixel_format_name(f), s, c, i, out[(size_t)c * s * s + i], e);
+      }
+      g_free(out);
+      g_free(px);
+    }
+    g_free(rgb);
+  }
+}
+
+/* Random frames: every format gives the same numbers, and they equal the
+ * separable sum of the PIL tables computed here in double. At S = w = h the
+ * resize is the identity. */
+static void test_preprocess_random(void) {
+  static const int sizes[][3] = {{56, 56, 56}, {80, 60, 56}, {33, 47, 42}, {5, 9, 14}, {300, 7, 28}};
+  for (size_t si = 0; si < G_N_ELEMENTS(sizes); si++) {
+    int w = sizes[si][0], h = sizes[si][1], s = sizes[si][2];
+    uint8_t *rgb = g_malloc((size_t)w * h * 3);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++)
+      rgb[i] = (uint8_t)g_rand_int(rng);
+    fap_bicubic_table tx, ty;
+    alloc_table(&tx, w, s);
+    alloc_table(&ty, h, s);
+    float *first = NULL;
+    for (int f = FAP_PIXEL_RGB; f <= FAP_PIXEL_XBGR; f++) {
+      size_t stride;
+      uint8_t *px = pack(rgb, w, h, f, &stride);
+      fap_frame frame = {f, w, h, stride, px};
+      int b = f % 2;
+      float *out = g_new(float, (size_t)3 * s * s);
+      g_assert_cmpint(backends[b].ops->preprocess(backends[b].ctx, out, &frame, s), ==, FAP_OK);
+      if (!first) {
+        first = out;
+        for (int c = 0; c < 3; c++)
+          for (int y = 0; y < s; y++)
+            for (int x = 0; x < s; x++) {
+              double acc = 0;
+              for (int j = 0; j < ty.count[y]; j++)
+                for (int i = 0; i < tx.count[x]; i++)
+                  acc += (double)ty.weights[(size_t)y * ty.taps + j] *
+                         tx.weights[(size_t)x * tx.taps + i] *
+                         rgb[((size_t)(ty.first[y] + j) * w + tx.first[x] + i) * 3 + c];
+              double e = (acc / 255.0 - clip_mean[c]) / clip_std[c];
+              if (w == s && h == s)
+                g_assert_cmpfloat(fabs(e - (rgb[((size_t)y * w + x) * 3 + c] / 255.0 - clip_mean[c]) / clip_std[c]), <=, 1e-6);
+              float got = out[(size_t)c * s * s + (size_t)y * s + x];
+              if (!(fabs(got - e) <= 1e-5))
+                g_error("preprocess %dx%d -> %d: [%d, %d, %d] %.9g, expected %.9g", w, h, s, c, y,
+                        x, got, e);
+            }
+      } else {
+        if (memcmp(out, first, (size_t)3 * s * s * sizeof(float)) != 0)
+          g_error("preprocess %dx%d -> %d: %s differs from RGB", w, h, s,
+                  fap_pixel_format_name(f));
+        g_free(out);
+      }
+      g_free(px);
+    }
+    g_free(first);
+    free_table(&tx);
+    free_table(&ty);
+    g_free(rgb);
+  }
+}
+
+/* ---- half / bfloat16 ------------------------------------------------------- */
+
+static uint32_t bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+static float from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* IEEE binary16 by definition, no bit tricks. */
+static double f16_value(uint16_t h) {
+  int sign = h >> 15, exp = (h >> 10) & 31, man = h & 1023;
+  double v;
+  if (exp == 31)
+    v = man ? NAN : INFINITY;
+  else if (exp == 0)
+    v = ldexp(man, -24);
+  else
+    v = ldexp(1024 + man, exp - 25);
+  return sign ? -v : v;
+}
+
+static void test_f16_decode_all(void) {
+  uint8_t *raw = g_malloc(2 * 65536 + 1);
+  float *wide = g_new(float, 65536);
+  for (uint32_t i = 0; i < 65536; i++) {
+    uint16_t h = (uint16_t)i;
+    float f = fap_f16_to_f32(h);
+    double e = f16_value(h);
+    if (isnan(e)) {
+      if (!isnan(f))
+        g_error("f16 0x%04x is NaN, decoded as %g", i, f);
+      g_assert_true((fap_f32_to_f16(f) & 0x7c00) == 0x7c00 && (fap_f32_to_f16(f) & 0x03ff) != 0);
+      g_assert_cmpint(fap_f32_to_f16(f) >> 15, ==, i >> 15);
+    } else {
+      if ((double)f != e || signbit(f) != signbit(e))
+        g_error("f16 0x%04x decoded as %.9g, expected %.9g", i, f, e);
+      if (fap_f32_to_f16(f) != h)
+        g_error("f16 0x%04x -> %.9g -> 0x%04x does not round-trip", i, f, fap_f32_to_f16(f));
+      g_assert_true(bits(fap_round_f16(f)) == bits(f));
+    }
+    raw[1 + 2 * i] = (uint8_t)(i & 0xff); /* little-endian, at an odd address */
+    raw[2 + 2 * i] = (uint8_t)(i >> 8);
+  }
+  fap_widen_f16(wide, raw + 1, 65536);
+  for (uint32_t i = 0; i < 65536; i++) {
+    float f = fap_f16_to_f32((uint16_t)i);
+    if (!(bits(wide[i]) == bits(f) || (isnan(wide[i]) && isnan(f))))
+      g_error("fap_widen_f16 of 0x%04x gives %g, expected %g", i, wide[i], f);
+  }
+  g_free(raw);
+  g_free(wide);
+}
+
+static void test_f16_rounding(void) {
+  /* every pair of adjacent finite f16 values, both signs: the midpoint (exact in
+   * f32) goes to the even one, anything off the midpoint to the nearer one */
+  for (uint32_t i = 0; i < 0x7bff; i++)
+    for (int sign = 0; sign < 2; sign++) {
+      uint16_t lo = (uint16_t)(i | sign << 15), hi = (uint16_t)((i + 1) | sign << 15);
+      double a = f16_value(lo), b = f16_value(hi);
+      float mid = (float)((a + b) / 2);
+      g_assert_true((double)mid == (a + b) / 2);
+      uint16_t even = (lo & 1) ? hi : lo;
+      if (fap_f32_to_f16(mid) != even)
+        g_error("midpoint %.9g of 0x%04x and 0x%04x rounds to 0x%04x, expected 0x%04x", mid, lo,
+                hi, fap_f32_to_f16(mid), even);
+      float toward_a = nextafterf(mid, (float)a), toward_b = nextafterf(mid, (float)b);
+      if (fap_f32_to_f16(toward_a) != lo || fap_f32_to_f16(toward_b) != hi)
+        g_error("just below/above the midpoint of 0x%04x and 0x%04x: 0x%04x / 0x%04x", lo, hi,
+                fap_f32_to_f16(toward_a), fap_f32_to_f16(toward_b));
+    }
+  /* random floats against round-half-even on the f16 grid, done in double */
+  for (int n = 0; n < 200000; n++) {
+    float f = from_bits(g_rand_int(rng));
+    if (isnan(f))
+      continue;
+    double a = fabs(f), grid;
+    uint16_t got = fap_f32_to_f16(f);
+    if (a >= 65520.0) {
+      g_assert_cmpint(got, ==, f < 0 ? 0xfc00 : 0x7c00);
+      continue;
+    }
+    grid = a < ldexp(1, -14) ? ldexp(1, -24) : ldexp(1, ilogb(a) - 10);
+    double r = nearbyint(a / grid) * grid; /* default rounding mode: half to even */
+    double v = f16_value(got);
+    if (fabs(v) != r || signbit(v) != signbit(f))
+      g_error("fap_f32_to_f16(%.9g) = 0x%04x (%.9g), expected %.9g", f, got, v,
+              f < 0 ? -r : r);
+  }
+}
+
+static void test_f16_special(void) {
+  static const struct {
+    float f;
+    uint16_t h;
+  } known[] = {
+      {0.0f, 0x0000},
+      {-0.0f, 0x8000},
+      {1.0f, 0x3c00},
+      {-2.0f, 0xc000},
+      {65504.0f, 0x7bff},
+      {65519.99609375f, 0x7bff}, /* largest float below 65520 */
+      {65520.0f, 0x7c00},        /* halfway to 2^16: overflows */
+      {-65520.0f, 0xfc00},
+      {1e10f, 0x7c00},
+      {INFINITY, 0x7c00},
+      {-INFINITY, 0xfc00},
+      {0x1p-14f, 0x0400},              /* smallest normal */
+      {0x1p-24f, 0x0001},              /* smallest subnormal */
+      {0x1p-25f, 0x0000},              /* half of it: ties to even (0) */
+      {-0x1p-25f, 0x8000},
+      {0x1.000002p-25f, 0x0001},       /* just above half */
+      {0x3p-25f, 0x0002},              /* 1.5 * 2^-24: ties to even (2) */
+      {0x1.ff8p-15f, 0x03ff},          /* largest subnormal, 1023 * 2^-24 */
+      {0x1.ffcp-15f, 0x0400},          /* 1023.5 * 2^-24 rounds up into the normals */
+      {1e-45f, 0x0000},                /* f32 subnormal */
+      {0x1.002p0f, 0x3c00},            /* 1 + 2^-11: halfway, ties to even (1.0) */
+      {0x1.006p0f, 0x3c02},            /* 1 + 3 * 2^-11: halfway, ties to even (up) */
+      {0.1f, 0x2e66},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(known); i++)
+    if (fap_f32_to_f16(known[i].f) != known[i].h)
+      g_error("fap_f32_to_f16(%a) = 0x%04x, expected 0x%04x", known[i].f,
+              fap_f32_to_f16(known[i].f), known[i].h);
+  uint16_t qnan = fap_f32_to_f16(NAN);
+  g_assert_true((qnan & 0x7c00) == 0x7c00 && (qnan & 0x3ff) != 0);
+  uint16_t snan = fap_f32_to_f16(from_bits(0x7f800001u)); /* payload lost: must stay NaN */
+  g_assert_true((snan & 0x7c00) == 0x7c00 && (snan & 0x3ff) != 0);
+  g_assert_true(isnan(fap_round_f16(NAN)));
+  g_assert_true(isinf(fap_round_f16(70000.0f)));
+}
+
+static void test_bf16(void) {
+  static const struct {
+    uint16_t b;
+    float f;
+  } known[] = {
+      {0x3f80, 1.0f}, {0xc000, -2.0f}, {0x7f80, INFINITY}, {0xff80, -INFINITY},
+      {0x0000, 0.0f}, {0x4049, 3.140625f}, {0x0001, 0x1p-133f}, {0x7f7f, 0x1.fep127f},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(known); i++)
+    g_assert_true(fap_bf16_to_f32(known[i].b) == known[i].f);
+  g_assert_true(signbit(fap_bf16_to_f32(0x8000)));
+  uint8_t *raw = g_malloc(2 * 65536 + 1);
+  float *wide = g_new(float, 65536);
+  for (uint32_t i = 0; i < 65536; i++) {
+    float f = fap_bf16_to_f32((uint16_t)i);
+    if (bits(f) != i << 16)
+      g_error("fap_bf16_to_f32(0x%04x) has bits 0x%08x", i, bits(f));
+    raw[1 + 2 * i] = (uint8_t)(i & 0xff);
+    raw[2 + 2 * i] = (uint8_t)(i >> 8);
+  }
+  fap_widen_bf16(wide, raw + 1, 65536);
+  for (uint32_t i = 0; i < 65536; i++)
+    if (bits(wide[i]) != i << 16)
+      g_error("fap_widen_bf16 of 0x%04x has bits 0x%08x", i, bits(wide[i]));
+  g_free(raw);
+  g_free(wide);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  rng = g_rand_new_with_seed(20240611);
+  g_assert_cmpint(fap_backend_cpu_new(2, 0, &backends[0]), ==, FAP_OK);
+  g_assert_cmpint(fap_backend_cpu_new(2, 1, &backends[1]), ==, FAP_OK);
+
+  g_test_add_func("/ops/linear", test_linear);
+  g_test_add_func("/ops/matmul", test_matmul);
+  g_test_add_func("/ops/attention", test_attention);
+  g_test_add_func("/ops/layernorm", test_layernorm);
+  g_test_add_func("/ops/quickgelu", test_quickgelu);
+  g_test_add_func("/ops/elementwise", test_elementwise_small);
+  g_test_add_func("/ops/im2col", test_im2col);
+  g_test_add_func("/ops/topk", test_topk);
+  g_test_add_func("/ops/two-way-prob", test_two_way_prob);
+  g_test_add_func("/ops/upsample-mean", test_upsample_mean);
+  g_test_add_func("/ops/mirror-index", test_mirror_index);
+  g_test_add_func("/ops/gaussian-kernel", test_gaussian_kernel);
+  g_test_add_func("/ops/gaussian-blur", test_gaussian_blur);
+  g_test_add_func("/ops/bicubic-table", test_bicubic_table);
+  g_test_add_func("/ops/bilinear-coord", test_bilinear_coord);
+  g_test_add_func("/ops/preprocess/constant", test_preprocess_constant);
+  g_test_add_func("/ops/preprocess/random", test_preprocess_random);
+  g_test_add_func("/half/f16-decode-all", test_f16_decode_all);
+  g_test_add_func("/half/f16-rounding", test_f16_rounding);
+  g_test_add_func("/half/f16-special", test_f16_special);
+  g_test_add_func("/half/bf16", test_bf16);
+  int rc = g_test_run();
+  fap_backend_free(&backends[0]);
+  fap_backend_free(&backends[1]);
+  g_rand_free(rng);
+  return rc;
+}

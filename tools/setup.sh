@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what faprompt needs on Debian 12 (apt-get, as root), then
+# configures and builds it in ./build (or $FAP_BUILD_DIR). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  gcc meson ninja-build pkg-config
+  libglib2.0-dev libjson-glib-dev
+  libopenblas-openmp-dev     # OpenBLAS sharing our OpenMP threads (see meson.build)
+  libgdk-pixbuf-2.0-dev      # image decoding for tools/faprompt-infer
+  python3-torch python3-numpy python3-scipy python3-pil   # reference + generator, /usr/bin/python3
+  valgrind
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+build=${FAP_BUILD_DIR:-build}
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" --buildtype=release
+fi
+ninja -C "$build"
