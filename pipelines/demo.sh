@@ -25,7 +25,7 @@ model="$out/tiny.safetensors"
 sample="$out/sample.png"
 
 if [[ ! -x "$infer" ]]; then
-  echo "demo: $repo/$infer not found. Build first: bash tools/setup.sh" >&2
+  echo "demo: $infer not found (in $repo). Build first: bash tools/setup.sh" >&2
   echo "      (or meson setup $build && ninja -C $build; faprompt-infer is only built when" >&2
   echo "      gdk-pixbuf is found, Debian: libgdk-pixbuf-2.0-dev)" >&2
   exit 1
