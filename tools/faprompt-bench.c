@@ -148,13 +148,14 @@ static torch_result run_torch(const char *python, const char *script, const char
 
 int main(int argc, char **argv) {
   char *sizes_arg = NULL, *input_arg = NULL, *python = NULL, *script = NULL;
-  int frames = 3, threads = 0, torch_frames = 1, no_torch = 0, reference = 0;
+  int frames = 3, threads = 0, torch_frames = 1, torch_threads = 0, no_torch = 0, reference = 0;
   GOptionEntry entries[] = {
       {"sizes", 0, 0, G_OPTION_ARG_STRING, &sizes_arg, "comma-separated S values (336,518)", "L"},
       {"frames", 0, 0, G_OPTION_ARG_INT, &frames, "timed frames per size (3)", "N"},
       {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (0 = all cores)", "N"},
       {"input", 0, 0, G_OPTION_ARG_STRING, &input_arg, "input frame size (1280x720)", "WxH"},
       {"torch-frames", 0, 0, G_OPTION_ARG_INT, &torch_frames, "PyTorch frames per size (1)", "N"},
+      {"torch-threads", 0, 0, G_OPTION_ARG_INT, &torch_threads, "PyTorch threads (default: --threads)", "N"},
       {"no-torch", 0, 0, G_OPTION_ARG_NONE, &no_torch, "skip the PyTorch reference", NULL},
       {"reference", 0, 0, G_OPTION_ARG_NONE, &reference, "time the reference loops", NULL},
       {"python", 0, 0, G_OPTION_ARG_STRING, &python, "python with torch (/usr/bin/python3)", "P"},
@@ -181,6 +182,8 @@ int main(int argc, char **argv) {
   }
   if (threads <= 0)
     threads = (int)g_get_num_processors();
+  if (torch_threads <= 0)
+    torch_threads = threads;
 
   fap_model *model = NULL;
   if (fap_model_load(argv[1], &model) != FAP_OK)
@@ -255,9 +258,9 @@ int main(int argc, char **argv) {
     fap_detector_free(det);
     torch_result tr = {0};
     if (!no_torch) {
-      printf("  PyTorch reference (authors' schedule, %d threads)...\n", threads);
+      printf("  PyTorch reference (authors' schedule, %d threads)...\n", torch_threads);
       fflush(stdout);
-      tr = run_torch(python, script, argv[1], size, torch_frames, threads);
+      tr = run_torch(python, script, argv[1], size, torch_frames, torch_threads);
       if (tr.ok)
         printf("  PyTorch: %.0f ms per frame (vision %.0f, text %.0f) -> faprompt is %.2fx faster\n",
                1e3 * tr.frame_s, 1e3 * tr.vision_s, 1e3 * tr.text_s, 1e3 * tr.frame_s / frame_ms);
