@@ -7,11 +7,21 @@
  *
  * Matrices are row-major with explicit leading dimensions (elements).
  * Linear weights are out x in as in PyTorch: y = x W^T + b.
+ *
+ * Weights: import_weights returns a handle the detector passes back as the
+ * weight arguments of linear (w, b), matmul (p), layernorm (w, b) and as the
+ * source of copy2d. The detector may offset a handle by whole elements
+ * (w + i, as into the rows of in_proj), never dereferences it, and passes it
+ * nowhere else. The CPU backend returns the host f32 weights themselves; the
+ * CUDA backend returns the host pointer too, as a key into its table of
+ * device copies (f16 / bf16 matrices, f32 vectors), made on first use.
  */
 #ifndef FAP_BACKEND_H
 #define FAP_BACKEND_H
 
 #include "fap.h"
+
+struct fap_detector;
 
 typedef struct fap_backend_ops {
   const char *name;
@@ -71,6 +81,21 @@ typedef struct fap_backend_ops {
   /* separable Gaussian, half-sample symmetric borders; kernel [2r+1]; tmp [S, S] */
   void (*gaussian_blur)(void *ctx, float *out, const float *in, float *tmp, int size,
                         const float *kernel, int radius);
+
+  /* Optional (NULL: the detector drives the ops above frame by frame). A
+   * backend that runs the whole per-frame sequence itself (fused, batched,
+   * captured in a CUDA graph) sets both. frames_prepare is called once at the
+   * end of detector creation, after everything that depends only on the model
+   * was computed through the ops above (static text features and key/value
+   * prefix cache, positional embedding, Gaussian: the detector's buffers in
+   * struct fap_detector, which the backend reads). frames_run computes
+   * SPEC.md for the frames (already checked), fills results (maps borrowed
+   * from the backend until the next run), sets d->last_map and
+   * d->scalars_host to those of the last frame and, with keep_intermediates,
+   * leaves the last frame's intermediates in the detector's buffers. */
+  fap_status (*frames_prepare)(void *ctx, struct fap_detector *d);
+  fap_status (*frames_run)(void *ctx, struct fap_detector *d, const fap_frame *frames, int count,
+                           const fap_blend *blend, fap_result *results);
 } fap_backend_ops;
 
 typedef struct fap_backend {
@@ -80,7 +105,7 @@ typedef struct fap_backend {
 
 /* Constructors exist in every build; CUDA returns FAP_ERR_UNSUPPORTED when not built. */
 fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out);
-fap_status fap_backend_cuda_new(int device_id, fap_backend *out);
+fap_status fap_backend_cuda_new(int device_id, fap_precision precision, fap_backend *out);
 int fap_backend_cuda_available(void);
 void fap_backend_free(fap_backend *backend);
 

@@ -3,8 +3,9 @@
 #include "backend.h"
 #include "log.h"
 
-fap_status fap_backend_cuda_new(int device_id, fap_backend *out) {
+fap_status fap_backend_cuda_new(int device_id, fap_precision precision, fap_backend *out) {
   (void)out;
+  (void)precision;
   return fap_fail(FAP_ERR_UNSUPPORTED,
                   "CUDA backend requested (device %d) but this faprompt was built without CUDA; "
                   "rebuild with -Dcuda=enabled or use the CPU backend",

@@ -4,6 +4,7 @@
 #include "detector_internal.h"
 
 #include "log.h"
+#include "pixel.h"
 #include "resample.h"
 
 #include <math.h>
@@ -43,6 +44,16 @@ const char *fap_backend_name(fap_backend_kind kind) {
   return "?";
 }
 
+const char *fap_precision_name(fap_precision p) {
+  switch (p) {
+  case FAP_PRECISION_AUTO: return "auto";
+  case FAP_PRECISION_F32: return "f32";
+  case FAP_PRECISION_F16: return "f16";
+  case FAP_PRECISION_BF16: return "bf16";
+  }
+  return "?";
+}
+
 const char *fap_stage_name(fap_stage stage) {
   static const char *const names[FAP_STAGE_COUNT] = {
       "preprocess", "vision", "map1", "prior", "text", "map2", "map",
@@ -51,7 +62,8 @@ const char *fap_stage_name(fap_stage stage) {
 }
 
 const char *fap_pixel_format_name(fap_pixel_format f) {
-  static const char *const names[] = {"RGB", "BGR", "RGBA", "BGRA", "RGBx", "BGRx", "xRGB", "xBGR"};
+  static const char *const names[] = {"RGB",  "BGR",  "RGBA", "BGRA", "RGBx", "BGRx",
+                                      "xRGB", "xBGR", "NV12", "I420", "YUY2"};
   return (unsigned)f < sizeof names / sizeof names[0] ? names[f] : "?";
 }
 
@@ -88,17 +100,19 @@ static fap_status plan_buffers(fap_detector *d) {
   const size_t la = c->end_pos_abnormal + 1, ln = c->end_pos_normal + 1;
   const size_t trows = ln > k * la ? ln : k * la;
   const size_t f = sizeof(float);
+  /* a backend that runs frames itself has its own vision buffers */
+  const size_t vis = d->backend.ops->frames_run ? 0 : 1;
   arena_plan ap = {0};
 
   plan(&ap, &b->image, 3 * s2, f);
-  plan(&ap, &b->cols, n * 3 * p2, f);
+  plan(&ap, &b->cols, vis * n * 3 * p2, f);
   plan(&ap, &b->pos, rows * cv, f);
-  plan(&ap, &b->x, rows * cv, f);
-  plan(&ap, &b->y, rows * cv, f);
-  plan(&ap, &b->h, rows * cv, f);
-  plan(&ap, &b->qkv, rows * 3 * cv, f);
-  plan(&ap, &b->attn, rows * cv, f);
-  plan(&ap, &b->hidden, rows * 4 * cv, f);
+  plan(&ap, &b->x, vis * rows * cv, f);
+  plan(&ap, &b->y, vis * rows * cv, f);
+  plan(&ap, &b->h, vis * rows * cv, f);
+  plan(&ap, &b->qkv, vis * rows * 3 * cv, f);
+  plan(&ap, &b->attn, vis * rows * cv, f);
+  plan(&ap, &b->hidden, vis * rows * 4 * cv, f);
   plan(&ap, &b->tokens, rows * e, f);
   plan(&ap, &b->global, e, f);
   plan(&ap, &b->tokens_n, rows * e, f);
@@ -284,7 +298,7 @@ static fap_status setup_intermediates(fap_detector *d) {
   describe(&it[13], b->map_raw, FAP_DTYPE_F32, 2, s, s, 0);
   describe(&it[14], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* the result map, on the host already */
   describe(&it[15], NULL, FAP_DTYPE_F32, 1, 1, 0, 0);
-  it[14].view.data = d->map_host;
+  it[14].view.data = d->map_host; /* re-pointed at the last frame's map by every run */
   it[15].view.data = &d->scalars_host[3];
   for (size_t i = 0; i < N_INTERMEDIATES; i++) {
     if (!it[i].src)
@@ -333,9 +347,15 @@ static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
     kind = fap_backend_cuda_available() ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU;
   d->backend_kind = kind;
   if (kind == FAP_BACKEND_CUDA)
-    return fap_backend_cuda_new(o->device_id, &d->backend);
-  if (kind == FAP_BACKEND_CPU)
+    return fap_backend_cuda_new(o->device_id, o->precision, &d->backend);
+  if (kind == FAP_BACKEND_CPU) {
+    if (o->precision != FAP_PRECISION_AUTO && o->precision != FAP_PRECISION_F32)
+      return fap_fail(FAP_ERR_UNSUPPORTED,
+                      "precision %s requested, but the CPU backend computes in f32 only; use "
+                      "the CUDA backend for f16 / bf16",
+                      fap_precision_name(o->precision));
     return fap_backend_cpu_new(o->threads, o->reference, &d->backend);
+  }
   return fap_fail(FAP_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)kind);
 }
 
@@ -378,6 +398,12 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
   float sigma = options->sigma < 0 ? c->sigma : options->sigma;
   if (!isfinite(sigma) || sigma > 1000.0f)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "sigma %g is out of range [0, 1000]", sigma);
+  int batch = options->batch ? options->batch : 1;
+  if (batch < 1 || batch > 256)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "batch %d is out of range [1, 256]",
+                    options->batch);
+  if ((unsigned)options->precision > FAP_PRECISION_BF16)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "unknown precision %d", (int)options->precision);
 
   fap_detector *d = calloc(1, sizeof *d);
   if (!d)
@@ -388,6 +414,7 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
   d->grid = grid;
   d->n_patches = grid * grid;
   d->sigma = sigma;
+  d->batch = batch;
   d->radius = fap_gaussian_radius(sigma);
   d->text_rows = c->end_pos_abnormal - c->n_pos;
   d->text_lmax = (c->end_pos_abnormal > c->end_pos_normal ? c->end_pos_abnormal
@@ -395,12 +422,17 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
   d->keep_intermediates = options->keep_intermediates;
 
   fap_status s = open_backend(d, options);
+  d->precision = options->precision != FAP_PRECISION_AUTO ? options->precision
+                 : d->backend_kind == FAP_BACKEND_CUDA   ? FAP_PRECISION_F16
+                                                          : FAP_PRECISION_F32;
+  const size_t maps = !s && d->backend.ops->frames_run ? 1 : (size_t)batch;
   if (!s)
     s = plan_buffers(d);
   if (!s)
     s = import_weights(d);
-  if (!s && !(d->map_host = malloc((size_t)size * size * sizeof(float))))
+  if (!s && !(d->map_host = malloc(maps * size * size * sizeof(float))))
     s = fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
+  d->last_map = d->map_host;
   if (!s && d->keep_intermediates)
     s = setup_intermediates(d);
   if (!s)
@@ -413,6 +445,8 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
     static_text_features(d);
     s = d->backend.ops->synchronize(d->backend.ctx);
   }
+  if (!s && d->backend.ops->frames_prepare)
+    s = d->backend.ops->frames_prepare(d->backend.ctx, d);
   if (s) {
     fap_detector_free(d);
     return s;
@@ -432,32 +466,19 @@ void fap_detector_free(fap_detector *d) {
   free(d->net.tblocks);
   free(d->net.deep);
   free(d->map_host);
+  free(d->rgb_host);
   fap_model_free(d->model);
   free(d);
 }
 
 fap_backend_kind fap_detector_backend(const fap_detector *d) { return d ? d->backend_kind : 0; }
 int fap_detector_image_size(const fap_detector *d) { return d ? d->size : 0; }
+int fap_detector_batch(const fap_detector *d) { return d ? d->batch : 0; }
+fap_precision fap_detector_precision(const fap_detector *d) {
+  return d ? d->precision : FAP_PRECISION_AUTO;
+}
 
 /* ---- per frame ------------------------------------------------------------ */
-
-static fap_status check_frame(const fap_frame *f) {
-  if (!f || !f->data)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: no frame data");
-  if ((unsigned)f->format > FAP_PIXEL_XBGR)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: unknown pixel format %d",
-                    (int)f->format);
-  if (f->width < 1 || f->height < 1 || f->width > 32768 || f->height > 32768)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
-                    "fap_detector_run: frame size %dx%d is outside 1x1 .. 32768x32768", f->width,
-                    f->height);
-  size_t bpp = (f->format == FAP_PIXEL_RGB || f->format == FAP_PIXEL_BGR) ? 3 : 4;
-  if (f->stride < (size_t)f->width * bpp)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
-                    "fap_detector_run: stride %zu is smaller than width %d x %zu bytes (%s)",
-                    f->stride, f->width, bpp, fap_pixel_format_name(f->format));
-  return FAP_OK;
-}
 
 #define STAGE_END(stage)                                                                           \
   do {                                                                                             \
@@ -468,12 +489,29 @@ static fap_status check_frame(const fap_frame *f) {
     mark = t;                                                                                      \
   } while (0)
 
-fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result *r) {
-  if (!d || !r)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: NULL detector or result");
-  fap_status s = check_frame(frame);
-  if (s)
-    return s;
+/* The CPU path needs packed pixels: YUV frames become RGB first. */
+static fap_status packed_frame(fap_detector *d, const fap_frame *frame, fap_frame *packed) {
+  *packed = *frame;
+  if (!fap_format_is_yuv(frame->format))
+    return FAP_OK;
+  size_t bytes = (size_t)frame->width * frame->height * 3;
+  if (bytes > d->rgb_bytes) { /* grows with the input size, not per frame */
+    free(d->rgb_host);
+    d->rgb_bytes = 0;
+    if (!(d->rgb_host = malloc(bytes)))
+      return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory for a %dx%d YUV frame",
+                      frame->width, frame->height);
+    d->rgb_bytes = bytes;
+  }
+  fap_frame_to_rgb(frame, d->rgb_host);
+  *packed = (fap_frame){FAP_PIXEL_RGB, frame->width, frame->height, (size_t)frame->width * 3,
+                        d->rgb_host};
+  return FAP_OK;
+}
+
+/* One frame through the backend ops; its map goes to map_out. */
+static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_out, fap_result *r) {
+  fap_status s;
   const fap_backend_ops *op = d->backend.ops;
   void *be = d->backend.ctx;
   const fap_config *c = d->cfg;
@@ -525,7 +563,7 @@ fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result 
     op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
   else
     op->copy2d(be, b->map, 0, b->map_raw, 0, 1, map_bytes);
-  if ((s = op->download(be, d->map_host, b->map, map_bytes)) ||
+  if ((s = op->download(be, map_out, b->map, map_bytes)) ||
       (s = op->download(be, d->scalars_host, b->scalars, 3 * sizeof(float))))
     return s;
   STAGE_END(FAP_STAGE_MAP);
@@ -533,17 +571,61 @@ fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result 
   const float max1 = d->scalars_host[0], max2 = d->scalars_host[1], q = d->scalars_host[2];
   d->scalars_host[3] = 0.5f * (q + (2.0f * max1 + max2) / 3.0f);
   r->score = d->scalars_host[3];
-  r->map = d->map_host;
+  r->map = map_out;
   r->map_size = d->size;
   r->total_ms = now_ms() - start;
-
-  if (d->keep_intermediates) {
-    intermediate *it = d->inter_host;
-    for (size_t i = 0; i < N_INTERMEDIATES; i++)
-      if (it[i].src && (s = op->download(be, (void *)it[i].view.data, it[i].src, it[i].bytes)))
-        return s;
-    if ((s = op->synchronize(be)))
-      return s;
-  }
   return FAP_OK;
+}
+
+fap_status fap_detector_fetch_intermediates(fap_detector *d) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  intermediate *it = d->inter_host;
+  fap_status s;
+  it[14].view.data = d->last_map;
+  for (size_t i = 0; i < N_INTERMEDIATES; i++)
+    if (it[i].src && (s = op->download(be, (void *)it[i].view.data, it[i].src, it[i].bytes)))
+      return s;
+  return op->synchronize(be);
+}
+
+fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int count,
+                                  const fap_blend *blend, fap_result *results) {
+  if (!d || !results)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: NULL detector or result");
+  if (!frames)
+    return fap_frame_check(NULL, "fap_detector_run");
+  if (count < 1 || count > d->batch)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "fap_detector_run_batch: %d frames, but this detector takes 1 .. %d per call "
+                    "(fap_detector_options.batch)",
+                    count, d->batch);
+  fap_status s;
+  for (int i = 0; i < count; i++)
+    if ((s = fap_frame_check(&frames[i], "fap_detector_run")))
+      return s;
+  if (blend && (s = fap_blend_check(blend)))
+    return s;
+  const size_t s2 = (size_t)d->size * d->size;
+  if (d->backend.ops->frames_run) {
+    if ((s = d->backend.ops->frames_run(d->backend.ctx, d, frames, count, blend, results)))
+      return s;
+  } else {
+    for (int i = 0; i < count; i++) {
+      fap_frame packed;
+      float *map = d->map_host + (size_t)i * s2;
+      if ((s = packed_frame(d, &frames[i], &packed)) || (s = run_one(d, &packed, map, &results[i])))
+        return s;
+      if (blend && (s = fap_blend_frame(&frames[i], map, d->size, blend)))
+        return s;
+      d->last_map = map;
+    }
+  }
+  if (d->keep_intermediates)
+    return fap_detector_fetch_intermediates(d);
+  return FAP_OK;
+}
+
+fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result *r) {
+  return fap_detector_run_batch(d, frame, 1, NULL, r);
 }

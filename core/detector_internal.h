@@ -62,16 +62,24 @@ struct fap_detector {
   size_t arena_bytes;
 
   int size, grid, n_patches; /* S, G, N */
+  int batch;                 /* B */
+  fap_precision precision;
   float sigma;
   int radius;
   int text_rows;  /* R: per-frame rows per abnormality prompt (n_pos+1 .. end) */
   int text_lmax;  /* rows of each prompt's key/value cache */
 
-  float *map_host; /* [S, S] result */
-  float scalars_host[4];
+  float *map_host; /* [B, S, S] results of the CPU path; [S, S] with frames_run */
+  const float *last_map; /* the last frame's map (intermediate "map") */
+  float scalars_host[4]; /* the last frame's max1, max2, q, score */
+  uint8_t *rgb_host;     /* YUV frames converted for the CPU path */
+  size_t rgb_bytes;
   int keep_intermediates;
   void *inter_host; /* host copies of the intermediates */
 };
+
+/* detector.c: downloads the intermediates of the last run (keep_intermediates). */
+fap_status fap_detector_fetch_intermediates(fap_detector *d);
 
 /* vision.c: image already in b.image; fills b.tokens and b.global. */
 void fap_vision_forward(fap_detector *d);

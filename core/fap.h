@@ -130,6 +130,18 @@ typedef enum {
 
 const char *fap_backend_name(fap_backend_kind kind);
 
+/* Number format of the matrix products (weights and activations fed to them;
+ * accumulation is always f32). The CPU backend computes in f32 only; the CUDA
+ * backend in f16 (default) or bf16. */
+typedef enum {
+  FAP_PRECISION_AUTO = 0, /* the backend's default: CPU f32, CUDA f16 */
+  FAP_PRECISION_F32,
+  FAP_PRECISION_F16,
+  FAP_PRECISION_BF16,
+} fap_precision;
+
+const char *fap_precision_name(fap_precision precision);
+
 typedef struct {
   fap_backend_kind backend;
   int device_id;          /* CUDA device ordinal */
@@ -138,6 +150,8 @@ typedef struct {
   float sigma;            /* < 0 = the model's; 0 disables smoothing */
   int keep_intermediates; /* 1: every SPEC.md intermediate kept, see below */
   int reference;          /* 1: CPU backend uses the plain reference loops */
+  int batch;              /* B: most frames one fap_detector_run_batch() takes; 0 = 1 */
+  fap_precision precision;
 } fap_detector_options;
 
 void fap_detector_options_init(fap_detector_options *options);
@@ -152,6 +166,8 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
 void fap_detector_free(fap_detector *detector);
 fap_backend_kind fap_detector_backend(const fap_detector *detector);
 int fap_detector_image_size(const fap_detector *detector);
+int fap_detector_batch(const fap_detector *detector); /* B */
+fap_precision fap_detector_precision(const fap_detector *detector); /* never AUTO */
 
 typedef enum {
   FAP_PIXEL_RGB = 0,
@@ -162,17 +178,36 @@ typedef enum {
   FAP_PIXEL_BGRX,
   FAP_PIXEL_XRGB,
   FAP_PIXEL_XBGR,
+  /* 8-bit YUV (converted to RGB with fap_frame.matrix / full_range, chroma
+   * taken from the sample covering each pixel, no interpolation): */
+  FAP_PIXEL_NV12, /* 4:2:0: data = Y plane, plane[0] = interleaved U V plane */
+  FAP_PIXEL_I420, /* 4:2:0: data = Y plane, plane[0] = U plane, plane[1] = V plane */
+  FAP_PIXEL_YUY2, /* 4:2:2 packed: Y0 U Y1 V per pixel pair in data */
 } fap_pixel_format;
+
+typedef enum {
+  FAP_YUV_BT601 = 0, /* the default: SD video, most webcams */
+  FAP_YUV_BT709,     /* HD video */
+} fap_yuv_matrix;
 
 const char *fap_pixel_format_name(fap_pixel_format format);
 
-/* One packed 8-bit frame in host memory. stride is bytes per row (>= width *
- * bytes per pixel). The detector reads it during fap_detector_run only. */
+/* One 8-bit frame in host memory. stride is bytes per row of data (>= width *
+ * bytes per pixel; YUY2: 4 bytes per pixel pair, rounded up). The planar YUV
+ * formats add their chroma planes, (width+1)/2 x (height+1)/2 samples of 1
+ * (I420) or 2 (NV12) bytes, with their own strides. The fields after `data`
+ * may be left zero for packed formats (`{format, w, h, stride, data}`), and
+ * zero means BT.601 limited range for YUV. The detector reads the frame
+ * during the run call only, and writes to it only when asked to blend. */
 typedef struct {
   fap_pixel_format format;
   int width, height;
   size_t stride;
   const uint8_t *data;
+  const uint8_t *plane[2];
+  size_t plane_stride[2];
+  fap_yuv_matrix matrix;
+  int full_range; /* 1: Y and chroma span 0..255; 0: 16..235 / 16..240 */
 } fap_frame;
 
 typedef enum {
@@ -199,6 +234,33 @@ typedef struct {
 /* Runs SPEC.md on one frame. Allocates nothing after the first call for a
  * given input size (resampling tables are rebuilt when the size changes). */
 fap_status fap_detector_run(fap_detector *detector, const fap_frame *frame, fap_result *result);
+
+/* Heatmap drawing: where the map value m (bilinear from S x S to the frame)
+ * exceeds threshold, the pixel moves towards the jet colour of m by
+ * alpha = opacity * m (quantised to 1/256); YUV frames are drawn in YUV (the
+ * colour converted with the frame's matrix; chroma from the map at the
+ * chroma sample's top-left pixel). Identical on every backend. */
+typedef struct {
+  float opacity;   /* 0..1 */
+  float threshold; /* map values <= threshold leave the pixel as it was */
+} fap_blend;
+
+/* Runs `count` frames (1 <= count <= the detector's batch B) in one call, on
+ * the CUDA backend as one batch (several cameras), on the CPU one after the
+ * other. results[i] belongs to frames[i]; every map stays valid until the
+ * next run call. The frames may differ in format and size. With blend !=
+ * NULL each frame's heatmap is then drawn into the frame's own pixels (on the
+ * CUDA backend on the device, in the same transfer): the memory behind
+ * frames[i].data / .plane[] must then be writable. Intermediates are those
+ * of the last frame. */
+fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frames, int count,
+                                  const fap_blend *blend, fap_result *results);
+
+/* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
+ * frame in host memory, as fap_detector_run_batch does; frame->data and
+ * ->plane[] must be writable. */
+fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
+                           const fap_blend *blend);
 
 /* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major

@@ -1,0 +1,129 @@
+/* Host-side frame handling; see pixel.h. */
+#include "pixel.h"
+
+#include "log.h"
+
+#include <math.h>
+#include <string.h>
+
+static int packed_bpp(fap_pixel_format f) {
+  int r, g, b;
+  return f == FAP_PIXEL_YUY2 ? 2 : fap_packed_layout(f, &r, &g, &b);
+}
+
+int fap_frame_planes(const fap_frame *f) {
+  return f->format == FAP_PIXEL_I420 ? 3 : f->format == FAP_PIXEL_NV12 ? 2 : 1;
+}
+
+/* row bytes of plane i */
+static size_t row_bytes(const fap_frame *f, int plane) {
+  const size_t cw = ((size_t)f->width + 1) / 2;
+  if (plane == 0) {
+    if (f->format == FAP_PIXEL_YUY2)
+      return 4 * cw;
+    if (f->format == FAP_PIXEL_NV12 || f->format == FAP_PIXEL_I420)
+      return (size_t)f->width;
+    return (size_t)f->width * packed_bpp(f->format);
+  }
+  return f->format == FAP_PIXEL_NV12 ? 2 * cw : cw;
+}
+
+static size_t plane_rows(const fap_frame *f, int plane) {
+  return plane == 0 ? (size_t)f->height : (size_t)fap_chroma_height(f->format, f->height);
+}
+
+static size_t plane_stride(const fap_frame *f, int plane) {
+  return plane == 0 ? f->stride : f->plane_stride[plane - 1];
+}
+
+size_t fap_frame_plane_bytes(const fap_frame *f, int plane) {
+  if (plane >= fap_frame_planes(f))
+    return 0;
+  return (plane_rows(f, plane) - 1) * plane_stride(f, plane) + row_bytes(f, plane);
+}
+
+fap_status fap_frame_check(const fap_frame *f, const char *who) {
+  if (!f || !f->data)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: no frame data", who);
+  if ((unsigned)f->format > FAP_PIXEL_YUY2)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: unknown pixel format %d", who, (int)f->format);
+  if (f->width < 1 || f->height < 1 || f->width > 32768 || f->height > 32768)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "%s: frame size %dx%d is outside 1x1 .. 32768x32768", who, f->width,
+                    f->height);
+  for (int p = 0; p < fap_frame_planes(f); p++) {
+    const size_t need = row_bytes(f, p), stride = plane_stride(f, p);
+    if (p > 0 && !f->plane[p - 1])
+      return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: %s frame without its plane[%d]", who,
+                      fap_pixel_format_name(f->format), p - 1);
+    if (stride < need) {
+      if (p == 0 && !fap_format_is_yuv(f->format))
+        return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                        "%s: stride %zu is smaller than width %d x %d bytes (%s)", who, stride,
+                        f->width, packed_bpp(f->format), fap_pixel_format_name(f->format));
+      return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                      "%s: stride %zu of plane %d is smaller than its %zu bytes per row (%s, "
+                      "width %d)",
+                      who, stride, p, need, fap_pixel_format_name(f->format), f->width);
+    }
+  }
+  if (fap_format_is_yuv(f->format) && (unsigned)f->matrix > FAP_YUV_BT709)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: unknown YUV matrix %d", who, (int)f->matrix);
+  return FAP_OK;
+}
+
+void fap_pixels_of_frame(const fap_frame *f, fap_pixels *out) {
+  memset(out, 0, sizeof *out);
+  out->format = f->format;
+  out->width = f->width;
+  out->height = f->height;
+  out->p[0] = (uint8_t *)f->data;
+  out->s[0] = f->stride;
+  for (int i = 0; i < 2; i++) {
+    out->p[i + 1] = (uint8_t *)f->plane[i];
+    out->s[i + 1] = f->plane_stride[i];
+  }
+  fap_yuv_coefficients(f->matrix == FAP_YUV_BT709, f->full_range != 0, &out->to_rgb,
+                       &out->to_yuv);
+}
+
+void fap_frame_to_rgb(const fap_frame *f, uint8_t *rgb) {
+  fap_pixels px;
+  fap_pixels_of_frame(f, &px);
+  for (int y = 0; y < f->height; y++)
+    for (int x = 0; x < f->width; x++)
+      fap_fetch_rgb(&px, x, y, rgb + ((size_t)y * f->width + x) * 3);
+}
+
+fap_status fap_blend_check(const fap_blend *b) {
+  if (!b)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "blend: no options");
+  if (!(b->opacity >= 0.0f && b->opacity <= 1.0f))
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "blend: opacity %g is outside [0, 1]",
+                    (double)b->opacity);
+  if (!isfinite(b->threshold))
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "blend: threshold %g is not finite",
+                    (double)b->threshold);
+  return FAP_OK;
+}
+
+fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
+                           const fap_blend *blend) {
+  fap_status s = fap_frame_check(frame, "fap_blend_frame");
+  if (s || (s = fap_blend_check(blend)))
+    return s;
+  if (!map || map_size < 1)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_blend_frame: no map");
+  fap_pixels px;
+  fap_pixels_of_frame(frame, &px);
+  for (int y = 0; y < frame->height; y++)
+    for (int x = 0; x < frame->width; x++)
+      fap_blend_pixel(&px, map, map_size, x, y, blend->opacity, blend->threshold);
+  if (fap_format_is_yuv(frame->format)) {
+    const int cw = (frame->width + 1) / 2, ch = fap_chroma_height(frame->format, frame->height);
+    for (int cy = 0; cy < ch; cy++)
+      for (int cx = 0; cx < cw; cx++)
+        fap_blend_chroma(&px, map, map_size, cx, cy, blend->opacity, blend->threshold);
+  }
+  return FAP_OK;
+}

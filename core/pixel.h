@@ -1,0 +1,27 @@
+/* Frames on the host: validation, the bytes a frame spans, YUV -> RGB for
+ * the CPU path, heatmap drawing (the arithmetic itself is in pixel_math.h,
+ * shared with the CUDA kernels). */
+#ifndef FAP_PIXEL_H
+#define FAP_PIXEL_H
+
+#include "fap.h"
+#include "pixel_math.h"
+
+/* Checks format, size, strides and planes; `who` prefixes the message. */
+fap_status fap_frame_check(const fap_frame *frame, const char *who);
+
+/* Bytes from the start of plane i (0 = data) to the end of its last sample
+ * row; 0 for a plane the format lacks. Planes: 1 packed, 3 I420, 2 NV12. */
+size_t fap_frame_plane_bytes(const fap_frame *frame, int plane);
+int fap_frame_planes(const fap_frame *frame);
+
+/* fap_pixels view of a host frame (pointers cast writable: used for blending
+ * only when the caller said the frame may be written). */
+void fap_pixels_of_frame(const fap_frame *frame, fap_pixels *out);
+
+/* The frame as packed RGB, width * 3 bytes per row. */
+void fap_frame_to_rgb(const fap_frame *frame, uint8_t *rgb);
+
+fap_status fap_blend_check(const fap_blend *blend);
+
+#endif
