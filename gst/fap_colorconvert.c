@@ -96,6 +96,7 @@ convert_into (FapColorConvert * c, GstVideoFrame * frame, guint8 * dest,
       NULL, NULL);
   GstVideoFrame rgb;
 
+  memset (out, 0, sizeof *out);
   if (gst_video_frame_map (&rgb, &c->rgb_info, buf, GST_MAP_WRITE)) {
     gst_video_converter_frame (c->conv, frame, &rgb);
     gst_video_frame_unmap (&rgb);
@@ -116,6 +117,7 @@ fap_colorconvert_view (FapColorConvert * c, GstVideoFrame * frame,
     convert_into (c, frame, scratch, out);
     return;
   }
+  memset (out, 0, sizeof *out);
   fap_colorconvert_packed_format (GST_VIDEO_FRAME_FORMAT (frame),
       &out->format);
   out->width = GST_VIDEO_FRAME_WIDTH (frame);
@@ -137,6 +139,7 @@ fap_colorconvert_copy (FapColorConvert * c, GstVideoFrame * frame,
     convert_into (c, frame, dest, out);
     return;
   }
+  memset (out, 0, sizeof *out);
   fap_colorconvert_copy_size (c, &stride);
   row = (gsize) GST_VIDEO_FRAME_WIDTH (frame) *
       GST_VIDEO_FORMAT_INFO_PSTRIDE (frame->info.finfo, 0);

@@ -42,6 +42,7 @@ enum
   PROP_INFERENCES,
   PROP_AVERAGE_INFERENCE_MS,
   PROP_LAST_SCORE,
+  PROP_MODEL_SHARED,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -336,6 +337,9 @@ gst_fa_prompt_start (GstBaseTransform * trans)
     g_free (path);
     return FALSE;
   }
+  GST_OBJECT_LOCK (self);
+  self->model_shared = shared;
+  GST_OBJECT_UNLOCK (self);
   GST_INFO_OBJECT (self, "model %s %s (%.2f s load)", path,
       shared ? "shared with another element" : "loaded",
       fap_model_load_seconds (self->model));
@@ -649,12 +653,16 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   GstFAPrompt *self = GST_FA_PROMPT (filter);
   GstBuffer *buf = frame->buffer;
   gint64 t0 = g_get_monotonic_time ();
-  gboolean due = self->countdown == 0, fresh = FALSE, anomalous = FALSE;
+  gboolean due, fresh = FALSE, anomalous = FALSE;
   guint regions = 0;
   Settings st;
   gdouble ms;
 
   read_settings (self, &st);
+  /* the interval may have been lowered while playing */
+  if (self->countdown > st.interval - 1)
+    self->countdown = st.interval - 1;
+  due = self->countdown == 0;
 
   if (!self->running_non_blocking) {
     if (due) {
@@ -696,7 +704,10 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
       default:
         break;
     }
-    self->in_anomaly = anomalous;
+    /* tracked in on-change mode only: switching to it while anomalous
+     * starts with anomaly-started, so the events always pair up */
+    self->in_anomaly = st.messages == GST_FA_PROMPT_MESSAGES_ON_CHANGE
+        && anomalous;
   }
 
   ms = (g_get_monotonic_time () - t0) / 1000.0;
@@ -902,6 +913,9 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_double (value, self->inferences ?
           self->inference_ms_total / self->inferences : 0.0);
       break;
+    case PROP_MODEL_SHARED:
+      g_value_set_boolean (value, self->model_shared);
+      break;
     case PROP_LAST_SCORE:
       /* written by the streaming thread without the lock; a float read */
       g_value_set_float (value, self->last ? self->last->score : -1.0f);
@@ -1054,6 +1068,11 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
       g_param_spec_float ("last-score", "Last score",
           "Score of the newest result (-1 before the first)", -1.0f, 1.0f,
           -1.0f, ro));
+
+  g_object_class_install_property (gobject_class, PROP_MODEL_SHARED,
+      g_param_spec_boolean ("model-shared", "Model shared",
+          "TRUE when the loaded model is shared with another faprompt element "
+          "of this process (same file: weights loaded once)", FALSE, ro));
 
   gst_element_class_set_static_metadata (element_class,
       "FAPrompt anomaly detector", "Filter/Analyzer/Video",

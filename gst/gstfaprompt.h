@@ -76,6 +76,7 @@ struct _GstFAPrompt
   fap_detector *detector;
   gfloat model_image_threshold, model_pixel_threshold;
   gboolean running_non_blocking;
+  gboolean model_shared;
 
   /* streaming thread */
   FapColorConvert convert;

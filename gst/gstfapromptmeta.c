@@ -10,6 +10,13 @@ static const gchar *meta_tags[] = {
   GST_META_TAG_VIDEO_SIZE_STR, NULL
 };
 
+/* The twin is tagged "video" only: video encoders, decoders and converters
+ * keep such metas (they drop size-tagged ones), so the result survives
+ * jpegenc ! ... ! jpegdec and reaches consumers across the network (see
+ * the RTP header extension). Its rectangle stays in the coordinates of the
+ * frame faprompt analysed. */
+static const gchar *structure_tags[] = { GST_META_TAG_VIDEO_STR, NULL };
+
 GType
 gst_faprompt_meta_api_get_type (void)
 {
@@ -218,7 +225,7 @@ gst_faprompt_structure_meta_get_info (void)
     const GstMetaInfo *i = gst_meta_get_info (GST_FAPROMPT_STRUCTURE_META_NAME);
     if (!i)
       i = gst_meta_register_custom (GST_FAPROMPT_STRUCTURE_META_NAME,
-          meta_tags, structure_meta_transform, NULL, NULL);
+          structure_tags, structure_meta_transform, NULL, NULL);
     g_once_init_leave (&info, i);
   }
   return info;
