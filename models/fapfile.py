@@ -110,12 +110,16 @@ def _header_bytes(entries, metadata):
     return raw, offset
 
 
-def write(path, tensors, metadata=None):
+def write(path, tensors, metadata=None, progress=None):
     """Writes tensors (name -> ndarray | Raw | Lazy) to path; returns bytes written.
 
     Tensors are stored in ascending name order; each value is materialised,
     checked against its declared dtype/shape, written and dropped before the
     next one, so memory stays at one tensor.
+
+    progress, if given, is called as progress(done_bytes, total_bytes, name)
+    after each tensor is written (and once with name None after the header),
+    where total_bytes is the final file size.
     """
     names = sorted(tensors)
     if "__metadata__" in tensors:
@@ -124,9 +128,12 @@ def write(path, tensors, metadata=None):
     header, data_size = _header_bytes(entries, metadata)
     if len(header) > MAX_HEADER:
         raise ValueError("header too large")
+    file_size = 8 + len(header) + data_size
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(header)))
         f.write(header)
+        if progress is not None:
+            progress(f.tell(), file_size, None)
         for name, dtype, shape in entries:
             value = tensors[name]
             arr = value.get() if isinstance(value, (Raw, Lazy)) else np.asarray(value)
@@ -140,9 +147,11 @@ def write(path, tensors, metadata=None):
             # writing the buffer directly avoids a tobytes() copy of big tensors
             f.write(memoryview(arr.reshape(-1)).cast("B"))
             del arr
+            if progress is not None:
+                progress(f.tell(), file_size, name)
         total = f.tell()
-    if total != 8 + len(header) + data_size:
-        raise RuntimeError(f"{path}: wrote {total} bytes, expected {8 + len(header) + data_size}")
+    if total != file_size:
+        raise RuntimeError(f"{path}: wrote {total} bytes, expected {file_size}")
     return total
 
 
