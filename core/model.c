@@ -8,6 +8,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -313,6 +314,78 @@ static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_mode
   return FAP_OK;
 }
 
+/* ---- calibration sidecar ------------------------------------------------ */
+
+/* <model path>.calibration.json, written by tools/faprompt-calibrate:
+ * {"image_threshold": x, "pixel_threshold": y, ...}. Either threshold may be
+ * absent; present ones must be numbers in [0, 1] and override the metadata.
+ * Other members are informational and ignored. A file that exists but does
+ * not parse fails the load: thresholds silently dropped would be worse. */
+static fap_status apply_calibration(const char *model_path, fap_config *c) {
+  size_t n = strlen(model_path);
+  char *path = malloc(n + sizeof ".calibration.json");
+  if (!path)
+    return fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", model_path);
+  memcpy(path, model_path, n);
+  memcpy(path + n, ".calibration.json", sizeof ".calibration.json");
+  fap_status status = FAP_OK;
+  FILE *probe = fopen(path, "rb");
+  if (!probe) {
+    if (errno != ENOENT)
+      status = fap_fail(FAP_ERR_IO, "%s: cannot open the calibration sidecar: %s", path,
+                        strerror(errno));
+    free(path);
+    return status;
+  }
+  fclose(probe);
+  JsonParser *parser = json_parser_new();
+  GError *error = NULL;
+  JsonObject *o = NULL;
+  if (!json_parser_load_from_file(parser, path, &error)) {
+    status = fap_fail(FAP_ERR_SCHEMA, "%s: malformed calibration sidecar: %s (fix or delete it; "
+                      "tools/faprompt-calibrate writes it)", path, error->message);
+    g_error_free(error);
+  } else {
+    JsonNode *root = json_parser_get_root(parser);
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root))
+      status = fap_fail(FAP_ERR_SCHEMA, "%s: malformed calibration sidecar: expected a JSON "
+                        "object {\"image_threshold\": x, \"pixel_threshold\": y}", path);
+    else
+      o = json_node_get_object(root);
+  }
+  const char *keys[2] = {"image_threshold", "pixel_threshold"};
+  float value[2] = {-1.0f, -1.0f};
+  int found = 0;
+  for (int i = 0; o && !status && i < 2; i++) {
+    JsonNode *v = json_object_get_member(o, keys[i]);
+    if (!v)
+      continue;
+    GType t = JSON_NODE_HOLDS_VALUE(v) ? json_node_get_value_type(v) : G_TYPE_INVALID;
+    double x = t == G_TYPE_DOUBLE ? json_node_get_double(v)
+               : t == G_TYPE_INT64 ? (double)json_node_get_int(v)
+                                   : NAN;
+    if (!(x >= 0.0 && x <= 1.0))
+      status = fap_fail(FAP_ERR_SCHEMA, "%s: calibration sidecar: '%s' must be a number in [0, 1]",
+                        path, keys[i]);
+    value[i] = (float)x;
+    found++;
+  }
+  if (o && !status && !found)
+    status = fap_fail(FAP_ERR_SCHEMA, "%s: calibration sidecar has neither 'image_threshold' nor "
+                      "'pixel_threshold'", path);
+  if (!status) {
+    if (value[0] >= 0)
+      c->image_threshold = value[0];
+    if (value[1] >= 0)
+      c->pixel_threshold = value[1];
+    fap_log(FAP_LOG_INFO, "%s: calibration applied (image_threshold %g, pixel_threshold %g)", path,
+            c->image_threshold, c->pixel_threshold);
+  }
+  g_object_unref(parser);
+  free(path);
+  return status;
+}
+
 static double now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -355,6 +428,8 @@ fap_status fap_model_load(const char *path, fap_model **out) {
     goto done;
   }
   status = check_and_widen(st, &s, m);
+  if (!status)
+    status = apply_calibration(path, &m->cfg);
   m->load_seconds = now_seconds() - t0;
 
 done:

@@ -321,9 +321,7 @@ static int open_meta(dataset *d, GError **error) {
   gchar *path = g_build_filename(d->root, "meta.json", NULL);
   JsonParser *parser = json_parser_new();
   GHashTable *by_name = g_hash_table_new(g_str_hash, g_str_equal);
-  int ok = json_parser_load_from_file(parser, path, error);
-  if (!ok)
-    g_prefix_error(error, "%s: ", path);
+  int ok = json_parser_load_from_file(parser, path, error); /* its message names the file */
   JsonNode *root = ok ? json_parser_get_root(parser) : NULL;
   JsonObject *test = NULL;
   if (ok) {

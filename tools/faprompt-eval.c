@@ -12,7 +12,8 @@
  * Hidden, for tests: --scores-from DIR reads precomputed results instead of
  * running a model: DIR/<class>/{scores,labels,maps,masks}.npy (float32 [N],
  * 0/1 [N], float32 [N, S, S], 0/1 [N, S, S]); --dump DIR writes exactly that
- * from a real run (masks after the authors' resize and binarisation).
+ * from a real run (masks after the authors' resize and binarisation), plus
+ * samples.tsv (image, mask, anomaly, defect per line, in the arrays' order).
  *
  * Exit status: 0 done, 1 a file or the model failed, 2 bad usage.
  */
@@ -271,6 +272,7 @@ static int write_json(const char *path, GArray *results, JsonObject *run, const 
 
 typedef struct {
   npy_writer *maps, *masks, *scores, *labels;
+  FILE *samples; /* samples.tsv: image, mask (or empty), anomaly, defect */
 } dump_files;
 
 static int dump_open(dump_files *d, const char *dir, const char *cls, int S, GError **error) {
@@ -290,8 +292,15 @@ static int dump_open(dump_files *d, const char *dir, const char *cls, int S, GEr
   d->labels = d->scores ? npy_writer_open(p[3], "|u1", 0, NULL, error) : NULL;
   for (int i = 0; i < 4; i++)
     g_free(p[i]);
+  if (d->labels) {
+    gchar *tsv = g_build_filename(cdir, "samples.tsv", NULL);
+    d->samples = fopen(tsv, "w");
+    if (!d->samples)
+      g_set_error(error, TOOLS_ERROR, 0, "cannot write %s: %s", tsv, g_strerror(errno));
+    g_free(tsv);
+  }
   g_free(cdir);
-  return d->labels != NULL;
+  return d->samples != NULL;
 }
 
 static int dump_close(dump_files *d, GError **error) {
@@ -300,6 +309,10 @@ static int dump_close(dump_files *d, GError **error) {
   for (int i = 0; i < 4; i++)
     if (!npy_writer_close(w[i], ok ? error : NULL))
       ok = 0;
+  if (d->samples && fclose(d->samples) != 0 && ok) {
+    g_set_error(error, TOOLS_ERROR, 0, "cannot write samples.tsv: %s", g_strerror(errno));
+    ok = 0;
+  }
   memset(d, 0, sizeof *d);
   return ok;
 }
@@ -499,6 +512,8 @@ static int eval_sample(eval_ctx *e, const dataset_sample *s, metrics_class *mc, 
     ok = npy_writer_append(dump->maps, r.map, error) && npy_writer_append(dump->masks, mask, error) &&
          npy_writer_append(dump->scores, &r.score, error) &&
          npy_writer_append(dump->labels, &label, error);
+    fprintf(dump->samples, "%s\t%s\t%d\t%s\n", s->image, s->mask ? s->mask : "", s->anomaly,
+            s->defect);
     e->t.dump += tool_now() - t4;
   }
   e->t.images++;
