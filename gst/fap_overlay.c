@@ -17,6 +17,8 @@ fap_overlay_clear (FapOverlay * o)
 {
   g_free (o->col_cell);
   g_free (o->row_cell);
+  g_free (o->run);
+  g_free (o->crun);
   g_free (o->cells);
   memset (o, 0, sizeof *o);
 }
@@ -149,99 +151,139 @@ build_cells (FapOverlay * o, const gfloat * map, guint w, guint h,
   }
 }
 
-/* a in 0..255; exact for a = 0 (unchanged) and a = 255 (colour) */
-#define BLEND(dst, src, a) \
-  ((guint8) (((guint) (dst) * (255u - (a)) + (guint) (src) * (a) + 127u) / 255u))
+/* (dst * (255 - a) + src * a + 127) / 255, exact, for a in 0..255: an
+ * exact division by 255 of t <= 65152 is (t + 1 + (t >> 8)) >> 8 */
+static inline guint8
+blend1 (guint dst, guint ia, guint sa)
+{
+  guint t = dst * ia + sa;
+  return (guint8) ((t + 1 + (t >> 8)) >> 8);
+}
+
+/* One component of a row: pixels [run[c], run[c+1]) take cell c's colour
+ * component k; @ps bytes between pixels. Constant colour per run keeps the
+ * inner loop a plain multiply-add the compiler vectorises for ps = 1. */
+static void
+blend_row1 (guint8 * row, guint ps, const guint8 * cells, const guint32 * run,
+    guint ncells, guint k)
+{
+  guint c;
+  for (c = 0; c < ncells; c++) {
+    const guint8 *cell = cells + 4 * c;
+    guint a = cell[3], x0 = run[c], x1 = run[c + 1], x;
+    guint ia, sa;
+    if (!a || x0 == x1)
+      continue;
+    ia = 255u - a;
+    sa = (guint) cell[k] * a + 127u;
+    if (ps == 1) {
+      guint8 *p = row + x0;
+      for (x = x0; x < x1; x++, p++)
+        *p = blend1 (*p, ia, sa);
+    } else {
+      guint8 *p = row + (gsize) x0 * ps;
+      for (x = x0; x < x1; x++, p += ps)
+        *p = blend1 (*p, ia, sa);
+    }
+  }
+}
+
+static void
+blend_row_rgb (guint8 * row, guint ps, guint o0, guint o1, guint o2,
+    const guint8 * cells, const guint32 * run, guint ncells)
+{
+  guint c;
+  for (c = 0; c < ncells; c++) {
+    const guint8 *cell = cells + 4 * c;
+    guint a = cell[3], x0 = run[c], x1 = run[c + 1], x;
+    guint ia, s0, s1, s2;
+    guint8 *p;
+    if (!a || x0 == x1)
+      continue;
+    ia = 255u - a;
+    s0 = (guint) cell[0] * a + 127u;
+    s1 = (guint) cell[1] * a + 127u;
+    s2 = (guint) cell[2] * a + 127u;
+    p = row + (gsize) x0 * ps;
+    for (x = x0; x < x1; x++, p += ps) {
+      p[o0] = blend1 (p[o0], ia, s0);
+      p[o1] = blend1 (p[o1], ia, s1);
+      p[o2] = blend1 (p[o2], ia, s2);
+    }
+  }
+}
+
+static inline const guint8 *
+cell_row (const FapOverlay * o, guint y)
+{
+  return o->cells + (gsize) o->row_cell[y] * o->map_w * 4;
+}
 
 static void
 draw_packed_rgb (FapOverlay * o, GstVideoFrame * f)
 {
   const GstVideoFormatInfo *fi = f->info.finfo;
-  guint width = GST_VIDEO_FRAME_WIDTH (f), height = GST_VIDEO_FRAME_HEIGHT (f);
+  guint height = GST_VIDEO_FRAME_HEIGHT (f), y;
   guint8 *data = GST_VIDEO_FRAME_PLANE_DATA (f, 0);
   gint stride = GST_VIDEO_FRAME_PLANE_STRIDE (f, 0);
   guint ps = GST_VIDEO_FORMAT_INFO_PSTRIDE (fi, 0);
-  guint orr = GST_VIDEO_FORMAT_INFO_POFFSET (fi, 0);
-  guint og = GST_VIDEO_FORMAT_INFO_POFFSET (fi, 1);
-  guint ob = GST_VIDEO_FORMAT_INFO_POFFSET (fi, 2);
-  guint x, y;
 
-  for (y = 0; y < height; y++) {
-    const guint8 *crow = o->cells + (gsize) o->row_cell[y] * o->map_w * 4;
-    guint8 *p = data + (gsize) y * stride;
-    for (x = 0; x < width; x++, p += ps) {
-      const guint8 *c = crow + (gsize) o->col_cell[x] * 4;
-      guint a = c[3];
-      if (!a)
-        continue;
-      p[orr] = BLEND (p[orr], c[0], a);
-      p[og] = BLEND (p[og], c[1], a);
-      p[ob] = BLEND (p[ob], c[2], a);
-    }
-  }
+  for (y = 0; y < height; y++)
+    blend_row_rgb (data + (gsize) y * stride, ps,
+        GST_VIDEO_FORMAT_INFO_POFFSET (fi, 0),
+        GST_VIDEO_FORMAT_INFO_POFFSET (fi, 1),
+        GST_VIDEO_FORMAT_INFO_POFFSET (fi, 2), cell_row (o, y), o->run,
+        o->map_w);
 }
 
+/* 4:2:0 planes: luma per pixel; each chroma sample takes the cell of its
+ * top-left luma pixel (the same rule as the chroma runs). */
 static void
-draw_luma (FapOverlay * o, guint8 * data, gint stride, guint ps,
-    guint width, guint height)
+draw_420 (FapOverlay * o, GstVideoFrame * f, guint8 * u, gint ustride,
+    guint8 * v, gint vstride, guint cps)
 {
-  guint x, y;
-  for (y = 0; y < height; y++) {
-    const guint8 *crow = o->cells + (gsize) o->row_cell[y] * o->map_w * 4;
-    guint8 *p = data + (gsize) y * stride;
-    for (x = 0; x < width; x++, p += ps) {
-      const guint8 *c = crow + (gsize) o->col_cell[x] * 4;
-      if (c[3])
-        *p = BLEND (*p, c[0], c[3]);
-    }
-  }
-}
+  guint height = GST_VIDEO_FRAME_HEIGHT (f), y;
+  guint8 *luma = GST_VIDEO_FRAME_PLANE_DATA (f, 0);
+  gint lstride = GST_VIDEO_FRAME_PLANE_STRIDE (f, 0);
 
-/* 2x2-subsampled chroma: each chroma sample takes the cell of its top-left
- * luma pixel. */
-static void
-draw_chroma420 (FapOverlay * o, guint8 * u, gint ustride, guint8 * v,
-    gint vstride, guint ps, guint width, guint height)
-{
-  guint cw = (width + 1) / 2, ch = (height + 1) / 2, x, y;
-  for (y = 0; y < ch; y++) {
-    const guint8 *crow = o->cells + (gsize) o->row_cell[2 * y] * o->map_w * 4;
-    guint8 *pu = u + (gsize) y * ustride, *pv = v + (gsize) y * vstride;
-    for (x = 0; x < cw; x++, pu += ps, pv += ps) {
-      const guint8 *c = crow + (gsize) o->col_cell[2 * x] * 4;
-      if (!c[3])
-        continue;
-      *pu = BLEND (*pu, c[1], c[3]);
-      *pv = BLEND (*pv, c[2], c[3]);
-    }
+  for (y = 0; y < height; y++)
+    blend_row1 (luma + (gsize) y * lstride, 1, cell_row (o, y), o->run,
+        o->map_w, 0);
+  for (y = 0; y < (height + 1) / 2; y++) {
+    const guint8 *cells = cell_row (o, 2 * y);
+    blend_row1 (u + (gsize) y * ustride, cps, cells, o->crun, o->map_w, 1);
+    blend_row1 (v + (gsize) y * vstride, cps, cells, o->crun, o->map_w, 2);
   }
 }
 
 static void
 draw_yuy2 (FapOverlay * o, GstVideoFrame * f)
 {
-  guint width = GST_VIDEO_FRAME_WIDTH (f), height = GST_VIDEO_FRAME_HEIGHT (f);
+  guint height = GST_VIDEO_FRAME_HEIGHT (f), y;
   guint8 *data = GST_VIDEO_FRAME_PLANE_DATA (f, 0);
   gint stride = GST_VIDEO_FRAME_PLANE_STRIDE (f, 0);
-  guint x, y;
 
   for (y = 0; y < height; y++) {
-    const guint8 *crow = o->cells + (gsize) o->row_cell[y] * o->map_w * 4;
-    guint8 *p = data + (gsize) y * stride;
-    for (x = 0; x < width; x += 2, p += 4) {
-      const guint8 *c0 = crow + (gsize) o->col_cell[x] * 4;
-      if (c0[3]) {
-        p[0] = BLEND (p[0], c0[0], c0[3]);
-        p[1] = BLEND (p[1], c0[1], c0[3]);
-        p[3] = BLEND (p[3], c0[2], c0[3]);
-      }
-      if (x + 1 < width) {
-        const guint8 *c1 = crow + (gsize) o->col_cell[x + 1] * 4;
-        if (c1[3])
-          p[2] = BLEND (p[2], c1[0], c1[3]);
-      }
-    }
+    guint8 *row = data + (gsize) y * stride;
+    const guint8 *cells = cell_row (o, y);
+    blend_row1 (row, 2, cells, o->run, o->map_w, 0);    /* Y0 Y1 ... */
+    blend_row1 (row + 1, 4, cells, o->crun, o->map_w, 1);       /* U */
+    blend_row1 (row + 3, 4, cells, o->crun, o->map_w, 2);       /* V */
   }
+}
+
+/* run[c] = first index i with idx[i] >= c, run[cells] = n */
+static void
+build_runs (guint32 * run, const guint16 * idx, guint n, guint cells)
+{
+  guint c = 0, i;
+  for (i = 0; i < n; i++) {
+    guint cell = idx[i];
+    while (c <= cell)
+      run[c++] = i;
+  }
+  while (c <= cells)
+    run[c++] = n;
 }
 
 void
@@ -262,6 +304,20 @@ fap_overlay_draw (FapOverlay * o, GstVideoFrame * frame, guint64 key,
     o->row_cell = g_new (guint16, GST_VIDEO_INFO_HEIGHT (&o->info) + 1);
     build_index (o->col_cell, GST_VIDEO_INFO_WIDTH (&o->info), w);
     build_index (o->row_cell, GST_VIDEO_INFO_HEIGHT (&o->info), h);
+    g_free (o->run);
+    g_free (o->crun);
+    o->run = g_new (guint32, w + 1);
+    o->crun = g_new (guint32, w + 1);
+    build_runs (o->run, o->col_cell, GST_VIDEO_INFO_WIDTH (&o->info), w);
+    /* chroma sample i sits on luma column 2i */
+    {
+      guint wl = GST_VIDEO_INFO_WIDTH (&o->info), cw = (wl + 1) / 2, i;
+      guint16 *cidx = g_new (guint16, cw);
+      for (i = 0; i < cw; i++)
+        cidx[i] = o->col_cell[2 * i];
+      build_runs (o->crun, cidx, cw, w);
+      g_free (cidx);
+    }
     o->map_w = w;
     o->map_h = h;
     o->cells_key = 0;
@@ -279,21 +335,17 @@ fap_overlay_draw (FapOverlay * o, GstVideoFrame * frame, guint64 key,
 
   switch (GST_VIDEO_FRAME_FORMAT (frame)) {
     case GST_VIDEO_FORMAT_NV12:
-      draw_luma (o, GST_VIDEO_FRAME_PLANE_DATA (frame, 0),
-          GST_VIDEO_FRAME_PLANE_STRIDE (frame, 0), 1, width, height);
-      {
-        guint8 *uv = GST_VIDEO_FRAME_PLANE_DATA (frame, 1);
-        gint s = GST_VIDEO_FRAME_PLANE_STRIDE (frame, 1);
-        draw_chroma420 (o, uv, s, uv + 1, s, 2, width, height);
-      }
+    {
+      guint8 *uv = GST_VIDEO_FRAME_PLANE_DATA (frame, 1);
+      gint s = GST_VIDEO_FRAME_PLANE_STRIDE (frame, 1);
+      draw_420 (o, frame, uv, s, uv + 1, s, 2);
       break;
+    }
     case GST_VIDEO_FORMAT_I420:
-      draw_luma (o, GST_VIDEO_FRAME_PLANE_DATA (frame, 0),
-          GST_VIDEO_FRAME_PLANE_STRIDE (frame, 0), 1, width, height);
-      draw_chroma420 (o, GST_VIDEO_FRAME_PLANE_DATA (frame, 1),
+      draw_420 (o, frame, GST_VIDEO_FRAME_PLANE_DATA (frame, 1),
           GST_VIDEO_FRAME_PLANE_STRIDE (frame, 1),
           GST_VIDEO_FRAME_PLANE_DATA (frame, 2),
-          GST_VIDEO_FRAME_PLANE_STRIDE (frame, 2), 1, width, height);
+          GST_VIDEO_FRAME_PLANE_STRIDE (frame, 2), 1);
       break;
     case GST_VIDEO_FORMAT_YUY2:
       draw_yuy2 (o, frame);

@@ -19,6 +19,11 @@ typedef struct {
   guint map_w, map_h;
   guint16 *col_cell;            /* frame column -> map column */
   guint16 *row_cell;            /* frame row -> map row */
+  /* runs of frame columns (luma / packed pixels) and of chroma columns
+   * (2x subsampled: the cell of the pixel 2i) that fall in one map column:
+   * map column c covers [run[c], run[c + 1]) */
+  guint32 *run;
+  guint32 *crun;
   /* colour map in the frame's colour space: 256 entries of c0, c1, c2 */
   guint8 lut[256][3];
   /* per map and params: c0, c1, c2, a (a = 0: not drawn), map_w * map_h */

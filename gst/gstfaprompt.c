@@ -43,6 +43,7 @@ enum
   PROP_AVERAGE_INFERENCE_MS,
   PROP_LAST_SCORE,
   PROP_MODEL_SHARED,
+  PROP_AVERAGE_FRAME_MS,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -318,6 +319,8 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   self->frames = self->inferences = 0;
   self->inference_ms_total = self->inference_ms_avg = 0.0;
   self->frame_ms_avg = self->latency_reported_ms = 0.0;
+  self->light_frames = 0;
+  self->light_ms_total = 0.0;
   GST_OBJECT_UNLOCK (self);
 
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
@@ -713,6 +716,10 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   ms = (g_get_monotonic_time () - t0) / 1000.0;
   GST_OBJECT_LOCK (self);
   self->frames++;
+  if (!fresh) {
+    self->light_frames++;
+    self->light_ms_total += ms;
+  }
   self->frame_ms_avg = self->frames == 1 ? ms :
       0.95 * self->frame_ms_avg + 0.05 * ms;
   GST_OBJECT_UNLOCK (self);
@@ -913,6 +920,10 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_double (value, self->inferences ?
           self->inference_ms_total / self->inferences : 0.0);
       break;
+    case PROP_AVERAGE_FRAME_MS:
+      g_value_set_double (value, self->light_frames ?
+          self->light_ms_total / self->light_frames : 0.0);
+      break;
     case PROP_MODEL_SHARED:
       g_value_set_boolean (value, self->model_shared);
       break;
@@ -1069,6 +1080,11 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "Score of the newest result (-1 before the first)", -1.0f, 1.0f,
           -1.0f, ro));
 
+  g_object_class_install_property (gobject_class, PROP_AVERAGE_FRAME_MS,
+      g_param_spec_double ("average-frame-ms", "Average frame ms",
+          "Mean time the streaming thread spent on a frame that ran no "
+          "inference itself (metas, regions, heatmap overlay, hand-off to the "
+          "worker), milliseconds", 0.0, G_MAXDOUBLE, 0.0, ro));
   g_object_class_install_property (gobject_class, PROP_MODEL_SHARED,
       g_param_spec_boolean ("model-shared", "Model shared",
           "TRUE when the loaded model is shared with another faprompt element "

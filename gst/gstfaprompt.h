@@ -70,6 +70,8 @@ struct _GstFAPrompt
   gdouble inference_ms_avg;     /* exponential average */
   gdouble frame_ms_avg;         /* streaming-thread cost per frame */
   gdouble latency_reported_ms;
+  guint64 light_frames;         /* frames that ran no inference inline */
+  gdouble light_ms_total;
 
   /* between start () and stop () */
   fap_model *model;

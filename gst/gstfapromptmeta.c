@@ -78,9 +78,10 @@ faprompt_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * src,
     return FALSE;
   if (GST_META_TRANSFORM_IS_COPY (type)) {
     GstMetaTransformCopy *copy = data;
-    /* a sub-region copy (not the whole buffer) no longer matches the frame */
+    /* a sub-region copy (e.g. an RTP fragment) is not a frame: nothing to
+     * copy, and nothing wrong */
     if (copy->region)
-      return FALSE;
+      return TRUE;
   }
 
   d = gst_buffer_add_faprompt_meta (dest, s->map_bytes, s->map_width,
@@ -203,7 +204,7 @@ structure_meta_transform (GstBuffer * dest, GstCustomMeta * meta,
     return FALSE;
   if (GST_META_TRANSFORM_IS_COPY (type)
       && ((GstMetaTransformCopy *) data)->region)
-    return FALSE;
+    return TRUE;
   d = gst_buffer_add_custom_meta (dest, GST_FAPROMPT_STRUCTURE_META_NAME);
   if (!d)
     return FALSE;

@@ -5,11 +5,18 @@
 
 #include <gst/gst.h>
 #include "gstfaprompt.h"
+#ifdef HAVE_RTP_HDREXT
+#include "gstrtphdrextfaprompt.h"
+#endif
 
 static gboolean
 plugin_init (GstPlugin * plugin)
 {
-  return GST_ELEMENT_REGISTER (faprompt, plugin);
+  gboolean ok = GST_ELEMENT_REGISTER (faprompt, plugin);
+#ifdef HAVE_RTP_HDREXT
+  ok &= GST_ELEMENT_REGISTER (rtphdrextfaprompt, plugin);
+#endif
+  return ok;
 }
 
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR, faprompt,

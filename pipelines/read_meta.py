@@ -4,7 +4,12 @@
 Two ways, both shown: the structure-backed meta on each buffer (a pad probe),
 and the "faprompt" element messages on the bus.
 
-  GST_PLUGIN_PATH=build-gst/gst /usr/bin/python3 pipelines/read_meta.py MODEL [N_FRAMES]
+  GST_PLUGIN_PATH=build/gst /usr/bin/python3 pipelines/read_meta.py MODEL [N_FRAMES]
+  GST_PLUGIN_PATH=build/gst /usr/bin/python3 pipelines/read_meta.py --rtsp URI [N_FRAMES]
+
+With --rtsp the results come from the server (pipelines/rtsp_server.py) in the
+RTP header extension: no faprompt runs here, the depayloader attaches the
+meta (the map is the 15x15 coarse one) and it survives jpegdec.
 
 Needs python3-gi and gir1.2-gstreamer-1.0 (Debian).
 """
@@ -18,8 +23,11 @@ from gi.repository import GLib, Gst  # noqa: E402
 META = "GstFAPromptStructureMeta"
 
 
-def on_buffer(pad, info):
+def on_buffer(pad, info, state):
     buf = info.get_buffer()
+    state["frames"] += 1
+    if state["frames"] >= state["n"] and state["n"] > 0 and state["rtsp"]:
+        GLib.idle_add(state["loop"].quit)
     meta = buf.get_custom_meta(META)
     if meta is None:  # no result yet (non-blocking mode, first frames)
         return Gst.PadProbeReturn.OK
@@ -28,7 +36,7 @@ def on_buffer(pad, info):
     stride = s.get_uint("map-stride")[1]
     data = s.get_value("map").get_data()  # GLib.Bytes -> bytes, float32 rows
     peak = max(memoryview(data).cast("f"))
-    regions = s.get_value("regions")  # list of Gst.Structure
+    regions = s.get_value("regions") or []  # Gst.Structure list (not sent over RTP)
     print(
         f"buffer pts={buf.pts / Gst.SECOND:.3f}s score={s.get_double('score')[1]:.4f} "
         f"anomalous={s.get_boolean('anomalous')[1]} reused={s.get_boolean('reused')[1]} "
@@ -45,16 +53,24 @@ def on_buffer(pad, info):
 def main():
     Gst.init(None)
     model = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    pipe = Gst.parse_launch(
-        f"videotestsrc num-buffers={n} pattern=ball ! video/x-raw,width=160,height=120 ! "
-        f"faprompt name=fap model-file={model} post-messages=every-frame "
-        f"inference-interval=2 pixel-threshold=0.4 ! fakesink name=sink"
-    )
-    pipe.get_by_name("sink").get_static_pad("sink").add_probe(
-        Gst.PadProbeType.BUFFER, on_buffer
-    )
+    if model == "--rtsp":
+        uri = sys.argv[2]
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+        pipe = Gst.parse_launch(
+            f"rtspsrc location={uri} latency=100 ! rtpjpegdepay ! jpegdec ! fakesink name=sink"
+        )
+    else:
+        n = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+        pipe = Gst.parse_launch(
+            f"videotestsrc num-buffers={n} pattern=ball ! video/x-raw,width=160,height=120 ! "
+            f"faprompt name=fap model-file={model} post-messages=every-frame "
+            f"inference-interval=2 pixel-threshold=0.4 ! fakesink name=sink"
+        )
     loop = GLib.MainLoop()
+    state = {"frames": 0, "n": n, "rtsp": model == "--rtsp", "loop": loop}
+    pipe.get_by_name("sink").get_static_pad("sink").add_probe(
+        Gst.PadProbeType.BUFFER, on_buffer, state
+    )
 
     def on_message(bus, msg):
         if msg.type == Gst.MessageType.ELEMENT and msg.get_structure().has_name("faprompt"):
@@ -78,6 +94,9 @@ def main():
     pipe.set_state(Gst.State.PLAYING)
     loop.run()
     fap = pipe.get_by_name("fap")
+    if fap is None:
+        pipe.set_state(Gst.State.NULL)
+        return
     print(
         f"frames-processed={fap.get_property('frames-processed')} "
         f"inferences={fap.get_property('inferences')} "

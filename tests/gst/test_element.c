@@ -55,7 +55,9 @@ static GstCaps *video_caps(const char *fmt, int w, int h) {
 }
 
 static GstHarness *harness(GstElement *e, const char *fmt, int w, int h) {
+  gst_object_ref_sink(e);
   GstHarness *hh = gst_harness_new_with_element(e, "sink", "src");
+  gst_object_unref(e); /* the harness holds its own reference */
   gst_harness_set_src_caps(hh, video_caps(fmt, w, h));
   return hh;
 }

@@ -1,0 +1,181 @@
+/* Wire format (big-endian), at most 255 bytes:
+ *   0      version (1)
+ *   1      flags: bit 0 anomalous, bit 1 reused
+ *   2..5   score, IEEE float32
+ *   6..13  inference timestamp (sender's PTS of the analysed frame), u64
+ *   14..15 analysed frame width, u16     16..17 height, u16
+ *   18     region count, u8 (saturated)
+ *   19     n, side of the coarse map (<= 15; 0: none)
+ *   20..   n x n cells, u8 = round(255 * area mean of the map under the cell)
+ * The sender reads the structure-backed meta (the only form that survives
+ * video encoders); the receiver attaches a GstFAPromptMeta (the n x n map)
+ * and its structure-backed twin (which survives decoders) to the
+ * depayloaded buffer. */
+#include "gstrtphdrextfaprompt.h"
+#include "gstfapromptmeta.h"
+
+#include <string.h>
+
+#define HEADER_BYTES 20
+
+struct _GstRTPHeaderExtensionFAPrompt
+{
+  GstRTPHeaderExtension parent;
+};
+
+G_DEFINE_TYPE (GstRTPHeaderExtensionFAPrompt,
+    gst_rtp_header_extension_faprompt, GST_TYPE_RTP_HEADER_EXTENSION);
+GST_ELEMENT_REGISTER_DEFINE (rtphdrextfaprompt, "rtphdrextfaprompt",
+    GST_RANK_MARGINAL, GST_TYPE_RTP_HEADER_EXTENSION_FAPROMPT);
+
+static GstRTPHeaderExtensionFlags
+faprompt_get_supported_flags (GstRTPHeaderExtension * ext)
+{
+  return GST_RTP_HEADER_EXTENSION_TWO_BYTE;
+}
+
+static gsize
+faprompt_get_max_size (GstRTPHeaderExtension * ext, const GstBuffer * input)
+{
+  return HEADER_BYTES + FAPROMPT_HDREXT_MAP_SIDE * FAPROMPT_HDREXT_MAP_SIDE;
+}
+
+static gssize
+faprompt_write (GstRTPHeaderExtension * ext, const GstBuffer * input,
+    GstRTPHeaderExtensionFlags flags, GstBuffer * output, guint8 * data,
+    gsize size)
+{
+  GstCustomMeta *cm = gst_buffer_get_custom_meta ((GstBuffer *) input,
+      GST_FAPROMPT_STRUCTURE_META_NAME);
+  GstStructure *s;
+  gdouble score = 0;
+  gboolean anomalous = FALSE, reused = FALSE;
+  guint64 ts = GST_CLOCK_TIME_NONE;
+  guint w = 0, h = 0, mw = 0, mh = 0, mstride = 0, regions = 0, n, i, j;
+  const GValue *v;
+  const guint8 *map = NULL;
+  gfloat fscore;
+  guint32 bits;
+
+  if (!cm)
+    return 0;                   /* no result for this frame: no extension */
+  if (size < HEADER_BYTES)
+    return -1;
+  s = gst_custom_meta_get_structure (cm);
+  gst_structure_get (s, "score", G_TYPE_DOUBLE, &score,
+      "anomalous", G_TYPE_BOOLEAN, &anomalous, "reused", G_TYPE_BOOLEAN,
+      &reused, "inference-timestamp", G_TYPE_UINT64, &ts,
+      "width", G_TYPE_UINT, &w, "height", G_TYPE_UINT, &h,
+      "map-width", G_TYPE_UINT, &mw, "map-height", G_TYPE_UINT, &mh,
+      "map-stride", G_TYPE_UINT, &mstride, "region-count", G_TYPE_UINT,
+      &regions, NULL);
+  v = gst_structure_get_value (s, "map");
+  if (v && G_VALUE_HOLDS (v, G_TYPE_BYTES) && g_value_get_boxed (v))
+    map = g_bytes_get_data (g_value_get_boxed (v), NULL);
+
+  n = MIN (FAPROMPT_HDREXT_MAP_SIDE, MIN (mw, mh));
+  if (!map || size < HEADER_BYTES + (gsize) n * n)
+    n = 0;
+
+  data[0] = 1;
+  data[1] = (anomalous ? 1 : 0) | (reused ? 2 : 0);
+  fscore = (gfloat) score;
+  memcpy (&bits, &fscore, 4);
+  GST_WRITE_UINT32_BE (data + 2, bits);
+  GST_WRITE_UINT64_BE (data + 6, ts);
+  GST_WRITE_UINT16_BE (data + 14, MIN (w, 65535));
+  GST_WRITE_UINT16_BE (data + 16, MIN (h, 65535));
+  data[18] = (guint8) MIN (regions, 255);
+  data[19] = (guint8) n;
+  /* area mean of the map cells under each coarse cell */
+  for (j = 0; j < n; j++) {
+    guint y0 = j * mh / n, y1 = (j + 1) * mh / n;
+    for (i = 0; i < n; i++) {
+      guint x0 = i * mw / n, x1 = (i + 1) * mw / n, x, y;
+      gdouble sum = 0;
+      for (y = y0; y < y1; y++) {
+        const gfloat *row = (const gfloat *) (map + (gsize) y * mstride);
+        for (x = x0; x < x1; x++)
+          sum += row[x];
+      }
+      sum /= (gdouble) (y1 - y0) * (x1 - x0);
+      data[HEADER_BYTES + j * n + i] = (guint8) CLAMP (sum * 255.0 + 0.5,
+          0, 255);
+    }
+  }
+  return HEADER_BYTES + n * n;
+}
+
+static gboolean
+faprompt_read (GstRTPHeaderExtension * ext, GstRTPHeaderExtensionFlags flags,
+    const guint8 * data, gsize size, GstBuffer * buffer)
+{
+  GstFAPromptMeta *m;
+  GstStructure *s;
+  guint n, i;
+  guint32 bits;
+  gfloat score, *cells;
+  GBytes *bytes;
+
+  if (size < HEADER_BYTES || data[0] != 1)
+    return FALSE;
+  n = data[19];
+  if (size < HEADER_BYTES + (gsize) n * n)
+    return FALSE;
+  /* one result per frame, even when several packets carried it */
+  if (gst_buffer_get_faprompt_meta (buffer))
+    return TRUE;
+
+  bits = GST_READ_UINT32_BE (data + 2);
+  memcpy (&score, &bits, 4);
+  cells = g_new (gfloat, MAX (n * n, 1));
+  for (i = 0; i < n * n; i++)
+    cells[i] = data[HEADER_BYTES + i] / 255.0f;
+  if (n == 0)
+    cells[0] = 0.f;
+  bytes = g_bytes_new_take (cells, MAX (n * n, 1) * sizeof (gfloat));
+  m = gst_buffer_add_faprompt_meta (buffer, bytes, MAX (n, 1), MAX (n, 1),
+      MAX (n, 1) * sizeof (gfloat));
+  g_bytes_unref (bytes);
+  if (!m)
+    return FALSE;
+  m->score = score;
+  m->anomalous = (data[1] & 1) != 0;
+  m->reused = (data[1] & 2) != 0;
+  m->inference_timestamp = GST_READ_UINT64_BE (data + 6);
+  m->inference_ms = 0;
+  m->width = GST_READ_UINT16_BE (data + 14);
+  m->height = GST_READ_UINT16_BE (data + 16);
+  m->n_regions = data[18];
+  m->image_threshold = m->pixel_threshold = -1.f;       /* not sent */
+  s = gst_buffer_add_faprompt_structure_meta (buffer, m);
+  if (s)
+    gst_structure_set (s, "transport", G_TYPE_STRING, "rtp", NULL);
+  return TRUE;
+}
+
+static void
+gst_rtp_header_extension_faprompt_class_init
+    (GstRTPHeaderExtensionFAPromptClass * klass)
+{
+  GstRTPHeaderExtensionClass *ext_class =
+      GST_RTP_HEADER_EXTENSION_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+
+  ext_class->get_supported_flags = faprompt_get_supported_flags;
+  ext_class->get_max_size = faprompt_get_max_size;
+  ext_class->write = faprompt_write;
+  ext_class->read = faprompt_read;
+
+  gst_element_class_set_static_metadata (element_class,
+      "faprompt RTP header extension", GST_RTP_HDREXT_ELEMENT_CLASS,
+      "Carries the faprompt score, decision and a 15x15 map of each frame "
+      "in an RTP header extension (" FAPROMPT_HDREXT_URI ")",
+      "faprompt developers");
+  gst_rtp_header_extension_class_set_uri (ext_class, FAPROMPT_HDREXT_URI);
+}
+
+static void
+gst_rtp_header_extension_faprompt_init (GstRTPHeaderExtensionFAPrompt * self)
+{
+}
