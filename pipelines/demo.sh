@@ -1,35 +1,40 @@
 #!/usr/bin/env bash
-# faprompt demo: score one synthetic image and write its heatmap, end to end.
+# faprompt demo: the GStreamer element on a short synthetic clip, end to end.
 #
-# The README's main job until the GStreamer element exists. Run it from
-# anywhere after building (bash tools/setup.sh, or meson setup build && ninja -C build):
+# The README's main job. Run it from anywhere after building (bash
+# tools/setup.sh, or meson setup build && ninja -C build):
 #
 #   pipelines/demo.sh                     # uses build/
 #   FAP_BUILD_DIR=/path/to/build pipelines/demo.sh
 #
 # Everything goes to out/demo/ in the repository: a tiny random model (made
-# once), sample.png (a brushed-metal surface with a painted scratch), and the
-# tool's outputs sample_heatmap.png and sample_map.npy. The model's weights are
-# random, so the score and the map are not meaningful detections: the demo
-# shows the path works, not that the scratch is found.
+# once), sample.png (a brushed-metal surface with a painted scratch), and what
+# the pipeline
+#   filesrc sample.png ! pngdec ! imagefreeze (30 frames, 15 fps) ! videoconvert
+#     ! faprompt inference-interval=5 post-messages=every-frame
+#     ! tee -> annotated.avi (Motion-JPEG) and annotated-NN.png (every 10th frame)
+# writes, with the score of each frame from the element's bus messages. The
+# model's weights are random, so the score and the heatmap are not meaningful
+# detections: the demo shows the path works, not that the scratch is found.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 build="${FAP_BUILD_DIR:-build}"
-infer="$build/tools/faprompt-infer"
 python=/usr/bin/python3
 out=out/demo
 model="$out/tiny.safetensors"
 sample="$out/sample.png"
 
-if [[ ! -x "$infer" ]]; then
-  echo "demo: $infer not found (in $repo). Build first: bash tools/setup.sh" >&2
-  echo "      (or meson setup $build && ninja -C $build; faprompt-infer is only built when" >&2
-  echo "      gdk-pixbuf is found, Debian: libgdk-pixbuf-2.0-dev)" >&2
+if [[ ! -f "$build/gst/libgstfaprompt.so" ]]; then
+  echo "demo: $build/gst/libgstfaprompt.so not found (in $repo). Build first: bash tools/setup.sh" >&2
+  echo "      (or meson setup $build && ninja -C $build; the element needs GStreamer:" >&2
+  echo "      Debian libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)" >&2
   exit 1
 fi
+export GST_PLUGIN_PATH="$repo/$build/gst"
+case "$build" in /*) export GST_PLUGIN_PATH="$build/gst" ;; esac
 
 mkdir -p "$out"
 
@@ -72,20 +77,45 @@ rgb = np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8)
 Image.fromarray(rgb, "RGB").save(sys.argv[1])
 PY
 
-echo "demo: $infer $model $sample --heatmap-dir $out --map-dir $out"
+rm -f "$out"/annotated-*.png "$out/annotated.avi"
+pipeline=(filesrc location="$sample" ! pngdec ! imagefreeze num-buffers=30 ! video/x-raw,framerate=15/1
+  ! videoconvert ! faprompt model-file="$model" inference-interval=5 post-messages=every-frame
+  ! tee name=t
+  t. ! queue ! videoconvert ! jpegenc ! avimux ! filesink location="$out/annotated.avi"
+  t. ! queue ! videorate drop-only=true max-rate=1 ! videoconvert ! pngenc
+     ! multifilesink location="$out/annotated-%02d.png")
+echo "demo: gst-launch-1.0 -m -e ${pipeline[*]}"
 echo
-"$infer" "$model" "$sample" --heatmap-dir "$out" --map-dir "$out" | tee "$out/result.txt"
+gst-launch-1.0 -m -e "${pipeline[@]}" > "$out/gst-launch.log" 2>&1 || {
+  echo "demo: the pipeline failed:" >&2
+  tail -20 "$out/gst-launch.log" >&2
+  exit 1
+}
 
-# The table row of the sample: file, WxH, score, anomalous, ms.
-score="$(awk -v f="$sample" '$1 == f { print $3 }' "$out/result.txt")"
-verdict="$(awk -v f="$sample" '$1 == f { print $4 }' "$out/result.txt")"
-heatmap="$out/$(basename "$sample" .png)_heatmap.png"
-map="$out/$(basename "$sample" .png)_map.npy"
-if [[ -z "$score" || ! -s "$heatmap" || ! -s "$map" ]]; then
-  echo "demo: faprompt-infer did not produce a score, $heatmap and $map" >&2
+# One line per frame from the "faprompt" element messages.
+"$python" - "$out/gst-launch.log" <<'PY' | tee "$out/result.txt"
+import re, sys
+rows = []
+for line in open(sys.argv[1]):
+    if "(element): faprompt," not in line:
+        continue
+    f = dict(re.findall(r"([a-z-]+)=\([a-z0-9]+\)([^,;]+)", line))
+    rows.append((int(f["timestamp"]) / 1e9, float(f["score"]), f["anomalous"], f["reused"], f["region-count"]))
+print(f"{'time':>6}  {'score':>6}  anomalous  reused  regions")
+for t, sc, an, re_, rc in rows:
+    if rows.index((t, sc, an, re_, rc)) % 5 == 0 or re_ == "false":
+        print(f"{t:6.3f}  {sc:6.4f}  {an:9}  {re_:6}  {rc:>7}")
+print(f"{len(rows)} frames, {sum(r[3] == 'false' for r in rows)} inferences")
+PY
+
+score="$(awk 'NR == 2 { print $2 }' "$out/result.txt")"
+verdict="$(awk 'NR == 2 { print $3 }' "$out/result.txt")"
+if [[ -z "$score" || ! -s "$out/annotated.avi" || ! -s "$out/annotated-00.png" ]]; then
+  echo "demo: the pipeline did not produce scores, $out/annotated.avi and $out/annotated-00.png" >&2
   exit 1
 fi
 echo
-echo "score:   $score (anomalous: $verdict; the model's weights are random, so this is not a real detection)"
-echo "heatmap: $repo/$heatmap"
-echo "map:     $repo/$map"
+echo "score:     $score (anomalous: $verdict; the model's weights are random, so this is not a real detection)"
+echo "video:     $repo/$out/annotated.avi"
+echo "frames:    $repo/$out/annotated-00.png ... (one a second)"
+echo "messages:  $repo/$out/gst-launch.log"

@@ -16,7 +16,19 @@ meson test -C "$build" --print-errorlogs --suite unit --num-processes 2 \
   --timeout-multiplier 4 --logbase valgrind
 rc2=$?
 
-/usr/bin/python3 - "$build/meson-logs/testlog-main.json" "$build/meson-logs/valgrind.json" <<'PY'
+# The element's 500-frame run (formats, caps changes, blocking then
+# non-blocking) under valgrind, when the element was built.
+logs=("$build/meson-logs/testlog-main.json" "$build/meson-logs/valgrind.json")
+rc3=0
+if [ -x "$build/tests/gst/test_element" ]; then
+  meson test -C "$build" --print-errorlogs --suite gst-valgrind --num-processes 1 \
+    --wrap="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$PWD/tests/gst/valgrind.supp" \
+    --timeout-multiplier 4 --logbase valgrind-gst
+  rc3=$?
+  logs+=("$build/meson-logs/valgrind-gst.json")
+fi
+
+/usr/bin/python3 - "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
@@ -27,4 +39,4 @@ for path in sys.argv[1:]:
         else: failed += 1
 print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
 PY
-[ $rc1 -eq 0 ] && [ $rc2 -eq 0 ]
+[ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ]

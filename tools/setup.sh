@@ -11,6 +11,12 @@ packages=(
   libgdk-pixbuf-2.0-dev      # image decoding for tools/faprompt-infer
   python3-torch python3-numpy python3-scipy python3-pil   # reference + generator, /usr/bin/python3
   valgrind
+  # the GStreamer element (gst/), its tests and the example pipelines
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-rtsp python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav   # x264enc, H.264 decoding (pipelines/ only)
 )
 missing=()
 for p in "${packages[@]}"; do
