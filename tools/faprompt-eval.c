@@ -43,6 +43,7 @@ typedef struct {
 
 typedef struct {
   double wall, model_load, listing, decode, inference, masks, metrics_add, metrics_finish, dump;
+  double input_wait; /* the main thread waiting for decoded inputs */
   int images;
 } timing;
 
@@ -232,7 +233,8 @@ static int write_json(const char *path, GArray *results, JsonObject *run, const 
     } items[] = {{"total", t->wall},           {"inference", t->inference},
                  {"overhead", t->wall - t->inference},
                  {"model_load", t->model_load}, {"listing", t->listing},
-                 {"decode", t->decode},         {"masks", t->masks},
+                 {"input_wait", t->input_wait},
+                 {"decode_overlapped", t->decode}, {"masks_overlapped", t->masks},
                  {"metrics_add", t->metrics_add}, {"metrics_finish", t->metrics_finish},
                  {"dump", t->dump}};
     for (size_t i = 0; i < G_N_ELEMENTS(items); i++) {
@@ -440,81 +442,122 @@ static int run_scores_from(const char *dir, GArray *results) {
 
 /* ---- a real run ------------------------------------------------------------------ */
 
+/* A loader thread decodes the next images and prepares their masks while the
+ * main thread runs the detector: input work overlaps inference instead of
+ * adding to it. PREFETCH samples are in flight at most. */
+enum { PREFETCH = 3 };
+
+typedef struct {
+  const dataset_sample *s;
+  GdkPixbuf *image;
+  fap_frame frame;
+  uint8_t *mask; /* S*S 0/1, NULL: all normal */
+  GError *error;
+} loaded;
+
 typedef struct {
   fap_detector *det;
   int S;
   const char *dump_dir;
   int strict_masks;
   timing t;
+  double wait; /* main thread waiting for the loader */
   int done, total;
-  uint8_t *resized, *binary;
+  dataset *d;
+  GAsyncQueue *ready, *slots;
+  gint stop;
+  double t_decode, t_masks; /* written by the loader, read after join */
 } eval_ctx;
 
-/* One sample: decode, infer, mask, accumulate (and dump). */
-static int eval_sample(eval_ctx *e, const dataset_sample *s, metrics_class *mc, dump_files *dump,
-                       GError **error) {
+static void loaded_free(loaded *l) {
+  if (!l)
+    return;
+  g_clear_object(&l->image);
+  g_free(l->mask);
+  g_clear_error(&l->error);
+  g_free(l);
+}
+
+static void load_sample(eval_ctx *e, loaded *l) {
+  const dataset_sample *s = l->s;
   double t0 = tool_now();
-  fap_frame frame;
-  GdkPixbuf *image = imageio_load(s->image, &frame, error);
-  if (!image) {
-    g_prefix_error(error, "cannot read image %s: ", s->image);
+  l->image = imageio_load(s->image, &l->frame, &l->error);
+  if (!l->image)
+    g_prefix_error(&l->error, "cannot read image %s: ", s->image);
+  double t1 = tool_now();
+  e->t_decode += t1 - t0;
+  if (l->image && s->anomaly && s->mask) {
+    int mw, mh;
+    uint8_t *m = mask_load(s->mask, &mw, &mh, &l->error);
+    if (!m) {
+      g_prefix_error(&l->error, "cannot read mask %s: ", s->mask);
+    } else if (e->strict_masks && (mw != l->frame.width || mh != l->frame.height)) {
+      g_set_error(&l->error, TOOLS_ERROR, 0,
+                  "mask %s is %dx%d but its image %s is %dx%d: wrong pairing? (--any-mask-size "
+                  "accepts it and resizes each to S x S independently, as the authors' loader does)",
+                  s->mask, mw, mh, s->image, l->frame.width, l->frame.height);
+    } else {
+      const size_t px = (size_t)e->S * e->S;
+      uint8_t *resized = g_malloc(px);
+      mask_resize_bilinear(m, mw, mh, resized, e->S, e->S);
+      mask_binarize(resized, resized, px);
+      l->mask = resized;
+    }
+    g_free(m);
+  }
+  e->t_masks += tool_now() - t1;
+}
+
+static gpointer loader_main(gpointer data) {
+  eval_ctx *e = data;
+  for (guint ci = 0; ci < e->d->classes->len; ci++) {
+    dataset_class *c = e->d->classes->pdata[ci];
+    for (guint i = 0; i < c->samples->len; i++) {
+      g_async_queue_pop(e->slots); /* a free slot (or the wake-up to stop) */
+      if (g_atomic_int_get(&e->stop))
+        return NULL;
+      loaded *l = g_new0(loaded, 1);
+      l->s = &g_array_index(c->samples, dataset_sample, i);
+      load_sample(e, l);
+      g_async_queue_push(e->ready, l);
+    }
+  }
+  return NULL;
+}
+
+/* One loaded sample: infer, accumulate (and dump). */
+static int eval_sample(eval_ctx *e, loaded *l, metrics_class *mc, dump_files *dump,
+                       uint8_t *zeros, GError **error) {
+  const dataset_sample *s = l->s;
+  if (l->error) {
+    g_propagate_error(error, l->error);
+    l->error = NULL;
     return 0;
   }
   double t1 = tool_now();
-  e->t.decode += t1 - t0;
   fap_result r;
-  fap_status st = fap_detector_run(e->det, &frame, &r);
+  fap_status st = fap_detector_run(e->det, &l->frame, &r);
   double t2 = tool_now();
   e->t.inference += t2 - t1;
   if (st != FAP_OK) {
     g_set_error(error, TOOLS_ERROR, 0, "inference failed on %s: %s", s->image, fap_status_string(st));
-    g_object_unref(image);
     return 0;
   }
-  const size_t px = (size_t)e->S * e->S;
-  const uint8_t *mask = NULL;
-  int ok = 1;
-  if (s->anomaly && s->mask) {
-    int mw, mh;
-    uint8_t *m = mask_load(s->mask, &mw, &mh, error);
-    if (!m) {
-      g_prefix_error(error, "cannot read mask %s: ", s->mask);
-      ok = 0;
-    } else if (e->strict_masks && (mw != frame.width || mh != frame.height)) {
-      g_set_error(error, TOOLS_ERROR, 0,
-                  "mask %s is %dx%d but its image %s is %dx%d: wrong pairing? (--any-mask-size "
-                  "accepts it and resizes each to S x S independently, as the authors' loader does)",
-                  s->mask, mw, mh, s->image, frame.width, frame.height);
-      ok = 0;
-    } else {
-      mask_resize_bilinear(m, mw, mh, e->resized, e->S, e->S);
-      mask_binarize(e->resized, e->binary, px);
-      mask = e->binary;
-    }
-    g_free(m);
-  }
-  g_object_unref(image);
+  const uint8_t *mask = l->mask;
+  int ok = metrics_class_add(mc, r.score, s->anomaly, r.map, mask, error);
+  if (!ok)
+    g_prefix_error(error, "%s: ", s->image);
   double t3 = tool_now();
-  e->t.masks += t3 - t2;
-  if (ok) {
-    ok = metrics_class_add(mc, r.score, s->anomaly, r.map, mask, error);
-    if (!ok)
-      g_prefix_error(error, "%s: ", s->image);
-  }
-  double t4 = tool_now();
-  e->t.metrics_add += t4 - t3;
+  e->t.metrics_add += t3 - t2;
   if (ok && dump->maps) {
-    if (!mask) {
-      memset(e->binary, 0, px);
-      mask = e->binary;
-    }
     uint8_t label = (uint8_t)s->anomaly;
-    ok = npy_writer_append(dump->maps, r.map, error) && npy_writer_append(dump->masks, mask, error) &&
+    ok = npy_writer_append(dump->maps, r.map, error) &&
+         npy_writer_append(dump->masks, mask ? mask : zeros, error) &&
          npy_writer_append(dump->scores, &r.score, error) &&
          npy_writer_append(dump->labels, &label, error);
     fprintf(dump->samples, "%s\t%s\t%d\t%s\n", s->image, s->mask ? s->mask : "", s->anomaly,
             s->defect);
-    e->t.dump += tool_now() - t4;
+    e->t.dump += tool_now() - t3;
   }
   e->t.images++;
   return ok;
@@ -523,6 +566,13 @@ static int eval_sample(eval_ctx *e, const dataset_sample *s, metrics_class *mc, 
 static int run_dataset(eval_ctx *e, dataset *d, GArray *results) {
   GError *error = NULL;
   int ok = 1;
+  uint8_t *zeros = g_malloc0((size_t)e->S * e->S);
+  e->d = d;
+  e->ready = g_async_queue_new();
+  e->slots = g_async_queue_new();
+  for (int i = 0; i < PREFETCH; i++)
+    g_async_queue_push(e->slots, GINT_TO_POINTER(1));
+  GThread *loader = g_thread_new("faprompt-eval-loader", loader_main, e);
   for (guint ci = 0; ok && ci < d->classes->len; ci++) {
     dataset_class *c = d->classes->pdata[ci];
     metrics_class *mc = metrics_class_new(e->S, c->samples->len);
@@ -535,7 +585,12 @@ static int run_dataset(eval_ctx *e, dataset *d, GArray *results) {
                                                             (s->image[strlen(d->root)] == '/'));
       progress_show(e->done, e->total, label);
       g_free(label);
-      ok = eval_sample(e, s, mc, &dump, &error);
+      double t0 = tool_now();
+      loaded *l = g_async_queue_pop(e->ready);
+      e->wait += tool_now() - t0;
+      g_async_queue_push(e->slots, GINT_TO_POINTER(1));
+      ok = eval_sample(e, l, mc, &dump, zeros, &error);
+      loaded_free(l);
       e->done++;
     }
     if (e->dump_dir && !dump_close(&dump, ok ? &error : NULL))
@@ -549,6 +604,18 @@ static int run_dataset(eval_ctx *e, dataset *d, GArray *results) {
     }
     metrics_class_free(mc);
   }
+  /* Stop the loader (it may be waiting for a slot) and drop what it prepared. */
+  g_atomic_int_set(&e->stop, 1);
+  g_async_queue_push(e->slots, GINT_TO_POINTER(1));
+  g_thread_join(loader);
+  loaded *l;
+  while ((l = g_async_queue_try_pop(e->ready)))
+    loaded_free(l);
+  g_async_queue_unref(e->ready);
+  g_async_queue_unref(e->slots);
+  g_free(zeros);
+  e->t.decode = e->t_decode;
+  e->t.masks = e->t_masks;
   progress_clear();
   if (!ok) {
     tool_error("%s", error->message);
@@ -680,8 +747,6 @@ int main(int argc, char **argv) {
     e.S = fap_detector_image_size(e.det);
     e.dump_dir = dump_dir;
     e.strict_masks = !any_mask_size;
-    e.resized = g_malloc((size_t)e.S * e.S);
-    e.binary = g_malloc((size_t)e.S * e.S);
     for (guint i = 0; i < d->classes->len; i++)
       e.total += (int)((dataset_class *)d->classes->pdata[i])->samples->len;
 
@@ -700,6 +765,7 @@ int main(int argc, char **argv) {
             fap_backend_name(fap_detector_backend(e.det)));
     if (!run_dataset(&e, d, results))
       rc = 1;
+    e.t.input_wait = e.wait;
   }
   if (rc == 0) {
     e.t.wall = tool_now() - t_start;
@@ -714,19 +780,17 @@ int main(int argc, char **argv) {
       double wall = tool_now() - t_start, over = wall - t->inference;
       fprintf(stderr,
               "faprompt-eval: %d images in %.2f s: inference %.2f s (%.1f%%), everything else "
-              "%.2f s (%.1f%%: decode %.2f, masks %.2f, metrics %.2f + %.2f, dump %.2f, model "
-              "%.2f, listing %.2f)\n",
+              "%.2f s (%.1f%%: waiting for inputs %.2f, metrics %.2f + %.2f, dump %.2f, model "
+              "%.2f, listing %.2f; decoding %.2f s and masks %.2f s ran beside inference)\n",
               t->images, wall, t->inference, 100.0 * t->inference / wall, over, 100.0 * over / wall,
-              t->decode, t->masks, t->metrics_add, t->metrics_finish, t->dump, t->model_load,
-              t->listing);
+              t->input_wait, t->metrics_add, t->metrics_finish, t->dump, t->model_load,
+              t->listing, t->decode, t->masks);
     }
   }
 
 out:
   json_object_unref(run);
   g_array_unref(results);
-  g_free(e.resized);
-  g_free(e.binary);
   fap_detector_free(e.det);
   fap_model_free(model);
   dataset_free(d);
