@@ -8,8 +8,10 @@ packages=(
   gcc meson ninja-build pkg-config
   libglib2.0-dev libjson-glib-dev
   libopenblas-openmp-dev     # OpenBLAS sharing our OpenMP threads (see meson.build)
-  libgdk-pixbuf-2.0-dev      # image decoding for tools/faprompt-infer
+  libgdk-pixbuf-2.0-dev      # image decoding for tools/faprompt-infer, -eval, -calibrate
+  libpng-dev                 # 16-bit PNG maps (faprompt-infer --map-format png16)
   python3-torch python3-numpy python3-scipy python3-pil   # reference + generator, /usr/bin/python3
+  python3-sklearn python3-skimage   # the authors' metrics, to check faprompt-eval against
   valgrind
   # the GStreamer element (gst/), its tests and the example pipelines
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
