@@ -168,6 +168,11 @@ set_last (GstFAPrompt * self, FapInference * inf)
 {
   inference_unref (self->last);
   self->last = inf;
+  if (inf) {
+    GST_OBJECT_LOCK (self);
+    self->last_score = inf->score;
+    GST_OBJECT_UNLOCK (self);
+  }
 }
 
 /* ---- default model location --------------------------------------------- */
@@ -317,6 +322,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   o.sigma = self->sigma;
   self->running_non_blocking = self->non_blocking;
   self->frames = self->inferences = 0;
+  self->last_score = -1.0f;
   self->inference_ms_total = self->inference_ms_avg = 0.0;
   self->frame_ms_avg = self->latency_reported_ms = 0.0;
   self->light_frames = 0;
@@ -423,6 +429,10 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   GstFAPrompt *self = GST_FA_PROMPT (filter);
 
   GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
+  /* the same caps again (a source re-sending them): keep the result */
+  if (self->overlay.have_info && gst_video_info_is_equal (in_info,
+          &self->convert.in_info))
+    return TRUE;
   if (!fap_colorconvert_set_info (&self->convert, in_info)) {
     GST_ERROR_OBJECT (self, "cannot convert %s to RGB",
         GST_VIDEO_INFO_NAME (in_info));
@@ -928,8 +938,7 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_boolean (value, self->model_shared);
       break;
     case PROP_LAST_SCORE:
-      /* written by the streaming thread without the lock; a float read */
-      g_value_set_float (value, self->last ? self->last->score : -1.0f);
+      g_value_set_float (value, self->last_score);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -963,6 +972,7 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->interval = 1;
   self->post_messages = GST_FA_PROMPT_MESSAGES_ON_CHANGE;
   self->max_regions = 16;
+  self->last_score = -1.0f;
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
 }

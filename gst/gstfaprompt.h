@@ -70,6 +70,7 @@ struct _GstFAPrompt
   gdouble inference_ms_avg;     /* exponential average */
   gdouble frame_ms_avg;         /* streaming-thread cost per frame */
   gdouble latency_reported_ms;
+  gfloat last_score;
   guint64 light_frames;         /* frames that ran no inference inline */
   gdouble light_ms_total;
 
