@@ -127,6 +127,16 @@ FAP_HD float fap_bilinear_mix(float a, float b, float c, float d, float wx, floa
   return FAP_FADD(FAP_FMUL(uy, top), FAP_FMUL(wy, bottom));
 }
 
+/* Half-sample symmetric border (d c b a | a b c d | d c b a), any overshoot;
+ * the same as resample.h's fap_mirror_index. */
+FAP_HD int fap_mirror(int i, int n) {
+  const int period = 2 * n;
+  int m = i % period;
+  if (m < 0)
+    m += period;
+  return m < n ? m : period - 1 - m;
+}
+
 /* The S x S map at frame pixel (x, y) of a w x h frame. */
 FAP_HD float fap_map_sample(const float *map, int size, int x, int y, int w, int h) {
   int x0, x1, y0, y1;

@@ -1,0 +1,106 @@
+/* The CUDA backend's private state, shared by backend_cuda.c (device,
+ * weights, the op table) and cuda_frames.c (the per-frame program). Both are
+ * written against kernels/fap_kernels.h only, so they build unchanged
+ * against the device (nvcc) and the host emulator. */
+#ifndef FAP_BACKEND_CUDA_H
+#define FAP_BACKEND_CUDA_H
+
+#include "backend.h"
+#include "fap_kernels.h"
+
+/* One imported weight tensor: the model's host f32 copy is the handle the
+ * detector holds; device copies are made on first use, in f32 (vectors:
+ * biases, LayerNorm, embeddings) and/or the precision type (matrices, and
+ * the biases of products that write that type). */
+typedef struct {
+  const float *host;
+  size_t count;
+  float *dev32;
+  void *dev16;
+} cuda_weight;
+
+/* One frame's place in the io buffers and its geometry (the key that decides
+ * whether the layout, tables and captured graph still hold). */
+typedef struct {
+  fap_frame geom; /* data pointers ignored */
+  size_t offset[3], bytes[3];
+} cuda_frame_slot;
+
+/* Frames uploaded for one call: pinned staging and device buffers with one
+ * layout [results | frame 0 planes | frame 1 planes | ...], bicubic tables,
+ * resize scratch and the per-frame descriptors. Rebuilt only when the frame
+ * geometry changes, grown only when it grows. */
+typedef struct {
+  int count, size;
+  size_t results_bytes; /* leading part of io: defined by the owner */
+  size_t frames_start;  /* frame planes from here (results_bytes rounded up) */
+  size_t frames_bytes;
+  size_t io_capacity, io_capacity_host;
+  void *io_dev, *io_host; /* same layout; host is pinned */
+  void *tables;           /* bicubic tables of every frame */
+  size_t tables_capacity;
+  void *tmp;              /* resize scratch */
+  size_t tmp_capacity;
+  cuda_frame_slot *slots; /* [capacity] */
+  fap_k_frame *desc_host; /* [capacity] */
+  void *desc_dev;
+  size_t desc_dev_capacity;
+  int capacity;
+  int max_width, max_height;
+} cuda_frameio;
+
+struct cuda_frames; /* cuda_frames.c */
+
+typedef struct {
+  int device;
+  fap_rt_device_info info;
+  fap_precision precision;
+  fap_kdtype t; /* F16 or BF16 */
+  fap_stream stream;
+  fap_blas *blas;
+  fap_status status; /* first failure, sticky until synchronize() reports it */
+
+  cuda_weight *weights; /* sorted by host address */
+  size_t n_weights, cap_weights;
+  size_t weight_bytes;  /* device memory held by weight copies */
+
+  void *scratch; /* x converted to the precision type for linear / matmul */
+  size_t scratch_bytes;
+  cuda_frameio pre_io; /* the preprocess op's frame */
+
+  struct cuda_frames *frames;
+} cuda_ctx;
+
+/* Records the first failure (logged once); later ones are dropped. */
+void fap_cuda_fail(cuda_ctx *c, int rt_code, const char *what);
+#define CUDA_CHECK(c, call, what)                                                                  \
+  do {                                                                                             \
+    int rc_ = (call);                                                                              \
+    if (rc_)                                                                                       \
+      fap_cuda_fail((c), rc_, (what));                                                             \
+  } while (0)
+
+/* Device copy of a weight handle (or the pointer itself when it is not one):
+ * f32 or the precision type; NULL stays NULL. */
+const float *fap_cuda_weight_f32(cuda_ctx *c, const float *handle);
+const void *fap_cuda_weight_t(cuda_ctx *c, const float *handle);
+
+/* Grows a device buffer to at least `bytes` (creation time only). */
+int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes);
+
+/* frame io (cuda_frames.c): prepares io for frames (re-layout only when the
+ * geometry changed; returns 1 then, 0 when unchanged, -1 on failure) and
+ * copies their planes into the pinned staging. */
+int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *frames, int count,
+                             int size, size_t results_bytes);
+void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count);
+void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count);
+void fap_cuda_frameio_free(cuda_frameio *io);
+
+/* the per-frame program (cuda_frames.c) */
+fap_status fap_cuda_frames_prepare(void *ctx, struct fap_detector *d);
+fap_status fap_cuda_frames_run(void *ctx, struct fap_detector *d, const fap_frame *frames,
+                               int count, const fap_blend *blend, fap_result *results);
+void fap_cuda_frames_free(cuda_ctx *c);
+
+#endif

@@ -1,0 +1,171 @@
+/* Frames on their way to the CUDA backend: pinned staging and device
+ * buffers laid out [results | frame planes ...], the bicubic tables of each
+ * frame's size (core/resample.c) and the descriptors the pre-processing and
+ * blend kernels read. Rebuilt only when the frame geometry changes, grown
+ * only when it grows: a steady stream allocates nothing. */
+#include "backend_cuda.h"
+
+#include "pixel.h"
+#include "resample.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN256(x) (((x) + 255) & ~(size_t)255)
+
+static int same_geometry(const fap_frame *a, const fap_frame *b) {
+  return a->format == b->format && a->width == b->width && a->height == b->height &&
+         a->stride == b->stride && a->plane_stride[0] == b->plane_stride[0] &&
+         a->plane_stride[1] == b->plane_stride[1] && a->matrix == b->matrix &&
+         (a->full_range != 0) == (b->full_range != 0);
+}
+
+static int reserve_host(void **buf, size_t *capacity, size_t bytes) {
+  if (bytes <= *capacity)
+    return 0;
+  fap_rt_host_free(*buf);
+  *buf = NULL;
+  *capacity = 0;
+  int rc = fap_rt_host_alloc(buf, bytes);
+  if (!rc)
+    *capacity = bytes;
+  return rc;
+}
+
+void fap_cuda_frameio_free(cuda_frameio *io) {
+  fap_rt_free(io->io_dev);
+  fap_rt_host_free(io->io_host);
+  fap_rt_free(io->tables);
+  fap_rt_free(io->tmp);
+  fap_rt_free(io->desc_dev);
+  free(io->slots);
+  free(io->desc_host);
+  memset(io, 0, sizeof *io);
+}
+
+int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *frames, int count,
+                             int size, size_t results_bytes) {
+  int same = io->count == count && io->size == size && io->results_bytes == results_bytes;
+  for (int i = 0; same && i < count; i++)
+    same = same_geometry(&io->slots[i].geom, &frames[i]);
+  if (same)
+    return 0;
+  io->count = 0; /* invalid until complete */
+  if (count > io->capacity) {
+    cuda_frame_slot *slots = realloc(io->slots, (size_t)count * sizeof *slots);
+    if (slots)
+      io->slots = slots;
+    fap_k_frame *desc = realloc(io->desc_host, (size_t)count * sizeof *desc);
+    if (desc)
+      io->desc_host = desc;
+    if (!slots || !desc) {
+      fap_cuda_fail(c, FAP_RT_ENOMEM, "frame descriptors");
+      return -1;
+    }
+    io->capacity = count;
+  }
+  /* layout of io: [results | planes of frame 0 | frame 1 ...], 256-byte aligned */
+  size_t at = ALIGN256(results_bytes), tables_bytes = 0, tmp_bytes = 0;
+  io->frames_start = at;
+  io->max_width = io->max_height = 0;
+  for (int i = 0; i < count; i++) {
+    const fap_frame *f = &frames[i];
+    cuda_frame_slot *slot = &io->slots[i];
+    slot->geom = *f;
+    for (int p = 0; p < 3; p++) {
+      slot->bytes[p] = fap_frame_plane_bytes(f, p);
+      slot->offset[p] = at;
+      at += ALIGN256(slot->bytes[p]);
+    }
+    const size_t tx = (size_t)size * fap_bicubic_taps(f->width, size);
+    const size_t ty = (size_t)size * fap_bicubic_taps(f->height, size);
+    tables_bytes += ALIGN256((4 * (size_t)size + tx + ty) * 4);
+    tmp_bytes += (size_t)f->height * size * 3 * sizeof(float);
+    io->max_width = f->width > io->max_width ? f->width : io->max_width;
+    io->max_height = f->height > io->max_height ? f->height : io->max_height;
+  }
+  io->frames_bytes = at - io->frames_start;
+  int rc = fap_cuda_reserve(c, &io->io_dev, &io->io_capacity, at);
+  if (!rc)
+    rc = reserve_host(&io->io_host, &io->io_capacity_host, at);
+  if (!rc)
+    rc = fap_cuda_reserve(c, &io->tables, &io->tables_capacity, tables_bytes);
+  if (!rc)
+    rc = fap_cuda_reserve(c, &io->tmp, &io->tmp_capacity, tmp_bytes);
+  if (!rc)
+    rc = fap_cuda_reserve(c, &io->desc_dev, &io->desc_dev_capacity,
+                          (size_t)count * sizeof(fap_k_frame));
+  char *tables_host = rc ? NULL : malloc(tables_bytes);
+  if (!rc && !tables_host)
+    rc = FAP_RT_ENOMEM;
+  if (rc) {
+    free(tables_host);
+    fap_cuda_fail(c, rc, "frame buffers");
+    return -1;
+  }
+  /* bicubic tables (core/resample.c) of every frame, and its descriptor */
+  size_t toff = 0, tmp_off = 0;
+  for (int i = 0; i < count; i++) {
+    const fap_frame *f = &frames[i];
+    const cuda_frame_slot *slot = &io->slots[i];
+    fap_k_frame *dsc = &io->desc_host[i];
+    memset(dsc, 0, sizeof *dsc);
+    fap_pixels_of_frame(f, &dsc->px);
+    for (int p = 0; p < 3; p++)
+      dsc->px.p[p] = slot->bytes[p] ? (uint8_t *)io->io_dev + slot->offset[p] : NULL;
+    const int taps_x = fap_bicubic_taps(f->width, size), taps_y = fap_bicubic_taps(f->height, size);
+    char *h = tables_host + toff, *dv = (char *)io->tables + toff;
+    fap_bicubic_table tx = {.first = (int32_t *)h, .count = (int32_t *)h + size,
+                            .weights = (float *)((int32_t *)h + 2 * size)};
+    fap_bicubic_fill(&tx, f->width, size);
+    const size_t ty_at = (2 * (size_t)size + (size_t)size * taps_x) * 4;
+    fap_bicubic_table ty = {.first = (int32_t *)(h + ty_at), .count = (int32_t *)(h + ty_at) + size,
+                            .weights = (float *)((int32_t *)(h + ty_at) + 2 * size)};
+    fap_bicubic_fill(&ty, f->height, size);
+    dsc->tx_first = (const int32_t *)dv;
+    dsc->tx_count = (const int32_t *)dv + size;
+    dsc->tx_weights = (const float *)((const int32_t *)dv + 2 * size);
+    dsc->tx_taps = taps_x;
+    dsc->ty_first = (const int32_t *)(dv + ty_at);
+    dsc->ty_count = (const int32_t *)(dv + ty_at) + size;
+    dsc->ty_weights = (const float *)((const int32_t *)(dv + ty_at) + 2 * size);
+    dsc->ty_taps = taps_y;
+    dsc->tmp = (float *)io->tmp + tmp_off;
+    toff += ALIGN256((4 * (size_t)size + (size_t)size * taps_x + (size_t)size * taps_y) * 4);
+    tmp_off += (size_t)f->height * size * 3;
+  }
+  rc = fap_rt_h2d(io->tables, tables_host, tables_bytes, c->stream);
+  if (!rc)
+    rc = fap_rt_h2d(io->desc_dev, io->desc_host, (size_t)count * sizeof(fap_k_frame), c->stream);
+  if (!rc)
+    rc = fap_rt_stream_sync(c->stream);
+  free(tables_host);
+  if (rc) {
+    fap_cuda_fail(c, rc, "frame tables upload");
+    return -1;
+  }
+  io->count = count;
+  io->size = size;
+  io->results_bytes = results_bytes;
+  return 1;
+}
+
+void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count) {
+  for (int i = 0; i < count; i++) {
+    const uint8_t *src[3] = {frames[i].data, frames[i].plane[0], frames[i].plane[1]};
+    for (int p = 0; p < 3; p++)
+      if (io->slots[i].bytes[p])
+        memcpy((char *)io->io_host + io->slots[i].offset[p], src[p], io->slots[i].bytes[p]);
+  }
+}
+
+void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count) {
+  for (int i = 0; i < count; i++) {
+    uint8_t *dst[3] = {(uint8_t *)frames[i].data, (uint8_t *)frames[i].plane[0],
+                       (uint8_t *)frames[i].plane[1]};
+    for (int p = 0; p < 3; p++)
+      if (io->slots[i].bytes[p])
+        memcpy(dst[p], (const char *)io->io_host + io->slots[i].offset[p], io->slots[i].bytes[p]);
+  }
+}
+

@@ -1,0 +1,2 @@
+/* attention.cu compiled for the host emulator (see emu.hpp). */
+#include "../attention.cu"

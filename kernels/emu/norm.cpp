@@ -1,0 +1,2 @@
+/* norm.cu compiled for the host emulator (see emu.hpp). */
+#include "../norm.cu"

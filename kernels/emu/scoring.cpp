@@ -1,0 +1,2 @@
+/* scoring.cu compiled for the host emulator (see emu.hpp). */
+#include "../scoring.cu"

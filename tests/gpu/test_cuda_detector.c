@@ -1,0 +1,513 @@
+/* The whole detector on the CUDA backend against the CPU backend (fp32,
+ * OpenBLAS), on the tiny random models and optionally the full-size one.
+ *
+ * Built twice: against the device (suite 'gpu'; exits 77, "skipped", where
+ * no CUDA device is usable) and against the host kernel emulator (suite
+ * 'emu', runs everywhere). Per model and precision:
+ *   map  max |cuda - cpu| <= 1e-2, score |cuda - cpu| <= 5e-3 (SPEC.md's GPU
+ *        contract; f16 and bf16 alike); every other intermediate is printed
+ *        with its error for the record.
+ * Then: a batch of frames of different formats (packed, NV12, I420, YUY2) and
+ * sizes gives each frame the result it gets alone (maps within 2e-3: a batch
+ * changes the shapes of the matrix products); YUV frames match the CPU path
+ * (which converts them on the host); the heatmap drawn on the device equals
+ * fap_blend_frame() on the host byte for byte; graph replays repeat the first
+ * (eager) run bit for bit; hostile cases (device id out of range, f32 on
+ * CUDA, too many frames, running out of device memory) fail with a clear
+ * status and message and leave no crash behind.
+ *
+ * usage: test_cuda_detector [--full MODEL] TINY_MODEL...
+ */
+#include "fap.h"
+
+#include "backend.h"
+#include "fap_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+static char last_error[2048];
+static int n_errors;
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
+      printf(__VA_ARGS__);                                                                         \
+      printf("\n");                                                                                \
+      failures++;                                                                                  \
+    }                                                                                              \
+  } while (0)
+
+static void capture(fap_log_level level, const char *message, void *user_data) {
+  (void)user_data;
+  if (level == FAP_LOG_ERROR) {
+    snprintf(last_error, sizeof last_error, "%s", message);
+    n_errors++;
+  }
+  if (level <= FAP_LOG_INFO && getenv("FAP_TEST_VERBOSE"))
+    printf("  [log] %s\n", message);
+}
+
+/* ---- frames ----------------------------------------------------------------------- */
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(void) {
+  rng_state = rng_state * 1664525u + 1013904223u;
+  return rng_state >> 8;
+}
+
+/* smooth gradients, two bright blobs, noise: a test image [h, w, 3] */
+static uint8_t *make_rgb(int w, int h, int seed) {
+  uint8_t *rgb = malloc((size_t)w * h * 3);
+  rng_state = (uint32_t)seed * 2654435761u + 1;
+  const float bx = (float)(rnd() % 1000) / 1000.0f * w, by = (float)(rnd() % 1000) / 1000.0f * h;
+  const float r = 0.15f * (w < h ? w : h) + 1.0f;
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      const float u = (float)x / (w > 1 ? w - 1 : 1), v = (float)y / (h > 1 ? h - 1 : 1);
+      const float blob = 140.0f * expf(-((x - bx) * (x - bx) + (y - by) * (y - by)) / (2 * r * r));
+      const float base[3] = {50 + 120 * u, 70 + 100 * v, 100 + 60 * sinf(6.28f * (u + v))};
+      for (int c = 0; c < 3; c++) {
+        float val = base[c] + blob * (c == seed % 3 ? 1.0f : 0.3f) + (float)(rnd() % 13) - 6.0f;
+        rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(val < 0 ? 0 : val > 255 ? 255 : val);
+      }
+    }
+  return rgb;
+}
+
+typedef struct {
+  fap_frame frame;
+  uint8_t *buf[3];
+} test_frame;
+
+static void free_frame(test_frame *t) {
+  for (int i = 0; i < 3; i++)
+    free(t->buf[i]);
+}
+
+/* the RGB image in `format`, rows padded with junk */
+static test_frame make_frame(const uint8_t *rgb, int w, int h, fap_pixel_format format) {
+  test_frame t;
+  memset(&t, 0, sizeof t);
+  fap_frame *f = &t.frame;
+  f->format = format;
+  f->width = w;
+  f->height = h;
+  const int cw = (w + 1) / 2, ch = (h + 1) / 2;
+  if (format <= FAP_PIXEL_XBGR) {
+    static const int lay[][4] = {{3, 0, 1, 2}, {3, 2, 1, 0}, {4, 0, 1, 2}, {4, 2, 1, 0},
+                                 {4, 0, 1, 2}, {4, 2, 1, 0}, {4, 1, 2, 3}, {4, 3, 2, 1}};
+    const int *l = lay[format];
+    f->stride = (size_t)w * l[0] + 7;
+    t.buf[0] = malloc(f->stride * h);
+    memset(t.buf[0], 0xA5, f->stride * h);
+    for (int y = 0; y < h; y++)
+      for (int x = 0; x < w; x++)
+        for (int c = 0; c < 3; c++)
+          t.buf[0][y * f->stride + (size_t)x * l[0] + l[c + 1]] = rgb[((size_t)y * w + x) * 3 + c];
+    f->data = t.buf[0];
+    return t;
+  }
+  /* YUV: BT.601 limited range from the RGB, chroma of the top-left pixel */
+  fap_rgb2yuv k;
+  fap_yuv_coefficients(0, 0, NULL, &k);
+  uint8_t *Y = NULL, *U = NULL, *V = NULL;
+  size_t sy, su, sv;
+  if (format == FAP_PIXEL_YUY2) {
+    f->stride = 4 * (size_t)cw + 5;
+    t.buf[0] = calloc(f->stride, h);
+  } else {
+    f->stride = (size_t)w + 3;
+    t.buf[0] = calloc(f->stride, h);
+    f->plane_stride[0] = (format == FAP_PIXEL_NV12 ? 2 * (size_t)cw : (size_t)cw) + 9;
+    t.buf[1] = calloc(f->plane_stride[0], ch);
+    if (format == FAP_PIXEL_I420) {
+      f->plane_stride[1] = (size_t)cw + 1;
+      t.buf[2] = calloc(f->plane_stride[1], ch);
+    }
+  }
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      uint8_t yuv[3];
+      fap_rgb_to_yuv(&k, rgb + ((size_t)y * w + x) * 3, yuv);
+      if (format == FAP_PIXEL_YUY2) {
+        uint8_t *pair = t.buf[0] + y * f->stride + 4 * (size_t)(x / 2);
+        pair[2 * (x & 1)] = yuv[0];
+        if (!(x & 1))
+          pair[1] = yuv[1], pair[3] = yuv[2];
+        continue;
+      }
+      t.buf[0][y * f->stride + x] = yuv[0];
+      if ((x & 1) || (y & 1))
+        continue;
+      if (format == FAP_PIXEL_NV12) {
+        uint8_t *uv = t.buf[1] + (y / 2) * f->plane_stride[0] + 2 * (size_t)(x / 2);
+        uv[0] = yuv[1];
+        uv[1] = yuv[2];
+      } else {
+        t.buf[1][(y / 2) * f->plane_stride[0] + x / 2] = yuv[1];
+        t.buf[2][(y / 2) * f->plane_stride[1] + x / 2] = yuv[2];
+      }
+    }
+  (void)Y, (void)U, (void)V, (void)sy, (void)su, (void)sv;
+  f->data = t.buf[0];
+  f->plane[0] = t.buf[1];
+  f->plane[1] = t.buf[2];
+  return t;
+}
+
+/* ---- comparisons --------------------------------------------------------------------- */
+
+static double max_abs(const float *a, const float *b, size_t n, double *max_ref) {
+  double e = 0, m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    if (!(d <= e))
+      e = isnan(d) ? INFINITY : d;
+    m = fmax(m, fabs(b[i]));
+  }
+  if (max_ref)
+    *max_ref = m;
+  return e;
+}
+
+static fap_detector *new_detector(fap_model *m, fap_backend_kind kind, fap_precision prec,
+                                  int size, int batch, int keep) {
+  fap_detector_options o;
+  fap_detector_options_init(&o);
+  o.backend = kind;
+  o.precision = prec;
+  o.image_size = size;
+  o.batch = batch;
+  o.keep_intermediates = keep;
+  o.threads = 0;
+  fap_detector *d = NULL;
+  fap_status s = fap_detector_new(m, &o, &d);
+  CHECK(s == FAP_OK, "fap_detector_new (%s, %s): %s: %s", fap_backend_name(kind),
+        fap_precision_name(prec), fap_status_string(s), last_error);
+  return d;
+}
+
+static const char *const compared[] = {
+    "preprocessed", "tokens", "global", "map1", "prior", "text_features_dynamic",
+    "text_abnormal_dynamic", "map2", "image_text_prob", "map_raw", "map", "score", NULL};
+
+/* CUDA vs CPU on one frame; prints every intermediate's error */
+static void parity(fap_model *m, const char *label, fap_precision prec, int size,
+                   const test_frame *tf) {
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, 1, 1);
+  fap_detector *gpu = new_detector(m, FAP_BACKEND_CUDA, prec, size, 1, 1);
+  if (!cpu || !gpu)
+    goto done;
+  fap_result rc, rg;
+  fap_status s = fap_detector_run(cpu, &tf->frame, &rc);
+  CHECK(s == FAP_OK, "cpu run: %s", last_error);
+  s = fap_detector_run(gpu, &tf->frame, &rg);
+  CHECK(s == FAP_OK, "cuda run: %s", last_error);
+  if (s)
+    goto done;
+  printf("%s %s (%s, S=%d): score cpu %.6f cuda %.6f\n", label,
+         fap_pixel_format_name(tf->frame.format), fap_precision_name(prec), size, rc.score,
+         rg.score);
+  for (int i = 0; compared[i]; i++) {
+    fap_tensor_view a, b;
+    if (fap_detector_intermediate(gpu, compared[i], &a) ||
+        fap_detector_intermediate(cpu, compared[i], &b)) {
+      CHECK(0, "intermediate %s missing", compared[i]);
+      continue;
+    }
+    size_t n = 1;
+    for (int k = 0; k < a.ndim; k++)
+      n *= (size_t)a.shape[k];
+    double mref, err = max_abs(a.data, b.data, n, &mref);
+    printf("  %-22s max|cpu| %9.4g  max err %9.3g  (relative %.2e)\n", compared[i], mref, err,
+           err / fmax(mref, 1e-30));
+  }
+  fap_tensor_view ta, tb;
+  if (!fap_detector_intermediate(gpu, "topk_index", &ta) &&
+      !fap_detector_intermediate(cpu, "topk_index", &tb)) {
+    int same = memcmp(ta.data, tb.data, (size_t)ta.shape[0] * 4) == 0;
+    printf("  topk_index             %s\n", same ? "identical" : "DIFFERS (near-ties)");
+  }
+  double map_err = max_abs(rg.map, rc.map, (size_t)size * size, NULL);
+  double score_err = fabs((double)rg.score - rc.score);
+  CHECK(map_err <= 1e-2, "%s %s: map error %.3g > 1e-2", label, fap_precision_name(prec), map_err);
+  CHECK(score_err <= 5e-3, "%s %s: score error %.3g > 5e-3", label, fap_precision_name(prec),
+        score_err);
+done:
+  fap_detector_free(cpu);
+  fap_detector_free(gpu);
+}
+
+/* frames of several formats and sizes in one batch = each alone */
+static void batch_vs_single(fap_model *m, int size) {
+  const fap_pixel_format formats[] = {FAP_PIXEL_BGRX, FAP_PIXEL_NV12, FAP_PIXEL_RGB,
+                                      FAP_PIXEL_I420, FAP_PIXEL_YUY2};
+  const int sizes[][2] = {{64, 48}, {50, 37}, {97, 61}, {33, 41}, {45, 45}};
+  enum { NB = 5 };
+  test_frame tf[NB];
+  fap_frame frames[NB];
+  for (int i = 0; i < NB; i++) {
+    uint8_t *rgb = make_rgb(sizes[i][0], sizes[i][1], 40 + i);
+    tf[i] = make_frame(rgb, sizes[i][0], sizes[i][1], formats[i]);
+    frames[i] = tf[i].frame;
+    free(rgb);
+  }
+  fap_detector *batch = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, NB, 0);
+  fap_detector *one = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 1, 0);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, NB, 0);
+  if (!batch || !one || !cpu)
+    goto done;
+  fap_result rb[NB], rc[NB];
+  fap_status s = fap_detector_run_batch(batch, frames, NB, NULL, rb);
+  CHECK(s == FAP_OK, "batch run: %s", last_error);
+  s = fap_detector_run_batch(cpu, frames, NB, NULL, rc);
+  CHECK(s == FAP_OK, "cpu batch run: %s", last_error);
+  if (s)
+    goto done;
+  const size_t s2 = (size_t)size * size;
+  float *maps = malloc(NB * s2 * sizeof(float)), scores[NB];
+  for (int i = 0; i < NB; i++) { /* the batch's maps stay valid until the next run */
+    memcpy(maps + i * s2, rb[i].map, s2 * sizeof(float));
+    scores[i] = rb[i].score;
+  }
+  for (int i = 0; i < NB; i++) {
+    fap_result r1;
+    s = fap_detector_run(one, &frames[i], &r1);
+    CHECK(s == FAP_OK, "single run %d: %s", i, last_error);
+    if (s)
+      break;
+    double e1 = max_abs(maps + i * s2, r1.map, s2, NULL);
+    double ec = max_abs(maps + i * s2, rc[i].map, s2, NULL);
+    printf("batch frame %d (%s %dx%d): score %.6f alone %.6f cpu %.6f; map vs alone %.3g, vs "
+           "cpu %.3g\n",
+           i, fap_pixel_format_name(formats[i]), sizes[i][0], sizes[i][1], scores[i], r1.score,
+           rc[i].score, e1, ec);
+    CHECK(e1 <= 2e-3 && fabsf(scores[i] - r1.score) <= 1e-3, "frame %d: batch differs from alone",
+          i);
+    CHECK(ec <= 1e-2 && fabsf(scores[i] - rc[i].score) <= 5e-3, "frame %d: batch vs cpu", i);
+  }
+  free(maps);
+done:
+  fap_detector_free(batch);
+  fap_detector_free(one);
+  fap_detector_free(cpu);
+  for (int i = 0; i < NB; i++)
+    free_frame(&tf[i]);
+}
+
+/* the device's drawing equals the host's on the same map; repeated runs
+ * (graph replays) equal the first */
+static void blend_and_replay(fap_model *m, int size) {
+  const fap_pixel_format formats[] = {FAP_PIXEL_RGBA, FAP_PIXEL_NV12, FAP_PIXEL_YUY2,
+                                      FAP_PIXEL_I420, FAP_PIXEL_BGR};
+  fap_detector *d = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 2, 0);
+  if (!d)
+    return;
+  const fap_blend blend = {0.6f, 0.05f};
+  for (int fi = 0; fi < 5; fi++) {
+    uint8_t *rgb = make_rgb(71, 53, 60 + fi);
+    test_frame a = make_frame(rgb, 71, 53, formats[fi]), b = make_frame(rgb, 71, 53, formats[fi]);
+    free(rgb);
+    fap_frame fr[2] = {a.frame, a.frame};
+    fap_result r[2];
+    test_frame a2 = make_frame(rgb = make_rgb(71, 53, 60 + fi), 71, 53, formats[fi]);
+    free(rgb);
+    fr[1] = a2.frame;
+    fap_status s = fap_detector_run_batch(d, fr, 2, &blend, r);
+    CHECK(s == FAP_OK, "blend run: %s", last_error);
+    if (!s) {
+      /* host drawing of frame 0's map into an untouched copy */
+      s = fap_blend_frame(&b.frame, r[0].map, r[0].map_size, &blend);
+      CHECK(s == FAP_OK, "fap_blend_frame: %s", last_error);
+      size_t diff = 0, changed = 0, total = 0;
+      for (int p = 0; p < 3; p++) {
+        if (!a.buf[p])
+          continue;
+        size_t bytes = p == 0 ? a.frame.stride * a.frame.height
+                              : a.frame.plane_stride[p - 1] * ((a.frame.height + 1) / 2);
+        test_frame orig = make_frame(rgb = make_rgb(71, 53, 60 + fi), 71, 53, formats[fi]);
+        free(rgb);
+        for (size_t i = 0; i < bytes; i++) {
+          diff += a.buf[p][i] != b.buf[p][i];
+          changed += a.buf[p][i] != orig.buf[p][i];
+        }
+        total += bytes;
+        free_frame(&orig);
+      }
+      printf("blend %s: %zu of %zu bytes drawn, %zu differ from the host drawing\n",
+             fap_pixel_format_name(formats[fi]), changed, total, diff);
+      CHECK(diff == 0, "blend %s: device and host drawings differ in %zu bytes",
+            fap_pixel_format_name(formats[fi]), diff);
+      CHECK(changed > 0, "blend %s: nothing was drawn", fap_pixel_format_name(formats[fi]));
+    }
+    free_frame(&a);
+    free_frame(&a2);
+    free_frame(&b);
+  }
+  /* replays: same frame three times, bit-identical results */
+  uint8_t *rgb = make_rgb(80, 60, 77);
+  test_frame t = make_frame(rgb, 80, 60, FAP_PIXEL_RGB);
+  free(rgb);
+  const size_t s2 = (size_t)size * size;
+  float *first = malloc(s2 * sizeof(float));
+  float score0 = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    fap_result r;
+    fap_status s = fap_detector_run(d, &t.frame, &r);
+    CHECK(s == FAP_OK, "replay %d: %s", rep, last_error);
+    if (s)
+      break;
+    if (rep == 0) {
+      memcpy(first, r.map, s2 * sizeof(float));
+      score0 = r.score;
+    } else {
+      CHECK(memcmp(first, r.map, s2 * sizeof(float)) == 0 && r.score == score0,
+            "run %d (graph replay) differs from the first (eager) run", rep);
+    }
+  }
+  free(first);
+  free_frame(&t);
+  fap_detector_free(d);
+}
+
+static void expect_fail(fap_status got, fap_status want, const char *phrase, const char *what) {
+  CHECK(got == want, "%s: status %s, expected %s", what, fap_status_string(got),
+        fap_status_string(want));
+  CHECK(n_errors >= 1 && strstr(last_error, phrase), "%s: message \"%s\" lacks \"%s\"", what,
+        last_error, phrase);
+  printf("%s -> %s: %s\n", what, fap_status_string(got), last_error);
+}
+
+static int c_patch(fap_model *m) { return fap_model_config(m)->patch_size; }
+
+static void hostile(fap_model *m) {
+  fap_detector_options o;
+  fap_detector_options_init(&o);
+  o.backend = FAP_BACKEND_CUDA;
+  fap_detector *d = NULL;
+
+  o.device_id = 99;
+  n_errors = 0;
+  expect_fail(fap_detector_new(m, &o, &d), FAP_ERR_INVALID_ARGUMENT, "device 99",
+              "device id 99");
+  CHECK(d == NULL, "detector returned on failure");
+  o.device_id = -1;
+  n_errors = 0;
+  expect_fail(fap_detector_new(m, &o, &d), FAP_ERR_INVALID_ARGUMENT, "device -1",
+              "device id -1");
+  o.device_id = 0;
+  o.precision = FAP_PRECISION_F32;
+  n_errors = 0;
+  expect_fail(fap_detector_new(m, &o, &d), FAP_ERR_UNSUPPORTED, "f32", "f32 on CUDA");
+  o.precision = FAP_PRECISION_AUTO;
+
+  /* more frames than the batch */
+  d = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_AUTO, 0, 2, 0);
+  if (d) {
+    uint8_t *rgb = make_rgb(20, 20, 1);
+    test_frame t = make_frame(rgb, 20, 20, FAP_PIXEL_RGB);
+    fap_frame fr[3] = {t.frame, t.frame, t.frame};
+    fap_result r[3];
+    n_errors = 0;
+    expect_fail(fap_detector_run_batch(d, fr, 3, NULL, r), FAP_ERR_INVALID_ARGUMENT, "1 .. 2",
+                "3 frames into a batch of 2");
+    /* and the detector still works afterwards */
+    CHECK(fap_detector_run_batch(d, fr, 2, NULL, r) == FAP_OK, "run after a refused call: %s",
+          last_error);
+    free(rgb);
+    free_frame(&t);
+    fap_detector_free(d);
+  }
+
+  /* out of device memory: take all but ~64 MiB, then ask for a large detector */
+  size_t free_b = 0, total_b = 0;
+  fap_rt_open(0, &(fap_rt_device_info){0});
+  fap_rt_mem_info(&free_b, &total_b);
+  void *hog = NULL;
+  size_t hog_bytes = free_b > ((size_t)64 << 20) ? free_b - ((size_t)64 << 20) : 0;
+  while (hog_bytes && fap_rt_malloc(&hog, hog_bytes)) /* fragmentation: back off */
+    hog_bytes = hog_bytes / 8 * 7;
+  printf("holding %zu MiB of %zu MiB device memory\n", hog_bytes >> 20, total_b >> 20);
+  o.image_size = 80 * c_patch(m); /* 6400 patches a frame */
+  o.batch = 64;
+  d = NULL;
+  n_errors = 0;
+  fap_status s = fap_detector_new(m, &o, &d);
+  if (s == FAP_OK) {
+    printf("  (the detector fit into the remaining memory: no out-of-memory case here)\n");
+    fap_detector_free(d);
+  } else {
+    expect_fail(s, FAP_ERR_NO_MEMORY, "MiB", "detector in a full device");
+  }
+  fap_rt_free(hog);
+  /* the device is usable again */
+  o.batch = 1;
+  d = NULL;
+  CHECK(fap_detector_new(m, &o, &d) == FAP_OK, "detector after running out: %s", last_error);
+  fap_detector_free(d);
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  fap_set_log_callback(capture, NULL);
+  const char *full = NULL;
+  int first = 1;
+  if (argc > 2 && strcmp(argv[1], "--full") == 0) {
+    full = argv[2];
+    first = 3;
+  }
+  if (!fap_backend_cuda_available()) {
+    printf("no usable CUDA device (%s): skipped\n", fap_rt_error());
+    return 77;
+  }
+  printf("%s\n", fap_rt_is_emulated() ? "CUDA backend on the host emulator" : "CUDA device");
+  for (int i = first; i < argc; i++) {
+    fap_model *m = NULL;
+    if (fap_model_load(argv[i], &m) != FAP_OK) {
+      printf("cannot load %s: %s\n", argv[i], last_error);
+      return 1;
+    }
+    const fap_config *c = fap_model_config(m);
+    const char *base = strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i];
+    const fap_pixel_format fmts[] = {FAP_PIXEL_RGB, FAP_PIXEL_NV12};
+    for (int f = 0; f < 2; f++) {
+      uint8_t *rgb = make_rgb(96, 72, 7 + i + f);
+      test_frame tf = make_frame(rgb, 96, 72, fmts[f]);
+      parity(m, base, FAP_PRECISION_F16, c->image_size, &tf);
+      if (f == 0) {
+        parity(m, base, FAP_PRECISION_BF16, c->image_size, &tf);
+        parity(m, base, FAP_PRECISION_F16, 2 * c->image_size, &tf); /* G != G0 */
+      }
+      free(rgb);
+      free_frame(&tf);
+    }
+    if (i == first) {
+      batch_vs_single(m, c->image_size);
+      blend_and_replay(m, c->image_size);
+      hostile(m);
+    }
+    fap_model_free(m);
+  }
+  if (full) {
+    fap_model *m = NULL;
+    if (fap_model_load(full, &m) != FAP_OK) {
+      printf("cannot load %s: %s\n", full, last_error);
+      return 1;
+    }
+    uint8_t *rgb = make_rgb(640, 480, 3);
+    test_frame tf = make_frame(rgb, 640, 480, FAP_PIXEL_RGB);
+    parity(m, "full-size", FAP_PRECISION_F16, 518, &tf);
+    parity(m, "full-size", FAP_PRECISION_BF16, 518, &tf);
+    free(rgb);
+    free_frame(&tf);
+    fap_model_free(m);
+  }
+  printf("%s: %d failure%s\n", failures ? "FAILED" : "passed", failures, failures == 1 ? "" : "s");
+  return failures ? 1 : 0;
+}
