@@ -191,6 +191,7 @@ static fap_status cuda_download(void *ctx, void *host, const void *src, size_t b
 
 static fap_status cuda_synchronize(void *ctx) {
   cuda_ctx *c = ctx;
+  CUDA_CHECK(c, fap_rt_use(c->device), "selecting the device");
   CUDA_CHECK(c, fap_rt_stream_sync(c->stream), "synchronize");
   fap_status s = c->status;
   c->status = FAP_OK; /* reported once */
@@ -377,6 +378,7 @@ static void cuda_destroy(void *ctx) {
   cuda_ctx *c = ctx;
   if (!c)
     return;
+  fap_rt_use(c->device); /* memory is freed on its own device */
   if (c->stream)
     fap_rt_stream_sync(c->stream);
   fap_cuda_frames_free(c);

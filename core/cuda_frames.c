@@ -565,12 +565,17 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
   cuda_frames *p = c->frames;
   const double start = now_ms();
   run_state st = {c, p, 0, NULL};
+  RUN(&st, fap_rt_use(c->device), "selecting the device");
   if (c->status) { /* a failure left over from an op */
     fap_status s = c->status;
     c->status = FAP_OK;
     return s;
   }
-  const int changed = fap_cuda_frameio_prepare(c, &p->io, frames, count, p->size, p->results_bytes);
+  const int changed = st.rc ? -1
+                            : fap_cuda_frameio_prepare(c, &p->io, frames, count, p->size,
+                                                        p->results_bytes);
+  if (st.rc)
+    fap_cuda_fail(c, st.rc, st.what);
   if (changed < 0) {
     fap_status s = c->status ? c->status : FAP_ERR_BACKEND;
     c->status = FAP_OK;

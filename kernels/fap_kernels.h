@@ -47,6 +47,9 @@ typedef struct {
 } fap_rt_device_info;
 
 int fap_rt_open(int device, fap_rt_device_info *info); /* selects the device for this thread */
+/* makes `device` current in the calling thread (a detector may be created in
+ * one thread and run in another, as a GStreamer element is) */
+int fap_rt_use(int device);
 int fap_k_setup(void); /* kernel attributes; after fap_rt_open, before any capture */
 int fap_rt_launch_status(const char *kernel); /* the last launch's error, if any */
 int fap_rt_mem_info(size_t *free_bytes, size_t *total_bytes);

@@ -66,6 +66,13 @@ int fap_rt_open(int device, fap_rt_device_info *info) {
   return 0;
 }
 
+int fap_rt_use(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device)
+    return 0;
+  return check(cudaSetDevice(device), "cudaSetDevice");
+}
+
 int fap_rt_mem_info(size_t *free_bytes, size_t *total_bytes) {
   return check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
 }

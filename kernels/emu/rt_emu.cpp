@@ -94,6 +94,10 @@ int fap_rt_open(int device, fap_rt_device_info *info) {
   return 0;
 }
 
+int fap_rt_use(int device) {
+  return device == 0 ? 0 : fail(FAP_RT_ERROR, "invalid device ordinal");
+}
+
 int fap_rt_mem_info(size_t *free_bytes, size_t *total_bytes) {
   std::lock_guard<std::mutex> lk(g_mem_mutex);
   const size_t total = limit() ? limit() : (size_t)16 << 30;

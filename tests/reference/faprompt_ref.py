@@ -11,9 +11,15 @@ models/fapfile.py. Everything is torch.float32; nothing uses float64.
 
     run(model, image_u8, image_size, sigma) -> {intermediate name: tensor}
     faprompt_ref.py --bench --model M --image-size S --frames F --threads T
+
+For timing the authors' way of computing on a GPU (tests/gpu/run.sh), the
+same code runs on another device (--device cuda) and optionally under fp16
+autocast (--autocast), as configure() sets; the CPU fp32 path that the
+tests compare against is unchanged by that.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -30,6 +36,20 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "models"))
 import fapfile  # noqa: E402
 
 TAU = 0.07
+_DEVICE = torch.device("cpu")  # where weights and activations live (configure())
+_AUTOCAST = False               # fp16 autocast (CUDA timing runs only)
+
+
+def configure(device="cpu", autocast=False):
+    """Device and autocast for Model() and run(); the default is the fp32 CPU reference."""
+    global _DEVICE, _AUTOCAST
+    _DEVICE = torch.device(device)
+    _AUTOCAST = bool(autocast)
+
+
+def _sync():
+    if _DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -60,7 +80,8 @@ class Model:
         self.cfg = {k: int(md[k]) for k in INT_KEYS}
         self.cfg["sigma"] = float(md["sigma"])
         # copy out of the memory map once; f16/bf16 are widened exactly
-        self.w = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in arrays.items()}
+        self.w = {k: torch.from_numpy(np.array(v, dtype=np.float32)).to(_DEVICE)
+                  for k, v in arrays.items()}
 
     def __getitem__(self, name):
         return self.w[name]
@@ -130,10 +151,10 @@ def preprocess(image_u8, size):
     img = np.ascontiguousarray(image_u8, dtype=np.uint8)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected HxWx3 uint8, got {img.shape}")
-    x = torch.from_numpy(img).permute(2, 0, 1)[None].to(torch.float32) / 255.0
+    x = torch.from_numpy(img).to(_DEVICE).permute(2, 0, 1)[None].to(torch.float32) / 255.0
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=_DEVICE)[:, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=_DEVICE)[:, None, None]
     return (x - mean) / std
 
 
@@ -210,15 +231,15 @@ def encode_text(m, emb, end_pos, deep=None):
     lctx, t = cfg["context_length"], cfg["prompt_length"]
     if deep is None:
         deep = deep_prompts(m)
-    mask = torch.full((lctx, lctx), float("-inf")).triu(1)
+    mask = torch.full((lctx, lctx), float("-inf"), device=_DEVICE).triu(1)
     x = emb + m["positional_embedding"]
     for l in range(cfg["text_layers"]):
         if 1 <= l <= len(deep):
             x = x.clone()
             x[:, 1:1 + t] = deep[l - 1]
         x = block(x, m, f"transformer.resblocks.{l}.", cfg["text_heads"], mask=mask)
-    end = torch.as_tensor(end_pos, dtype=torch.long)
-    last = x[torch.arange(x.shape[0]), end]
+    end = torch.as_tensor(end_pos, dtype=torch.long, device=_DEVICE)
+    last = x[torch.arange(x.shape[0], device=_DEVICE), end]
     return layer_norm(last, m, "ln_final.") @ m["text_projection"]
 
 
@@ -263,13 +284,13 @@ def half_sample_symmetric_index(n, radius):
 
     Periodic with period 2n, so it also holds when the radius exceeds n.
     """
-    i = torch.arange(-radius, n + radius) % (2 * n)
+    i = torch.arange(-radius, n + radius, device=_DEVICE) % (2 * n)
     return torch.where(i >= n, 2 * n - 1 - i, i)
 
 
 def gaussian_kernel(sigma):
     radius = int(math.floor(4.0 * sigma + 0.5))
-    k = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.arange(-radius, radius + 1, dtype=torch.float32, device=_DEVICE)
     w = torch.exp(-0.5 * (k / sigma) ** 2)
     return w / w.sum(), radius
 
@@ -304,13 +325,16 @@ def run(model, image_u8, image_size=None, sigma=None, timings=None):
     tick = [time.perf_counter()]
 
     def lap(name):
+        _sync()
         now = time.perf_counter()
         if timings is not None:
             timings[name] = now - tick[0]
         tick[0] = now
 
     out = {}
-    with torch.no_grad():
+    amp = (torch.autocast(device_type=_DEVICE.type, dtype=torch.float16) if _AUTOCAST
+           else contextlib.nullcontext())
+    with torch.no_grad(), amp:
         out["preprocessed"] = preprocess(image_u8, s)
         lap("preprocess")
         tokens, glob = vision(m, out["preprocessed"])
@@ -351,6 +375,8 @@ def run(model, image_u8, image_size=None, sigma=None, timings=None):
         score = 0.5 * (q + (2 * a1.max() + a2.max()) / 3)
         out["score"] = score.reshape(1)
         lap("map")
+    if _AUTOCAST:
+        out = {k: v if k == "topk_index" else v.float() for k, v in out.items()}
     for k, v in out.items():
         assert v.dtype == (torch.int32 if k == "topk_index" else torch.float32), k
     return out
@@ -360,6 +386,7 @@ def run(model, image_u8, image_size=None, sigma=None, timings=None):
 
 def bench(args):
     torch.set_num_threads(args.threads)
+    configure(args.device, args.autocast)
     t0 = time.perf_counter()
     model = Model(args.model)
     load_s = time.perf_counter() - t0
@@ -369,8 +396,10 @@ def bench(args):
     runs = []
     for i in range(args.warmup + args.frames):
         tm = {}
+        _sync()
         t = time.perf_counter()
         run(model, img, s, args.sigma, timings=tm)
+        _sync()
         tm["frame"] = time.perf_counter() - t
         if i >= args.warmup:
             runs.append(tm)
@@ -394,7 +423,12 @@ def bench(args):
         "other_s": statistics.median(
             r["preprocess"] + r["prior"] + r["map"] for r in runs),
         "torch": torch.__version__,
+        "device": str(_DEVICE),
+        "autocast_fp16": _AUTOCAST,
     }
+    if _DEVICE.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(_DEVICE)
+        result["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated(_DEVICE) / 2**20, 1)
     print(json.dumps(result))
 
 
@@ -409,6 +443,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--width", type=int, default=640, help="bench input width")
     ap.add_argument("--height", type=int, default=480, help="bench input height")
+    ap.add_argument("--device", default="cpu", help="torch device for --bench (cpu, cuda, cuda:1)")
+    ap.add_argument("--autocast", action="store_true",
+                    help="--bench under fp16 autocast (CUDA), as a GPU deployment would run")
     args = ap.parse_args(argv)
     if args.bench:
         bench(args)
