@@ -329,6 +329,9 @@ fap_status fap_detector_intermediate(const fap_detector *d, const char *name,
                     "intermediate '%s' requested, but the detector was created without "
                     "keep_intermediates",
                     name);
+  if (!d->has_run)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "intermediate '%s' requested before any frame was run", name);
   const intermediate *it = d->inter_host;
   for (size_t i = 0; i < N_INTERMEDIATES; i++)
     if (strcmp(intermediate_names[i], name) == 0) {
@@ -398,6 +401,9 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
   float sigma = options->sigma < 0 ? c->sigma : options->sigma;
   if (!isfinite(sigma) || sigma > 1000.0f)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "sigma %g is out of range [0, 1000]", sigma);
+  if (options->threads < 0 || options->threads > 1024)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "threads %d is out of range [0 (all cores), 1024]",
+                    options->threads);
   int batch = options->batch ? options->batch : 1;
   if (batch < 1 || batch > 256)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "batch %d is out of range [1, 256]",
@@ -621,6 +627,7 @@ fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int 
       d->last_map = map;
     }
   }
+  d->has_run = 1;
   if (d->keep_intermediates)
     return fap_detector_fetch_intermediates(d);
   return FAP_OK;

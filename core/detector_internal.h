@@ -75,6 +75,7 @@ struct fap_detector {
   uint8_t *rgb_host;     /* YUV frames converted for the CPU path */
   size_t rgb_bytes;
   int keep_intermediates;
+  int has_run; /* a run completed: intermediates hold data */
   void *inter_host; /* host copies of the intermediates */
 };
 

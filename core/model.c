@@ -8,6 +8,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <glib.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdarg.h>
@@ -129,8 +130,10 @@ static fap_status meta_int(const fap_safetensors *st, const char *key, int lo, i
                     label, key);
   char *end;
   errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || end == v || *end || x < lo || x > hi)
+  /* plain decimal only: no sign but '-', no leading blanks (strtol allows both) */
+  int plain = g_ascii_isdigit(v[0]) || (v[0] == '-' && g_ascii_isdigit(v[1]));
+  long x = plain ? strtol(v, &end, 10) : 0;
+  if (!plain || errno || end == v || *end || x < lo || x > hi)
     return fap_fail(FAP_ERR_SCHEMA, "%s: __metadata__ '%s' is \"%s\", expected an integer in [%d, %d]",
                     label, key, v, lo, hi);
   *out = (int)x;
@@ -150,7 +153,7 @@ static fap_status meta_float(const fap_safetensors *st, const char *key, int req
   }
   char *end;
   errno = 0;
-  double x = strtod(v, &end);
+  double x = g_ascii_strtod(v, &end); /* the C locale's '.', whatever LC_NUMERIC says */
   if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi)
     return fap_fail(FAP_ERR_SCHEMA, "%s: __metadata__ '%s' is \"%s\", expected a number in [%g, %g]",
                     label, key, v, lo, hi);
@@ -308,8 +311,14 @@ static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_mode
   /* The reference feeds the deep prompts through .half(): round them once here. */
   for (int j = 0; j < m->cfg.prompt_depth - 1; j++) {
     float *d = (float *)m->deep[j];
-    for (int i = 0; i < m->cfg.prompt_length * m->cfg.text_width; i++)
+    for (int i = 0; i < m->cfg.prompt_length * m->cfg.text_width; i++) {
       d[i] = fap_round_f16(d[i]);
+      if (!isfinite(d[i]))
+        return fap_fail(FAP_ERR_SCHEMA,
+                        "%s: tensor 'prompt_learner.compound_prompts_text.%d' holds a value that "
+                        "overflows fp16 at index %d (the reference uses the deep prompts as fp16)",
+                        label, j, i);
+    }
   }
   return FAP_OK;
 }
@@ -414,6 +423,19 @@ fap_status fap_model_load(const char *path, fap_model **out) {
   status = read_config(st, &m->cfg);
   if (status)
     goto done;
+  /* Bound the claimed layer counts by what the file can hold before sizing
+   * anything by them: each block is 12 tensors, each deep prompt one. */
+  size_t claimed = 12 * ((size_t)m->cfg.vision_layers + (size_t)m->cfg.text_layers) +
+                   (size_t)m->cfg.prompt_depth - 1;
+  if (claimed > fap_safetensors_count(st)) {
+    status = fap_fail(FAP_ERR_SCHEMA,
+                      "%s: __metadata__ vision_layers %d, text_layers %d and prompt_depth %d need at "
+                      "least %zu tensors, but the file holds only %zu: the metadata does not "
+                      "describe these tensors",
+                      path, m->cfg.vision_layers, m->cfg.text_layers, m->cfg.prompt_depth,
+                      claimed, fap_safetensors_count(st));
+    goto done;
+  }
   m->path = strdup(path);
   m->vblocks = calloc((size_t)m->cfg.vision_layers, sizeof *m->vblocks);
   m->tblocks = calloc((size_t)m->cfg.text_layers, sizeof *m->tblocks);

@@ -537,7 +537,8 @@ fap_status fap_safetensors_open(const char *path, fap_safetensors **out) {
   if (!out) return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_safetensors_open: out is NULL");
   *out = NULL;
   if (!path) return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_safetensors_open: path is NULL");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO or device must not hang the open; fstat then rejects it */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return fap_fail(FAP_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
   struct stat sb;
   fap_status status = FAP_OK;

@@ -569,10 +569,10 @@ static void test_comma_locale(void) {
     return;
   }
   if (status != FAP_OK || status_comma == FAP_OK) {
-    g_test_message("KNOWN CORE BUG: with LC_NUMERIC using a decimal comma, tiny-a (sigma \"2.0\") "
+    g_test_message("REGRESSION: with LC_NUMERIC using a decimal comma, tiny-a (sigma \"2.0\") "
                    "loads with status %d (\"%s\"); sigma \"2,5\" gives status %d",
                    status, message, status_comma);
-    g_test_incomplete("core/model.c parses float metadata with strtod(), which follows "
+    g_test_fail_printf("core/model.c parses float metadata with strtod(), which follows "
                       "LC_NUMERIC; use g_ascii_strtod() or a C-locale parser");
     return;
   }
@@ -813,11 +813,11 @@ static void test_deep_prompt_overflow(void) {
     fap_frame f = {FAP_PIXEL_RGB, 16, 16, 48, px};
     fap_result r;
     g_assert_cmpint(fap_detector_run(d, &f, &r), ==, FAP_OK);
-    g_test_message("KNOWN CORE BUG: deep prompt 70000 (f16 inf after rounding) loads; "
+    g_test_message("REGRESSION: deep prompt 70000 (f16 inf after rounding) loads; "
                    "score = %g, map[0] = %g", r.score, r.map[0]);
     fap_detector_free(d);
     fap_model_free(m);
-    g_test_incomplete("core/model.c checks finiteness before rounding the deep prompts to f16: "
+    g_test_fail_printf("core/model.c checks finiteness before rounding the deep prompts to f16: "
                       "a value >= 65520 loads and makes every map NaN");
   } else {
     g_assert_cmpint(s, ==, FAP_ERR_SCHEMA);
@@ -1016,8 +1016,8 @@ static void test_fifo(void) {
   g_free(dir);
   if (!g_test_trap_has_passed()) {
     /* the subprocess timed out in open(): blocked waiting for a writer */
-    g_test_message("KNOWN CORE BUG: fap_model_load() on a FIFO blocks in open()");
-    g_test_incomplete("core/safetensors.c opens the path before checking it is a regular file; "
+    g_test_message("REGRESSION: fap_model_load() on a FIFO blocks in open()");
+    g_test_fail_printf("core/safetensors.c opens the path before checking it is a regular file; "
                       "open(O_RDONLY) on a FIFO blocks until a writer appears");
   }
 }
@@ -1067,9 +1067,9 @@ static void test_huge_layer_count(gconstpointer data) {
   long grew_kib = strtol(text, NULL, 10);
   g_test_message("%s = 65536: peak RSS grew by %ld KiB while loading", key, grew_kib);
   if (grew_kib > 32 * 1024) {
-    g_test_message("KNOWN CORE BUG: %s = 65536 costs %ld MiB before the schema check", key,
+    g_test_message("REGRESSION: %s = 65536 costs %ld MiB before the schema check", key,
                    grew_kib >> 10);
-    g_test_incomplete("core/model.c builds its list of expected tensors (12 per claimed layer, "
+    g_test_fail_printf("core/model.c builds its list of expected tensors (12 per claimed layer, "
                       "~150 bytes each) before comparing it with the file");
   }
   g_unlink(result);
