@@ -29,6 +29,7 @@ typedef struct {
   /* attention scores, grown to the largest nq x nk seen (first frame only) */
   float *scores;
   size_t scores_cap;
+  fap_status error; /* sticky until synchronize() */
 } cpu_ctx;
 
 #define PAR _Pragma("omp parallel for num_threads(c->threads) schedule(static)")
@@ -75,9 +76,14 @@ static fap_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) 
   return FAP_OK;
 }
 
+/* Ops return nothing; a failure inside one (only the first-frame growth of
+ * the attention scores can fail) is kept here and reported by the next
+ * synchronize, which the detector calls after every stage. */
 static fap_status cpu_synchronize(void *ctx) {
-  (void)ctx;
-  return FAP_OK;
+  cpu_ctx *c = ctx;
+  fap_status s = c->error;
+  c->error = FAP_OK;
+  return s;
 }
 
 /* ---- pre-processing ------------------------------------------------------- */
@@ -396,7 +402,8 @@ static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ld
     c->scores = malloc(need * sizeof(float));
     c->scores_cap = c->scores ? need : 0;
     if (!c->scores) {
-      fap_log(FAP_LOG_ERROR, "attention: out of memory for %d x %d scores", nq, nk);
+      c->error = fap_fail(FAP_ERR_NO_MEMORY, "attention: out of memory for %d x %d scores x %d threads",
+                          nq, nk, c->threads);
       return;
     }
   }
