@@ -12,20 +12,22 @@ rc1=$?
 cp "$build/meson-logs/testlog.json" "$build/meson-logs/testlog-main.json"
 
 meson test -C "$build" --print-errorlogs --suite unit --num-processes 2 \
-  --wrap='valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1' \
+  --wrap="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$PWD/tests/valgrind.supp" \
   --timeout-multiplier 4 --logbase valgrind
 rc2=$?
 
 # The element's 500-frame run (formats, caps changes, blocking then
 # non-blocking) under valgrind, when the element was built.
-logs=("$build/meson-logs/testlog-main.json" "$build/meson-logs/valgrind.json")
+# (meson names a wrapped run's log LOGBASE-WRAPPER.json: valgrind-valgrind.json)
+vlog() { local f="$build/meson-logs/$1-valgrind.json"; [ -f "$f" ] || f="$build/meson-logs/$1.json"; echo "$f"; }
+logs=("$build/meson-logs/testlog-main.json" "$(vlog valgrind)")
 rc3=0
 if [ -x "$build/tests/gst/test_element" ]; then
   meson test -C "$build" --print-errorlogs --suite gst-valgrind --num-processes 1 \
-    --wrap="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$PWD/tests/gst/valgrind.supp" \
+    --wrap="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$PWD/tests/valgrind.supp" \
     --timeout-multiplier 4 --logbase valgrind-gst
   rc3=$?
-  logs+=("$build/meson-logs/valgrind-gst.json")
+  logs+=("$(vlog valgrind-gst)")
 fi
 
 /usr/bin/python3 - "${logs[@]}" <<'PY'
