@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  gcc meson ninja-build pkg-config
+  gcc g++ meson ninja-build pkg-config   # g++: nvcc's host compiler, the CUDA kernel emulator
   libglib2.0-dev libjson-glib-dev
   libopenblas-openmp-dev     # OpenBLAS sharing our OpenMP threads (see meson.build)
   libgdk-pixbuf-2.0-dev      # image decoding for tools/faprompt-infer, -eval, -calibrate
@@ -31,8 +31,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The CUDA backend builds wherever a CUDA toolkit is found (nvcc in PATH, in
+# $CUDA_PATH/bin or /usr/local/cuda/bin; -Dcuda=auto), and its tests then run on
+# the host kernel emulator where there is no GPU. FAP_CUDA=enabled makes a
+# missing toolkit an error, FAP_CUDA=disabled leaves the backend out.
 build=${FAP_BUILD_DIR:-build}
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" --buildtype=release
+  meson setup "$build" --buildtype=release -Dcuda="${FAP_CUDA:-auto}"
 fi
 ninja -C "$build"
