@@ -165,8 +165,13 @@ int fap_rt_event_new(fap_event *event) {
 
 void fap_rt_event_free(fap_event event) { cudaEventDestroy((cudaEvent_t)event); }
 
+/* External: captured into a graph as a node that records the event at every
+ * replay (a plain record during capture only orders work inside the graph,
+ * and the event would keep the times of the eager run) */
 int fap_rt_event_record(fap_event event, fap_stream stream) {
-  return check(cudaEventRecord((cudaEvent_t)event, (cudaStream_t)stream), "cudaEventRecord");
+  return check(cudaEventRecordWithFlags((cudaEvent_t)event, (cudaStream_t)stream,
+                                        cudaEventRecordExternal),
+               "cudaEventRecord");
 }
 
 int fap_rt_event_ms(fap_event start, fap_event end, float *ms) {
@@ -356,6 +361,8 @@ int fap_rt_gemm(fap_blas *b, const fap_gemm_args *g) {
     if (!rc)
       rc = lt_check(cublasLtMatmulAlgoGetHeuristic(b->lt, op, la, lb, lc, lc, pref, 1, &heur, &n),
                     "algorithm heuristic");
+    if (!rc && n >= 1 && heur.state != CUBLAS_STATUS_SUCCESS)
+      rc = lt_check(heur.state, "algorithm heuristic");
     if (!rc && n < 1)
       rc = fail(FAP_RT_UNSUPPORTED,
                 "cuBLASLt has no algorithm for a %d x %d x %d product (lds %d %d %d)", g->rows,
