@@ -36,7 +36,9 @@ typedef struct fap_backend_ops {
   fap_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
   fap_status (*synchronize)(void *ctx);
 
-  /* frame -> normalised channel-major [3, S, S] (resize + CLIP mean/std) */
+  /* frame -> normalised channel-major [3, S, S] (resize + CLIP mean/std).
+   * The CPU backend takes the packed formats; the detector converts YUV
+   * frames to RGB first (core/pixel.c). The CUDA backend takes every format. */
   fap_status (*preprocess)(void *ctx, float *out, const fap_frame *frame, int size);
   /* [3, S, S] -> patch rows [G*G, 3*P*P], column order (channel, y, x) like conv1 */
   void (*im2col)(void *ctx, float *out, const float *image, int size, int patch);

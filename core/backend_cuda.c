@@ -3,8 +3,9 @@
  * on device memory. The detector drives these ops at creation (static text
  * features, the prompts' key/value prefix cache); frames go through the
  * fused, batched program of cuda_frames.c instead (frames_run). The ops keep
- * f32 activations and round only the inputs of matrix products to the
- * precision type, as the frame program does.
+ * f32 activations and round only the inputs of the encoders' matrix products
+ * to the precision type, as the frame program does; the final projections
+ * (matmul) stay in f32 in both.
  *
  * Built with kernels/ (nvcc) where CUDA is enabled, and against the host
  * emulator (kernels/emu/) for the tests that run everywhere. */
@@ -238,7 +239,7 @@ static const void *narrow_input(cuda_ctx *c, const float *x, int ldx, int rows, 
 }
 
 static void gemm(cuda_ctx *c, float *y, int ldy, const float *x, int ldx, const float *w,
-                 const float *b, int rows, int in, int out, int accumulate, int in_out) {
+                 const float *b, int rows, int in, int out, int accumulate) {
   if (c->status || rows < 1 || out < 1)
     return;
   const void *xt = narrow_input(c, x, ldx, rows, in);
@@ -247,19 +248,30 @@ static void gemm(cuda_ctx *c, float *y, int ldy, const float *x, int ldx, const 
   if (!xt || !wt || (b && !bt))
     return;
   fap_gemm_args a = {.rows = rows, .in = in, .out = out, .x = xt, .ldx = in, .w = wt,
-                     .ldw = in_out ? out : in, .w_in_out = in_out, .ab = c->t, .bias = bt,
-                     .y = y, .ldy = ldy, .yt = FAP_K_F32, .accumulate = accumulate};
-  CUDA_CHECK(c, fap_rt_gemm(c->blas, &a), in_out ? "matmul" : "linear");
+                     .ldw = in, .ab = c->t, .bias = bt, .y = y, .ldy = ldy, .yt = FAP_K_F32,
+                     .accumulate = accumulate};
+  CUDA_CHECK(c, fap_rt_gemm(c->blas, &a), "linear");
 }
 
 static void cuda_linear(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
                         const float *b, int rows, int in, int out, int accumulate) {
-  gemm(ctx, y, ldy, x, ldx, w, b, rows, in, out, accumulate, 0);
+  gemm(ctx, y, ldy, x, ldx, w, b, rows, in, out, accumulate);
 }
 
+/* The products with visual.proj / text_projection make the features the
+ * maps compare (a tenth of a percent of the work): in f32, not rounded. */
 static void cuda_matmul(void *ctx, float *y, int ldy, const float *x, int ldx, const float *p,
                         int rows, int in, int out) {
-  gemm(ctx, y, ldy, x, ldx, p, NULL, rows, in, out, 0, 1);
+  cuda_ctx *c = ctx;
+  if (c->status || rows < 1 || out < 1)
+    return;
+  const float *pd = fap_cuda_weight_f32(c, p);
+  if (!pd)
+    return;
+  fap_gemm_args a = {.rows = rows, .in = in, .out = out, .x = x, .ldx = ldx, .w = pd,
+                     .ldw = out, .w_in_out = 1, .ab = FAP_K_F32, .y = y, .ldy = ldy,
+                     .yt = FAP_K_F32};
+  CUDA_CHECK(c, fap_rt_gemm(c->blas, &a), "matmul");
 }
 
 /* ---- elementwise -------------------------------------------------------------------------- */

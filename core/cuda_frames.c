@@ -52,16 +52,17 @@ typedef struct cuda_frames {
   void *arena;
   size_t arena_bytes;
   float *image, *x, *y, *tokens, *tokens_n, *global, *global_n, *map1, *map2;
-  void *cols, *h, *qkv, *attn_x, *attn_y, *hidden_buf, *gin;
+  void *cols, *h, *qkv, *attn_x, *attn_y, *hidden_buf;
   int32_t *topk;
   float *prior_in, *prior_hidden, *prior, *tx, *feats, *mean, *t_a;
-  void *th, *tqkv, *tattn, *thidden, *tfeat;
+  void *th, *tqkv, *tattn, *thidden;
   float *map_raw, *blur_tmp;
 
   /* weights (device) */
   void *conv1; /* [Cv, kp], zero-padded */
   const float *cls, *ln_pre_w, *ln_pre_b, *ln_post_w, *ln_post_b, *ln_final_w, *ln_final_b;
-  const void *vproj, *tproj, *prior1_w, *prior2_w;
+  const float *vproj32, *tproj32; /* the final projections stay f32 */
+  const void *prior1_w, *prior2_w;
   const float *prior1_b, *prior2_b;
   dev_block *vb, *tb;
 
@@ -197,14 +198,14 @@ fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
   size_t o_ax = plan_at(&at, R * p->cv * ts), o_ay = plan_at(&at, R * p->cv * ts);
   size_t o_hid = plan_at(&at, R * 4 * p->cv * ts);
   size_t o_tok = plan_at(&at, R * p->e * f4), o_tokn = plan_at(&at, R * p->e * f4);
-  size_t o_gin = plan_at(&at, B * p->cv * ts), o_gl = plan_at(&at, B * p->e * f4);
+  size_t o_gl = plan_at(&at, B * p->e * f4);
   size_t o_gln = plan_at(&at, B * p->e * f4);
   size_t o_m1 = plan_at(&at, B * p->n * f4), o_m2 = plan_at(&at, B * p->n * f4);
   size_t o_topk = plan_at(&at, B * p->m * 4), o_pin = plan_at(&at, B * p->m * p->e * f4);
   size_t o_phid = plan_at(&at, B * p->hidden * f4), o_prior = plan_at(&at, B * p->ct * f4);
   size_t o_tx = plan_at(&at, TR * p->ct * f4), o_th = plan_at(&at, TR * p->ct * ts);
   size_t o_tqkv = plan_at(&at, TR * 3 * p->ct * ts), o_tatt = plan_at(&at, TR * p->ct * ts);
-  size_t o_thid = plan_at(&at, TR * 4 * p->ct * ts), o_tf = plan_at(&at, B * p->k * p->ct * ts);
+  size_t o_thid = plan_at(&at, TR * 4 * p->ct * ts);
   size_t o_feats = plan_at(&at, B * p->k * p->e * f4), o_mean = plan_at(&at, B * p->e * f4);
   size_t o_ta = plan_at(&at, B * p->e * f4);
   size_t o_raw = plan_at(&at, B * s2 * f4), o_blur = plan_at(&at, B * s2 * f4);
@@ -232,7 +233,6 @@ fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
   p->hidden_buf = a + o_hid;
   p->tokens = (float *)(a + o_tok);
   p->tokens_n = (float *)(a + o_tokn);
-  p->gin = a + o_gin;
   p->global = (float *)(a + o_gl);
   p->global_n = (float *)(a + o_gln);
   p->map1 = (float *)(a + o_m1);
@@ -246,7 +246,6 @@ fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
   p->tqkv = a + o_tqkv;
   p->tattn = a + o_tatt;
   p->thidden = a + o_thid;
-  p->tfeat = a + o_tf;
   p->feats = (float *)(a + o_feats);
   p->mean = (float *)(a + o_mean);
   p->t_a = (float *)(a + o_ta);
@@ -277,8 +276,8 @@ fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
   p->ln_post_b = fap_cuda_weight_f32(c, w->ln_post_b);
   p->ln_final_w = fap_cuda_weight_f32(c, w->ln_final_w);
   p->ln_final_b = fap_cuda_weight_f32(c, w->ln_final_b);
-  p->vproj = fap_cuda_weight_t(c, w->vproj);
-  p->tproj = fap_cuda_weight_t(c, w->tproj);
+  p->vproj32 = fap_cuda_weight_f32(c, w->vproj);
+  p->tproj32 = fap_cuda_weight_f32(c, w->tproj);
   p->prior1_w = fap_cuda_weight_t(c, w->prior1_w);
   p->prior2_w = fap_cuda_weight_t(c, w->prior2_w);
   p->prior1_b = fap_cuda_weight_f32(c, w->prior1_b);
@@ -328,6 +327,14 @@ static void mm(run_state *st, int rows, int in, int out, const void *x, int ldx,
                      .w_in_out = in_out, .ab = st->p->t, .bias = bias, .y = y, .ldy = ldy,
                      .yt = yt, .accumulate = accumulate};
   RUN(st, fap_rt_gemm(st->c->blas, &a), "matrix product");
+}
+
+/* y [rows, out] = x P, all f32 (P [in, out]) */
+static void mm32(run_state *st, int rows, int in, int out, const float *x, int ldx,
+                 const float *p, float *y) {
+  fap_gemm_args a = {.rows = rows, .in = in, .out = out, .x = x, .ldx = ldx, .w = p, .ldw = out,
+                     .w_in_out = 1, .ab = FAP_K_F32, .y = y, .ldy = out, .yt = FAP_K_F32};
+  RUN(st, fap_rt_gemm(st->c->blas, &a), "projection");
 }
 
 static void attention_vision(run_state *st, int count, int nq_std, int dual) {
@@ -396,13 +403,14 @@ static void enqueue_vision(run_state *st, int count) {
     mm(st, xr, 4 * cv, cv, p->hidden_buf, 4 * cv, w->cproj_w, 4 * cv, 0, w->cproj_b, p->x, ldx,
        FAP_K_F32, 1);
   }
-  /* T = LN_post(y) @ proj; g = x[0] @ proj without LN_post (SPEC quirk) */
-  RUN(st, fap_k_layernorm(s, p->h, T, cv, p->y, cv, p->ln_post_w, p->ln_post_b, R, cv),
+  /* T = LN_post(y) @ proj; g = x[0] @ proj without LN_post (SPEC quirk). The
+   * features the maps compare come out of these two products: in f32 (the
+   * MLP buffer, free now, holds LN_post(y) in f32) */
+  float *h32 = p->hidden_buf;
+  RUN(st, fap_k_layernorm(s, h32, FAP_K_F32, cv, p->y, cv, p->ln_post_w, p->ln_post_b, R, cv),
       "ln_post");
-  mm(st, R, cv, p->e, p->h, cv, p->vproj, p->e, 1, NULL, p->tokens, p->e, FAP_K_F32, 0);
-  RUN(st, fap_k_convert(s, p->gin, T, cv, p->x, FAP_K_F32, (size_t)rows * cv, count, cv),
-      "global input");
-  mm(st, count, cv, p->e, p->gin, cv, p->vproj, p->e, 1, NULL, p->global, p->e, FAP_K_F32, 0);
+  mm32(st, R, cv, p->e, h32, cv, p->vproj32, p->tokens);
+  mm32(st, count, cv, p->e, p->x, rows * cv, p->vproj32, p->global);
 }
 
 static void enqueue_text(run_state *st, int count) {
@@ -439,12 +447,13 @@ static void enqueue_text(run_state *st, int count) {
     mm(st, TR, 4 * ct, ct, p->thidden, 4 * ct, w->cproj_w, 4 * ct, 0, w->cproj_b, p->tx, ct,
        FAP_K_F32, 1);
   }
-  /* the end token is the last row of each prompt */
-  RUN(st, fap_k_layernorm(s, p->tfeat, T, ct, p->tx + (size_t)(p->r - 1) * ct, (size_t)p->r * ct,
-                          p->ln_final_w, p->ln_final_b, count * p->k, ct),
+  /* the end token is the last row of each prompt; LN_final and the
+   * projection in f32, as the vision features */
+  float *f32 = p->thidden;
+  RUN(st, fap_k_layernorm(s, f32, FAP_K_F32, ct, p->tx + (size_t)(p->r - 1) * ct,
+                          (size_t)p->r * ct, p->ln_final_w, p->ln_final_b, count * p->k, ct),
       "ln_final");
-  mm(st, count * p->k, ct, p->e, p->tfeat, ct, p->tproj, p->e, 1, NULL, p->feats, p->e, FAP_K_F32,
-     0);
+  mm32(st, count * p->k, ct, p->e, f32, ct, p->tproj32, p->feats);
   RUN(st, fap_k_mean_rows(s, p->mean, p->feats, p->k, p->e, count), "text mean");
   RUN(st, fap_k_l2norm(s, p->t_a, p->e, p->mean, p->e, count, p->e), "text norm");
 }

@@ -84,8 +84,9 @@ void fap_rt_blas_free(fap_blas *blas);
 
 /* y = x W^T + bias (w_in_out = 0, W [out, ldw >= in]) or y = x P + bias
  * (w_in_out = 1, P [in, ldw >= out]); accumulate: y += that. x and w are
- * both `ab` (F16 or BF16), accumulation f32; y is `yt` (F32, or ab when not
- * accumulating); bias (or NULL) has y's type. Row-major throughout. */
+ * both `ab` (F16 or BF16 on the tensor cores; F32: plain f32, no TF32),
+ * accumulation f32; y is `yt` (F32, or ab when not accumulating); bias (or
+ * NULL) has y's type. Row-major throughout. */
 typedef struct {
   int rows, in, out;
   const void *x;

@@ -282,8 +282,7 @@ static unsigned alignment(const void *p) {
 /* Column-major view of the row-major product: Y^T [out, rows] = op(A) X^T with
  * A = W viewed as [in, out] (ld ldw) transposed, or P viewed as [out, in] as is. */
 int fap_rt_gemm(fap_blas *b, const fap_gemm_args *g) {
-  if ((g->ab != FAP_K_F16 && g->ab != FAP_K_BF16) || (g->accumulate && g->yt != FAP_K_F32) ||
-      (g->yt != FAP_K_F32 && g->yt != g->ab))
+  if ((g->accumulate && g->yt != FAP_K_F32) || (g->yt != FAP_K_F32 && g->yt != g->ab))
     return fail(FAP_RT_UNSUPPORTED, "gemm: unsupported type combination");
   if (g->rows < 1 || g->out < 1 || g->in < 1)
     return 0;

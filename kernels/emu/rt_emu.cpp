@@ -225,19 +225,18 @@ void fap_rt_blas_free(fap_blas *blas) { delete blas; }
 
 int fap_rt_gemm(fap_blas *, const fap_gemm_args *args) {
   const fap_gemm_args a = *args;
-  if ((a.ab != FAP_K_F16 && a.ab != FAP_K_BF16) || (a.accumulate && a.yt != FAP_K_F32) ||
-      (a.yt != FAP_K_F32 && a.yt != a.ab))
+  if ((a.accumulate && a.yt != FAP_K_F32) || (a.yt != FAP_K_F32 && a.yt != a.ab))
     return fail(FAP_RT_UNSUPPORTED, "gemm: unsupported type combination");
   fap_emu::enqueue([a] {
     std::vector<float> xr(a.in);
     for (int r = 0; r < a.rows; r++) {
       for (int i = 0; i < a.in; i++)
-        xr[i] = ld16(a.x, (size_t)r * a.ldx + i, a.ab);
+        xr[i] = load(a.x, (size_t)r * a.ldx + i, a.ab);
       for (int o = 0; o < a.out; o++) {
         float acc = 0.0f;
         for (int i = 0; i < a.in; i++) {
           const size_t wi = a.w_in_out ? (size_t)i * a.ldw + o : (size_t)o * a.ldw + i;
-          acc += xr[i] * ld16(a.w, wi, a.ab);
+          acc += xr[i] * load(a.w, wi, a.ab);
         }
         if (a.bias)
           acc += load(a.bias, o, a.yt);

@@ -10,9 +10,10 @@
 #      (targets: map <= 1e-2, score <= 5e-3)
 #   5. benchmark: S 336 / 518 x B 1 / 8 x f16 / bf16, and the PyTorch
 #      reference the authors' way on the same GPU (fp32, fp16 autocast)
-#   6. a short table last: results against the issue's targets
-# Full logs go to $OUT when set (the device tool brings them back), else to
-# build-gpu/logs.
+#   6. compute-sanitizer memcheck / racecheck on the kernel tests, as time allows
+#   7. a short table last: results against the issue's targets
+# Full logs go to $OUT when set (the device tool brings them back, 8 files at
+# most: this writes 7), else to build-gpu/logs.
 #
 #   bash tests/gpu/run.sh             # on the GPU machine
 #   bash tests/gpu/run.sh --dry-run   # anywhere: no GPU; builds with the CUDA
@@ -129,10 +130,10 @@ else
 fi
 
 # each meson test run's results and logs, kept before the next run replaces them
-: > "$logs/tests.jsonl"
+: > "$build/tests.jsonl"
 : > "$logs/testlog.txt"
 keep_testlog() {
-  cat "$build/meson-logs/testlog.json" >> "$logs/tests.jsonl" 2>/dev/null
+  cat "$build/meson-logs/testlog.json" >> "$build/tests.jsonl" 2>/dev/null
   cat "$build/meson-logs/testlog.txt" >> "$logs/testlog.txt" 2>/dev/null
 }
 
@@ -151,7 +152,7 @@ else
   keep_testlog
   suite=emu
 fi
-summary+=("tests ($suite): $("$py" - "$logs/tests.jsonl" <<'PY'
+summary+=("tests ($suite): $("$py" - "$build/tests.jsonl" <<'PY'
 import json, sys
 r = [json.loads(l)["result"] for l in open(sys.argv[1]) if l.strip()]
 ok, skip = r.count("OK"), r.count("SKIP")
@@ -167,7 +168,10 @@ if [ $have_gpu = 1 ]; then
   grep -E 'full-size|  (map|score|tokens|global|map1|map2|prior|topk_index) ' "$logs/parity-full.txt" \
     | tee -a "$log" >/dev/null
 else
-  say "dry run: full-size parity left out"
+  step "the full-size parity step on the emulator, with the tiny model at S=518 (dry run)"
+  FAP_EMU_MEMORY_LIMIT=$((4 << 30)) run timeout 600 "$build/tests/gpu/test_emu_detector" \
+    --full "$build/tests/tiny-a.safetensors" > "$logs/parity-full.txt" || fail "parity step (emulator)"
+  notes+=("dry run: 'parity' in the table is the tiny model at S=518 on the emulator")
 fi
 
 # ---- 5. benchmark ---------------------------------------------------------------------------------------
@@ -194,7 +198,32 @@ else
   notes+=("dry run: benchmark numbers come from the host emulator and mean nothing")
 fi
 
-# ---- 6. summary -------------------------------------------------------------------------------------------
+# ---- 6. memory and race checks, in the time left ----------------------------------------------------
+# compute-sanitizer on the kernel tests (it works on this workplace's Firecracker
+# machines, not under gVisor); each run only if it can end before ~7.5 minutes
+if [ $have_gpu = 1 ] && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    left=$((450 - (SECONDS - t0)))
+    if [ $left -lt 60 ]; then
+      say "compute-sanitizer $tool: skipped (${left}s left)"
+      notes+=("compute-sanitizer $tool skipped for time")
+      continue
+    fi
+    step "compute-sanitizer --tool $tool on the kernel tests (up to ${left}s)"
+    if timeout "$left" compute-sanitizer --tool "$tool" --error-exitcode 3 \
+        "$build/tests/gpu/test_cuda_ops" > "$build/sanitizer-$tool.txt" 2>&1; then
+      summary+=("compute-sanitizer $tool: clean")
+    else
+      rc=$?
+      [ $rc = 124 ] && summary+=("compute-sanitizer $tool: ran out of time") ||
+        fail "compute-sanitizer $tool (exit $rc, see sanitizer.txt)"
+    fi
+    { echo "== $tool"; cat "$build/sanitizer-$tool.txt"; } >> "$logs/sanitizer.txt"
+    tail -5 "$build/sanitizer-$tool.txt" | tee -a "$log"
+  done
+fi
+
+# ---- 7. summary -------------------------------------------------------------------------------------------
 step "summary"
 "$py" - "$bench_json" "$logs/parity-full.txt" "$dry" > "$logs/summary.md" <<'PY'
 import json, os, re, sys
@@ -209,10 +238,8 @@ for r in rows:
     tt = (f"{r['torch_fp32_ms']:.1f} / {r['torch_fp16_ms']:.1f}" if r.get("torch_fp32_ms", 0) > 0 else "-")
     print(f"| {r['size']} | {r['batch']} | {r['precision']} | {r['ms_per_call']:.3f} | "
           f"{r['ms_per_frame']:.3f} | {r['fps']:.0f} | {r['gpu_mib']:.0f} | {tt} | {sp} |")
-if dry:
-    print("\n(dry run: host emulator, tiny model; no targets checked)")
-    sys.exit(0)
-print("\ntargets (H200, full-size model, S=518):")
+print("\n(dry run: host emulator, tiny model; only the parity step judged)" if dry else
+      "\ntargets (H200, full-size model, S=518):")
 def pick(s, b, p):
     for r in rows:
         if r["size"] == s and r["batch"] == b and r["precision"] == p:
@@ -246,7 +273,7 @@ cat "$logs/summary.md" >> "$log"
 echo
 for s in "${summary[@]}"; do echo "$s"; done | tee -a "$log"
 for n in "${notes[@]+"${notes[@]}"}"; do echo "$n"; done | tee -a "$log"
-echo "logs: $logs (run.log, testlog.txt, tests.jsonl, bench.txt, bench.jsonl, summary.md$([ $have_gpu = 1 ] && echo ', parity-full.txt'))"
+echo "logs: $logs (run.log, testlog.txt, bench.txt, bench.jsonl, summary.md$([ $have_gpu = 1 ] && echo ', parity-full.txt, sanitizer.txt'))"
 echo "total $(elapsed)$([ $status = 0 ] && echo ', all steps passed' || echo ', SOME STEPS FAILED')"
 echo
 cat "$logs/summary.md"

@@ -8,8 +8,9 @@
  * Error bounds (u = unit roundoff of the 16-bit type: 2^-11 for f16, 2^-8
  * for bf16; inputs of matrix products are rounded to it, as the backend
  * does, accumulation is f32):
- *   op linear / matmul, gemm   |got - exact(rounded inputs)| <= 1e-5 sum|x w| + r(y) (16-bit y)
+ *   op linear, gemm            |got - exact(rounded inputs)| <= 1e-5 sum|x w| + r(y) (16-bit y)
  *                              |got - cpu| <= 3 u sum|x w|   (the rounding itself)
+ *   op matmul (f32)            |got - exact| <= 1e-5 sum|x w|, |got - cpu| <= 2e-5 sum|x w|
  *   op attention (f32)         1e-5 max|v|
  *   flash attention            4 u max|v| + r(o) vs exact on rounded q, k, v (the
  *                              probabilities are rounded to the 16-bit type before p v)
@@ -213,8 +214,10 @@ static void op_linear(int rows, int in, int out, int ldx, int ldy, int with_bias
       }
       double acc = 0, mag = 0;
       for (int k = 0; k < in; k++) {
-        const double xv = round16(x[(size_t)r * ldx + k]);
-        const double wv = round16(in_out ? w[(size_t)k * out + o] : w[(size_t)o * in + k]);
+        /* linear rounds its inputs to the 16-bit type; matmul (the final
+         * projections) stays in f32 */
+        const float xf = x[(size_t)r * ldx + k], wf = in_out ? w[(size_t)k * out + o] : w[(size_t)o * in + k];
+        const double xv = in_out ? xf : round16(xf), wv = in_out ? wf : round16(wf);
         acc += xv * wv;
         mag += fabs(xv * wv);
       }
@@ -223,7 +226,7 @@ static void op_linear(int rows, int in, int out, int ldx, int ldy, int with_bias
       if (!in_out && accumulate)
         acc += y0[i];
       worst_exact = fmax(worst_exact, fabs(got[i] - acc) / (1e-5 * mag + 1e-6));
-      worst_cpu = fmax(worst_cpu, fabs(got[i] - ycpu[i]) / (3 * U * mag + 1e-5));
+      worst_cpu = fmax(worst_cpu, fabs(got[i] - ycpu[i]) / ((in_out ? 2e-5 : 3 * U) * mag + 1e-5));
     }
   char what[128];
   snprintf(what, sizeof what, "op %s %dx%dx%d%s%s", in_out ? "matmul" : "linear", rows, in, out,
@@ -672,6 +675,33 @@ static void k_gemm(int rows, int in, int out, int ldx, int ldw, int ldy, int in_
   free(x), free(w), free(b), free(y0), free(x16), free(w16), free(b16), free(gy);
 }
 
+/* f32 products (the final projections): x P, no rounding, strided x */
+static void k_gemm32(int rows, int in, int out, int ldx) {
+  float *x = rnd((size_t)rows * ldx, -1, 1), *w = rnd((size_t)in * out, -1, 1);
+  void *dx = put(x, (size_t)rows * ldx * 4), *dw = put(w, (size_t)in * out * 4);
+  void *dy = blank((size_t)rows * out * 4);
+  fap_gemm_args a = {.rows = rows, .in = in, .out = out, .x = dx, .ldx = ldx, .w = dw, .ldw = out,
+                     .w_in_out = 1, .ab = FAP_K_F32, .y = dy, .ldy = out, .yt = FAP_K_F32};
+  launched(fap_rt_gemm(BL, &a), "gemm f32");
+  float *g = get(dy, (size_t)rows * out * 4);
+  double err = 0;
+  for (int r = 0; r < rows; r++)
+    for (int o = 0; o < out; o++) {
+      double acc = 0, mag = 0;
+      for (int k = 0; k < in; k++) {
+        const double t = (double)x[(size_t)r * ldx + k] * w[(size_t)k * out + o];
+        acc += t;
+        mag += fabs(t);
+      }
+      err = fmax(err, fabs(g[(size_t)r * out + o] - acc) / (1e-5 * mag + 1e-7));
+    }
+  char what[96];
+  snprintf(what, sizeof what, "gemm f32 %dx%dx%d ldx %d (projection)", rows, in, out, ldx);
+  report(what, err, 1.0);
+  fap_rt_free(dx), fap_rt_free(dw), fap_rt_free(dy);
+  free(x), free(w), free(g);
+}
+
 static void k_elementwise(void) {
   /* layernorm into the 16-bit type, rows of a strided f32 matrix */
   {
@@ -895,6 +925,8 @@ static void kernels(void) {
   k_gemm(21, 48, 40, 48, 40, 40, 1, 0, FAP_K_F32, 0);
   k_gemm(3, 592, 64, 592, 592, 64, 0, 0, FAP_K_F32, 0);
   k_gemm(2, 64, 64, 1088, 64, 1088, 0, 1, FAP_K_F32, 1); /* CLS rows of two frames */
+  k_gemm32(37, 64, 32, 64);
+  k_gemm32(3, 64, 32, 17 * 64); /* the CLS rows of three frames */
   k_elementwise();
 }
 
