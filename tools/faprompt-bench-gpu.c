@@ -17,6 +17,7 @@
 #include "fap.h"
 
 #include "fap_kernels.h"
+#include "torch_ref.h"
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
@@ -55,35 +56,19 @@ static torch_time run_torch(const char *python, const char *script, const char *
   snprintf(s_frames, sizeof s_frames, "%d", frames);
   snprintf(s_w, sizeof s_w, "%d", w);
   snprintf(s_h, sizeof s_h, "%d", h);
-  const char *argv[] = {python,   script,  "--bench",  "--model", model,  "--image-size",
-                        s_size,   "--frames", s_frames, "--warmup", "2",  "--device",
-                        "cuda",   "--width", s_w,      "--height", s_h,   autocast ? "--autocast" : NULL,
-                        NULL};
-  char *out = NULL, *err = NULL;
-  int status = 0;
-  GError *error = NULL;
-  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-                    &error) ||
-      !g_spawn_check_wait_status(status, &error)) {
-    fprintf(stderr, "faprompt-bench-gpu: PyTorch reference failed: %s\n%s\n",
-            error ? error->message : "?", err ? err : "");
-    g_clear_error(&error);
-    g_free(out);
-    g_free(err);
-    return t;
-  }
-  JsonParser *p = json_parser_new();
-  const char *last = out ? strrchr(g_strchomp(out), '\n') : NULL;
-  const char *line = last ? last + 1 : out;
-  if (line && json_parser_load_from_data(p, line, -1, NULL)) {
-    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+  const char *args[] = {"--model", model,  "--image-size", s_size, "--frames", s_frames,
+                        "--warmup", "2",   "--device",     "cuda", "--width",  s_w,
+                        "--height", s_h,   autocast ? "--autocast" : NULL,     NULL};
+  JsonParser *p;
+  char *line = NULL;
+  JsonObject *o = torch_ref_bench("faprompt-bench-gpu", python, script, args, &p, &line);
+  if (o) {
     t.frame_ms = 1e3 * json_object_get_double_member_with_default(o, "frame_s", 0);
     t.ok = t.frame_ms > 0;
     g_string_append_printf(log, "%s\n", line);
+    g_object_unref(p);
+    g_free(line);
   }
-  g_object_unref(p);
-  g_free(out);
-  g_free(err);
   return t;
 }
 

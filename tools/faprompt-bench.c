@@ -7,6 +7,7 @@
  *                  [--input WxH] [--torch-frames 1] [--no-torch] [--reference]
  */
 #include "fap.h"
+#include "torch_ref.h"
 
 #ifdef FAP_HAVE_OPENBLAS
 #include <cblas.h>
@@ -116,33 +117,17 @@ static torch_result run_torch(const char *python, const char *script, const char
   snprintf(s_size, sizeof s_size, "%d", size);
   snprintf(s_frames, sizeof s_frames, "%d", frames);
   snprintf(s_threads, sizeof s_threads, "%d", threads);
-  const char *argv[] = {python, script, "--bench", "--model", model, "--image-size", s_size,
-                        "--frames", s_frames, "--threads", s_threads, "--warmup", "0", NULL};
-  char *out = NULL, *err = NULL;
-  int status = 0;
-  GError *error = NULL;
-  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-                    &error) ||
-      !g_spawn_check_wait_status(status, &error)) {
-    fprintf(stderr, "faprompt-bench: PyTorch reference failed: %s\n%s\n",
-            error ? error->message : "?", err ? err : "");
-    g_clear_error(&error);
-    g_free(out);
-    g_free(err);
-    return tr;
-  }
-  JsonParser *p = json_parser_new();
-  const char *last = out ? strrchr(g_strchomp(out), '\n') : NULL;
-  if (json_parser_load_from_data(p, last ? last + 1 : out, -1, NULL)) {
-    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+  const char *args[] = {"--model", model, "--image-size", s_size, "--frames", s_frames,
+                        "--threads", s_threads, "--warmup", "0", NULL};
+  JsonParser *p;
+  JsonObject *o = torch_ref_bench("faprompt-bench", python, script, args, &p, NULL);
+  if (o) {
     tr.frame_s = json_object_get_double_member_with_default(o, "frame_s", 0);
     tr.vision_s = json_object_get_double_member_with_default(o, "vision_s", 0);
     tr.text_s = json_object_get_double_member_with_default(o, "text_s", 0);
     tr.ok = tr.frame_s > 0;
+    g_object_unref(p);
   }
-  g_object_unref(p);
-  g_free(out);
-  g_free(err);
   return tr;
 }
 
