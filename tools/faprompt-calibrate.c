@@ -120,12 +120,10 @@ int main(int argc, char **argv) {
                       : image_size < 0 || threads < 0 ? "--image-size and --threads must not be negative"
                                                       : NULL;
   if (usage) {
-    gchar *help = g_option_context_get_help(octx, TRUE, NULL);
-    fprintf(stderr, "faprompt-calibrate: %s\n\n%s", usage, help);
-    g_free(help);
+    int rc = tool_usage_error("faprompt-calibrate", octx, usage);
     g_clear_error(&error);
     g_option_context_free(octx);
-    return 2;
+    return rc;
   }
   g_option_context_free(octx);
   tool_init("faprompt-calibrate", verbose);

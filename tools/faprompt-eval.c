@@ -681,12 +681,10 @@ int main(int argc, char **argv) {
   else if (layout < 0)
     usage = "--layout must be auto, mvtec, visa or meta";
   if (usage) {
-    gchar *help = g_option_context_get_help(octx, TRUE, NULL);
-    fprintf(stderr, "faprompt-eval: %s\n\n%s", usage, help);
-    g_free(help);
+    int rc = tool_usage_error("faprompt-eval", octx, usage);
     g_clear_error(&error);
     g_option_context_free(octx);
-    return 2;
+    return rc;
   }
   g_option_context_free(octx);
   tool_init("faprompt-eval", verbose);

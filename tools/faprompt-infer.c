@@ -239,12 +239,10 @@ int main(int argc, char **argv) {
                       : png16 && !imageio_have_png16()                ? "--map-format png16 needs a build with libpng (Debian: libpng-dev)"
                                                                       : NULL;
   if (usage) {
-    gchar *help = g_option_context_get_help(octx, TRUE, NULL);
-    fprintf(stderr, "faprompt-infer: %s\n\n%s", usage, help);
-    g_free(help);
+    int rc = tool_usage_error("faprompt-infer", octx, usage);
     g_clear_error(&error);
     g_option_context_free(octx);
-    return 2;
+    return rc;
   }
   g_option_context_free(octx);
   tool_init("faprompt-infer", verbose);

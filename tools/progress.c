@@ -82,3 +82,10 @@ void progress_show(int done, int total, const char *label) {
   fflush(stderr);
   bar_shown = 1;
 }
+
+int tool_usage_error(const char *name, GOptionContext *octx, const char *usage) {
+  gchar *help = g_option_context_get_help(octx, TRUE, NULL);
+  fprintf(stderr, "%s: %s\n\n%s", name, usage, help);
+  g_free(help);
+  return 2;
+}

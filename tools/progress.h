@@ -10,6 +10,9 @@
  * to draw the bar (stderr is a terminal and FAP_NO_PROGRESS is unset) and
  * installs the log sink (errors and warnings; info too when verbose). */
 void tool_init(const char *name, int verbose);
+/* Prints "NAME: usage" and the option help to stderr; returns 2, the exit
+ * status for a usage error. */
+int tool_usage_error(const char *name, GOptionContext *octx, const char *usage);
 
 /* "name: message\n" on stderr, after clearing the bar. */
 void tool_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
