@@ -30,29 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-static char last_error[2048];
-static int n_errors;
-
-#define CHECK(cond, ...)                                                                           \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-      failures++;                                                                                  \
-    }                                                                                              \
-  } while (0)
-
-static void capture(fap_log_level level, const char *message, void *user_data) {
-  (void)user_data;
-  if (level == FAP_LOG_ERROR) {
-    snprintf(last_error, sizeof last_error, "%s", message);
-    n_errors++;
-  }
-  if (level <= FAP_LOG_INFO && getenv("FAP_TEST_VERBOSE"))
-    printf("  [log] %s\n", message);
-}
+#include "check.h"
 
 /* ---- frames ----------------------------------------------------------------------- */
 
