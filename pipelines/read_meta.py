@@ -11,7 +11,9 @@ With --rtsp the results come from the server (pipelines/rtsp_server.py) in the
 RTP header extension: no faprompt runs here, the depayloader attaches the
 meta (the map is the 15x15 coarse one) and it survives jpegdec.
 
-Needs python3-gi and gir1.2-gstreamer-1.0 (Debian).
+Needs python3-gi, gir1.2-gstreamer-1.0 and python3-gst-1.0 (Debian): the last
+is GStreamer's Python overrides, which turn the `regions` field (a
+GstValueArray) into a list; plain PyGObject cannot convert that type.
 """
 import sys
 
@@ -36,7 +38,13 @@ def on_buffer(pad, info, state):
     stride = s.get_uint("map-stride")[1]
     data = s.get_value("map").get_data()  # GLib.Bytes -> bytes, float32 rows
     peak = max(memoryview(data).cast("f"))
-    regions = s.get_value("regions") or []  # Gst.Structure list (not sent over RTP)
+    try:
+        regions = s.get_value("regions") or []  # Gst.Structure list (not sent over RTP)
+    except TypeError:  # GstValueArray without the overrides: say so once, stop
+        state["error"] = ("read_meta: install python3-gst-1.0 (GStreamer's Python "
+                          "overrides) to read the regions list")
+        GLib.idle_add(state["loop"].quit)
+        return Gst.PadProbeReturn.OK
     print(
         f"buffer pts={buf.pts / Gst.SECOND:.3f}s score={s.get_double('score')[1]:.4f} "
         f"anomalous={s.get_boolean('anomalous')[1]} reused={s.get_boolean('reused')[1]} "
@@ -67,7 +75,7 @@ def main():
             f"inference-interval=2 pixel-threshold=0.4 ! fakesink name=sink"
         )
     loop = GLib.MainLoop()
-    state = {"frames": 0, "n": n, "rtsp": model == "--rtsp", "loop": loop}
+    state = {"frames": 0, "n": n, "rtsp": model == "--rtsp", "loop": loop, "error": None}
     pipe.get_by_name("sink").get_static_pad("sink").add_probe(
         Gst.PadProbeType.BUFFER, on_buffer, state
     )
@@ -93,6 +101,9 @@ def main():
     bus.connect("message", on_message)
     pipe.set_state(Gst.State.PLAYING)
     loop.run()
+    if state["error"]:
+        pipe.set_state(Gst.State.NULL)
+        sys.exit(state["error"])
     fap = pipe.get_by_name("fap")
     if fap is None:
         pipe.set_state(Gst.State.NULL)

@@ -2,13 +2,13 @@
 # Prepares .gpu-deps/: the Debian 12 build dependencies of faprompt (GLib,
 # json-glib, OpenBLAS with OpenMP, pkg-config) unpacked into a folder with
 # relocatable .pc files, for a GPU machine that has CUDA, a C compiler and
-# PyTorch but none of these and no package registry (this workplace's device
-# machine). tests/gpu/run.sh uses the bundle where pkg-config does not find
+# PyTorch but none of these and no package registry. tests/gpu/run.sh uses the bundle where pkg-config does not find
 # the system's own copies.
 #
 #   bash tests/gpu/bundle-deps.sh        # here, with apt-get download (~20 MB)
-#   then run tests/gpu/run.sh there with .gpu-deps next to it (device tool:
-#   carry ['.gpu-deps']; the folder is git-ignored through .git/info/exclude)
+#   then copy .gpu-deps.tar.xz (or the .gpu-deps folder) next to the tree on
+#   the GPU machine and run tests/gpu/run.sh there (both are git-ignored
+#   through .git/info/exclude)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=.gpu-deps
@@ -94,7 +94,7 @@ LD_LIBRARY_PATH="$here/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBR
   exec "$here/root/usr/bin/pkgconf" "$@"
 EOF
 chmod +x "$dest/bin/pkg-config"
-# one compressed file travels best (the device tool carries 64 MiB in all)
+# one compressed file (~7 MB) is the easiest thing to copy to the GPU machine
 tar -C "$dest" -cJf .gpu-deps.tar.xz .
 grep -qx '/.gpu-deps.tar.xz' .git/info/exclude || echo '/.gpu-deps.tar.xz' >> .git/info/exclude
 echo "bundle-deps: $(du -sh "$dest" | cut -f1) in $dest, $(du -h .gpu-deps.tar.xz | cut -f1) as" \

@@ -12,8 +12,8 @@
 #      reference the authors' way on the same GPU (fp32, fp16 autocast)
 #   6. compute-sanitizer memcheck / racecheck on the kernel tests, as time allows
 #   7. a short table last: results against the issue's targets
-# Full logs go to $OUT when set (the device tool brings them back, 8 files at
-# most: this writes 7), else to build-gpu/logs.
+# Full logs go to $OUT when set (a folder the caller collects afterwards; this
+# writes 7 files), else to build-gpu/logs.
 #
 #   bash tests/gpu/run.sh             # on the GPU machine
 #   bash tests/gpu/run.sh --dry-run   # anywhere: no GPU; builds with the CUDA
@@ -199,8 +199,8 @@ else
 fi
 
 # ---- 6. memory and race checks, in the time left ----------------------------------------------------
-# compute-sanitizer on the kernel tests (it works on this workplace's Firecracker
-# machines, not under gVisor); each run only if it can end before ~7.5 minutes
+# compute-sanitizer on the kernel tests (it needs a real kernel driver: it works
+# on VMs, not under gVisor); each run only if it can end before ~7.5 minutes
 if [ $have_gpu = 1 ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     left=$((450 - (SECONDS - t0)))
