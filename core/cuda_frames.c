@@ -592,8 +592,10 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
   }
   fap_cuda_frameio_stage(&p->io, frames, count);
   float *params = (float *)((char *)p->io.io_host + p->params_offset);
-  params[0] = blend ? blend->opacity : 0.0f;
-  params[1] = blend ? blend->threshold : 0.0f;
+  fap_blend_params bp = {0.0f, 0.0f, 0.0f, 1.0f};
+  if (blend)
+    fap_blend_params_of(blend, &bp);
+  memcpy(params, &bp, sizeof bp);
 
   const int want_blend = blend != NULL;
   if (p->graph && (changed || p->graph_count != count || p->graph_blend != want_blend)) {

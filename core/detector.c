@@ -320,8 +320,8 @@ static void free_intermediates(fap_detector *d) {
   free(it);
 }
 
-fap_status fap_detector_intermediate(const fap_detector *d, const char *name,
-                                     fap_tensor_view *view) {
+static fap_status intermediate_of(const fap_detector *d, const char *name,
+                                  fap_tensor_view *view) {
   if (!d || !name || !view)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_intermediate: NULL argument");
   if (!d->keep_intermediates)
@@ -373,8 +373,8 @@ static void static_text_features(fap_detector *d) {
   op->l2norm_rows(be, b->text_abnormal, e, b->mean, e, 1, e);
 }
 
-fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
-                            fap_detector **out) {
+static fap_status detector_new(fap_model *model, const fap_detector_options *options,
+                               fap_detector **out) {
   if (!out)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_new: out is NULL");
   *out = NULL;
@@ -426,6 +426,8 @@ fap_status fap_detector_new(fap_model *model, const fap_detector_options *option
   d->text_lmax = (c->end_pos_abnormal > c->end_pos_normal ? c->end_pos_abnormal
                                                            : c->end_pos_normal) + 1;
   d->keep_intermediates = options->keep_intermediates;
+  d->log.fn = options->log;
+  d->log.user_data = options->log_user_data;
 
   fap_status s = open_backend(d, options);
   d->precision = options->precision != FAP_PRECISION_AUTO ? options->precision
@@ -595,8 +597,8 @@ fap_status fap_detector_fetch_intermediates(fap_detector *d) {
   return op->synchronize(be);
 }
 
-fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int count,
-                                  const fap_blend *blend, fap_result *results) {
+static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
+                            const fap_blend *blend, fap_result *results) {
   if (!d || !results)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_run: NULL detector or result");
   if (!frames)
@@ -633,6 +635,36 @@ fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int 
   return FAP_OK;
 }
 
+/* ---- public entry points: every message inside goes to the detector's sink */
+
+fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
+                            fap_detector **out) {
+  fap_log_sink sink = {options ? options->log : NULL, options ? options->log_user_data : NULL},
+               saved;
+  fap_log_scope_enter(&sink, &saved);
+  fap_status s = detector_new(model, options, out);
+  fap_log_scope_leave(&saved);
+  return s;
+}
+
+fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int count,
+                                  const fap_blend *blend, fap_result *results) {
+  fap_log_sink saved;
+  fap_log_scope_enter(d ? &d->log : NULL, &saved);
+  fap_status s = run_batch(d, frames, count, blend, results);
+  fap_log_scope_leave(&saved);
+  return s;
+}
+
 fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result *r) {
   return fap_detector_run_batch(d, frame, 1, NULL, r);
+}
+
+fap_status fap_detector_intermediate(const fap_detector *d, const char *name,
+                                     fap_tensor_view *view) {
+  fap_log_sink saved;
+  fap_log_scope_enter(d ? &d->log : NULL, &saved);
+  fap_status s = intermediate_of(d, name, view);
+  fap_log_scope_leave(&saved);
+  return s;
 }

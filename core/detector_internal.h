@@ -5,6 +5,7 @@
 #define FAP_DETECTOR_INTERNAL_H
 
 #include "backend.h"
+#include "log.h"
 #include "model.h"
 
 /* Model weights as the backend sees them (CPU: the model's own storage). */
@@ -77,6 +78,7 @@ struct fap_detector {
   int keep_intermediates;
   int has_run; /* a run completed: intermediates hold data */
   void *inter_host; /* host copies of the intermediates */
+  fap_log_sink log;  /* the owner's sink (fap_detector_options.log) */
 };
 
 /* detector.c: downloads the intermediates of the last run (keep_intermediates). */

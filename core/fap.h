@@ -46,11 +46,17 @@ typedef enum {
 } fap_log_level;
 
 /* Every failing call logs one message that names the file, tensor or argument
- * at fault. The default sink writes errors and warnings to stderr; set another
- * (or NULL to restore the default). Process-wide; the callback may be called
- * from any thread that calls into the core. */
+ * at fault. Where it goes, first match wins:
+ *   1. the detector's own sink (fap_detector_options.log) for every call on
+ *      that detector, from any thread;
+ *   2. the calling thread's sink (fap_set_thread_log_callback), e.g. around
+ *      fap_model_load, so a library (a GStreamer element) can route messages
+ *      to their owner without touching the application's sink;
+ *   3. the process-wide sink (fap_set_log_callback), by default stderr for
+ *      errors and warnings; NULL restores that default. */
 typedef void (*fap_log_fn)(fap_log_level level, const char *message, void *user_data);
 void fap_set_log_callback(fap_log_fn fn, void *user_data);
+void fap_set_thread_log_callback(fap_log_fn fn, void *user_data);
 
 /* ---- element types -------------------------------------------------------- */
 
@@ -152,6 +158,8 @@ typedef struct {
   int reference;          /* 1: CPU backend uses the plain reference loops */
   int batch;              /* B: most frames one fap_detector_run_batch() takes; 0 = 1 */
   fap_precision precision;
+  fap_log_fn log;         /* this detector's log sink (NULL: thread / process sink) */
+  void *log_user_data;
 } fap_detector_options;
 
 void fap_detector_options_init(fap_detector_options *options);
@@ -188,6 +196,7 @@ typedef enum {
 typedef enum {
   FAP_YUV_BT601 = 0, /* the default: SD video, most webcams */
   FAP_YUV_BT709,     /* HD video */
+  FAP_YUV_BT2020,    /* UHD / HDR video (8-bit here; non-constant luminance) */
 } fap_yuv_matrix;
 
 const char *fap_pixel_format_name(fap_pixel_format format);
@@ -235,15 +244,22 @@ typedef struct {
  * given input size (resampling tables are rebuilt when the size changes). */
 fap_status fap_detector_run(fap_detector *detector, const fap_frame *frame, fap_result *result);
 
-/* Heatmap drawing: where the map value m (bilinear from S x S to the frame)
- * exceeds threshold, the pixel moves towards the jet colour of m by
- * alpha = opacity * m (quantised to 1/256); YUV frames are drawn in YUV (the
- * colour converted with the frame's matrix; chroma from the map at the
- * chroma sample's top-left pixel). Identical on every backend. */
+/* Heatmap drawing, one look everywhere (the element, faprompt-infer, every
+ * backend): m is the map bilinear from S x S to the frame; where m exceeds
+ * threshold, with t = (m - range_min) / (range_max - range_min) clamped to
+ * [0, 1] (a fixed scale, never per-frame normalisation), the pixel moves
+ * towards the jet colour of t (blue 0 .. red 1) by alpha = opacity * t,
+ * quantised to 1/256. YUV frames are drawn in YUV (the colour converted with
+ * the frame's matrix and range; chroma from the map at the chroma sample's
+ * top-left pixel). */
 typedef struct {
   float opacity;   /* 0..1 */
   float threshold; /* map values <= threshold leave the pixel as it was */
+  float range_min, range_max; /* colour scale; range_min < range_max */
 } fap_blend;
+
+/* opacity 0.5, threshold 0.5, range [0, 1]: what the element draws by default */
+void fap_blend_init(fap_blend *blend);
 
 /* Runs `count` frames (1 <= count <= the detector's batch B) in one call, on
  * the CUDA backend as one batch (several cameras), on the CPU one after the
@@ -258,9 +274,22 @@ fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frame
 
 /* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
  * frame in host memory, as fap_detector_run_batch does; frame->data and
- * ->plane[] must be writable. */
+ * ->plane[] must be writable. The reference: pixel by pixel, no state. */
 fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
                            const fap_blend *blend);
+
+/* The same drawing for a video stream, where many frames in a row carry the
+ * same map (inference-interval > 1): the first draw of a map works out each
+ * pixel's colour and alpha once (a table of about 3 bytes per pixel, kept
+ * until the map, the frame geometry or the blend changes), every later draw
+ * only mixes. Same pixels as fap_blend_frame, byte for byte. map_id names the
+ * map's contents (a new id for each new map; 0 = always recompute). Not
+ * thread-safe: one overlay per stream. */
+typedef struct fap_overlay fap_overlay;
+fap_status fap_overlay_new(fap_overlay **out);
+void fap_overlay_free(fap_overlay *overlay);
+fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame, const float *map,
+                            int map_size, uint64_t map_id, const fap_blend *blend);
 
 /* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major

@@ -3,18 +3,38 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+/* process-wide sink; a thread's own; the detector whose call this thread is in */
 static fap_log_fn log_fn;
 static void *log_user_data;
+static __thread fap_log_sink thread_sink;
+static __thread fap_log_sink scope_sink;
 
 void fap_set_log_callback(fap_log_fn fn, void *user_data) {
   log_fn = fn;
   log_user_data = user_data;
 }
 
+void fap_set_thread_log_callback(fap_log_fn fn, void *user_data) {
+  thread_sink.fn = fn;
+  thread_sink.user_data = user_data;
+}
+
+void fap_log_scope_enter(const fap_log_sink *sink, fap_log_sink *saved) {
+  *saved = scope_sink;
+  if (sink && sink->fn)
+    scope_sink = *sink;
+}
+
+void fap_log_scope_leave(const fap_log_sink *saved) { scope_sink = *saved; }
+
 static void log_v(fap_log_level level, const char *fmt, va_list ap) {
   char message[1024];
   vsnprintf(message, sizeof message, fmt, ap);
-  if (log_fn) {
+  if (scope_sink.fn) {
+    scope_sink.fn(level, message, scope_sink.user_data);
+  } else if (thread_sink.fn) {
+    thread_sink.fn(level, message, thread_sink.user_data);
+  } else if (log_fn) {
     log_fn(level, message, log_user_data);
   } else if (level <= FAP_LOG_WARNING) {
     fprintf(stderr, "faprompt %s: %s\n", level == FAP_LOG_ERROR ? "error" : "warning", message);

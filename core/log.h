@@ -1,5 +1,6 @@
 /* Internal logging: every failure path logs one message naming what is wrong,
- * then returns a fap_status. Sink chosen by fap_set_log_callback(). */
+ * then returns a fap_status. Sink: the detector's (a scope around each of its
+ * calls), else the thread's, else the process-wide one (fap.h). */
 #ifndef FAP_LOG_H
 #define FAP_LOG_H
 
@@ -10,6 +11,16 @@
 #else
 #define FAP_PRINTF(a, b)
 #endif
+
+typedef struct {
+  fap_log_fn fn;
+  void *user_data;
+} fap_log_sink;
+
+/* Messages of this thread go to sink (when it has a fn) until the matching
+ * leave; scopes nest (saved holds the outer one). */
+void fap_log_scope_enter(const fap_log_sink *sink, fap_log_sink *saved);
+void fap_log_scope_leave(const fap_log_sink *saved);
 
 void fap_log(fap_log_level level, const char *fmt, ...) FAP_PRINTF(2, 3);
 

@@ -67,7 +67,7 @@ fap_status fap_frame_check(const fap_frame *f, const char *who) {
                       who, stride, p, need, fap_pixel_format_name(f->format), f->width);
     }
   }
-  if (fap_format_is_yuv(f->format) && (unsigned)f->matrix > FAP_YUV_BT709)
+  if (fap_format_is_yuv(f->format) && (unsigned)f->matrix > FAP_YUV_BT2020)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: unknown YUV matrix %d", who, (int)f->matrix);
   return FAP_OK;
 }
@@ -83,7 +83,7 @@ void fap_pixels_of_frame(const fap_frame *f, fap_pixels *out) {
     out->p[i + 1] = (uint8_t *)f->plane[i];
     out->s[i + 1] = f->plane_stride[i];
   }
-  fap_yuv_coefficients(f->matrix == FAP_YUV_BT709, f->full_range != 0, &out->to_rgb,
+  fap_yuv_coefficients((int)f->matrix, f->full_range != 0, &out->to_rgb,
                        &out->to_yuv);
 }
 
@@ -95,6 +95,13 @@ void fap_frame_to_rgb(const fap_frame *f, uint8_t *rgb) {
       fap_fetch_rgb(&px, x, y, rgb + ((size_t)y * f->width + x) * 3);
 }
 
+void fap_blend_init(fap_blend *b) {
+  b->opacity = 0.5f;
+  b->threshold = 0.5f;
+  b->range_min = 0.0f;
+  b->range_max = 1.0f;
+}
+
 fap_status fap_blend_check(const fap_blend *b) {
   if (!b)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "blend: no options");
@@ -104,7 +111,20 @@ fap_status fap_blend_check(const fap_blend *b) {
   if (!isfinite(b->threshold))
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "blend: threshold %g is not finite",
                     (double)b->threshold);
+  if (!isfinite(b->range_min) || !isfinite(b->range_max) || !(b->range_max > b->range_min) ||
+      !isfinite(1.0f / (b->range_max - b->range_min)))
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "blend: colour range [%g, %g] is empty or not finite; range_max must be "
+                    "above range_min (fap_blend_init gives [0, 1])",
+                    (double)b->range_min, (double)b->range_max);
   return FAP_OK;
+}
+
+void fap_blend_params_of(const fap_blend *b, fap_blend_params *out) {
+  out->opacity = b->opacity;
+  out->threshold = b->threshold;
+  out->lo = b->range_min;
+  out->inv_range = 1.0f / (b->range_max - b->range_min);
 }
 
 fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
@@ -115,15 +135,17 @@ fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_siz
   if (!map || map_size < 1)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_blend_frame: no map");
   fap_pixels px;
+  fap_blend_params bp;
   fap_pixels_of_frame(frame, &px);
+  fap_blend_params_of(blend, &bp);
   for (int y = 0; y < frame->height; y++)
     for (int x = 0; x < frame->width; x++)
-      fap_blend_pixel(&px, map, map_size, x, y, blend->opacity, blend->threshold);
+      fap_blend_pixel(&px, map, map_size, x, y, &bp);
   if (fap_format_is_yuv(frame->format)) {
     const int cw = (frame->width + 1) / 2, ch = fap_chroma_height(frame->format, frame->height);
     for (int cy = 0; cy < ch; cy++)
       for (int cx = 0; cx < cw; cx++)
-        fap_blend_chroma(&px, map, map_size, cx, cy, blend->opacity, blend->threshold);
+        fap_blend_chroma(&px, map, map_size, cx, cy, &bp);
   }
   return FAP_OK;
 }

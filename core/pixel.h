@@ -23,5 +23,7 @@ void fap_pixels_of_frame(const fap_frame *frame, fap_pixels *out);
 void fap_frame_to_rgb(const fap_frame *frame, uint8_t *rgb);
 
 fap_status fap_blend_check(const fap_blend *blend);
+/* The per-pixel constants of a checked blend. */
+void fap_blend_params_of(const fap_blend *blend, fap_blend_params *out);
 
 #endif

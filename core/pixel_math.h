@@ -50,10 +50,11 @@ typedef struct {
 
 static inline int32_t fap_yuv_round(double v) { return (int32_t)(v < 0 ? v - 0.5 : v + 0.5); }
 
-/* Host only (double math): the coefficients of a matrix and range. */
-static inline void fap_yuv_coefficients(int bt709, int full_range, fap_yuv2rgb *to_rgb,
+/* Host only (double math): the coefficients of a matrix (fap_yuv_matrix) and range. */
+static inline void fap_yuv_coefficients(int matrix, int full_range, fap_yuv2rgb *to_rgb,
                                         fap_rgb2yuv *to_yuv) {
-  const double kr = bt709 ? 0.2126 : 0.299, kb = bt709 ? 0.0722 : 0.114;
+  const double kr = matrix == FAP_YUV_BT2020 ? 0.2627 : matrix == FAP_YUV_BT709 ? 0.2126 : 0.299;
+  const double kb = matrix == FAP_YUV_BT2020 ? 0.0593 : matrix == FAP_YUV_BT709 ? 0.0722 : 0.114;
   const double kg = 1.0 - kr - kb, one = (double)(1 << FAP_YUV_SHIFT);
   const double ys = full_range ? 1.0 : 255.0 / 219.0, cs = full_range ? 1.0 : 255.0 / 224.0;
   if (to_rgb) {
@@ -163,13 +164,34 @@ FAP_HD void fap_jet(float m, uint8_t rgb[3]) {
   rgb[2] = fap_jet_channel(m, 1.0f);
 }
 
-/* alpha in 1/256 units (0 = leave the pixel); m outside [0, 1] or NaN draws nothing */
-FAP_HD int fap_blend_alpha(float m, float opacity, float threshold) {
-  if (!(m > threshold) || !(m <= 1.0f))
+/* The blend's constants as the per-pixel code takes them (fap_blend with the
+ * colour scale's reciprocal worked out once, on the host). */
+typedef struct {
+  float opacity, threshold;
+  float lo, inv_range; /* t = (m - range_min) / (range_max - range_min) */
+} fap_blend_params;
+
+/* Position of map value m on the fixed colour scale, clamped to [0, 1]. */
+FAP_HD float fap_blend_level(float m, const fap_blend_params *p) {
+  const float t = FAP_FMUL(FAP_FSUB(m, p->lo), p->inv_range);
+  return t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;
+}
+
+/* alpha in 1/256 units of level t (0 = leave the pixel): opacity * t */
+FAP_HD int fap_blend_alpha(float t, float opacity) {
+  return (int)FAP_FADD(FAP_FMUL(FAP_FMUL(opacity, t), 256.0f), 0.5f);
+}
+
+/* The colour and alpha a map value paints: nothing (0) at or below the
+ * threshold and for NaN; else jet(t) at alpha opacity * t. */
+FAP_HD int fap_blend_paint(float m, const fap_blend_params *p, uint8_t rgb[3]) {
+  if (!(m > p->threshold))
     return 0;
-  float a = FAP_FMUL(FAP_FMUL(opacity, m), 256.0f);
-  a = a < 0.0f ? 0.0f : a > 256.0f ? 256.0f : a;
-  return (int)FAP_FADD(a, 0.5f);
+  const float t = fap_blend_level(m, p);
+  const int a = fap_blend_alpha(t, p->opacity);
+  if (a)
+    fap_jet(t, rgb);
+  return a;
 }
 
 FAP_HD uint8_t fap_blend_channel(uint8_t pixel, uint8_t colour, int alpha) {
@@ -246,13 +268,12 @@ FAP_HD void fap_fetch_rgb(const fap_pixels *f, int x, int y, uint8_t rgb[3]) {
 
 /* Blend pass 1, per pixel: packed RGB (all three channels) or luma. */
 FAP_HD void fap_blend_pixel(const fap_pixels *f, const float *map, int size, int x, int y,
-                            float opacity, float threshold) {
+                            const fap_blend_params *bp) {
   const float m = fap_map_sample(map, size, x, y, f->width, f->height);
-  const int a = fap_blend_alpha(m, opacity, threshold);
+  uint8_t c[3];
+  const int a = fap_blend_paint(m, bp, c);
   if (!a)
     return;
-  uint8_t c[3];
-  fap_jet(m, c);
   if (fap_format_is_yuv(f->format)) {
     uint8_t yuv[3], *py, *pu, *pv;
     fap_rgb_to_yuv(&f->to_yuv, c, yuv);
@@ -276,14 +297,13 @@ FAP_HD int fap_chroma_height(int format, int height) {
 /* Blend pass 2 (YUV only), per chroma sample: U and V from the map at the
  * sample's top-left pixel. */
 FAP_HD void fap_blend_chroma(const fap_pixels *f, const float *map, int size, int cx, int cy,
-                             float opacity, float threshold) {
+                             const fap_blend_params *bp) {
   const int x = 2 * cx, y = f->format == FAP_PIXEL_YUY2 ? cy : 2 * cy;
   const float m = fap_map_sample(map, size, x, y, f->width, f->height);
-  const int a = fap_blend_alpha(m, opacity, threshold);
+  uint8_t c[3], yuv[3], *py, *pu, *pv;
+  const int a = fap_blend_paint(m, bp, c);
   if (!a)
     return;
-  uint8_t c[3], yuv[3], *py, *pu, *pv;
-  fap_jet(m, c);
   fap_rgb_to_yuv(&f->to_yuv, c, yuv);
   fap_yuv_addresses(f, x, y, &py, &pu, &pv);
   *pu = fap_blend_channel(*pu, yuv[1], a);

@@ -1,13 +1,41 @@
-/* faprompt element: runs the core detector on video frames (every
- * inference-interval frames, inline or on a worker thread), attaches the
- * result as metas, posts messages and blends the heatmap into the frame.
- * The element never does tensor math: the core gets a packed RGB view. */
+/**
+ * SECTION:element-faprompt
+ * @title: faprompt
+ * @short_description: zero-shot visual anomaly detection (FAPrompt)
+ *
+ * Scores every frame for anomalies with FAPrompt (fine-grained abnormality
+ * prompts on a frozen CLIP ViT-L/14@336px), with no defect examples. Each
+ * frame that carries a result gets a #GstFAPromptMeta (score, decision, the
+ * S x S anomaly map), a structure-backed twin named
+ * `GstFAPromptStructureMeta` that any binding reads, one
+ * #GstVideoRegionOfInterestMeta per anomalous region, and (draw-heatmap) a
+ * heatmap blended into the pixels by the core. The frame is handed to the
+ * core as it is (RGB family, NV12, I420, YUY2 with the caps' colorimetry):
+ * no videoconvert is needed.
+ *
+ * Element messages named `faprompt` (post-messages) carry: `timestamp`,
+ * `stream-time`, `running-time`, `duration` (guint64 ns), `score` (gdouble),
+ * `anomalous`, `reused` (gboolean), `inference-timestamp` (guint64, PTS of
+ * the frame the result was computed on), `region-count` (guint) and, in
+ * on-change mode, `event` (`anomaly-started` / `anomaly-ended`).
+ *
+ * ## Example launch lines
+ * |[
+ * gst-launch-1.0 v4l2src ! faprompt model-file=model.safetensors ! videoconvert ! autovideosink
+ * ]| A live camera: non-blocking=auto runs inference beside the stream, so
+ * the video keeps its frame rate and frames carry the newest result.
+ * |[
+ * gst-launch-1.0 -m filesrc location=in.mp4 ! decodebin ! faprompt \
+ *     post-messages=every-frame ! fakesink
+ * ]| Every frame of a file scored (not live: blocking), one message each.
+ */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
 
 #include "gstfaprompt.h"
 #include "gstfapromptmeta.h"
+#include "fap_frameview.h"
 #include "fap_modelcache.h"
 
 #include <string.h>
@@ -15,7 +43,6 @@
 GST_DEBUG_CATEGORY_STATIC (gst_fa_prompt_debug);
 #define GST_CAT_DEFAULT gst_fa_prompt_debug
 
-#define FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, NV12, I420, YUY2 }"
 #define DEFAULT_MODEL_NAME "faprompt-vitl14-336.safetensors"
 #define DEFAULT_THRESHOLD 0.5f
 
@@ -48,10 +75,10 @@ enum
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (FORMATS)));
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (FAP_FRAMEVIEW_FORMATS)));
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_SRC, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (FORMATS)));
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (FAP_FRAMEVIEW_FORMATS)));
 
 #define gst_fa_prompt_parent_class parent_class
 G_DEFINE_TYPE (GstFAPrompt, gst_fa_prompt, GST_TYPE_VIDEO_FILTER);
@@ -104,75 +131,101 @@ gst_fa_prompt_messages_get_type (void)
   return type;
 }
 
-/* ---- core log -> GStreamer debug log; last error kept per thread ---------- */
+#define GST_TYPE_FA_PROMPT_NON_BLOCKING (gst_fa_prompt_non_blocking_get_type ())
+static GType
+gst_fa_prompt_non_blocking_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_FA_PROMPT_NON_BLOCKING_FALSE, "Blocking: a frame that is due waits "
+          "for its own inference (every due frame scored; the stream runs at "
+          "the model's speed)", "false"},
+    {GST_FA_PROMPT_NON_BLOCKING_TRUE, "Non-blocking: inference on a worker "
+          "thread, no frame waits; frames carry the newest finished result "
+          "(reused), due frames are skipped while the worker is busy", "true"},
+    {GST_FA_PROMPT_NON_BLOCKING_AUTO, "Non-blocking when upstream is live "
+          "(LATENCY query), blocking otherwise (files, tests)", "auto"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstFAPromptNonBlocking", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
 
-static __thread gchar core_error[512];
+/* ---- the core's log, per element ------------------------------------------ */
 
+/* Every message of this element's core calls (its detector's sink, and the
+ * thread sink around model loads and drawing) goes to this element's debug
+ * log; the last error is kept for the element error it turns into. */
 static void
 core_log (fap_log_level level, const char *message, void *user_data)
 {
+  GstFAPrompt *self = user_data;
+
   switch (level) {
     case FAP_LOG_ERROR:
-      g_strlcpy (core_error, message, sizeof core_error);
-      GST_WARNING ("core: %s", message);
+      g_mutex_lock (&self->log_lock);
+      g_strlcpy (self->core_error, message, sizeof self->core_error);
+      g_mutex_unlock (&self->log_lock);
+      GST_WARNING_OBJECT (self, "core: %s", message);
       break;
     case FAP_LOG_WARNING:
-      GST_WARNING ("core: %s", message);
+      GST_WARNING_OBJECT (self, "core: %s", message);
       break;
     case FAP_LOG_INFO:
-      GST_INFO ("core: %s", message);
+      GST_INFO_OBJECT (self, "core: %s", message);
       break;
     default:
-      GST_DEBUG ("core: %s", message);
+      GST_DEBUG_OBJECT (self, "core: %s", message);
       break;
   }
+}
+
+static void
+clear_core_error (GstFAPrompt * self)
+{
+  g_mutex_lock (&self->log_lock);
+  self->core_error[0] = '\0';
+  g_mutex_unlock (&self->log_lock);
+}
+
+static gchar *
+dup_core_error (GstFAPrompt * self)
+{
+  gchar *e;
+  g_mutex_lock (&self->log_lock);
+  e = g_strdup (self->core_error[0] ? self->core_error : "(no message)");
+  g_mutex_unlock (&self->log_lock);
+  return e;
+}
+
+/* messages of core calls this thread makes outside the detector go here */
+static void
+core_log_to (GstFAPrompt * self)
+{
+  fap_set_thread_log_callback (self ? core_log : NULL, self);
 }
 
 /* ---- results ------------------------------------------------------------- */
 
 static void
-inference_clear (gpointer data)
-{
-  FapInference *inf = data;
-  g_bytes_unref (inf->map);
-}
-
-static void
-inference_unref (FapInference * inf)
-{
-  if (inf)
-    g_atomic_rc_box_release_full (inf, inference_clear);
-}
-
-static FapInference *
-inference_new (const fap_result * r, guint64 serial, guint64 generation,
-    GstClockTime pts)
-{
-  FapInference *inf = g_atomic_rc_box_new0 (FapInference);
-  gsize bytes = (gsize) r->map_size * r->map_size * sizeof (gfloat);
-
-  /* the detector's map is borrowed until its next run: copy it once into a
-   * block the metas share */
-  inf->map = g_bytes_new (r->map, bytes);
-  inf->map_size = r->map_size;
-  inf->score = r->score;
-  inf->ms = r->total_ms;
-  inf->pts = pts;
-  inf->serial = serial;
-  inf->generation = generation;
-  return inf;
-}
-
-static void
 set_last (GstFAPrompt * self, FapInference * inf)
 {
-  inference_unref (self->last);
+  fap_inference_unref (self->last);
   self->last = inf;
   if (inf) {
     GST_OBJECT_LOCK (self);
     self->last_score = inf->score;
     GST_OBJECT_UNLOCK (self);
   }
+}
+
+static guint64
+next_serial (GstFAPrompt * self)
+{
+  return __atomic_add_fetch (&self->serial, 1, __ATOMIC_RELAXED);
 }
 
 /* ---- default model location --------------------------------------------- */
@@ -233,71 +286,119 @@ added_latency (GstFAPrompt * self)
   return (GstClockTime) (ms * GST_MSECOND);
 }
 
-/* ---- worker (non-blocking mode) ------------------------------------------ */
+/* ---- inference ------------------------------------------------------------ */
 
-static gpointer
-worker_main (gpointer data)
+/* The worker's run: on the worker thread (non-blocking mode). */
+static FapInference *
+worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
+    guint64 generation, gchar ** error)
 {
-  GstFAPrompt *self = data;
+  GstFAPrompt *self = user_data;
+  fap_result r;
+  fap_status st;
 
-  g_mutex_lock (&self->lock);
-  for (;;) {
-    fap_frame frame;
-    GstClockTime pts;
-    guint64 generation, serial;
-    fap_result r;
-    fap_status st;
-
-    while (!self->job_pending && !self->quit)
-      g_cond_wait (&self->cond, &self->lock);
-    if (self->quit)
-      break;
-    self->job_pending = FALSE;
-    self->job_busy = TRUE;
-    frame = self->job_frame;
-    pts = self->job_pts;
-    generation = self->job_generation;
-    serial = ++self->serial;
-    g_mutex_unlock (&self->lock);
-
-    core_error[0] = '\0';
-    st = fap_detector_run (self->detector, &frame, &r);
-    if (st == FAP_OK)
-      record_inference (self, r.total_ms);
-
-    g_mutex_lock (&self->lock);
-    self->job_busy = FALSE;
-    if (st == FAP_OK) {
-      inference_unref (self->finished);
-      self->finished = inference_new (&r, serial, generation, pts);
-    } else if (!self->worker_error) {
-      self->worker_error = g_strdup_printf ("%s: %s", fap_status_string (st),
-          core_error);
-    }
-    g_cond_broadcast (&self->cond);
+  st = fap_detector_run (self->detector, frame, &r);
+  if (st != FAP_OK) {
+    gchar *msg = dup_core_error (self);
+    *error = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
+    g_free (msg);
+    return NULL;
   }
-  g_mutex_unlock (&self->lock);
-  return NULL;
+  record_inference (self, r.total_ms);
+  return fap_inference_new (&r, next_serial (self), generation, pts);
 }
 
-static void
-worker_stop (GstFAPrompt * self)
+static gboolean
+infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view)
 {
-  if (!self->worker)
+  fap_result r;
+  fap_status st;
+
+  clear_core_error (self);
+  st = fap_detector_run (self->detector, view, &r);
+  if (st != FAP_OK) {
+    gchar *msg = dup_core_error (self);
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt inference failed: %s: %s", fap_status_string (st), msg),
+        (NULL));
+    g_free (msg);
+    return FALSE;
+  }
+  record_inference (self, r.total_ms);
+  set_last (self, fap_inference_new (&r, next_serial (self), self->generation,
+          GST_BUFFER_PTS (buf)));
+  return TRUE;
+}
+
+/* Non-blocking: takes the worker's newest result and, when an inference is
+ * due and the worker idle, hands it a copy of this frame (in its own format).
+ * Never waits. */
+static gboolean
+infer_async (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
+    gboolean due, gboolean * submitted)
+{
+  FapInference *inf;
+  gchar *err;
+
+  *submitted = fap_worker_exchange (&self->worker, self->generation,
+      due ? view : NULL, GST_BUFFER_PTS (buf), &inf, &err);
+  if (inf)
+    set_last (self, inf);
+  if (err) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt inference failed: %s", err), (NULL));
+    g_free (err);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---- mode ------------------------------------------------------------------ */
+
+/* non-blocking=auto: decided once per start from whether upstream is live */
+static void
+decide_mode (GstFAPrompt * self, gboolean live)
+{
+  GST_OBJECT_LOCK (self);
+  if (!self->mode_decided) {
+    self->running_non_blocking = live;
+    self->mode_decided = TRUE;
+    GST_OBJECT_UNLOCK (self);
+    GST_INFO_OBJECT (self, "non-blocking=auto: upstream is %s, running %s",
+        live ? "live" : "not live", live ? "non-blocking" : "blocking");
     return;
-  g_mutex_lock (&self->lock);
-  self->quit = TRUE;
-  g_cond_broadcast (&self->cond);
-  g_mutex_unlock (&self->lock);
-  /* an inference in flight finishes first: the core cannot be cancelled */
-  g_thread_join (self->worker);
-  self->worker = NULL;
-  self->quit = FALSE;
-  self->job_pending = FALSE;
-  self->job_busy = FALSE;
-  inference_unref (self->finished);
-  self->finished = NULL;
-  g_clear_pointer (&self->worker_error, g_free);
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static gboolean
+upstream_is_live (GstFAPrompt * self)
+{
+  GstQuery *q = gst_query_new_latency ();
+  gboolean live = FALSE;
+
+  if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), q))
+    gst_query_parse_latency (q, &live, NULL, NULL);
+  gst_query_unref (q);
+  return live;
+}
+
+/* Streaming thread, every frame: the mode is settled and its worker runs. */
+static void
+ensure_mode (GstFAPrompt * self)
+{
+  gboolean decided, nb;
+
+  GST_OBJECT_LOCK (self);
+  decided = self->mode_decided;
+  GST_OBJECT_UNLOCK (self);
+  if (!decided)
+    decide_mode (self, upstream_is_live (self));
+  GST_OBJECT_LOCK (self);
+  nb = self->running_non_blocking;
+  GST_OBJECT_UNLOCK (self);
+  if (nb && !fap_worker_running (&self->worker))
+    fap_worker_start (&self->worker, worker_run, self);
 }
 
 /* ---- start / stop -------------------------------------------------------- */
@@ -308,7 +409,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   GstFAPrompt *self = GST_FA_PROMPT (trans);
   fap_detector_options o;
   const fap_config *cfg;
-  gchar *path;
+  gchar *path, *msg;
   gboolean shared;
   fap_status st;
 
@@ -320,7 +421,11 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   o.threads = self->threads;
   o.image_size = self->image_size;
   o.sigma = self->sigma;
-  self->running_non_blocking = self->non_blocking;
+  o.log = core_log;
+  o.log_user_data = self;
+  self->mode_decided = self->non_blocking != GST_FA_PROMPT_NON_BLOCKING_AUTO;
+  self->running_non_blocking =
+      self->non_blocking == GST_FA_PROMPT_NON_BLOCKING_TRUE;
   self->frames = self->inferences = 0;
   self->last_score = -1.0f;
   self->inference_ms_total = self->inference_ms_avg = 0.0;
@@ -337,12 +442,16 @@ gst_fa_prompt_start (GstBaseTransform * trans)
     return FALSE;
   }
 
-  core_error[0] = '\0';
+  clear_core_error (self);
+  core_log_to (self);
   st = fap_modelcache_acquire (path, &self->model, &shared);
+  core_log_to (NULL);
   if (st != FAP_OK) {
+    msg = dup_core_error (self);
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
         ("Could not load faprompt model \"%s\" (%s: %s). " HOW_TO_GET_A_MODEL,
-            path, fap_status_string (st), core_error), ("model-file=%s", path));
+            path, fap_status_string (st), msg), ("model-file=%s", path));
+    g_free (msg);
     g_free (path);
     return FALSE;
   }
@@ -353,13 +462,22 @@ gst_fa_prompt_start (GstBaseTransform * trans)
       shared ? "shared with another element" : "loaded",
       fap_model_load_seconds (self->model));
 
-  core_error[0] = '\0';
+  clear_core_error (self);
   st = fap_detector_new (self->model, &o, &self->detector);
+  if (st == FAP_OK) {
+    core_log_to (self);
+    st = fap_overlay_new (&self->overlay);
+    core_log_to (NULL);
+  }
   if (st != FAP_OK) {
+    msg = dup_core_error (self);
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("Could not create the faprompt detector for \"%s\" (backend %s, "
             "image-size %d): %s: %s", path, fap_backend_name (o.backend),
-            o.image_size, fap_status_string (st), core_error), (NULL));
+            o.image_size, fap_status_string (st), msg), (NULL));
+    g_free (msg);
+    fap_detector_free (self->detector);
+    self->detector = NULL;
     fap_modelcache_release (self->model);
     self->model = NULL;
     g_free (path);
@@ -371,18 +489,15 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   self->model_image_threshold = cfg->image_threshold;
   self->model_pixel_threshold = cfg->pixel_threshold;
   self->countdown = 0;
-  self->in_anomaly = FALSE;
   self->generation++;
-  fap_regions_init (&self->regions);
-  fap_overlay_init (&self->overlay);
-  fap_colorconvert_init (&self->convert);
-  self->regions_serial = 0;
+  self->have_info = FALSE;
+  self->range_warned = FALSE;
+  fap_results_init (&self->results);
 
-  if (self->running_non_blocking)
-    self->worker = g_thread_new ("faprompt-worker", worker_main, self);
   GST_INFO_OBJECT (self, "started: backend %s, S=%d, %s",
       fap_backend_name (fap_detector_backend (self->detector)),
       fap_detector_image_size (self->detector),
+      !self->mode_decided ? "non-blocking when upstream is live" :
       self->running_non_blocking ? "non-blocking" : "blocking");
   return TRUE;
 }
@@ -392,17 +507,16 @@ gst_fa_prompt_stop (GstBaseTransform * trans)
 {
   GstFAPrompt *self = GST_FA_PROMPT (trans);
 
-  worker_stop (self);
+  fap_worker_stop (&self->worker);
   set_last (self, NULL);
   fap_detector_free (self->detector);
   self->detector = NULL;
   fap_modelcache_release (self->model);
   self->model = NULL;
-  g_clear_pointer (&self->input, g_free);
-  self->input_size = 0;
-  fap_regions_clear (&self->regions);
-  fap_overlay_clear (&self->overlay);
-  fap_colorconvert_clear (&self->convert);
+  fap_overlay_free (self->overlay);
+  self->overlay = NULL;
+  fap_results_clear (&self->results);
+  self->have_info = FALSE;
   return TRUE;
 }
 
@@ -412,12 +526,8 @@ gst_fa_prompt_stop (GstBaseTransform * trans)
 static void
 reset_stream (GstFAPrompt * self)
 {
-  g_mutex_lock (&self->lock);
   self->generation++;
-  self->job_pending = FALSE;
-  inference_unref (self->finished);
-  self->finished = NULL;
-  g_mutex_unlock (&self->lock);
+  fap_worker_reset (&self->worker);
   set_last (self, NULL);
   self->countdown = 0;
 }
@@ -427,236 +537,77 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
     GstVideoInfo * in_info, GstCaps * outcaps, GstVideoInfo * out_info)
 {
   GstFAPrompt *self = GST_FA_PROMPT (filter);
+  gchar *why = NULL;
 
   GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
   /* the same caps again (a source re-sending them): keep the result */
-  if (self->overlay.have_info && gst_video_info_is_equal (in_info,
-          &self->convert.in_info))
+  if (self->have_info && gst_video_info_is_equal (in_info, &self->info))
     return TRUE;
-  if (!fap_colorconvert_set_info (&self->convert, in_info)) {
-    GST_ERROR_OBJECT (self, "cannot convert %s to RGB",
-        GST_VIDEO_INFO_NAME (in_info));
+  if (!fap_frameview_check_info (in_info, &why)) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("faprompt: %s", why),
+        ("caps %" GST_PTR_FORMAT, incaps));
+    g_free (why);
     return FALSE;
   }
-  fap_overlay_set_info (&self->overlay, in_info);
+  self->info = *in_info;
+  self->have_info = TRUE;
   reset_stream (self);
   return TRUE;
-}
-
-/* Makes the detector input buffer large enough for the current caps. Only
- * called while the worker is idle. */
-static guint8 *
-ensure_input (GstFAPrompt * self)
-{
-  gsize stride, size = fap_colorconvert_copy_size (&self->convert, &stride);
-  if (self->input_size < size) {
-    g_free (self->input);
-    self->input = g_malloc (size);
-    self->input_size = size;
-  }
-  return self->input;
-}
-
-/* ---- messages ------------------------------------------------------------ */
-
-static void
-post_result (GstFAPrompt * self, GstClockTime pts, GstClockTime duration,
-    const FapInference * inf, gboolean anomalous, gboolean reused,
-    guint regions, const gchar * event)
-{
-  GstSegment *seg = &GST_BASE_TRANSFORM (self)->segment;
-  GstClockTime stream_time = GST_CLOCK_TIME_NONE, running_time =
-      GST_CLOCK_TIME_NONE;
-  GstStructure *s;
-
-  if (seg->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (pts)) {
-    stream_time = gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts);
-    running_time = gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts);
-  }
-  s = gst_structure_new ("faprompt",
-      "timestamp", G_TYPE_UINT64, pts,
-      "stream-time", G_TYPE_UINT64, stream_time,
-      "running-time", G_TYPE_UINT64, running_time,
-      "duration", G_TYPE_UINT64, duration,
-      "score", G_TYPE_DOUBLE, inf ? (gdouble) inf->score : 0.0,
-      "anomalous", G_TYPE_BOOLEAN, anomalous,
-      "reused", G_TYPE_BOOLEAN, reused,
-      "inference-timestamp", G_TYPE_UINT64,
-      inf ? inf->pts : GST_CLOCK_TIME_NONE,
-      "region-count", G_TYPE_UINT, regions, NULL);
-  if (event)
-    gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
-  gst_element_post_message (GST_ELEMENT (self),
-      gst_message_new_element (GST_OBJECT (self), s));
 }
 
 /* ---- per frame ----------------------------------------------------------- */
 
 typedef struct
 {
-  gfloat image_threshold, pixel_threshold;
+  FapResultSettings results;
   gboolean draw;
-  FapOverlayParams overlay;
+  fap_blend blend;
   guint interval;
-  GstFAPromptMessages messages;
-  guint max_regions;
 } Settings;
 
 static void
 read_settings (GstFAPrompt * self, Settings * s)
 {
+  gboolean warn = FALSE;
+
   GST_OBJECT_LOCK (self);
-  s->image_threshold = self->image_threshold >= 0 ? self->image_threshold :
-      self->model_image_threshold >= 0 ? self->model_image_threshold :
-      DEFAULT_THRESHOLD;
-  s->pixel_threshold = self->pixel_threshold >= 0 ? self->pixel_threshold :
-      self->model_pixel_threshold >= 0 ? self->model_pixel_threshold :
-      DEFAULT_THRESHOLD;
+  s->results.image_threshold = self->image_threshold >= 0 ?
+      self->image_threshold : self->model_image_threshold >= 0 ?
+      self->model_image_threshold : DEFAULT_THRESHOLD;
+  s->results.pixel_threshold = self->pixel_threshold >= 0 ?
+      self->pixel_threshold : self->model_pixel_threshold >= 0 ?
+      self->model_pixel_threshold : DEFAULT_THRESHOLD;
+  s->results.max_regions = self->max_regions;
+  s->results.messages = (FapMessages) self->post_messages;
   s->draw = self->draw_heatmap;
-  s->overlay.threshold = s->pixel_threshold;
-  s->overlay.vmin = self->heatmap_min;
-  s->overlay.vmax = self->heatmap_max;
-  s->overlay.alpha = self->heatmap_alpha;
+  s->blend.opacity = (float) self->heatmap_alpha;
+  s->blend.threshold = s->results.pixel_threshold;
+  s->blend.range_min = self->heatmap_min;
+  s->blend.range_max = self->heatmap_max;
+  if (!(s->blend.range_max > s->blend.range_min)) {
+    /* an empty scale: every drawn value gets the last colour */
+    s->blend.range_max = s->blend.range_min + 1e-6f;
+    warn = !self->range_warned;
+    self->range_warned = TRUE;
+  }
   s->interval = MAX (self->interval, 1);
-  s->messages = self->post_messages;
-  s->max_regions = self->max_regions;
   GST_OBJECT_UNLOCK (self);
+  if (warn)
+    GST_WARNING_OBJECT (self, "heatmap-max is not above heatmap-min: drawing "
+        "every value above pixel-threshold in the last colour");
 }
 
-static gboolean
-infer_blocking (GstFAPrompt * self, GstVideoFrame * frame)
+/* controllable properties follow their control sources, once per frame */
+static void
+gst_fa_prompt_before_transform (GstBaseTransform * trans, GstBuffer * buf)
 {
-  fap_frame view;
-  fap_result r;
-  fap_status st;
-  guint8 *scratch = NULL;
+  GstClockTime ts = GST_BUFFER_PTS (buf);
 
-  if (self->convert.conv)
-    scratch = ensure_input (self);
-  fap_colorconvert_view (&self->convert, frame, scratch, &view);
-  core_error[0] = '\0';
-  st = fap_detector_run (self->detector, &view, &r);
-  if (st != FAP_OK) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s: %s", fap_status_string (st),
-            core_error), (NULL));
-    return FALSE;
+  if (GST_CLOCK_TIME_IS_VALID (ts)) {
+    ts = gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, ts);
+    if (GST_CLOCK_TIME_IS_VALID (ts))
+      gst_object_sync_values (GST_OBJECT (trans), ts);
   }
-  record_inference (self, r.total_ms);
-  set_last (self, inference_new (&r, ++self->serial, self->generation,
-          GST_BUFFER_PTS (frame->buffer)));
-  return TRUE;
-}
-
-/* Non-blocking: takes the worker's newest result and, when an inference is
- * due and the worker idle, hands it a copy of this frame. Never waits. */
-static gboolean
-infer_async (GstFAPrompt * self, GstVideoFrame * frame, gboolean due,
-    gboolean * submitted)
-{
-  gchar *err = NULL;
-
-  *submitted = FALSE;
-  g_mutex_lock (&self->lock);
-  if (self->worker_error) {
-    err = self->worker_error;
-    self->worker_error = NULL;
-  }
-  if (self->finished) {
-    if (self->finished->generation == self->generation) {
-      set_last (self, self->finished);
-    } else {
-      inference_unref (self->finished);
-    }
-    self->finished = NULL;
-  }
-  if (!err && due && !self->job_busy && !self->job_pending) {
-    guint8 *dest = ensure_input (self);
-    fap_colorconvert_copy (&self->convert, frame, dest, &self->job_frame);
-    self->job_pts = GST_BUFFER_PTS (frame->buffer);
-    self->job_generation = self->generation;
-    self->job_pending = TRUE;
-    g_cond_broadcast (&self->cond);
-    *submitted = TRUE;
-  }
-  g_mutex_unlock (&self->lock);
-  if (err) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s", err), (NULL));
-    g_free (err);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-static guint
-attach_result (GstFAPrompt * self, GstVideoFrame * frame,
-    const Settings * st, gboolean fresh, gboolean * anomalous)
-{
-  GstBuffer *buf = frame->buffer;
-  FapInference *inf = self->last;
-  guint fw = GST_VIDEO_FRAME_WIDTH (frame), fh = GST_VIDEO_FRAME_HEIGHT (frame);
-  guint S = inf->map_size, n, i;
-  const gfloat *map = g_bytes_get_data (inf->map, NULL);
-  GstFAPromptMeta *m;
-  GstStructure *s;
-  GValue arr = G_VALUE_INIT;
-
-  if (self->regions_serial != inf->serial
-      || self->regions_threshold != st->pixel_threshold
-      || self->regions_max != st->max_regions) {
-    fap_regions_find (&self->regions, map, S, S, S * sizeof (gfloat),
-        st->pixel_threshold, st->max_regions);
-    self->regions_serial = inf->serial;
-    self->regions_threshold = st->pixel_threshold;
-    self->regions_max = st->max_regions;
-  }
-  n = self->regions.regions->len;
-
-  m = gst_buffer_add_faprompt_meta (buf, inf->map, S, S, S * sizeof (gfloat));
-  m->score = inf->score;
-  m->anomalous = *anomalous = inf->score > st->image_threshold;
-  m->x = m->y = 0;
-  m->width = fw;
-  m->height = fh;
-  m->inference_timestamp = inf->pts;
-  m->inference_ms = inf->ms;
-  m->reused = !fresh;
-  m->image_threshold = st->image_threshold;
-  m->pixel_threshold = st->pixel_threshold;
-  m->n_regions = n;
-  s = gst_buffer_add_faprompt_structure_meta (buf, m);
-
-  g_value_init (&arr, GST_TYPE_ARRAY);
-  for (i = 0; i < n; i++) {
-    const FapRegion *r = &g_array_index (self->regions.regions, FapRegion, i);
-    GstVideoRegionOfInterestMeta *roi;
-    GValue v = G_VALUE_INIT;
-    gint x, y;
-    guint w, h;
-
-    fap_region_to_frame (r, S, S, fw, fh, &x, &y, &w, &h);
-    roi = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
-        x, y, w, h);
-    roi->id = (gint) i;
-    gst_video_region_of_interest_meta_add_param (roi,
-        gst_structure_new ("faprompt", "peak", G_TYPE_DOUBLE,
-            (gdouble) r->peak, "mean", G_TYPE_DOUBLE, (gdouble) r->mean,
-            "area", G_TYPE_UINT, r->area, NULL));
-    g_value_init (&v, GST_TYPE_STRUCTURE);
-    g_value_take_boxed (&v, gst_structure_new ("region",
-            "x", G_TYPE_INT, x, "y", G_TYPE_INT, y,
-            "width", G_TYPE_UINT, w, "height", G_TYPE_UINT, h,
-            "peak", G_TYPE_DOUBLE, (gdouble) r->peak,
-            "mean", G_TYPE_DOUBLE, (gdouble) r->mean, NULL));
-    gst_value_array_append_and_take_value (&arr, &v);
-  }
-  gst_structure_take_value (s, "regions", &arr);
-
-  if (st->draw)
-    fap_overlay_draw (&self->overlay, frame, inf->serial, map, S, S,
-        S * sizeof (gfloat), &st->overlay);
-  return n;
 }
 
 static GstFlowReturn
@@ -667,26 +618,30 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   GstBuffer *buf = frame->buffer;
   gint64 t0 = g_get_monotonic_time ();
   gboolean due, fresh = FALSE, anomalous = FALSE;
+  GstFlowReturn ret = GST_FLOW_OK;
   guint regions = 0;
+  fap_frame view;
   Settings st;
   gdouble ms;
 
+  ensure_mode (self);
   read_settings (self, &st);
+  fap_frameview_of (frame, &view);
   /* the interval may have been lowered while playing */
   if (self->countdown > st.interval - 1)
     self->countdown = st.interval - 1;
   due = self->countdown == 0;
 
-  if (!self->running_non_blocking) {
+  if (!fap_worker_running (&self->worker)) {
     if (due) {
-      if (!infer_blocking (self, frame))
+      if (!infer_blocking (self, buf, &view))
         return GST_FLOW_ERROR;
       fresh = TRUE;
       self->countdown = st.interval;
     }
   } else {
     gboolean submitted;
-    if (!infer_async (self, frame, due, &submitted))
+    if (!infer_async (self, buf, &view, due, &submitted))
       return GST_FLOW_ERROR;
     if (submitted)
       self->countdown = st.interval;
@@ -694,33 +649,30 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   if (self->countdown > 0)
     self->countdown--;
 
-  if (self->last)
-    regions = attach_result (self, frame, &st, fresh, &anomalous);
-
   if (self->last) {
-    GstClockTime pts = GST_BUFFER_PTS (buf), dur = GST_BUFFER_DURATION (buf);
-    switch (st.messages) {
-      case GST_FA_PROMPT_MESSAGES_EVERY_FRAME:
-        post_result (self, pts, dur, self->last, anomalous, !fresh, regions,
-            NULL);
-        break;
-      case GST_FA_PROMPT_MESSAGES_ANOMALOUS:
-        if (anomalous)
-          post_result (self, pts, dur, self->last, anomalous, !fresh, regions,
-              NULL);
-        break;
-      case GST_FA_PROMPT_MESSAGES_ON_CHANGE:
-        if (anomalous != self->in_anomaly)
-          post_result (self, pts, dur, self->last, anomalous, !fresh, regions,
-              anomalous ? "anomaly-started" : "anomaly-ended");
-        break;
-      default:
-        break;
+    const FapInference *inf = self->last;
+    regions = fap_results_attach (&self->results, buf, view.width,
+        view.height, inf, &st.results, fresh, &anomalous);
+    if (st.draw) {
+      fap_status s;
+      clear_core_error (self);
+      core_log_to (self);
+      s = fap_overlay_draw (self->overlay, &view,
+          g_bytes_get_data (inf->map, NULL), (int) inf->map_size,
+          inf->serial, &st.blend);
+      core_log_to (NULL);
+      if (s != FAP_OK) {
+        gchar *msg = dup_core_error (self);
+        GST_ELEMENT_ERROR (self, STREAM, FAILED,
+            ("faprompt could not draw the heatmap: %s: %s",
+                fap_status_string (s), msg), (NULL));
+        g_free (msg);
+        ret = GST_FLOW_ERROR;
+      }
     }
-    /* tracked in on-change mode only: switching to it while anomalous
-     * starts with anomaly-started, so the events always pair up */
-    self->in_anomaly = st.messages == GST_FA_PROMPT_MESSAGES_ON_CHANGE
-        && anomalous;
+    fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
+        &GST_BASE_TRANSFORM (self)->segment, buf, inf, &st.results,
+        anomalous, fresh, regions);
   }
 
   ms = (g_get_monotonic_time () - t0) / 1000.0;
@@ -735,7 +687,7 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   GST_OBJECT_UNLOCK (self);
   GST_LOG_OBJECT (self, "frame %" GST_TIME_FORMAT " %s %.2f ms",
       GST_TIME_ARGS (GST_BUFFER_PTS (buf)), fresh ? "inferred" : "reused", ms);
-  return GST_FLOW_OK;
+  return ret;
 }
 
 /* ---- events and queries -------------------------------------------------- */
@@ -743,16 +695,13 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
 static void
 end_anomaly (GstFAPrompt * self)
 {
-  gboolean on_change;
+  FapMessages mode;
 
   GST_OBJECT_LOCK (self);
-  on_change = self->post_messages == GST_FA_PROMPT_MESSAGES_ON_CHANGE;
+  mode = (FapMessages) self->post_messages;
   GST_OBJECT_UNLOCK (self);
-  /* every anomaly-started gets its anomaly-ended, also at EOS and flushes */
-  if (self->in_anomaly && on_change)
-    post_result (self, GST_CLOCK_TIME_NONE, GST_CLOCK_TIME_NONE, self->last,
-        FALSE, TRUE, 0, "anomaly-ended");
-  self->in_anomaly = FALSE;
+  fap_results_end_anomaly (&self->results, GST_ELEMENT (self),
+      &GST_BASE_TRANSFORM (self)->segment, self->last, mode);
 }
 
 static gboolean
@@ -785,9 +734,11 @@ gst_fa_prompt_query (GstBaseTransform * trans, GstPadDirection direction,
   if (ret && direction == GST_PAD_SRC
       && GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
     gboolean live;
-    GstClockTime min, max, ours = added_latency (self);
+    GstClockTime min, max, ours;
 
     gst_query_parse_latency (query, &live, &min, &max);
+    decide_mode (self, live);   /* non-blocking=auto, if not yet decided */
+    ours = added_latency (self);
     GST_DEBUG_OBJECT (self, "adding latency %" GST_TIME_FORMAT,
         GST_TIME_ARGS (ours));
     min += ours;
@@ -849,7 +800,7 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
       self->interval = g_value_get_uint (value);
       break;
     case PROP_NON_BLOCKING:
-      self->non_blocking = g_value_get_boolean (value);
+      self->non_blocking = g_value_get_enum (value);
       break;
     case PROP_POST_MESSAGES:
       self->post_messages = g_value_get_enum (value);
@@ -912,7 +863,7 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_uint (value, self->interval);
       break;
     case PROP_NON_BLOCKING:
-      g_value_set_boolean (value, self->non_blocking);
+      g_value_set_enum (value, self->non_blocking);
       break;
     case PROP_POST_MESSAGES:
       g_value_set_enum (value, self->post_messages);
@@ -953,8 +904,8 @@ gst_fa_prompt_finalize (GObject * object)
   GstFAPrompt *self = GST_FA_PROMPT (object);
 
   g_free (self->model_file);
-  g_mutex_clear (&self->lock);
-  g_cond_clear (&self->cond);
+  fap_worker_clear (&self->worker);
+  g_mutex_clear (&self->log_lock);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -970,11 +921,13 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->heatmap_min = 0.0f;
   self->heatmap_max = 1.0f;
   self->interval = 1;
+  self->non_blocking = GST_FA_PROMPT_NON_BLOCKING_AUTO;
   self->post_messages = GST_FA_PROMPT_MESSAGES_ON_CHANGE;
   self->max_regions = 16;
   self->last_score = -1.0f;
-  g_mutex_init (&self->lock);
-  g_cond_init (&self->cond);
+  self->mode_decided = TRUE;    /* until start (): no query decides anything */
+  g_mutex_init (&self->log_lock);
+  fap_worker_init (&self->worker);
 }
 
 static void
@@ -993,7 +946,8 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
 
   GST_DEBUG_CATEGORY_INIT (gst_fa_prompt_debug, "faprompt", 0,
       "FAPrompt anomaly detection");
-  fap_set_log_callback (core_log, NULL);
+  /* no fap_set_log_callback here: the process-wide sink is the
+   * application's; each element gets its own (core_log) */
 
   gobject_class->set_property = gst_fa_prompt_set_property;
   gobject_class->get_property = gst_fa_prompt_get_property;
@@ -1059,11 +1013,15 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "result (meta flagged reused) and its overlay", 1, G_MAXINT, 1,
           playing));
   g_object_class_install_property (gobject_class, PROP_NON_BLOCKING,
-      g_param_spec_boolean ("non-blocking", "Non-blocking",
-          "Run inference on a worker thread: no frame waits for it, frames "
+      g_param_spec_enum ("non-blocking", "Non-blocking",
+          "true: inference on a worker thread, no frame waits for it; frames "
           "carry the newest finished result (reused, with the timestamp of "
-          "the frame it was computed on); an inference is started when one "
-          "is due and the worker is idle", FALSE, ready));
+          "the frame it was computed on); an inference starts when one is "
+          "due and the worker is idle. false: a due frame waits for its own "
+          "inference. auto: true when upstream is live (a camera: the video "
+          "keeps its rate), false otherwise (a file: every due frame scored)",
+          GST_TYPE_FA_PROMPT_NON_BLOCKING, GST_FA_PROMPT_NON_BLOCKING_AUTO,
+          ready));
   g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
       g_param_spec_enum ("post-messages", "Post messages",
           "When to post \"faprompt\" element messages",
@@ -1113,10 +1071,13 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_fa_prompt_stop);
   trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_fa_prompt_sink_event);
   trans_class->query = GST_DEBUG_FUNCPTR (gst_fa_prompt_query);
+  trans_class->before_transform =
+      GST_DEBUG_FUNCPTR (gst_fa_prompt_before_transform);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_fa_prompt_set_info);
   filter_class->transform_frame_ip =
       GST_DEBUG_FUNCPTR (gst_fa_prompt_transform_frame_ip);
 
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_BACKEND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_MESSAGES, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_NON_BLOCKING, 0);
 }

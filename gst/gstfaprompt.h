@@ -1,5 +1,9 @@
 /* faprompt: zero-shot visual anomaly detection (FAPrompt) as an in-place
- * video filter. See gst/README.md. */
+ * video filter. See gst/README.md. The element is a shell: properties, caps,
+ * start/stop and the per-frame decisions; the core does every pixel
+ * (fap_frameview.h hands it the planes as they are, fap_overlay draws), the
+ * worker (fap_worker.h) runs non-blocking inference, fap_results.h builds the
+ * metas and messages. */
 #ifndef __GST_FA_PROMPT_H__
 #define __GST_FA_PROMPT_H__
 
@@ -8,9 +12,8 @@
 #include <gst/video/gstvideofilter.h>
 #include <fap.h>
 
-#include "fap_colorconvert.h"
-#include "fap_overlay.h"
-#include "fap_regions.h"
+#include "fap_results.h"
+#include "fap_worker.h"
 
 G_BEGIN_DECLS
 
@@ -25,23 +28,17 @@ typedef enum {
 } GstFAPromptBackend;
 
 typedef enum {
-  GST_FA_PROMPT_MESSAGES_NONE,
-  GST_FA_PROMPT_MESSAGES_EVERY_FRAME,
-  GST_FA_PROMPT_MESSAGES_ON_CHANGE,
-  GST_FA_PROMPT_MESSAGES_ANOMALOUS,
+  GST_FA_PROMPT_MESSAGES_NONE = FAP_MESSAGES_NONE,
+  GST_FA_PROMPT_MESSAGES_EVERY_FRAME = FAP_MESSAGES_EVERY_FRAME,
+  GST_FA_PROMPT_MESSAGES_ON_CHANGE = FAP_MESSAGES_ON_CHANGE,
+  GST_FA_PROMPT_MESSAGES_ANOMALOUS = FAP_MESSAGES_ANOMALOUS,
 } GstFAPromptMessages;
 
-/* One finished inference, shared (reference counted, g_atomic_rc_box) by the
- * element, the worker and, through map, every buffer meta carrying it. */
-typedef struct {
-  guint64 serial;               /* > 0, unique per element */
-  guint64 generation;           /* stream generation it belongs to */
-  GBytes *map;                  /* S x S floats */
-  guint map_size;               /* S */
-  gfloat score;
-  GstClockTime pts;             /* of the frame it was computed on */
-  gdouble ms;
-} FapInference;
+typedef enum {
+  GST_FA_PROMPT_NON_BLOCKING_FALSE = 0,
+  GST_FA_PROMPT_NON_BLOCKING_TRUE = 1,
+  GST_FA_PROMPT_NON_BLOCKING_AUTO = 2,
+} GstFAPromptNonBlocking;
 
 struct _GstFAPrompt
 {
@@ -60,7 +57,7 @@ struct _GstFAPrompt
   gdouble heatmap_alpha;
   gfloat heatmap_min, heatmap_max;
   guint interval;
-  gboolean non_blocking;
+  GstFAPromptNonBlocking non_blocking;
   GstFAPromptMessages post_messages;
   guint max_regions;
   /* statistics, under the object lock */
@@ -73,43 +70,33 @@ struct _GstFAPrompt
   gfloat last_score;
   guint64 light_frames;         /* frames that ran no inference inline */
   gdouble light_ms_total;
+  /* mode: decided at start, or (auto) by the first LATENCY answer or buffer;
+   * under the object lock */
+  gboolean mode_decided;
+  gboolean running_non_blocking;
 
   /* between start () and stop () */
   fap_model *model;
   fap_detector *detector;
   gfloat model_image_threshold, model_pixel_threshold;
-  gboolean running_non_blocking;
   gboolean model_shared;
 
+  /* the core's last error message for this element (log sink), log_lock */
+  GMutex log_lock;
+  gchar core_error[512];
+
   /* streaming thread */
-  FapColorConvert convert;
-  FapOverlay overlay;
-  FapRegionFinder regions;
-  guint64 regions_serial;
-  gfloat regions_threshold;
-  guint regions_max;
+  GstVideoInfo info;
+  gboolean have_info;
+  fap_overlay *overlay;
+  gboolean range_warned;
+  FapResults results;
   FapInference *last;           /* result carried by frames, or NULL */
   guint countdown;              /* frames until the next inference is due */
-  gboolean in_anomaly;
-  guint64 serial;
+  guint64 serial;               /* atomic: ids of inferences (map ids) */
   guint64 generation;
 
-  /* input buffer of the detector (RGB copy / conversion), reused */
-  guint8 *input;
-  gsize input_size;
-
-  /* non-blocking worker; lock guards everything below and input while busy */
-  GThread *worker;
-  GMutex lock;
-  GCond cond;
-  gboolean job_pending;
-  gboolean job_busy;
-  gboolean quit;
-  fap_frame job_frame;
-  GstClockTime job_pts;
-  guint64 job_generation;
-  FapInference *finished;       /* newest result of the worker */
-  gchar *worker_error;          /* an inference that failed */
+  FapWorker worker;             /* non-blocking mode */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (faprompt);

@@ -213,7 +213,7 @@ typedef struct {
  * array); max_height = the tallest frame */
 int fap_k_preprocess(fap_stream s, float *image, int size, const fap_k_frame *frames,
                      int max_height, int batch);
-/* draws maps [B, S, S] into the frames' pixels; params (device) = opacity, threshold */
+/* draws maps [B, S, S] into the frames' pixels; params (device) = fap_blend_params */
 int fap_k_blend(fap_stream s, const fap_k_frame *frames, const float *maps, int size,
                 const float *params, int max_width, int max_height, int batch);
 

@@ -68,8 +68,8 @@ __global__ void blend_pixels_kernel(const fap_k_frame *frames, const float *maps
   const int y = blockIdx.y, x = blockIdx.x * blockDim.x + threadIdx.x;
   if (y >= fr->px.height || x >= fr->px.width)
     return;
-  fap_blend_pixel(&fr->px, maps + (size_t)blockIdx.z * size * size, size, x, y, params[0],
-                  params[1]);
+  fap_blend_pixel(&fr->px, maps + (size_t)blockIdx.z * size * size, size, x, y,
+                  (const fap_blend_params *)params);
 }
 
 __global__ void blend_chroma_kernel(const fap_k_frame *frames, const float *maps, int size,
@@ -80,8 +80,8 @@ __global__ void blend_chroma_kernel(const fap_k_frame *frames, const float *maps
   const int cy = blockIdx.y, cx = blockIdx.x * blockDim.x + threadIdx.x;
   if (cy >= fap_chroma_height(fr->px.format, fr->px.height) || cx >= (fr->px.width + 1) / 2)
     return;
-  fap_blend_chroma(&fr->px, maps + (size_t)blockIdx.z * size * size, size, cx, cy, params[0],
-                   params[1]);
+  fap_blend_chroma(&fr->px, maps + (size_t)blockIdx.z * size * size, size, cx, cy,
+                   (const fap_blend_params *)params);
 }
 
 extern "C" int fap_k_blend(fap_stream s, const fap_k_frame *frames, const float *maps, int size,

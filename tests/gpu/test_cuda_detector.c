@@ -296,7 +296,7 @@ static void blend_and_replay(fap_model *m, int size) {
   fap_detector *d = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 2, 0);
   if (!d)
     return;
-  const fap_blend blend = {0.6f, 0.05f};
+  const fap_blend blend = {0.6f, 0.05f, 0.0f, 1.0f};
   for (int fi = 0; fi < 5; fi++) {
     uint8_t *rgb = make_rgb(71, 53, 60 + fi);
     test_frame a = make_frame(rgb, 71, 53, formats[fi]), b = make_frame(rgb, 71, 53, formats[fi]);

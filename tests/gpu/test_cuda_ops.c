@@ -510,7 +510,7 @@ static void op_preprocess(void) {
         px.format = fmt, px.width = w, px.height = h;
         px.p[0] = p0, px.p[1] = p1, px.p[2] = p2;
         px.s[0] = f.stride, px.s[1] = f.plane_stride[0], px.s[2] = f.plane_stride[1];
-        fap_yuv_coefficients(f.matrix == FAP_YUV_BT709, f.full_range, &px.to_rgb, &px.to_yuv);
+        fap_yuv_coefficients((int)f.matrix, f.full_range, &px.to_rgb, &px.to_yuv);
         for (int y = 0; y < h; y++)
           for (int x = 0; x < w; x++)
             fap_fetch_rgb(&px, x, y, rgb + ((size_t)y * w + x) * 3);

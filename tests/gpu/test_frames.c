@@ -82,11 +82,18 @@ static void blend_math(void) {
   CHECK(c[0] == 128 && c[1] == 255 && c[2] == 128, "jet(0.5) = %d %d %d", c[0], c[1], c[2]);
   fap_jet(1.0f, c);
   CHECK(c[0] == 128 && c[1] == 0 && c[2] == 0, "jet(1) = %d %d %d", c[0], c[1], c[2]);
-  CHECK(fap_blend_alpha(0.3f, 1.0f, 0.3f) == 0, "at the threshold nothing is drawn");
-  CHECK(fap_blend_alpha(NAN, 1.0f, 0.0f) == 0 && fap_blend_alpha(1.5f, 1.0f, 0.0f) == 0,
-        "NaN / > 1 draws nothing");
-  CHECK(fap_blend_alpha(1.0f, 1.0f, 0.0f) == 256 && fap_blend_alpha(0.5f, 0.5f, 0.0f) == 64,
-        "alpha = opacity m in 1/256");
+  const fap_blend_params unit = {1.0f, 0.3f, 0.0f, 1.0f}, half = {0.5f, 0.0f, 0.0f, 1.0f};
+  const fap_blend_params scaled = {1.0f, 0.0f, 0.2f, 1.0f / 0.4f}; /* range [0.2, 0.6] */
+  CHECK(fap_blend_paint(0.3f, &unit, c) == 0, "at the threshold nothing is drawn");
+  CHECK(fap_blend_paint(NAN, &half, c) == 0, "NaN draws nothing");
+  CHECK(fap_blend_paint(1.5f, &unit, c) == 256 && c[0] == 128 && c[2] == 0,
+        "above the range: the last colour, full opacity");
+  CHECK(fap_blend_paint(1.0f, &unit, c) == 256 && fap_blend_paint(0.5f, &half, c) == 64,
+        "alpha = opacity t in 1/256");
+  CHECK(fap_blend_paint(0.4f, &scaled, c) == 128 && c[1] == 255,
+        "range [0.2, 0.6]: 0.4 is the middle (green, alpha 1/2)");
+  CHECK(fap_blend_paint(0.1f, &scaled, c) == 0 && fap_blend_paint(0.7f, &scaled, c) == 256,
+        "range [0.2, 0.6]: clamped at both ends");
   CHECK(fap_blend_channel(200, 10, 0) == 200 && fap_blend_channel(200, 10, 256) == 10,
         "blend end points");
   /* bilinear taps and mirrored borders equal to core/resample's */
@@ -212,7 +219,9 @@ static void validation(fap_detector *d) {
   n_errors = 0;
   expect_error(fap_detector_run(d, &f, &r), "stride 63", "short YUY2 stride");
   free_owned(&o);
-  fap_blend bad = {1.5f, 0.0f};
+  fap_blend bad;
+  fap_blend_init(&bad);
+  bad.opacity = 1.5f;
   o = random_frame(FAP_PIXEL_RGB, 20, 20);
   n_errors = 0;
   expect_error(fap_detector_run_batch(d, &o.f, 1, &bad, &r), "opacity", "opacity 1.5");
@@ -286,14 +295,14 @@ static void batches(fap_model *m) {
   owned copies[4];
   for (int i = 0; i < 4; i++)
     copies[i] = copy_frame(&fr[i]);
-  const fap_blend blend = {0.7f, 0.1f};
+  const fap_blend blend = {0.7f, 0.1f, 0.0f, 1.0f};
   CHECK(fap_detector_run_batch(d, frames, 4, &blend, rb) == FAP_OK, "blend run: %s", last_error);
   for (int i = 0; i < 4; i++) {
     CHECK(fap_blend_frame(&copies[i].f, rb[i].map, rb[i].map_size, &blend) == FAP_OK,
           "fap_blend_frame");
     CHECK(same_bytes(&fr[i], &copies[i]), "frame %d: drawing in the run differs", i);
     owned again = copy_frame(&copies[i]);
-    const fap_blend none = {0.0f, 0.0f};
+    const fap_blend none = {0.0f, 0.0f, 0.0f, 1.0f};
     fap_blend_frame(&again.f, rb[i].map, rb[i].map_size, &none);
     CHECK(same_bytes(&again, &copies[i]), "opacity 0 changed frame %d", i);
     free_owned(&again);

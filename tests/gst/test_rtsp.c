@@ -95,7 +95,7 @@ static void test_loopback(void) {
   gchar *launch = g_strdup_printf(
       "( videotestsrc is-live=true pattern=ball num-buffers=300 ! "
       "video/x-raw,format=I420,width=160,height=120,framerate=30/1 ! "
-      "faprompt name=fap model-file=%s inference-interval=2 ! "
+      "faprompt name=fap model-file=%s inference-interval=2 non-blocking=false ! "
       "jpegenc ! rtpjpegpay name=pay0 pt=96 )",
       model_path);
   gst_rtsp_media_factory_set_launch(factory, launch);

@@ -1,0 +1,33 @@
+/* A mapped GstVideoFrame as the core's fap_frame: planes, strides, colour
+ * matrix and range of the negotiated caps, no pixel touched. The core does
+ * every conversion (core/pixel.c on the CPU, on the device with CUDA). */
+#ifndef FAP_FRAMEVIEW_H
+#define FAP_FRAMEVIEW_H
+
+#include <gst/video/video.h>
+#include <fap.h>
+
+/* The formats the element takes, in caps syntax. */
+#define FAP_FRAMEVIEW_FORMATS \
+  "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, NV12, I420, YUY2 }"
+
+/* Checks that @info can be handed to the core (format, colour matrix);
+ * FALSE with *why (g_free) saying what is wrong and what to do. */
+gboolean fap_frameview_check_info (const GstVideoInfo * info, gchar ** why);
+
+/* The core's view of @frame (mapped by the caller; valid while it is). */
+void fap_frameview_of (const GstVideoFrame * frame, fap_frame * out);
+
+/* An owned copy of a frame in its own format (for a worker that outlives the
+ * buffer): grows only, so a stream of one size allocates once. */
+typedef struct {
+  guint8 *data;
+  gsize size;
+  fap_frame frame;              /* describes data after fap_framecopy_take */
+} FapFrameCopy;
+
+void fap_framecopy_clear (FapFrameCopy * c);
+/* Copies every plane of @src (rows, not padding). FALSE when out of memory. */
+gboolean fap_framecopy_take (FapFrameCopy * c, const fap_frame * src);
+
+#endif

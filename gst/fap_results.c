@@ -1,0 +1,187 @@
+/* See fap_results.h. */
+#include "fap_results.h"
+
+#include <gst/video/video.h>
+#include <string.h>
+
+#include "gstfapromptmeta.h"
+
+static void
+inference_clear (gpointer data)
+{
+  FapInference *inf = data;
+  g_bytes_unref (inf->map);
+}
+
+void
+fap_inference_unref (FapInference * inf)
+{
+  if (inf)
+    g_atomic_rc_box_release_full (inf, inference_clear);
+}
+
+FapInference *
+fap_inference_new (const fap_result * r, guint64 serial, guint64 generation,
+    GstClockTime pts)
+{
+  FapInference *inf = g_atomic_rc_box_new0 (FapInference);
+  gsize bytes = (gsize) r->map_size * r->map_size * sizeof (gfloat);
+
+  inf->map = g_bytes_new (r->map, bytes);
+  inf->map_size = r->map_size;
+  inf->score = r->score;
+  inf->ms = r->total_ms;
+  inf->pts = pts;
+  inf->serial = serial;
+  inf->generation = generation;
+  return inf;
+}
+
+void
+fap_results_init (FapResults * r)
+{
+  memset (r, 0, sizeof *r);
+  fap_regions_init (&r->regions);
+}
+
+void
+fap_results_clear (FapResults * r)
+{
+  fap_regions_clear (&r->regions);
+  memset (r, 0, sizeof *r);
+}
+
+guint
+fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
+    const FapInference * inf, const FapResultSettings * st, gboolean fresh,
+    gboolean * anomalous)
+{
+  guint S = inf->map_size, n, i;
+  const gfloat *map = g_bytes_get_data (inf->map, NULL);
+  GstFAPromptMeta *m;
+  GstStructure *s;
+  GValue arr = G_VALUE_INIT;
+
+  if (r->regions_serial != inf->serial
+      || r->regions_threshold != st->pixel_threshold
+      || r->regions_max != st->max_regions) {
+    fap_regions_find (&r->regions, map, S, S, S * sizeof (gfloat),
+        st->pixel_threshold, st->max_regions);
+    r->regions_serial = inf->serial;
+    r->regions_threshold = st->pixel_threshold;
+    r->regions_max = st->max_regions;
+  }
+  n = r->regions.regions->len;
+
+  m = gst_buffer_add_faprompt_meta (buf, inf->map, S, S, S * sizeof (gfloat));
+  m->score = inf->score;
+  m->anomalous = *anomalous = inf->score > st->image_threshold;
+  m->x = m->y = 0;
+  m->width = fw;
+  m->height = fh;
+  m->inference_timestamp = inf->pts;
+  m->inference_ms = inf->ms;
+  m->reused = !fresh;
+  m->image_threshold = st->image_threshold;
+  m->pixel_threshold = st->pixel_threshold;
+  m->n_regions = n;
+  s = gst_buffer_add_faprompt_structure_meta (buf, m);
+
+  /* regions stay a GstValueArray: GStreamer's own ordered list (C, gst-python
+   * with python3-gst-1.0, gst_structure_to_string all read it) */
+  g_value_init (&arr, GST_TYPE_ARRAY);
+  for (i = 0; i < n; i++) {
+    const FapRegion *rg = &g_array_index (r->regions.regions, FapRegion, i);
+    GstVideoRegionOfInterestMeta *roi;
+    GValue v = G_VALUE_INIT;
+    gint x, y;
+    guint w, h;
+
+    fap_region_to_frame (rg, S, S, fw, fh, &x, &y, &w, &h);
+    roi = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
+        x, y, w, h);
+    roi->id = (gint) i;
+    gst_video_region_of_interest_meta_add_param (roi,
+        gst_structure_new ("faprompt", "peak", G_TYPE_DOUBLE,
+            (gdouble) rg->peak, "mean", G_TYPE_DOUBLE, (gdouble) rg->mean,
+            "area", G_TYPE_UINT, rg->area, NULL));
+    g_value_init (&v, GST_TYPE_STRUCTURE);
+    g_value_take_boxed (&v, gst_structure_new ("region",
+            "x", G_TYPE_INT, x, "y", G_TYPE_INT, y,
+            "width", G_TYPE_UINT, w, "height", G_TYPE_UINT, h,
+            "peak", G_TYPE_DOUBLE, (gdouble) rg->peak,
+            "mean", G_TYPE_DOUBLE, (gdouble) rg->mean, NULL));
+    gst_value_array_append_and_take_value (&arr, &v);
+  }
+  gst_structure_take_value (s, "regions", &arr);
+  return n;
+}
+
+static void
+post (GstElement * element, const GstSegment * seg, GstClockTime pts,
+    GstClockTime duration, const FapInference * inf, gboolean anomalous,
+    gboolean reused, guint regions, const gchar * event)
+{
+  GstClockTime stream_time = GST_CLOCK_TIME_NONE, running_time =
+      GST_CLOCK_TIME_NONE;
+  GstStructure *s;
+
+  if (seg->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (pts)) {
+    stream_time = gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts);
+    running_time = gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts);
+  }
+  s = gst_structure_new ("faprompt",
+      "timestamp", G_TYPE_UINT64, pts,
+      "stream-time", G_TYPE_UINT64, stream_time,
+      "running-time", G_TYPE_UINT64, running_time,
+      "duration", G_TYPE_UINT64, duration,
+      "score", G_TYPE_DOUBLE, inf ? (gdouble) inf->score : 0.0,
+      "anomalous", G_TYPE_BOOLEAN, anomalous,
+      "reused", G_TYPE_BOOLEAN, reused,
+      "inference-timestamp", G_TYPE_UINT64,
+      inf ? inf->pts : GST_CLOCK_TIME_NONE,
+      "region-count", G_TYPE_UINT, regions, NULL);
+  if (event)
+    gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
+  gst_element_post_message (element,
+      gst_message_new_element (GST_OBJECT (element), s));
+}
+
+void
+fap_results_post_for_frame (FapResults * r, GstElement * element,
+    const GstSegment * seg, GstBuffer * buf, const FapInference * inf,
+    const FapResultSettings * st, gboolean anomalous, gboolean fresh,
+    guint regions)
+{
+  GstClockTime pts = GST_BUFFER_PTS (buf), dur = GST_BUFFER_DURATION (buf);
+
+  switch (st->messages) {
+    case FAP_MESSAGES_EVERY_FRAME:
+      post (element, seg, pts, dur, inf, anomalous, !fresh, regions, NULL);
+      break;
+    case FAP_MESSAGES_ANOMALOUS:
+      if (anomalous)
+        post (element, seg, pts, dur, inf, anomalous, !fresh, regions, NULL);
+      break;
+    case FAP_MESSAGES_ON_CHANGE:
+      if (anomalous != r->in_anomaly)
+        post (element, seg, pts, dur, inf, anomalous, !fresh, regions,
+            anomalous ? "anomaly-started" : "anomaly-ended");
+      break;
+    default:
+      break;
+  }
+  /* tracked in on-change mode only: switching to it while anomalous starts
+   * with anomaly-started, so the events always pair up */
+  r->in_anomaly = st->messages == FAP_MESSAGES_ON_CHANGE && anomalous;
+}
+
+void
+fap_results_end_anomaly (FapResults * r, GstElement * element,
+    const GstSegment * seg, const FapInference * last, FapMessages mode)
+{
+  if (r->in_anomaly && mode == FAP_MESSAGES_ON_CHANGE)
+    post (element, seg, GST_CLOCK_TIME_NONE, GST_CLOCK_TIME_NONE, last,
+        FALSE, TRUE, 0, "anomaly-ended");
+  r->in_anomaly = FALSE;
+}

@@ -1,0 +1,71 @@
+/* What the element hands downstream for a result: the reference-counted
+ * inference, the metas and ROI metas on each buffer, the bus messages. */
+#ifndef FAP_RESULTS_H
+#define FAP_RESULTS_H
+
+#include <gst/gst.h>
+#include <fap.h>
+
+#include "fap_regions.h"
+
+/* One finished inference, shared (reference counted, g_atomic_rc_box) by the
+ * element, the worker and, through map, every buffer meta carrying it. */
+typedef struct {
+  guint64 serial;               /* > 0, unique per element: the map's id */
+  guint64 generation;           /* stream generation it belongs to */
+  GBytes *map;                  /* S x S floats */
+  guint map_size;               /* S */
+  gfloat score;
+  GstClockTime pts;             /* of the frame it was computed on */
+  gdouble ms;
+} FapInference;
+
+/* Copies the detector's map (borrowed until its next run) once. */
+FapInference *fap_inference_new (const fap_result * r, guint64 serial,
+    guint64 generation, GstClockTime pts);
+void fap_inference_unref (FapInference * inf);
+
+typedef enum {
+  FAP_MESSAGES_NONE,
+  FAP_MESSAGES_EVERY_FRAME,
+  FAP_MESSAGES_ON_CHANGE,
+  FAP_MESSAGES_ANOMALOUS,
+} FapMessages;
+
+/* Per-frame settings read from the properties. */
+typedef struct {
+  gfloat image_threshold, pixel_threshold;
+  guint max_regions;
+  FapMessages messages;
+} FapResultSettings;
+
+/* Streaming-thread state: the regions of the current map (found once per
+ * map and threshold) and the on-change state. */
+typedef struct {
+  FapRegionFinder regions;
+  guint64 regions_serial;
+  gfloat regions_threshold;
+  guint regions_max;
+  gboolean in_anomaly;
+} FapResults;
+
+void fap_results_init (FapResults * r);
+void fap_results_clear (FapResults * r);
+
+/* Adds GstFAPromptMeta, its structure twin and one ROI meta per region to
+ * @buf (a fw x fh frame); returns the region count, *anomalous the decision. */
+guint fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
+    const FapInference * inf, const FapResultSettings * st, gboolean fresh,
+    gboolean * anomalous);
+
+/* Posts the "faprompt" messages @st asks for, for the frame just attached. */
+void fap_results_post_for_frame (FapResults * r, GstElement * element,
+    const GstSegment * segment, GstBuffer * buf, const FapInference * inf,
+    const FapResultSettings * st, gboolean anomalous, gboolean fresh,
+    guint regions);
+
+/* At EOS / flush: every anomaly-started gets its anomaly-ended. */
+void fap_results_end_anomaly (FapResults * r, GstElement * element,
+    const GstSegment * segment, const FapInference * last, FapMessages mode);
+
+#endif

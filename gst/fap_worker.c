@@ -1,0 +1,143 @@
+/* See fap_worker.h. */
+#include "fap_worker.h"
+
+#include <string.h>
+
+static gpointer
+worker_main (gpointer data)
+{
+  FapWorker *w = data;
+
+  g_mutex_lock (&w->lock);
+  for (;;) {
+    fap_frame frame;
+    GstClockTime pts;
+    guint64 generation;
+    FapInference *inf;
+    gchar *err = NULL;
+
+    while (!w->pending && !w->quit)
+      g_cond_wait (&w->cond, &w->lock);
+    if (w->quit)
+      break;
+    w->pending = FALSE;
+    w->busy = TRUE;
+    /* the copy is not touched by the streaming thread while busy */
+    frame = w->job.frame;
+    pts = w->job_pts;
+    generation = w->job_generation;
+    g_mutex_unlock (&w->lock);
+
+    inf = w->run (w->user_data, &frame, pts, generation, &err);
+
+    g_mutex_lock (&w->lock);
+    w->busy = FALSE;
+    if (inf) {
+      fap_inference_unref (w->finished);
+      w->finished = inf;
+    } else if (!w->error) {
+      w->error = err ? err : g_strdup ("inference failed");
+    } else {
+      g_free (err);
+    }
+    g_cond_broadcast (&w->cond);
+  }
+  g_mutex_unlock (&w->lock);
+  return NULL;
+}
+
+void
+fap_worker_init (FapWorker * w)
+{
+  memset (w, 0, sizeof *w);
+  g_mutex_init (&w->lock);
+  g_cond_init (&w->cond);
+}
+
+void
+fap_worker_clear (FapWorker * w)
+{
+  fap_worker_stop (w);
+  fap_framecopy_clear (&w->job);
+  g_mutex_clear (&w->lock);
+  g_cond_clear (&w->cond);
+}
+
+void
+fap_worker_start (FapWorker * w, FapWorkerRunFunc run, gpointer user_data)
+{
+  g_return_if_fail (w->thread == NULL);
+  w->run = run;
+  w->user_data = user_data;
+  w->thread = g_thread_new ("faprompt-worker", worker_main, w);
+}
+
+gboolean
+fap_worker_running (FapWorker * w)
+{
+  return w->thread != NULL;
+}
+
+void
+fap_worker_stop (FapWorker * w)
+{
+  if (!w->thread)
+    return;
+  g_mutex_lock (&w->lock);
+  w->quit = TRUE;
+  g_cond_broadcast (&w->cond);
+  g_mutex_unlock (&w->lock);
+  g_thread_join (w->thread);
+  w->thread = NULL;
+  w->quit = w->pending = w->busy = FALSE;
+  fap_inference_unref (w->finished);
+  w->finished = NULL;
+  g_clear_pointer (&w->error, g_free);
+}
+
+void
+fap_worker_reset (FapWorker * w)
+{
+  g_mutex_lock (&w->lock);
+  w->pending = FALSE;
+  fap_inference_unref (w->finished);
+  w->finished = NULL;
+  g_mutex_unlock (&w->lock);
+}
+
+gboolean
+fap_worker_exchange (FapWorker * w, guint64 generation,
+    const fap_frame * frame, GstClockTime pts, FapInference ** result,
+    gchar ** error)
+{
+  gboolean taken = FALSE;
+
+  *result = NULL;
+  *error = NULL;
+  g_mutex_lock (&w->lock);
+  if (w->error) {
+    *error = w->error;
+    w->error = NULL;
+  }
+  if (w->finished) {
+    if (w->finished->generation == generation)
+      *result = w->finished;
+    else
+      fap_inference_unref (w->finished);
+    w->finished = NULL;
+  }
+  if (!*error && frame && !w->busy && !w->pending) {
+    if (fap_framecopy_take (&w->job, frame)) {
+      w->job_pts = pts;
+      w->job_generation = generation;
+      w->pending = TRUE;
+      g_cond_broadcast (&w->cond);
+      taken = TRUE;
+    } else {
+      *error = g_strdup_printf ("out of memory for a copy of a %dx%d frame",
+          frame->width, frame->height);
+    }
+  }
+  g_mutex_unlock (&w->lock);
+  return taken;
+}

@@ -1,0 +1,53 @@
+/* The non-blocking worker: one thread that runs the frame it was handed
+ * while the streaming thread goes on. The streaming thread never waits for
+ * it: it offers a frame when the worker is idle and collects the newest
+ * result (or error) when there is one. */
+#ifndef FAP_WORKER_H
+#define FAP_WORKER_H
+
+#include <gst/gst.h>
+
+#include "fap_frameview.h"
+#include "fap_results.h"
+
+/* Runs one frame on the worker thread: a new inference, or NULL with *error
+ * set (g_free'd by the worker's owner). */
+typedef FapInference *(*FapWorkerRunFunc) (gpointer user_data,
+    const fap_frame * frame, GstClockTime pts, guint64 generation,
+    gchar ** error);
+
+typedef struct {
+  GThread *thread;
+  GMutex lock;
+  GCond cond;
+  gboolean pending, busy, quit;
+  FapFrameCopy job;             /* the frame in its own format, under lock */
+  GstClockTime job_pts;
+  guint64 job_generation;
+  FapInference *finished;       /* newest result, not yet collected */
+  gchar *error;                 /* an inference that failed */
+  FapWorkerRunFunc run;
+  gpointer user_data;
+} FapWorker;
+
+void fap_worker_init (FapWorker * w);   /* once per element */
+void fap_worker_clear (FapWorker * w);  /* at finalize; stopped first */
+void fap_worker_start (FapWorker * w, FapWorkerRunFunc run,
+    gpointer user_data);
+/* Waits for the inference in flight (the core cannot be cancelled), then
+ * drops every job and result. */
+void fap_worker_stop (FapWorker * w);
+gboolean fap_worker_running (FapWorker * w);
+
+/* Never waits. Collects the newest result of @generation (older ones are
+ * dropped) into *result (NULL when none) and a pending error into *error;
+ * when @frame is not NULL and the worker is idle, hands it a copy of it.
+ * Returns TRUE when the frame was taken. */
+gboolean fap_worker_exchange (FapWorker * w, guint64 generation,
+    const fap_frame * frame, GstClockTime pts, FapInference ** result,
+    gchar ** error);
+
+/* Drops a job not yet started and any uncollected result (flush, caps). */
+void fap_worker_reset (FapWorker * w);
+
+#endif
