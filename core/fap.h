@@ -290,6 +290,11 @@ fap_status fap_overlay_new(fap_overlay **out);
 void fap_overlay_free(fap_overlay *overlay);
 fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame, const float *map,
                             int map_size, uint64_t map_id, const fap_blend *blend);
+/* Works out the table for a map and a frame geometry without drawing (the
+ * frame's pixels are not touched): a thread that produced the map can do the
+ * expensive part, the streaming thread then only mixes. */
+fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, const float *map,
+                               int map_size, uint64_t map_id, const fap_blend *blend);
 
 /* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major

@@ -14,8 +14,20 @@
 #include <string.h>
 
 typedef struct {
-  int first, last; /* painted columns [first, last] of a row; first > last: none */
+  int first, last; /* painted bytes [first, last] of a row; first > last: none */
 } span;
+
+/* One plane's paint: for every byte of every row, the alpha (0..256) and the
+ * value it moves towards. Per byte, not per pixel, so drawing any format is
+ * one straight multiply-add over contiguous bytes that the compiler
+ * vectorises (3 bytes of table per byte of frame). */
+typedef struct {
+  uint16_t *alpha;
+  uint8_t *colour;
+  span *rows;
+  size_t row_bytes, n_rows;
+  size_t cap[3];
+} plane_paint;
 
 struct fap_overlay {
   /* what the table was built for */
@@ -28,19 +40,17 @@ struct fap_overlay {
   int full_range;
   fap_blend blend;
 
-  /* per pixel: alpha (0..256) and the colour (3 bytes packed RGB, 1 luma) */
-  uint16_t *alpha;
-  uint8_t *colour;
-  span *rows;
-  /* YUV: per chroma sample, alpha and U, V */
-  uint16_t *calpha;
-  uint8_t *cuv;
-  span *crows;
+  plane_paint plane[3];
+  int n_planes;
 
   /* bilinear taps of the frame's columns and rows */
   int *tx0, *tx1, *ty0, *ty1;
   float *twx, *twy;
-  size_t cap[12]; /* bytes allocated behind each table above */
+  /* one row of samples being painted: m, alpha, jet colour */
+  float *m;
+  int32_t *a;
+  uint8_t *rgb;
+  size_t cap[9]; /* bytes allocated behind each table above */
 };
 
 fap_status fap_overlay_new(fap_overlay **out) {
@@ -50,17 +60,14 @@ fap_status fap_overlay_new(fap_overlay **out) {
   return *out ? FAP_OK : fap_fail(FAP_ERR_NO_MEMORY, "fap_overlay_new: out of memory");
 }
 
-static void free_tables(fap_overlay *o) {
-  free(o->alpha), free(o->colour), free(o->rows);
-  free(o->calpha), free(o->cuv), free(o->crows);
-  free(o->tx0), free(o->tx1), free(o->twx);
-  free(o->ty0), free(o->ty1), free(o->twy);
-}
-
 void fap_overlay_free(fap_overlay *o) {
   if (!o)
     return;
-  free_tables(o);
+  for (int i = 0; i < 3; i++)
+    free(o->plane[i].alpha), free(o->plane[i].colour), free(o->plane[i].rows);
+  free(o->tx0), free(o->tx1), free(o->twx);
+  free(o->ty0), free(o->ty1), free(o->twy);
+  free(o->m), free(o->a), free(o->rgb);
   free(o);
 }
 
@@ -77,6 +84,15 @@ static int grow(void **p, size_t *cap, size_t bytes) {
   return 1;
 }
 
+static int plane_reserve(plane_paint *pp, size_t row_bytes, size_t n_rows) {
+  pp->row_bytes = row_bytes;
+  pp->n_rows = n_rows;
+  const size_t n = row_bytes * n_rows;
+  return grow((void **)&pp->alpha, &pp->cap[0], n * sizeof(uint16_t)) &&
+         grow((void **)&pp->colour, &pp->cap[1], n) &&
+         grow((void **)&pp->rows, &pp->cap[2], n_rows * sizeof(span));
+}
+
 static int same_key(const fap_overlay *o, const fap_frame *f, int map_size, uint64_t map_id,
                     const fap_blend *b) {
   const int yuv = fap_format_is_yuv(f->format);
@@ -86,28 +102,96 @@ static int same_key(const fap_overlay *o, const fap_frame *f, int map_size, uint
          memcmp(&o->blend, b, sizeof *b) == 0;
 }
 
+static inline void put(plane_paint *pp, size_t row, size_t byte, int a, uint8_t c) {
+  pp->alpha[row * pp->row_bytes + byte] = (uint16_t)a;
+  pp->colour[row * pp->row_bytes + byte] = c;
+}
+
+static void find_spans(plane_paint *pp) {
+  for (size_t y = 0; y < pp->n_rows; y++) {
+    const uint16_t *al = pp->alpha + y * pp->row_bytes;
+    span sp = {(int)pp->row_bytes, -1};
+    for (size_t i = 0; i < pp->row_bytes; i++)
+      if (al[i]) {
+        if (sp.first > (int)i)
+          sp.first = (int)i;
+        sp.last = (int)i;
+      }
+    pp->rows[y] = sp;
+  }
+}
+
+/* Samples, alphas and jet colours of n pixels (x = 0, step, 2 step, ...) of
+ * frame row y: fap_map_sample and fap_blend_paint (pixel_math.h), written as
+ * straight loops over arrays so the compiler vectorises them; every float
+ * operation is the reference's, in its order, so every byte is the same. */
+static void paint_row(fap_overlay *o, const float *map, int size, int y, int n, int step,
+                      const fap_blend_params *bp) {
+  float *restrict m = o->m;
+  int32_t *restrict al = o->a;
+  uint8_t *restrict rgb = o->rgb;
+  const float *row0 = map + (size_t)o->ty0[y] * size, *row1 = map + (size_t)o->ty1[y] * size;
+  const float wy = o->twy[y];
+  for (int i = 0; i < n; i++) {
+    const int x = i * step;
+    m[i] = fap_bilinear_mix(row0[o->tx0[x]], row0[o->tx1[x]], row1[o->tx0[x]], row1[o->tx1[x]],
+                            o->twx[x], wy);
+  }
+  const float thr = bp->threshold, lo = bp->lo, inv = bp->inv_range, op = bp->opacity;
+  for (int i = 0; i < n; i++) {
+    const int drawn = m[i] > thr; /* false for NaN too */
+    float t = FAP_FMUL(FAP_FSUB(drawn ? m[i] : lo, lo), inv);
+    t = t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;
+    const int a = (int)FAP_FADD(FAP_FMUL(FAP_FMUL(op, t), 256.0f), 0.5f);
+    al[i] = drawn ? a : 0;
+    m[i] = t; /* from here on: the level */
+  }
+  for (int i = 0; i < n; i++) {
+    static const float k[3] = {3.0f, 2.0f, 1.0f}; /* fap_jet: r, g, b */
+    for (int c = 0; c < 3; c++) {
+      float v = FAP_FSUB(FAP_FMUL(4.0f, m[i]), k[c]);
+      v = FAP_FSUB(1.5f, v < 0.0f ? -v : v);
+      v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+      rgb[3 * i + c] = (uint8_t)(int)FAP_FADD(FAP_FMUL(v, 255.0f), 0.5f);
+    }
+  }
+}
+
 static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, int size,
                         const fap_blend *blend) {
   const int w = f->width, h = f->height, yuv = fap_format_is_yuv(f->format);
   const int cw = (w + 1) / 2, ch = yuv ? fap_chroma_height(f->format, h) : 0;
-  const size_t chans = yuv ? 1 : 3, npx = (size_t)w * h, nch = (size_t)cw * ch;
+  int r = 0, g = 0, b = 0;
+  const int bpp = yuv ? 0 : fap_packed_layout(f->format, &r, &g, &b);
   o->valid = 0;
-  /* tables only grow: a stream of one geometry allocates once */
-  const int ok = grow((void **)&o->tx0, &o->cap[0], w * sizeof(int)) &&
-                 grow((void **)&o->tx1, &o->cap[1], w * sizeof(int)) &&
-                 grow((void **)&o->twx, &o->cap[2], w * sizeof(float)) &&
-                 grow((void **)&o->ty0, &o->cap[3], h * sizeof(int)) &&
-                 grow((void **)&o->ty1, &o->cap[4], h * sizeof(int)) &&
-                 grow((void **)&o->twy, &o->cap[5], h * sizeof(float)) &&
-                 grow((void **)&o->alpha, &o->cap[6], npx * sizeof(uint16_t)) &&
-                 grow((void **)&o->colour, &o->cap[7], npx * chans) &&
-                 grow((void **)&o->rows, &o->cap[8], h * sizeof(span)) &&
-                 (!nch || (grow((void **)&o->calpha, &o->cap[9], nch * sizeof(uint16_t)) &&
-                           grow((void **)&o->cuv, &o->cap[10], nch * 2) &&
-                           grow((void **)&o->crows, &o->cap[11], ch * sizeof(span))));
+  int ok = grow((void **)&o->tx0, &o->cap[0], w * sizeof(int)) &&
+           grow((void **)&o->tx1, &o->cap[1], w * sizeof(int)) &&
+           grow((void **)&o->twx, &o->cap[2], w * sizeof(float)) &&
+           grow((void **)&o->ty0, &o->cap[3], h * sizeof(int)) &&
+           grow((void **)&o->ty1, &o->cap[4], h * sizeof(int)) &&
+           grow((void **)&o->twy, &o->cap[5], h * sizeof(float)) &&
+           grow((void **)&o->m, &o->cap[6], w * sizeof(float)) &&
+           grow((void **)&o->a, &o->cap[7], w * sizeof(int32_t)) &&
+           grow((void **)&o->rgb, &o->cap[8], 3 * (size_t)w);
+  /* planes as the frame has them: packed / YUY2 one, NV12 two, I420 three */
+  o->n_planes = f->format == FAP_PIXEL_I420 ? 3 : f->format == FAP_PIXEL_NV12 ? 2 : 1;
+  if (!yuv)
+    ok = ok && plane_reserve(&o->plane[0], (size_t)w * bpp, h);
+  else if (f->format == FAP_PIXEL_YUY2)
+    ok = ok && plane_reserve(&o->plane[0], 4 * (size_t)cw, h);
+  else {
+    ok = ok && plane_reserve(&o->plane[0], w, h) &&
+         plane_reserve(&o->plane[1], (size_t)cw * (f->format == FAP_PIXEL_NV12 ? 2 : 1), ch) &&
+         (f->format != FAP_PIXEL_I420 || plane_reserve(&o->plane[2], cw, ch));
+  }
   if (!ok)
     return fap_fail(FAP_ERR_NO_MEMORY, "fap_overlay_draw: out of memory for a %dx%d paint table",
                     w, h);
+  for (int i = 0; i < o->n_planes; i++) {
+    plane_paint *pp = &o->plane[i];
+    memset(pp->alpha, 0, pp->row_bytes * pp->n_rows * sizeof(uint16_t));
+    memset(pp->colour, 0, pp->row_bytes * pp->n_rows);
+  }
 
   for (int x = 0; x < w; x++)
     fap_bilinear_tap(x, size, w, &o->tx0[x], &o->tx1[x], &o->twx[x]);
@@ -119,57 +203,51 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
   fap_rgb2yuv to_yuv;
   fap_yuv_coefficients((int)f->matrix, f->full_range != 0, NULL, &to_yuv);
 
-  /* m exactly as fap_map_sample computes it for pixel (x, y) */
-#define SAMPLE(x, y)                                                                          \
-  fap_bilinear_mix(map[o->ty0[y] * size + o->tx0[x]], map[o->ty0[y] * size + o->tx1[x]],     \
-                   map[o->ty1[y] * size + o->tx0[x]], map[o->ty1[y] * size + o->tx1[x]],     \
-                   o->twx[x], o->twy[y])
-
-#pragma omp parallel for schedule(static) if (npx >= (1u << 18))
+  plane_paint *p0 = &o->plane[0], *p1 = &o->plane[1], *p2 = &o->plane[2];
+  const int yuy2 = f->format == FAP_PIXEL_YUY2;
+  /* pass 1 (fap_blend_pixel): packed RGB channels, or luma */
   for (int y = 0; y < h; y++) {
-    uint16_t *al = o->alpha + (size_t)y * w;
-    uint8_t *co = o->colour + (size_t)y * w * chans;
-    span sp = {w, -1};
+    paint_row(o, map, size, y, w, 1, &bp);
+    const int32_t *al = o->a;
+    const uint8_t *c = o->rgb;
     for (int x = 0; x < w; x++) {
-      uint8_t c[3] = {0, 0, 0};
-      const int a = fap_blend_paint(SAMPLE(x, y), &bp, c);
-      al[x] = (uint16_t)a;
-      if (yuv) {
-        uint8_t v[3];
-        fap_rgb_to_yuv(&to_yuv, c, v);
-        co[x] = a ? v[0] : 0;
+      const int a = al[x];
+      if (!a)
+        continue;
+      if (!yuv) {
+        put(p0, y, (size_t)x * bpp + r, a, c[3 * x]);
+        put(p0, y, (size_t)x * bpp + g, a, c[3 * x + 1]);
+        put(p0, y, (size_t)x * bpp + b, a, c[3 * x + 2]);
       } else {
-        memcpy(co + 3 * (size_t)x, c, 3);
-      }
-      if (a) {
-        sp.first = sp.first < x ? sp.first : x;
-        sp.last = x;
+        uint8_t v[3];
+        fap_rgb_to_yuv(&to_yuv, c + 3 * x, v);
+        put(p0, y, yuy2 ? 4 * (size_t)(x >> 1) + 2 * (x & 1) : (size_t)x, a, v[0]);
       }
     }
-    o->rows[y] = sp;
   }
-#pragma omp parallel for schedule(static) if (nch >= (1u << 17))
+  /* pass 2 (fap_blend_chroma): U and V from the sample's top-left pixel */
   for (int cy = 0; cy < ch; cy++) {
-    const int y = f->format == FAP_PIXEL_YUY2 ? cy : 2 * cy;
-    uint16_t *al = o->calpha + (size_t)cy * cw;
-    uint8_t *uv = o->cuv + (size_t)cy * cw * 2;
-    span sp = {cw, -1};
+    paint_row(o, map, size, yuy2 ? cy : 2 * cy, cw, 2, &bp);
     for (int cx = 0; cx < cw; cx++) {
-      uint8_t c[3] = {0, 0, 0}, v[3] = {0, 0, 0};
-      const int a = fap_blend_paint(SAMPLE(2 * cx, y), &bp, c);
-      if (a)
-        fap_rgb_to_yuv(&to_yuv, c, v);
-      al[cx] = (uint16_t)a;
-      uv[2 * cx] = v[1];
-      uv[2 * cx + 1] = v[2];
-      if (a) {
-        sp.first = sp.first < cx ? sp.first : cx;
-        sp.last = cx;
+      const int a = o->a[cx];
+      if (!a)
+        continue;
+      uint8_t v[3];
+      fap_rgb_to_yuv(&to_yuv, o->rgb + 3 * cx, v);
+      if (yuy2) {
+        put(p0, cy, 4 * (size_t)cx + 1, a, v[1]);
+        put(p0, cy, 4 * (size_t)cx + 3, a, v[2]);
+      } else if (f->format == FAP_PIXEL_NV12) {
+        put(p1, cy, 2 * (size_t)cx, a, v[1]);
+        put(p1, cy, 2 * (size_t)cx + 1, a, v[2]);
+      } else {
+        put(p1, cy, cx, a, v[1]);
+        put(p2, cy, cx, a, v[2]);
       }
     }
-    o->crows[cy] = sp;
   }
-#undef SAMPLE
+  for (int i = 0; i < o->n_planes; i++)
+    find_spans(&o->plane[i]);
 
   o->map_id = 0; /* set by the caller once the table is complete */
   o->map_size = size;
@@ -183,89 +261,58 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
   return FAP_OK;
 }
 
-/* p = (p (256 - a) + c a + 128) >> 8, fap_blend_channel for a run of bytes
- * `step` apart; a = 0 leaves p as it was, so no branch is needed */
-static void mix_run(uint8_t *p, size_t step, const uint16_t *alpha, const uint8_t *colour,
-                    size_t colour_step, int n) {
+/* p = (p (256 - a) + c a + 128) >> 8: fap_blend_channel over contiguous
+ * bytes; a = 0 leaves p as it was, so no branch is needed */
+static void mix_run(uint8_t *restrict p, const uint16_t *restrict alpha,
+                    const uint8_t *restrict colour, int n) {
   for (int i = 0; i < n; i++) {
-    const unsigned a = alpha[i], c = colour[(size_t)i * colour_step];
-    p[(size_t)i * step] = (uint8_t)((p[(size_t)i * step] * (256u - a) + c * a + 128u) >> 8);
+    const unsigned a = alpha[i];
+    p[i] = (uint8_t)((p[i] * (256u - a) + colour[i] * a + 128u) >> 8);
   }
 }
 
 static void draw(const fap_overlay *o, const fap_frame *f) {
-  const int w = f->width, h = f->height;
-  uint8_t *data = (uint8_t *)f->data;
-  if (!fap_format_is_yuv(f->format)) {
-    int r, g, b;
-    const int bpp = fap_packed_layout(f->format, &r, &g, &b);
-    for (int y = 0; y < h; y++) {
-      const span sp = o->rows[y];
+  for (int i = 0; i < o->n_planes; i++) {
+    const plane_paint *pp = &o->plane[i];
+    uint8_t *base = (uint8_t *)(i == 0 ? f->data : f->plane[i - 1]);
+    const size_t stride = i == 0 ? f->stride : f->plane_stride[i - 1];
+    for (size_t y = 0; y < pp->n_rows; y++) {
+      const span sp = pp->rows[y];
       if (sp.first > sp.last)
         continue;
-      const int n = sp.last - sp.first + 1;
-      uint8_t *px = data + (size_t)y * f->stride + (size_t)sp.first * bpp;
-      const uint16_t *al = o->alpha + (size_t)y * w + sp.first;
-      const uint8_t *co = o->colour + ((size_t)y * w + sp.first) * 3;
-      mix_run(px + r, bpp, al, co, 3, n);
-      mix_run(px + g, bpp, al, co + 1, 3, n);
-      mix_run(px + b, bpp, al, co + 2, 3, n);
-    }
-    return;
-  }
-  const int cw = (w + 1) / 2, ch = fap_chroma_height(f->format, h);
-  const int yuy2 = f->format == FAP_PIXEL_YUY2;
-  for (int y = 0; y < h; y++) {
-    const span sp = o->rows[y];
-    if (sp.first > sp.last)
-      continue;
-    const int n = sp.last - sp.first + 1;
-    const uint16_t *al = o->alpha + (size_t)y * w + sp.first;
-    const uint8_t *co = o->colour + (size_t)y * w + sp.first;
-    uint8_t *row = data + (size_t)y * f->stride;
-    if (yuy2)
-      mix_run(row + 2 * (size_t)sp.first, 2, al, co, 1, n);
-    else
-      mix_run(row + sp.first, 1, al, co, 1, n);
-  }
-  for (int cy = 0; cy < ch; cy++) {
-    const span sp = o->crows[cy];
-    if (sp.first > sp.last)
-      continue;
-    const int n = sp.last - sp.first + 1;
-    const uint16_t *al = o->calpha + (size_t)cy * cw + sp.first;
-    const uint8_t *uv = o->cuv + ((size_t)cy * cw + sp.first) * 2;
-    if (yuy2) {
-      uint8_t *pair = data + (size_t)cy * f->stride + 4 * (size_t)sp.first;
-      mix_run(pair + 1, 4, al, uv, 2, n);
-      mix_run(pair + 3, 4, al, uv + 1, 2, n);
-    } else if (f->format == FAP_PIXEL_NV12) {
-      uint8_t *p = (uint8_t *)f->plane[0] + (size_t)cy * f->plane_stride[0] + 2 * (size_t)sp.first;
-      mix_run(p, 2, al, uv, 2, n);
-      mix_run(p + 1, 2, al, uv + 1, 2, n);
-    } else { /* I420 */
-      mix_run((uint8_t *)f->plane[0] + (size_t)cy * f->plane_stride[0] + sp.first, 1, al, uv, 2,
-              n);
-      mix_run((uint8_t *)f->plane[1] + (size_t)cy * f->plane_stride[1] + sp.first, 1, al,
-              uv + 1, 2, n);
+      const size_t off = y * pp->row_bytes + sp.first;
+      mix_run(base + y * stride + sp.first, pp->alpha + off, pp->colour + off,
+              sp.last - sp.first + 1);
     }
   }
 }
 
-fap_status fap_overlay_draw(fap_overlay *o, const fap_frame *frame, const float *map,
-                            int map_size, uint64_t map_id, const fap_blend *blend) {
+static fap_status prepare(fap_overlay *o, const fap_frame *frame, const float *map,
+                          int map_size, uint64_t map_id, const fap_blend *blend, const char *who) {
   if (!o)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_overlay_draw: no overlay");
-  fap_status s = fap_frame_check(frame, "fap_overlay_draw");
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: no overlay", who);
+  fap_status s = fap_frame_check(frame, who);
   if (s || (s = fap_blend_check(blend)))
     return s;
   if (!map || map_size < 1)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_overlay_draw: no map");
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: no map", who);
   if (!same_key(o, frame, map_size, map_id, blend)) {
     if ((s = build(o, frame, map, map_size, blend)))
       return s;
     o->map_id = map_id;
   }
-  draw(o, frame);
   return FAP_OK;
+}
+
+fap_status fap_overlay_prepare(fap_overlay *o, const fap_frame *frame, const float *map,
+                               int map_size, uint64_t map_id, const fap_blend *blend) {
+  return prepare(o, frame, map, map_size, map_id, blend, "fap_overlay_prepare");
+}
+
+fap_status fap_overlay_draw(fap_overlay *o, const fap_frame *frame, const float *map,
+                            int map_size, uint64_t map_id, const fap_blend *blend) {
+  fap_status s = prepare(o, frame, map, map_size, map_id, blend, "fap_overlay_draw");
+  if (!s)
+    draw(o, frame);
+  return s;
 }

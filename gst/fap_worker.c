@@ -11,6 +11,8 @@ worker_main (gpointer data)
   g_mutex_lock (&w->lock);
   for (;;) {
     fap_frame frame;
+    fap_blend blend;
+    gboolean draw;
     GstClockTime pts;
     guint64 generation;
     FapInference *inf;
@@ -26,15 +28,20 @@ worker_main (gpointer data)
     frame = w->job.frame;
     pts = w->job_pts;
     generation = w->job_generation;
+    draw = w->job_draw && w->spare;
+    blend = w->job_blend;
+    w->spare_ready = FALSE;     /* the spare is the worker's while busy */
     g_mutex_unlock (&w->lock);
 
-    inf = w->run (w->user_data, &frame, pts, generation, &err);
+    inf = w->run (w->user_data, &frame, pts, generation, draw ? &blend : NULL,
+        w->spare, &err);
 
     g_mutex_lock (&w->lock);
     w->busy = FALSE;
     if (inf) {
       fap_inference_unref (w->finished);
       w->finished = inf;
+      w->spare_ready = draw;
     } else if (!w->error) {
       w->error = err ? err : g_strdup ("inference failed");
     } else {
@@ -59,6 +66,8 @@ fap_worker_clear (FapWorker * w)
 {
   fap_worker_stop (w);
   fap_framecopy_clear (&w->job);
+  fap_overlay_free (w->spare);
+  w->spare = NULL;
   g_mutex_clear (&w->lock);
   g_cond_clear (&w->cond);
 }
@@ -69,6 +78,9 @@ fap_worker_start (FapWorker * w, FapWorkerRunFunc run, gpointer user_data)
   g_return_if_fail (w->thread == NULL);
   w->run = run;
   w->user_data = user_data;
+  if (!w->spare && fap_overlay_new (&w->spare) != FAP_OK)
+    w->spare = NULL;            /* then the streaming thread builds tables itself */
+  w->spare_ready = FALSE;
   w->thread = g_thread_new ("faprompt-worker", worker_main, w);
 }
 
@@ -92,6 +104,7 @@ fap_worker_stop (FapWorker * w)
   w->quit = w->pending = w->busy = FALSE;
   fap_inference_unref (w->finished);
   w->finished = NULL;
+  w->spare_ready = FALSE;
   g_clear_pointer (&w->error, g_free);
 }
 
@@ -102,13 +115,14 @@ fap_worker_reset (FapWorker * w)
   w->pending = FALSE;
   fap_inference_unref (w->finished);
   w->finished = NULL;
+  w->spare_ready = FALSE;
   g_mutex_unlock (&w->lock);
 }
 
 gboolean
 fap_worker_exchange (FapWorker * w, guint64 generation,
-    const fap_frame * frame, GstClockTime pts, FapInference ** result,
-    gchar ** error)
+    const fap_frame * frame, GstClockTime pts, const fap_blend * blend,
+    fap_overlay ** overlay, FapInference ** result, gchar ** error)
 {
   gboolean taken = FALSE;
 
@@ -120,16 +134,26 @@ fap_worker_exchange (FapWorker * w, guint64 generation,
     w->error = NULL;
   }
   if (w->finished) {
-    if (w->finished->generation == generation)
+    if (w->finished->generation == generation) {
       *result = w->finished;
-    else
+      if (w->spare_ready && overlay) {
+        fap_overlay *mine = *overlay;
+        *overlay = w->spare;
+        w->spare = mine;
+      }
+    } else {
       fap_inference_unref (w->finished);
+    }
     w->finished = NULL;
+    w->spare_ready = FALSE;
   }
   if (!*error && frame && !w->busy && !w->pending) {
     if (fap_framecopy_take (&w->job, frame)) {
       w->job_pts = pts;
       w->job_generation = generation;
+      w->job_draw = blend != NULL;
+      if (blend)
+        w->job_blend = *blend;
       w->pending = TRUE;
       g_cond_broadcast (&w->cond);
       taken = TRUE;

@@ -11,10 +11,12 @@
 #include "fap_results.h"
 
 /* Runs one frame on the worker thread: a new inference, or NULL with *error
- * set (g_free'd by the worker's owner). */
+ * set (g_free'd by the worker's owner). With @blend, it also prepares @spare
+ * (fap_overlay_prepare) for the new map and the frame's geometry, so the
+ * streaming thread only mixes when it draws the result. */
 typedef FapInference *(*FapWorkerRunFunc) (gpointer user_data,
     const fap_frame * frame, GstClockTime pts, guint64 generation,
-    gchar ** error);
+    const fap_blend * blend, fap_overlay * spare, gchar ** error);
 
 typedef struct {
   GThread *thread;
@@ -24,7 +26,11 @@ typedef struct {
   FapFrameCopy job;             /* the frame in its own format, under lock */
   GstClockTime job_pts;
   guint64 job_generation;
+  gboolean job_draw;
+  fap_blend job_blend;
   FapInference *finished;       /* newest result, not yet collected */
+  fap_overlay *spare;           /* prepared for finished when spare_ready */
+  gboolean spare_ready;
   gchar *error;                 /* an inference that failed */
   FapWorkerRunFunc run;
   gpointer user_data;
@@ -41,11 +47,13 @@ gboolean fap_worker_running (FapWorker * w);
 
 /* Never waits. Collects the newest result of @generation (older ones are
  * dropped) into *result (NULL when none) and a pending error into *error;
- * when @frame is not NULL and the worker is idle, hands it a copy of it.
- * Returns TRUE when the frame was taken. */
+ * with a result whose overlay the worker prepared, *overlay and the worker's
+ * spare change places. When @frame is not NULL and the worker is idle, hands
+ * it a copy of it (and @blend, NULL when not drawing). Returns TRUE when the
+ * frame was taken. */
 gboolean fap_worker_exchange (FapWorker * w, guint64 generation,
-    const fap_frame * frame, GstClockTime pts, FapInference ** result,
-    gchar ** error);
+    const fap_frame * frame, GstClockTime pts, const fap_blend * blend,
+    fap_overlay ** overlay, FapInference ** result, gchar ** error);
 
 /* Drops a job not yet started and any uncollected result (flush, caps). */
 void fap_worker_reset (FapWorker * w);

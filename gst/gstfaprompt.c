@@ -291,9 +291,11 @@ added_latency (GstFAPrompt * self)
 /* The worker's run: on the worker thread (non-blocking mode). */
 static FapInference *
 worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
-    guint64 generation, gchar ** error)
+    guint64 generation, const fap_blend * blend, fap_overlay * spare,
+    gchar ** error)
 {
   GstFAPrompt *self = user_data;
+  FapInference *inf;
   fap_result r;
   fap_status st;
 
@@ -305,7 +307,16 @@ worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
     return NULL;
   }
   record_inference (self, r.total_ms);
-  return fap_inference_new (&r, next_serial (self), generation, pts);
+  inf = fap_inference_new (&r, next_serial (self), generation, pts);
+  if (blend) {
+    /* the drawing table of the new map, here rather than on the streaming
+     * thread (tens of ms at 1080p); a failure only means the streaming
+     * thread builds it (and reports it) itself */
+    core_log_to (self);
+    fap_overlay_prepare (spare, frame, r.map, r.map_size, inf->serial, blend);
+    core_log_to (NULL);
+  }
+  return inf;
 }
 
 static gboolean
@@ -335,13 +346,14 @@ infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view)
  * Never waits. */
 static gboolean
 infer_async (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
-    gboolean due, gboolean * submitted)
+    gboolean due, const fap_blend * blend, gboolean * submitted)
 {
   FapInference *inf;
   gchar *err;
 
   *submitted = fap_worker_exchange (&self->worker, self->generation,
-      due ? view : NULL, GST_BUFFER_PTS (buf), &inf, &err);
+      due ? view : NULL, GST_BUFFER_PTS (buf), blend, &self->overlay, &inf,
+      &err);
   if (inf)
     set_last (self, inf);
   if (err) {
@@ -641,7 +653,8 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
     }
   } else {
     gboolean submitted;
-    if (!infer_async (self, buf, &view, due, &submitted))
+    if (!infer_async (self, buf, &view, due, st.draw ? &st.blend : NULL,
+            &submitted))
       return GST_FLOW_ERROR;
     if (submitted)
       self->countdown = st.interval;

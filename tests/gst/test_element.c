@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
+#include <gst/controller/controller.h>
 #include <gst/video/video.h>
 #include <math.h>
 #include <string.h>
@@ -96,6 +97,13 @@ static GstBuffer *make_frame(const char *fmt, int w, int h, int seed, guint64 in
 static GstBuffer *push_pull(GstHarness *hh, GstBuffer *in) {
   g_assert_cmpint(gst_harness_push(hh, in), ==, GST_FLOW_OK);
   return gst_harness_pull(hh);
+}
+
+static GstPadProbeReturn record_meta_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+  (void)pad;
+  gboolean has = gst_buffer_get_faprompt_meta(GST_PAD_PROBE_INFO_BUFFER(info)) != NULL;
+  g_array_append_val((GArray *)data, has);
+  return GST_PAD_PROBE_OK;
 }
 
 static guint count_roi(GstBuffer *b) {
@@ -564,12 +572,16 @@ static void test_interval(void) {
 }
 
 static void test_non_blocking(void) {
-  GstHarness *hh = harness(make_element("non-blocking=true inference-interval=2"), "RGBx", 64, 48);
+  GstHarness *hh = harness(make_element("non-blocking=true inference-interval=2 pixel-threshold=0"),
+                            "RGBx", 64, 48);
   guint64 last_pts = 0, with_meta = 0;
   gboolean first = TRUE;
+  GstVideoInfo info;
+  gst_video_info_set_format(&info, GST_VIDEO_FORMAT_RGBx, 64, 48);
   /* frames flow without waiting; results arrive a few frames later */
   for (int i = 0; i < 200 && with_meta < 20; i++) {
-    GstBuffer *out = push_pull(hh, make_frame("RGBx", 64, 48, i, i));
+    GstBuffer *in = make_frame("RGBx", 64, 48, i, i), *expect = gst_buffer_copy_deep(in);
+    GstBuffer *out = push_pull(hh, in);
     if (!first)
       g_assert_cmpuint(GST_BUFFER_PTS(out), >, last_pts); /* order kept */
     first = FALSE;
@@ -580,7 +592,19 @@ static void test_non_blocking(void) {
       g_assert_true(m->reused);
       g_assert_cmpuint(m->inference_timestamp, <=, GST_BUFFER_PTS(out));
       g_assert_cmpfloat(m->inference_ms, >, 0.0);
+      /* drawn from the carried result (the table the worker prepared), as
+       * fap_blend_frame draws it */
+      GstVideoFrame f;
+      g_assert_true(gst_video_frame_map(&f, &info, expect, GST_MAP_READWRITE));
+      fap_frame frame = core_frame(&f);
+      fap_blend blend = {0.5f, 0.0f, 0.0f, 1.0f};
+      g_assert_cmpint(fap_blend_frame(&frame, m->map, (int)m->map_width, &blend), ==, FAP_OK);
+      gst_video_frame_unmap(&f);
+      g_assert_true(same_buffer_bytes(out, expect));
+    } else {
+      g_assert_true(same_buffer_bytes(out, expect)); /* nothing to draw yet */
     }
+    gst_buffer_unref(expect);
     gst_buffer_unref(out);
     g_usleep(2000);
   }
@@ -600,6 +624,71 @@ static void test_non_blocking(void) {
     gst_buffer_unref(out);
     g_usleep(1000);
   }
+  gst_harness_teardown(hh);
+}
+
+/* non-blocking=auto: a live source runs non-blocking (the first frame goes
+ * on without a result), a file-like one blocking (every frame scored). */
+static void check_auto_mode(gboolean live) {
+  gchar *desc = g_strdup_printf(
+      "videotestsrc is-live=%s num-buffers=12 ! video/x-raw,format=NV12,width=64,height=48,"
+      "framerate=30/1 ! faprompt name=f model-file=%s ! fakesink name=sink sync=%s",
+      live ? "true" : "false", model_path, live ? "true" : "false");
+  GError *err = NULL;
+  GstElement *pipe = gst_parse_launch(desc, &err);
+  g_assert_no_error(err);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipe), "sink");
+  GstPad *pad = gst_element_get_static_pad(sink, "sink");
+  GArray *had = g_array_new(FALSE, FALSE, sizeof(gboolean));
+  gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, record_meta_probe, had, NULL);
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  GstMessage *msg = gst_bus_timed_pop_filtered(gst_element_get_bus(pipe), 30 * GST_SECOND,
+                                               GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  g_assert_nonnull(msg);
+  g_assert_cmpint(GST_MESSAGE_TYPE(msg), ==, GST_MESSAGE_EOS);
+  gst_message_unref(msg);
+  g_assert_cmpuint(had->len, ==, 12);
+  guint n = 0;
+  for (guint i = 0; i < had->len; i++)
+    n += g_array_index(had, gboolean, i);
+  if (live) {
+    g_assert_false(g_array_index(had, gboolean, 0)); /* did not wait for the first inference */
+    g_assert_cmpuint(n, >, 0);                       /* results arrived later */
+  } else {
+    g_assert_cmpuint(n, ==, 12); /* every frame waited for its own result */
+  }
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  g_array_unref(had);
+  gst_object_unref(pad);
+  gst_object_unref(sink);
+  gst_object_unref(pipe);
+  g_free(desc);
+}
+
+static void test_auto_mode(void) {
+  check_auto_mode(FALSE);
+  check_auto_mode(TRUE);
+}
+
+/* Controllable properties follow a control source, frame by frame. */
+static void test_controller(void) {
+  GstHarness *hh = harness(make_element(NULL), "RGB", 64, 48);
+  GstControlSource *cs = gst_interpolation_control_source_new();
+  g_object_set(cs, "mode", GST_INTERPOLATION_MODE_LINEAR, NULL);
+  GstTimedValueControlSource *tv = GST_TIMED_VALUE_CONTROL_SOURCE(cs);
+  gst_timed_value_control_source_set(tv, 0, 0.1);
+  gst_timed_value_control_source_set(tv, 9 * GST_SECOND / 30, 0.9);
+  g_assert_true(gst_object_add_control_binding(
+      GST_OBJECT(hh->element),
+      gst_direct_control_binding_new_absolute(GST_OBJECT(hh->element), "image-threshold", cs)));
+  for (int i = 0; i < 10; i++) {
+    GstBuffer *out = push_pull(hh, make_frame("RGB", 64, 48, 1, i));
+    GstFAPromptMeta *m = gst_buffer_get_faprompt_meta(out);
+    g_assert_nonnull(m);
+    g_assert_cmpfloat_with_epsilon(m->image_threshold, 0.1 + 0.8 * i / 9.0, 1e-5);
+    gst_buffer_unref(out);
+  }
+  gst_object_unref(cs);
   gst_harness_teardown(hh);
 }
 
@@ -685,6 +774,12 @@ static gchar *start_error(const char *path) {
   return text;
 }
 
+static int app_log_calls;
+static void app_log(fap_log_level level, const char *message, void *user_data) {
+  (void)level, (void)message, (void)user_data;
+  app_log_calls++;
+}
+
 static void test_model_errors(void) {
   gchar *dir = g_dir_make_tmp("faprompt-XXXXXX", NULL);
   gchar *missing = g_build_filename(dir, "missing.safetensors", NULL);
@@ -697,10 +792,17 @@ static void test_model_errors(void) {
 
   gchar *corrupt = g_build_filename(dir, "corrupt.safetensors", NULL);
   g_assert_true(g_file_set_contents(corrupt, "\x10\0\0\0\0\0\0\0{\"a\":garbage}   ", 24, NULL));
+  /* the core's reason reaches the element's error, and only the element: the
+   * application's process-wide sink hears nothing of it */
+  app_log_calls = 0;
+  fap_set_log_callback(app_log, NULL);
   text = start_error(corrupt);
+  fap_set_log_callback(NULL, NULL);
+  g_assert_cmpint(app_log_calls, ==, 0);
   g_assert_nonnull(strstr(text, "Could not load"));
   g_assert_nonnull(strstr(text, corrupt));
   g_assert_nonnull(strstr(text, "faprompt-gen-random"));
+  g_assert_nonnull(strstr(text, "not a valid safetensors file:")); /* status: core message */
   g_free(text);
 
   /* the default location follows $FAPROMPT_MODEL */
@@ -862,6 +964,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/gst/messages", test_messages);
   g_test_add_func("/gst/interval", test_interval);
   g_test_add_func("/gst/non-blocking", test_non_blocking);
+  g_test_add_func("/gst/auto-mode", test_auto_mode);
+  g_test_add_func("/gst/controller", test_controller);
   g_test_add_func("/gst/latency-blocking", test_latency_blocking);
   g_test_add_func("/gst/caps-change", test_caps_change);
   g_test_add_func("/gst/state-changes", test_state_changes);
