@@ -2,7 +2,8 @@
  * image files, with one detector reused for every image.
  *
  *   faprompt-infer MODEL IMAGE|DIR... [--image-size S] [--sigma X] [--threads N]
- *                  [--threshold T] [--heatmap-dir DIR] [--map-dir DIR]
+ *                  [--threshold T] [--heatmap-dir DIR] [--pixel-threshold T]
+ *                  [--heatmap-alpha A] [--heatmap-min V] [--heatmap-max V] [--map-dir DIR]
  *                  [--map-format npy|png16] [--json] [--reference]
  *
  * Images are decoded by gdk-pixbuf (PNG, JPEG, BMP, TIFF, ... whatever loaders
@@ -64,6 +65,7 @@ static void print_json_error(const char *file, const char *message) {
 typedef struct {
   fap_detector *det;
   double threshold;
+  fap_blend blend; /* the heatmap's drawing, as the element's properties */
   const char *heatmap_dir, *map_dir;
   int map_png16; /* raw map as 16-bit PNG instead of .npy */
   int json;
@@ -117,7 +119,7 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       gchar *name = g_strconcat(stem, "_heatmap.png", NULL);
       heatmap_path = g_build_filename(ctx->heatmap_dir, name, NULL);
       g_free(name);
-      if (!imageio_write_heatmap(heatmap_path, image, r.map, size, &error)) {
+      if (!imageio_write_heatmap(heatmap_path, image, r.map, size, &ctx->blend, &error)) {
         tool_error("cannot write heatmap %s: %s", heatmap_path, error->message);
         g_clear_error(&error);
         ok = 0;
@@ -199,7 +201,8 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
 
 int main(int argc, char **argv) {
   int image_size = 0, threads = 0, json = 0, reference = 0, verbose = 0;
-  double sigma = -1.0, threshold = NAN;
+  double sigma = -1.0, threshold = NAN, pixel_threshold = NAN, heatmap_alpha = 0.5;
+  double heatmap_min = 0.0, heatmap_max = 1.0;
   char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL;
   GOptionEntry entries[] = {
       {"image-size", 0, 0, G_OPTION_ARG_INT, &image_size,
@@ -212,7 +215,19 @@ int main(int argc, char **argv) {
        "its metadata or its .calibration.json, else 0.5)",
        "T"},
       {"heatmap-dir", 0, 0, G_OPTION_ARG_FILENAME, &heatmap_dir,
-       "write <stem>_heatmap.png (input at S x S blended with the map) here", "DIR"},
+       "write <stem>_heatmap.png (the image with the map drawn in, exactly as the faprompt "
+       "element draws it) here",
+       "DIR"},
+      {"pixel-threshold", 0, 0, G_OPTION_ARG_DOUBLE, &pixel_threshold,
+       "heatmap: map values above this are drawn (default: the model's pixel_threshold, else "
+       "0.5; the element's pixel-threshold)",
+       "T"},
+      {"heatmap-alpha", 0, 0, G_OPTION_ARG_DOUBLE, &heatmap_alpha,
+       "heatmap: opacity at the top of the scale, 0..1 (default 0.5)", "A"},
+      {"heatmap-min", 0, 0, G_OPTION_ARG_DOUBLE, &heatmap_min,
+       "heatmap: map value of the first colour (blue; default 0)", "V"},
+      {"heatmap-max", 0, 0, G_OPTION_ARG_DOUBLE, &heatmap_max,
+       "heatmap: map value of the last colour (red; default 1)", "V"},
       {"map-dir", 0, 0, G_OPTION_ARG_FILENAME, &map_dir,
        "write the raw S x S anomaly map of each image here (see --map-format)", "DIR"},
       {"map-format", 0, 0, G_OPTION_ARG_STRING, &map_format,
@@ -237,6 +252,8 @@ int main(int argc, char **argv) {
                       : image_size < 0 || threads < 0                 ? "--image-size and --threads must not be negative"
                       : map_format && !png16 && strcmp(map_format, "npy") != 0 ? "--map-format must be npy or png16"
                       : png16 && !imageio_have_png16()                ? "--map-format png16 needs a build with libpng (Debian: libpng-dev)"
+                      : !(heatmap_alpha >= 0 && heatmap_alpha <= 1)    ? "--heatmap-alpha must be in [0, 1]"
+                      : !(heatmap_max > heatmap_min)                  ? "--heatmap-max must be above --heatmap-min"
                                                                       : NULL;
   if (usage) {
     int rc = tool_usage_error("faprompt-infer", octx, usage);
@@ -312,7 +329,11 @@ int main(int argc, char **argv) {
     goto done;
   }
 
-  infer_ctx ctx = {det, threshold, heatmap_dir, map_dir, png16, json, 4,
+  if (isnan(pixel_threshold))
+    pixel_threshold = cfg->pixel_threshold >= 0 ? cfg->pixel_threshold : 0.5;
+  const fap_blend blend = {(float)heatmap_alpha, (float)pixel_threshold, (float)heatmap_min,
+                           (float)heatmap_max};
+  infer_ctx ctx = {det, threshold, blend, heatmap_dir, map_dir, png16, json, 4,
                    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free)};
   for (guint i = 0; i < files->len; i++) {
     int len = (int)g_utf8_strlen(files->pdata[i], -1);

@@ -95,56 +95,25 @@ GdkPixbuf *imageio_load(const char *path, fap_frame *frame, GError **error) {
   return image;
 }
 
-/* matplotlib's "inferno" sampled at 17 evenly spaced points: perceptually
- * uniform, dark for 0 so that a normal frame stays calm under the overlay. */
-static const uint8_t inferno[17][3] = {
-    {0, 0, 4},       {11, 7, 36},     {33, 12, 74},    {61, 9, 101},    {87, 16, 110},
-    {113, 25, 110},  {138, 34, 106},  {163, 44, 97},   {188, 55, 84},   {208, 69, 69},
-    {227, 89, 51},   {241, 113, 31},  {249, 140, 10},  {252, 170, 15},  {249, 201, 50},
-    {242, 232, 101}, {252, 255, 164},
-};
-
-static void colour_of(float v, float rgb[3]) {
-  if (!(v > 0.0f)) /* also NaN */
-    v = 0.0f;
-  if (v > 1.0f)
-    v = 1.0f;
-  float x = v * 16.0f;
-  int i = (int)x;
-  if (i > 15)
-    i = 15;
-  float t = x - (float)i;
-  for (int c = 0; c < 3; c++)
-    rgb[c] = (1.0f - t) * inferno[i][c] + t * inferno[i + 1][c];
-}
-
-/* Never per-image min-max: a calm map must look calm. */
+/* The core draws (fap_blend_frame): the same look, pixel for pixel, as the
+ * faprompt element on the same frame and map. */
 int imageio_write_heatmap(const char *path, GdkPixbuf *image, const float *map, int size,
-                          GError **error) {
-  GdkPixbuf *scaled = gdk_pixbuf_scale_simple(image, size, size, GDK_INTERP_BILINEAR);
-  GdkPixbuf *out = gdk_pixbuf_new(GDK_COLORSPACE_RGB, FALSE, 8, size, size);
-  if (!scaled || !out) {
+                          const fap_blend *blend, GError **error) {
+  GdkPixbuf *out = gdk_pixbuf_copy(image);
+  if (!out) {
     g_set_error(error, TOOLS_ERROR, 0, "out of memory");
-    g_clear_object(&scaled);
-    g_clear_object(&out);
     return 0;
   }
-  const int in_ch = gdk_pixbuf_get_n_channels(scaled);
-  const int in_stride = gdk_pixbuf_get_rowstride(scaled), out_stride = gdk_pixbuf_get_rowstride(out);
-  const uint8_t *src = gdk_pixbuf_read_pixels(scaled);
-  uint8_t *dst = gdk_pixbuf_get_pixels(out);
-  for (int y = 0; y < size; y++) {
-    const uint8_t *s = src + (size_t)y * in_stride;
-    uint8_t *d = dst + (size_t)y * out_stride;
-    for (int x = 0; x < size; x++) {
-      float rgb[3];
-      colour_of(map[(size_t)y * size + x], rgb);
-      for (int c = 0; c < 3; c++)
-        d[3 * x + c] = (uint8_t)(0.5f * s[in_ch * x + c] + 0.5f * rgb[c] + 0.5f);
-    }
+  fap_frame frame = {gdk_pixbuf_get_n_channels(out) == 4 ? FAP_PIXEL_RGBA : FAP_PIXEL_RGB,
+                     gdk_pixbuf_get_width(out), gdk_pixbuf_get_height(out),
+                     (size_t)gdk_pixbuf_get_rowstride(out), gdk_pixbuf_get_pixels(out)};
+  fap_status st = fap_blend_frame(&frame, map, size, blend);
+  if (st != FAP_OK) {
+    g_set_error(error, TOOLS_ERROR, 0, "cannot draw the heatmap: %s", fap_status_string(st));
+    g_object_unref(out);
+    return 0;
   }
   int ok = gdk_pixbuf_save(out, path, "png", error, NULL);
-  g_object_unref(scaled);
   g_object_unref(out);
   return ok;
 }

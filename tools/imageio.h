@@ -29,10 +29,10 @@ gchar *imageio_stem(const char *path);
  * EXIF orientation is not applied, as PIL's Image.open does not either. */
 GdkPixbuf *imageio_load(const char *path, fap_frame *frame, GError **error);
 
-/* The input scaled to S x S, blended half and half with the map coloured on
- * the fixed scale [0, 1] (inferno), as PNG. */
+/* The input at its own size with the map drawn in by the core
+ * (fap_blend_frame: jet on a fixed scale, the element's look), as PNG. */
 int imageio_write_heatmap(const char *path, GdkPixbuf *image, const float *map, int size,
-                          GError **error);
+                          const fap_blend *blend, GError **error);
 
 /* The map as a 16-bit greyscale PNG: round(clamp(v, 0, 1) * 65535). Returns
  * 0 with *error set when libpng was not available at build time. */

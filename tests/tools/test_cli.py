@@ -171,7 +171,9 @@ def case_infer(tools, model, tmp):
             a = np.load(os.path.join(mp, f"{stem}_map.npy"))
             check(a.shape == (S, S) and a.dtype == np.float32, f"infer: {stem}_map.npy float32 [S, S]")
             im = Image.open(os.path.join(hm, f"{stem}_heatmap.png"))
-            check(im.size == (S, S) and im.mode == "RGB", f"infer: {stem}_heatmap.png S x S RGB")
+            src = Image.open(os.path.join(good, f"{stem}.png"))
+            check(im.size == src.size and im.mode == "RGB",
+                  f"infer: {stem}_heatmap.png RGB at the image's own size")
         check("share the name '000'" in p.stderr, "infer: warns when two inputs share an output name")
     p = run([infer, model, good, "--map-dir", mp])  # good/000 again (the run above ended with hole/000)
     p = run([infer, model, good, "--json", "--map-dir", mp16, "--map-format", "png16"])
