@@ -98,7 +98,13 @@ typedef struct fap_backend_ops {
   fap_status (*frames_prepare)(void *ctx, struct fap_detector *d);
   fap_status (*frames_run)(void *ctx, struct fap_detector *d, const fap_frame *frames, int count,
                            const fap_blend *blend, fap_result *results);
+  /* Optional: draws a host map into a frame in device memory (checked). */
+  fap_status (*frames_draw)(void *ctx, const fap_frame *frame, const float *map, int map_size,
+                            const fap_blend *blend);
 } fap_backend_ops;
+
+/* Most frames one batch call takes (fap_detector_options.batch). */
+#define FAP_MAX_BATCH 256
 
 typedef struct fap_backend {
   const fap_backend_ops *ops;

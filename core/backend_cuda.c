@@ -206,7 +206,7 @@ static fap_status cuda_preprocess(void *ctx, float *out, const fap_frame *frame,
   cuda_frameio *io = &c->pre_io;
   if (fap_cuda_frameio_prepare(c, io, frame, 1, size, 0) < 0)
     return c->status ? c->status : FAP_ERR_BACKEND;
-  fap_cuda_frameio_stage(io, frame, 1);
+  fap_cuda_frameio_stage(io, frame, 1, NULL);
   CUDA_CHECK(c, fap_rt_h2d((char *)io->io_dev + io->frames_start,
                            (char *)io->io_host + io->frames_start, io->frames_bytes, c->stream),
              "frame upload");
@@ -395,6 +395,7 @@ static void cuda_destroy(void *ctx) {
     fap_rt_stream_sync(c->stream);
   fap_cuda_frames_free(c);
   fap_cuda_frameio_free(&c->pre_io);
+  fap_cuda_frameio_free(&c->draw_io);
   for (size_t i = 0; i < c->n_weights; i++) {
     fap_rt_free(c->weights[i].dev32);
     fap_rt_free(c->weights[i].dev16);
@@ -438,6 +439,7 @@ static const fap_backend_ops cuda_ops = {
     .gaussian_blur = cuda_gaussian_blur,
     .frames_prepare = fap_cuda_frames_prepare,
     .frames_run = fap_cuda_frames_run,
+    .frames_draw = fap_cuda_frames_draw,
 };
 
 int fap_backend_cuda_available(void) { return fap_rt_device_count() > 0; }

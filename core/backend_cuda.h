@@ -27,8 +27,11 @@ typedef struct {
 } cuda_frame_slot;
 
 /* Frames uploaded for one call: pinned staging and device buffers with one
- * layout [results | frame 0 planes | frame 1 planes | ...], bicubic tables,
- * resize scratch and the per-frame descriptors. Rebuilt only when the frame
+ * layout [results | descriptors | frame 0 planes | frame 1 planes | ...],
+ * bicubic tables and resize scratch. The descriptors (where each frame's
+ * planes are on the device) travel with every upload, because a frame
+ * already in device memory (FAP_MEMORY_CUDA) brings new pointers each call
+ * and no planes: its pixels never cross. Rebuilt only when the frame
  * geometry changes, grown only when it grows. */
 typedef struct {
   int count, size;
@@ -42,9 +45,8 @@ typedef struct {
   void *tmp;              /* resize scratch */
   size_t tmp_capacity;
   cuda_frame_slot *slots; /* [capacity] */
-  fap_k_frame *desc_host; /* [capacity] */
-  void *desc_dev;
-  size_t desc_dev_capacity;
+  fap_k_frame *desc_host; /* [count], inside io_host at frames_start */
+  fap_k_frame *desc_dev;  /* the same place in io_dev */
   int capacity;
   int max_width, max_height;
 } cuda_frameio;
@@ -66,7 +68,8 @@ typedef struct {
 
   void *scratch; /* x converted to the precision type for linear / matmul */
   size_t scratch_bytes;
-  cuda_frameio pre_io; /* the preprocess op's frame */
+  cuda_frameio pre_io;  /* the preprocess op's frame */
+  cuda_frameio draw_io; /* fap_detector_draw: [blend params | map | the frame] */
 
   struct cuda_frames *frames;
 } cuda_ctx;
@@ -88,19 +91,25 @@ const void *fap_cuda_weight_t(cuda_ctx *c, const float *handle);
 /* Grows a device buffer to at least `bytes` (creation time only). */
 int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes);
 
-/* frame io (cuda_frames.c): prepares io for frames (re-layout only when the
- * geometry changed; returns 1 then, 0 when unchanged, -1 on failure) and
- * copies their planes into the pinned staging. */
+/* frame io (cuda_frameio.c): prepares io for frames (re-layout only when the
+ * geometry changed; returns 1 then, 0 when unchanged, -1 on failure); stage
+ * copies host frames' planes into the pinned staging and points the
+ * descriptors at every frame's planes on the device; unstage copies drawn
+ * host frames back. Both fill bytes[i] (may be NULL) with the pixel bytes
+ * frame i moves. */
 int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *frames, int count,
                              int size, size_t results_bytes);
-void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count);
-void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count);
+void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count, size_t *bytes);
+void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count,
+                              size_t *bytes);
 void fap_cuda_frameio_free(cuda_frameio *io);
 
 /* the per-frame program (cuda_frames.c) */
 fap_status fap_cuda_frames_prepare(void *ctx, struct fap_detector *d);
 fap_status fap_cuda_frames_run(void *ctx, struct fap_detector *d, const fap_frame *frames,
                                int count, const fap_blend *blend, fap_result *results);
+fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
+                                const fap_blend *blend);
 void fap_cuda_frames_free(cuda_ctx *c);
 
 #endif

@@ -14,7 +14,7 @@
 #define ALIGN256(x) (((x) + 255) & ~(size_t)255)
 
 static int same_geometry(const fap_frame *a, const fap_frame *b) {
-  return a->format == b->format && a->width == b->width && a->height == b->height &&
+  return a->memory == b->memory && a->format == b->format && a->width == b->width && a->height == b->height &&
          a->stride == b->stride && a->plane_stride[0] == b->plane_stride[0] &&
          a->plane_stride[1] == b->plane_stride[1] && a->matrix == b->matrix &&
          (a->full_range != 0) == (b->full_range != 0);
@@ -37,9 +37,7 @@ void fap_cuda_frameio_free(cuda_frameio *io) {
   fap_rt_host_free(io->io_host);
   fap_rt_free(io->tables);
   fap_rt_free(io->tmp);
-  fap_rt_free(io->desc_dev);
   free(io->slots);
-  free(io->desc_host);
   memset(io, 0, sizeof *io);
 }
 
@@ -55,25 +53,24 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
     cuda_frame_slot *slots = realloc(io->slots, (size_t)count * sizeof *slots);
     if (slots)
       io->slots = slots;
-    fap_k_frame *desc = realloc(io->desc_host, (size_t)count * sizeof *desc);
-    if (desc)
-      io->desc_host = desc;
-    if (!slots || !desc) {
+    if (!slots) {
       fap_cuda_fail(c, FAP_RT_ENOMEM, "frame descriptors");
       return -1;
     }
     io->capacity = count;
   }
-  /* layout of io: [results | planes of frame 0 | frame 1 ...], 256-byte aligned */
+  /* layout of io: [results | descriptors | planes of frame 0 | frame 1 ...],
+   * 256-byte aligned; frames in device memory have no planes here */
   size_t at = ALIGN256(results_bytes), tables_bytes = 0, tmp_bytes = 0;
   io->frames_start = at;
+  at += ALIGN256((size_t)count * sizeof(fap_k_frame));
   io->max_width = io->max_height = 0;
   for (int i = 0; i < count; i++) {
     const fap_frame *f = &frames[i];
     cuda_frame_slot *slot = &io->slots[i];
     slot->geom = *f;
     for (int p = 0; p < 3; p++) {
-      slot->bytes[p] = fap_frame_plane_bytes(f, p);
+      slot->bytes[p] = f->memory == FAP_MEMORY_HOST ? fap_frame_plane_bytes(f, p) : 0;
       slot->offset[p] = at;
       at += ALIGN256(slot->bytes[p]);
     }
@@ -92,9 +89,6 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
     rc = fap_cuda_reserve(c, &io->tables, &io->tables_capacity, tables_bytes);
   if (!rc)
     rc = fap_cuda_reserve(c, &io->tmp, &io->tmp_capacity, tmp_bytes);
-  if (!rc)
-    rc = fap_cuda_reserve(c, &io->desc_dev, &io->desc_dev_capacity,
-                          (size_t)count * sizeof(fap_k_frame));
   char *tables_host = rc ? NULL : malloc(tables_bytes);
   if (!rc && !tables_host)
     rc = FAP_RT_ENOMEM;
@@ -104,15 +98,16 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
     return -1;
   }
   /* bicubic tables (core/resample.c) of every frame, and its descriptor */
+  io->desc_host = (fap_k_frame *)((char *)io->io_host + io->frames_start);
+  io->desc_dev = (fap_k_frame *)((char *)io->io_dev + io->frames_start);
   size_t toff = 0, tmp_off = 0;
   for (int i = 0; i < count; i++) {
     const fap_frame *f = &frames[i];
-    const cuda_frame_slot *slot = &io->slots[i];
     fap_k_frame *dsc = &io->desc_host[i];
     memset(dsc, 0, sizeof *dsc);
     fap_pixels_of_frame(f, &dsc->px);
     for (int p = 0; p < 3; p++)
-      dsc->px.p[p] = slot->bytes[p] ? (uint8_t *)io->io_dev + slot->offset[p] : NULL;
+      dsc->px.p[p] = NULL; /* set by every stage: host staging or the frame's own device memory */
     const int taps_x = fap_bicubic_taps(f->width, size), taps_y = fap_bicubic_taps(f->height, size);
     char *h = tables_host + toff, *dv = (char *)io->tables + toff;
     fap_bicubic_table tx = {.first = (int32_t *)h, .count = (int32_t *)h + size,
@@ -136,8 +131,6 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
   }
   rc = fap_rt_h2d(io->tables, tables_host, tables_bytes, c->stream);
   if (!rc)
-    rc = fap_rt_h2d(io->desc_dev, io->desc_host, (size_t)count * sizeof(fap_k_frame), c->stream);
-  if (!rc)
     rc = fap_rt_stream_sync(c->stream);
   free(tables_host);
   if (rc) {
@@ -150,22 +143,40 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
   return 1;
 }
 
-void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count) {
+void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count, size_t *bytes) {
   for (int i = 0; i < count; i++) {
     const uint8_t *src[3] = {frames[i].data, frames[i].plane[0], frames[i].plane[1]};
-    for (int p = 0; p < 3; p++)
-      if (io->slots[i].bytes[p])
-        memcpy((char *)io->io_host + io->slots[i].offset[p], src[p], io->slots[i].bytes[p]);
+    const cuda_frame_slot *slot = &io->slots[i];
+    size_t moved = 0;
+    for (int p = 0; p < 3; p++) {
+      if (frames[i].memory == FAP_MEMORY_CUDA) {
+        io->desc_host[i].px.p[p] = (uint8_t *)src[p]; /* already there */
+      } else if (slot->bytes[p]) {
+        memcpy((char *)io->io_host + slot->offset[p], src[p], slot->bytes[p]);
+        io->desc_host[i].px.p[p] = (uint8_t *)io->io_dev + slot->offset[p];
+        moved += slot->bytes[p];
+      } else {
+        io->desc_host[i].px.p[p] = NULL;
+      }
+    }
+    if (bytes)
+      bytes[i] = moved;
   }
 }
 
-void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count) {
+void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count,
+                              size_t *bytes) {
   for (int i = 0; i < count; i++) {
     uint8_t *dst[3] = {(uint8_t *)frames[i].data, (uint8_t *)frames[i].plane[0],
                        (uint8_t *)frames[i].plane[1]};
+    size_t moved = 0;
     for (int p = 0; p < 3; p++)
-      if (io->slots[i].bytes[p])
+      if (io->slots[i].bytes[p]) {
         memcpy(dst[p], (const char *)io->io_host + io->slots[i].offset[p], io->slots[i].bytes[p]);
+        moved += io->slots[i].bytes[p];
+      }
+    if (bytes)
+      bytes[i] = moved;
   }
 }
 

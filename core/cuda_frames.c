@@ -590,7 +590,8 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
     c->status = FAP_OK;
     return s;
   }
-  fap_cuda_frameio_stage(&p->io, frames, count);
+  size_t up[FAP_MAX_BATCH], down[FAP_MAX_BATCH];
+  fap_cuda_frameio_stage(&p->io, frames, count, up);
   float *params = (float *)((char *)p->io.io_host + p->params_offset);
   fap_blend_params bp = {0.0f, 0.0f, 0.0f, 1.0f};
   if (blend)
@@ -645,8 +646,9 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
     return s;
   }
 
+  memset(down, 0, sizeof down);
   if (want_blend)
-    fap_cuda_frameio_unstage(&p->io, frames, count);
+    fap_cuda_frameio_unstage(&p->io, frames, count, down);
   float stage[FAP_STAGE_COUNT] = {0};
   float ms;
   int timed = 1;
@@ -669,8 +671,51 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
     for (int k = 0; k < FAP_STAGE_COUNT && timed; k++)
       r->stage_ms[k] = stage[k];
     r->total_ms = total;
+    r->frame_bytes_to_device = up[i];
+    r->frame_bytes_from_device = down[i];
   }
   d->last_map = maps + (size_t)(count - 1) * s2;
   memcpy(d->scalars_host, scal + 4 * (count - 1), 4 * sizeof(float));
   return FAP_OK;
+}
+
+/* A reused result drawn into a frame on the device: the map and the blend
+ * parameters go up (with the frame's descriptor), the frame is drawn where
+ * it is; for a host frame its planes go up and come back. */
+fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
+                                const fap_blend *blend) {
+  cuda_ctx *c = ctx;
+  cuda_frameio *io = &c->draw_io;
+  const size_t map_bytes = (size_t)map_size * map_size * sizeof(float);
+  CUDA_CHECK(c, fap_rt_use(c->device), "selecting the device");
+  if (!c->status && fap_cuda_frameio_prepare(c, io, frame, 1, map_size, 256 + map_bytes) < 0 &&
+      !c->status)
+    c->status = FAP_ERR_BACKEND;
+  if (c->status) {
+    fap_status s = c->status;
+    c->status = FAP_OK;
+    return s;
+  }
+  fap_cuda_frameio_stage(io, frame, 1, NULL);
+  fap_blend_params bp;
+  fap_blend_params_of(blend, &bp);
+  memcpy(io->io_host, &bp, sizeof bp);
+  memcpy((char *)io->io_host + 256, map, map_bytes);
+  const float *params = io->io_dev, *map_dev = (const float *)((char *)io->io_dev + 256);
+  CUDA_CHECK(c, fap_rt_h2d(io->io_dev, io->io_host, io->frames_start + io->frames_bytes, c->stream),
+             "draw upload");
+  CUDA_CHECK(c, fap_k_blend(c->stream, io->desc_dev, map_dev, map_size, params, frame->width,
+                            frame->height, 1),
+             "draw");
+  if (frame->memory == FAP_MEMORY_HOST)
+    CUDA_CHECK(c,
+               fap_rt_d2h((char *)io->io_host + io->frames_start,
+                          (char *)io->io_dev + io->frames_start, io->frames_bytes, c->stream),
+               "draw download");
+  CUDA_CHECK(c, fap_rt_stream_sync(c->stream), "draw");
+  if (!c->status && frame->memory == FAP_MEMORY_HOST)
+    fap_cuda_frameio_unstage(io, frame, 1, NULL);
+  fap_status s = c->status;
+  c->status = FAP_OK;
+  return s;
 }

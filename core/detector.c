@@ -405,9 +405,9 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "threads %d is out of range [0 (all cores), 1024]",
                     options->threads);
   int batch = options->batch ? options->batch : 1;
-  if (batch < 1 || batch > 256)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "batch %d is out of range [1, 256]",
-                    options->batch);
+  if (batch < 1 || batch > FAP_MAX_BATCH)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "batch %d is out of range [1, %d]",
+                    options->batch, FAP_MAX_BATCH);
   if ((unsigned)options->precision > FAP_PRECISION_BF16)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "unknown precision %d", (int)options->precision);
 
@@ -614,6 +614,12 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
       return s;
   if (blend && (s = fap_blend_check(blend)))
     return s;
+  for (int i = 0; i < count && !d->backend.ops->frames_run; i++)
+    if (frames[i].memory == FAP_MEMORY_CUDA)
+      return fap_fail(FAP_ERR_UNSUPPORTED,
+                      "fap_detector_run: frame %d is in CUDA memory, but this detector runs on "
+                      "the %s backend; use a CUDA detector, or download the frame first",
+                      i, fap_backend_name(d->backend_kind));
   const size_t s2 = (size_t)d->size * d->size;
   if (d->backend.ops->frames_run) {
     if ((s = d->backend.ops->frames_run(d->backend.ctx, d, frames, count, blend, results)))
@@ -658,6 +664,34 @@ fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int 
 
 fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result *r) {
   return fap_detector_run_batch(d, frame, 1, NULL, r);
+}
+
+static fap_status draw(fap_detector *d, const fap_frame *frame, const float *map, int map_size,
+                       const fap_blend *blend) {
+  if (!d)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_draw: no detector");
+  if (!frame || frame->memory == FAP_MEMORY_HOST)
+    return fap_blend_frame(frame, map, map_size, blend);
+  fap_status s = fap_frame_check(frame, "fap_detector_draw");
+  if (s || (s = fap_blend_check(blend)))
+    return s;
+  if (!map || map_size < 1)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_draw: no map");
+  if (!d->backend.ops->frames_draw)
+    return fap_fail(FAP_ERR_UNSUPPORTED,
+                    "fap_detector_draw: the frame is in CUDA memory, but this detector runs on the "
+                    "%s backend",
+                    fap_backend_name(d->backend_kind));
+  return d->backend.ops->frames_draw(d->backend.ctx, frame, map, map_size, blend);
+}
+
+fap_status fap_detector_draw(fap_detector *d, const fap_frame *frame, const float *map,
+                             int map_size, const fap_blend *blend) {
+  fap_log_sink saved;
+  fap_log_scope_enter(d ? &d->log : NULL, &saved);
+  fap_status s = draw(d, frame, map, map_size, blend);
+  fap_log_scope_leave(&saved);
+  return s;
 }
 
 fap_status fap_detector_intermediate(const fap_detector *d, const char *name,

@@ -201,7 +201,15 @@ typedef enum {
 
 const char *fap_pixel_format_name(fap_pixel_format format);
 
-/* One 8-bit frame in host memory. stride is bytes per row of data (>= width *
+/* Where a frame's planes live. */
+typedef enum {
+  FAP_MEMORY_HOST = 0, /* the default */
+  FAP_MEMORY_CUDA,     /* device pointers on the CUDA detector's device, valid in the CUDA
+                        * context current on the calling thread (GStreamer's
+                        * memory:CUDAMemory): no pixel crosses to the host; CUDA backend only */
+} fap_memory;
+
+/* One 8-bit frame (host memory unless .memory says otherwise). stride is bytes per row of data (>= width *
  * bytes per pixel; YUY2: 4 bytes per pixel pair, rounded up). The planar YUV
  * formats add their chroma planes, (width+1)/2 x (height+1)/2 samples of 1
  * (I420) or 2 (NV12) bytes, with their own strides. The fields after `data`
@@ -217,6 +225,7 @@ typedef struct {
   size_t plane_stride[2];
   fap_yuv_matrix matrix;
   int full_range; /* 1: Y and chroma span 0..255; 0: 16..235 / 16..240 */
+  fap_memory memory;
 } fap_frame;
 
 typedef enum {
@@ -238,6 +247,10 @@ typedef struct {
   int map_size;           /* S */
   double stage_ms[FAP_STAGE_COUNT];
   double total_ms;
+  /* pixels of this frame copied host -> device (upload) and device -> host
+   * (the drawn frame coming back): 0 on the CPU backend and for frames in
+   * CUDA memory; weights, maps and scores are not counted */
+  size_t frame_bytes_to_device, frame_bytes_from_device;
 } fap_result;
 
 /* Runs SPEC.md on one frame. Allocates nothing after the first call for a
@@ -271,6 +284,14 @@ void fap_blend_init(fap_blend *blend);
  * of the last frame. */
 fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frames, int count,
                                   const fap_blend *blend, fap_result *results);
+
+/* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
+ * frame where the frame lives, as fap_detector_run_batch does: host frames
+ * with fap_blend_frame, frames in CUDA memory on the detector's device (the
+ * map goes up, no pixel crosses). For reused results (a video element's
+ * inference-interval). */
+fap_status fap_detector_draw(fap_detector *detector, const fap_frame *frame, const float *map,
+                             int map_size, const fap_blend *blend);
 
 /* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
  * frame in host memory, as fap_detector_run_batch does; frame->data and

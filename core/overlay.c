@@ -313,6 +313,8 @@ fap_status fap_overlay_draw(fap_overlay *o, const fap_frame *frame, const float 
                             int map_size, uint64_t map_id, const fap_blend *blend) {
   fap_status s = prepare(o, frame, map, map_size, map_id, blend, "fap_overlay_draw");
   if (!s)
+    s = fap_frame_check_host(frame, "fap_overlay_draw");
+  if (!s)
     draw(o, frame);
   return s;
 }

@@ -67,6 +67,9 @@ fap_status fap_frame_check(const fap_frame *f, const char *who) {
                       who, stride, p, need, fap_pixel_format_name(f->format), f->width);
     }
   }
+  if ((unsigned)f->memory > FAP_MEMORY_CUDA)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: unknown frame memory kind %d", who,
+                    (int)f->memory);
   if (fap_format_is_yuv(f->format) && (unsigned)f->matrix > FAP_YUV_BT2020)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: unknown YUV matrix %d", who, (int)f->matrix);
   return FAP_OK;
@@ -102,6 +105,15 @@ void fap_blend_init(fap_blend *b) {
   b->range_max = 1.0f;
 }
 
+fap_status fap_frame_check_host(const fap_frame *f, const char *who) {
+  if (f->memory != FAP_MEMORY_HOST)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "%s: the frame is in CUDA memory; the host cannot touch its pixels (draw it "
+                    "with fap_detector_draw on a CUDA detector)",
+                    who);
+  return FAP_OK;
+}
+
 fap_status fap_blend_check(const fap_blend *b) {
   if (!b)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "blend: no options");
@@ -130,7 +142,7 @@ void fap_blend_params_of(const fap_blend *b, fap_blend_params *out) {
 fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
                            const fap_blend *blend) {
   fap_status s = fap_frame_check(frame, "fap_blend_frame");
-  if (s || (s = fap_blend_check(blend)))
+  if (s || (s = fap_blend_check(blend)) || (s = fap_frame_check_host(frame, "fap_blend_frame")))
     return s;
   if (!map || map_size < 1)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_blend_frame: no map");

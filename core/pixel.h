@@ -9,6 +9,8 @@
 
 /* Checks format, size, strides and planes; `who` prefixes the message. */
 fap_status fap_frame_check(const fap_frame *frame, const char *who);
+/* FAP_ERR_INVALID_ARGUMENT for a frame in device memory (host code only). */
+fap_status fap_frame_check_host(const fap_frame *frame, const char *who);
 
 /* Bytes from the start of plane i (0 = data) to the end of its last sample
  * row; 0 for a plane the format lacks. Planes: 1 packed, 3 I420, 2 NV12. */

@@ -23,6 +23,7 @@
 
 #include "backend.h"
 #include "fap_kernels.h"
+#include "pixel.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -152,6 +153,7 @@ static double max_abs(const float *a, const float *b, size_t n, double *max_ref)
   }
   if (max_ref)
     *max_ref = m;
+  (void)m;
   return e;
 }
 
@@ -363,6 +365,134 @@ static void blend_and_replay(fap_model *m, int size) {
   fap_detector_free(d);
 }
 
+/* ---- frames in CUDA memory ------------------------------------------------------------- */
+
+/* the plane sizes of a test frame (rows * stride) */
+static size_t plane_bytes(const test_frame *t, int p) {
+  if (!t->buf[p])
+    return 0;
+  return p == 0 ? t->frame.stride * t->frame.height
+                : t->frame.plane_stride[p - 1] * ((t->frame.height + 1) / 2);
+}
+
+/* a device copy of a host test frame (same strides): memory = FAP_MEMORY_CUDA */
+static fap_frame to_device(const test_frame *t, void *dev[3]) {
+  fap_frame f = t->frame;
+  for (int p = 0; p < 3; p++) {
+    dev[p] = NULL;
+    const size_t n = plane_bytes(t, p);
+    if (!n)
+      continue;
+    CHECK(fap_rt_malloc(&dev[p], n) == 0, "device plane %d", p);
+    CHECK(fap_rt_h2d(dev[p], t->buf[p], n, NULL) == 0 && fap_rt_stream_sync(NULL) == 0,
+          "plane upload");
+  }
+  f.data = dev[0];
+  f.plane[0] = dev[1];
+  f.plane[1] = dev[2];
+  f.memory = FAP_MEMORY_CUDA;
+  return f;
+}
+
+/* bytes of the device copy that differ from host frame t */
+static size_t device_diff(const test_frame *t, void *dev[3]) {
+  size_t diff = 0;
+  for (int p = 0; p < 3; p++) {
+    const size_t n = plane_bytes(t, p);
+    if (!n)
+      continue;
+    uint8_t *back = malloc(n);
+    fap_rt_d2h(back, dev[p], n, NULL);
+    fap_rt_stream_sync(NULL);
+    for (size_t i = 0; i < n; i++)
+      diff += back[i] != t->buf[p][i];
+    free(back);
+  }
+  return diff;
+}
+
+/* A frame already on the device (GStreamer's memory:CUDAMemory) runs and is
+ * drawn where it is: the same result and pixels as its host twin in the same
+ * batch, and no pixel crosses (the result's counters say 0 bytes; the host
+ * twin's say its planes went up and came back). A reused result is drawn on
+ * the device with fap_detector_draw exactly as fap_blend_frame draws it. */
+static void device_frames(fap_model *m, int size) {
+  const fap_pixel_format formats[] = {FAP_PIXEL_NV12, FAP_PIXEL_I420, FAP_PIXEL_RGBA,
+                                      FAP_PIXEL_BGRX};
+  fap_detector *d = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 2, 0);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, 1, 0);
+  if (!d || !cpu)
+    goto done;
+  const fap_blend blend = {0.7f, 0.05f, 0.0f, 1.0f};
+  for (size_t fi = 0; fi < sizeof formats / sizeof formats[0]; fi++) {
+    uint8_t *rgb = make_rgb(67, 45, 80 + (int)fi);
+    test_frame host = make_frame(rgb, 67, 45, formats[fi]), ref = make_frame(rgb, 67, 45, formats[fi]);
+    test_frame ref2 = make_frame(rgb, 67, 45, formats[fi]);
+    free(rgb);
+    void *dev[3];
+    const fap_frame dframe = to_device(&host, dev);
+    const fap_frame frames[2] = {host.frame, dframe};
+    fap_result r[2];
+    fap_status s = fap_detector_run_batch(d, frames, 2, &blend, r);
+    CHECK(s == FAP_OK, "device frame run: %s", last_error);
+    if (!s) {
+      const size_t planes = plane_bytes(&host, 0) + plane_bytes(&host, 1) + plane_bytes(&host, 2);
+      size_t up = 0;
+      for (int p = 0; p < 3; p++)
+        up += host.buf[p] ? fap_frame_plane_bytes(&host.frame, p) : 0;
+      CHECK(r[1].frame_bytes_to_device == 0 && r[1].frame_bytes_from_device == 0,
+            "%s in CUDA memory: %zu / %zu pixel bytes crossed (want 0 / 0)",
+            fap_pixel_format_name(formats[fi]), r[1].frame_bytes_to_device,
+            r[1].frame_bytes_from_device);
+      CHECK(r[0].frame_bytes_to_device == up && r[0].frame_bytes_from_device == up,
+            "%s on the host: %zu / %zu pixel bytes up / down (want %zu, frame %zu)",
+            fap_pixel_format_name(formats[fi]), r[0].frame_bytes_to_device,
+            r[0].frame_bytes_from_device, up, planes);
+      CHECK(r[0].score == r[1].score, "%s: device frame score %g, host twin %g",
+            fap_pixel_format_name(formats[fi]), r[1].score, r[0].score);
+      const double e = max_abs(r[0].map, r[1].map, (size_t)size * size, NULL);
+      CHECK(e == 0.0, "%s: device frame map differs from its host twin by %g",
+            fap_pixel_format_name(formats[fi]), e);
+      /* drawn in place on the device, as the host twin was */
+      const size_t diff = device_diff(&host, dev);
+      CHECK(diff == 0, "%s: the device frame was drawn differently (%zu bytes)",
+            fap_pixel_format_name(formats[fi]), diff);
+      /* a reused result drawn on the device == fap_blend_frame on the host */
+      void *dev2[3];
+      const fap_frame dframe2 = to_device(&ref, dev2);
+      CHECK(fap_detector_draw(d, &dframe2, r[1].map, r[1].map_size, &blend) == FAP_OK,
+            "fap_detector_draw: %s", last_error);
+      CHECK(fap_blend_frame(&ref2.frame, r[1].map, r[1].map_size, &blend) == FAP_OK,
+            "fap_blend_frame");
+      const size_t diff2 = device_diff(&ref2, dev2);
+      CHECK(diff2 == 0, "%s: fap_detector_draw differs from fap_blend_frame in %zu bytes",
+            fap_pixel_format_name(formats[fi]), diff2);
+      /* the host cannot touch a device frame; the CPU backend refuses it */
+      fap_result rc;
+      last_error[0] = '\0';
+      CHECK(fap_detector_run(cpu, &dframe2, &rc) == FAP_ERR_UNSUPPORTED &&
+                strstr(last_error, "CUDA memory"),
+            "CPU backend with a device frame: %s", last_error);
+      last_error[0] = '\0';
+      CHECK(fap_blend_frame(&dframe2, r[1].map, r[1].map_size, &blend) ==
+                    FAP_ERR_INVALID_ARGUMENT &&
+                strstr(last_error, "fap_detector_draw"),
+            "fap_blend_frame with a device frame: %s", last_error);
+      for (int p = 0; p < 3; p++)
+        fap_rt_free(dev2[p]);
+    }
+    for (int p = 0; p < 3; p++)
+      fap_rt_free(dev[p]);
+    free_frame(&host);
+    free_frame(&ref);
+    free_frame(&ref2);
+  }
+  printf("frames in CUDA memory: run, drawn in place, 0 pixel bytes across\n");
+done:
+  fap_detector_free(d);
+  fap_detector_free(cpu);
+}
+
 static void expect_fail(fap_status got, fap_status want, const char *phrase, const char *what) {
   CHECK(got == want, "%s: status %s, expected %s", what, fap_status_string(got),
         fap_status_string(want));
@@ -479,6 +609,7 @@ int main(int argc, char **argv) {
     if (i == first) {
       batch_vs_single(m, c->image_size);
       blend_and_replay(m, c->image_size);
+      device_frames(m, c->image_size);
       hostile(m);
     }
     fap_model_free(m);
