@@ -25,7 +25,7 @@ worker_main (gpointer data)
     w->pending = FALSE;
     w->busy = TRUE;
     /* the copy is not touched by the streaming thread while busy */
-    frame = w->job.frame;
+    frame = w->device_job.buffer ? w->device_job.view : w->job.frame;
     pts = w->job_pts;
     generation = w->job_generation;
     draw = w->job_draw && w->spare;
@@ -38,6 +38,7 @@ worker_main (gpointer data)
 
     g_mutex_lock (&w->lock);
     w->busy = FALSE;
+    fap_device_job_release (&w->device_job);
     if (inf) {
       fap_inference_unref (w->finished);
       w->finished = inf;
@@ -51,6 +52,16 @@ worker_main (gpointer data)
   }
   g_mutex_unlock (&w->lock);
   return NULL;
+}
+
+void
+fap_device_job_release (FapDeviceJob * job)
+{
+  if (!job->buffer)
+    return;
+  gst_video_frame_unmap (&job->vframe);
+  gst_buffer_unref (job->buffer);
+  memset (job, 0, sizeof *job);
 }
 
 void
@@ -102,6 +113,7 @@ fap_worker_stop (FapWorker * w)
   g_thread_join (w->thread);
   w->thread = NULL;
   w->quit = w->pending = w->busy = FALSE;
+  fap_device_job_release (&w->device_job);
   fap_inference_unref (w->finished);
   w->finished = NULL;
   w->spare_ready = FALSE;
@@ -112,6 +124,8 @@ void
 fap_worker_reset (FapWorker * w)
 {
   g_mutex_lock (&w->lock);
+  if (w->pending)
+    fap_device_job_release (&w->device_job);
   w->pending = FALSE;
   fap_inference_unref (w->finished);
   w->finished = NULL;
@@ -161,6 +175,41 @@ fap_worker_exchange (FapWorker * w, guint64 generation,
       *error = g_strdup_printf ("out of memory for a copy of a %dx%d frame",
           frame->width, frame->height);
     }
+  }
+  g_mutex_unlock (&w->lock);
+  return taken;
+}
+
+gboolean
+fap_worker_idle (FapWorker * w)
+{
+  gboolean idle;
+  g_mutex_lock (&w->lock);
+  idle = !w->busy && !w->pending && !w->error;
+  g_mutex_unlock (&w->lock);
+  return idle;
+}
+
+gboolean
+fap_worker_exchange_device (FapWorker * w, guint64 generation,
+    FapDeviceJob * job, GstClockTime pts, const fap_blend * blend,
+    FapInference ** result, gchar ** error)
+{
+  gboolean taken = FALSE;
+
+  /* collect first (no frame), then hand over the device copy */
+  fap_worker_exchange (w, generation, NULL, pts, NULL, NULL, result, error);
+  g_mutex_lock (&w->lock);
+  if (!*error && job && job->buffer && !w->busy && !w->pending) {
+    w->device_job = *job;
+    memset (job, 0, sizeof *job);
+    w->job_pts = pts;
+    w->job_generation = generation;
+    w->job_draw = FALSE;        /* drawn on the device, no host table */
+    (void) blend;
+    w->pending = TRUE;
+    g_cond_broadcast (&w->cond);
+    taken = TRUE;
   }
   g_mutex_unlock (&w->lock);
   return taken;

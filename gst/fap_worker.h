@@ -18,12 +18,21 @@ typedef FapInference *(*FapWorkerRunFunc) (gpointer user_data,
     const fap_frame * frame, GstClockTime pts, guint64 generation,
     const fap_blend * blend, fap_overlay * spare, gchar ** error);
 
+/* A frame in CUDA memory handed to the worker: a device-side copy, mapped
+ * (fap_cuda_copy); the worker unmaps and drops it after the run. */
+typedef struct {
+  GstBuffer *buffer;
+  GstVideoFrame vframe;
+  fap_frame view;
+} FapDeviceJob;
+
 typedef struct {
   GThread *thread;
   GMutex lock;
   GCond cond;
   gboolean pending, busy, quit;
   FapFrameCopy job;             /* the frame in its own format, under lock */
+  FapDeviceJob device_job;      /* or its device copy (buffer != NULL) */
   GstClockTime job_pts;
   guint64 job_generation;
   gboolean job_draw;
@@ -54,6 +63,15 @@ gboolean fap_worker_running (FapWorker * w);
 gboolean fap_worker_exchange (FapWorker * w, guint64 generation,
     const fap_frame * frame, GstClockTime pts, const fap_blend * blend,
     fap_overlay ** overlay, FapInference ** result, gchar ** error);
+/* The same for a frame in CUDA memory: @job (a device copy) is taken over
+ * when TRUE is returned, else left to the caller. Call only when
+ * fap_worker_idle (): the copy is made for the worker. */
+gboolean fap_worker_exchange_device (FapWorker * w, guint64 generation,
+    FapDeviceJob * job, GstClockTime pts, const fap_blend * blend,
+    FapInference ** result, gchar ** error);
+/* TRUE when a frame offered now would be taken (streaming thread only). */
+gboolean fap_worker_idle (FapWorker * w);
+void fap_device_job_release (FapDeviceJob * job);
 
 /* Drops a job not yet started and any uncollected result (flush, caps). */
 void fap_worker_reset (FapWorker * w);

@@ -71,14 +71,21 @@ enum
   PROP_LAST_SCORE,
   PROP_MODEL_SHARED,
   PROP_AVERAGE_FRAME_MS,
+  PROP_PIXEL_BYTES,
 };
 
+/* system memory in every format; CUDA memory (nvh264dec, cudaupload) in the
+ * formats those produce, where the plugin was built with gstreamer-cuda */
+#ifdef FAP_HAVE_GST_CUDA
+#define FAP_CAPS GST_VIDEO_CAPS_MAKE (FAP_FRAMEVIEW_FORMATS) "; " \
+    GST_VIDEO_CAPS_MAKE_WITH_FEATURES (FAP_CUDA_CAPS_FEATURE, FAP_CUDA_FORMATS)
+#else
+#define FAP_CAPS GST_VIDEO_CAPS_MAKE (FAP_FRAMEVIEW_FORMATS)
+#endif
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
-    GST_PAD_SINK, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (FAP_FRAMEVIEW_FORMATS)));
+    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (FAP_CAPS));
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
-    GST_PAD_SRC, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (FAP_FRAMEVIEW_FORMATS)));
+    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (FAP_CAPS));
 
 #define gst_fa_prompt_parent_class parent_class
 G_DEFINE_TYPE (GstFAPrompt, gst_fa_prompt, GST_TYPE_VIDEO_FILTER);
@@ -249,12 +256,14 @@ default_model_path (void)
 /* ---- statistics and latency ---------------------------------------------- */
 
 static void
-record_inference (GstFAPrompt * self, gdouble ms)
+record_inference (GstFAPrompt * self, const fap_result * r)
 {
   gboolean post = FALSE;
+  gdouble ms = r->total_ms;
 
   GST_OBJECT_LOCK (self);
   self->inferences++;
+  self->pixel_bytes += r->frame_bytes_to_device + r->frame_bytes_from_device;
   self->inference_ms_total += ms;
   self->inference_ms_avg = self->inferences == 1 ? ms :
       0.8 * self->inference_ms_avg + 0.2 * ms;
@@ -299,14 +308,16 @@ worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
   fap_result r;
   fap_status st;
 
+  fap_cuda_push (&self->cuda);
   st = fap_detector_run (self->detector, frame, &r);
+  fap_cuda_pop (&self->cuda);
   if (st != FAP_OK) {
     gchar *msg = dup_core_error (self);
     *error = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
     g_free (msg);
     return NULL;
   }
-  record_inference (self, r.total_ms);
+  record_inference (self, &r);
   inf = fap_inference_new (&r, next_serial (self), generation, pts);
   if (blend) {
     /* the drawing table of the new map, here rather than on the streaming
@@ -319,14 +330,20 @@ worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
   return inf;
 }
 
+/* Runs the due frame. A frame in CUDA memory is drawn in the same pass on
+ * the device (@blend); a host frame is drawn afterwards by the overlay. */
 static gboolean
-infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view)
+infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
+    const fap_blend * blend)
 {
   fap_result r;
   fap_status st;
 
   clear_core_error (self);
-  st = fap_detector_run (self->detector, view, &r);
+  fap_cuda_push (&self->cuda);
+  st = fap_detector_run_batch (self->detector, view, 1,
+      view->memory == FAP_MEMORY_CUDA ? blend : NULL, &r);
+  fap_cuda_pop (&self->cuda);
   if (st != FAP_OK) {
     gchar *msg = dup_core_error (self);
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
@@ -335,7 +352,7 @@ infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view)
     g_free (msg);
     return FALSE;
   }
-  record_inference (self, r.total_ms);
+  record_inference (self, &r);
   set_last (self, fap_inference_new (&r, next_serial (self), self->generation,
           GST_BUFFER_PTS (buf)));
   return TRUE;
@@ -444,6 +461,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   self->frame_ms_avg = self->latency_reported_ms = 0.0;
   self->light_frames = 0;
   self->light_ms_total = 0.0;
+  self->pixel_bytes = 0;
   GST_OBJECT_UNLOCK (self);
 
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
@@ -474,8 +492,19 @@ gst_fa_prompt_start (GstBaseTransform * trans)
       shared ? "shared with another element" : "loaded",
       fap_model_load_seconds (self->model));
 
+  /* CUDA: the detector is made in the element's GstCudaContext (shared with
+   * the neighbours), so frames in CUDA memory are valid where it runs */
+  if (o.backend != FAP_BACKEND_CPU && fap_cuda_built ()) {
+    gchar *why = NULL;
+    if (!fap_cuda_ensure_context (&self->cuda, GST_ELEMENT (self),
+            o.device_id, &why))
+      GST_INFO_OBJECT (self, "no GstCudaContext: %s", why);
+    g_free (why);
+  }
   clear_core_error (self);
+  fap_cuda_push (&self->cuda);
   st = fap_detector_new (self->model, &o, &self->detector);
+  fap_cuda_pop (&self->cuda);
   if (st == FAP_OK) {
     core_log_to (self);
     st = fap_overlay_new (&self->overlay);
@@ -488,8 +517,11 @@ gst_fa_prompt_start (GstBaseTransform * trans)
             "image-size %d): %s: %s", path, fap_backend_name (o.backend),
             o.image_size, fap_status_string (st), msg), (NULL));
     g_free (msg);
+    fap_cuda_push (&self->cuda);
     fap_detector_free (self->detector);
+    fap_cuda_pop (&self->cuda);
     self->detector = NULL;
+    fap_cuda_clear (&self->cuda);
     fap_modelcache_release (self->model);
     self->model = NULL;
     g_free (path);
@@ -521,8 +553,12 @@ gst_fa_prompt_stop (GstBaseTransform * trans)
 
   fap_worker_stop (&self->worker);
   set_last (self, NULL);
+  fap_cuda_push (&self->cuda);  /* its device memory belongs to that context */
   fap_detector_free (self->detector);
+  fap_cuda_pop (&self->cuda);
   self->detector = NULL;
+  fap_cuda_clear (&self->cuda);
+  self->cuda_memory = FALSE;
   fap_modelcache_release (self->model);
   self->model = NULL;
   fap_overlay_free (self->overlay);
@@ -561,6 +597,21 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
     g_free (why);
     return FALSE;
   }
+  if (fap_cuda_caps_are_cuda (incaps)) {
+    /* never a silent download: CUDA memory needs the CUDA backend */
+    if (fap_detector_backend (self->detector) != FAP_BACKEND_CUDA
+        || !self->cuda.context) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("faprompt got video/x-raw(memory:CUDAMemory) but runs on the %s "
+              "backend%s; put cudadownload before faprompt, or run it on the "
+              "CUDA backend (backend=cuda, a GPU and the CUDA build)",
+              fap_backend_name (fap_detector_backend (self->detector)),
+              self->cuda.context ? "" : " without a GstCudaContext"),
+          ("caps %" GST_PTR_FORMAT, incaps));
+      return FALSE;
+    }
+  }
+  self->cuda_memory = fap_cuda_caps_are_cuda (incaps);
   self->info = *in_info;
   self->have_info = TRUE;
   reset_stream (self);
@@ -622,11 +673,76 @@ gst_fa_prompt_before_transform (GstBaseTransform * trans, GstBuffer * buf)
   }
 }
 
-static GstFlowReturn
-gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
-    GstVideoFrame * frame)
+/* Draws the carried result into a frame that ran no inference in this pass
+ * (and into an inferred host frame): the overlay's table on the host, the
+ * device for a frame in CUDA memory. */
+static gboolean
+draw_result (GstFAPrompt * self, const fap_frame * view,
+    const FapInference * inf, const fap_blend * blend)
 {
-  GstFAPrompt *self = GST_FA_PROMPT (filter);
+  const float *map = g_bytes_get_data (inf->map, NULL);
+  fap_status s;
+  gchar *msg;
+
+  clear_core_error (self);
+  if (view->memory == FAP_MEMORY_CUDA) {
+    fap_cuda_push (&self->cuda);
+    s = fap_detector_draw (self->detector, view, map, (int) inf->map_size,
+        blend);
+    fap_cuda_pop (&self->cuda);
+  } else {
+    core_log_to (self);
+    s = fap_overlay_draw (self->overlay, view, map, (int) inf->map_size,
+        inf->serial, blend);
+    core_log_to (NULL);
+  }
+  if (s == FAP_OK)
+    return TRUE;
+  msg = dup_core_error (self);
+  GST_ELEMENT_ERROR (self, STREAM, FAILED,
+      ("faprompt could not draw the heatmap: %s: %s", fap_status_string (s),
+          msg), (NULL));
+  g_free (msg);
+  return FALSE;
+}
+
+/* Non-blocking with a frame in CUDA memory: a device copy goes to the
+ * worker (the frame itself flows on and may be drawn into). */
+static gboolean
+infer_async_device (GstFAPrompt * self, GstVideoFrame * frame,
+    gboolean due, gboolean * submitted)
+{
+  FapDeviceJob job = { NULL, };
+  FapInference *inf;
+  gchar *err;
+
+  if (due && fap_worker_idle (&self->worker)) {
+    job.buffer = fap_cuda_copy (&self->cuda, frame, &job.vframe);
+    if (!job.buffer) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("faprompt could not copy a CUDA frame for the worker"), (NULL));
+      return FALSE;
+    }
+    fap_frameview_of (&job.vframe, &job.view);
+    job.view.memory = FAP_MEMORY_CUDA;
+  }
+  *submitted = fap_worker_exchange_device (&self->worker, self->generation,
+      &job, GST_BUFFER_PTS (frame->buffer), NULL, &inf, &err);
+  fap_device_job_release (&job);        /* not taken */
+  if (inf)
+    set_last (self, inf);
+  if (err) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt inference failed: %s", err), (NULL));
+    g_free (err);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static GstFlowReturn
+process_frame (GstFAPrompt * self, GstVideoFrame * frame)
+{
   GstBuffer *buf = frame->buffer;
   gint64 t0 = g_get_monotonic_time ();
   gboolean due, fresh = FALSE, anomalous = FALSE;
@@ -639,6 +755,8 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   ensure_mode (self);
   read_settings (self, &st);
   fap_frameview_of (frame, &view);
+  if (self->cuda_memory)
+    view.memory = FAP_MEMORY_CUDA;
   /* the interval may have been lowered while playing */
   if (self->countdown > st.interval - 1)
     self->countdown = st.interval - 1;
@@ -646,15 +764,19 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
 
   if (!fap_worker_running (&self->worker)) {
     if (due) {
-      if (!infer_blocking (self, buf, &view))
+      if (!infer_blocking (self, buf, &view, st.draw ? &st.blend : NULL))
         return GST_FLOW_ERROR;
       fresh = TRUE;
       self->countdown = st.interval;
     }
   } else {
-    gboolean submitted;
-    if (!infer_async (self, buf, &view, due, st.draw ? &st.blend : NULL,
-            &submitted))
+    gboolean submitted, ok;
+    if (view.memory == FAP_MEMORY_CUDA)
+      ok = infer_async_device (self, frame, due, &submitted);
+    else
+      ok = infer_async (self, buf, &view, due, st.draw ? &st.blend : NULL,
+          &submitted);
+    if (!ok)
       return GST_FLOW_ERROR;
     if (submitted)
       self->countdown = st.interval;
@@ -666,23 +788,10 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
     const FapInference *inf = self->last;
     regions = fap_results_attach (&self->results, buf, view.width,
         view.height, inf, &st.results, fresh, &anomalous);
-    if (st.draw) {
-      fap_status s;
-      clear_core_error (self);
-      core_log_to (self);
-      s = fap_overlay_draw (self->overlay, &view,
-          g_bytes_get_data (inf->map, NULL), (int) inf->map_size,
-          inf->serial, &st.blend);
-      core_log_to (NULL);
-      if (s != FAP_OK) {
-        gchar *msg = dup_core_error (self);
-        GST_ELEMENT_ERROR (self, STREAM, FAILED,
-            ("faprompt could not draw the heatmap: %s: %s",
-                fap_status_string (s), msg), (NULL));
-        g_free (msg);
-        ret = GST_FLOW_ERROR;
-      }
-    }
+    /* a device frame inferred in this pass was drawn in the same pass */
+    if (st.draw && !(fresh && view.memory == FAP_MEMORY_CUDA)
+        && !draw_result (self, &view, inf, &st.blend))
+      ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
         &GST_BASE_TRANSFORM (self)->segment, buf, inf, &st.results,
         anomalous, fresh, regions);
@@ -701,6 +810,51 @@ gst_fa_prompt_transform_frame_ip (GstVideoFilter * filter,
   GST_LOG_OBJECT (self, "frame %" GST_TIME_FORMAT " %s %.2f ms",
       GST_TIME_ARGS (GST_BUFFER_PTS (buf)), fresh ? "inferred" : "reused", ms);
   return ret;
+}
+
+/* GstVideoFilter's own transform_ip would map a CUDA buffer to system
+ * memory (a download); this maps it for the device instead. */
+static GstFlowReturn
+gst_fa_prompt_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+{
+  GstFAPrompt *self = GST_FA_PROMPT (trans);
+  const GstMapFlags flags = GST_MAP_READWRITE | GST_VIDEO_FRAME_MAP_FLAG_NO_REF;
+  GstVideoFrame frame;
+  GstFlowReturn ret;
+  gchar *why = NULL;
+
+  if (!self->have_info) {
+    GST_ELEMENT_ERROR (self, CORE, NOT_IMPLEMENTED, (NULL),
+        ("a buffer before caps"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  if (self->cuda_memory) {
+    if (!fap_cuda_map (&self->cuda, &frame, &self->info, buf, flags, &why)) {
+      GST_ELEMENT_ERROR (self, STREAM, FAILED, ("faprompt: %s", why), (NULL));
+      g_free (why);
+      return GST_FLOW_ERROR;
+    }
+  } else if (!gst_video_frame_map (&frame, &self->info, buf, flags)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt could not map a frame"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  ret = process_frame (self, &frame);
+  gst_video_frame_unmap (&frame);
+  return ret;
+}
+
+static void
+gst_fa_prompt_set_context (GstElement * element, GstContext * context)
+{
+  GstFAPrompt *self = GST_FA_PROMPT (element);
+  gint device_id;
+
+  GST_OBJECT_LOCK (self);
+  device_id = self->device_id;
+  GST_OBJECT_UNLOCK (self);
+  fap_cuda_set_context (&self->cuda, element, context, device_id);
+  GST_ELEMENT_CLASS (parent_class)->set_context (element, context);
 }
 
 /* ---- events and queries -------------------------------------------------- */
@@ -741,8 +895,12 @@ gst_fa_prompt_query (GstBaseTransform * trans, GstPadDirection direction,
     GstQuery * query)
 {
   GstFAPrompt *self = GST_FA_PROMPT (trans);
-  gboolean ret = GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans,
-      direction, query);
+  gboolean ret;
+
+  if (fap_cuda_handle_query (&self->cuda, GST_ELEMENT (self), query))
+    return TRUE;
+  ret = GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans, direction,
+      query);
 
   if (ret && direction == GST_PAD_SRC
       && GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
@@ -900,6 +1058,9 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_MODEL_SHARED:
       g_value_set_boolean (value, self->model_shared);
+      break;
+    case PROP_PIXEL_BYTES:
+      g_value_set_uint64 (value, self->pixel_bytes);
       break;
     case PROP_LAST_SCORE:
       g_value_set_float (value, self->last_score);
@@ -1071,6 +1232,13 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "TRUE when the loaded model is shared with another faprompt element "
           "of this process (same file: weights loaded once)", FALSE, ro));
 
+  g_object_class_install_property (gobject_class, PROP_PIXEL_BYTES,
+      g_param_spec_uint64 ("pixel-bytes-copied", "Pixel bytes copied",
+          "Bytes of frame pixels copied between host and device since start "
+          "(CUDA backend: a system-memory frame goes up for each inference; "
+          "frames in CUDA memory: 0). Weights, maps and scores not counted",
+          0, G_MAXUINT64, 0, ro));
+
   gst_element_class_set_static_metadata (element_class,
       "FAPrompt anomaly detector", "Filter/Analyzer/Video",
       "Zero-shot visual anomaly detection (FAPrompt): scores each frame, "
@@ -1087,8 +1255,10 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   trans_class->before_transform =
       GST_DEBUG_FUNCPTR (gst_fa_prompt_before_transform);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_fa_prompt_set_info);
-  filter_class->transform_frame_ip =
-      GST_DEBUG_FUNCPTR (gst_fa_prompt_transform_frame_ip);
+  /* transform_ip, not GstVideoFilter's transform_frame_ip: CUDA frames are
+   * mapped for the device */
+  trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_fa_prompt_transform_ip);
+  element_class->set_context = GST_DEBUG_FUNCPTR (gst_fa_prompt_set_context);
 
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_BACKEND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_MESSAGES, 0);

@@ -12,6 +12,7 @@
 #include <gst/video/gstvideofilter.h>
 #include <fap.h>
 
+#include "fap_cuda.h"
 #include "fap_results.h"
 #include "fap_worker.h"
 
@@ -69,6 +70,7 @@ struct _GstFAPrompt
   gdouble latency_reported_ms;
   gfloat last_score;
   guint64 light_frames;         /* frames that ran no inference inline */
+  guint64 pixel_bytes;          /* frame pixels copied host <-> device */
   gdouble light_ms_total;
   /* mode: decided at start, or (auto) by the first LATENCY answer or buffer;
    * under the object lock */
@@ -84,6 +86,11 @@ struct _GstFAPrompt
   /* the core's last error message for this element (log sink), log_lock */
   GMutex log_lock;
   gchar core_error[512];
+
+  /* CUDA: the context shared with the neighbours, pushed around every core
+   * call (the detector lives in it); frames in CUDA memory when cuda_memory */
+  FapCuda cuda;
+  gboolean cuda_memory;
 
   /* streaming thread */
   GstVideoInfo info;

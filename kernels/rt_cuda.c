@@ -49,8 +49,19 @@ int fap_rt_launch_status(const char *kernel) {
               "kernel %s: %s (%s)", kernel, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+int fap_rt_use(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device)
+    return 0;
+  return check(cudaSetDevice(device), "cudaSetDevice");
+}
+
 int fap_rt_open(int device, fap_rt_device_info *info) {
-  int rc = check(cudaSetDevice(device), "cudaSetDevice");
+  /* a context the caller made current for this device (a GStreamer element's
+   * GstCudaContext, pushed) is kept: cudaSetDevice would make the device's
+   * primary context current instead, and memory of one context is not valid
+   * in the other */
+  int rc = fap_rt_use(device);
   struct cudaDeviceProp prop;
   if (!rc)
     rc = check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
@@ -64,13 +75,6 @@ int fap_rt_open(int device, fap_rt_device_info *info) {
   info->total_memory = prop.totalGlobalMem;
   info->shared_per_block_optin = prop.sharedMemPerBlockOptin;
   return 0;
-}
-
-int fap_rt_use(int device) {
-  int current = -1;
-  if (cudaGetDevice(&current) == cudaSuccess && current == device)
-    return 0;
-  return check(cudaSetDevice(device), "cudaSetDevice");
 }
 
 int fap_rt_mem_info(size_t *free_bytes, size_t *total_bytes) {

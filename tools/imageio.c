@@ -87,6 +87,7 @@ GdkPixbuf *imageio_load(const char *path, fap_frame *frame, GError **error) {
   }
   /* Alpha is ignored by the core, as PIL's convert("RGB") does in the
    * reference pipeline. Rows may be padded. */
+  memset(frame, 0, sizeof *frame);
   frame->format = channels == 4 ? FAP_PIXEL_RGBA : FAP_PIXEL_RGB;
   frame->width = gdk_pixbuf_get_width(image);
   frame->height = gdk_pixbuf_get_height(image);

@@ -19,6 +19,9 @@ packages=(
   gstreamer1.0-rtsp gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0
   python3-gi python3-gst-1.0   # Python readers: the overrides turn GstValueArray (regions) into a list
   gstreamer1.0-plugins-ugly gstreamer1.0-libav   # x264enc, H.264 decoding (pipelines/ only)
+  # frames in CUDA memory (memory:CUDAMemory): GStreamer's CUDA library to build
+  # against, nvcodec (nvh264dec, cudaupload) to run with where there is a GPU
+  libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-bad
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -371,6 +371,68 @@ static void test_meta_copy(void) {
   gst_harness_teardown(hh);
 }
 
+/* ---- CUDA memory caps (no device needed) -------------------------------------- */
+
+static gboolean template_has_cuda(GstElement *e, const char *pad) {
+  GstPadTemplate *t = gst_element_class_get_pad_template(GST_ELEMENT_GET_CLASS(e), pad);
+  GstCaps *caps = gst_pad_template_get_caps(t);
+  gboolean found = FALSE;
+  for (guint i = 0; i < gst_caps_get_size(caps); i++) {
+    GstCapsFeatures *f = gst_caps_get_features(caps, i);
+    if (f && gst_caps_features_contains(f, "memory:CUDAMemory")) {
+      const GValue *formats = gst_structure_get_value(gst_caps_get_structure(caps, i), "format");
+      gchar *txt = gst_value_serialize(formats);
+      found = strstr(txt, "NV12") && strstr(txt, "I420") && strstr(txt, "RGBA") &&
+              strstr(txt, "BGRx");
+      g_free(txt);
+    }
+  }
+  gst_caps_unref(caps);
+  return found;
+}
+
+/* Built with gstreamer-cuda, both pads offer memory:CUDAMemory beside
+ * system memory; on the CPU backend such caps are refused with a message
+ * that says what to do, never downloaded silently. */
+static void test_cuda_caps(void) {
+  GstElement *e = make_element("backend=cpu");
+#ifdef FAP_EXPECT_GST_CUDA
+  g_assert_true(template_has_cuda(e, "sink"));
+  g_assert_true(template_has_cuda(e, "src"));
+#else
+  g_assert_false(template_has_cuda(e, "sink"));
+  g_test_message("built without gstreamer-cuda: system memory only");
+#endif
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(e, bus);
+  gst_object_ref_sink(e);
+  GstHarness *hh = gst_harness_new_with_element(e, "sink", "src");
+  gst_object_unref(e);
+  GstCaps *caps = gst_caps_from_string("video/x-raw(memory:CUDAMemory),format=NV12,width=64,"
+                                       "height=48,framerate=30/1");
+  gst_harness_set_src_caps(hh, caps);
+  GstFlowReturn fr = gst_harness_push(hh, make_frame("NV12", 64, 48, 1, 0));
+  g_assert_cmpint(fr, ==, GST_FLOW_NOT_NEGOTIATED);
+#ifdef FAP_EXPECT_GST_CUDA
+  GstMessage *msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  g_assert_nonnull(msg);
+  GError *err = NULL;
+  gst_message_parse_error(msg, &err, NULL);
+  g_test_message("refused: %s", err->message);
+  g_assert_nonnull(strstr(err->message, "memory:CUDAMemory"));
+  g_assert_nonnull(strstr(err->message, "cpu backend"));
+  g_assert_nonnull(strstr(err->message, "cudadownload"));
+  g_error_free(err);
+  gst_message_unref(msg);
+#endif
+  guint64 bytes = 1;
+  g_object_get(hh->element, "pixel-bytes-copied", &bytes, NULL);
+  g_assert_cmpuint(bytes, ==, 0);
+  gst_element_set_bus(hh->element, NULL);
+  gst_object_unref(bus);
+  gst_harness_teardown(hh);
+}
+
 /* ---- overlay --------------------------------------------------------------- */
 
 /* draw-heatmap=false leaves every byte alone; a threshold above the whole map
@@ -959,6 +1021,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/gst/yuy2-pipeline", test_yuy2_pipeline);
   g_test_add_func("/gst/meta-equals-detector", test_meta_equals_detector);
   g_test_add_func("/gst/unsupported-matrix", test_unsupported_matrix);
+  g_test_add_func("/gst/cuda-caps", test_cuda_caps);
   g_test_add_func("/gst/meta-copy", test_meta_copy);
   g_test_add_func("/gst/overlay", test_overlay);
   g_test_add_func("/gst/messages", test_messages);
