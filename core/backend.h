@@ -100,7 +100,7 @@ typedef struct fap_backend_ops {
                            const fap_blend *blend, fap_result *results);
   /* Optional: draws a host map into a frame in device memory (checked). */
   fap_status (*frames_draw)(void *ctx, const fap_frame *frame, const float *map, int map_size,
-                            const fap_blend *blend);
+                            const fap_blend *blend, size_t *pixel_bytes);
 } fap_backend_ops;
 
 /* Most frames one batch call takes (fap_detector_options.batch). */

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pixel.h"
 
+#include <glib.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -204,8 +205,11 @@ static fap_status cuda_synchronize(void *ctx) {
 static fap_status cuda_preprocess(void *ctx, float *out, const fap_frame *frame, int size) {
   cuda_ctx *c = ctx;
   cuda_frameio *io = &c->pre_io;
-  if (fap_cuda_frameio_prepare(c, io, frame, 1, size, 0) < 0)
+  cuda_failure fail;
+  if (fap_cuda_frameio_prepare(io, frame, 1, size, 0, c->stream, &fail) < 0) {
+    fap_cuda_fail(c, fail.rc, fail.what);
     return c->status ? c->status : FAP_ERR_BACKEND;
+  }
   fap_cuda_frameio_stage(io, frame, 1, NULL);
   CUDA_CHECK(c, fap_rt_h2d((char *)io->io_dev + io->frames_start,
                            (char *)io->io_host + io->frames_start, io->frames_bytes, c->stream),
@@ -396,6 +400,12 @@ static void cuda_destroy(void *ctx) {
   fap_cuda_frames_free(c);
   fap_cuda_frameio_free(&c->pre_io);
   fap_cuda_frameio_free(&c->draw_io);
+  if (c->draw_stream)
+    fap_rt_stream_free(c->draw_stream);
+  if (c->draw_lock) {
+    g_mutex_clear(c->draw_lock);
+    g_free(c->draw_lock);
+  }
   for (size_t i = 0; i < c->n_weights; i++) {
     fap_rt_free(c->weights[i].dev32);
     fap_rt_free(c->weights[i].dev16);
@@ -463,6 +473,8 @@ fap_status fap_backend_cuda_new(int device_id, fap_precision precision, fap_back
   if (!c)
     return fap_fail(FAP_ERR_NO_MEMORY, "cuda backend: out of memory");
   c->device = device_id;
+  c->draw_lock = g_new(GMutex, 1);
+  g_mutex_init(c->draw_lock);
   c->precision = precision == FAP_PRECISION_BF16 ? FAP_PRECISION_BF16 : FAP_PRECISION_F16;
   c->t = c->precision == FAP_PRECISION_BF16 ? FAP_K_BF16 : FAP_K_F16;
   int rc = fap_rt_open(device_id, &c->info);

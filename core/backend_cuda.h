@@ -69,7 +69,12 @@ typedef struct {
   void *scratch; /* x converted to the precision type for linear / matmul */
   size_t scratch_bytes;
   cuda_frameio pre_io;  /* the preprocess op's frame */
-  cuda_frameio draw_io; /* fap_detector_draw: [blend params | map | the frame] */
+  /* fap_detector_draw, which may run while a frame runs in another thread
+   * (a non-blocking element draws reused results meanwhile): its own
+   * buffers [blend params | map | the frame], stream and lock */
+  cuda_frameio draw_io;
+  fap_stream draw_stream;
+  void *draw_lock; /* GMutex */
 
   struct cuda_frames *frames;
 } cuda_ctx;
@@ -97,8 +102,12 @@ int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes);
  * descriptors at every frame's planes on the device; unstage copies drawn
  * host frames back. Both fill bytes[i] (may be NULL) with the pixel bytes
  * frame i moves. */
-int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *frames, int count,
-                             int size, size_t results_bytes);
+typedef struct {
+  int rc;           /* FAP_RT_* */
+  const char *what; /* what failed */
+} cuda_failure;
+int fap_cuda_frameio_prepare(cuda_frameio *io, const fap_frame *frames, int count, int size,
+                             size_t results_bytes, fap_stream stream, cuda_failure *fail);
 void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count, size_t *bytes);
 void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count,
                               size_t *bytes);
@@ -109,7 +118,7 @@ fap_status fap_cuda_frames_prepare(void *ctx, struct fap_detector *d);
 fap_status fap_cuda_frames_run(void *ctx, struct fap_detector *d, const fap_frame *frames,
                                int count, const fap_blend *blend, fap_result *results);
 fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
-                                const fap_blend *blend);
+                                const fap_blend *blend, size_t *pixel_bytes);
 void fap_cuda_frames_free(cuda_ctx *c);
 
 #endif

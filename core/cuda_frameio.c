@@ -41,8 +41,8 @@ void fap_cuda_frameio_free(cuda_frameio *io) {
   memset(io, 0, sizeof *io);
 }
 
-int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *frames, int count,
-                             int size, size_t results_bytes) {
+int fap_cuda_frameio_prepare(cuda_frameio *io, const fap_frame *frames, int count, int size,
+                             size_t results_bytes, fap_stream stream, cuda_failure *fail) {
   int same = io->count == count && io->size == size && io->results_bytes == results_bytes;
   for (int i = 0; same && i < count; i++)
     same = same_geometry(&io->slots[i].geom, &frames[i]);
@@ -54,7 +54,7 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
     if (slots)
       io->slots = slots;
     if (!slots) {
-      fap_cuda_fail(c, FAP_RT_ENOMEM, "frame descriptors");
+      *fail = (cuda_failure){FAP_RT_ENOMEM, "frame descriptors"};
       return -1;
     }
     io->capacity = count;
@@ -82,19 +82,19 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
     io->max_height = f->height > io->max_height ? f->height : io->max_height;
   }
   io->frames_bytes = at - io->frames_start;
-  int rc = fap_cuda_reserve(c, &io->io_dev, &io->io_capacity, at);
+  int rc = fap_cuda_reserve(NULL, &io->io_dev, &io->io_capacity, at);
   if (!rc)
     rc = reserve_host(&io->io_host, &io->io_capacity_host, at);
   if (!rc)
-    rc = fap_cuda_reserve(c, &io->tables, &io->tables_capacity, tables_bytes);
+    rc = fap_cuda_reserve(NULL, &io->tables, &io->tables_capacity, tables_bytes);
   if (!rc)
-    rc = fap_cuda_reserve(c, &io->tmp, &io->tmp_capacity, tmp_bytes);
+    rc = fap_cuda_reserve(NULL, &io->tmp, &io->tmp_capacity, tmp_bytes);
   char *tables_host = rc ? NULL : malloc(tables_bytes);
   if (!rc && !tables_host)
     rc = FAP_RT_ENOMEM;
   if (rc) {
     free(tables_host);
-    fap_cuda_fail(c, rc, "frame buffers");
+    *fail = (cuda_failure){rc, "frame buffers"};
     return -1;
   }
   /* bicubic tables (core/resample.c) of every frame, and its descriptor */
@@ -129,12 +129,12 @@ int fap_cuda_frameio_prepare(cuda_ctx *c, cuda_frameio *io, const fap_frame *fra
     toff += ALIGN256((4 * (size_t)size + (size_t)size * taps_x + (size_t)size * taps_y) * 4);
     tmp_off += (size_t)f->height * size * 3;
   }
-  rc = fap_rt_h2d(io->tables, tables_host, tables_bytes, c->stream);
+  rc = fap_rt_h2d(io->tables, tables_host, tables_bytes, stream);
   if (!rc)
-    rc = fap_rt_stream_sync(c->stream);
+    rc = fap_rt_stream_sync(stream);
   free(tables_host);
   if (rc) {
-    fap_cuda_fail(c, rc, "frame tables upload");
+    *fail = (cuda_failure){rc, "frame tables upload"};
     return -1;
   }
   io->count = count;

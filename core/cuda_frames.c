@@ -25,6 +25,7 @@
 #include "pixel.h"
 #include "resample.h"
 
+#include <glib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -580,11 +581,14 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
     c->status = FAP_OK;
     return s;
   }
+  cuda_failure fail = {0, NULL};
   const int changed = st.rc ? -1
-                            : fap_cuda_frameio_prepare(c, &p->io, frames, count, p->size,
-                                                        p->results_bytes);
+                            : fap_cuda_frameio_prepare(&p->io, frames, count, p->size,
+                                                        p->results_bytes, c->stream, &fail);
   if (st.rc)
     fap_cuda_fail(c, st.rc, st.what);
+  else if (changed < 0)
+    fap_cuda_fail(c, fail.rc, fail.what);
   if (changed < 0) {
     fap_status s = c->status ? c->status : FAP_ERR_BACKEND;
     c->status = FAP_OK;
@@ -681,41 +685,66 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
 
 /* A reused result drawn into a frame on the device: the map and the blend
  * parameters go up (with the frame's descriptor), the frame is drawn where
- * it is; for a host frame its planes go up and come back. */
-fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
-                                const fap_blend *blend) {
-  cuda_ctx *c = ctx;
+ * it is; a host frame's planes go up and come back. Its own stream, buffers
+ * and lock, and no sticky status: it may run while another thread runs a
+ * batch on the same detector. */
+static int draw_locked(cuda_ctx *c, const fap_frame *frame, const float *map, int map_size,
+                       const fap_blend *blend, size_t *bytes, const char **what) {
   cuda_frameio *io = &c->draw_io;
   const size_t map_bytes = (size_t)map_size * map_size * sizeof(float);
-  CUDA_CHECK(c, fap_rt_use(c->device), "selecting the device");
-  if (!c->status && fap_cuda_frameio_prepare(c, io, frame, 1, map_size, 256 + map_bytes) < 0 &&
-      !c->status)
-    c->status = FAP_ERR_BACKEND;
-  if (c->status) {
-    fap_status s = c->status;
-    c->status = FAP_OK;
-    return s;
+  int rc = fap_rt_use(c->device);
+  *what = "selecting the device";
+  if (!rc && !c->draw_stream) {
+    rc = fap_rt_stream_new(&c->draw_stream);
+    *what = "drawing stream";
   }
-  fap_cuda_frameio_stage(io, frame, 1, NULL);
+  if (rc)
+    return rc;
+  cuda_failure fail = {0, NULL};
+  if (fap_cuda_frameio_prepare(io, frame, 1, map_size, 256 + map_bytes, c->draw_stream, &fail) <
+      0) {
+    *what = fail.what;
+    return fail.rc ? fail.rc : FAP_RT_ENOMEM;
+  }
+  size_t up = 0, down = 0;
+  fap_cuda_frameio_stage(io, frame, 1, &up);
   fap_blend_params bp;
   fap_blend_params_of(blend, &bp);
   memcpy(io->io_host, &bp, sizeof bp);
   memcpy((char *)io->io_host + 256, map, map_bytes);
   const float *params = io->io_dev, *map_dev = (const float *)((char *)io->io_dev + 256);
-  CUDA_CHECK(c, fap_rt_h2d(io->io_dev, io->io_host, io->frames_start + io->frames_bytes, c->stream),
-             "draw upload");
-  CUDA_CHECK(c, fap_k_blend(c->stream, io->desc_dev, map_dev, map_size, params, frame->width,
-                            frame->height, 1),
-             "draw");
-  if (frame->memory == FAP_MEMORY_HOST)
-    CUDA_CHECK(c,
-               fap_rt_d2h((char *)io->io_host + io->frames_start,
-                          (char *)io->io_dev + io->frames_start, io->frames_bytes, c->stream),
-               "draw download");
-  CUDA_CHECK(c, fap_rt_stream_sync(c->stream), "draw");
-  if (!c->status && frame->memory == FAP_MEMORY_HOST)
-    fap_cuda_frameio_unstage(io, frame, 1, NULL);
-  fap_status s = c->status;
-  c->status = FAP_OK;
-  return s;
+  fap_stream s = c->draw_stream;
+  *what = "draw upload";
+  rc = fap_rt_h2d(io->io_dev, io->io_host, io->frames_start + io->frames_bytes, s);
+  if (!rc) {
+    *what = "draw";
+    rc = fap_k_blend(s, io->desc_dev, map_dev, map_size, params, frame->width, frame->height, 1);
+  }
+  if (!rc && frame->memory == FAP_MEMORY_HOST) {
+    *what = "draw download";
+    rc = fap_rt_d2h((char *)io->io_host + io->frames_start, (char *)io->io_dev + io->frames_start,
+                    io->frames_bytes, s);
+  }
+  if (!rc) {
+    *what = "draw";
+    rc = fap_rt_stream_sync(s);
+  }
+  if (!rc && frame->memory == FAP_MEMORY_HOST)
+    fap_cuda_frameio_unstage(io, frame, 1, &down);
+  *bytes = up + down;
+  return rc;
+}
+
+fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
+                                const fap_blend *blend, size_t *pixel_bytes) {
+  cuda_ctx *c = ctx;
+  const char *what = "draw";
+  g_mutex_lock(c->draw_lock);
+  const int rc = draw_locked(c, frame, map, map_size, blend, pixel_bytes, &what);
+  g_mutex_unlock(c->draw_lock);
+  if (!rc)
+    return FAP_OK;
+  fap_log(FAP_LOG_ERROR, "cuda backend (device %d): %s failed: %s", c->device, what,
+          fap_rt_error());
+  return rc == FAP_RT_ENOMEM ? FAP_ERR_NO_MEMORY : FAP_ERR_BACKEND;
 }

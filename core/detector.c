@@ -667,10 +667,14 @@ fap_status fap_detector_run(fap_detector *d, const fap_frame *frame, fap_result 
 }
 
 static fap_status draw(fap_detector *d, const fap_frame *frame, const float *map, int map_size,
-                       const fap_blend *blend) {
+                       const fap_blend *blend, size_t *bytes) {
+  size_t moved = 0;
+  if (!bytes)
+    bytes = &moved;
+  *bytes = 0;
   if (!d)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_draw: no detector");
-  if (!frame || frame->memory == FAP_MEMORY_HOST)
+  if (!frame || (frame->memory == FAP_MEMORY_HOST && !d->backend.ops->frames_draw))
     return fap_blend_frame(frame, map, map_size, blend);
   fap_status s = fap_frame_check(frame, "fap_detector_draw");
   if (s || (s = fap_blend_check(blend)))
@@ -682,14 +686,14 @@ static fap_status draw(fap_detector *d, const fap_frame *frame, const float *map
                     "fap_detector_draw: the frame is in CUDA memory, but this detector runs on the "
                     "%s backend",
                     fap_backend_name(d->backend_kind));
-  return d->backend.ops->frames_draw(d->backend.ctx, frame, map, map_size, blend);
+  return d->backend.ops->frames_draw(d->backend.ctx, frame, map, map_size, blend, bytes);
 }
 
 fap_status fap_detector_draw(fap_detector *d, const fap_frame *frame, const float *map,
-                             int map_size, const fap_blend *blend) {
+                             int map_size, const fap_blend *blend, size_t *pixel_bytes_copied) {
   fap_log_sink saved;
   fap_log_scope_enter(d ? &d->log : NULL, &saved);
-  fap_status s = draw(d, frame, map, map_size, blend);
+  fap_status s = draw(d, frame, map, map_size, blend, pixel_bytes_copied);
   fap_log_scope_leave(&saved);
   return s;
 }

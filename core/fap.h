@@ -286,12 +286,16 @@ fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frame
                                   const fap_blend *blend, fap_result *results);
 
 /* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
- * frame where the frame lives, as fap_detector_run_batch does: host frames
- * with fap_blend_frame, frames in CUDA memory on the detector's device (the
- * map goes up, no pixel crosses). For reused results (a video element's
- * inference-interval). */
+ * frame as fap_detector_run_batch does, on the detector's backend: the CPU
+ * with fap_blend_frame; the CUDA device (a host frame goes up and comes back,
+ * a frame in CUDA memory is drawn where it is: only the map goes up). For
+ * reused results (a video element's inference-interval). May be called while
+ * another thread runs a frame on the same detector (it has its own buffers
+ * and stream); draws on one detector are serialised. *pixel_bytes_copied
+ * (may be NULL): the frame's bytes that crossed, up and back (0 on the CPU
+ * and for frames in CUDA memory). */
 fap_status fap_detector_draw(fap_detector *detector, const fap_frame *frame, const float *map,
-                             int map_size, const fap_blend *blend);
+                             int map_size, const fap_blend *blend, size_t *pixel_bytes_copied);
 
 /* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
  * frame in host memory, as fap_detector_run_batch does; frame->data and

@@ -297,6 +297,14 @@ added_latency (GstFAPrompt * self)
 
 /* ---- inference ------------------------------------------------------------ */
 
+/* CUDA backend: the device draws (in the inference's pass, or
+ * fap_detector_draw for reused results); CPU backend: fap_overlay. */
+static gboolean
+draws_on_device (GstFAPrompt * self)
+{
+  return fap_detector_backend (self->detector) == FAP_BACKEND_CUDA;
+}
+
 /* The worker's run: on the worker thread (non-blocking mode). */
 static FapInference *
 worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
@@ -330,8 +338,8 @@ worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
   return inf;
 }
 
-/* Runs the due frame. A frame in CUDA memory is drawn in the same pass on
- * the device (@blend); a host frame is drawn afterwards by the overlay. */
+/* Runs the due frame. On the CUDA backend it is drawn in the same pass on
+ * the device (@blend); on the CPU afterwards, by the overlay. */
 static gboolean
 infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
     const fap_blend * blend)
@@ -342,7 +350,7 @@ infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
   clear_core_error (self);
   fap_cuda_push (&self->cuda);
   st = fap_detector_run_batch (self->detector, view, 1,
-      view->memory == FAP_MEMORY_CUDA ? blend : NULL, &r);
+      draws_on_device (self) ? blend : NULL, &r);
   fap_cuda_pop (&self->cuda);
   if (st != FAP_OK) {
     gchar *msg = dup_core_error (self);
@@ -673,9 +681,10 @@ gst_fa_prompt_before_transform (GstBaseTransform * trans, GstBuffer * buf)
   }
 }
 
-/* Draws the carried result into a frame that ran no inference in this pass
- * (and into an inferred host frame): the overlay's table on the host, the
- * device for a frame in CUDA memory. */
+/* Draws the carried result into a frame not drawn by its own inference: on
+ * the CUDA backend by the device (a host frame goes up and back, a CUDA
+ * frame is drawn where it is; both far cheaper there than a host table for
+ * every new map), on the CPU backend by the overlay's table. */
 static gboolean
 draw_result (GstFAPrompt * self, const fap_frame * view,
     const FapInference * inf, const fap_blend * blend)
@@ -685,11 +694,15 @@ draw_result (GstFAPrompt * self, const fap_frame * view,
   gchar *msg;
 
   clear_core_error (self);
-  if (view->memory == FAP_MEMORY_CUDA) {
+  if (draws_on_device (self)) {
+    gsize moved = 0;
     fap_cuda_push (&self->cuda);
     s = fap_detector_draw (self->detector, view, map, (int) inf->map_size,
-        blend);
+        blend, &moved);
     fap_cuda_pop (&self->cuda);
+    GST_OBJECT_LOCK (self);
+    self->pixel_bytes += moved;
+    GST_OBJECT_UNLOCK (self);
   } else {
     core_log_to (self);
     s = fap_overlay_draw (self->overlay, view, map, (int) inf->map_size,
@@ -773,9 +786,9 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
     gboolean submitted, ok;
     if (view.memory == FAP_MEMORY_CUDA)
       ok = infer_async_device (self, frame, due, &submitted);
-    else
-      ok = infer_async (self, buf, &view, due, st.draw ? &st.blend : NULL,
-          &submitted);
+    else                        /* the worker prepares the host table (CPU) */
+      ok = infer_async (self, buf, &view, due, st.draw
+          && !draws_on_device (self) ? &st.blend : NULL, &submitted);
     if (!ok)
       return GST_FLOW_ERROR;
     if (submitted)
@@ -788,8 +801,8 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
     const FapInference *inf = self->last;
     regions = fap_results_attach (&self->results, buf, view.width,
         view.height, inf, &st.results, fresh, &anomalous);
-    /* a device frame inferred in this pass was drawn in the same pass */
-    if (st.draw && !(fresh && view.memory == FAP_MEMORY_CUDA)
+    /* on the device, a frame inferred in this pass was drawn in that pass */
+    if (st.draw && !(fresh && draws_on_device (self))
         && !draw_result (self, &view, inf, &st.blend))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),

@@ -460,13 +460,34 @@ static void device_frames(fap_model *m, int size) {
       /* a reused result drawn on the device == fap_blend_frame on the host */
       void *dev2[3];
       const fap_frame dframe2 = to_device(&ref, dev2);
-      CHECK(fap_detector_draw(d, &dframe2, r[1].map, r[1].map_size, &blend) == FAP_OK,
+      size_t moved = 1;
+      CHECK(fap_detector_draw(d, &dframe2, r[1].map, r[1].map_size, &blend, &moved) == FAP_OK,
             "fap_detector_draw: %s", last_error);
+      CHECK(moved == 0, "fap_detector_draw on a device frame moved %zu pixel bytes", moved);
       CHECK(fap_blend_frame(&ref2.frame, r[1].map, r[1].map_size, &blend) == FAP_OK,
             "fap_blend_frame");
+      size_t drawn = 0; /* ref stayed as made: the comparison below is not vacuous */
+      for (int p = 0; p < 3; p++)
+        for (size_t k = 0; k < plane_bytes(&ref, p); k++)
+          drawn += ref.buf[p][k] != ref2.buf[p][k];
+      CHECK(drawn > 0, "%s: fap_blend_frame drew nothing", fap_pixel_format_name(formats[fi]));
       const size_t diff2 = device_diff(&ref2, dev2);
       CHECK(diff2 == 0, "%s: fap_detector_draw differs from fap_blend_frame in %zu bytes",
             fap_pixel_format_name(formats[fi]), diff2);
+      /* and on a host frame: up and back, the same pixels */
+      test_frame h2 = make_frame(rgb = make_rgb(67, 45, 80 + (int)fi), 67, 45, formats[fi]);
+      free(rgb);
+      CHECK(fap_detector_draw(d, &h2.frame, r[1].map, r[1].map_size, &blend, &moved) == FAP_OK,
+            "fap_detector_draw (host frame): %s", last_error);
+      CHECK(moved == 2 * up, "fap_detector_draw on a host frame moved %zu bytes, want %zu", moved,
+            2 * up);
+      size_t hdiff = 0;
+      for (int p = 0; p < 3; p++)
+        for (size_t k = 0; k < plane_bytes(&h2, p); k++)
+          hdiff += h2.buf[p][k] != ref2.buf[p][k];
+      CHECK(hdiff == 0, "%s: fap_detector_draw of a host frame differs from fap_blend_frame in "
+            "%zu bytes", fap_pixel_format_name(formats[fi]), hdiff);
+      free_frame(&h2);
       /* the host cannot touch a device frame; the CPU backend refuses it */
       fap_result rc;
       last_error[0] = '\0';
