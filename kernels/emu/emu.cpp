@@ -343,8 +343,11 @@ namespace {
 #endif
 
 std::recursive_mutex launch_mutex;
-bool g_capturing = false;
-std::vector<std::function<void()>> g_recorded;
+/* per thread, as the CUDA backend captures (cudaStreamCaptureModeThreadLocal):
+ * what another thread launches meanwhile (a drawing beside a batch) runs, and
+ * is not recorded into this thread's graph */
+thread_local bool g_capturing = false;
+thread_local std::vector<std::function<void()>> g_recorded;
 
 } // namespace
 
