@@ -72,6 +72,10 @@ enum
   PROP_MODEL_SHARED,
   PROP_AVERAGE_FRAME_MS,
   PROP_PIXEL_BYTES,
+  PROP_MODEL_INSTANCE_ID,
+  PROP_BATCH_SIZE,
+  PROP_BATCH_TIMEOUT,
+  PROP_AVERAGE_BATCH,
 };
 
 /* system memory in every format; CUDA memory (nvh264dec, cudaupload) in the
@@ -256,14 +260,13 @@ default_model_path (void)
 /* ---- statistics and latency ---------------------------------------------- */
 
 static void
-record_inference (GstFAPrompt * self, const fap_result * r)
+record_inference (GstFAPrompt * self, gdouble ms, gsize pixel_bytes)
 {
   gboolean post = FALSE;
-  gdouble ms = r->total_ms;
 
   GST_OBJECT_LOCK (self);
   self->inferences++;
-  self->pixel_bytes += r->frame_bytes_to_device + r->frame_bytes_from_device;
+  self->pixel_bytes += pixel_bytes;
   self->inference_ms_total += ms;
   self->inference_ms_avg = self->inferences == 1 ? ms :
       0.8 * self->inference_ms_avg + 0.2 * ms;
@@ -305,6 +308,49 @@ draws_on_device (GstFAPrompt * self)
   return fap_detector_backend (self->detector) == FAP_BACKEND_CUDA;
 }
 
+/* The inference drew the frame itself: a private CUDA detector (a shared
+ * instance runs its batch without drawing: settings are per element). */
+static gboolean
+draws_in_pass (GstFAPrompt * self)
+{
+  return draws_on_device (self) && !self->instance;
+}
+
+/* One frame through the private detector or the shared instance (which
+ * batches it with the other elements' frames): a new inference, or NULL
+ * with *error. Any thread (streaming or worker). */
+static FapInference *
+run_frame (GstFAPrompt * self, const fap_frame * frame, GstClockTime pts,
+    guint64 generation, const fap_blend * blend, gchar ** error)
+{
+  FapInference *inf = NULL;
+  gsize bytes = 0;
+
+  clear_core_error (self);
+  if (self->instance) {
+    inf = fap_instance_run (self->instance, frame, next_serial (self),
+        generation, pts, &bytes, error);
+  } else {
+    fap_result r;
+    fap_status st;
+    fap_cuda_push (&self->cuda);
+    st = fap_detector_run_batch (self->detector, frame, 1,
+        draws_in_pass (self) ? blend : NULL, &r);
+    fap_cuda_pop (&self->cuda);
+    if (st == FAP_OK) {
+      bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
+      inf = fap_inference_new (&r, next_serial (self), generation, pts);
+    } else {
+      gchar *msg = dup_core_error (self);
+      *error = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
+      g_free (msg);
+    }
+  }
+  if (inf)
+    record_inference (self, inf->ms, bytes);
+  return inf;
+}
+
 /* The worker's run: on the worker thread (non-blocking mode). */
 static FapInference *
 worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
@@ -312,57 +358,37 @@ worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
     gchar ** error)
 {
   GstFAPrompt *self = user_data;
-  FapInference *inf;
-  fap_result r;
-  fap_status st;
+  FapInference *inf = run_frame (self, frame, pts, generation, NULL, error);
 
-  fap_cuda_push (&self->cuda);
-  st = fap_detector_run (self->detector, frame, &r);
-  fap_cuda_pop (&self->cuda);
-  if (st != FAP_OK) {
-    gchar *msg = dup_core_error (self);
-    *error = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
-    g_free (msg);
-    return NULL;
-  }
-  record_inference (self, &r);
-  inf = fap_inference_new (&r, next_serial (self), generation, pts);
-  if (blend) {
+  if (inf && blend) {
     /* the drawing table of the new map, here rather than on the streaming
      * thread (tens of ms at 1080p); a failure only means the streaming
      * thread builds it (and reports it) itself */
     core_log_to (self);
-    fap_overlay_prepare (spare, frame, r.map, r.map_size, inf->serial, blend);
+    fap_overlay_prepare (spare, frame, g_bytes_get_data (inf->map, NULL),
+        (int) inf->map_size, inf->serial, blend);
     core_log_to (NULL);
   }
   return inf;
 }
 
-/* Runs the due frame. On the CUDA backend it is drawn in the same pass on
- * the device (@blend); on the CPU afterwards, by the overlay. */
+/* Runs the due frame. A private CUDA detector draws it in the same pass on
+ * the device (@blend); otherwise it is drawn afterwards. */
 static gboolean
 infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
     const fap_blend * blend)
 {
-  fap_result r;
-  fap_status st;
+  gchar *err = NULL;
+  FapInference *inf = run_frame (self, view, GST_BUFFER_PTS (buf),
+      self->generation, blend, &err);
 
-  clear_core_error (self);
-  fap_cuda_push (&self->cuda);
-  st = fap_detector_run_batch (self->detector, view, 1,
-      draws_on_device (self) ? blend : NULL, &r);
-  fap_cuda_pop (&self->cuda);
-  if (st != FAP_OK) {
-    gchar *msg = dup_core_error (self);
+  if (!inf) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s: %s", fap_status_string (st), msg),
-        (NULL));
-    g_free (msg);
+        ("faprompt inference failed: %s", err), (NULL));
+    g_free (err);
     return FALSE;
   }
-  record_inference (self, &r);
-  set_last (self, fap_inference_new (&r, next_serial (self), self->generation,
-          GST_BUFFER_PTS (buf)));
+  set_last (self, inf);
   return TRUE;
 }
 
@@ -440,18 +466,37 @@ ensure_mode (GstFAPrompt * self)
 
 /* ---- start / stop -------------------------------------------------------- */
 
+/* the private detector, or this element's share of an instance */
+static void
+release_detector (GstFAPrompt * self)
+{
+  if (self->instance) {
+    fap_instance_release (self->instance, GST_ELEMENT (self));
+    self->instance = NULL;
+  } else if (self->detector) {
+    fap_cuda_push (&self->cuda);        /* its device memory belongs to that context */
+    fap_detector_free (self->detector);
+    fap_cuda_pop (&self->cuda);
+  }
+  self->detector = NULL;
+}
+
 static gboolean
 gst_fa_prompt_start (GstBaseTransform * trans)
 {
   GstFAPrompt *self = GST_FA_PROMPT (trans);
   fap_detector_options o;
   const fap_config *cfg;
-  gchar *path, *msg;
+  gchar *path, *msg, *instance_id;
   gboolean shared;
+  guint64 timeout_us;
   fap_status st;
 
   GST_OBJECT_LOCK (self);
   path = self->model_file ? g_strdup (self->model_file) : default_model_path ();
+  instance_id = self->instance_id && *self->instance_id ?
+      g_strdup (self->instance_id) : NULL;
+  timeout_us = self->batch_timeout_us;
   fap_detector_options_init (&o);
   o.backend = (fap_backend_kind) self->backend;
   o.device_id = self->device_id;
@@ -460,6 +505,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   o.sigma = self->sigma;
   o.log = core_log;
   o.log_user_data = self;
+  o.batch = instance_id ? (int) self->batch_size : 1;
   self->mode_decided = self->non_blocking != GST_FA_PROMPT_NON_BLOCKING_AUTO;
   self->running_non_blocking =
       self->non_blocking == GST_FA_PROMPT_NON_BLOCKING_TRUE;
@@ -477,6 +523,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
         ("faprompt model file \"%s\" not found. " HOW_TO_GET_A_MODEL, path),
         ("model-file=%s", path));
     g_free (path);
+    g_free (instance_id);
     return FALSE;
   }
 
@@ -491,6 +538,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
             path, fap_status_string (st), msg), ("model-file=%s", path));
     g_free (msg);
     g_free (path);
+    g_free (instance_id);
     return FALSE;
   }
   GST_OBJECT_LOCK (self);
@@ -511,7 +559,24 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   }
   clear_core_error (self);
   fap_cuda_push (&self->cuda);
-  st = fap_detector_new (self->model, &o, &self->detector);
+  if (instance_id) {
+    /* shared with the other elements of this id: one detector, batches */
+    FapInstanceConfig ic = { path, o, timeout_us, self->cuda.context };
+    gchar *warning = NULL, *error = NULL;
+    core_log_to (self);
+    self->instance = fap_instance_acquire (instance_id, &ic, GST_ELEMENT (self),
+        &warning, &error);
+    core_log_to (NULL);
+    st = self->instance ? FAP_OK : FAP_ERR_BACKEND;
+    if (self->instance)
+      self->detector = fap_instance_detector (self->instance);
+    if (warning)
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
+    g_free (warning);
+    g_free (error);
+  } else {
+    st = fap_detector_new (self->model, &o, &self->detector);
+  }
   fap_cuda_pop (&self->cuda);
   if (st == FAP_OK) {
     core_log_to (self);
@@ -525,17 +590,20 @@ gst_fa_prompt_start (GstBaseTransform * trans)
             "image-size %d): %s: %s", path, fap_backend_name (o.backend),
             o.image_size, fap_status_string (st), msg), (NULL));
     g_free (msg);
-    fap_cuda_push (&self->cuda);
-    fap_detector_free (self->detector);
-    fap_cuda_pop (&self->cuda);
-    self->detector = NULL;
+    release_detector (self);
     fap_cuda_clear (&self->cuda);
     fap_modelcache_release (self->model);
     self->model = NULL;
     g_free (path);
+    g_free (instance_id);
     return FALSE;
   }
   g_free (path);
+  if (instance_id)
+    GST_INFO_OBJECT (self, "model-instance-id %s: %u element(s), batch %d",
+        instance_id, fap_instance_users (self->instance),
+        fap_detector_batch (self->detector));
+  g_free (instance_id);
 
   cfg = fap_model_config (self->model);
   self->model_image_threshold = cfg->image_threshold;
@@ -561,10 +629,7 @@ gst_fa_prompt_stop (GstBaseTransform * trans)
 
   fap_worker_stop (&self->worker);
   set_last (self, NULL);
-  fap_cuda_push (&self->cuda);  /* its device memory belongs to that context */
-  fap_detector_free (self->detector);
-  fap_cuda_pop (&self->cuda);
-  self->detector = NULL;
+  release_detector (self);
   fap_cuda_clear (&self->cuda);
   self->cuda_memory = FALSE;
   fap_modelcache_release (self->model);
@@ -801,8 +866,8 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
     const FapInference *inf = self->last;
     regions = fap_results_attach (&self->results, buf, view.width,
         view.height, inf, &st.results, fresh, &anomalous);
-    /* on the device, a frame inferred in this pass was drawn in that pass */
-    if (st.draw && !(fresh && draws_on_device (self))
+    /* a frame drawn by its own inference needs no second drawing */
+    if (st.draw && !(fresh && draws_in_pass (self))
         && !draw_result (self, &view, inf, &st.blend))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
@@ -992,6 +1057,16 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
     case PROP_MAX_REGIONS:
       self->max_regions = g_value_get_uint (value);
       break;
+    case PROP_MODEL_INSTANCE_ID:
+      g_free (self->instance_id);
+      self->instance_id = g_value_dup_string (value);
+      break;
+    case PROP_BATCH_SIZE:
+      self->batch_size = g_value_get_uint (value);
+      break;
+    case PROP_BATCH_TIMEOUT:
+      self->batch_timeout_us = g_value_get_uint64 (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -1055,6 +1130,15 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_MAX_REGIONS:
       g_value_set_uint (value, self->max_regions);
       break;
+    case PROP_MODEL_INSTANCE_ID:
+      g_value_set_string (value, self->instance_id);
+      break;
+    case PROP_BATCH_SIZE:
+      g_value_set_uint (value, self->batch_size);
+      break;
+    case PROP_BATCH_TIMEOUT:
+      g_value_set_uint64 (value, self->batch_timeout_us);
+      break;
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, self->frames);
       break;
@@ -1070,11 +1154,19 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
           self->light_ms_total / self->light_frames : 0.0);
       break;
     case PROP_MODEL_SHARED:
-      g_value_set_boolean (value, self->model_shared);
+      g_value_set_boolean (value, self->model_shared
+          || (self->instance && fap_instance_users (self->instance) > 1));
       break;
     case PROP_PIXEL_BYTES:
       g_value_set_uint64 (value, self->pixel_bytes);
       break;
+    case PROP_AVERAGE_BATCH:{
+      guint64 batches = 0, frames = 0;
+      if (self->instance)
+        fap_instance_stats (self->instance, &batches, &frames);
+      g_value_set_double (value, batches ? (gdouble) frames / batches : 0.0);
+      break;
+    }
     case PROP_LAST_SCORE:
       g_value_set_float (value, self->last_score);
       break;
@@ -1091,6 +1183,7 @@ gst_fa_prompt_finalize (GObject * object)
   GstFAPrompt *self = GST_FA_PROMPT (object);
 
   g_free (self->model_file);
+  g_free (self->instance_id);
   fap_worker_clear (&self->worker);
   g_mutex_clear (&self->log_lock);
   G_OBJECT_CLASS (parent_class)->finalize (object);
@@ -1111,6 +1204,8 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->non_blocking = GST_FA_PROMPT_NON_BLOCKING_AUTO;
   self->post_messages = GST_FA_PROMPT_MESSAGES_ON_CHANGE;
   self->max_regions = 16;
+  self->batch_size = 1;
+  self->batch_timeout_us = 5000;
   self->last_score = -1.0f;
   self->mode_decided = TRUE;    /* until start (): no query decides anything */
   g_mutex_init (&self->log_lock);
@@ -1245,6 +1340,29 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "TRUE when the loaded model is shared with another faprompt element "
           "of this process (same file: weights loaded once)", FALSE, ro));
 
+  g_object_class_install_property (gobject_class, PROP_MODEL_INSTANCE_ID,
+      g_param_spec_string ("model-instance-id", "Model instance id",
+          "Elements of this process naming the same id share one detector "
+          "(one copy of the weights on the device) and run their frames "
+          "together in batches of batch-size; the first element to start "
+          "decides model-file, backend, device-id, threads, image-size, "
+          "sigma, batch-size and batch-timeout. Empty: a detector of its own",
+          NULL, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
+      g_param_spec_uint ("batch-size", "Batch size",
+          "With model-instance-id: most frames of the sharing elements run in "
+          "one call (a GPU's throughput comes from batches; on the CPU they "
+          "run one after another)", 1, 256, 1, ready));
+  g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
+      g_param_spec_uint64 ("batch-timeout", "Batch timeout",
+          "With model-instance-id: microseconds a batch waits for more frames "
+          "after its first before it runs short", 0, G_GUINT64_CONSTANT (10000000),
+          5000, ready));
+  g_object_class_install_property (gobject_class, PROP_AVERAGE_BATCH,
+      g_param_spec_double ("average-batch", "Average batch",
+          "With model-instance-id: frames per batch the shared instance ran "
+          "since it was created (0 without)", 0.0, 256.0, 0.0, ro));
   g_object_class_install_property (gobject_class, PROP_PIXEL_BYTES,
       g_param_spec_uint64 ("pixel-bytes-copied", "Pixel bytes copied",
           "Bytes of frame pixels copied between host and device since start "

@@ -13,6 +13,7 @@
 #include <fap.h>
 
 #include "fap_cuda.h"
+#include "fap_instance.h"
 #include "fap_results.h"
 #include "fap_worker.h"
 
@@ -61,6 +62,9 @@ struct _GstFAPrompt
   GstFAPromptNonBlocking non_blocking;
   GstFAPromptMessages post_messages;
   guint max_regions;
+  gchar *instance_id;           /* model-instance-id: "" / NULL = private */
+  guint batch_size;
+  guint64 batch_timeout_us;
   /* statistics, under the object lock */
   guint64 frames;
   guint64 inferences;
@@ -79,7 +83,8 @@ struct _GstFAPrompt
 
   /* between start () and stop () */
   fap_model *model;
-  fap_detector *detector;
+  fap_detector *detector;       /* private, or the instance's (borrowed) */
+  FapInstance *instance;        /* model-instance-id: shared with others */
   gfloat model_image_threshold, model_pixel_threshold;
   gboolean model_shared;
 

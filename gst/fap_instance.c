@@ -1,0 +1,317 @@
+/* See fap_instance.h. One scheduler thread per instance collects the
+ * requests of its elements and runs them in batches. */
+#include "fap_instance.h"
+
+#include <string.h>
+
+#include "fap_cuda.h"
+#include "fap_modelcache.h"
+
+typedef struct {
+  const fap_frame *frame;
+  guint64 serial, generation;
+  GstClockTime pts;
+  gboolean done;
+  FapInference *result;
+  gsize pixel_bytes;
+  gchar *error;
+} Request;
+
+struct FapInstance {
+  gchar *id;
+  FapInstanceConfig config;
+  gchar *creator;               /* name of the element that made it */
+  guint users;                  /* under registry_lock */
+  fap_model *model;
+  fap_detector *detector;
+  guint batch;
+
+  GMutex lock;                  /* the fields below */
+  GCond wake;                   /* a request arrived / quit */
+  GCond done;                   /* some request finished */
+  GQueue pending;               /* Request *, oldest first */
+  gint64 first_at;              /* monotonic us the oldest pending arrived */
+  guint members;                /* elements sharing it: each has at most one
+                                 * frame pending, so when all of them wait
+                                 * no other frame can come */
+  gboolean quit;
+  GThread *thread;
+  guint64 batches, frames;
+};
+
+static GMutex registry_lock;
+static GHashTable *registry;    /* id -> FapInstance */
+
+/* ---- the scheduler -------------------------------------------------------- */
+
+/* A batch failed: run its frames one by one so that each error reaches the
+ * element whose frame caused it (the others still get their results). */
+static void
+run_alone (FapInstance * inst, Request ** reqs, guint n, gchar ** messages)
+{
+  for (guint i = 0; i < n; i++) {
+    fap_result r;
+    messages[0] = NULL;
+    fap_status st = fap_detector_run (inst->detector, reqs[i]->frame, &r);
+    if (st == FAP_OK) {
+      reqs[i]->result = fap_inference_new (&r, reqs[i]->serial,
+          reqs[i]->generation, reqs[i]->pts);
+      reqs[i]->pixel_bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
+    } else {
+      reqs[i]->error = g_strdup_printf ("%s: %s", fap_status_string (st),
+          messages[0] ? messages[0] : "(no message)");
+    }
+    g_clear_pointer (&messages[0], g_free);
+  }
+}
+
+/* the scheduler's own log sink: the last error of the call in progress */
+static void
+capture_log (fap_log_level level, const char *message, void *user_data)
+{
+  gchar **slot = user_data;
+  if (level == FAP_LOG_ERROR) {
+    g_free (*slot);
+    *slot = g_strdup (message);
+  }
+}
+
+static gpointer
+scheduler (gpointer data)
+{
+  FapInstance *inst = data;
+  const guint B = inst->batch;
+  Request **reqs = g_new0 (Request *, B);
+  fap_frame *frames = g_new0 (fap_frame, B);
+  fap_result *results = g_new0 (fap_result, B);
+  gchar *message = NULL;
+  FapCuda cuda = { inst->config.cuda_context, NULL, };
+
+  fap_set_thread_log_callback (capture_log, &message);
+  g_mutex_lock (&inst->lock);
+  for (;;) {
+    guint n;
+    fap_status st;
+
+    while (!inst->quit && g_queue_is_empty (&inst->pending))
+      g_cond_wait (&inst->wake, &inst->lock);
+    if (inst->quit && g_queue_is_empty (&inst->pending))
+      break;
+    /* a full batch (or every member's frame), or what has waited
+     * batch-timeout since the first */
+    while (!inst->quit
+        && g_queue_get_length (&inst->pending) < MIN (B, MAX (inst->members, 1))) {
+      gint64 deadline = inst->first_at + (gint64) inst->config.timeout_us;
+      if (g_get_monotonic_time () >= deadline
+          || !g_cond_wait_until (&inst->wake, &inst->lock, deadline))
+        break;
+    }
+    for (n = 0; n < B && !g_queue_is_empty (&inst->pending); n++) {
+      reqs[n] = g_queue_pop_head (&inst->pending);
+      frames[n] = *reqs[n]->frame;
+    }
+    inst->first_at = g_get_monotonic_time ();   /* for the ones left */
+    g_mutex_unlock (&inst->lock);
+
+    g_clear_pointer (&message, g_free);
+    fap_cuda_push (&cuda);
+    st = fap_detector_run_batch (inst->detector, frames, (int) n, NULL,
+        results);
+    if (st == FAP_OK) {
+      for (guint i = 0; i < n; i++) {
+        reqs[i]->result = fap_inference_new (&results[i], reqs[i]->serial,
+            reqs[i]->generation, reqs[i]->pts);
+        reqs[i]->pixel_bytes = results[i].frame_bytes_to_device +
+            results[i].frame_bytes_from_device;
+      }
+    } else {
+      run_alone (inst, reqs, n, &message);
+    }
+    fap_cuda_pop (&cuda);
+
+    g_mutex_lock (&inst->lock);
+    inst->batches++;
+    inst->frames += n;
+    for (guint i = 0; i < n; i++)
+      reqs[i]->done = TRUE;
+    g_cond_broadcast (&inst->done);
+  }
+  g_mutex_unlock (&inst->lock);
+  fap_set_thread_log_callback (NULL, NULL);
+  g_free (message);
+  g_free (reqs);
+  g_free (frames);
+  g_free (results);
+  return NULL;
+}
+
+FapInference *
+fap_instance_run (FapInstance * inst, const fap_frame * frame, guint64 serial,
+    guint64 generation, GstClockTime pts, gsize * pixel_bytes, gchar ** error)
+{
+  Request req = { frame, serial, generation, pts, FALSE, NULL, 0, NULL };
+
+  g_mutex_lock (&inst->lock);
+  if (g_queue_is_empty (&inst->pending))
+    inst->first_at = g_get_monotonic_time ();
+  g_queue_push_tail (&inst->pending, &req);
+  g_cond_broadcast (&inst->wake);
+  while (!req.done)
+    g_cond_wait (&inst->done, &inst->lock);
+  g_mutex_unlock (&inst->lock);
+  *error = req.error;
+  if (pixel_bytes)
+    *pixel_bytes = req.pixel_bytes;
+  return req.result;
+}
+
+/* ---- the registry ----------------------------------------------------------- */
+
+static gboolean
+same_options (const FapInstanceConfig * a, const FapInstanceConfig * b)
+{
+  const fap_detector_options *x = &a->options, *y = &b->options;
+  return g_strcmp0 (a->model_path, b->model_path) == 0
+      && x->backend == y->backend && x->device_id == y->device_id
+      && x->threads == y->threads && x->image_size == y->image_size
+      && x->sigma == y->sigma && x->batch == y->batch
+      && x->precision == y->precision && a->timeout_us == b->timeout_us;
+}
+
+static void
+instance_free (FapInstance * inst)
+{
+  g_mutex_lock (&inst->lock);
+  inst->quit = TRUE;
+  g_cond_broadcast (&inst->wake);
+  g_mutex_unlock (&inst->lock);
+  FapCuda cuda = { inst->config.cuda_context, NULL, };
+
+  if (inst->thread)
+    g_thread_join (inst->thread);
+  fap_cuda_push (&cuda);        /* its device memory belongs to that context */
+  fap_detector_free (inst->detector);
+  fap_cuda_pop (&cuda);
+  if (inst->config.cuda_context)
+    gst_object_unref (inst->config.cuda_context);
+  fap_modelcache_release (inst->model);
+  g_mutex_clear (&inst->lock);
+  g_cond_clear (&inst->wake);
+  g_cond_clear (&inst->done);
+  g_free (inst->config.model_path);
+  g_free (inst->creator);
+  g_free (inst->id);
+  g_free (inst);
+}
+
+FapInstance *
+fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
+    GstElement * element, gchar ** warning, gchar ** error)
+{
+  FapInstance *inst;
+  gboolean shared;
+  fap_status st;
+  gchar *name = gst_object_get_name (GST_OBJECT (element));
+
+  *warning = *error = NULL;
+  g_mutex_lock (&registry_lock);
+  if (!registry)
+    registry = g_hash_table_new (g_str_hash, g_str_equal);
+  inst = g_hash_table_lookup (registry, id);
+  if (inst) {
+    inst->users++;
+    g_mutex_lock (&inst->lock);
+    inst->members = inst->users;
+    g_mutex_unlock (&inst->lock);
+    if (!same_options (&inst->config, config))
+      *warning = g_strdup_printf ("model-instance-id \"%s\" was created by "
+          "%s with other settings (model-file, backend, device-id, threads, "
+          "image-size, sigma, batch-size or batch-timeout); %s uses that "
+          "instance as it is", id, inst->creator, name);
+    g_mutex_unlock (&registry_lock);
+    g_free (name);
+    return inst;
+  }
+
+  inst = g_new0 (FapInstance, 1);
+  inst->id = g_strdup (id);
+  inst->config = *config;
+  inst->config.model_path = g_strdup (config->model_path);
+  inst->config.options.log = NULL;      /* the scheduler's sink attributes errors */
+  inst->config.options.log_user_data = NULL;
+  if (config->cuda_context)
+    gst_object_ref (config->cuda_context);
+  inst->creator = name;
+  inst->batch = MAX (config->options.batch, 1);
+  g_mutex_init (&inst->lock);
+  g_cond_init (&inst->wake);
+  g_cond_init (&inst->done);
+  g_queue_init (&inst->pending);
+  /* held across the load: a second element of this id waits for it */
+  st = fap_modelcache_acquire (config->model_path, &inst->model, &shared);
+  if (st == FAP_OK)
+    st = fap_detector_new (inst->model, &inst->config.options, &inst->detector);
+  if (st != FAP_OK) {
+    *error = g_strdup (fap_status_string (st));
+    g_mutex_unlock (&registry_lock);
+    instance_free (inst);
+    return NULL;
+  }
+  inst->users = inst->members = 1;
+  inst->thread = g_thread_new ("faprompt-batch", scheduler, inst);
+  g_hash_table_insert (registry, inst->id, inst);
+  g_mutex_unlock (&registry_lock);
+  return inst;
+}
+
+void
+fap_instance_release (FapInstance * inst, GstElement * element)
+{
+  gboolean last;
+
+  if (!inst)
+    return;
+  g_mutex_lock (&registry_lock);
+  last = --inst->users == 0;
+  if (last)
+    g_hash_table_remove (registry, inst->id);
+  g_mutex_lock (&inst->lock);
+  inst->members = inst->users;
+  g_cond_broadcast (&inst->wake);       /* a smaller batch may be complete now */
+  g_mutex_unlock (&inst->lock);
+  g_mutex_unlock (&registry_lock);
+  (void) element;
+  if (last)
+    instance_free (inst);
+}
+
+fap_detector *
+fap_instance_detector (FapInstance * inst)
+{
+  return inst->detector;
+}
+
+const fap_config *
+fap_instance_model_config (FapInstance * inst)
+{
+  return fap_model_config (inst->model);
+}
+
+guint
+fap_instance_users (FapInstance * inst)
+{
+  guint n;
+  g_mutex_lock (&registry_lock);
+  n = inst->users;
+  g_mutex_unlock (&registry_lock);
+  return n;
+}
+
+void
+fap_instance_stats (FapInstance * inst, guint64 * batches, guint64 * frames)
+{
+  g_mutex_lock (&inst->lock);
+  *batches = inst->batches;
+  *frames = inst->frames;
+  g_mutex_unlock (&inst->lock);
+}

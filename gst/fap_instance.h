@@ -1,0 +1,55 @@
+/* Shared model instances: elements of one process that name the same
+ * model-instance-id share one detector (one copy of the weights on the
+ * device, one activation arena) created with batch B, and their due frames
+ * are run together: a batch starts when B frames wait or batch-timeout has
+ * passed since the first of them. Each element waits for its own frame only
+ * (the streaming thread in blocking mode, the worker in non-blocking mode);
+ * one stream stalling or stopping never holds the others (a batch never
+ * waits longer than the timeout). The last element to release an instance
+ * frees it. */
+#ifndef FAP_INSTANCE_H
+#define FAP_INSTANCE_H
+
+#include <gst/gst.h>
+#include <fap.h>
+
+#include "fap_results.h"
+
+typedef struct FapInstance FapInstance;
+
+/* What the first element decides; later ones are compared against it. */
+typedef struct {
+  gchar *model_path;
+  fap_detector_options options; /* .batch = batch-size */
+  guint64 timeout_us;
+  GstObject *cuda_context;      /* the creator's GstCudaContext, or NULL:
+                                 * pushed around every run of the batch */
+} FapInstanceConfig;
+
+/* Finds instance @id or creates it from @config (loading the model through
+ * the model cache, creating the detector in the calling thread's CUDA
+ * context when one is pushed). A later element whose settings differ gets
+ * the instance as it is and a warning naming both elements in *warning
+ * (g_free). NULL with *error on failure. */
+FapInstance *fap_instance_acquire (const gchar * id,
+    const FapInstanceConfig * config, GstElement * element, gchar ** warning,
+    gchar ** error);
+void fap_instance_release (FapInstance * inst, GstElement * element);
+
+fap_detector *fap_instance_detector (FapInstance * inst);
+const fap_config *fap_instance_model_config (FapInstance * inst);
+guint fap_instance_users (FapInstance * inst);
+
+/* Runs @frame in the next batch and waits for its result: a new inference
+ * (its map copied) with @serial, @generation and @pts, or NULL with *error
+ * naming what failed for this frame. @frame must stay valid until it
+ * returns. The frame runs without drawing (settings are per element). */
+FapInference *fap_instance_run (FapInstance * inst, const fap_frame * frame,
+    guint64 serial, guint64 generation, GstClockTime pts, gsize * pixel_bytes,
+    gchar ** error);
+
+/* Statistics (tests, benchmarks): batches run and frames in them. */
+void fap_instance_stats (FapInstance * inst, guint64 * batches,
+    guint64 * frames);
+
+#endif
