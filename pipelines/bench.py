@@ -4,6 +4,10 @@
   GST_PLUGIN_PATH=build/gst pipelines/bench.py MODEL [--frames 600] [--size 1280x720]
       [--format NV12] [--interval 30] [--non-blocking] [--image-size 336] [--live]
       [prop=value ...]
+  GST_PLUGIN_PATH=build/gst pipelines/bench.py MODEL --streams N [--rounds 3] ...
+      N streams into N private elements and into one shared instance
+      (model-instance-id, batch-size=N), interleaved rounds: aggregate
+      frames/s, per-frame time in the element p50/p99, peak RSS
 
 Runs  videotestsrc num-buffers=N ! video/x-raw,format=F,width=W,height=H,framerate=R
       ! faprompt ... ! fakesink
@@ -16,6 +20,7 @@ carried a result, and the element's average-inference-ms and average-frame-ms
 map, hand-off to the worker).
 """
 import argparse
+import os
 import time
 
 import gi
@@ -51,6 +56,99 @@ def run(desc):
     return (len(arrivals) - 1) / span, gap, with_meta[0], stats
 
 
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_streams(a, n, shared):
+    """N sources, each through its own faprompt (private detectors, or one
+    shared model instance with batch-size N), as fast as they go; per frame
+    the time it spent in the element (sink pad to src pad)."""
+    w, h = a.size.split("x")
+    inst = f" model-instance-id=bench-{os.getpid()}-{run_streams.runs} batch-size={n}" if shared else ""
+    run_streams.runs += 1
+    branches = []
+    for i in range(n):
+        branches.append(
+            f"videotestsrc num-buffers={a.frames} pattern={i % 20} ! "
+            f"video/x-raw,format={a.format},width={w},height={h},framerate=1000/1 ! "
+            f"faprompt name=f{i} model-file={a.model} inference-interval={a.interval} "
+            f"non-blocking=false image-size={a.image_size} post-messages=none{inst}"
+            + "".join(" " + p for p in a.props) + f" ! fakesink name=s{i} sync=false")
+    pipe = Gst.parse_launch(" ".join(branches))
+    entered, lat, done, peak = [{} for _ in range(n)], [[] for _ in range(n)], [0] * n, [0.0]
+
+    def sink_probe(pad, info, i):
+        entered[i][info.get_buffer().pts] = time.monotonic()
+        return Gst.PadProbeReturn.OK
+
+    def src_probe(pad, info, i):
+        t = entered[i].pop(info.get_buffer().pts, None)
+        if t is not None:
+            lat[i].append(time.monotonic() - t)
+        done[i] += 1
+        if done[i] % 10 == 0:
+            peak[0] = max(peak[0], rss_mib())
+        return Gst.PadProbeReturn.OK
+
+    for i in range(n):
+        f = pipe.get_by_name(f"f{i}")
+        f.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, sink_probe, i)
+        f.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, src_probe, i)
+    t0 = time.monotonic()
+    pipe.set_state(Gst.State.PLAYING)
+    msg = pipe.get_bus().timed_pop_filtered(Gst.CLOCK_TIME_NONE,
+                                            Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    span = time.monotonic() - t0
+    if msg.type == Gst.MessageType.ERROR:
+        raise SystemExit(f"error: {msg.parse_error()[0].message}")
+    batch = pipe.get_by_name("f0").get_property("average-batch")
+    pipe.set_state(Gst.State.NULL)
+    every = sorted(x for l in lat for x in l)
+    pct = lambda q: every[min(len(every) - 1, int(q * len(every)))] * 1000
+    return sum(done) / span, pct(0.5), pct(0.99), batch, peak[0]
+
+
+run_streams.runs = 0
+
+
+def main_streams(a):
+    print(f"cpu: {cpu_flags()}")
+    print(f"{a.streams} streams of {a.size} {a.format}, {a.frames} frames each, "
+          f"inference-interval={a.interval}, blocking, model {a.model}; rounds interleaved\n")
+    rows = {"private": [], "shared": []}
+    for r in range(a.rounds):
+        for kind in ("private", "shared"):
+            rows[kind].append(run_streams(a, a.streams, kind == "shared"))
+            fps, p50, p99, batch, rss = rows[kind][-1]
+            print(f"  round {r + 1} {kind:7}: {fps:7.1f} frames/s, p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms, batch {batch:.2f}, RSS {rss:.0f} MiB", flush=True)
+    print("\n| elements | aggregate frames/s (best) | p50 ms | p99 ms | frames per batch | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for kind in ("private", "shared"):
+        best = max(rows[kind], key=lambda x: x[0])
+        label = (f"{a.streams} private detectors" if kind == "private" else
+                 f"1 shared instance, batch-size={a.streams}")
+        print(f"| {label} | {best[0]:.1f} | {best[1]:.1f} | {best[2]:.1f} | "
+              f"{best[3]:.2f} | {max(x[4] for x in rows[kind]):.0f} |")
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return "flags unknown"
+    model = next((l.split(":", 1)[1].strip() for l in text.splitlines()
+                  if l.startswith("model name")), "unknown")
+    flags = next((l.split(":", 1)[1].split() for l in text.splitlines()
+                  if l.startswith("flags")), [])
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+           if f in flags]
+    return f"{model}, {' '.join(isa)}, {os.cpu_count()} cores"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -62,9 +160,15 @@ def main():
     ap.add_argument("--image-size", type=int, default=0)
     ap.add_argument("--live", action="store_true")
     ap.add_argument("--pattern", default="smpte")
+    ap.add_argument("--streams", type=int, default=0,
+                    help="N streams: N private elements against one shared instance, interleaved")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("props", nargs="*")
     a = ap.parse_intermixed_args()
     Gst.init(None)
+    if a.streams > 0:
+        main_streams(a)
+        return
     w, h = a.size.split("x")
     rate, live, sync = ("30/1", "true", "true") if a.live else ("1000/1", "false", "false")
     src = (f"videotestsrc num-buffers={a.frames} is-live={live} pattern={a.pattern} ! "

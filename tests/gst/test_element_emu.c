@@ -207,6 +207,63 @@ static void test_non_blocking(void) {
   gst_harness_teardown(hh);
 }
 
+/* two elements sharing one CUDA instance (B = 2), pushed from two threads:
+ * each result within the CUDA bounds of the CPU element's on the same frame,
+ * drawn by the element on the device as fap_blend_frame draws it */
+typedef struct {
+  GstHarness *hh;
+  const char *fmt;
+  int w, h, seed;
+  GstBuffer *in[3], *out[3];
+} Shared;
+
+static gpointer shared_push(gpointer data) {
+  Shared *s = data;
+  for (int i = 0; i < 3; i++) {
+    s->in[i] = make_frame(s->fmt, s->w, s->h, s->seed + i, i);
+    g_assert_cmpint(gst_harness_push(s->hh, gst_buffer_copy_deep(s->in[i])), ==, GST_FLOW_OK);
+    s->out[i] = gst_harness_pull(s->hh);
+  }
+  return NULL;
+}
+
+static void test_shared_instance(void) {
+  const char *inst = "model-instance-id=emu-shared batch-size=2 batch-timeout=200000 "
+                     "pixel-threshold=0.3";
+  Shared s[2] = {{harness("cuda", "NV12", 64, 48, inst), "NV12", 64, 48, 21, {0}, {0}},
+                 {harness("cuda", "RGBA", 40, 30, inst), "RGBA", 40, 30, 41, {0}, {0}}};
+  GThread *t[2] = {g_thread_new("a", shared_push, &s[0]), g_thread_new("b", shared_push, &s[1])};
+  g_thread_join(t[0]);
+  g_thread_join(t[1]);
+  gdouble batch = 0;
+  g_object_get(s[0].hh->element, "average-batch", &batch, NULL);
+  g_test_message("shared CUDA instance (emulator): %.2f frames per batch", batch);
+  g_assert_cmpfloat(batch, >, 1.0);
+  for (int k = 0; k < 2; k++) {
+    GstHarness *cpu = harness("cpu", s[k].fmt, s[k].w, s[k].h, "pixel-threshold=0.3");
+    for (int i = 0; i < 3; i++) {
+      g_assert_cmpint(gst_harness_push(cpu, gst_buffer_copy_deep(s[k].in[i])), ==, GST_FLOW_OK);
+      GstBuffer *oc = gst_harness_pull(cpu);
+      GstFAPromptMeta *mc = gst_buffer_get_faprompt_meta(oc);
+      GstFAPromptMeta *mg = gst_buffer_get_faprompt_meta(s[k].out[i]);
+      g_assert_nonnull(mg);
+      double e = 0;
+      for (guint c = 0; c < mc->map_width * mc->map_height; c++)
+        e = MAX(e, fabs((double)mc->map[c] - mg->map[c]));
+      g_assert_cmpfloat(e, <=, 1e-2);
+      g_assert_cmpfloat(fabs(mc->score - mg->score), <=, 5e-3);
+      g_assert_true(drawn_as_reference(s[k].in[i], s[k].out[i], s[k].fmt, s[k].w, s[k].h, mg,
+                                       0.3f));
+      gst_buffer_unref(oc);
+      gst_buffer_unref(s[k].in[i]);
+      gst_buffer_unref(s[k].out[i]);
+    }
+    gst_harness_teardown(cpu);
+  }
+  gst_harness_teardown(s[0].hh);
+  gst_harness_teardown(s[1].hh);
+}
+
 int main(int argc, char **argv) {
   gst_init(&argc, &argv);
   g_test_init(&argc, &argv, NULL);
@@ -218,5 +275,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/gst-emu/cuda-equals-cpu", test_cuda_equals_cpu);
   g_test_add_func("/gst-emu/interval", test_interval);
   g_test_add_func("/gst-emu/non-blocking", test_non_blocking);
+  g_test_add_func("/gst-emu/shared-instance", test_shared_instance);
   return g_test_run();
 }
