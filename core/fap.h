@@ -305,7 +305,7 @@ fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_siz
 
 /* The same drawing for a video stream, where many frames in a row carry the
  * same map (inference-interval > 1): the first draw of a map works out each
- * pixel's colour and alpha once (a table of about 3 bytes per pixel, kept
+ * frame byte's colour and alpha once (3 bytes of table per frame byte, kept
  * until the map, the frame geometry or the blend changes), every later draw
  * only mixes. Same pixels as fap_blend_frame, byte for byte. map_id names the
  * map's contents (a new id for each new map; 0 = always recompute). Not

@@ -169,8 +169,13 @@ fap_cuda_copy (FapCuda * c, const GstVideoFrame * frame,
       m.WidthInBytes = GST_VIDEO_FRAME_COMP_WIDTH (frame, 1) * 2;
       m.Height = GST_VIDEO_FRAME_COMP_HEIGHT (frame, 1);
     }
-    ok = CuMemcpy2D (&m) == CUDA_SUCCESS;
+    /* async on the legacy stream, then waited for: a device-to-device
+     * cuMemcpy2D may return before it is done, and the core's streams
+     * (non-blocking) would not wait for it; the worker must read a complete
+     * copy, taken before anything draws into the source */
+    ok = CuMemcpy2DAsync (&m, NULL) == CUDA_SUCCESS;
   }
+  ok = ok && CuStreamSynchronize (NULL) == CUDA_SUCCESS;
   fap_cuda_pop (c);
   if (!ok) {
     gst_video_frame_unmap (copy_frame);

@@ -434,16 +434,19 @@ decide_mode (GstFAPrompt * self, gboolean live)
   GST_OBJECT_UNLOCK (self);
 }
 
+/* TRUE when upstream answered the LATENCY query (*live says what) */
 static gboolean
-upstream_is_live (GstFAPrompt * self)
+query_upstream_live (GstFAPrompt * self, gboolean * live)
 {
   GstQuery *q = gst_query_new_latency ();
-  gboolean live = FALSE;
+  gboolean answered;
 
-  if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), q))
-    gst_query_parse_latency (q, &live, NULL, NULL);
+  *live = FALSE;
+  answered = gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), q);
+  if (answered)
+    gst_query_parse_latency (q, live, NULL, NULL);
   gst_query_unref (q);
-  return live;
+  return answered;
 }
 
 /* Streaming thread, every frame: the mode is settled and its worker runs. */
@@ -455,8 +458,13 @@ ensure_mode (GstFAPrompt * self)
   GST_OBJECT_LOCK (self);
   decided = self->mode_decided;
   GST_OBJECT_UNLOCK (self);
-  if (!decided)
-    decide_mode (self, upstream_is_live (self));
+  if (!decided) {
+    gboolean live;
+    /* an upstream that cannot answer yet is asked again for a while (the
+     * frames meanwhile run blocking); then it counts as not live */
+    if (query_upstream_live (self, &live) || ++self->mode_queries > 30)
+      decide_mode (self, live);
+  }
   GST_OBJECT_LOCK (self);
   nb = self->running_non_blocking;
   GST_OBJECT_UNLOCK (self);
@@ -507,6 +515,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   o.log_user_data = self;
   o.batch = instance_id ? (int) self->batch_size : 1;
   self->mode_decided = self->non_blocking != GST_FA_PROMPT_NON_BLOCKING_AUTO;
+  self->mode_queries = 0;
   self->running_non_blocking =
       self->non_blocking == GST_FA_PROMPT_NON_BLOCKING_TRUE;
   self->frames = self->inferences = 0;
@@ -661,8 +670,10 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   gchar *why = NULL;
 
   GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
-  /* the same caps again (a source re-sending them): keep the result */
-  if (self->have_info && gst_video_info_is_equal (in_info, &self->info))
+  /* the same caps again (a source re-sending them): keep the result; the
+   * memory feature is not in GstVideoInfo, so a change of it counts */
+  if (self->have_info && gst_video_info_is_equal (in_info, &self->info)
+      && fap_cuda_caps_are_cuda (incaps) == self->cuda_memory)
     return TRUE;
   if (!fap_frameview_check_info (in_info, &why)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("faprompt: %s", why),
@@ -825,6 +836,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   gint64 t0 = g_get_monotonic_time ();
   gboolean due, fresh = FALSE, anomalous = FALSE;
   GstFlowReturn ret = GST_FLOW_OK;
+  gboolean post_latency = FALSE;
   guint regions = 0;
   fap_frame view;
   Settings st;
@@ -884,7 +896,18 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   }
   self->frame_ms_avg = self->frames == 1 ? ms :
       0.95 * self->frame_ms_avg + 0.05 * ms;
+  /* non-blocking: what a frame waits here is the streaming-thread cost;
+   * say so when it moves by a quarter (blocking: record_inference) */
+  if (self->running_non_blocking && self->frames % 30 == 0
+      && ABS (self->frame_ms_avg - self->latency_reported_ms) >
+      0.25 * MAX (self->latency_reported_ms, 0.1)) {
+    self->latency_reported_ms = self->frame_ms_avg;
+    post_latency = TRUE;
+  }
   GST_OBJECT_UNLOCK (self);
+  if (post_latency)
+    gst_element_post_message (GST_ELEMENT (self),
+        gst_message_new_latency (GST_OBJECT (self)));
   GST_LOG_OBJECT (self, "frame %" GST_TIME_FORMAT " %s %.2f ms",
       GST_TIME_ARGS (GST_BUFFER_PTS (buf)), fresh ? "inferred" : "reused", ms);
   return ret;
@@ -1366,8 +1389,9 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   g_object_class_install_property (gobject_class, PROP_PIXEL_BYTES,
       g_param_spec_uint64 ("pixel-bytes-copied", "Pixel bytes copied",
           "Bytes of frame pixels copied between host and device since start "
-          "(CUDA backend: a system-memory frame goes up for each inference; "
-          "frames in CUDA memory: 0). Weights, maps and scores not counted",
+          "(CUDA backend with system memory: each drawn or inferred frame goes "
+          "up, and a drawn one comes back; frames in CUDA memory: 0). Weights, "
+          "maps and scores not counted",
           0, G_MAXUINT64, 0, ro));
 
   gst_element_class_set_static_metadata (element_class,

@@ -79,6 +79,7 @@ struct _GstFAPrompt
   /* mode: decided at start, or (auto) by the first LATENCY answer or buffer;
    * under the object lock */
   gboolean mode_decided;
+  guint mode_queries;           /* LATENCY queries upstream did not answer */
   gboolean running_non_blocking;
 
   /* between start () and stop () */
