@@ -88,8 +88,7 @@ def run_streams(a, n, shared):
         if t is not None:
             lat[i].append(time.monotonic() - t)
         done[i] += 1
-        if done[i] % 10 == 0:
-            peak[0] = max(peak[0], rss_mib())
+        peak[0] = max(peak[0], rss_mib())
         return Gst.PadProbeReturn.OK
 
     for i in range(n):
@@ -122,7 +121,7 @@ def main_streams(a):
         for kind in ("private", "shared"):
             rows[kind].append(run_streams(a, a.streams, kind == "shared"))
             fps, p50, p99, batch, rss = rows[kind][-1]
-            print(f"  round {r + 1} {kind:7}: {fps:7.1f} frames/s, p50 {p50:.1f} ms, "
+            print(f"  round {r + 1} {kind:7}: {fps:7.3f} frames/s, p50 {p50:.1f} ms, "
                   f"p99 {p99:.1f} ms, batch {batch:.2f}, RSS {rss:.0f} MiB", flush=True)
     print("\n| elements | aggregate frames/s (best) | p50 ms | p99 ms | frames per batch | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
@@ -130,7 +129,7 @@ def main_streams(a):
         best = max(rows[kind], key=lambda x: x[0])
         label = (f"{a.streams} private detectors" if kind == "private" else
                  f"1 shared instance, batch-size={a.streams}")
-        print(f"| {label} | {best[0]:.1f} | {best[1]:.1f} | {best[2]:.1f} | "
+        print(f"| {label} | {best[0]:.3f} | {best[1]:.1f} | {best[2]:.1f} | "
               f"{best[3]:.2f} | {max(x[4] for x in rows[kind]):.0f} |")
 
 

@@ -408,6 +408,12 @@ static void test_cuda_caps(void) {
   gst_object_ref_sink(e);
   GstHarness *hh = gst_harness_new_with_element(e, "sink", "src");
   gst_object_unref(e);
+  /* system memory first, then the same format and size in CUDA memory: the
+   * feature alone changes, and is noticed */
+  gst_harness_set_src_caps(hh, gst_caps_from_string("video/x-raw,format=NV12,width=64,"
+                                                    "height=48,framerate=30/1"));
+  g_assert_cmpint(gst_harness_push(hh, make_frame("NV12", 64, 48, 1, 0)), ==, GST_FLOW_OK);
+  gst_buffer_unref(gst_harness_pull(hh));
   GstCaps *caps = gst_caps_from_string("video/x-raw(memory:CUDAMemory),format=NV12,width=64,"
                                        "height=48,framerate=30/1");
   gst_harness_set_src_caps(hh, caps);
