@@ -392,6 +392,22 @@ infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
   return TRUE;
 }
 
+/* What the worker handed back: the newest result carries on, an error stops
+ * the stream (FALSE). */
+static gboolean
+take_worker_result (GstFAPrompt * self, FapInference * inf, gchar * err)
+{
+  if (inf)
+    set_last (self, inf);
+  if (err) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt inference failed: %s", err), (NULL));
+    g_free (err);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Non-blocking: takes the worker's newest result and, when an inference is
  * due and the worker idle, hands it a copy of this frame (in its own format).
  * Never waits. */
@@ -405,15 +421,7 @@ infer_async (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
   *submitted = fap_worker_exchange (&self->worker, self->generation,
       due ? view : NULL, GST_BUFFER_PTS (buf), blend, &self->overlay, &inf,
       &err);
-  if (inf)
-    set_last (self, inf);
-  if (err) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s", err), (NULL));
-    g_free (err);
-    return FALSE;
-  }
-  return TRUE;
+  return take_worker_result (self, inf, err);
 }
 
 /* ---- mode ------------------------------------------------------------------ */
@@ -818,15 +826,7 @@ infer_async_device (GstFAPrompt * self, GstVideoFrame * frame,
   *submitted = fap_worker_exchange_device (&self->worker, self->generation,
       &job, GST_BUFFER_PTS (frame->buffer), NULL, &inf, &err);
   fap_device_job_release (&job);        /* not taken */
-  if (inf)
-    set_last (self, inf);
-  if (err) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s", err), (NULL));
-    g_free (err);
-    return FALSE;
-  }
-  return TRUE;
+  return take_worker_result (self, inf, err);
 }
 
 static GstFlowReturn
