@@ -170,6 +170,10 @@ gst_fa_prompt_non_blocking_get_type (void)
 /* Every message of this element's core calls (its detector's sink, and the
  * thread sink around model loads and drawing) goes to this element's debug
  * log; the last error is kept for the element error it turns into. */
+/* the last error of the core calls this thread made: the worker and the
+ * streaming thread each report their own, never the other's */
+static __thread gchar thread_error[512];
+
 static void
 core_log (fap_log_level level, const char *message, void *user_data)
 {
@@ -177,6 +181,7 @@ core_log (fap_log_level level, const char *message, void *user_data)
 
   switch (level) {
     case FAP_LOG_ERROR:
+      g_strlcpy (thread_error, message, sizeof thread_error);
       g_mutex_lock (&self->log_lock);
       g_strlcpy (self->core_error, message, sizeof self->core_error);
       g_mutex_unlock (&self->log_lock);
@@ -197,6 +202,7 @@ core_log (fap_log_level level, const char *message, void *user_data)
 static void
 clear_core_error (GstFAPrompt * self)
 {
+  thread_error[0] = '\0';
   g_mutex_lock (&self->log_lock);
   self->core_error[0] = '\0';
   g_mutex_unlock (&self->log_lock);
@@ -206,6 +212,8 @@ static gchar *
 dup_core_error (GstFAPrompt * self)
 {
   gchar *e;
+  if (thread_error[0])
+    return g_strdup (thread_error);
   g_mutex_lock (&self->log_lock);
   e = g_strdup (self->core_error[0] ? self->core_error : "(no message)");
   g_mutex_unlock (&self->log_lock);
