@@ -158,7 +158,7 @@ static void paint_row(fap_overlay *o, const float *map, int size, int y, int n, 
 }
 
 static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, int size,
-                        const fap_blend *blend) {
+                        uint64_t map_id, const fap_blend *blend) {
   const int w = f->width, h = f->height, yuv = fap_format_is_yuv(f->format);
   const int cw = (w + 1) / 2, ch = yuv ? fap_chroma_height(f->format, h) : 0;
   int r = 0, g = 0, b = 0;
@@ -249,7 +249,7 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
   for (int i = 0; i < o->n_planes; i++)
     find_spans(&o->plane[i]);
 
-  o->map_id = 0; /* set by the caller once the table is complete */
+  o->map_id = map_id;
   o->map_size = size;
   o->format = f->format;
   o->width = w;
@@ -297,9 +297,8 @@ static fap_status prepare(fap_overlay *o, const fap_frame *frame, const float *m
   if (!map || map_size < 1)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: no map", who);
   if (!same_key(o, frame, map_size, map_id, blend)) {
-    if ((s = build(o, frame, map, map_size, blend)))
+    if ((s = build(o, frame, map, map_size, map_id, blend)))
       return s;
-    o->map_id = map_id;
   }
   return FAP_OK;
 }

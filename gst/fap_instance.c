@@ -21,7 +21,6 @@ struct FapInstance {
   gchar *id;
   FapInstanceConfig config;
   gchar *creator;               /* name of the element that made it */
-  guint users;                  /* under registry_lock */
   fap_model *model;
   fap_detector *detector;
   guint batch;
@@ -31,9 +30,10 @@ struct FapInstance {
   GCond done;                   /* some request finished */
   GQueue pending;               /* Request *, oldest first */
   gint64 first_at;              /* monotonic us the oldest pending arrived */
-  guint members;                /* elements sharing it: each has at most one
-                                 * frame pending, so when all of them wait
-                                 * no other frame can come */
+  guint users;                  /* elements sharing it (changed with
+                                 * registry_lock held too): each has at most
+                                 * one frame pending, so when all of them
+                                 * wait no other frame can come */
   gboolean quit;
   GThread *thread;
   guint64 batches, frames;
@@ -100,7 +100,7 @@ scheduler (gpointer data)
     /* a full batch (or every member's frame), or what has waited
      * batch-timeout since the first */
     while (!inst->quit
-        && g_queue_get_length (&inst->pending) < MIN (B, MAX (inst->members, 1))) {
+        && g_queue_get_length (&inst->pending) < MIN (B, MAX (inst->users, 1))) {
       gint64 deadline = inst->first_at + (gint64) inst->config.timeout_us;
       if (g_get_monotonic_time () >= deadline
           || !g_cond_wait_until (&inst->wake, &inst->lock, deadline))
@@ -219,9 +219,8 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
     registry = g_hash_table_new (g_str_hash, g_str_equal);
   inst = g_hash_table_lookup (registry, id);
   if (inst) {
-    inst->users++;
     g_mutex_lock (&inst->lock);
-    inst->members = inst->users;
+    inst->users++;
     g_mutex_unlock (&inst->lock);
     if (!same_options (&inst->config, config))
       *warning = g_strdup_printf ("model-instance-id \"%s\" was created by "
@@ -257,7 +256,7 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
     instance_free (inst);
     return NULL;
   }
-  inst->users = inst->members = 1;
+  inst->users = 1;
   inst->thread = g_thread_new ("faprompt-batch", scheduler, inst);
   g_hash_table_insert (registry, inst->id, inst);
   g_mutex_unlock (&registry_lock);
@@ -265,22 +264,20 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
 }
 
 void
-fap_instance_release (FapInstance * inst, GstElement * element)
+fap_instance_release (FapInstance * inst)
 {
   gboolean last;
 
   if (!inst)
     return;
   g_mutex_lock (&registry_lock);
-  last = --inst->users == 0;
-  if (last)
-    g_hash_table_remove (registry, inst->id);
   g_mutex_lock (&inst->lock);
-  inst->members = inst->users;
+  last = --inst->users == 0;
   g_cond_broadcast (&inst->wake);       /* a smaller batch may be complete now */
   g_mutex_unlock (&inst->lock);
+  if (last)
+    g_hash_table_remove (registry, inst->id);
   g_mutex_unlock (&registry_lock);
-  (void) element;
   if (last)
     instance_free (inst);
 }
@@ -291,19 +288,13 @@ fap_instance_detector (FapInstance * inst)
   return inst->detector;
 }
 
-const fap_config *
-fap_instance_model_config (FapInstance * inst)
-{
-  return fap_model_config (inst->model);
-}
-
 guint
 fap_instance_users (FapInstance * inst)
 {
   guint n;
-  g_mutex_lock (&registry_lock);
+  g_mutex_lock (&inst->lock);
   n = inst->users;
-  g_mutex_unlock (&registry_lock);
+  g_mutex_unlock (&inst->lock);
   return n;
 }
 

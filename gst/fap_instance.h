@@ -34,10 +34,9 @@ typedef struct {
 FapInstance *fap_instance_acquire (const gchar * id,
     const FapInstanceConfig * config, GstElement * element, gchar ** warning,
     gchar ** error);
-void fap_instance_release (FapInstance * inst, GstElement * element);
+void fap_instance_release (FapInstance * inst);
 
 fap_detector *fap_instance_detector (FapInstance * inst);
-const fap_config *fap_instance_model_config (FapInstance * inst);
 guint fap_instance_users (FapInstance * inst);
 
 /* Runs @frame in the next batch and waits for its result: a new inference

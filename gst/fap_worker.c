@@ -133,6 +133,20 @@ fap_worker_reset (FapWorker * w)
   g_mutex_unlock (&w->lock);
 }
 
+/* the job in place (host copy or device job) goes to the worker; under lock */
+static void
+hand_over (FapWorker * w, GstClockTime pts, guint64 generation,
+    const fap_blend * blend)
+{
+  w->job_pts = pts;
+  w->job_generation = generation;
+  w->job_draw = blend != NULL;
+  if (blend)
+    w->job_blend = *blend;
+  w->pending = TRUE;
+  g_cond_broadcast (&w->cond);
+}
+
 gboolean
 fap_worker_exchange (FapWorker * w, guint64 generation,
     const fap_frame * frame, GstClockTime pts, const fap_blend * blend,
@@ -163,13 +177,7 @@ fap_worker_exchange (FapWorker * w, guint64 generation,
   }
   if (!*error && frame && !w->busy && !w->pending) {
     if (fap_framecopy_take (&w->job, frame)) {
-      w->job_pts = pts;
-      w->job_generation = generation;
-      w->job_draw = blend != NULL;
-      if (blend)
-        w->job_blend = *blend;
-      w->pending = TRUE;
-      g_cond_broadcast (&w->cond);
+      hand_over (w, pts, generation, blend);
       taken = TRUE;
     } else {
       *error = g_strdup_printf ("out of memory for a copy of a %dx%d frame",
@@ -192,8 +200,8 @@ fap_worker_idle (FapWorker * w)
 
 gboolean
 fap_worker_exchange_device (FapWorker * w, guint64 generation,
-    FapDeviceJob * job, GstClockTime pts, const fap_blend * blend,
-    FapInference ** result, gchar ** error)
+    FapDeviceJob * job, GstClockTime pts, FapInference ** result,
+    gchar ** error)
 {
   gboolean taken = FALSE;
 
@@ -203,12 +211,7 @@ fap_worker_exchange_device (FapWorker * w, guint64 generation,
   if (!*error && job && job->buffer && !w->busy && !w->pending) {
     w->device_job = *job;
     memset (job, 0, sizeof *job);
-    w->job_pts = pts;
-    w->job_generation = generation;
-    w->job_draw = FALSE;        /* drawn on the device, no host table */
-    (void) blend;
-    w->pending = TRUE;
-    g_cond_broadcast (&w->cond);
+    hand_over (w, pts, generation, NULL);       /* drawn on the device: no host table */
     taken = TRUE;
   }
   g_mutex_unlock (&w->lock);

@@ -67,8 +67,8 @@ gboolean fap_worker_exchange (FapWorker * w, guint64 generation,
  * when TRUE is returned, else left to the caller. Call only when
  * fap_worker_idle (): the copy is made for the worker. */
 gboolean fap_worker_exchange_device (FapWorker * w, guint64 generation,
-    FapDeviceJob * job, GstClockTime pts, const fap_blend * blend,
-    FapInference ** result, gchar ** error);
+    FapDeviceJob * job, GstClockTime pts, FapInference ** result,
+    gchar ** error);
 /* TRUE when a frame offered now would be taken (streaming thread only). */
 gboolean fap_worker_idle (FapWorker * w);
 void fap_device_job_release (FapDeviceJob * job);

@@ -495,7 +495,7 @@ static void
 release_detector (GstFAPrompt * self)
 {
   if (self->instance) {
-    fap_instance_release (self->instance, GST_ELEMENT (self));
+    fap_instance_release (self->instance);
     self->instance = NULL;
   } else if (self->detector) {
     fap_cuda_push (&self->cuda);        /* its device memory belongs to that context */
@@ -832,7 +832,7 @@ infer_async_device (GstFAPrompt * self, GstVideoFrame * frame,
     job.view.memory = FAP_MEMORY_CUDA;
   }
   *submitted = fap_worker_exchange_device (&self->worker, self->generation,
-      &job, GST_BUFFER_PTS (frame->buffer), NULL, &inf, &err);
+      &job, GST_BUFFER_PTS (frame->buffer), &inf, &err);
   fap_device_job_release (&job);        /* not taken */
   return take_worker_result (self, inf, err);
 }
