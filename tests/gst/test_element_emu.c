@@ -19,6 +19,7 @@
 
 #include <fap.h>
 
+#include "frames.h"
 #include "gstfapromptmeta.h"
 
 static const char *model_path;
@@ -50,52 +51,7 @@ static GstHarness *harness(const char *backend, const char *fmt, int w, int h,
   return hh;
 }
 
-static GstBuffer *make_frame(const char *fmt, int w, int h, int seed, guint64 index) {
-  GstVideoInfo info;
-  GstVideoFrame f;
-  gst_video_info_set_format(&info, gst_video_format_from_string(fmt), w, h);
-  GstBuffer *buf = gst_buffer_new_allocate(NULL, GST_VIDEO_INFO_SIZE(&info), NULL);
-  g_assert_true(gst_video_frame_map(&f, &info, buf, GST_MAP_WRITE));
-  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(&f); p++) {
-    guint8 *d = GST_VIDEO_FRAME_PLANE_DATA(&f, p);
-    const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&f, p);
-    const int rows = GST_VIDEO_FRAME_COMP_HEIGHT(&f, p == 0 ? 0 : p);
-    for (int y = 0; y < rows; y++)
-      for (int x = 0; x < stride; x++) {
-        const int dx = x - (seed * 37) % w, dy = y - (seed * 23) % h;
-        const int blob = dx * dx + dy * dy < (w * h) / 30 ? 90 : 0;
-        d[(size_t)y * stride + x] = (guint8)((x * 3 + y * 5 + p * 60 + seed * 11 + blob) & 0xff);
-      }
-  }
-  gst_video_frame_unmap(&f);
-  GST_BUFFER_PTS(buf) = index * GST_SECOND / 30;
-  GST_BUFFER_DURATION(buf) = GST_SECOND / 30;
-  return buf;
-}
 
-static fap_frame core_frame(GstVideoFrame *f) {
-  static const struct {
-    GstVideoFormat g;
-    fap_pixel_format p;
-  } fm[] = {{GST_VIDEO_FORMAT_RGB, FAP_PIXEL_RGB},   {GST_VIDEO_FORMAT_BGR, FAP_PIXEL_BGR},
-            {GST_VIDEO_FORMAT_RGBA, FAP_PIXEL_RGBA}, {GST_VIDEO_FORMAT_BGRx, FAP_PIXEL_BGRX},
-            {GST_VIDEO_FORMAT_NV12, FAP_PIXEL_NV12}, {GST_VIDEO_FORMAT_I420, FAP_PIXEL_I420},
-            {GST_VIDEO_FORMAT_YUY2, FAP_PIXEL_YUY2}};
-  fap_frame fr;
-  memset(&fr, 0, sizeof fr);
-  for (guint i = 0; i < G_N_ELEMENTS(fm); i++)
-    if (fm[i].g == GST_VIDEO_FRAME_FORMAT(f))
-      fr.format = fm[i].p;
-  fr.width = GST_VIDEO_FRAME_WIDTH(f);
-  fr.height = GST_VIDEO_FRAME_HEIGHT(f);
-  fr.data = GST_VIDEO_FRAME_PLANE_DATA(f, 0);
-  fr.stride = GST_VIDEO_FRAME_PLANE_STRIDE(f, 0);
-  for (guint p = 1; p < GST_VIDEO_FRAME_N_PLANES(f); p++) {
-    fr.plane[p - 1] = GST_VIDEO_FRAME_PLANE_DATA(f, p);
-    fr.plane_stride[p - 1] = GST_VIDEO_FRAME_PLANE_STRIDE(f, p);
-  }
-  return fr; /* BT.601 limited range: the caps' default for these sizes */
-}
 
 /* the frame `in` drawn by fap_blend_frame with the meta's map equals `out` */
 static gboolean drawn_as_reference(GstBuffer *in, GstBuffer *out, const char *fmt, int w, int h,
@@ -109,12 +65,7 @@ static gboolean drawn_as_reference(GstBuffer *in, GstBuffer *out, const char *fm
   const fap_blend blend = {0.5f, threshold, 0.0f, 1.0f};
   g_assert_cmpint(fap_blend_frame(&frame, m->map, (int)m->map_width, &blend), ==, FAP_OK);
   gst_video_frame_unmap(&f);
-  GstMapInfo a, b;
-  gst_buffer_map(ref, &a, GST_MAP_READ);
-  gst_buffer_map(out, &b, GST_MAP_READ);
-  gboolean same = a.size == b.size && memcmp(a.data, b.data, a.size) == 0;
-  gst_buffer_unmap(ref, &a);
-  gst_buffer_unmap(out, &b);
+  gboolean same = same_buffer_bytes(ref, out);
   gst_buffer_unref(ref);
   return same;
 }

@@ -17,6 +17,7 @@
 
 #include <fap.h>
 
+#include "frames.h"
 #include "gstfapromptmeta.h"
 
 static const char *model_path;
@@ -49,7 +50,7 @@ static GstHarness *harness_for(GstElement *e, const Stream *s) {
 }
 
 /* distinct content per stream and frame, so a misrouted result shows */
-static GstBuffer *make_frame(const Stream *s, int stream, int index) {
+static GstBuffer *stream_frame(const Stream *s, int stream, int index) {
   GstVideoInfo info;
   GstVideoFrame f;
   gst_video_info_set_format(&info, gst_video_format_from_string(s->fmt), s->w, s->h);
@@ -76,23 +77,7 @@ static void run_alone(fap_detector *d, const Stream *s, GstBuffer *buf, fap_resu
   GstVideoFrame f;
   gst_video_info_set_format(&info, gst_video_format_from_string(s->fmt), s->w, s->h);
   g_assert_true(gst_video_frame_map(&f, &info, buf, GST_MAP_READ));
-  static const struct {
-    const char *n;
-    fap_pixel_format p;
-  } fm[] = {{"RGB", FAP_PIXEL_RGB}, {"NV12", FAP_PIXEL_NV12}, {"YUY2", FAP_PIXEL_YUY2}};
-  fap_frame fr;
-  memset(&fr, 0, sizeof fr);
-  for (guint i = 0; i < G_N_ELEMENTS(fm); i++)
-    if (!strcmp(fm[i].n, s->fmt))
-      fr.format = fm[i].p;
-  fr.width = s->w;
-  fr.height = s->h;
-  fr.data = GST_VIDEO_FRAME_PLANE_DATA(&f, 0);
-  fr.stride = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 0);
-  if (GST_VIDEO_FRAME_N_PLANES(&f) > 1) {
-    fr.plane[0] = GST_VIDEO_FRAME_PLANE_DATA(&f, 1);
-    fr.plane_stride[0] = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 1);
-  }
+  fap_frame fr = core_frame(&f);
   g_assert_cmpint(fap_detector_run(d, &fr, r), ==, FAP_OK);
   gst_video_frame_unmap(&f);
 }
@@ -112,7 +97,7 @@ typedef struct {
 static gpointer push_thread(gpointer data) {
   Pusher *p = data;
   for (int i = 0; i < p->frames; i++) {
-    g_assert_cmpint(gst_harness_push(p->hh, make_frame(p->s, p->stream, i)), ==, GST_FLOW_OK);
+    g_assert_cmpint(gst_harness_push(p->hh, stream_frame(p->s, p->stream, i)), ==, GST_FLOW_OK);
     g_ptr_array_add(p->outputs, gst_harness_pull(p->hh));
   }
   return NULL;
@@ -149,7 +134,7 @@ static void check_streams(guint n, guint64 timeout_us) {
       g_assert_nonnull(meta);
       g_assert_false(meta->reused);
       g_assert_cmpuint(meta->width, ==, (guint)streams[i].w);
-      GstBuffer *again = make_frame(&streams[i], (int)i, k);
+      GstBuffer *again = stream_frame(&streams[i], (int)i, k);
       fap_result r;
       run_alone(d, &streams[i], again, &r);
       gst_buffer_unref(again);
@@ -199,7 +184,7 @@ static gpointer run_thread(gpointer data) {
   Runner *r = data;
   for (int i = 0; !g_atomic_int_get(&r->stop) && i < 2000; i++) {
     const gint64 t0 = g_get_monotonic_time();
-    g_assert_cmpint(gst_harness_push(r->hh, make_frame(&streams[0], 0, i)), ==, GST_FLOW_OK);
+    g_assert_cmpint(gst_harness_push(r->hh, stream_frame(&streams[0], 0, i)), ==, GST_FLOW_OK);
     gst_buffer_unref(gst_harness_pull(r->hh));
     r->worst_us = MAX(r->worst_us, g_get_monotonic_time() - t0);
     g_atomic_int_inc(&r->done);
@@ -212,11 +197,11 @@ static void test_one_stream_stops(void) {
   GThread *t = g_thread_new("a", run_thread, &a);
   GstHarness *b = harness_for(make("stops", 2, 20000), &streams[1]);
   for (int i = 0; i < 3; i++)
-    push_pull(b, make_frame(&streams[1], 1, i));
+    push_pull(b, stream_frame(&streams[1], 1, i));
   gst_harness_set_src_caps(b, gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "YUY2",
                                                   "width", G_TYPE_INT, 33, "height", G_TYPE_INT,
                                                   17, "framerate", GST_TYPE_FRACTION, 30, 1, NULL));
-  push_pull(b, make_frame(&streams[2], 2, 0));
+  push_pull(b, stream_frame(&streams[2], 2, 0));
   gst_harness_push_event(b, gst_event_new_flush_start());
   gst_harness_push_event(b, gst_event_new_flush_stop(TRUE));
   gst_harness_push_event(b, gst_event_new_eos());
@@ -254,7 +239,7 @@ static void test_conflict_warning(void) {
   g_error_free(err);
   gst_message_unref(msg);
   /* and it works, with the first element's batch size */
-  push_pull(b, make_frame(&streams[0], 0, 0));
+  push_pull(b, stream_frame(&streams[0], 0, 0));
   gst_element_set_bus(b->element, NULL);
   gst_object_unref(bus);
   gst_harness_teardown(b);
