@@ -1310,7 +1310,10 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "pixel-threshold", TRUE, playing));
   g_object_class_install_property (gobject_class, PROP_HEATMAP_ALPHA,
       g_param_spec_double ("heatmap-alpha", "Heatmap alpha",
-          "Opacity of the heatmap colour", 0.0, 1.0, 0.5, playing));
+          "Opacity at the top of the colour scale: a pixel whose map value is "
+          "above pixel-threshold moves towards its colour by heatmap-alpha x t, "
+          "t = the value's place between heatmap-min and heatmap-max (0..1)",
+          0.0, 1.0, 0.5, playing));
   g_object_class_install_property (gobject_class, PROP_HEATMAP_MIN,
       g_param_spec_float ("heatmap-min", "Heatmap minimum",
           "Map value shown as the first colour (blue); a fixed scale, never "
