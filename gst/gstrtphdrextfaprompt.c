@@ -18,6 +18,26 @@
 
 #define HEADER_BYTES 20
 
+/* Byte by byte: the extension sits at any offset of the RTP packet, and
+ * GST_WRITE_UINT64_BE is a plain (misaligned, undefined) store on x86. */
+static void
+put_be (guint8 * p, guint64 v, guint bytes)
+{
+  guint i;
+  for (i = 0; i < bytes; i++)
+    p[i] = (guint8) (v >> (8 * (bytes - 1 - i)));
+}
+
+static guint64
+get_be (const guint8 * p, guint bytes)
+{
+  guint64 v = 0;
+  guint i;
+  for (i = 0; i < bytes; i++)
+    v = (v << 8) | p[i];
+  return v;
+}
+
 struct _GstRTPHeaderExtensionFAPrompt
 {
   GstRTPHeaderExtension parent;
@@ -81,10 +101,10 @@ faprompt_write (GstRTPHeaderExtension * ext, const GstBuffer * input,
   data[1] = (anomalous ? 1 : 0) | (reused ? 2 : 0);
   fscore = (gfloat) score;
   memcpy (&bits, &fscore, 4);
-  GST_WRITE_UINT32_BE (data + 2, bits);
-  GST_WRITE_UINT64_BE (data + 6, ts);
-  GST_WRITE_UINT16_BE (data + 14, MIN (w, 65535));
-  GST_WRITE_UINT16_BE (data + 16, MIN (h, 65535));
+  put_be (data + 2, bits, 4);
+  put_be (data + 6, ts, 8);
+  put_be (data + 14, MIN (w, 65535), 2);
+  put_be (data + 16, MIN (h, 65535), 2);
   data[18] = (guint8) MIN (regions, 255);
   data[19] = (guint8) n;
   /* area mean of the map cells under each coarse cell */
@@ -126,7 +146,7 @@ faprompt_read (GstRTPHeaderExtension * ext, GstRTPHeaderExtensionFlags flags,
   if (gst_buffer_get_faprompt_meta (buffer))
     return TRUE;
 
-  bits = GST_READ_UINT32_BE (data + 2);
+  bits = (guint32) get_be (data + 2, 4);
   memcpy (&score, &bits, 4);
   cells = g_new (gfloat, MAX (n * n, 1));
   for (i = 0; i < n * n; i++)
@@ -142,10 +162,10 @@ faprompt_read (GstRTPHeaderExtension * ext, GstRTPHeaderExtensionFlags flags,
   m->score = score;
   m->anomalous = (data[1] & 1) != 0;
   m->reused = (data[1] & 2) != 0;
-  m->inference_timestamp = GST_READ_UINT64_BE (data + 6);
+  m->inference_timestamp = get_be (data + 6, 8);
   m->inference_ms = 0;
-  m->width = GST_READ_UINT16_BE (data + 14);
-  m->height = GST_READ_UINT16_BE (data + 16);
+  m->width = (guint) get_be (data + 14, 2);
+  m->height = (guint) get_be (data + 16, 2);
   m->n_regions = data[18];
   m->image_threshold = m->pixel_threshold = -1.f;       /* not sent */
   s = gst_buffer_add_faprompt_structure_meta (buffer, m);

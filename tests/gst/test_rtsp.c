@@ -20,8 +20,12 @@ static const char *model_path;
 
 typedef struct {
   GMutex lock;
-  GHashTable *scores; /* server PTS -> score (as float bits) */
-  GHashTable *maps;   /* server PTS -> 15x15 coarse map of the server's map */
+  GCond changed;
+  GHashTable *scores;  /* server PTS -> score (as float bits) */
+  GHashTable *maps;    /* server PTS -> 15x15 coarse map of the server's map */
+  GstRTSPMedia *media; /* the served media, kept to stop it before teardown */
+  gboolean unprepared; /* the server has stopped the media's pipeline */
+  gboolean closed;     /* the tables are gone: late server buffers are ignored */
 } ServerSide;
 
 static ServerSide server_side;
@@ -44,17 +48,24 @@ static gfloat *coarse(const GstFAPromptMeta *m, guint n) {
 static GstPadProbeReturn server_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
   GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
   GstFAPromptMeta *m = gst_buffer_get_faprompt_meta(b);
-  if (m && !m->reused) {
-    g_mutex_lock(&server_side.lock);
+  g_mutex_lock(&server_side.lock);
+  if (m && !m->reused && !server_side.closed) {
     guint64 *key = g_new(guint64, 1);
     *key = m->inference_timestamp;
     g_hash_table_insert(server_side.scores, key, g_memdup2(&m->score, sizeof(gfloat)));
     key = g_new(guint64, 1);
     *key = m->inference_timestamp;
     g_hash_table_insert(server_side.maps, key, coarse(m, 15));
-    g_mutex_unlock(&server_side.lock);
   }
+  g_mutex_unlock(&server_side.lock);
   return GST_PAD_PROBE_OK;
+}
+
+static void media_unprepared(GstRTSPMedia *media, gpointer data) {
+  g_mutex_lock(&server_side.lock);
+  server_side.unprepared = TRUE;
+  g_cond_broadcast(&server_side.changed);
+  g_mutex_unlock(&server_side.lock);
 }
 
 static void media_configure(GstRTSPMediaFactory *factory, GstRTSPMedia *media, gpointer data) {
@@ -73,6 +84,37 @@ static void media_configure(GstRTSPMediaFactory *factory, GstRTSPMedia *media, g
   gst_object_unref(fap);
   gst_object_unref(pay);
   gst_object_unref(bin);
+  g_mutex_lock(&server_side.lock);
+  g_assert_null(server_side.media); /* one client, one media */
+  server_side.media = g_object_ref(media);
+  g_mutex_unlock(&server_side.lock);
+  g_signal_connect(media, "unprepared", G_CALLBACK(media_unprepared), NULL);
+}
+
+/* The server's pipeline runs on its own threads (300 frames, 10 s live) and
+ * would go on calling server_probe after the test frees the tables: wait for
+ * the client's TEARDOWN to stop it, stop it ourselves if that does not come,
+ * and only then close the tables. */
+static void stop_server_media(void) {
+  gint64 deadline = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+  g_mutex_lock(&server_side.lock);
+  while (server_side.media && !server_side.unprepared &&
+         g_cond_wait_until(&server_side.changed, &server_side.lock, deadline))
+    ;
+  GstRTSPMedia *media = server_side.media;
+  gboolean unprepared = server_side.unprepared;
+  server_side.media = NULL;
+  g_mutex_unlock(&server_side.lock);
+  if (media) {
+    if (!unprepared) {
+      g_printerr("# the server had not stopped the media 10 s after TEARDOWN: stopping it\n");
+      g_assert_true(gst_rtsp_media_unprepare(media));
+    }
+    g_object_unref(media);
+  }
+  g_mutex_lock(&server_side.lock);
+  server_side.closed = TRUE;
+  g_mutex_unlock(&server_side.lock);
 }
 
 static gpointer server_thread(gpointer loop) {
@@ -82,6 +124,7 @@ static gpointer server_thread(gpointer loop) {
 
 static void test_loopback(void) {
   g_mutex_init(&server_side.lock);
+  g_cond_init(&server_side.changed);
   server_side.scores = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
   server_side.maps = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 
@@ -181,6 +224,7 @@ static void test_loopback(void) {
   gst_element_set_state(client, GST_STATE_NULL);
   gst_object_unref(sink);
   gst_object_unref(client);
+  stop_server_media();
 
   GstRTSPSessionPool *pool = gst_rtsp_server_get_session_pool(server);
   gst_rtsp_session_pool_cleanup(pool);
