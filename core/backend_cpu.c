@@ -605,6 +605,17 @@ fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out) {
 #ifdef FAP_HAVE_OPENBLAS
   /* process-wide in OpenBLAS: the last detector created decides */
   openblas_set_num_threads(threads);
+  /* Which OpenBLAS answers is the system's choice where no RUNPATH pins it
+   * (packages: Debian's libopenblas.so.0 alternative, where the pthread
+   * build outranks the OpenMP one): say so once, it costs half the speed. */
+  static int warned;
+  if (openblas_get_parallel() == 1 && threads > 1 && !__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+    fap_log(FAP_LOG_WARNING,
+            "cpu backend: OpenBLAS is its pthread build, whose threads compete with faprompt's "
+            "OpenMP threads (about half the speed per frame); install libopenblas0-openmp and "
+            "select it: update-alternatives --set libopenblas.so.0-%s "
+            "/usr/lib/%s/openblas-openmp/libopenblas.so.0",
+            FAP_MULTIARCH, FAP_MULTIARCH);
 #else
   if (!reference)
     fap_log(FAP_LOG_WARNING, "cpu backend: built without OpenBLAS, using the slow reference loops");

@@ -3,6 +3,7 @@
  * and intermediates. Written once against the backend table. */
 #include "detector_internal.h"
 
+#include "backend_module.h"
 #include "log.h"
 #include "pixel.h"
 #include "resample.h"
@@ -346,8 +347,15 @@ static fap_status intermediate_of(const fap_detector *d, const char *name,
 
 static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
   fap_backend_kind kind = o->backend;
-  if (kind == FAP_BACKEND_AUTO)
-    kind = fap_backend_cuda_available() ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU;
+  if (kind == FAP_BACKEND_AUTO) {
+    const char *why;
+    int devices = fap_backend_cuda_probe(&why);
+    kind = devices > 0 ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU;
+    if (devices > 0)
+      fap_log(FAP_LOG_INFO, "backend auto: cuda (%d device%s)", devices, devices == 1 ? "" : "s");
+    else
+      fap_log(FAP_LOG_INFO, "backend auto: cpu, because %s", why);
+  }
   d->backend_kind = kind;
   if (kind == FAP_BACKEND_CUDA)
     return fap_backend_cuda_new(o->device_id, o->precision, &d->backend);

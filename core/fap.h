@@ -20,6 +20,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* libfaprompt exports this header's functions and nothing else (the library
+ * is built with hidden visibility). */
+#ifndef FAP_API
+#if defined(__GNUC__)
+#define FAP_API __attribute__((visibility("default")))
+#else
+#define FAP_API
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -36,7 +46,7 @@ typedef enum {
 } fap_status;
 
 /* A short constant English description ("schema error", ...). */
-const char *fap_status_string(fap_status status);
+FAP_API const char *fap_status_string(fap_status status);
 
 typedef enum {
   FAP_LOG_ERROR = 0,
@@ -55,8 +65,8 @@ typedef enum {
  *   3. the process-wide sink (fap_set_log_callback), by default stderr for
  *      errors and warnings; NULL restores that default. */
 typedef void (*fap_log_fn)(fap_log_level level, const char *message, void *user_data);
-void fap_set_log_callback(fap_log_fn fn, void *user_data);
-void fap_set_thread_log_callback(fap_log_fn fn, void *user_data);
+FAP_API void fap_set_log_callback(fap_log_fn fn, void *user_data);
+FAP_API void fap_set_thread_log_callback(fap_log_fn fn, void *user_data);
 
 /* ---- element types -------------------------------------------------------- */
 
@@ -69,8 +79,8 @@ typedef enum {
   FAP_DTYPE_U8,
 } fap_dtype;
 
-const char *fap_dtype_name(fap_dtype dtype);
-size_t fap_dtype_size(fap_dtype dtype);
+FAP_API const char *fap_dtype_name(fap_dtype dtype);
+FAP_API size_t fap_dtype_size(fap_dtype dtype);
 
 /* A read-only view of a dense row-major tensor. */
 #define FAP_MAX_DIMS 8
@@ -117,14 +127,14 @@ typedef struct fap_model fap_model;
 /* Maps, validates and widens the weights of a model file. On failure *out is
  * NULL and the log names the problem. Thread-safe reference counting lets
  * several detectors (e.g. one per camera) share one loaded model. */
-fap_status fap_model_load(const char *path, fap_model **out);
-fap_model *fap_model_ref(fap_model *model);
-void fap_model_free(fap_model *model); /* drops one reference */
-const fap_config *fap_model_config(const fap_model *model);
+FAP_API fap_status fap_model_load(const char *path, fap_model **out);
+FAP_API fap_model *fap_model_ref(fap_model *model);
+FAP_API void fap_model_free(fap_model *model); /* drops one reference */
+FAP_API const fap_config *fap_model_config(const fap_model *model);
 /* Seconds the last load took (map + validate + widen). */
-double fap_model_load_seconds(const fap_model *model);
+FAP_API double fap_model_load_seconds(const fap_model *model);
 /* Total parameter count (all tensors the core uses). */
-int64_t fap_model_parameter_count(const fap_model *model);
+FAP_API int64_t fap_model_parameter_count(const fap_model *model);
 
 /* ---- detector ----------------------------------------------------------- */
 
@@ -134,7 +144,7 @@ typedef enum {
   FAP_BACKEND_CUDA,
 } fap_backend_kind;
 
-const char *fap_backend_name(fap_backend_kind kind);
+FAP_API const char *fap_backend_name(fap_backend_kind kind);
 
 /* Number format of the matrix products (weights and activations fed to them;
  * accumulation is always f32). The CPU backend computes in f32 only; the CUDA
@@ -146,7 +156,7 @@ typedef enum {
   FAP_PRECISION_BF16,
 } fap_precision;
 
-const char *fap_precision_name(fap_precision precision);
+FAP_API const char *fap_precision_name(fap_precision precision);
 
 typedef struct {
   fap_backend_kind backend;
@@ -162,20 +172,20 @@ typedef struct {
   void *log_user_data;
 } fap_detector_options;
 
-void fap_detector_options_init(fap_detector_options *options);
+FAP_API void fap_detector_options_init(fap_detector_options *options);
 
 typedef struct fap_detector fap_detector;
 
 /* Creates a detector: sizes one activation arena, computes everything that
  * depends only on the model (static text features, cached prompt prefix,
  * resized positional embedding, smoothing kernel). Holds a model reference. */
-fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
+FAP_API fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
                             fap_detector **out);
-void fap_detector_free(fap_detector *detector);
-fap_backend_kind fap_detector_backend(const fap_detector *detector);
-int fap_detector_image_size(const fap_detector *detector);
-int fap_detector_batch(const fap_detector *detector); /* B */
-fap_precision fap_detector_precision(const fap_detector *detector); /* never AUTO */
+FAP_API void fap_detector_free(fap_detector *detector);
+FAP_API fap_backend_kind fap_detector_backend(const fap_detector *detector);
+FAP_API int fap_detector_image_size(const fap_detector *detector);
+FAP_API int fap_detector_batch(const fap_detector *detector); /* B */
+FAP_API fap_precision fap_detector_precision(const fap_detector *detector); /* never AUTO */
 
 typedef enum {
   FAP_PIXEL_RGB = 0,
@@ -199,7 +209,7 @@ typedef enum {
   FAP_YUV_BT2020,    /* UHD / HDR video (8-bit here; non-constant luminance) */
 } fap_yuv_matrix;
 
-const char *fap_pixel_format_name(fap_pixel_format format);
+FAP_API const char *fap_pixel_format_name(fap_pixel_format format);
 
 /* Where a frame's planes live. */
 typedef enum {
@@ -239,7 +249,7 @@ typedef enum {
   FAP_STAGE_COUNT,
 } fap_stage;
 
-const char *fap_stage_name(fap_stage stage);
+FAP_API const char *fap_stage_name(fap_stage stage);
 
 typedef struct {
   float score;            /* image anomaly score in [0, 1] */
@@ -255,7 +265,7 @@ typedef struct {
 
 /* Runs SPEC.md on one frame. Allocates nothing after the first call for a
  * given input size (resampling tables are rebuilt when the size changes). */
-fap_status fap_detector_run(fap_detector *detector, const fap_frame *frame, fap_result *result);
+FAP_API fap_status fap_detector_run(fap_detector *detector, const fap_frame *frame, fap_result *result);
 
 /* Heatmap drawing, one look everywhere (the element, faprompt-infer, every
  * backend): m is the map bilinear from S x S to the frame; where m exceeds
@@ -272,7 +282,7 @@ typedef struct {
 } fap_blend;
 
 /* opacity 0.5, threshold 0.5, range [0, 1]: what the element draws by default */
-void fap_blend_init(fap_blend *blend);
+FAP_API void fap_blend_init(fap_blend *blend);
 
 /* Runs `count` frames (1 <= count <= the detector's batch B) in one call, on
  * the CUDA backend as one batch (several cameras), on the CPU one after the
@@ -282,7 +292,7 @@ void fap_blend_init(fap_blend *blend);
  * CUDA backend on the device, in the same transfer): the memory behind
  * frames[i].data / .plane[] must then be writable. Intermediates are those
  * of the last frame. */
-fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frames, int count,
+FAP_API fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frames, int count,
                                   const fap_blend *blend, fap_result *results);
 
 /* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
@@ -294,13 +304,13 @@ fap_status fap_detector_run_batch(fap_detector *detector, const fap_frame *frame
  * and stream); draws on one detector are serialised. *pixel_bytes_copied
  * (may be NULL): the frame's bytes that crossed, up and back (0 on the CPU
  * and for frames in CUDA memory). */
-fap_status fap_detector_draw(fap_detector *detector, const fap_frame *frame, const float *map,
+FAP_API fap_status fap_detector_draw(fap_detector *detector, const fap_frame *frame, const float *map,
                              int map_size, const fap_blend *blend, size_t *pixel_bytes_copied);
 
 /* Draws a map (map_size x map_size, e.g. a previous fap_result's) into a
  * frame in host memory, as fap_detector_run_batch does; frame->data and
  * ->plane[] must be writable. The reference: pixel by pixel, no state. */
-fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
+FAP_API fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
                            const fap_blend *blend);
 
 /* The same drawing for a video stream, where many frames in a row carry the
@@ -311,14 +321,14 @@ fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_siz
  * map's contents (a new id for each new map; 0 = always recompute). Not
  * thread-safe: one overlay per stream. */
 typedef struct fap_overlay fap_overlay;
-fap_status fap_overlay_new(fap_overlay **out);
-void fap_overlay_free(fap_overlay *overlay);
-fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame, const float *map,
+FAP_API fap_status fap_overlay_new(fap_overlay **out);
+FAP_API void fap_overlay_free(fap_overlay *overlay);
+FAP_API fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame, const float *map,
                             int map_size, uint64_t map_id, const fap_blend *blend);
 /* Works out the table for a map and a frame geometry without drawing (the
  * frame's pixels are not touched): a thread that produced the map can do the
  * expensive part, the streaming thread then only mixes. */
-fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, const float *map,
+FAP_API fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, const float *map,
                                int map_size, uint64_t map_id, const fap_blend *blend);
 
 /* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name:
@@ -340,10 +350,10 @@ fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, con
  *   "score"                 f32 [1]
  * Returns FAP_ERR_INVALID_ARGUMENT for an unknown name or when intermediates
  * were not kept. The view is borrowed until the next run. */
-fap_status fap_detector_intermediate(const fap_detector *detector, const char *name,
+FAP_API fap_status fap_detector_intermediate(const fap_detector *detector, const char *name,
                                      fap_tensor_view *view);
 /* NULL-terminated list of the names above. */
-const char *const *fap_intermediate_names(void);
+FAP_API const char *const *fap_intermediate_names(void);
 
 #ifdef __cplusplus
 }

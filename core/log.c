@@ -27,9 +27,7 @@ void fap_log_scope_enter(const fap_log_sink *sink, fap_log_sink *saved) {
 
 void fap_log_scope_leave(const fap_log_sink *saved) { scope_sink = *saved; }
 
-static void log_v(fap_log_level level, const char *fmt, va_list ap) {
-  char message[1024];
-  vsnprintf(message, sizeof message, fmt, ap);
+void fap_log_message(fap_log_level level, const char *message) {
   if (scope_sink.fn) {
     scope_sink.fn(level, message, scope_sink.user_data);
   } else if (thread_sink.fn) {
@@ -39,6 +37,12 @@ static void log_v(fap_log_level level, const char *fmt, va_list ap) {
   } else if (level <= FAP_LOG_WARNING) {
     fprintf(stderr, "faprompt %s: %s\n", level == FAP_LOG_ERROR ? "error" : "warning", message);
   }
+}
+
+static void log_v(fap_log_level level, const char *fmt, va_list ap) {
+  char message[1024];
+  vsnprintf(message, sizeof message, fmt, ap);
+  fap_log_message(level, message);
 }
 
 void fap_log(fap_log_level level, const char *fmt, ...) {

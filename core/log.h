@@ -22,6 +22,10 @@ typedef struct {
 void fap_log_scope_enter(const fap_log_sink *sink, fap_log_sink *saved);
 void fap_log_scope_leave(const fap_log_sink *saved);
 
+/* A formatted message to the sink in charge (what fap_log does after
+ * formatting; a backend module's log goes through here). */
+void fap_log_message(fap_log_level level, const char *message);
+
 void fap_log(fap_log_level level, const char *fmt, ...) FAP_PRINTF(2, 3);
 
 /* Logs at error level and returns status, so failure paths read

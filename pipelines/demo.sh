@@ -7,15 +7,19 @@
 #   pipelines/demo.sh                     # uses build/
 #   FAP_BUILD_DIR=/path/to/build pipelines/demo.sh
 #
-# Everything goes to out/demo/ in the repository: a tiny random model (made
-# once), sample.png (a brushed-metal surface with a painted scratch), and what
+# The model: $FAPROMPT_MODEL when it names a file, else the element's default
+# location ($XDG_DATA_HOME/faprompt/faprompt-vitl14-336.safetensors, made by
+# faprompt-convert from the real weights: README "Real weights") when it is
+# there, else a tiny random model made once in out/demo/.
+#
+# Everything goes to out/demo/ in the repository: sample.png (a brushed-metal surface with a painted scratch), and what
 # the pipeline
 #   filesrc sample.png ! pngdec ! imagefreeze (30 frames, 15 fps) ! videoconvert
 #     ! faprompt inference-interval=5 post-messages=every-frame
 #     ! tee -> annotated.avi (Motion-JPEG) and annotated-NN.png (every 10th frame)
-# writes, with the score of each frame from the element's bus messages. The
-# model's weights are random, so the score and the heatmap are not meaningful
-# detections: the demo shows the path works, not that the scratch is found.
+# writes, with the score of each frame from the element's bus messages. With
+# the random model the score and the heatmap are not meaningful detections:
+# the demo then shows the path works, not that the scratch is found.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +28,17 @@ cd "$repo"
 build="${FAP_BUILD_DIR:-build}"
 python=/usr/bin/python3
 out=out/demo
-model="$out/tiny.safetensors"
+default_model="${XDG_DATA_HOME:-$HOME/.local/share}/faprompt/faprompt-vitl14-336.safetensors"
+if [[ -n "${FAPROMPT_MODEL:-}" && -f "$FAPROMPT_MODEL" ]]; then
+  model="$FAPROMPT_MODEL" real=1
+elif [[ -n "${FAPROMPT_MODEL:-}" ]]; then
+  echo "demo: FAPROMPT_MODEL=$FAPROMPT_MODEL is not a file (see README, Real weights)" >&2
+  exit 1
+elif [[ -f "$default_model" ]]; then
+  model="$default_model" real=1
+else
+  model="$out/tiny.safetensors" real=0
+fi
 sample="$out/sample.png"
 
 if [[ ! -f "$build/gst/libgstfaprompt.so" ]]; then
@@ -38,8 +52,11 @@ case "$build" in /*) export GST_PLUGIN_PATH="$build/gst" ;; esac
 
 mkdir -p "$out"
 
-if [[ ! -f "$model" ]]; then
-  echo "demo: generating a tiny random model -> $model"
+if [[ $real == 1 ]]; then
+  echo "demo: model $model (a full ViT-L/14 on the CPU takes seconds per inference)"
+elif [[ ! -f "$model" ]]; then
+  echo "demo: no real model (\$FAPROMPT_MODEL or $default_model);"
+  echo "      generating a tiny random model -> $model"
   "$python" models/faprompt-gen-random --preset tiny --seed 1 -o "$model"
 fi
 
@@ -115,7 +132,11 @@ if [[ -z "$score" || ! -s "$out/annotated.avi" || ! -s "$out/annotated-00.png" ]
   exit 1
 fi
 echo
-echo "score:     $score (anomalous: $verdict; the model's weights are random, so this is not a real detection)"
+if [[ $real == 1 ]]; then
+  echo "score:     $score (anomalous: $verdict; model $model)"
+else
+  echo "score:     $score (anomalous: $verdict; the model's weights are random, so this is not a real detection)"
+fi
 echo "video:     $repo/$out/annotated.avi"
 echo "frames:    $repo/$out/annotated-00.png ... (one a second)"
 echo "messages:  $repo/$out/gst-launch.log"

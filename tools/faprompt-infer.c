@@ -203,8 +203,14 @@ int main(int argc, char **argv) {
   int image_size = 0, threads = 0, json = 0, reference = 0, verbose = 0;
   double sigma = -1.0, threshold = NAN, pixel_threshold = NAN, heatmap_alpha = 0.5;
   double heatmap_min = 0.0, heatmap_max = 1.0;
-  char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL;
+  char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL, *backend = NULL;
+  int device = 0;
   GOptionEntry entries[] = {
+      {"backend", 0, 0, G_OPTION_ARG_STRING, &backend,
+       "auto (default: CUDA when the CUDA module loads and a device answers, else the CPU), cpu "
+       "or cuda",
+       "B"},
+      {"device", 0, 0, G_OPTION_ARG_INT, &device, "CUDA device ordinal (default 0)", "N"},
       {"image-size", 0, 0, G_OPTION_ARG_INT, &image_size,
        "side S the model runs at (multiple of the patch size; default: the model's)", "S"},
       {"sigma", 0, 0, G_OPTION_ARG_DOUBLE, &sigma,
@@ -247,9 +253,18 @@ int main(int argc, char **argv) {
   GError *error = NULL;
   int parsed = g_option_context_parse(octx, &argc, &argv, &error);
   int png16 = map_format && strcmp(map_format, "png16") == 0;
+  fap_backend_kind backend_kind = FAP_BACKEND_AUTO;
+  int backend_ok = 1;
+  if (backend && strcmp(backend, "cpu") == 0)
+    backend_kind = FAP_BACKEND_CPU;
+  else if (backend && strcmp(backend, "cuda") == 0)
+    backend_kind = FAP_BACKEND_CUDA;
+  else if (backend && strcmp(backend, "auto") != 0)
+    backend_ok = 0;
   const char *usage = !parsed                                         ? error->message
                       : argc < 3                                      ? "a MODEL and at least one IMAGE or DIR expected"
-                      : image_size < 0 || threads < 0                 ? "--image-size and --threads must not be negative"
+                      : image_size < 0 || threads < 0 || device < 0   ? "--image-size, --threads and --device must not be negative"
+                      : !backend_ok                                   ? "--backend must be auto, cpu or cuda"
                       : map_format && !png16 && strcmp(map_format, "npy") != 0 ? "--map-format must be npy or png16"
                       : png16 && !imageio_have_png16()                ? "--map-format png16 needs a build with libpng (Debian: libpng-dev)"
                       : !(heatmap_alpha >= 0 && heatmap_alpha <= 1)    ? "--heatmap-alpha must be in [0, 1]"
@@ -319,6 +334,8 @@ int main(int argc, char **argv) {
 
   fap_detector_options o;
   fap_detector_options_init(&o);
+  o.backend = backend_kind;
+  o.device_id = device;
   o.threads = threads;
   o.image_size = image_size;
   o.sigma = (float)sigma;
@@ -373,5 +390,6 @@ done:
   g_free(heatmap_dir);
   g_free(map_dir);
   g_free(map_format);
+  g_free(backend);
   return rc;
 }

@@ -79,6 +79,11 @@ typedef struct {
   struct cuda_frames *frames;
 } cuda_ctx;
 
+/* The backend's constructor and the process's usable device count (0: *why
+ * says what is missing), kernels/cuda_module.c. */
+fap_status fap_cuda_backend_new(int device_id, fap_precision precision, fap_backend *out);
+int fap_cuda_device_count(const char **why);
+
 /* Records the first failure (logged once); later ones are dropped. */
 void fap_cuda_fail(cuda_ctx *c, int rt_code, const char *what);
 #define CUDA_CHECK(c, call, what)                                                                  \

@@ -452,15 +452,13 @@ static const fap_backend_ops cuda_ops = {
     .frames_draw = fap_cuda_frames_draw,
 };
 
-int fap_backend_cuda_available(void) { return fap_rt_device_count() > 0; }
-
-fap_status fap_backend_cuda_new(int device_id, fap_precision precision, fap_backend *out) {
-  int n = fap_rt_device_count();
+fap_status fap_cuda_backend_new(int device_id, fap_precision precision, fap_backend *out) {
+  const char *why;
+  int n = fap_cuda_device_count(&why);
   if (n <= 0)
     return fap_fail(FAP_ERR_UNSUPPORTED,
-                    "CUDA backend requested (device %d) but no CUDA device is usable here (no "
-                    "GPU or no driver: %s); use the CPU backend",
-                    device_id, fap_rt_error());
+                    "backend cuda requested (device %d), but %s; or use the CPU backend",
+                    device_id, why);
   if (device_id < 0 || device_id >= n)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT,
                     "CUDA device %d requested, but this machine has %d CUDA device%s (ids 0..%d)",

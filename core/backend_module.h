@@ -1,0 +1,47 @@
+/* The contract between the core and a backend built as a module loaded at run
+ * time (kernels/ -> libfaprompt-cuda.so), in the spirit of ggml's loadable
+ * backends: the core links no CUDA library, so a machine without the CUDA
+ * runtime still loads the core, the plugin and the tools and runs on the CPU.
+ *
+ * The module is built from the same tree as the core and reads the
+ * detector's private struct (detector_internal.h), so the two must come from
+ * one build: the loader refuses a module whose ABI, version or detector
+ * layout differs. The module logs through the host's sink routing (the
+ * calling thread's log scope lives in the core). */
+#ifndef FAP_BACKEND_MODULE_H
+#define FAP_BACKEND_MODULE_H
+
+#include "backend.h"
+
+#define FAP_BACKEND_MODULE_ABI 1
+#define FAP_BACKEND_MODULE_ENTRY "fap_backend_module_entry"
+#define FAP_CUDA_MODULE_FILE "libfaprompt-cuda.so"
+
+typedef struct {
+  void (*log_message)(fap_log_level level, const char *message);
+} fap_backend_host;
+
+typedef struct {
+  int abi;               /* FAP_BACKEND_MODULE_ABI */
+  const char *version;   /* FAP_VERSION of its build */
+  size_t detector_size;  /* sizeof(struct fap_detector) of its build */
+  /* Usable devices; 0 with *why saying what is missing (driver, device).
+   * Cheap after the first call. */
+  int (*device_count)(const char **why);
+  fap_status (*backend_new)(int device_id, fap_precision precision, fap_backend *out);
+} fap_backend_module;
+
+typedef const fap_backend_module *(*fap_backend_module_entry_fn)(const fap_backend_host *host);
+
+/* The module's entry point (exported by libfaprompt-cuda.so; linked directly
+ * into the builds that carry the backend built in: tests, emulator). */
+const fap_backend_module *fap_backend_module_entry(const fap_backend_host *host);
+
+/* Where the loader found the module (NULL when built in or not loaded). */
+const char *fap_backend_cuda_module_path(void);
+
+/* > 0: usable CUDA devices. 0: *why (may be NULL) says what is missing: the
+ * module, its CUDA libraries, the driver, a device. */
+int fap_backend_cuda_probe(const char **why);
+
+#endif

@@ -1,0 +1,468 @@
+#!/usr/bin/python3
+"""Tests the faprompt Python module (python/faprompt, ctypes over libfaprompt).
+
+  test_faprompt.py --lib BUILD/core/libfaprompt.so.0 --infer BUILD/tools/faprompt-infer \
+                   --model MODEL.safetensors [--pythonpath DIR]
+
+Scores and maps must equal faprompt-infer's on the same pixels (the same
+core, so within 1e-6), also with non-default detector options, which catches
+a ctypes structure that does not match core/fap.h. Then strided inputs, bad
+inputs, errors and handle lifetimes. Prints one line per check; exit status
+1 when any failed. Needs numpy and PIL (Debian: python3-numpy, python3-pil).
+"""
+import argparse
+import ctypes
+import gc
+import json
+import logging
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+import weakref
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOL = 1e-6  # stated tolerance: the module and the CLI run the same core
+
+failures = 0
+
+
+def report(ok, name, detail=""):
+    global failures
+    failures += not ok
+    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail else ""), flush=True)
+
+
+def check(name):
+    """Decorator: runs the check now; it returns None (ok) or a failure text,
+    or raises (a failure too, with the traceback's last line)."""
+    def run(fn):
+        try:
+            problem = fn()
+        except Exception as e:  # noqa: BLE001 - any exception is a failed check
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            problem = f"{type(e).__name__}: {e} (line {tb.lineno})"
+        report(problem is None, name, problem or "")
+        return fn
+    return run
+
+
+def raises(exc_types, fn, *args, **kwargs):
+    """The exception fn raises, which must be one of exc_types."""
+    try:
+        fn(*args, **kwargs)
+    except exc_types as e:
+        return e
+    raise AssertionError(f"{getattr(fn, '__name__', fn)} did not raise {exc_types}")
+
+
+class Collect(logging.Handler):
+    """Keeps the messages logged to it, at any level."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lib", required=True, help="libfaprompt.so.0 to test")
+    ap.add_argument("--infer", required=True, help="faprompt-infer, for the expected results")
+    ap.add_argument("--model", required=True,
+                    help="a model file (e.g. BUILD/tests/tiny-a.safetensors)")
+    ap.add_argument("--pythonpath", default=os.path.join(HERE, "..", "..", "python"),
+                    help="directory holding the faprompt package (default: the source tree's)")
+    args = ap.parse_args()
+
+    os.environ["FAPROMPT_LIBRARY"] = os.path.abspath(args.lib)  # read at import
+    sys.path.insert(0, os.path.abspath(args.pythonpath))
+    import numpy as np
+    from PIL import Image
+    import faprompt
+
+    tmp = tempfile.mkdtemp(prefix="faprompt-py-")
+    try:
+        run_checks(args, tmp, np, Image, faprompt)
+    except Exception as e:  # noqa: BLE001 - outside a check: setup (e.g. the first runs)
+        report(False, "setup", f"{type(e).__name__}: {e}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'FAILED' if failures else 'passed'}: {failures} check(s) failed")
+    return 1 if failures else 0
+
+
+def run_checks(args, tmp, np, Image, faprompt):
+    rng = np.random.default_rng(7)
+
+    # ---- test images: noise plus a bright patch, odd sizes ----------------
+    paths = []
+    for h, w in ((48, 64), (47, 33), (90, 120)):
+        a = rng.integers(0, 200, size=(h, w, 3), dtype=np.uint8)
+        a[h // 4:h // 2, w // 3:w // 2] = 255
+        paths.append(os.path.join(tmp, f"img{h}x{w}.png"))
+        Image.fromarray(a).save(paths[-1])
+    rgba = rng.integers(0, 256, size=(40, 52, 4), dtype=np.uint8)  # alpha: noise
+    rgba_path = os.path.join(tmp, "rgba40x52.png")
+    Image.fromarray(rgba, "RGBA").save(rgba_path)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+    def infer(files, *options, model=args.model):
+        """faprompt-infer's JSON lines and maps, by file."""
+        map_dir = tempfile.mkdtemp(dir=tmp)
+        out = subprocess.run([args.infer, "--json", "--map-dir", map_dir, *options, model, *files],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert len(rows) == len(files), f"faprompt-infer printed {len(rows)} results"
+        for row in rows:
+            row["map_array"] = np.load(row["map"])
+        return rows
+
+    def differs(result, row):
+        """None when a Python Result matches a faprompt-infer row, else why."""
+        if result.map.shape != row["map_array"].shape:
+            return f"map shape {result.map.shape} vs the CLI's {row['map_array'].shape}"
+        ds = abs(result.score - row["score"])
+        dm = float(np.max(np.abs(result.map - row["map_array"])))
+        if not (ds <= TOL and dm <= TOL):
+            return f"{row['file']}: score diff {ds:.3g}, map max diff {dm:.3g} (> {TOL})"
+        if result.anomalous != row["anomalous"] or abs(result.threshold - row["threshold"]) > TOL:
+            return (f"{row['file']}: anomalous {result.anomalous} @ {result.threshold} vs "
+                    f"the CLI's {row['anomalous']} @ {row['threshold']}")
+        return None
+
+    def same(a, b, tol=0.0):
+        """None when two Results agree within tol, else why."""
+        ds = abs(a.score - b.score)
+        dm = float(np.max(np.abs(a.map - b.map)))
+        return None if ds <= tol and dm <= tol else f"score diff {ds:.3g}, map max diff {dm:.3g}"
+
+    model = faprompt.Model(args.model)
+    det = faprompt.Detector(model, backend="cpu")
+    expected = infer(paths)
+    results = [det.run(img) for img in images]
+
+    # ---- equal to the CLI ------------------------------------------------
+    @check("run() equals faprompt-infer (score, map, anomalous) on 3 images")
+    def _():
+        for r, row in zip(results, expected):
+            problem = differs(r, row)
+            if problem:
+                return problem
+        return None
+
+    @check("Result fields: map float32 [S,S] owned copy, stage names, times, byte counters")
+    def _():
+        r, row = results[0], expected[0]
+        s = det.image_size
+        if r.map.dtype != np.float32 or r.map.shape != (s, s) or not r.map.flags.owndata:
+            return f"map {r.map.dtype} {r.map.shape} owndata={r.map.flags.owndata}"
+        if set(r.stage_ms) != set(row["stage_ms"]) or list(r.stage_ms) != list(row["stage_ms"]):
+            return f"stages {list(r.stage_ms)} vs the CLI's {list(row['stage_ms'])}"
+        if not (r.total_ms > 0 and all(v >= 0 for v in r.stage_ms.values())
+                and sum(r.stage_ms.values()) <= r.total_ms * 1.01 + 0.01):
+            return f"implausible times: {r.stage_ms} total {r.total_ms}"
+        if (r.frame_bytes_to_device, r.frame_bytes_from_device) != (0, 0):
+            return f"CPU frame bytes {r.frame_bytes_to_device}, {r.frame_bytes_from_device}"
+        return None
+
+    @check("the map stays the caller's after the next run")
+    def _():
+        r = det.run(images[0])
+        kept = r.map.copy()
+        det.run(images[2])
+        return None if np.array_equal(r.map, kept) else "the map changed under the caller"
+
+    @check("fap_config matches the file's __metadata__ (every field)")
+    def _():
+        with open(args.model, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+        meta = header["__metadata__"]
+        cfg = model.config
+        for name in cfg.__dataclass_fields__:
+            got = getattr(cfg, name)
+            if name in meta:
+                want = type(got)(float(meta[name]))
+                if not math.isclose(got, want, rel_tol=1e-6):
+                    return f"{name} = {got}, the file says {meta[name]}"
+            elif name in ("image_threshold", "pixel_threshold"):
+                if got >= 0:
+                    return f"{name} = {got} without metadata (expected < 0)"
+            else:
+                return f"{name} not in the file's metadata"
+        total = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        if model.parameter_count != total:
+            return f"parameter_count {model.parameter_count}, the file holds {total}"
+        return None
+
+    @check("detector getters: backend cpu, S, batch 1, precision f32, threshold 0.5")
+    def _():
+        got = (det.backend, det.image_size, det.batch, det.precision, det.threshold)
+        want = ("cpu", model.config.image_size, 1, "f32", 0.5)
+        return None if got == want else f"{got} != {want}"
+
+    # Non-default option fields land where fap.h has them only if the
+    # fap_detector_options layout is right: a misplaced one changes the map.
+    for opts, cli in (({"image_size": 84, "sigma": 0.0}, ["--image-size", "84", "--sigma", "0"]),
+                      ({"sigma": 4.5, "threads": 1, "reference": True},
+                       ["--sigma", "4.5", "--threads", "1", "--reference"])):
+        @check(f"Detector({opts}) equals faprompt-infer {' '.join(cli)}")
+        def _():
+            with faprompt.Detector(model, backend="cpu", **opts) as d:
+                if "image_size" in opts and d.image_size != opts["image_size"]:
+                    return f"image_size {d.image_size}"
+                rows = infer(paths, "--backend", "cpu", *cli)
+                for img, row in zip(images, rows):
+                    problem = differs(d.run(img), row)
+                    if problem:
+                        return problem
+                # and the options really changed the map (else this proves little)
+                r = d.run(images[0])
+                if r.map.shape == results[0].map.shape and same(r, results[0], 1e-4) is None:
+                    return "the options did not change the map"
+            return None
+
+    @check("RGBA input (H x W x 4) equals faprompt-infer on an RGBA PNG, alpha ignored")
+    def _():
+        img = np.asarray(Image.open(rgba_path))
+        if img.shape[2] != 4:
+            return f"PIL decoded {img.shape}"
+        r = det.run(img)
+        problem = differs(r, infer([rgba_path])[0])
+        return problem or same(r, det.run(np.ascontiguousarray(img[..., :3])))
+
+    @check("calibration sidecar: config thresholds, default threshold, CLI agrees")
+    def _():
+        cal = os.path.join(tmp, "calibrated.safetensors")
+        shutil.copyfile(args.model, cal)
+        with open(cal + ".calibration.json", "w") as f:
+            json.dump({"image_threshold": 0.3125, "pixel_threshold": 0.75}, f)
+        seen = Collect()
+        logger = logging.getLogger("faprompt")
+        logger.addHandler(seen)
+        logger.setLevel(logging.INFO)  # info lines are below the default WARNING
+        try:
+            m = faprompt.Model(cal)
+        finally:
+            logger.removeHandler(seen)
+            logger.setLevel(logging.NOTSET)
+        if not any("calibration applied" in t for t in seen.messages):
+            return f"the core's info line did not reach the 'faprompt' logger: {seen.messages}"
+        with m, faprompt.Detector(m, backend="cpu") as d:
+            c = m.config
+            if (c.image_threshold, c.pixel_threshold, d.threshold) != (0.3125, 0.75, 0.3125):
+                return f"thresholds {c.image_threshold}, {c.pixel_threshold}, {d.threshold}"
+            for img, row in zip(images, infer(paths, model=cal)):
+                problem = differs(d.run(img), row)
+                if problem:
+                    return problem
+        return None
+
+    @check("after a call the thread's sink is the default again (stderr), not the binding's")
+    def _():
+        raises(faprompt.Error, faprompt.Model, os.path.join(tmp, "first.safetensors"))
+        seen = Collect()
+        logging.getLogger("faprompt").addHandler(seen)
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as err:
+            os.dup2(err.fileno(), 2)  # the core's default sink writes to fd 2
+            try:  # a raw core call, outside the binding's capture
+                handle = ctypes.c_void_p()
+                faprompt._lib.fap_model_load(b"/nonexistent/raw.safetensors", ctypes.byref(handle))
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                logging.getLogger("faprompt").removeHandler(seen)
+            err.seek(0)
+            text = err.read().decode()
+        if seen.messages:
+            return f"the binding's sink got {seen.messages}"
+        return None if "raw.safetensors" in text else f"stderr got {text!r}"
+
+    @check("run(threshold=...) decides anomalous as score > threshold")
+    def _():
+        r = results[0]
+        lo, hi = det.run(images[0], threshold=r.score - 1e-3), det.run(images[0], threshold=r.score)
+        ok = lo.anomalous and not hi.anomalous and hi.threshold == r.score
+        return None if ok else f"score {r.score}: {lo.anomalous} / {hi.anomalous}"
+
+    # ---- run_batch -------------------------------------------------------
+    for b in (1, 2):
+        @check(f"run_batch(3 images) on a batch={b} detector equals run()")
+        def _():
+            with faprompt.Detector(model, backend="cpu", batch=b) as d:
+                if d.batch != b:
+                    return f"batch {d.batch}"
+                got = d.run_batch(images)
+                if len(got) != len(images):
+                    return f"{len(got)} results"
+                for x, y in zip(got, results):
+                    problem = same(x, y, TOL)
+                    if problem:
+                        return problem
+                return None if d.run_batch([]) == [] else "run_batch([]) is not []"
+
+    # ---- strided inputs --------------------------------------------------
+    base = images[2]
+    views = {"img[:, ::-1]": base[:, ::-1], "img[::2]": base[::2],
+             "img[::2, ::3]": base[::2, ::3], "img[5:60, 7:100] (crop)": base[5:60, 7:100],
+             "img[..., ::-1] (BGR view)": base[..., ::-1], "img[::-1]": base[::-1],
+             "broadcast row": np.broadcast_to(base[:1], base.shape), "1-column": base[:, 4:5]}
+    for name, view in views.items():
+        @check(f"non-contiguous {name} equals its contiguous copy exactly")
+        def _():
+            a, b = det.run(view), det.run(np.ascontiguousarray(view))
+            return same(a, b)
+
+    # ---- bad inputs --------------------------------------------------------
+    bad = {"float32 image -> TypeError": (TypeError, np.zeros((8, 8, 3), np.float32), "float32"),
+           "2-D image -> ValueError": (ValueError, np.zeros((8, 8), np.uint8), "(8, 8)"),
+           "H x W x 5 -> ValueError": (ValueError, np.zeros((8, 8, 5), np.uint8), "(8, 8, 5)"),
+           "0 x 0 image -> ValueError": (ValueError, np.zeros((0, 0, 3), np.uint8), "empty"),
+           "0-row image -> ValueError": (ValueError, np.zeros((0, 9, 3), np.uint8), "empty")}
+    for name, (exc, img, text) in bad.items():
+        @check(name)
+        def _():
+            e = raises(exc, det.run, img)
+            e2 = raises(exc, det.run_batch, [images[0], img])
+            return None if text in str(e) and text in str(e2) else f"message {e!r} lacks {text!r}"
+
+    @check("missing model -> faprompt.Error naming the path")
+    def _():
+        missing = os.path.join(tmp, "no-such-model.safetensors")
+        e = raises(faprompt.Error, faprompt.Model, missing)
+        ok = missing in str(e) and e.status == faprompt.Status.IO and e.messages
+        return None if ok else f"{e!r} status {e.status!r}"
+
+    @check("truncated model -> faprompt.Error with the core's message")
+    def _():
+        cut = os.path.join(tmp, "truncated.safetensors")
+        with open(args.model, "rb") as f, open(cut, "wb") as g:
+            g.write(f.read(100))
+        e = raises(faprompt.Error, faprompt.Model, cut)
+        ok = (e.messages and all(m in str(e) for m in e.messages) and cut in e.messages[0]
+              and e.status == faprompt.Status.FORMAT and e.status_string in str(e))
+        return None if ok else f"{e!r} status {e.status!r} messages {e.messages}"
+
+    @check("backend='cuda' without a GPU -> faprompt.Error mentioning CUDA")
+    def _():
+        try:
+            d = faprompt.Detector(model, backend="cuda")
+        except faprompt.Error as e:
+            return None if any("CUDA" in m for m in e.messages) else f"{e!r}"
+        backend = d.backend
+        d.close()
+        return None if backend == "cuda" else f"backend {backend}"  # a GPU is present: fine
+
+    @check("bad options -> ValueError (backend, precision) / faprompt.Error (image_size)")
+    def _():
+        raises(ValueError, faprompt.Detector, model, backend="tpu")
+        raises(ValueError, faprompt.Detector, model, precision="f8")
+        raises(ValueError, faprompt.Detector, model, image_size=2**40)
+        raises(TypeError, faprompt.Detector, model, threads=1.5)
+        e = raises(faprompt.Error, faprompt.Detector, model, image_size=13)
+        return None if "13" in str(e) and e.status == faprompt.Status.INVALID_ARGUMENT else repr(e)
+
+    # ---- lifetimes ---------------------------------------------------------
+    @check("closed model -> error, not a crash; close twice is fine")
+    def _():
+        m = faprompt.Model(args.model)
+        m.close()
+        m.close()
+        raises((faprompt.Error, ValueError), faprompt.Detector, m)
+        with faprompt.Model(args.model) as m2:
+            pass
+        raises((faprompt.Error, ValueError), faprompt.Detector, m2)
+        return None if m.closed and m2.closed else "not closed"
+
+    @check("closed detector -> error, not a crash (run, run_batch)")
+    def _():
+        d = faprompt.Detector(model, backend="cpu")
+        d.close()
+        d.close()
+        raises(ValueError, d.run, images[0])
+        raises(ValueError, d.run_batch, images)
+        with faprompt.Detector(model, backend="cpu") as d2:
+            pass
+        raises(ValueError, d2.run, images[0])
+        return None
+
+    @check("Model dropped (del + gc.collect) while its Detector runs: still the same results")
+    def _():
+        m = faprompt.Model(args.model)
+        d = faprompt.Detector(m, backend="cpu")
+        gone = weakref.ref(m)
+        del m
+        gc.collect()
+        if gone() is not None:
+            return "the Detector keeps the Python Model alive (the test proves nothing)"
+        r = d.run(images[1])
+        d.close()
+        return same(r, results[1])
+
+    @check("per-thread messages: concurrent failing loads each name their own path")
+    def _():
+        problems = []
+
+        def load_missing(i):
+            path = os.path.join(tmp, f"missing-{i}.safetensors")
+            for _ in range(20):
+                e = raises(faprompt.Error, faprompt.Model, path)
+                if len(e.messages) != 1 or path not in e.messages[0]:
+                    problems.append(f"thread {i}: {e.messages}")
+
+        def run_meanwhile():
+            try:
+                for _ in range(20):
+                    det.run(images[0])
+            except Exception as e:  # noqa: BLE001 - reported as the check's failure
+                problems.append(f"run on another thread: {e!r}")
+
+        threads = [threading.Thread(target=load_missing, args=(i,)) for i in range(4)]
+        runner = threading.Thread(target=run_meanwhile)
+        for t in threads + [runner]:
+            t.start()
+        for t in threads + [runner]:
+            t.join()
+        return problems[0] if problems else None
+
+    @check("no leak: 60 x (Model + Detector + run), closed or dropped, keep RSS flat")
+    def _():
+        def rss_mb():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+        def cycle(i):
+            m = faprompt.Model(args.model)
+            d = faprompt.Detector(m, backend="cpu", threads=1)
+            d.run(images[1])
+            if i % 2:  # alternately explicit close and garbage collection
+                d.close()
+                m.close()
+
+        for i in range(10):  # warm up allocator pools
+            cycle(i)
+        gc.collect()
+        before = rss_mb()
+        for i in range(60):
+            cycle(i)
+        gc.collect()
+        grown = rss_mb() - before
+        # One tiny model alone is ~1.3 MB of f32 weights: a leaked handle
+        # would add tens of MB here.
+        return None if grown < 8 else f"RSS grew {grown:.1f} MB"
+
+    det.close()
+    model.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
