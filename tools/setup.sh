@@ -13,6 +13,7 @@ packages=(
   python3-torch python3-numpy python3-scipy python3-pil   # reference + generator, /usr/bin/python3
   python3-sklearn python3-skimage   # the authors' metrics, to check faprompt-eval against
   valgrind
+  dpkg-dev lintian           # packaging/make-debs.sh: dpkg-shlibdeps, the package check
   # the GStreamer element (gst/), its tests and the example pipelines
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
