@@ -45,6 +45,10 @@ typedef enum {
   FAP_ERR_BACKEND,          /* the compute backend failed (e.g. a CUDA error) */
 } fap_status;
 
+/* The library's version ("0.1.0"): libfaprompt.so.0 keeps its ABI within a
+ * soname; bindings check what they loaded. */
+FAP_API const char *fap_version(void);
+
 /* A short constant English description ("schema error", ...). */
 FAP_API const char *fap_status_string(fap_status status);
 

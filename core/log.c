@@ -60,6 +60,8 @@ fap_status fap_fail(fap_status status, const char *fmt, ...) {
   return status;
 }
 
+const char *fap_version(void) { return FAP_VERSION; }
+
 const char *fap_status_string(fap_status status) {
   switch (status) {
   case FAP_OK: return "ok";

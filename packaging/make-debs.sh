@@ -102,12 +102,17 @@ COPYRIGHT
       sed -n 's/^shlibs:Depends=//p')
   fi
   # dpkg-shlibdeps names faprompt for libfaprompt; the packages below name it exactly
-  depends=$(echo "$depends" | tr ',' '\n' | sed 's/^ *//' | grep -v "^faprompt\( \|$\)" | paste -sd, - | sed 's/,/, /g')
-  extra=
+  # and libopenblas0 for libopenblas.so.0, a metapackage that apt satisfies with
+  # the pthread build, which outranks the OpenMP one as the system's
+  # libopenblas.so.0 and halves the speed: the OpenMP build by name instead
+  depends=$(echo "$depends" | tr ',' '\n' | sed 's/^ *//' | grep -v "^faprompt\( \|$\)" |
+    sed 's/^libopenblas0\( \|$\)/libopenblas0-openmp\1/' | paste -sd, - | sed 's/,/, /g')
+  extra= suggests=
   case $pkg in
     faprompt)
-      extra="python3, libopenblas0-openmp, gstreamer1.0-plugins-base"
-      recommends="python3-torch, python3-numpy, gstreamer1.0-tools, gstreamer1.0-plugins-good"
+      extra="python3, gstreamer1.0-plugins-base"
+      recommends="gstreamer1.0-tools, gstreamer1.0-plugins-good"
+      suggests="python3-torch, python3-numpy"   # faprompt-convert, -gen-random (2 GB: not pulled in)
       description="zero-shot visual anomaly detection for video (FAPrompt)
  FAPrompt (ICCV 2025: fine-grained abnormality prompts on a frozen CLIP
  ViT-L/14@336px) as a C inference core (libfaprompt), the GStreamer element
@@ -158,6 +163,7 @@ COPYRIGHT
     echo "Installed-Size: $size"
     [ -n "$depends" ] && echo "Depends: $depends"
     [ -n "$recommends" ] && echo "Recommends: $recommends"
+    [ -n "$suggests" ] && echo "Suggests: $suggests"
     echo "Section: $section"
     echo "Priority: optional"
     echo "Multi-Arch: no"

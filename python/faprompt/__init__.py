@@ -28,6 +28,9 @@ from . import _lib
 
 __all__ = ["Config", "Detector", "Error", "Model", "Result", "Status"]
 
+#: the version of the libfaprompt loaded (fap_version)
+__version__ = _lib.fap_version().decode()
+
 _logger = logging.getLogger("faprompt")
 
 

@@ -111,6 +111,7 @@ def _declare(name, restype, *argtypes):
     return fn
 
 
+fap_version = _declare("fap_version", ctypes.c_char_p)
 fap_status_string = _declare("fap_status_string", ctypes.c_char_p, c_enum)
 fap_set_thread_log_callback = _declare("fap_set_thread_log_callback", None, LOG_FN, _p)
 fap_model_load = _declare("fap_model_load", c_enum, ctypes.c_char_p, ctypes.POINTER(_p))

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -148,6 +149,12 @@ def run_checks(args, tmp, np, Image, faprompt):
     det = faprompt.Detector(model, backend="cpu")
     expected = infer(paths)
     results = [det.run(img) for img in images]
+
+    @check("faprompt.__version__ is the loaded library's, as the build's")
+    def _():
+        want = re.search(r"version\s*:\s*'([^']+)'",
+                         open(os.path.join(HERE, "..", "..", "meson.build")).read()).group(1)
+        return None if faprompt.__version__ == want else f"{faprompt.__version__} != {want}"
 
     # ---- equal to the CLI ------------------------------------------------
     @check("run() equals faprompt-infer (score, map, anomalous) on 3 images")
