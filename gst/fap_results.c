@@ -114,6 +114,8 @@ fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
     gst_value_array_append_and_take_value (&arr, &v);
   }
   gst_structure_take_value (s, "regions", &arr);
+  if (st->model_file)           /* fapromptpublish names the model by it */
+    gst_structure_set (s, "model-file", G_TYPE_STRING, st->model_file, NULL);
   return n;
 }
 

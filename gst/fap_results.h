@@ -37,6 +37,7 @@ typedef struct {
   gfloat image_threshold, pixel_threshold;
   guint max_regions;
   FapMessages messages;
+  const gchar *model_file;      /* the loaded model's path, for the structure meta */
 } FapResultSettings;
 
 /* Streaming-thread state: the regions of the current map (found once per

@@ -569,6 +569,8 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->model_shared = shared;
   GST_OBJECT_UNLOCK (self);
+  g_free (self->model_loaded);
+  self->model_loaded = g_strdup (path);
   GST_INFO_OBJECT (self, "model %s %s (%.2f s load)", path,
       shared ? "shared with another element" : "loaded",
       fap_model_load_seconds (self->model));
@@ -659,6 +661,7 @@ gst_fa_prompt_stop (GstBaseTransform * trans)
   self->cuda_memory = FALSE;
   fap_modelcache_release (self->model);
   self->model = NULL;
+  g_clear_pointer (&self->model_loaded, g_free);
   fap_overlay_free (self->overlay);
   self->overlay = NULL;
   fap_results_clear (&self->results);
@@ -742,6 +745,7 @@ read_settings (GstFAPrompt * self, Settings * s)
       self->model_pixel_threshold : DEFAULT_THRESHOLD;
   s->results.max_regions = self->max_regions;
   s->results.messages = (FapMessages) self->post_messages;
+  s->results.model_file = self->model_loaded;   /* set and cleared outside streaming */
   s->draw = self->draw_heatmap;
   s->blend.opacity = (float) self->heatmap_alpha;
   s->blend.threshold = s->results.pixel_threshold;
@@ -1214,6 +1218,7 @@ gst_fa_prompt_finalize (GObject * object)
   GstFAPrompt *self = GST_FA_PROMPT (object);
 
   g_free (self->model_file);
+  g_free (self->model_loaded);
   g_free (self->instance_id);
   fap_worker_clear (&self->worker);
   g_mutex_clear (&self->log_lock);

@@ -84,6 +84,7 @@ struct _GstFAPrompt
 
   /* between start () and stop () */
   fap_model *model;
+  gchar *model_loaded;          /* the file self->model came from (start..stop) */
   fap_detector *detector;       /* private, or the instance's (borrowed) */
   FapInstance *instance;        /* model-instance-id: shared with others */
   gfloat model_image_threshold, model_pixel_threshold;

@@ -1,10 +1,14 @@
-/* The faprompt plugin: one element, faprompt. */
+/* The faprompt plugin: faprompt, fapromptpublish (with libmosquitto), the
+ * RTP header extension. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
 
 #include <gst/gst.h>
 #include "gstfaprompt.h"
+#ifdef HAVE_PUBLISH
+#include "gstfapromptpublish.h"
+#endif
 #ifdef HAVE_RTP_HDREXT
 #include "gstrtphdrextfaprompt.h"
 #endif
@@ -13,6 +17,9 @@ static gboolean
 plugin_init (GstPlugin * plugin)
 {
   gboolean ok = GST_ELEMENT_REGISTER (faprompt, plugin);
+#ifdef HAVE_PUBLISH
+  ok &= GST_ELEMENT_REGISTER (fapromptpublish, plugin);
+#endif
 #ifdef HAVE_RTP_HDREXT
   ok &= GST_ELEMENT_REGISTER (rtphdrextfaprompt, plugin);
 #endif

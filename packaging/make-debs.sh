@@ -16,6 +16,7 @@
 # are spelled out in one place, and the build needs nothing beyond dpkg-dev.
 # Dependencies on Debian libraries still come from dpkg-shlibdeps.
 set -euo pipefail
+trap 'echo "make-debs: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$src/build-deb}
 mkdir -p "$out"
@@ -30,9 +31,10 @@ mkdir -p "$stage" "$debs"
 
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" "$src" --prefix=/usr --libdir="lib/$multiarch" --buildtype=release \
-    -Dtests=disabled -Dinstall_rpath=false -Dcuda="${FAP_CUDA:-auto}" -Dpython=/usr/bin/python3 >/dev/null
+    -Dtests=disabled -Dinstall_rpath=false -Dcuda="${FAP_CUDA:-auto}" -Dpython=/usr/bin/python3 \
+    > "$out/meson-setup.log" 2>&1 || { cat "$out/meson-setup.log" >&2; exit 1; }
 fi
-ninja -C "$build" >/dev/null
+ninja -C "$build" > "$out/ninja.log" 2>&1 || { tail -40 "$out/ninja.log" >&2; exit 1; }
 DESTDIR="$stage/all" meson install -C "$build" --no-rebuild --quiet
 
 # ---- split ------------------------------------------------------------------
