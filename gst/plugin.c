@@ -9,6 +9,7 @@
 #ifdef HAVE_PUBLISH
 #include "gstfapromptpublish.h"
 #endif
+#include "gstfapromptrecord.h"
 #ifdef HAVE_RTP_HDREXT
 #include "gstrtphdrextfaprompt.h"
 #endif
@@ -20,6 +21,7 @@ plugin_init (GstPlugin * plugin)
 #ifdef HAVE_PUBLISH
   ok &= GST_ELEMENT_REGISTER (fapromptpublish, plugin);
 #endif
+  ok &= GST_ELEMENT_REGISTER (fapromptrecord, plugin);
 #ifdef HAVE_RTP_HDREXT
   ok &= GST_ELEMENT_REGISTER (rtphdrextfaprompt, plugin);
 #endif

@@ -99,9 +99,19 @@ COPYRIGHT
   done < <(find "$root" -type f ! -path '*/DEBIAN/*')
   depends=
   if [ ${#elfs[@]} -gt 0 ]; then
-    depends=$(cd "$out/src" && dpkg-shlibdeps -O -S"$stage/faprompt" -L"$shlibs_local" \
-      --ignore-missing-info -l"$stage/faprompt/$lib" "${elfs[@]}" 2>"$out/shlibdeps-$pkg.log" |
-      sed -n 's/^shlibs:Depends=//p')
+    # the CUDA toolkit's folder, where its libraries are (no package owns
+    # them: --ignore-missing-info; faprompt-cuda names them by hand below)
+    search=(-l"$stage/faprompt/$lib")
+    cuda_lib="${CUDA_PATH:-/usr/local/cuda}/lib64"
+    [ -d "$cuda_lib" ] && search+=(-l"$cuda_lib")
+    if ! (cd "$out/src" && dpkg-shlibdeps -O -S"$stage/faprompt" -L"$shlibs_local" \
+          --ignore-missing-info "${search[@]}" "${elfs[@]}" > "$out/shlibdeps-$pkg.txt" \
+          2> "$out/shlibdeps-$pkg.log"); then
+      echo "make-debs: dpkg-shlibdeps failed for $pkg:" >&2
+      cat "$out/shlibdeps-$pkg.log" >&2
+      exit 1
+    fi
+    depends=$(sed -n 's/^shlibs:Depends=//p' "$out/shlibdeps-$pkg.txt")
   fi
   # dpkg-shlibdeps names faprompt for libfaprompt; the packages below name it exactly
   # and libopenblas0 for libopenblas.so.0, a metapackage that apt satisfies with

@@ -18,7 +18,7 @@ packages=(
   libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt python3-jsonschema openssl
   # the GStreamer element (gst/), its tests and the example pipelines
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
-  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-base-apps
   gstreamer1.0-rtsp gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0
   python3-gi python3-gst-1.0   # Python readers: the overrides turn GstValueArray (regions) into a list
   gstreamer1.0-plugins-ugly gstreamer1.0-libav   # x264enc, H.264 decoding (pipelines/ only)
