@@ -272,10 +272,11 @@ snapshot_worker (gpointer data)
 /* ---- decisions (raw thread) --------------------------------------------------------- */
 
 void
-fap_evidence_raw (FapEvidence * ev, GstBuffer * buf, GstCaps * caps)
+fap_evidence_raw (FapEvidence * ev, GstBuffer * buf, GstCaps * caps,
+    GstClockTime running_time)
 {
   GstFAPromptMeta *m = gst_buffer_get_faprompt_meta (buf);
-  GstClockTime pts = GST_BUFFER_PTS (buf);
+  GstClockTime pts = running_time;
   gboolean start = FALSE;
   SnapshotJob *job;
   guint64 seq;
@@ -322,10 +323,15 @@ fap_evidence_raw (FapEvidence * ev, GstBuffer * buf, GstCaps * caps)
 
 /* ---- ring and clip (encoded thread) -------------------------------------------------- */
 
+/* running time: the raw side's clock (encoders shift PTS) */
 static GstClockTime
 sample_pts (GstSample * s)
 {
-  return GST_BUFFER_PTS (gst_sample_get_buffer (s));
+  GstSegment *seg = gst_sample_get_segment (s);
+  GstClockTime pts = GST_BUFFER_PTS (gst_sample_get_buffer (s));
+  if (seg && seg->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (pts))
+    return gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts);
+  return pts;
 }
 
 static gboolean

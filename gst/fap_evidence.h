@@ -25,9 +25,11 @@ FapEvidence *fap_evidence_new (GstElement * element, FapEvidenceConfig * config,
 /* Finishes an open clip and pending snapshots (waits), frees. */
 void fap_evidence_free (FapEvidence * ev);
 
-/* The raw frame (with its faprompt metas) as it passes: event decisions and
- * snapshots. Cheap unless an event starts. */
-void fap_evidence_raw (FapEvidence * ev, GstBuffer * buf, GstCaps * caps);
+/* The raw frame (with its faprompt metas) as it passes, at @running_time:
+ * event decisions and snapshots. Cheap unless an event starts. Both sides
+ * are compared in running time: encoders shift PTS (x264enc by 1000 h). */
+void fap_evidence_raw (FapEvidence * ev, GstBuffer * buf, GstCaps * caps,
+    GstClockTime running_time);
 /* An encoded frame from the ring branch (takes @sample). */
 void fap_evidence_encoded (FapEvidence * ev, GstSample * sample);
 /* EOS on the ring branch: the open clip is closed, pending files written. */

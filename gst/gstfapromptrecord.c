@@ -30,6 +30,7 @@
 
 #include "gstfapromptrecord.h"
 #include "fap_evidence.h"
+#include "gstfapromptmeta.h"
 
 #include <gst/app/app.h>
 #include <gst/video/video.h>
@@ -68,13 +69,23 @@ raw_probe (GstPad * pad, GstPadProbeInfo * info, gpointer data)
 {
   GstFAPromptRecord *self = data;
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
+  GstEvent *seg_event;
+  GstClockTime rt = GST_BUFFER_PTS (buf);
   GstCaps *caps;
 
-  if (!self->ev)
+  if (!self->ev || !gst_buffer_get_faprompt_meta (buf))
     return GST_PAD_PROBE_OK;
+  seg_event = gst_pad_get_sticky_event (pad, GST_EVENT_SEGMENT, 0);
+  if (seg_event) {
+    const GstSegment *seg;
+    gst_event_parse_segment (seg_event, &seg);
+    if (seg->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (rt))
+      rt = gst_segment_to_running_time (seg, GST_FORMAT_TIME, rt);
+    gst_event_unref (seg_event);
+  }
   caps = gst_pad_get_current_caps (pad);
   if (caps) {
-    fap_evidence_raw (self->ev, buf, caps);
+    fap_evidence_raw (self->ev, buf, caps, rt);
     gst_caps_unref (caps);
   }
   return GST_PAD_PROBE_OK;
