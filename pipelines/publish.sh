@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A camera on the line: faprompt scores each frame, fapromptpublish sends the
-# anomaly events to an MQTT broker (where a PLC / MES / Node-RED listens), the
-# picture goes to the screen.
+# anomaly events to an MQTT broker (where a PLC / MES / Node-RED listens),
+# fapromptrecord keeps the evidence (snapshot, JSON sidecar, a clip from 5 s
+# before to 5 s after) in $EVIDENCE (default out/evidence), the picture goes
+# to the screen.
 #   MODEL=model.safetensors BROKER=host[:port] SOURCE=cam1 pipelines/publish.sh [/dev/video0]
 #   pipelines/publish.sh --test      # no camera, no broker of yours: a test
 #                                    # pattern, a mosquitto started here, the
@@ -12,6 +14,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 source_id="${SOURCE:-cam1}"
+evidence="${EVIDENCE:-$repo/out/evidence}"
 broker="${BROKER:-127.0.0.1:1883}"
 host="${broker%%:*}" port="${broker##*:}"
 [[ "$port" == "$broker" ]] && port=1883
@@ -31,7 +34,9 @@ if [[ "${1:-}" == "--test" ]]; then
   gst-launch-1.0 -q videotestsrc is-live=true num-buffers=150 ! video/x-raw,width=320,height=240,framerate=30/1 \
     ! faprompt "${model_arg[@]}" inference-interval=3 \
     ! fapromptpublish target=mqtt host="$host" port="$port" source-id="$source_id" policy=every-frame max-rate=2 \
+    ! fapromptrecord location="$evidence" source-id="$source_id" pre-seconds=1 post-seconds=1 \
     ! fakesink
+  echo "evidence in $evidence:"; ls "$evidence" | tail -3
   wait $sub_pid 2>/dev/null || true
   exit 0
 fi
@@ -39,4 +44,5 @@ fi
 device="${1:-/dev/video0}"
 exec gst-launch-1.0 -m v4l2src device="$device" ! faprompt "${model_arg[@]}" inference-interval=30 \
   ! fapromptpublish target=mqtt host="$host" port="$port" source-id="$source_id" policy=on-change \
+  ! fapromptrecord location="$evidence" source-id="$source_id" pre-seconds=5 post-seconds=5 \
   ! videoconvert ! autovideosink
