@@ -18,7 +18,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_INFLIGHT 100
+/* Documents handed to the broker before their PUBACK / PUBCOMP. 20 is
+ * mosquitto's default per-client limit for incoming QoS 2 (max_inflight_messages);
+ * beyond it an MQTT 3.1.1 broker discards the message though the exchange
+ * completes (its PUBREC cannot carry the quota error), so never more. */
+#define MAX_INFLIGHT 20
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 10000
 
@@ -505,16 +509,24 @@ fap_publisher_start (GstElement * element, FapPublishConfig * config,
 }
 
 void
+fap_publisher_join (FapPublisher * p)
+{
+  if (p && p->thread) {
+    g_atomic_int_set (&p->quit, 1);
+    fap_outqueue_wake (p->q);
+    g_thread_join (p->thread);
+    p->thread = NULL;
+  }
+  if (p)
+    g_atomic_int_set (&p->connected, 0);
+}
+
+void
 fap_publisher_stop (FapPublisher * p, FapPublishStats * final)
 {
   if (!p)
     return;
-  if (p->thread) {
-    g_atomic_int_set (&p->quit, 1);
-    fap_outqueue_wake (p->q);
-    g_thread_join (p->thread);
-  }
-  g_atomic_int_set (&p->connected, 0);
+  fap_publisher_join (p);
   if (final)
     fap_publisher_stats (p, final);
   if (p->m)

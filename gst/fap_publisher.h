@@ -51,8 +51,10 @@ typedef struct {
  * messages; it must outlive the publisher. Takes @config. */
 FapPublisher *fap_publisher_start (GstElement * element,
     FapPublishConfig * config, FapOutQueue * queue, GError ** error);
-/* Stops the thread (what is still queued stays unsent) and frees; the
- * counters at that moment go to @final (may be NULL). */
+/* Stops the thread (what is still queued stays unsent); the publisher and
+ * its counters stay readable. Idempotent. */
+void fap_publisher_join (FapPublisher * p);
+/* Joins and frees; the counters at that moment go to @final (may be NULL). */
 void fap_publisher_stop (FapPublisher * p, FapPublishStats * final);
 
 void fap_publisher_stats (FapPublisher * p, FapPublishStats * s);

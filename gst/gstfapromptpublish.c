@@ -288,17 +288,25 @@ gst_fa_prompt_publish_stop (GstBaseTransform * trans)
 {
   GstFAPromptPublish *self = GST_FAPROMPT_PUBLISH (trans);
 
+  FapPublisher *p;
+  FapPublishStats s;
+
+  /* joined without the lock: the sender posts messages, and a bus handler
+   * on its thread may read the counters (which take the lock) meanwhile */
   g_mutex_lock (&self->publisher_lock);
-  if (self->publisher) {
-    FapPublishStats s;
-    fap_publisher_stop (self->publisher, &s);   /* joins the sender */
-    self->publisher = NULL;
-    GST_OBJECT_LOCK (self);
-    self->last_stats = s;
-    GST_OBJECT_UNLOCK (self);
-    fap_outqueue_clear (&self->queue);
-  }
+  p = self->publisher;
   g_mutex_unlock (&self->publisher_lock);
+  if (!p)
+    return TRUE;
+  fap_publisher_join (p);
+  g_mutex_lock (&self->publisher_lock);
+  self->publisher = NULL;
+  g_mutex_unlock (&self->publisher_lock);
+  fap_publisher_stop (p, &s);
+  GST_OBJECT_LOCK (self);
+  self->last_stats = s;
+  GST_OBJECT_UNLOCK (self);
+  fap_outqueue_clear (&self->queue);
   return TRUE;
 }
 
@@ -382,9 +390,12 @@ gst_fa_prompt_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
 
   if ((type == GST_EVENT_EOS || type == GST_EVENT_FLUSH_STOP)
       && self->publisher && self->in_anomaly) {
+    /* closes the event; score, thresholds and inference stay those of the
+     * last result (the schema says so) */
     self->scratch.anomalous = FALSE;
     self->scratch.pts = GST_CLOCK_TIME_NONE;
     self->scratch.n_regions = self->scratch.region_count = 0;
+    self->scratch.map_side = 0;
     push (self, "anomaly-ended");
     self->in_anomaly = FALSE;
   }

@@ -952,7 +952,7 @@ def cpu_model():
 def case_throughput():
     what = "throughput:"
     n = 3000
-    R.note(f"{what} CPU {cpu_model()}, {os.cpu_count()} core(s)")
+    R.note(f"{what} CPU {cpu_model()}, {len(os.sched_getaffinity(0))} core(s) usable")
     # the broker's own per-client queue (max_queued_messages, 1000 by default) must not
     # drop what a subscriber slower than the element has not taken yet
     with Broker(extra=["max_queued_messages 0"]) as b:
