@@ -369,6 +369,7 @@ static void
 gst_fa_prompt_record_init (GstFAPromptRecord * self)
 {
   GstAppSinkCallbacks cb = { 0 };
+  GstPadTemplate *templ;
   GstPad *pad;
 
   self->pre_seconds = 5;
@@ -400,15 +401,17 @@ gst_fa_prompt_record_init (GstFAPromptRecord * self)
   gst_element_link (self->tee, self->pass_queue);
   gst_element_link_many (self->tee, self->ring_queue, self->convert, NULL);
 
+  templ = gst_static_pad_template_get (&sink_template);
   pad = gst_element_get_static_pad (self->tee, "sink");
-  self->sinkpad = gst_ghost_pad_new_from_template ("sink", pad,
-      gst_static_pad_template_get (&sink_template));
+  self->sinkpad = gst_ghost_pad_new_from_template ("sink", pad, templ);
+  gst_object_unref (templ);
   gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, raw_probe, self, NULL);
   gst_object_unref (pad);
   gst_element_add_pad (GST_ELEMENT (self), self->sinkpad);
+  templ = gst_static_pad_template_get (&src_template);
   pad = gst_element_get_static_pad (self->pass_queue, "src");
-  self->srcpad = gst_ghost_pad_new_from_template ("src", pad,
-      gst_static_pad_template_get (&src_template));
+  self->srcpad = gst_ghost_pad_new_from_template ("src", pad, templ);
+  gst_object_unref (templ);
   gst_object_unref (pad);
   gst_element_add_pad (GST_ELEMENT (self), self->srcpad);
 }
