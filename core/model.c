@@ -330,35 +330,23 @@ static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_mode
  * absent; present ones must be numbers in [0, 1] and override the metadata.
  * Other members are informational and ignored. A file that exists but does
  * not parse fails the load: thresholds silently dropped would be worse. */
-static fap_status apply_calibration(const char *model_path, fap_config *c) {
-  size_t n = strlen(model_path);
-  char *path = malloc(n + sizeof ".calibration.json");
-  if (!path)
-    return fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", model_path);
-  memcpy(path, model_path, n);
-  memcpy(path + n, ".calibration.json", sizeof ".calibration.json");
-  fap_status status = FAP_OK;
-  FILE *probe = fopen(path, "rb");
-  if (!probe) {
-    if (errno != ENOENT)
-      status = fap_fail(FAP_ERR_IO, "%s: cannot open the calibration sidecar: %s", path,
-                        strerror(errno));
-    free(path);
-    return status;
-  }
-  fclose(probe);
+fap_status fap_calibration_parse(const char *text, size_t length, const char *label,
+                                 float *image_threshold, float *pixel_threshold) {
   JsonParser *parser = json_parser_new();
   GError *error = NULL;
   JsonObject *o = NULL;
-  if (!json_parser_load_from_file(parser, path, &error)) {
+  fap_status status = FAP_OK;
+  if (length > (size_t)G_MAXSSIZE)
+    status = fap_fail(FAP_ERR_SCHEMA, "%s: calibration sidecar too large", label);
+  else if (!json_parser_load_from_data(parser, text, (gssize)length, &error)) {
     status = fap_fail(FAP_ERR_SCHEMA, "%s: malformed calibration sidecar: %s (fix or delete it; "
-                      "tools/faprompt-calibrate writes it)", path, error->message);
+                      "tools/faprompt-calibrate writes it)", label, error->message);
     g_error_free(error);
   } else {
     JsonNode *root = json_parser_get_root(parser);
     if (!root || !JSON_NODE_HOLDS_OBJECT(root))
       status = fap_fail(FAP_ERR_SCHEMA, "%s: malformed calibration sidecar: expected a JSON "
-                        "object {\"image_threshold\": x, \"pixel_threshold\": y}", path);
+                        "object {\"image_threshold\": x, \"pixel_threshold\": y}", label);
     else
       o = json_node_get_object(root);
   }
@@ -375,22 +363,51 @@ static fap_status apply_calibration(const char *model_path, fap_config *c) {
                                    : NAN;
     if (!(x >= 0.0 && x <= 1.0))
       status = fap_fail(FAP_ERR_SCHEMA, "%s: calibration sidecar: '%s' must be a number in [0, 1]",
-                        path, keys[i]);
+                        label, keys[i]);
     value[i] = (float)x;
     found++;
   }
   if (o && !status && !found)
     status = fap_fail(FAP_ERR_SCHEMA, "%s: calibration sidecar has neither 'image_threshold' nor "
-                      "'pixel_threshold'", path);
+                      "'pixel_threshold'", label);
   if (!status) {
-    if (value[0] >= 0)
-      c->image_threshold = value[0];
-    if (value[1] >= 0)
-      c->pixel_threshold = value[1];
+    *image_threshold = value[0];
+    *pixel_threshold = value[1];
+  }
+  g_object_unref(parser);
+  return status;
+}
+
+static fap_status apply_calibration(const char *model_path, fap_config *c) {
+  size_t n = strlen(model_path);
+  char *path = malloc(n + sizeof ".calibration.json");
+  if (!path)
+    return fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", model_path);
+  memcpy(path, model_path, n);
+  memcpy(path + n, ".calibration.json", sizeof ".calibration.json");
+  fap_status status = FAP_OK;
+  gchar *text = NULL;
+  gsize length = 0;
+  GError *error = NULL;
+  if (!g_file_get_contents(path, &text, &length, &error)) {
+    if (!g_error_matches(error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+      status = fap_fail(FAP_ERR_IO, "%s: cannot read the calibration sidecar: %s", path,
+                        error->message);
+    g_error_free(error);
+    free(path);
+    return status;
+  }
+  float image = -1.0f, pixel = -1.0f;
+  status = fap_calibration_parse(text, length, path, &image, &pixel);
+  if (!status) {
+    if (image >= 0)
+      c->image_threshold = image;
+    if (pixel >= 0)
+      c->pixel_threshold = pixel;
     fap_log(FAP_LOG_INFO, "%s: calibration applied (image_threshold %g, pixel_threshold %g)", path,
             c->image_threshold, c->pixel_threshold);
   }
-  g_object_unref(parser);
+  g_free(text);
   free(path);
   return status;
 }

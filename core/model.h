@@ -51,4 +51,9 @@ struct fap_model {
   const float *prior2_w, *prior2_b; /* [Ct, hidden], [Ct] */
 };
 
+/* Parses a calibration sidecar's text (see model.c); thresholds absent from it
+ * come back as -1. label names it in messages. */
+fap_status fap_calibration_parse(const char *text, size_t length, const char *label,
+                                 float *image_threshold, float *pixel_threshold);
+
 #endif

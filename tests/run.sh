@@ -30,6 +30,16 @@ if [ -x "$build/tests/gst/test_element" ]; then
   logs+=("$(vlog valgrind-gst)")
 fi
 
+# Every parser fuzzed briefly on its seed corpus (libFuzzer, ASan + UBSan;
+# tests/fuzz/run.sh; long campaigns: more seconds per target).
+rc4=0
+if command -v clang >/dev/null; then
+  bash tests/fuzz/run.sh "${FAP_FUZZ_SECONDS:-30}"
+  rc4=$?
+else
+  echo "tests: clang not found (Debian: clang): fuzz targets not run"
+fi
+
 /usr/bin/python3 - "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = skipped = 0
@@ -41,4 +51,5 @@ for path in sys.argv[1:]:
         else: failed += 1
 print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
 PY
-[ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ]
+[ $rc4 -eq 0 ] || echo "fuzzing found a crash (tests/fuzz/run.sh above)"
+[ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ] && [ $rc4 -eq 0 ]
