@@ -2,6 +2,8 @@
 # Builds the fuzz targets with clang (libFuzzer + ASan + UBSan) and runs each
 # on its seed corpus for a fixed time:
 #   bash tests/fuzz/run.sh [SECONDS per target, default 30] [TARGET...]
+#   FAP_FUZZ_RUNS=1000000 bash tests/fuzz/run.sh 7200   # a campaign: 1 M
+#                                                       # executions each
 # Targets: safetensors (the container reader), model (the schema check on
 # top), calibration (the sidecar JSON), rtp-hdrext (the RTP header
 # extension's parser). Work folder: $FAP_FUZZ_DIR (default build-fuzz/):
@@ -61,7 +63,8 @@ for t in "${targets[@]}"; do
   unwind=1; [ "$t" = rtp-hdrext ] && unwind=0
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=$unwind \
   LSAN_OPTIONS=suppressions="$here/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1 \
-    "$work/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    "$work/fuzz_$t" ${FAP_FUZZ_RUNS:+-runs=$FAP_FUZZ_RUNS} -max_total_time="$seconds" \
+    -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="$work/crash-$t-" -print_final_stats=1 "$corpus" > "$log" 2>&1
   status=$?
   set -e
