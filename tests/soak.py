@@ -4,7 +4,7 @@
     tests/soak.py --model TINY.safetensors [--frames N] [--cycles N] [--only CASE]
 
 Short form (CI): --frames 3000 --cycles 100; long form: --frames 100000
---cycles 1000. Prints one line per check and the figures; exit 1 on failure.
+--cycles 1000 (--interval 4: every 4th frame inferred, the rest reuse). Prints one line per check and the figures; exit 1 on failure.
 
 - soak-blocking / soak-non-blocking: N frames (320x240 I420, a moving ball)
   through videotestsrc ! faprompt ! fakesink in each mode, this process's RSS
@@ -91,10 +91,11 @@ def flat(samples, warm_fraction=0.2, limit_kib=1024):
     return growth <= limit_kib, growth
 
 
-def soak(model, frames, mode):
+def soak(model, frames, mode, interval):
     desc = (f"videotestsrc num-buffers={frames} pattern=ball ! "
             "video/x-raw,format=I420,width=320,height=240,framerate=1000/1 ! "
-            f"faprompt model-file={model} threads=2 non-blocking={mode} ! fakesink name=sink sync=false")
+            f"faprompt model-file={model} threads=2 non-blocking={mode} inference-interval={interval} ! "
+            "fakesink name=sink sync=false")
     p = Gst.parse_launch(desc)
     count = counting_sink(p)
     samples = []
@@ -121,7 +122,8 @@ def soak(model, frames, mode):
     dt = time.time() - t0
     ok, growth = flat(samples)
     check(err is None and count["n"] == frames,
-          f"soak non-blocking={mode}: {count['n']}/{frames} frames out in {dt:.1f} s", err)
+          f"soak non-blocking={mode} inference-interval={interval}: {count['n']}/{frames} frames out "
+          f"in {dt:.1f} s", err)
     check(ok, f"soak non-blocking={mode}: RSS {samples[0] if samples else 0} -> "
           f"{samples[-1] if samples else 0} KiB over {len(samples)} samples, growth after warm-up "
           f"{growth} KiB (trend, <= 1024)", samples)
@@ -257,6 +259,7 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--frames", type=int, default=3000)
     ap.add_argument("--cycles", type=int, default=30)
+    ap.add_argument("--interval", type=int, default=1, help="faprompt inference-interval in the soak")
     ap.add_argument("--only")
     a = ap.parse_args()
     Gst.init(None)
@@ -264,8 +267,8 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"# {cpu}, {os.cpu_count()} cores; frames {a.frames}, cycles {a.cycles}", flush=True)
     cases = {
-        "soak-blocking": lambda: soak(a.model, a.frames, "false"),
-        "soak-non-blocking": lambda: soak(a.model, a.frames, "true"),
+        "soak-blocking": lambda: soak(a.model, a.frames, "false", a.interval),
+        "soak-non-blocking": lambda: soak(a.model, a.frames, "true", a.interval),
         "state-cycles": lambda: state_cycles(a.model, a.cycles),
         "caps-change": lambda: caps_change(a.model),
         "flushing-seeks": lambda: flushing_seeks(a.model),
