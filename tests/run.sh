@@ -51,5 +51,9 @@ for path in sys.argv[1:]:
         else: failed += 1
 print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
 PY
-[ $rc4 -eq 0 ] || echo "fuzzing found a crash (tests/fuzz/run.sh above)"
+case $rc4 in
+  0) ;;
+  1) echo "fuzzing found a crash (tests/fuzz/run.sh above)" ;;
+  *) echo "the fuzz targets could not run (tests/fuzz/run.sh above, exit $rc4)" ;;
+esac
 [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ] && [ $rc4 -eq 0 ]

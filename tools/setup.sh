@@ -14,7 +14,7 @@ packages=(
   python3-sklearn python3-skimage   # the authors' metrics, to check faprompt-eval against
   valgrind
   dpkg-dev lintian           # packaging/make-debs.sh: dpkg-shlibdeps, the package check
-  clang                      # tests/fuzz: libFuzzer with ASan + UBSan
+  clang libclang-rt-14-dev   # tests/fuzz: libFuzzer with ASan + UBSan (the runtimes)
   # fapromptpublish (MQTT) and its tests: a real broker, clients, the schema check
   libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt python3-jsonschema openssl
   # the GStreamer element (gst/), its tests and the example pipelines

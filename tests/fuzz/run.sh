@@ -9,6 +9,7 @@
 # extension's parser). Work folder: $FAP_FUZZ_DIR (default build-fuzz/):
 # corpus/<target> grows across runs, crash-<target>-* are kept there and
 # fail the run (each becomes a regression input in seeds/<target>/).
+# Exit status: 0 clean, 1 a target crashed, 2 usage, 3 a target did not build.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -36,7 +37,11 @@ build() { # TARGET SOURCES... -- LIBS
   local newest=0 f
   for f in "${srcs[@]}" "$0"; do [ "$f" -nt "$out" ] && newest=1; done
   [ -x "$out" ] && [ $newest = 0 ] && return 0
-  "$cc" "${flags[@]}" "${srcs[@]}" -o "$out" "${libs[@]}" -lm
+  "$cc" "${flags[@]}" "${srcs[@]}" -o "$out" "${libs[@]}" -lm || {
+    echo "fuzz: building fuzz_$name failed (clang with libFuzzer and the sanitizer runtimes:" \
+         "Debian clang libclang-rt-14-dev)" >&2
+    exit 3
+  }
 }
 for t in "${targets[@]}"; do
   case $t in
