@@ -2,6 +2,7 @@
  * (written by hand into a reused GString: no allocation per message once the
  * string has grown, numbers in shortest round-trip form). */
 #include "fap_event.h"
+#include "fap_regions.h"
 #include "gstfapromptmeta.h"
 
 #include <gst/video/video.h>
@@ -70,24 +71,10 @@ fap_event_capture (FapEvent * e, GstBuffer * buf, guint map_side)
   /* cell means, as the RTP header extension sends them */
   e->map_side = MIN (map_side, FAP_EVENT_MAX_MAP);
   e->map_side = MIN (e->map_side, MIN (m->map_width, m->map_height));
-  for (j = 0; j < e->map_side; j++) {
-    guint y0 = j * m->map_height / e->map_side;
-    guint y1 = (j + 1) * m->map_height / e->map_side;
-    for (i = 0; i < e->map_side; i++) {
-      guint x0 = i * m->map_width / e->map_side;
-      guint x1 = (i + 1) * m->map_width / e->map_side, x, y;
-      gdouble sum = 0;
-      for (y = y0; y < y1; y++) {
-        const gfloat *row =
-            (const gfloat *) ((const guint8 *) m->map + (gsize) y *
-            m->map_stride);
-        for (x = x0; x < x1; x++)
-          sum += row[x];
-      }
-      e->map[j * e->map_side + i] =
-          (gfloat) (sum / ((gdouble) (y1 - y0) * (x1 - x0)));
-    }
-  }
+  for (j = 0; j < e->map_side; j++)
+    for (i = 0; i < e->map_side; i++)
+      e->map[j * e->map_side + i] = (gfloat) fap_map_cell_mean (m->map,
+          m->map_stride, m->map_width, m->map_height, e->map_side, i, j);
   return TRUE;
 }
 

@@ -114,3 +114,19 @@ fap_region_to_frame (const FapRegion * r, guint map_w, guint map_h,
   *w = (guint) MAX (px1 - px0, 1);
   *h = (guint) MAX (py1 - py0, 1);
 }
+
+gdouble
+fap_map_cell_mean (const gfloat * map, gsize stride, guint w, guint h,
+    guint n, guint i, guint j)
+{
+  guint y0 = j * h / n, y1 = (j + 1) * h / n;
+  guint x0 = i * w / n, x1 = (i + 1) * w / n, x, y;
+  gdouble sum = 0;
+
+  for (y = y0; y < y1; y++) {
+    const gfloat *row = (const gfloat *) ((const guint8 *) map + y * stride);
+    for (x = x0; x < x1; x++)
+      sum += row[x];
+  }
+  return sum / ((gdouble) (y1 - y0) * (x1 - x0));
+}

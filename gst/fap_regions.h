@@ -33,4 +33,11 @@ guint fap_regions_find (FapRegionFinder * f, const gfloat * map, guint w,
 void fap_region_to_frame (const FapRegion * r, guint map_w, guint map_h,
     guint frame_w, guint frame_h, gint * x, gint * y, guint * w, guint * h);
 
+/* Mean of the map (w x h floats, @stride bytes a row) over coarse cell
+ * (@i, @j) of an n x n grid: cell i covers columns [i*w/n, (i+1)*w/n), rows
+ * likewise. What the RTP header extension sends and fapromptpublish's
+ * include-map writes. */
+gdouble fap_map_cell_mean (const gfloat * map, gsize stride, guint w, guint h,
+    guint n, guint i, guint j);
+
 #endif

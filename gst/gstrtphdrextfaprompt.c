@@ -13,6 +13,7 @@
  * depayloaded buffer. */
 #include "gstrtphdrextfaprompt.h"
 #include "gstfapromptmeta.h"
+#include "fap_regions.h"
 
 #include <string.h>
 
@@ -107,22 +108,13 @@ faprompt_write (GstRTPHeaderExtension * ext, const GstBuffer * input,
   put_be (data + 16, MIN (h, 65535), 2);
   data[18] = (guint8) MIN (regions, 255);
   data[19] = (guint8) n;
-  /* area mean of the map cells under each coarse cell */
-  for (j = 0; j < n; j++) {
-    guint y0 = j * mh / n, y1 = (j + 1) * mh / n;
+  for (j = 0; j < n; j++)
     for (i = 0; i < n; i++) {
-      guint x0 = i * mw / n, x1 = (i + 1) * mw / n, x, y;
-      gdouble sum = 0;
-      for (y = y0; y < y1; y++) {
-        const gfloat *row = (const gfloat *) (map + (gsize) y * mstride);
-        for (x = x0; x < x1; x++)
-          sum += row[x];
-      }
-      sum /= (gdouble) (y1 - y0) * (x1 - x0);
-      data[HEADER_BYTES + j * n + i] = (guint8) CLAMP (sum * 255.0 + 0.5,
+      gdouble mean = fap_map_cell_mean ((const gfloat *) map, mstride, mw, mh,
+          n, i, j);
+      data[HEADER_BYTES + j * n + i] = (guint8) CLAMP (mean * 255.0 + 0.5,
           0, 255);
     }
-  }
   return HEADER_BYTES + n * n;
 }
 

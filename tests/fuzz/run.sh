@@ -49,7 +49,7 @@ for t in "${targets[@]}"; do
     model) build model "$here/fuzz_model.c" "$repo/core/model.c" "${core[@]}" -- $glib_libs ;;
     calibration) build calibration "$here/fuzz_calibration.c" "$repo/core/model.c" "${core[@]}" -- $glib_libs ;;
     rtp-hdrext) build rtp-hdrext "$here/fuzz_rtp_hdrext.c" "$repo/gst/gstrtphdrextfaprompt.c" \
-                  "$repo/gst/gstfapromptmeta.c" -- $(pkg-config --libs gstreamer-rtp-1.0 gstreamer-video-1.0) ;;
+                  "$repo/gst/gstfapromptmeta.c" "$repo/gst/fap_regions.c" -- $(pkg-config --libs gstreamer-rtp-1.0 gstreamer-video-1.0) ;;
     *) echo "fuzz: unknown target $t" >&2; exit 2 ;;
   esac
 done
