@@ -19,6 +19,7 @@ typedef struct {
 
 struct FapInstance {
   gchar *id;
+  gchar *key;                   /* registry key: id and the model's identity */
   FapInstanceConfig config;
   gchar *creator;               /* name of the element that made it */
   fap_model *model;
@@ -40,7 +41,19 @@ struct FapInstance {
 };
 
 static GMutex registry_lock;
-static GHashTable *registry;    /* id -> FapInstance */
+static GHashTable *registry;    /* key -> FapInstance */
+
+/* An id names one instance per model: elements that change model-file while
+ * playing (or a file that changed on disk) get the instance of the new model
+ * and leave the others on theirs; frames of two models are never batched. */
+static gchar *
+registry_key (const gchar * id, const gchar * model_path)
+{
+  gchar *model = fap_modelcache_key (model_path);
+  gchar *key = g_strconcat (id, "\x1f", model ? model : model_path, NULL);
+  g_free (model);
+  return key;
+}
 
 /* ---- the scheduler -------------------------------------------------------- */
 
@@ -171,8 +184,7 @@ static gboolean
 same_options (const FapInstanceConfig * a, const FapInstanceConfig * b)
 {
   const fap_detector_options *x = &a->options, *y = &b->options;
-  return g_strcmp0 (a->model_path, b->model_path) == 0
-      && x->backend == y->backend && x->device_id == y->device_id
+  return x->backend == y->backend && x->device_id == y->device_id
       && x->threads == y->threads && x->image_size == y->image_size
       && x->sigma == y->sigma && x->batch == y->batch
       && x->precision == y->precision && a->timeout_us == b->timeout_us;
@@ -200,6 +212,7 @@ instance_free (FapInstance * inst)
   g_cond_clear (&inst->done);
   g_free (inst->config.model_path);
   g_free (inst->creator);
+  g_free (inst->key);
   g_free (inst->id);
   g_free (inst);
 }
@@ -212,28 +225,31 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
   gboolean shared;
   fap_status st;
   gchar *name = gst_object_get_name (GST_OBJECT (element));
+  gchar *key = registry_key (id, config->model_path);
 
   *warning = *error = NULL;
   g_mutex_lock (&registry_lock);
   if (!registry)
     registry = g_hash_table_new (g_str_hash, g_str_equal);
-  inst = g_hash_table_lookup (registry, id);
+  inst = g_hash_table_lookup (registry, key);
   if (inst) {
     g_mutex_lock (&inst->lock);
     inst->users++;
     g_mutex_unlock (&inst->lock);
     if (!same_options (&inst->config, config))
       *warning = g_strdup_printf ("model-instance-id \"%s\" was created by "
-          "%s with other settings (model-file, backend, device-id, threads, "
+          "%s with other settings (backend, device-id, threads, "
           "image-size, sigma, batch-size or batch-timeout); %s uses that "
           "instance as it is", id, inst->creator, name);
     g_mutex_unlock (&registry_lock);
     g_free (name);
+    g_free (key);
     return inst;
   }
 
   inst = g_new0 (FapInstance, 1);
   inst->id = g_strdup (id);
+  inst->key = key;
   inst->config = *config;
   inst->config.model_path = g_strdup (config->model_path);
   inst->config.options.log = NULL;      /* the scheduler's sink attributes errors */
@@ -258,7 +274,7 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
   }
   inst->users = 1;
   inst->thread = g_thread_new ("faprompt-batch", scheduler, inst);
-  g_hash_table_insert (registry, inst->id, inst);
+  g_hash_table_insert (registry, inst->key, inst);
   g_mutex_unlock (&registry_lock);
   return inst;
 }
@@ -276,7 +292,7 @@ fap_instance_release (FapInstance * inst)
   g_cond_broadcast (&inst->wake);       /* a smaller batch may be complete now */
   g_mutex_unlock (&inst->lock);
   if (last)
-    g_hash_table_remove (registry, inst->id);
+    g_hash_table_remove (registry, inst->key);
   g_mutex_unlock (&registry_lock);
   if (last)
     instance_free (inst);

@@ -1,5 +1,5 @@
 /* Shared model instances: elements of one process that name the same
- * model-instance-id share one detector (one copy of the weights on the
+ * model-instance-id and the same model file share one detector (one copy of the weights on the
  * device, one activation arena) created with batch B, and their due frames
  * are run together: a batch starts when B frames wait or batch-timeout has
  * passed since the first of them. Each element waits for its own frame only

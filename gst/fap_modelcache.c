@@ -12,30 +12,48 @@ typedef struct {
 static GMutex cache_lock;
 static GList *cache;            /* Entry */
 
-static gchar *
-make_key (const gchar * path)
+/* The file's identity and the calibration sidecar's (its thresholds are
+ * applied at load): a recalibration changes the sidecar only. */
+static void
+append_stat (GString * key, const gchar * path)
 {
   GStatBuf st;
-  char *real = realpath (path, NULL);
-  gchar *key;
 
-  if (!real || g_stat (real, &st) != 0) {
-    free (real);
-    return NULL;
+  if (g_stat (path, &st) != 0) {
+    g_string_append (key, "|-");
+    return;
   }
-  key = g_strdup_printf ("%s|%lu|%lu|%lld|%lld.%09ld", real,
+  g_string_append_printf (key, "|%lu|%lu|%lld|%lld.%09ld",
       (unsigned long) st.st_dev, (unsigned long) st.st_ino,
       (long long) st.st_size, (long long) st.st_mtim.tv_sec,
       (long) st.st_mtim.tv_nsec);
+}
+
+gchar *
+fap_modelcache_key (const gchar * path)
+{
+  char *real = realpath (path, NULL);
+  GString *key;
+  gchar *sidecar;
+
+  if (!real || !g_file_test (real, G_FILE_TEST_IS_REGULAR)) {
+    free (real);
+    return NULL;
+  }
+  key = g_string_new (real);
+  append_stat (key, real);
+  sidecar = g_strconcat (real, ".calibration.json", NULL);
+  append_stat (key, sidecar);
+  g_free (sidecar);
   free (real);
-  return key;
+  return g_string_free (key, FALSE);
 }
 
 fap_status
 fap_modelcache_acquire (const gchar * path, fap_model ** out,
     gboolean * shared)
 {
-  gchar *key = make_key (path);
+  gchar *key = fap_modelcache_key (path);
   fap_status st;
   GList *l;
   Entry *e;

@@ -9,11 +9,16 @@
 
 /* Returns a model for @path (loaded on first use) in *out; *shared tells
  * whether it was already loaded. Release with fap_modelcache_release (). The
- * key is the canonical path plus the file's device, inode, size and mtime, so
- * a file rewritten in place is loaded afresh. */
+ * key is fap_modelcache_key (), so a file rewritten in place or recalibrated
+ * is loaded afresh. */
 fap_status fap_modelcache_acquire (const gchar * path, fap_model ** out,
     gboolean * shared);
 void fap_modelcache_release (fap_model * model);
+/* The cache's key for @path: its canonical path with the device, inode,
+ * size and mtime of the file and of its calibration sidecar
+ * (<path>.calibration.json); NULL when it is not a readable regular file.
+ * Two keys differ whenever a load could give another model. */
+gchar *fap_modelcache_key (const gchar * path);
 /* Entries currently loaded (tests). */
 guint fap_modelcache_size (void);
 

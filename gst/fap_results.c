@@ -34,7 +34,18 @@ fap_inference_new (const fap_result * r, guint64 serial, guint64 generation,
   inf->pts = pts;
   inf->serial = serial;
   inf->generation = generation;
+  inf->model_image_threshold = inf->model_pixel_threshold = -1.0f;
   return inf;
+}
+
+void
+fap_results_thresholds (gfloat image_property, gfloat pixel_property,
+    gfloat model_image, gfloat model_pixel, gfloat * image, gfloat * pixel)
+{
+  *image = image_property >= 0 ? image_property :
+      model_image >= 0 ? model_image : 0.5f;
+  *pixel = pixel_property >= 0 ? pixel_property :
+      model_pixel >= 0 ? model_pixel : 0.5f;
 }
 
 void
@@ -85,6 +96,7 @@ fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
   m->image_threshold = st->image_threshold;
   m->pixel_threshold = st->pixel_threshold;
   m->n_regions = n;
+  m->model_generation = inf->model_generation;
   s = gst_buffer_add_faprompt_structure_meta (buf, m);
 
   /* regions stay a GstValueArray: GStreamer's own ordered list (C, gst-python
@@ -114,8 +126,8 @@ fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
     gst_value_array_append_and_take_value (&arr, &v);
   }
   gst_structure_take_value (s, "regions", &arr);
-  if (st->model_file)           /* fapromptpublish names the model by it */
-    gst_structure_set (s, "model-file", G_TYPE_STRING, st->model_file, NULL);
+  if (inf->model_file)          /* fapromptpublish names the model by it */
+    gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file, NULL);
   return n;
 }
 
@@ -142,7 +154,9 @@ post (GstElement * element, const GstSegment * seg, GstClockTime pts,
       "reused", G_TYPE_BOOLEAN, reused,
       "inference-timestamp", G_TYPE_UINT64,
       inf ? inf->pts : GST_CLOCK_TIME_NONE,
-      "region-count", G_TYPE_UINT, regions, NULL);
+      "region-count", G_TYPE_UINT, regions,
+      "model-generation", G_TYPE_UINT64, inf ? inf->model_generation : 0,
+      NULL);
   if (event)
     gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
   gst_element_post_message (element,

@@ -18,6 +18,11 @@ typedef struct {
   gfloat score;
   GstClockTime pts;             /* of the frame it was computed on */
   gdouble ms;
+  /* the model that computed it (set by the element after the run) */
+  guint64 model_generation;
+  const gchar *model_file;      /* interned path */
+  gfloat model_image_threshold, model_pixel_threshold;  /* its calibration,
+                                                         * < 0: none */
 } FapInference;
 
 /* Copies the detector's map (borrowed until its next run) once. */
@@ -32,13 +37,18 @@ typedef enum {
   FAP_MESSAGES_ANOMALOUS,
 } FapMessages;
 
-/* Per-frame settings read from the properties. */
+/* Per-frame settings read from the properties (thresholds resolved for the
+ * inference they judge: fap_results_thresholds). */
 typedef struct {
   gfloat image_threshold, pixel_threshold;
   guint max_regions;
   FapMessages messages;
-  const gchar *model_file;      /* the loaded model's path, for the structure meta */
 } FapResultSettings;
+
+/* The thresholds in force: the property's value when >= 0, else the
+ * calibration of the model that computed the result (< 0: none), else 0.5. */
+void fap_results_thresholds (gfloat image_property, gfloat pixel_property,
+    gfloat model_image, gfloat model_pixel, gfloat * image, gfloat * pixel);
 
 /* Streaming-thread state: the regions of the current map (found once per
  * map and threshold) and the on-change state. */

@@ -44,7 +44,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_fa_prompt_debug);
 #define GST_CAT_DEFAULT gst_fa_prompt_debug
 
 #define DEFAULT_MODEL_NAME "faprompt-vitl14-336.safetensors"
-#define DEFAULT_THRESHOLD 0.5f
 
 enum
 {
@@ -76,7 +75,19 @@ enum
   PROP_BATCH_SIZE,
   PROP_BATCH_TIMEOUT,
   PROP_AVERAGE_BATCH,
+  PROP_WATCH_MODEL,
+  PROP_WATCH_SETTLE,
+  PROP_MODEL_GENERATION,
 };
+
+enum
+{
+  SIGNAL_RELOAD,
+  N_SIGNALS
+};
+static guint signals[N_SIGNALS];
+
+#define DEFAULT_WATCH_SETTLE_MS 2000
 
 /* system memory in every format; CUDA memory (nvh264dec, cudaupload) in the
  * formats those produce, where the plugin was built with gstreamer-cuda */
@@ -311,39 +322,51 @@ added_latency (GstFAPrompt * self)
 /* CUDA backend: the device draws (in the inference's pass, or
  * fap_detector_draw for reused results); CPU backend: fap_overlay. */
 static gboolean
-draws_on_device (GstFAPrompt * self)
+draws_on_device (const FapModelState * m)
 {
-  return fap_detector_backend (self->detector) == FAP_BACKEND_CUDA;
+  return fap_detector_backend (m->detector) == FAP_BACKEND_CUDA;
 }
 
 /* The inference drew the frame itself: a private CUDA detector (a shared
  * instance runs its batch without drawing: settings are per element). */
 static gboolean
-draws_in_pass (GstFAPrompt * self)
+draws_in_pass (const FapModelState * m)
 {
-  return draws_on_device (self) && !self->instance;
+  return draws_on_device (m) && !m->instance;
 }
 
-/* One frame through the private detector or the shared instance (which
- * batches it with the other elements' frames): a new inference, or NULL
- * with *error. Any thread (streaming or worker). */
+/* a result says which model computed it (meta, messages, JSON) and is
+ * judged by that model's calibration */
+static void
+tag_inference (FapInference * inf, const FapModelState * m)
+{
+  inf->model_generation = m->generation;
+  inf->model_file = m->path;
+  inf->model_image_threshold = m->image_threshold;
+  inf->model_pixel_threshold = m->pixel_threshold;
+}
+
+/* One frame through model @m: its private detector or its shared instance
+ * (which batches it with the other elements' frames): a new inference, or
+ * NULL with *error. Any thread (streaming or worker). */
 static FapInference *
-run_frame (GstFAPrompt * self, const fap_frame * frame, GstClockTime pts,
-    guint64 generation, const fap_blend * blend, gchar ** error)
+run_frame (GstFAPrompt * self, FapModelState * m, const fap_frame * frame,
+    GstClockTime pts, guint64 generation, const fap_blend * blend,
+    gchar ** error)
 {
   FapInference *inf = NULL;
   gsize bytes = 0;
 
   clear_core_error (self);
-  if (self->instance) {
-    inf = fap_instance_run (self->instance, frame, next_serial (self),
+  if (m->instance) {
+    inf = fap_instance_run (m->instance, frame, next_serial (self),
         generation, pts, &bytes, error);
   } else {
     fap_result r;
     fap_status st;
     fap_cuda_push (&self->cuda);
-    st = fap_detector_run_batch (self->detector, frame, 1,
-        draws_in_pass (self) ? blend : NULL, &r);
+    st = fap_detector_run_batch (m->detector, frame, 1,
+        draws_in_pass (m) ? blend : NULL, &r);
     fap_cuda_pop (&self->cuda);
     if (st == FAP_OK) {
       bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
@@ -354,19 +377,30 @@ run_frame (GstFAPrompt * self, const fap_frame * frame, GstClockTime pts,
       g_free (msg);
     }
   }
-  if (inf)
+  if (inf) {
+    tag_inference (inf, m);
     record_inference (self, inf->ms, bytes);
+  }
   return inf;
 }
 
-/* The worker's run: on the worker thread (non-blocking mode). */
+/* The worker's run: on the worker thread (non-blocking mode), on the model
+ * running when it starts; a model swapped in meanwhile is used from the next
+ * run, and the old one is freed when this run lets it go. */
 static FapInference *
 worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
     guint64 generation, const fap_blend * blend, fap_overlay * spare,
     gchar ** error)
 {
   GstFAPrompt *self = user_data;
-  FapInference *inf = run_frame (self, frame, pts, generation, NULL, error);
+  FapModelState *m;
+  FapInference *inf;
+
+  GST_OBJECT_LOCK (self);
+  m = fap_model_state_ref (self->state);
+  GST_OBJECT_UNLOCK (self);
+  inf = run_frame (self, m, frame, pts, generation, NULL, error);
+  fap_model_state_unref (m);
 
   if (inf && blend) {
     /* the drawing table of the new map, here rather than on the streaming
@@ -387,8 +421,8 @@ infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
     const fap_blend * blend)
 {
   gchar *err = NULL;
-  FapInference *inf = run_frame (self, view, GST_BUFFER_PTS (buf),
-      self->generation, blend, &err);
+  FapInference *inf = run_frame (self, self->state, view,
+      GST_BUFFER_PTS (buf), self->generation, blend, &err);
 
   if (!inf) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
@@ -490,46 +524,171 @@ ensure_mode (GstFAPrompt * self)
 
 /* ---- start / stop -------------------------------------------------------- */
 
-/* the private detector, or this element's share of an instance */
-static void
-release_detector (GstFAPrompt * self)
+/* The model path the properties name now (object lock held). */
+static gchar *
+model_path_locked (GstFAPrompt * self)
 {
-  if (self->instance) {
-    fap_instance_release (self->instance);
-    self->instance = NULL;
-  } else if (self->detector) {
-    fap_cuda_push (&self->cuda);        /* its device memory belongs to that context */
-    fap_detector_free (self->detector);
-    fap_cuda_pop (&self->cuda);
-  }
-  self->detector = NULL;
+  return self->model_file ? g_strdup (self->model_file) : default_model_path ();
 }
+
+/* ---- model swaps ------------------------------------------------------------ */
+
+/* The loader thread's load: the same settings as the model loaded at start;
+ * the generation is counted only when it worked. */
+static FapModelState *
+swap_load (gpointer user_data, const gchar * path, gchar ** error)
+{
+  GstFAPrompt *self = user_data;
+  FapLoadFailure failure;
+  gchar *err = NULL, *warning = NULL;
+  FapModelState *m;
+
+  m = fap_model_state_load (path, &self->load, &self->cuda,
+      GST_ELEMENT (self), 0, &failure, &err, &warning);
+  if (warning)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
+  g_free (warning);
+  if (!m) {
+    *error = g_strdup_printf ("%s: %s", failure == FAP_LOAD_NOT_FOUND ?
+        "not found" : failure == FAP_LOAD_BAD_FILE ? "the file did not load" :
+        "the detector could not be built", err);
+    g_free (err);
+    return NULL;
+  }
+  GST_OBJECT_LOCK (self);
+  m->generation = ++self->model_generations;
+  GST_OBJECT_UNLOCK (self);
+  GST_INFO_OBJECT (self, "model %s loaded for a swap: generation %"
+      G_GUINT64_FORMAT ", %.1f ms", path, m->generation, m->load_ms);
+  return m;
+}
+
+/* The loader thread's failure: the old model runs on, the application hears
+ * which file and why (a warning, and a "faprompt-model" message it can
+ * match on). */
+static void
+swap_failed (gpointer user_data, const gchar * path, const gchar * reason,
+    const gchar * error)
+{
+  GstFAPrompt *self = user_data;
+  const gchar *running = NULL;
+  guint64 generation = 0;
+
+  GST_OBJECT_LOCK (self);
+  if (self->state) {
+    running = self->state->path;        /* interned: outlives the state */
+    generation = self->state->generation;
+  }
+  GST_OBJECT_UNLOCK (self);
+  GST_ELEMENT_WARNING (self, RESOURCE, OPEN_READ,
+      ("faprompt kept its model: \"%s\" (%s) %s. Still running \"%s\" "
+          "(model generation %" G_GUINT64_FORMAT "); fix the file and set "
+          "model-file again or emit \"reload\"", path, reason, error,
+          running ? running : "?", generation), (NULL));
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_element (GST_OBJECT (self),
+          gst_structure_new ("faprompt-model",
+              "event", G_TYPE_STRING, "model-load-failed",
+              "model-file", G_TYPE_STRING, path,
+              "reason", G_TYPE_STRING, reason,
+              "error", G_TYPE_STRING, error,
+              "model-generation", G_TYPE_UINT64, generation, NULL)));
+}
+
+/* Streaming thread, before each frame: a model the loader finished takes
+ * over here, between two frames. The old one is released on the loader
+ * thread once the worker (if it runs on it) lets it go. */
+static void
+maybe_swap (GstFAPrompt * self)
+{
+  FapModelState *m = fap_model_swap_take (self->swap), *old;
+
+  if (!m)
+    return;
+  GST_OBJECT_LOCK (self);
+  old = self->state;
+  self->state = m;
+  self->swaps++;
+  GST_OBJECT_UNLOCK (self);
+  GST_INFO_OBJECT (self, "model swapped: %s (generation %" G_GUINT64_FORMAT
+      ") replaces %s (generation %" G_GUINT64_FORMAT ")", m->path,
+      m->generation, old->path, old->generation);
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_element (GST_OBJECT (self),
+          gst_structure_new ("faprompt-model",
+              "event", G_TYPE_STRING, "model-loaded",
+              "model-file", G_TYPE_STRING, m->path,
+              "model-generation", G_TYPE_UINT64, m->generation,
+              "previous-generation", G_TYPE_UINT64, old->generation,
+              "load-ms", G_TYPE_DOUBLE, m->load_ms,
+              "backend", G_TYPE_STRING,
+              fap_backend_name (fap_detector_backend (m->detector)),
+              "image-size", G_TYPE_INT, fap_detector_image_size (m->detector),
+              NULL)));
+  fap_model_swap_dispose (self->swap, old);
+}
+
+/* model-file set, or "reload", while started (object lock held) */
+static void
+request_swap_locked (GstFAPrompt * self, const gchar * reason)
+{
+  gchar *path;
+
+  if (!self->swap)
+    return;
+  path = model_path_locked (self);
+  fap_model_swap_request (self->swap, path, reason);
+  if (self->watch_model)
+    fap_model_swap_watch (self->swap, path, self->watch_settle_ms);
+  g_free (path);
+}
+
+static gboolean
+gst_fa_prompt_reload (GstFAPrompt * self)
+{
+  gboolean started;
+
+  GST_OBJECT_LOCK (self);
+  started = self->swap != NULL;
+  request_swap_locked (self, "reload");
+  GST_OBJECT_UNLOCK (self);
+  if (!started)
+    GST_INFO_OBJECT (self, "reload: not started; the model loads at start");
+  return started;
+}
+
+/* ---- start / stop -------------------------------------------------------- */
 
 static gboolean
 gst_fa_prompt_start (GstBaseTransform * trans)
 {
   GstFAPrompt *self = GST_FA_PROMPT (trans);
-  fap_detector_options o;
-  const fap_config *cfg;
-  gchar *path, *msg, *instance_id;
-  gboolean shared;
-  guint64 timeout_us;
+  FapLoadSettings *ls = &self->load;
+  FapModelState *m;
+  FapModelSwap *swap;
+  FapLoadFailure failure;
+  gchar *path, *err = NULL, *warning = NULL;
+  gboolean watch;
+  guint settle;
   fap_status st;
 
+  fap_load_settings_clear (ls);
   GST_OBJECT_LOCK (self);
-  path = self->model_file ? g_strdup (self->model_file) : default_model_path ();
-  instance_id = self->instance_id && *self->instance_id ?
+  path = model_path_locked (self);
+  ls->instance_id = self->instance_id && *self->instance_id ?
       g_strdup (self->instance_id) : NULL;
-  timeout_us = self->batch_timeout_us;
-  fap_detector_options_init (&o);
-  o.backend = (fap_backend_kind) self->backend;
-  o.device_id = self->device_id;
-  o.threads = self->threads;
-  o.image_size = self->image_size;
-  o.sigma = self->sigma;
-  o.log = core_log;
-  o.log_user_data = self;
-  o.batch = instance_id ? (int) self->batch_size : 1;
+  ls->batch_timeout_us = self->batch_timeout_us;
+  fap_detector_options_init (&ls->options);
+  ls->options.backend = (fap_backend_kind) self->backend;
+  ls->options.device_id = self->device_id;
+  ls->options.threads = self->threads;
+  ls->options.image_size = self->image_size;
+  ls->options.sigma = self->sigma;
+  ls->options.log = core_log;
+  ls->options.log_user_data = self;
+  ls->options.batch = ls->instance_id ? (int) self->batch_size : 1;
+  watch = self->watch_model;
+  settle = self->watch_settle_ms;
   self->mode_decided = self->non_blocking != GST_FA_PROMPT_NON_BLOCKING_AUTO;
   self->mode_queries = 0;
   self->running_non_blocking =
@@ -541,100 +700,82 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   self->light_frames = 0;
   self->light_ms_total = 0.0;
   self->pixel_bytes = 0;
+  self->swaps = 0;
   GST_OBJECT_UNLOCK (self);
-
-  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-        ("faprompt model file \"%s\" not found. " HOW_TO_GET_A_MODEL, path),
-        ("model-file=%s", path));
-    g_free (path);
-    g_free (instance_id);
-    return FALSE;
-  }
-
-  clear_core_error (self);
-  core_log_to (self);
-  st = fap_modelcache_acquire (path, &self->model, &shared);
-  core_log_to (NULL);
-  if (st != FAP_OK) {
-    msg = dup_core_error (self);
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Could not load faprompt model \"%s\" (%s: %s). " HOW_TO_GET_A_MODEL,
-            path, fap_status_string (st), msg), ("model-file=%s", path));
-    g_free (msg);
-    g_free (path);
-    g_free (instance_id);
-    return FALSE;
-  }
-  GST_OBJECT_LOCK (self);
-  self->model_shared = shared;
-  GST_OBJECT_UNLOCK (self);
-  g_free (self->model_loaded);
-  self->model_loaded = g_strdup (path);
-  GST_INFO_OBJECT (self, "model %s %s (%.2f s load)", path,
-      shared ? "shared with another element" : "loaded",
-      fap_model_load_seconds (self->model));
 
   /* CUDA: the detector is made in the element's GstCudaContext (shared with
    * the neighbours), so frames in CUDA memory are valid where it runs */
-  if (o.backend != FAP_BACKEND_CPU && fap_cuda_built ()) {
+  if (ls->options.backend != FAP_BACKEND_CPU && fap_cuda_built ()) {
     gchar *why = NULL;
     if (!fap_cuda_ensure_context (&self->cuda, GST_ELEMENT (self),
-            o.device_id, &why))
+            ls->options.device_id, &why))
       GST_INFO_OBJECT (self, "no GstCudaContext: %s", why);
     g_free (why);
   }
+
   clear_core_error (self);
-  fap_cuda_push (&self->cuda);
-  if (instance_id) {
-    /* shared with the other elements of this id: one detector, batches */
-    FapInstanceConfig ic = { path, o, timeout_us, self->cuda.context };
-    gchar *warning = NULL, *error = NULL;
-    core_log_to (self);
-    self->instance = fap_instance_acquire (instance_id, &ic, GST_ELEMENT (self),
-        &warning, &error);
-    core_log_to (NULL);
-    st = self->instance ? FAP_OK : FAP_ERR_BACKEND;
-    if (self->instance)
-      self->detector = fap_instance_detector (self->instance);
-    if (warning)
-      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
-    g_free (warning);
-    g_free (error);
-  } else {
-    st = fap_detector_new (self->model, &o, &self->detector);
-  }
-  fap_cuda_pop (&self->cuda);
-  if (st == FAP_OK) {
+  m = fap_model_state_load (path, ls, &self->cuda, GST_ELEMENT (self), 0,
+      &failure, &err, &warning);
+  if (warning)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
+  g_free (warning);
+  if (m) {
     core_log_to (self);
     st = fap_overlay_new (&self->overlay);
     core_log_to (NULL);
+    if (st != FAP_OK) {
+      gchar *msg = dup_core_error (self);
+      failure = FAP_LOAD_NO_DETECTOR;
+      err = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
+      g_free (msg);
+      fap_model_state_unref (m);
+      m = NULL;
+    }
   }
-  if (st != FAP_OK) {
-    msg = dup_core_error (self);
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-        ("Could not create the faprompt detector for \"%s\" (backend %s, "
-            "image-size %d): %s: %s", path, fap_backend_name (o.backend),
-            o.image_size, fap_status_string (st), msg), (NULL));
-    g_free (msg);
-    release_detector (self);
+  if (!m) {
+    switch (failure) {
+      case FAP_LOAD_NOT_FOUND:
+        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+            ("faprompt model file \"%s\" not found. " HOW_TO_GET_A_MODEL,
+                path), ("model-file=%s", path));
+        break;
+      case FAP_LOAD_BAD_FILE:
+        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+            ("Could not load faprompt model \"%s\" (%s). "
+                HOW_TO_GET_A_MODEL, path, err), ("model-file=%s", path));
+        break;
+      default:
+        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+            ("Could not create the faprompt detector for \"%s\" (backend "
+                "%s, image-size %d): %s", path,
+                fap_backend_name (ls->options.backend),
+                ls->options.image_size, err), (NULL));
+        break;
+    }
+    g_free (err);
     fap_cuda_clear (&self->cuda);
-    fap_modelcache_release (self->model);
-    self->model = NULL;
+    fap_load_settings_clear (ls);
     g_free (path);
-    g_free (instance_id);
     return FALSE;
   }
-  g_free (path);
-  if (instance_id)
+  GST_INFO_OBJECT (self, "model %s %s (%.2f s load)", path,
+      m->model_shared ? "shared with another element" : "loaded",
+      fap_model_load_seconds (m->model));
+  if (m->instance)
     GST_INFO_OBJECT (self, "model-instance-id %s: %u element(s), batch %d",
-        instance_id, fap_instance_users (self->instance),
-        fap_detector_batch (self->detector));
-  g_free (instance_id);
+        ls->instance_id, fap_instance_users (m->instance),
+        fap_detector_batch (m->detector));
 
-  cfg = fap_model_config (self->model);
-  self->model_image_threshold = cfg->image_threshold;
-  self->model_pixel_threshold = cfg->pixel_threshold;
+  swap = fap_model_swap_new (swap_load, swap_failed, self);
+  GST_OBJECT_LOCK (self);
+  m->generation = ++self->model_generations;
+  self->state = m;
+  self->swap = swap;
+  GST_OBJECT_UNLOCK (self);
+  if (watch)
+    fap_model_swap_watch (swap, path, settle);
+  g_free (path);
+
   self->countdown = 0;
   self->generation++;
   self->have_info = FALSE;
@@ -642,8 +783,8 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   fap_results_init (&self->results);
 
   GST_INFO_OBJECT (self, "started: backend %s, S=%d, %s",
-      fap_backend_name (fap_detector_backend (self->detector)),
-      fap_detector_image_size (self->detector),
+      fap_backend_name (fap_detector_backend (m->detector)),
+      fap_detector_image_size (m->detector),
       !self->mode_decided ? "non-blocking when upstream is live" :
       self->running_non_blocking ? "non-blocking" : "blocking");
   return TRUE;
@@ -653,15 +794,25 @@ static gboolean
 gst_fa_prompt_stop (GstBaseTransform * trans)
 {
   GstFAPrompt *self = GST_FA_PROMPT (trans);
+  FapModelSwap *swap;
+  FapModelState *m;
 
   fap_worker_stop (&self->worker);
   set_last (self, NULL);
-  release_detector (self);
+  GST_OBJECT_LOCK (self);
+  swap = self->swap;
+  self->swap = NULL;
+  GST_OBJECT_UNLOCK (self);
+  /* waits for a load in progress; frees what it loaded or was handed */
+  fap_model_swap_free (swap);
+  GST_OBJECT_LOCK (self);
+  m = self->state;
+  self->state = NULL;
+  GST_OBJECT_UNLOCK (self);
+  fap_model_state_unref (m);
+  fap_load_settings_clear (&self->load);
   fap_cuda_clear (&self->cuda);
   self->cuda_memory = FALSE;
-  fap_modelcache_release (self->model);
-  self->model = NULL;
-  g_clear_pointer (&self->model_loaded, g_free);
   fap_overlay_free (self->overlay);
   self->overlay = NULL;
   fap_results_clear (&self->results);
@@ -702,13 +853,13 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   }
   if (fap_cuda_caps_are_cuda (incaps)) {
     /* never a silent download: CUDA memory needs the CUDA backend */
-    if (fap_detector_backend (self->detector) != FAP_BACKEND_CUDA
+    if (fap_detector_backend (self->state->detector) != FAP_BACKEND_CUDA
         || !self->cuda.context) {
       GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
           ("faprompt got video/x-raw(memory:CUDAMemory) but runs on the %s "
               "backend%s; put cudadownload before faprompt, or run it on the "
               "CUDA backend (backend=cuda, a GPU and the CUDA build)",
-              fap_backend_name (fap_detector_backend (self->detector)),
+              fap_backend_name (fap_detector_backend (self->state->detector)),
               self->cuda.context ? "" : " without a GstCudaContext"),
           ("caps %" GST_PTR_FORMAT, incaps));
       return FALSE;
@@ -726,6 +877,7 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
 typedef struct
 {
   FapResultSettings results;
+  gfloat image_property, pixel_property;        /* < 0: the model's */
   gboolean draw;
   fap_blend blend;
   guint interval;
@@ -737,18 +889,12 @@ read_settings (GstFAPrompt * self, Settings * s)
   gboolean warn = FALSE;
 
   GST_OBJECT_LOCK (self);
-  s->results.image_threshold = self->image_threshold >= 0 ?
-      self->image_threshold : self->model_image_threshold >= 0 ?
-      self->model_image_threshold : DEFAULT_THRESHOLD;
-  s->results.pixel_threshold = self->pixel_threshold >= 0 ?
-      self->pixel_threshold : self->model_pixel_threshold >= 0 ?
-      self->model_pixel_threshold : DEFAULT_THRESHOLD;
+  s->image_property = self->image_threshold;
+  s->pixel_property = self->pixel_threshold;
   s->results.max_regions = self->max_regions;
   s->results.messages = (FapMessages) self->post_messages;
-  s->results.model_file = self->model_loaded;   /* set and cleared outside streaming */
   s->draw = self->draw_heatmap;
   s->blend.opacity = (float) self->heatmap_alpha;
-  s->blend.threshold = s->results.pixel_threshold;
   s->blend.range_min = self->heatmap_min;
   s->blend.range_max = self->heatmap_max;
   if (!(s->blend.range_max > s->blend.range_min)) {
@@ -762,6 +908,15 @@ read_settings (GstFAPrompt * self, Settings * s)
   if (warn)
     GST_WARNING_OBJECT (self, "heatmap-max is not above heatmap-min: drawing "
         "every value above pixel-threshold in the last colour");
+}
+
+/* The thresholds for a result of a model with this calibration (< 0: none). */
+static void
+resolve_thresholds (Settings * s, gfloat model_image, gfloat model_pixel)
+{
+  fap_results_thresholds (s->image_property, s->pixel_property, model_image,
+      model_pixel, &s->results.image_threshold, &s->results.pixel_threshold);
+  s->blend.threshold = s->results.pixel_threshold;
 }
 
 /* controllable properties follow their control sources, once per frame */
@@ -790,10 +945,11 @@ draw_result (GstFAPrompt * self, const fap_frame * view,
   gchar *msg;
 
   clear_core_error (self);
-  if (draws_on_device (self)) {
+  if (draws_on_device (self->state)) {
     gsize moved = 0;
     fap_cuda_push (&self->cuda);
-    s = fap_detector_draw (self->detector, view, map, (int) inf->map_size,
+    s = fap_detector_draw (self->state->detector, view, map,
+        (int) inf->map_size,
         blend, &moved);
     fap_cuda_pop (&self->cuda);
     GST_OBJECT_LOCK (self);
@@ -854,8 +1010,12 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   Settings st;
   gdouble ms;
 
+  maybe_swap (self);
   ensure_mode (self);
   read_settings (self, &st);
+  /* a frame drawn in its own inference's pass: that model's calibration */
+  resolve_thresholds (&st, self->state->image_threshold,
+      self->state->pixel_threshold);
   fap_frameview_of (frame, &view);
   if (self->cuda_memory)
     view.memory = FAP_MEMORY_CUDA;
@@ -877,7 +1037,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
       ok = infer_async_device (self, frame, due, &submitted);
     else                        /* the worker prepares the host table (CPU) */
       ok = infer_async (self, buf, &view, due, st.draw
-          && !draws_on_device (self) ? &st.blend : NULL, &submitted);
+          && !draws_on_device (self->state) ? &st.blend : NULL, &submitted);
     if (!ok)
       return GST_FLOW_ERROR;
     if (submitted)
@@ -888,10 +1048,14 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
 
   if (self->last) {
     const FapInference *inf = self->last;
+    /* judged by the calibration of the model that computed it (the old one
+     * until the first result of a model swapped in) */
+    resolve_thresholds (&st, inf->model_image_threshold,
+        inf->model_pixel_threshold);
     regions = fap_results_attach (&self->results, buf, view.width,
         view.height, inf, &st.results, fresh, &anomalous);
     /* a frame drawn by its own inference needs no second drawing */
-    if (st.draw && !(fresh && draws_in_pass (self))
+    if (st.draw && !(fresh && draws_in_pass (self->state))
         && !draw_result (self, &view, inf, &st.blend))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
@@ -1046,6 +1210,19 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
     case PROP_MODEL_FILE:
       g_free (self->model_file);
       self->model_file = g_value_dup_string (value);
+      /* started: loaded beside the stream and swapped in between frames */
+      request_swap_locked (self, "model-file");
+      break;
+    case PROP_WATCH_MODEL:
+      self->watch_model = g_value_get_boolean (value);
+      if (self->swap) {
+        gchar *path = self->watch_model ? model_path_locked (self) : NULL;
+        fap_model_swap_watch (self->swap, path, self->watch_settle_ms);
+        g_free (path);
+      }
+      break;
+    case PROP_WATCH_SETTLE:
+      self->watch_settle_ms = g_value_get_uint (value);
       break;
     case PROP_BACKEND:
       self->backend = g_value_get_enum (value);
@@ -1120,6 +1297,15 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_MODEL_FILE:
       g_value_set_string (value, self->model_file);
       break;
+    case PROP_WATCH_MODEL:
+      g_value_set_boolean (value, self->watch_model);
+      break;
+    case PROP_WATCH_SETTLE:
+      g_value_set_uint (value, self->watch_settle_ms);
+      break;
+    case PROP_MODEL_GENERATION:
+      g_value_set_uint64 (value, self->state ? self->state->generation : 0);
+      break;
     case PROP_BACKEND:
       g_value_set_enum (value, self->backend);
       break;
@@ -1189,16 +1375,17 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
           self->light_ms_total / self->light_frames : 0.0);
       break;
     case PROP_MODEL_SHARED:
-      g_value_set_boolean (value, self->model_shared
-          || (self->instance && fap_instance_users (self->instance) > 1));
+      g_value_set_boolean (value, self->state && (self->state->model_shared
+              || (self->state->instance
+                  && fap_instance_users (self->state->instance) > 1)));
       break;
     case PROP_PIXEL_BYTES:
       g_value_set_uint64 (value, self->pixel_bytes);
       break;
     case PROP_AVERAGE_BATCH:{
       guint64 batches = 0, frames = 0;
-      if (self->instance)
-        fap_instance_stats (self->instance, &batches, &frames);
+      if (self->state && self->state->instance)
+        fap_instance_stats (self->state->instance, &batches, &frames);
       g_value_set_double (value, batches ? (gdouble) frames / batches : 0.0);
       break;
     }
@@ -1218,7 +1405,6 @@ gst_fa_prompt_finalize (GObject * object)
   GstFAPrompt *self = GST_FA_PROMPT (object);
 
   g_free (self->model_file);
-  g_free (self->model_loaded);
   g_free (self->instance_id);
   fap_worker_clear (&self->worker);
   g_mutex_clear (&self->log_lock);
@@ -1243,6 +1429,7 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->batch_size = 1;
   self->batch_timeout_us = 5000;
   self->last_score = -1.0f;
+  self->watch_settle_ms = DEFAULT_WATCH_SETTLE_MS;
   self->mode_decided = TRUE;    /* until start (): no query decides anything */
   g_mutex_init (&self->log_lock);
   fap_worker_init (&self->worker);
@@ -1274,12 +1461,43 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   blurb = g_strdup_printf ("Model file (safetensors, see models/README.md). "
       "NULL: $FAPROMPT_MODEL if set, else $XDG_DATA_HOME/faprompt/"
       DEFAULT_MODEL_NAME " (here: %s/faprompt/" DEFAULT_MODEL_NAME "). "
-      "Elements naming the same file share one loaded model",
+      "Elements naming the same file share one loaded model. Set while "
+      "playing, the new file loads beside the stream (frames keep the old "
+      "model's results meanwhile) and takes over between two frames; a file "
+      "that does not load leaves the old model running and posts a warning",
       g_get_user_data_dir ());
   g_object_class_install_property (gobject_class, PROP_MODEL_FILE,
       g_param_spec_string ("model-file", "Model file", blurb, NULL,
-          G_PARAM_READWRITE | GST_PARAM_MUTABLE_READY));
+          G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING));
   g_free (blurb);               /* copied: not G_PARAM_STATIC_BLURB */
+  g_object_class_install_property (gobject_class, PROP_WATCH_MODEL,
+      g_param_spec_boolean ("watch-model", "Watch model",
+          "Reload the model when its file or its calibration sidecar "
+          "(<model-file>.calibration.json) changes on disk, once neither has "
+          "changed for watch-settle ms (a file being copied is not loaded "
+          "half-written)", FALSE, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_WATCH_SETTLE,
+      g_param_spec_uint ("watch-settle", "Watch settle",
+          "With watch-model: milliseconds the files must stay unchanged "
+          "before a changed model is loaded", 0, 600000,
+          DEFAULT_WATCH_SETTLE_MS, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_MODEL_GENERATION,
+      g_param_spec_uint64 ("model-generation", "Model generation",
+          "The model running now: 1 for the first model this element loaded, "
+          "+1 for each one loaded since (swaps, restarts); results carry the "
+          "generation of the model that computed them (meta, messages)",
+          0, G_MAXUINT64, 0, ro));
+
+  /**
+   * GstFAPrompt::reload:
+   *
+   * Loads model-file again (and its calibration sidecar) beside the stream
+   * and swaps it in between two frames, as setting model-file does. Returns
+   * FALSE when the element is not started (the model loads at start).
+   */
+  signals[SIGNAL_RELOAD] = g_signal_new_class_handler ("reload",
+      G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION,
+      G_CALLBACK (gst_fa_prompt_reload), NULL, NULL, NULL, G_TYPE_BOOLEAN, 0);
   g_object_class_install_property (gobject_class, PROP_BACKEND,
       g_param_spec_enum ("backend", "Backend", "Compute backend",
           GST_TYPE_FA_PROMPT_BACKEND, GST_FA_PROMPT_BACKEND_AUTO, ready));

@@ -14,6 +14,8 @@
 
 #include "fap_cuda.h"
 #include "fap_instance.h"
+#include "fap_modelstate.h"
+#include "fap_modelswap.h"
 #include "fap_results.h"
 #include "fap_worker.h"
 
@@ -82,13 +84,19 @@ struct _GstFAPrompt
   guint mode_queries;           /* LATENCY queries upstream did not answer */
   gboolean running_non_blocking;
 
-  /* between start () and stop () */
-  fap_model *model;
-  gchar *model_loaded;          /* the file self->model came from (start..stop) */
-  fap_detector *detector;       /* private, or the instance's (borrowed) */
-  FapInstance *instance;        /* model-instance-id: shared with others */
-  gfloat model_image_threshold, model_pixel_threshold;
-  gboolean model_shared;
+  /* model swaps, under the object lock */
+  gboolean watch_model;
+  guint watch_settle_ms;
+  guint64 model_generations;    /* models loaded since creation */
+  guint64 swaps;                /* models swapped in while running */
+
+  /* between start () and stop (): the model running now (changed by the
+   * streaming thread between two frames, under the object lock; the worker
+   * holds a reference while it runs on it), the loader of the next one
+   * (fap_modelswap.h), what every load uses */
+  FapModelState *state;
+  FapModelSwap *swap;           /* set and cleared under the object lock */
+  FapLoadSettings load;
 
   /* the core's last error message for this element (log sink), log_lock */
   GMutex log_lock;

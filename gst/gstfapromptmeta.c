@@ -100,6 +100,7 @@ faprompt_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * src,
   d->image_threshold = s->image_threshold;
   d->pixel_threshold = s->pixel_threshold;
   d->n_regions = s->n_regions;
+  d->model_generation = s->model_generation;
   if (GST_VIDEO_META_TRANSFORM_IS_SCALE (type))
     scale_rect (data, &d->x, &d->y, &d->width, &d->height);
   return TRUE;
@@ -261,6 +262,7 @@ gst_buffer_add_faprompt_structure_meta (GstBuffer * buffer,
       "inference-ms", G_TYPE_DOUBLE, m->inference_ms,
       "image-threshold", G_TYPE_DOUBLE, (gdouble) m->image_threshold,
       "pixel-threshold", G_TYPE_DOUBLE, (gdouble) m->pixel_threshold,
-      "region-count", G_TYPE_UINT, m->n_regions, NULL);
+      "region-count", G_TYPE_UINT, m->n_regions,
+      "model-generation", G_TYPE_UINT64, m->model_generation, NULL);
   return s;
 }

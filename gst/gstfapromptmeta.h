@@ -53,6 +53,9 @@ typedef struct _GstFAPromptMeta GstFAPromptMeta;
  * @pixel_threshold: the pixel threshold in force when it was attached
  * @n_regions: connected regions of the map above @pixel_threshold (each also
  *   attached as a GstVideoRegionOfInterestMeta of type "anomaly")
+ * @model_generation: which model computed the result: 1 for the model the
+ *   element started with, +1 for each model swapped in while running
+ *   (model-file changed, reload, watch-model); 0 when unknown
  */
 struct _GstFAPromptMeta
 {
@@ -77,9 +80,10 @@ struct _GstFAPromptMeta
   gfloat image_threshold;
   gfloat pixel_threshold;
   guint n_regions;
+  guint64 model_generation;
 
   /*< private >*/
-  gpointer _gst_reserved[GST_PADDING];
+  gpointer _gst_reserved[GST_PADDING - 1];     /* - model_generation */
 };
 
 GType gst_faprompt_meta_api_get_type (void);

@@ -1,0 +1,344 @@
+/* See fap_modelswap.h. Everything that is not a request, a take or a
+ * dispose runs on the loader thread, in its own GMainContext: the loads,
+ * the file monitors, the settle timer. */
+#include "fap_modelswap.h"
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+
+#include "fap_modelcache.h"
+
+struct FapModelSwap {
+  FapSwapLoadFunc load;
+  FapSwapFailedFunc failed;
+  gpointer user_data;
+
+  GMainContext *context;
+  GMainLoop *loop;
+  GThread *thread;
+
+  GMutex lock;                  /* the fields up to "loader thread only" */
+  gchar *request_path, *request_reason;
+  guint64 request_seq, handled_seq;
+  FapModelState *ready;         /* loaded, not yet taken */
+  gint have_ready;              /* atomic: ready != NULL */
+  gchar *watch_path;            /* what fap_model_swap_watch asked for */
+  guint settle_ms;
+  guint loads, failures;
+
+  /* loader thread only */
+  GFileMonitor *monitors[2];    /* the model, its calibration sidecar */
+  gchar *watching;              /* the path the monitors watch */
+  gchar *loaded_key;            /* fap_modelcache_key of the watched file
+                                 * as last loaded (or first watched) */
+  GSource *settle;              /* pending "quiet for settle_ms" check */
+  gchar *settle_snapshot;       /* the files' key when it was armed */
+};
+
+static gpointer
+loader_main (gpointer data)
+{
+  FapModelSwap *s = data;
+
+  g_main_context_push_thread_default (s->context);
+  g_main_loop_run (s->loop);
+  /* the monitors and the timer belong to this context: dropped here */
+  if (s->settle) {
+    g_source_destroy (s->settle);
+    g_source_unref (s->settle);
+    s->settle = NULL;
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (s->monitors); i++)
+    g_clear_object (&s->monitors[i]);
+  g_main_context_pop_thread_default (s->context);
+  return NULL;
+}
+
+/* Runs @func on the loader thread; @notify (if any) frees @data after it,
+ * or when the loader stops first. Never runs inline. */
+static void
+in_loader (FapModelSwap * s, GSourceFunc func, gpointer data,
+    GDestroyNotify notify)
+{
+  GSource *src = g_idle_source_new ();
+  g_source_set_callback (src, func, data, notify);
+  g_source_attach (src, s->context);
+  g_source_unref (src);
+}
+
+FapModelSwap *
+fap_model_swap_new (FapSwapLoadFunc load, FapSwapFailedFunc failed,
+    gpointer user_data)
+{
+  FapModelSwap *s = g_new0 (FapModelSwap, 1);
+
+  s->load = load;
+  s->failed = failed;
+  s->user_data = user_data;
+  g_mutex_init (&s->lock);
+  s->context = g_main_context_new ();
+  s->loop = g_main_loop_new (s->context, FALSE);
+  s->thread = g_thread_new ("faprompt-loader", loader_main, s);
+  return s;
+}
+
+static gboolean
+quit_loop (gpointer data)
+{
+  g_main_loop_quit (data);
+  return G_SOURCE_REMOVE;
+}
+
+void
+fap_model_swap_free (FapModelSwap * s)
+{
+  if (!s)
+    return;
+  /* from inside the loop: a quit before g_main_loop_run starts is lost;
+   * after the load in progress, if any */
+  in_loader (s, quit_loop, s->loop, NULL);
+  g_thread_join (s->thread);
+  g_main_loop_unref (s->loop);
+  /* sources not dispatched are destroyed here: their notify releases what
+   * was handed to dispose */
+  g_main_context_unref (s->context);
+  fap_model_state_unref (s->ready);
+  g_free (s->request_path);
+  g_free (s->request_reason);
+  g_free (s->watch_path);
+  g_free (s->watching);
+  g_free (s->loaded_key);
+  g_free (s->settle_snapshot);
+  g_mutex_clear (&s->lock);
+  g_free (s);
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static gboolean
+do_load (gpointer data)
+{
+  FapModelSwap *s = data;
+  FapModelState *m, *replaced = NULL;
+  gchar *path, *reason, *error = NULL, *key;
+  guint64 seq;
+
+  g_mutex_lock (&s->lock);
+  if (s->handled_seq == s->request_seq) {       /* superseded and done */
+    g_mutex_unlock (&s->lock);
+    return G_SOURCE_REMOVE;
+  }
+  path = g_strdup (s->request_path);
+  reason = g_strdup (s->request_reason);
+  seq = s->request_seq;
+  g_mutex_unlock (&s->lock);
+
+  key = fap_modelcache_key (path);      /* before: a change during the load
+                                         * brings another event */
+  m = s->load (s->user_data, path, &error);
+
+  g_mutex_lock (&s->lock);
+  s->handled_seq = seq;
+  if (m) {
+    replaced = s->ready;        /* loaded but never taken: the newer wins */
+    s->ready = m;
+    g_atomic_int_set (&s->have_ready, 1);
+    s->loads++;
+  } else {
+    s->failures++;
+  }
+  g_mutex_unlock (&s->lock);
+
+  if (m && g_strcmp0 (path, s->watching) == 0) {
+    g_free (s->loaded_key);
+    s->loaded_key = key;
+    key = NULL;
+  }
+  if (!m && s->failed)
+    s->failed (s->user_data, path, reason, error);
+  fap_model_state_unref (replaced);
+  g_free (key);
+  g_free (error);
+  g_free (reason);
+  g_free (path);
+  return G_SOURCE_REMOVE;
+}
+
+void
+fap_model_swap_request (FapModelSwap * s, const gchar * path,
+    const gchar * reason)
+{
+  g_mutex_lock (&s->lock);
+  g_free (s->request_path);
+  g_free (s->request_reason);
+  s->request_path = g_strdup (path);
+  s->request_reason = g_strdup (reason);
+  s->request_seq++;
+  g_mutex_unlock (&s->lock);
+  in_loader (s, do_load, s, NULL);
+}
+
+FapModelState *
+fap_model_swap_take (FapModelSwap * s)
+{
+  FapModelState *m;
+
+  if (!g_atomic_int_get (&s->have_ready))
+    return NULL;
+  g_mutex_lock (&s->lock);
+  m = s->ready;
+  s->ready = NULL;
+  g_atomic_int_set (&s->have_ready, 0);
+  g_mutex_unlock (&s->lock);
+  return m;
+}
+
+static gboolean
+nothing (gpointer data)
+{
+  return G_SOURCE_REMOVE;
+}
+
+void
+fap_model_swap_dispose (FapModelSwap * s, FapModelState * m)
+{
+  if (m)
+    in_loader (s, nothing, m, (GDestroyNotify) fap_model_state_unref);
+}
+
+void
+fap_model_swap_counts (FapModelSwap * s, guint * loads, guint * failed)
+{
+  g_mutex_lock (&s->lock);
+  *loads = s->loads;
+  *failed = s->failures;
+  g_mutex_unlock (&s->lock);
+}
+
+/* ---- watching ------------------------------------------------------------- */
+
+static gchar *
+sidecar_of (const gchar * path)
+{
+  return g_strconcat (path, ".calibration.json", NULL);
+}
+
+/* What the settle timer compares: the cache key (identity, size, mtime of
+ * both files), or "-" while the model file is missing */
+static gchar *
+snapshot (const gchar * path)
+{
+  gchar *key = fap_modelcache_key (path);
+  return key ? key : g_strdup ("-");
+}
+
+static void arm_settle (FapModelSwap * s);
+
+static gboolean
+on_settled (gpointer data)
+{
+  FapModelSwap *s = data;
+  gchar *now = snapshot (s->watching);
+
+  g_source_unref (s->settle);
+  s->settle = NULL;
+  if (g_strcmp0 (now, s->settle_snapshot) != 0) {
+    /* still being written (an event may be rate-limited away) */
+    g_free (now);
+    arm_settle (s);
+    return G_SOURCE_REMOVE;
+  }
+  if (g_str_equal (now, "-")) {
+    if (s->failed)
+      s->failed (s->user_data, s->watching, "file changed",
+          "the file is gone (deleted or moved away); the loaded model runs on "
+          "and the file is loaded when it is back");
+  } else if (g_strcmp0 (now, s->loaded_key) != 0) {
+    fap_model_swap_request (s, s->watching, "file changed");
+  }
+  g_free (now);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+arm_settle (FapModelSwap * s)
+{
+  guint ms;
+
+  g_mutex_lock (&s->lock);
+  ms = s->settle_ms;
+  g_mutex_unlock (&s->lock);
+  if (s->settle) {
+    g_source_destroy (s->settle);
+    g_source_unref (s->settle);
+  }
+  g_free (s->settle_snapshot);
+  s->settle_snapshot = snapshot (s->watching);
+  s->settle = g_timeout_source_new (ms);
+  g_source_set_callback (s->settle, on_settled, s, NULL);
+  g_source_attach (s->settle, s->context);
+}
+
+static void
+on_file_changed (GFileMonitor * monitor, GFile * file, GFile * other,
+    GFileMonitorEvent event, gpointer data)
+{
+  if (event == G_FILE_MONITOR_EVENT_PRE_UNMOUNT
+      || event == G_FILE_MONITOR_EVENT_UNMOUNTED)
+    return;
+  arm_settle (data);
+}
+
+static gboolean
+do_watch (gpointer data)
+{
+  FapModelSwap *s = data;
+  gchar *path;
+
+  g_mutex_lock (&s->lock);
+  path = g_strdup (s->watch_path);
+  g_mutex_unlock (&s->lock);
+  if (g_strcmp0 (path, s->watching) == 0) {
+    g_free (path);
+    return G_SOURCE_REMOVE;
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (s->monitors); i++)
+    g_clear_object (&s->monitors[i]);
+  if (s->settle) {
+    g_source_destroy (s->settle);
+    g_clear_pointer (&s->settle, g_source_unref);
+  }
+  g_free (s->watching);
+  s->watching = path;
+  g_clear_pointer (&s->loaded_key, g_free);
+  if (path) {
+    gchar *files[2] = { path, sidecar_of (path) };
+    s->loaded_key = fap_modelcache_key (path);
+    for (guint i = 0; i < 2; i++) {
+      GFile *f = g_file_new_for_path (files[i]);
+      GError *err = NULL;
+      s->monitors[i] = g_file_monitor_file (f, G_FILE_MONITOR_NONE, NULL,
+          &err);
+      if (s->monitors[i])
+        g_signal_connect (s->monitors[i], "changed",
+            G_CALLBACK (on_file_changed), s);
+      else if (s->failed)
+        s->failed (s->user_data, files[i], "watch-model", err->message);
+      g_clear_error (&err);
+      g_object_unref (f);
+    }
+    g_free (files[1]);
+  }
+  return G_SOURCE_REMOVE;
+}
+
+void
+fap_model_swap_watch (FapModelSwap * s, const gchar * path, guint settle_ms)
+{
+  g_mutex_lock (&s->lock);
+  g_free (s->watch_path);
+  s->watch_path = g_strdup (path);
+  s->settle_ms = settle_ms;
+  g_mutex_unlock (&s->lock);
+  in_loader (s, do_watch, s, NULL);
+}
