@@ -126,3 +126,21 @@ fap_modelcache_size (void)
   g_mutex_unlock (&cache_lock);
   return n;
 }
+
+guint
+fap_modelcache_users (fap_model * model)
+{
+  guint n = 0;
+  GList *l;
+
+  g_mutex_lock (&cache_lock);
+  for (l = cache; l; l = l->next) {
+    Entry *e = l->data;
+    if (e->model == model) {
+      n = e->users;
+      break;
+    }
+  }
+  g_mutex_unlock (&cache_lock);
+  return n;
+}

@@ -19,6 +19,8 @@ void fap_modelcache_release (fap_model * model);
  * (<path>.calibration.json); NULL when it is not a readable regular file.
  * Two keys differ whenever a load could give another model. */
 gchar *fap_modelcache_key (const gchar * path);
+/* How many holders @model has now (0: not cached). */
+guint fap_modelcache_users (fap_model * model);
 /* Entries currently loaded (tests). */
 guint fap_modelcache_size (void);
 

@@ -581,8 +581,8 @@ swap_failed (gpointer user_data, const gchar * path, const gchar * reason,
   }
   GST_OBJECT_UNLOCK (self);
   GST_ELEMENT_WARNING (self, RESOURCE, OPEN_READ,
-      ("faprompt kept its model: \"%s\" (%s) %s. Still running \"%s\" "
-          "(model generation %" G_GUINT64_FORMAT "); fix the file and set "
+      ("faprompt kept its model: \"%s\" (%s) %s; still running \"%s\" "
+          "(model generation %" G_GUINT64_FORMAT "): fix the file, then set "
           "model-file again or emit \"reload\"", path, reason, error,
           running ? running : "?", generation), (NULL));
   gst_element_post_message (GST_ELEMENT (self),
@@ -1375,7 +1375,11 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
           self->light_ms_total / self->light_frames : 0.0);
       break;
     case PROP_MODEL_SHARED:
-      g_value_set_boolean (value, self->state && (self->state->model_shared
+      /* now, not at load: a partner may have swapped to another model. An
+       * instance holds the model once more itself. */
+      g_value_set_boolean (value, self->state &&
+          (fap_modelcache_users (self->state->model) -
+              (self->state->instance ? 1 : 0) > 1
               || (self->state->instance
                   && fap_instance_users (self->state->instance) > 1)));
       break;
