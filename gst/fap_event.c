@@ -35,6 +35,7 @@ fap_event_capture (FapEvent * e, GstBuffer * buf, guint map_side)
   e->height = m->height;
   e->region_count = m->n_regions;
   e->model_file = NULL;
+  e->model_generation = m->model_generation;
   cm = gst_buffer_get_custom_meta (buf, GST_FAPROMPT_STRUCTURE_META_NAME);
   if (cm) {
     const gchar *f = gst_structure_get_string (gst_custom_meta_get_structure
@@ -187,6 +188,8 @@ fap_event_to_json (const FapEvent * e, const gchar * source,
     put_string (out, model_sha256);
   else
     g_string_append (out, "null");
+  g_string_append_printf (out, ",\"generation\":%" G_GUINT64_FORMAT,
+      e->model_generation);
   g_string_append (out, "},\"inference\":{\"pts_ns\":");
   put_time_ns (out, e->inference_pts);
   g_string_append (out, ",\"age_ms\":");

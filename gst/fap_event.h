@@ -36,6 +36,7 @@ typedef struct {
   guint width, height;          /* the frame rectangle the result covers */
   const gchar *event;           /* static string, or NULL */
   const gchar *model_file;      /* interned path, or NULL */
+  guint64 model_generation;     /* which model of the element (0: unknown) */
   guint region_count;           /* all regions faprompt found */
   guint n_regions;              /* those kept below (the highest peaks) */
   FapEventRegion regions[FAP_EVENT_MAX_REGIONS];

@@ -119,6 +119,47 @@ plane_shape (const fap_frame * f, int plane, gsize * row, gsize * rows)
 }
 
 gboolean
+fap_frameview_check_frame (const GstVideoFrame * frame, gchar ** why)
+{
+  const GstVideoInfo *info = &frame->info;
+  fap_frame view;
+  int planes;
+
+  fap_frameview_of (frame, &view);
+  planes = view.format == FAP_PIXEL_I420 ? 3 :
+      view.format == FAP_PIXEL_NV12 ? 2 : 1;
+  for (int p = 0; p < planes; p++) {
+    /* with a meta each plane has its own mapping, else map[0] holds all */
+    const GstMapInfo *map = &frame->map[frame->meta ? p : 0];
+    const guint8 *data = GST_VIDEO_FRAME_PLANE_DATA (frame, p);
+    gint stride = GST_VIDEO_FRAME_PLANE_STRIDE (frame, p);
+    gsize row, rows, extent;
+
+    plane_shape (&view, p, &row, &rows);
+    if (stride < 0 || (gsize) stride < row) {
+      *why = g_strdup_printf ("plane %d of a %dx%d %s frame has a stride of "
+          "%d bytes, below its %" G_GSIZE_FORMAT " bytes per row (a wrong "
+          "GstVideoMeta upstream)", p, view.width, view.height,
+          GST_VIDEO_INFO_NAME (info), stride, row);
+      return FALSE;
+    }
+    extent = (rows - 1) * (gsize) stride + row;
+    if (!map->data || data < map->data || data > map->data + map->size
+        || extent > (gsize) (map->data + map->size - data)) {
+      *why = g_strdup_printf ("plane %d of a %dx%d %s frame (%" G_GSIZE_FORMAT
+          " bytes from offset %" G_GSIZE_FORMAT ") is not inside the buffer's "
+          "memory (%" G_GSIZE_FORMAT " bytes mapped for it): the buffer is "
+          "shorter than its GstVideoMeta says, or the plane spans two "
+          "memories", p, view.width, view.height, GST_VIDEO_INFO_NAME (info),
+          extent, (gsize) GST_VIDEO_INFO_PLANE_OFFSET (info, p),
+          (gsize) map->size);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+gboolean
 fap_framecopy_take (FapFrameCopy * c, const fap_frame * src)
 {
   int planes = src->format == FAP_PIXEL_I420 ? 3 :

@@ -15,6 +15,14 @@
  * FALSE with *why (g_free) saying what is wrong and what to do. */
 gboolean fap_frameview_check_info (const GstVideoInfo * info, gchar ** why);
 
+/* Checks that every plane of a frame mapped in system memory lies inside
+ * what was mapped for it, with a stride of at least its row: a buffer with a
+ * GstVideoMeta is mapped plane by plane from the memory holding each plane's
+ * offset, and nothing else checks that the plane's rows fit (a buffer
+ * shorter than its meta says, a negative or short stride, a plane across two
+ * memories). FALSE with *why (g_free). */
+gboolean fap_frameview_check_frame (const GstVideoFrame * frame, gchar ** why);
+
 /* The core's view of @frame (mapped by the caller; valid while it is). */
 void fap_frameview_of (const GstVideoFrame * frame, fap_frame * out);
 

@@ -40,6 +40,8 @@ struct _FapPublisher {
   FapEvent scratch;              /* the entry being sent (4.6 kB: not on the stack) */
   GString *json;
   const gchar *sha_path;        /* interned: the model the digest is of */
+  guint64 sha_generation;       /* and its generation (a reload of the same
+                                 * path may be another file) */
   gchar *sha;
 
   /* mqtt */
@@ -79,10 +81,12 @@ fap_publish_config_clear (FapPublishConfig * c)
 static const gchar *
 model_digest (FapPublisher * p, const FapEvent * e)
 {
-  if (e->model_file != p->sha_path) {
+  if (e->model_file != p->sha_path
+      || e->model_generation != p->sha_generation) {
     g_free (p->sha);
     p->sha = fap_event_model_sha256 (e->model_file);
     p->sha_path = e->model_file;
+    p->sha_generation = e->model_generation;
   }
   return p->sha;
 }

@@ -246,7 +246,7 @@ def frame_info(buf, full=True):
     m = {k: s.get_value(k) for k in ("score", "anomalous", "reused", "image-threshold",
                                       "pixel-threshold", "x", "y", "width", "height",
                                       "inference-timestamp", "inference-ms", "region-count",
-                                      "model-file")}
+                                      "model-file", "model-generation")}
     if full:
         m["regions"] = [{k: r.get_value(k) for k in ("x", "y", "width", "height", "peak", "mean")}
                         for r in s.get_value("regions")]
@@ -422,7 +422,8 @@ def compare_doc(doc, frame, source, want_map=None):
     if abs(doc["inference"]["compute_ms"] - m["inference-ms"]) > 0.0006:
         diffs.append(f"seq {doc.get('sequence')}: compute_ms {doc['inference']['compute_ms']} "
                      f"!= {m['inference-ms']:.3f}")
-    eq("model", doc["model"], {"file": os.path.basename(MODEL), "sha256": MODEL_SHA})
+    eq("model", doc["model"], {"file": os.path.basename(MODEL), "sha256": MODEL_SHA,
+                               "generation": m["model-generation"]})
     if want_map:
         mp = doc.get("map")
         if not mp or mp.get("width") != want_map or mp.get("height") != want_map \

@@ -37,6 +37,7 @@ static GstBuffer *result_buffer(guint i, gfloat score, gboolean anomalous) {
   m->image_threshold = 0.5f;
   m->pixel_threshold = 0.25f;
   m->n_regions = anomalous ? 2 : 0;
+  m->model_generation = 7;
   GstStructure *s = gst_buffer_add_faprompt_structure_meta(buf, m);
   gst_structure_set(s, "model-file", G_TYPE_STRING, model_file, NULL);
   for (guint r = 0; r < m->n_regions; r++) {
@@ -154,6 +155,7 @@ static void test_file_fields(void) {
     }
     JsonObject *model = json_object_get_object_member(o, "model");
     g_assert_cmpstr(json_object_get_string_member(model, "sha256"), ==, sha);
+    g_assert_cmpint(json_object_get_int_member(model, "generation"), ==, 7);
     gchar *base = g_path_get_basename(model_file);
     g_assert_cmpstr(json_object_get_string_member(model, "file"), ==, base);
     g_free(base);
