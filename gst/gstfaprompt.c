@@ -533,8 +533,9 @@ model_path_locked (GstFAPrompt * self)
 
 /* ---- model swaps ------------------------------------------------------------ */
 
-/* The loader thread's load: the same settings as the model loaded at start;
- * the generation is counted only when it worked. */
+/* The loader thread's load: the same settings as the model loaded at start.
+ * Its generation is given when it takes over (a loaded model replaced by a
+ * newer request before any frame ran on it gets none). */
 static FapModelState *
 swap_load (gpointer user_data, const gchar * path, gchar ** error)
 {
@@ -555,11 +556,8 @@ swap_load (gpointer user_data, const gchar * path, gchar ** error)
     g_free (err);
     return NULL;
   }
-  GST_OBJECT_LOCK (self);
-  m->generation = ++self->model_generations;
-  GST_OBJECT_UNLOCK (self);
-  GST_INFO_OBJECT (self, "model %s loaded for a swap: generation %"
-      G_GUINT64_FORMAT ", %.1f ms", path, m->generation, m->load_ms);
+  GST_INFO_OBJECT (self, "model %s loaded for a swap in %.1f ms", path,
+      m->load_ms);
   return m;
 }
 
@@ -606,6 +604,7 @@ maybe_swap (GstFAPrompt * self)
   if (!m)
     return;
   GST_OBJECT_LOCK (self);
+  m->generation = ++self->model_generations;
   old = self->state;
   self->state = m;
   self->swaps++;
@@ -1487,9 +1486,10 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           DEFAULT_WATCH_SETTLE_MS, rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_MODEL_GENERATION,
       g_param_spec_uint64 ("model-generation", "Model generation",
-          "The model running now: 1 for the first model this element loaded, "
-          "+1 for each one loaded since (swaps, restarts); results carry the "
-          "generation of the model that computed them (meta, messages)",
+          "The model running now: 1 for the first model this element ran, "
+          "+1 for each one that took over since (swaps, restarts); results "
+          "carry the generation of the model that computed them (meta, "
+          "messages)",
           0, G_MAXUINT64, 0, ro));
 
   /**

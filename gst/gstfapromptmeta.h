@@ -53,9 +53,9 @@ typedef struct _GstFAPromptMeta GstFAPromptMeta;
  * @pixel_threshold: the pixel threshold in force when it was attached
  * @n_regions: connected regions of the map above @pixel_threshold (each also
  *   attached as a GstVideoRegionOfInterestMeta of type "anomaly")
- * @model_generation: which model computed the result: 1 for the model the
- *   element started with, +1 for each model swapped in while running
- *   (model-file changed, reload, watch-model); 0 when unknown
+ * @model_generation: which model computed the result: 1 for the first model
+ *   the element ran, +1 for each one that took over since (model-file
+ *   changed while running, reload, watch-model, a restart); 0 when unknown
  */
 struct _GstFAPromptMeta
 {

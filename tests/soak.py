@@ -22,7 +22,11 @@ Short form (CI): --frames 3000 --cycles 100; long form: --frames 100000
 - model-replaced: the model file deleted, then replaced by another, under a
   running pipeline: it keeps running on the model it loaded;
 - shared-model: two pipelines with one model-instance-id, one torn down and
-  rebuilt repeatedly while the other runs: the other never stalls.
+  rebuilt repeatedly while the other runs: the other never stalls;
+- model-swaps: --cycles hot swaps (model-file flipped between two files
+  every 50 ms, every 10th a truncated file, every 7th a reload) under a live
+  stream, in each mode: every frame in comes out, the heap stays flat, the
+  swaps and refusals are counted from the bus.
 """
 import argparse
 import ctypes
@@ -277,6 +281,76 @@ def shared_model(model, rounds):
           f"one ran at >= {slow:.0f} fps in every window (30 fps source)", windows)
 
 
+def model_swaps(model, tmp, swaps):
+    a, b = (os.path.join(tmp, f"swap-{x}.safetensors") for x in "ab")
+    shutil.copy(model, a)
+    shutil.copy(model, b)
+    bad = os.path.join(tmp, "swap-bad.safetensors")
+    with open(bad, "wb") as f:
+        f.write(open(model, "rb").read()[:1000])
+    for mode in ("false", "true"):
+        n = swaps * 10 + 100             # 200 fps: the stream outlasts the swaps
+        p = Gst.parse_launch(
+            f"videotestsrc is-live=true num-buffers={n} ! "
+            "video/x-raw,format=I420,width=64,height=48,framerate=200/1 ! "
+            f"faprompt name=f model-file={a} threads=1 non-blocking={mode} post-messages=none ! "
+            "fakesink name=sink sync=false")
+        f = p.get_by_name("f")
+        into = {"n": 0}
+
+        def probe(pad, info):
+            into["n"] += 1
+            return Gst.PadProbeReturn.OK
+        f.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+        out = counting_sink(p)
+        seen = {"model-loaded": 0, "model-load-failed": 0, "warnings": 0}
+
+        # counted as they are posted (and dropped: a bus nobody reads keeps
+        # every message, which would read as a leak of the element)
+        def on_message(bus, m):
+            if m.type == Gst.MessageType.WARNING:
+                seen["warnings"] += 1
+                return Gst.BusSyncReply.DROP
+            st = m.get_structure()
+            if m.type == Gst.MessageType.ELEMENT and st and st.get_name() == "faprompt-model":
+                ev = st.get_value("event")
+                seen[ev] = seen.get(ev, 0) + 1
+                return Gst.BusSyncReply.DROP
+            return Gst.BusSyncReply.PASS
+        p.get_bus().set_sync_handler(on_message)
+        p.set_state(Gst.State.PLAYING)
+        p.get_state(5 * Gst.SECOND)
+        samples = []
+        requested = refused_asked = 0
+        for i in range(swaps):
+            if i % 10 == 9:
+                f.set_property("model-file", bad)
+                refused_asked += 1
+            elif i % 7 == 6:
+                f.emit("reload")
+                requested += 1
+            else:
+                f.set_property("model-file", (a, b)[i % 2])
+                requested += 1
+            time.sleep(0.05)
+            samples.append(heap_kib())
+        f.set_property("model-file", a)   # a good one last: nothing left pending
+        err = wait_eos(p, 120)
+        loaded, failed = seen["model-loaded"], seen["model-load-failed"]
+        gen = f.get_property("model-generation")
+        p.set_state(Gst.State.NULL)
+        ok, growth = flat(samples)
+        check(err is None and into["n"] == n and out["n"] == n,
+              f"model-swaps non-blocking={mode}: {swaps} requests ({requested} good, "
+              f"{refused_asked} truncated); {loaded} swapped in, {failed} refused (newer requests "
+              f"replace waiting ones); frames {into['n']} in, {out['n']} out of {n}; model "
+              f"generation {gen}", err)
+        check(ok and loaded >= 1 and gen == loaded + 1 and seen["warnings"] == failed,
+              f"model-swaps non-blocking={mode}: heap in use {samples[0]} -> {samples[-1]} KiB over "
+              f"{len(samples)} swaps, trend after warm-up {growth} KiB (<= 1024); generation = "
+              f"swaps + 1; one warning per refusal ({seen['warnings']})", samples)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -298,6 +372,7 @@ def main():
         "eos-in-flight": lambda: eos_in_flight(a.model),
         "model-replaced": lambda: model_replaced(a.model, tmp),
         "shared-model": lambda: shared_model(a.model, a.cycles),
+        "model-swaps": lambda: model_swaps(a.model, tmp, a.cycles),
     }
     try:
         for name, fn in cases.items():

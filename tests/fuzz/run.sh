@@ -6,7 +6,9 @@
 #                                                       # executions each
 # Targets: safetensors (the container reader), model (the schema check on
 # top), calibration (the sidecar JSON), rtp-hdrext (the RTP header
-# extension's parser). Work folder: $FAP_FUZZ_DIR (default build-fuzz/):
+# extension's parser), element (the faprompt element through GstHarness: an
+# inference per frame, slow; a campaign runs it for >= 1 h rather than 1 M
+# executions). Work folder: $FAP_FUZZ_DIR (default build-fuzz/):
 # corpus/<target> grows across runs, crash-<target>-* are kept there and
 # fail the run (each becomes a regression input in seeds/<target>/).
 # Exit status: 0 clean, 1 a target crashed, 2 usage, 3 a target did not build.
@@ -16,7 +18,7 @@ repo="$(cd "$here/../.." && pwd)"
 seconds="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors model calibration rtp-hdrext)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors model calibration rtp-hdrext element)
 work="${FAP_FUZZ_DIR:-$repo/build-fuzz}"
 mkdir -p "$work"
 cc=${CLANG:-clang}
@@ -28,6 +30,28 @@ flags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -Wno-unknown-pragmas)
 core=("$repo"/core/{safetensors,log,half}.c)
 glib_libs=$(pkg-config --libs glib-2.0 json-glib-1.0)
+# The element target: the plugin's sources that faprompt needs, without
+# gstreamer-cuda (system memory only, as gst/meson.build builds it where
+# there is no CUDA toolkit), and the core's CPU sources (core/meson.build)
+# with OpenBLAS as meson.build links it: the OpenMP build by path, with an
+# rpath. No -fopenmp: threads=1, and libFuzzer wants one thread of ours.
+multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+blas_dir=/usr/lib/$multiarch/openblas-openmp
+blas_inc=/usr/include/$multiarch/openblas-openmp
+if [ -d "$blas_dir" ] && [ -d "$blas_inc" ]; then
+  blas=(-DFAP_HAVE_OPENBLAS=1 -I"$blas_inc" -L"$blas_dir" -Wl,-rpath,"$blas_dir" -lopenblas)
+elif pkg-config --exists openblas; then
+  blas=(-DFAP_HAVE_OPENBLAS=1 $(pkg-config --cflags --libs openblas))
+else
+  blas=()
+fi
+# the element's helpers as gst/meson.build lists them (gst_helper_sources)
+gst_helpers=$(sed -n '/^gst_helper_sources *= *files(/,/)/p' "$repo/gst/meson.build" |
+              grep -o "'[^']*\.c'" | tr -d "'")
+element_srcs=("$here/fuzz_element.c" "$repo/gst/gstfaprompt.c" "$repo/gst/gstfapromptmeta.c"
+  $(for f in $gst_helpers; do echo "$repo/gst/$f"; done)
+  "$repo"/core/{backend_cpu,backend_loader,detector,half,log,model,overlay,pixel,resample,safetensors,text,vision}.c
+  "$here/seeds/model/micro-f16.safetensors")
 build() { # TARGET SOURCES... -- LIBS
   local name=$1 out="$work/fuzz_$1"; shift
   local srcs=() libs=()
@@ -35,9 +59,11 @@ build() { # TARGET SOURCES... -- LIBS
   [ $# -gt 0 ] && shift
   libs=("$@")
   local newest=0 f
-  for f in "${srcs[@]}" "$0"; do [ "$f" -nt "$out" ] && newest=1; done
+  for f in "${srcs[@]}" "$0" "$repo"/core/*.h "$repo"/gst/*.h; do [ "$f" -nt "$out" ] && newest=1; done
   [ -x "$out" ] && [ $newest = 0 ] && return 0
-  "$cc" "${flags[@]}" "${srcs[@]}" -o "$out" "${libs[@]}" -lm || {
+  local cfiles=() f2
+  for f2 in "${srcs[@]}"; do case $f2 in *.c) cfiles+=("$f2") ;; esac; done
+  "$cc" "${flags[@]}" "${cfiles[@]}" -o "$out" "${libs[@]}" -lm || {
     echo "fuzz: building fuzz_$name failed (clang with libFuzzer and the sanitizer runtimes:" \
          "Debian clang libclang-rt-14-dev)" >&2
     exit 3
@@ -50,6 +76,11 @@ for t in "${targets[@]}"; do
     calibration) build calibration "$here/fuzz_calibration.c" "$repo/core/model.c" "${core[@]}" -- $glib_libs ;;
     rtp-hdrext) build rtp-hdrext "$here/fuzz_rtp_hdrext.c" "$repo/gst/gstrtphdrextfaprompt.c" \
                   "$repo/gst/gstfapromptmeta.c" "$repo/gst/fap_regions.c" -- $(pkg-config --libs gstreamer-rtp-1.0 gstreamer-video-1.0) ;;
+    element) build element "${element_srcs[@]}" -- -O2 \
+               -DFAP_MULTIARCH=\"$multiarch\" -DVERSION=\"fuzz\" -DPACKAGE=\"faprompt\" -DORIGIN=\"faprompt\" \
+               -DFAP_FUZZ_MODEL_SEED=\"$here/seeds/model/micro-f16.safetensors\" \
+               $(pkg-config --cflags --libs gstreamer-check-1.0 gstreamer-base-1.0 gstreamer-video-1.0 gio-2.0 json-glib-1.0) \
+               "${blas[@]}" -ldl -lpthread ;;
     *) echo "fuzz: unknown target $t" >&2; exit 2 ;;
   esac
 done

@@ -400,6 +400,7 @@ static void table_ops(void) {
     float *in[3] = {rnd(21 * 43, -1, 1), rnd(21 * 40, 0, 1), NULL};
     size_t sz[3] = {21 * 43, 21 * 40, 21};
     op_compare("op l2norm_rows", f_l2norm, &a, in, sz, 2, 1, 2e-6, 1);
+    free(in[1]);
     in[1] = rnd(80, -0.2, 0.2);
     in[2] = rnd(21, 0, 1);
     sz[1] = 80;
