@@ -125,8 +125,10 @@ static void test_yuy2_pipeline(void) {
   GstElement *pipe = gst_parse_launch(desc, &err);
   g_assert_no_error(err);
   gst_element_set_state(pipe, GST_STATE_PLAYING);
-  GstMessage *msg = gst_bus_timed_pop_filtered(gst_element_get_bus(pipe), 30 * GST_SECOND,
+  GstBus *bus = gst_element_get_bus(pipe);
+  GstMessage *msg = gst_bus_timed_pop_filtered(bus, 30 * GST_SECOND,
                                                GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  gst_object_unref(bus);
   g_assert_nonnull(msg);
   g_assert_cmpint(GST_MESSAGE_TYPE(msg), ==, GST_MESSAGE_EOS);
   gst_message_unref(msg);
@@ -641,8 +643,10 @@ static void check_auto_mode(gboolean live) {
   GArray *had = g_array_new(FALSE, FALSE, sizeof(gboolean));
   gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, record_meta_probe, had, NULL);
   gst_element_set_state(pipe, GST_STATE_PLAYING);
-  GstMessage *msg = gst_bus_timed_pop_filtered(gst_element_get_bus(pipe), 30 * GST_SECOND,
+  GstBus *bus = gst_element_get_bus(pipe);
+  GstMessage *msg = gst_bus_timed_pop_filtered(bus, 30 * GST_SECOND,
                                                GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  gst_object_unref(bus);
   g_assert_nonnull(msg);
   g_assert_cmpint(GST_MESSAGE_TYPE(msg), ==, GST_MESSAGE_EOS);
   gst_message_unref(msg);

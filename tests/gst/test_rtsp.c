@@ -168,7 +168,9 @@ static void test_loopback(void) {
   while (got < 40) {
     GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 20 * GST_SECOND);
     if (!sample) {
-      GstMessage *msg = gst_bus_pop_filtered(gst_element_get_bus(client), GST_MESSAGE_ERROR);
+      GstBus *bus = gst_element_get_bus(client);
+      GstMessage *msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+      gst_object_unref(bus);
       if (msg) {
         GError *e = NULL;
         gst_message_parse_error(msg, &e, NULL);

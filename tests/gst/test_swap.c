@@ -19,8 +19,10 @@
  *     the old instance without a stall; both on the new file share it again;
  *   - stop while a load is in progress: no hang, nothing leaked (valgrind).
  *
- *   test_swap SMALL_MODEL OTHER_MODEL SLOW_MODEL   (TAP; SLOW_MODEL: one that
- *   takes tens of ms to load, so the load is seen to overlap frames) */
+ *   test_swap SMALL_MODEL OTHER_MODEL SLOW_MODEL PATCH16_MODEL   (TAP;
+ *   SLOW_MODEL: one that takes tens of ms to load, so the load is seen to
+ *   overlap frames; PATCH16_MODEL: patch size 16, so no detector can be
+ *   built at the running image-size 56) */
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
@@ -32,7 +34,7 @@
 #include "frames.h"
 #include "gstfapromptmeta.h"
 
-static const char *small_model, *other_model, *slow_model;
+static const char *small_model, *other_model, *slow_model, *patch16_model;
 static gint64 deadline_us;
 
 typedef struct {
@@ -262,6 +264,33 @@ static void test_bad_files(void) {
   g_free(schema);
 }
 
+/* A file that loads but whose detector cannot be built with the element's
+ * settings (on a GPU: too big for the device) */
+static void test_no_detector(void) {
+  Run r = start_run(small_model, "false");
+  g_assert_cmpint(gst_element_set_state(r.h->element, GST_STATE_NULL), ==, GST_STATE_CHANGE_SUCCESS);
+  g_object_set(r.h->element, "image-size", 56, NULL);
+  gst_harness_play(r.h);
+  g_assert_cmpuint(push_one(&r, NULL, NULL), >=, 1);
+  guint64 gen = 0;
+  g_object_get(r.h->element, "model-generation", &gen, NULL);
+  /* generations count per element across restarts */
+  gint64 end = deadline();
+  gchar *w = NULL;
+  g_object_set(r.h->element, "model-file", patch16_model, NULL);
+  while (!(w = pop_warning(&r))) {
+    g_assert_cmpuint(push_one(&r, NULL, NULL), ==, gen);
+    g_assert_cmpint(g_get_monotonic_time(), <, end);
+    g_usleep(1000);
+  }
+  g_test_message("no detector: %s", w);
+  g_assert_nonnull(strstr(w, "could not be built"));
+  g_assert_nonnull(strstr(w, "patch size 16"));
+  g_free(w);
+  g_assert_cmpuint(push_one(&r, NULL, NULL), ==, gen);
+  end_run(&r);
+}
+
 /* ---- reload, recalibration ------------------------------------------------ */
 
 static gchar *copy_model(const char *from, const char *name) {
@@ -443,7 +472,7 @@ static void test_stop_during_load(void) {
 int main(int argc, char **argv) {
   gst_init(&argc, &argv);
   g_test_init(&argc, &argv, NULL);
-  if (argc < 4)
+  if (argc < 5)
     return 2;
   /* linked against the core like the other element tests, so libgomp's
    * constructor runs at start-up, not inside the plugin's dlopen (where
@@ -452,6 +481,7 @@ int main(int argc, char **argv) {
   small_model = g_intern_string(argv[1]);
   other_model = g_intern_string(argv[2]);
   slow_model = g_intern_string(argv[3]);
+  patch16_model = g_intern_string(argv[4]);
   /* valgrind (RUNNING_ON_VALGRIND is not worth a header here): a longer bound */
   deadline_us = (g_getenv("FAP_SLOW_RUN") ? 300 : 30) * G_USEC_PER_SEC;
   tmpdir = g_dir_make_tmp("faprompt-swap-XXXXXX", NULL);
@@ -459,6 +489,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/swap/blocking", test_swap_blocking);
   g_test_add_func("/swap/non-blocking", test_swap_non_blocking);
   g_test_add_func("/swap/bad-files", test_bad_files);
+  g_test_add_func("/swap/no-detector", test_no_detector);
   g_test_add_func("/swap/reload-calibration", test_reload_calibration);
   g_test_add_func("/swap/watch", test_watch);
   g_test_add_func("/swap/instance", test_instance);
