@@ -1,7 +1,10 @@
 #include "torch_ref.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 JsonObject *torch_ref_bench(const char *tool, const char *python, const char *script,
                             const char *const *args, JsonParser **parser, char **line) {
@@ -46,4 +49,105 @@ done:
   g_free(err);
   g_ptr_array_unref(argv);
   return result;
+}
+
+/* ---- the persistent server ------------------------------------------------ */
+
+struct torch_server {
+  const char *tool;
+  GPid pid;
+  FILE *to, *from;
+  char describe[128];
+};
+
+/* the next JSON object line the server prints (others are its chatter) */
+static JsonParser *read_object(torch_server *s) {
+  char line[1 << 16];
+  while (fgets(line, sizeof line, s->from)) {
+    if (line[0] != '{')
+      continue;
+    JsonParser *p = json_parser_new();
+    if (json_parser_load_from_data(p, line, -1, NULL) &&
+        JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+      return p;
+    g_object_unref(p);
+  }
+  fprintf(stderr, "%s: the PyTorch server stopped (see its messages above)\n", s->tool);
+  return NULL;
+}
+
+torch_server *torch_server_start(const char *tool, const char *python, const char *script,
+                                 const char *const *args) {
+  GPtrArray *argv = g_ptr_array_new();
+  g_ptr_array_add(argv, (gpointer)python);
+  g_ptr_array_add(argv, (gpointer)script);
+  g_ptr_array_add(argv, (gpointer) "--serve");
+  for (int i = 0; args[i]; i++)
+    g_ptr_array_add(argv, (gpointer)args[i]);
+  g_ptr_array_add(argv, NULL);
+  torch_server *s = g_new0(torch_server, 1);
+  s->tool = tool;
+  int in_fd, out_fd;
+  GError *error = NULL;
+  /* its stderr stays ours: a traceback shows where it failed */
+  gboolean ok = g_spawn_async_with_pipes(NULL, (char **)argv->pdata, NULL,
+                                         G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &s->pid, &in_fd,
+                                         &out_fd, NULL, &error);
+  g_ptr_array_unref(argv);
+  if (!ok) {
+    fprintf(stderr, "%s: cannot start the PyTorch server %s: %s\n", tool, script, error->message);
+    g_error_free(error);
+    g_free(s);
+    return NULL;
+  }
+  s->to = fdopen(in_fd, "w");
+  s->from = fdopen(out_fd, "r");
+  JsonParser *p = read_object(s);
+  if (!p) {
+    torch_server_stop(s);
+    return NULL;
+  }
+  JsonObject *o = json_node_get_object(json_parser_get_root(p));
+  snprintf(s->describe, sizeof s->describe, "torch %s, %d threads",
+           json_object_get_string_member_with_default(o, "torch", "?"),
+           (int)json_object_get_int_member_with_default(o, "threads", 0));
+  g_object_unref(p);
+  return s;
+}
+
+const char *torch_server_describe(const torch_server *s) { return s->describe; }
+
+gboolean torch_server_run(torch_server *s, int n, double *frame_s, double *vision_s,
+                          double *text_s) {
+  fprintf(s->to, "run %d\n", n);
+  fflush(s->to);
+  JsonParser *p = read_object(s);
+  if (!p)
+    return FALSE;
+  JsonArray *frames =
+      json_object_get_array_member(json_node_get_object(json_parser_get_root(p)), "frames");
+  gboolean ok = frames && (int)json_array_get_length(frames) == n;
+  for (int i = 0; ok && i < n; i++) {
+    JsonObject *f = json_array_get_object_element(frames, (guint)i);
+    frame_s[i] = json_object_get_double_member_with_default(f, "frame_s", 0);
+    vision_s[i] = json_object_get_double_member_with_default(f, "vision_s", 0);
+    text_s[i] = json_object_get_double_member_with_default(f, "text_s", 0);
+  }
+  g_object_unref(p);
+  return ok;
+}
+
+void torch_server_stop(torch_server *s) {
+  if (!s)
+    return;
+  if (s->to) {
+    fputs("quit\n", s->to);
+    fclose(s->to);
+  }
+  if (s->from)
+    fclose(s->from);
+  int status;
+  waitpid(s->pid, &status, 0);
+  g_spawn_close_pid(s->pid);
+  g_free(s);
 }

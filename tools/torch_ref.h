@@ -14,4 +14,21 @@
 JsonObject *torch_ref_bench(const char *tool, const char *python, const char *script,
                             const char *const *args, JsonParser **parser, char **line);
 
+/* A PyTorch process kept running beside the benchmark
+ * (tests/reference/authors_speed.py --serve), so faprompt and PyTorch rounds
+ * can alternate in one run (A B A B ...) without re-loading the model. */
+typedef struct torch_server torch_server;
+
+/* Spawns `python script --serve <args...>` and waits for its ready line
+ * (model loaded, one warm-up frame run). NULL with the reason printed. */
+torch_server *torch_server_start(const char *tool, const char *python, const char *script,
+                                 const char *const *args);
+/* "torch 1.13.1, 2 threads": what the server runs (valid until stop). */
+const char *torch_server_describe(const torch_server *s);
+/* Runs @n frames; seconds per frame of the frame, its vision encoder and its
+ * text encoder in frame_s[i], vision_s[i], text_s[i]. FALSE on failure. */
+gboolean torch_server_run(torch_server *s, int n, double *frame_s, double *vision_s,
+                          double *text_s);
+void torch_server_stop(torch_server *s);
+
 #endif
