@@ -544,6 +544,11 @@ static void cpu_gaussian_blur(void *ctx, float *out, const float *in, float *tmp
       for (int x = 0; x < size; x++)
         o[x] += w * src[x];
     }
+    /* a convex combination of [0, 1] map values stays in [0, 1] in exact
+     * arithmetic; float rounding can put it an ulp above 1 (a saturated
+     * map), and fap.h promises [0, 1] */
+    for (int x = 0; x < size; x++)
+      o[x] = fminf(fmaxf(o[x], 0.0f), 1.0f);
   }
 }
 

@@ -96,7 +96,15 @@ fap_model_swap_free (FapModelSwap * s)
     return;
   /* from inside the loop: a quit before g_main_loop_run starts is lost;
    * after the load in progress, if any */
-  in_loader (s, quit_loop, s->loop, NULL);
+  {
+    /* before any load still waiting (those are dropped); a load in
+     * progress finishes first */
+    GSource *src = g_idle_source_new ();
+    g_source_set_priority (src, G_PRIORITY_HIGH);
+    g_source_set_callback (src, quit_loop, s->loop, NULL);
+    g_source_attach (src, s->context);
+    g_source_unref (src);
+  }
   g_thread_join (s->thread);
   g_main_loop_unref (s->loop);
   /* sources not dispatched are destroyed here: their notify releases what

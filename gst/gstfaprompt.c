@@ -924,7 +924,9 @@ gst_fa_prompt_before_transform (GstBaseTransform * trans, GstBuffer * buf)
 {
   GstClockTime ts = GST_BUFFER_PTS (buf);
 
-  if (GST_CLOCK_TIME_IS_VALID (ts)) {
+  /* a segment in another format (or none yet: data before a segment) has
+   * no stream time; gst_segment_to_stream_time would g_critical */
+  if (GST_CLOCK_TIME_IS_VALID (ts) && trans->segment.format == GST_FORMAT_TIME) {
     ts = gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, ts);
     if (GST_CLOCK_TIME_IS_VALID (ts))
       gst_object_sync_values (GST_OBJECT (trans), ts);
@@ -1113,6 +1115,13 @@ gst_fa_prompt_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   } else if (!gst_video_frame_map (&frame, &self->info, buf, flags)) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("faprompt could not map a frame"), (NULL));
+    return GST_FLOW_ERROR;
+  } else if (!fap_frameview_check_frame (&frame, &why)) {
+    /* gst_video_frame_map trusts a GstVideoMeta: planes past the buffer,
+     * negative or short strides would be read (and drawn into) */
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("faprompt: %s", why), (NULL));
+    g_free (why);
+    gst_video_frame_unmap (&frame);
     return GST_FLOW_ERROR;
   }
   ret = process_frame (self, &frame);

@@ -284,7 +284,8 @@ __global__ void blur_cols_kernel(float *out, const float *tmp, int size, const f
     float acc = 0.0f;
     for (int j = -radius; j <= radius; j++)
       acc = FAP_FADD(acc, FAP_FMUL(kernel[j + radius], t[(size_t)fap_mirror(y + j, size) * size]));
-    out[i] = acc;
+    /* as the CPU backend: rounding must not take the map above 1 (fap.h: [0, 1]) */
+    out[i] = fminf(fmaxf(acc, 0.0f), 1.0f);
   }
 }
 

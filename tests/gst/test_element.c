@@ -837,11 +837,14 @@ static void test_model_errors(void) {
 
 static void test_model_shared(void) {
   GstHarness *a = harness(make_element(NULL), "RGB", 64, 48);
-  GstHarness *b = harness(make_element(NULL), "NV12", 64, 48);
   gboolean sa, sb;
   g_object_get(a->element, "model-shared", &sa, NULL);
+  g_assert_false(sa); /* alone */
+  GstHarness *b = harness(make_element(NULL), "NV12", 64, 48);
+  /* it says how things are now: both share it while both run */
+  g_object_get(a->element, "model-shared", &sa, NULL);
   g_object_get(b->element, "model-shared", &sb, NULL);
-  g_assert_false(sa);
+  g_assert_true(sa);
   g_assert_true(sb);
   gst_buffer_unref(push_pull(a, make_frame("RGB", 64, 48, 1, 0)));
   gst_buffer_unref(push_pull(b, make_frame("NV12", 64, 48, 1, 0)));
@@ -854,8 +857,10 @@ static void test_model_shared(void) {
     g_assert_false(sc);
     gst_harness_teardown(c);
   }
-  gst_harness_teardown(a);
   gst_harness_teardown(b);
+  g_object_get(a->element, "model-shared", &sa, NULL);
+  g_assert_false(sa); /* alone again */
+  gst_harness_teardown(a);
   /* all released: a new element loads it again */
   GstHarness *d = harness(make_element(NULL), "RGB", 64, 48);
   gboolean sd;
