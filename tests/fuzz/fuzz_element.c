@@ -203,9 +203,9 @@ static void drain_bus(Run *r) {
 static void set_messages(Run *r, gint mode) {
   r->p.messages = mode;
   g_object_set(r->e, "post-messages", mode, NULL);
-  /* switching away from on-change drops its state without a message */
-  if (mode != GST_FA_PROMPT_MESSAGES_ON_CHANGE)
-    r->in_anomaly = FALSE;
+  /* switching away from on-change drops its state without a message, at
+   * the first result that passes in the other mode (switching back before
+   * one does keeps it: the anomaly-ended still pairs with its start) */
 }
 
 static GstCaps *make_caps(Reader *in, CapsState *cs) {
@@ -631,6 +631,8 @@ static void check_output(Run *r, const Frame *fr, GstBuffer *out, guint msgs_bef
   }
   if (r->p.messages == GST_FA_PROMPT_MESSAGES_ON_CHANGE && m && !r->in_anomaly != !m->anomalous)
     FAIL("on-change: in anomaly %d after a frame with anomalous=%d", r->in_anomaly, m->anomalous);
+  if (r->p.messages != GST_FA_PROMPT_MESSAGES_ON_CHANGE && m)
+    r->in_anomaly = FALSE;
 
   /* pixels: untouched without drawing; never outside the planes */
   if (!gst_buffer_map(out, &mi, GST_MAP_READ))
