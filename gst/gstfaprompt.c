@@ -578,11 +578,8 @@ swap_failed (gpointer user_data, const gchar * path, const gchar * reason,
     generation = self->state->generation;
   }
   GST_OBJECT_UNLOCK (self);
-  GST_ELEMENT_WARNING (self, RESOURCE, OPEN_READ,
-      ("faprompt kept its model: \"%s\" (%s) %s; still running \"%s\" "
-          "(model generation %" G_GUINT64_FORMAT "): fix the file, then set "
-          "model-file again or emit \"reload\"", path, reason, error,
-          running ? running : "?", generation), (NULL));
+  /* the structured message first: an application that sees the warning
+   * finds it already posted */
   gst_element_post_message (GST_ELEMENT (self),
       gst_message_new_element (GST_OBJECT (self),
           gst_structure_new ("faprompt-model",
@@ -591,6 +588,11 @@ swap_failed (gpointer user_data, const gchar * path, const gchar * reason,
               "reason", G_TYPE_STRING, reason,
               "error", G_TYPE_STRING, error,
               "model-generation", G_TYPE_UINT64, generation, NULL)));
+  GST_ELEMENT_WARNING (self, RESOURCE, OPEN_READ,
+      ("faprompt kept its model: \"%s\" (%s) %s; still running \"%s\" "
+          "(model generation %" G_GUINT64_FORMAT "): fix the file, then set "
+          "model-file again or emit \"reload\"", path, reason, error,
+          running ? running : "?", generation), (NULL));
 }
 
 /* Streaming thread, before each frame: a model the loader finished takes

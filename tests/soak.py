@@ -64,10 +64,21 @@ _libc = ctypes.CDLL(None)
 _libc.mallinfo2.restype = _MallInfo2
 
 
+try:  # AddressSanitizer's allocator (tests/sanitize/run-test): glibc's arenas stay empty
+    _asan_heap = _libc.__sanitizer_get_current_allocated_bytes
+    _asan_heap.restype = ctypes.c_size_t
+except AttributeError:
+    _asan_heap = None
+
+
 def heap_kib():
     """Bytes malloc has handed out and not had back, over every arena
     (mallinfo2): what a leak raises. RSS also moves by whole arenas and
-    thread stacks (1.3 MB steps here), which say nothing about leaks."""
+    thread stacks (1.3 MB steps here), which say nothing about leaks.
+    Under ASan: the bytes its allocator has handed out (quarantine not
+    counted)."""
+    if _asan_heap:
+        return _asan_heap() // 1024
     m = _libc.mallinfo2()
     return (m.uordblks + m.hblkhd) // 1024
 
@@ -289,9 +300,10 @@ def model_swaps(model, tmp, swaps):
     with open(bad, "wb") as f:
         f.write(open(model, "rb").read()[:1000])
     for mode in ("false", "true"):
-        n = swaps * 10 + 100             # 200 fps: the stream outlasts the swaps
+        # a live stream for as long as the swaps take, then EOS: every frame
+        # that went in must come out, however fast this machine runs them
         p = Gst.parse_launch(
-            f"videotestsrc is-live=true num-buffers={n} ! "
+            "videotestsrc is-live=true ! "
             "video/x-raw,format=I420,width=64,height=48,framerate=200/1 ! "
             f"faprompt name=f model-file={a} threads=1 non-blocking={mode} post-messages=none ! "
             "fakesink name=sink sync=false")
@@ -335,15 +347,17 @@ def model_swaps(model, tmp, swaps):
             time.sleep(0.05)
             samples.append(heap_kib())
         f.set_property("model-file", a)   # a good one last: nothing left pending
+        time.sleep(0.2)
+        p.send_event(Gst.Event.new_eos())
         err = wait_eos(p, 120)
         loaded, failed = seen["model-loaded"], seen["model-load-failed"]
         gen = f.get_property("model-generation")
         p.set_state(Gst.State.NULL)
         ok, growth = flat(samples)
-        check(err is None and into["n"] == n and out["n"] == n,
+        check(err is None and into["n"] > 0 and out["n"] == into["n"],
               f"model-swaps non-blocking={mode}: {swaps} requests ({requested} good, "
               f"{refused_asked} truncated); {loaded} swapped in, {failed} refused (newer requests "
-              f"replace waiting ones); frames {into['n']} in, {out['n']} out of {n}; model "
+              f"replace waiting ones); frames {into['n']} in, {out['n']} out; model "
               f"generation {gen}", err)
         check(ok and loaded >= 1 and gen == loaded + 1 and seen["warnings"] == failed,
               f"model-swaps non-blocking={mode}: heap in use {samples[0]} -> {samples[-1]} KiB over "

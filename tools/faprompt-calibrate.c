@@ -123,6 +123,7 @@ int main(int argc, char **argv) {
     int rc = tool_usage_error("faprompt-calibrate", octx, usage);
     g_clear_error(&error);
     g_option_context_free(octx);
+    g_free(output);
     return rc;
   }
   g_option_context_free(octx);

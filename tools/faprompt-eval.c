@@ -684,6 +684,12 @@ int main(int argc, char **argv) {
     int rc = tool_usage_error("faprompt-eval", octx, usage);
     g_clear_error(&error);
     g_option_context_free(octx);
+    g_free(layout_name);
+    g_free(classes);
+    g_free(csv_path);
+    g_free(json_path);
+    g_free(dump_dir);
+    g_free(scores_from);
     return rc;
   }
   g_option_context_free(octx);

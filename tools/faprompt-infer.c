@@ -274,6 +274,10 @@ int main(int argc, char **argv) {
     int rc = tool_usage_error("faprompt-infer", octx, usage);
     g_clear_error(&error);
     g_option_context_free(octx);
+    g_free(heatmap_dir);
+    g_free(map_dir);
+    g_free(map_format);
+    g_free(backend);
     return rc;
   }
   g_option_context_free(octx);
