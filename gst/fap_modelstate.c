@@ -36,8 +36,8 @@ take_error (FapModelState * m, fap_status st)
 
 FapModelState *
 fap_model_state_load (const gchar * path, const FapLoadSettings * s,
-    FapCuda * cuda, GstElement * element, guint64 generation,
-    FapLoadFailure * failure, gchar ** error, gchar ** warning)
+    FapCuda * cuda, GstElement * element, FapLoadFailure * failure,
+    gchar ** error, gchar ** warning)
 {
   FapModelState *m;
   fap_detector_options o = s->options;
@@ -54,7 +54,6 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
   }
 
   m = g_atomic_rc_box_new0 (FapModelState);
-  m->generation = generation;
   m->path = g_intern_string (path);
   m->log = s->options.log;
   m->log_user_data = s->options.log_user_data;

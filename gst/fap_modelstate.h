@@ -49,14 +49,14 @@ typedef enum {
                                  * memory, backend) */
 } FapLoadFailure;
 
-/* Loads @path (through the model cache) and builds its detector in @cuda's
+/* Loads @path (through the model cache; generation 0 until the element
+ * gives it one when it takes over) and builds its detector in @cuda's
  * context when it has one (CUDA frames and weights then share it). On
  * failure: NULL, *failure and *error (g_free: the core's message). An
  * instance created with other settings than @s gives *warning (g_free). */
 FapModelState *fap_model_state_load (const gchar * path,
     const FapLoadSettings * s, FapCuda * cuda, GstElement * element,
-    guint64 generation, FapLoadFailure * failure, gchar ** error,
-    gchar ** warning);
+    FapLoadFailure * failure, gchar ** error, gchar ** warning);
 
 FapModelState *fap_model_state_ref (FapModelState * m);
 /* The last reference frees the detector (in its CUDA context) and releases

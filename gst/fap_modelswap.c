@@ -24,7 +24,6 @@ struct FapModelSwap {
   gint have_ready;              /* atomic: ready != NULL */
   gchar *watch_path;            /* what fap_model_swap_watch asked for */
   guint settle_ms;
-  guint loads, failures;
 
   /* loader thread only */
   GFileMonitor *monitors[2];    /* the model, its calibration sidecar */
@@ -54,16 +53,24 @@ loader_main (gpointer data)
   return NULL;
 }
 
-/* Runs @func on the loader thread; @notify (if any) frees @data after it,
- * or when the loader stops first. Never runs inline. */
+/* Runs @func on the loader thread at @priority; @notify (if any) frees
+ * @data after it, or when the loader stops first. Never runs inline. */
+static void
+in_loader_at (FapModelSwap * s, gint priority, GSourceFunc func,
+    gpointer data, GDestroyNotify notify)
+{
+  GSource *src = g_idle_source_new ();
+  g_source_set_priority (src, priority);
+  g_source_set_callback (src, func, data, notify);
+  g_source_attach (src, s->context);
+  g_source_unref (src);
+}
+
 static void
 in_loader (FapModelSwap * s, GSourceFunc func, gpointer data,
     GDestroyNotify notify)
 {
-  GSource *src = g_idle_source_new ();
-  g_source_set_callback (src, func, data, notify);
-  g_source_attach (src, s->context);
-  g_source_unref (src);
+  in_loader_at (s, G_PRIORITY_DEFAULT_IDLE, func, data, notify);
 }
 
 FapModelSwap *
@@ -96,15 +103,9 @@ fap_model_swap_free (FapModelSwap * s)
     return;
   /* from inside the loop: a quit before g_main_loop_run starts is lost;
    * after the load in progress, if any */
-  {
-    /* before any load still waiting (those are dropped); a load in
-     * progress finishes first */
-    GSource *src = g_idle_source_new ();
-    g_source_set_priority (src, G_PRIORITY_HIGH);
-    g_source_set_callback (src, quit_loop, s->loop, NULL);
-    g_source_attach (src, s->context);
-    g_source_unref (src);
-  }
+  /* before any load still waiting (those are dropped); a load in progress
+   * finishes first */
+  in_loader_at (s, G_PRIORITY_HIGH, quit_loop, s->loop, NULL);
   g_thread_join (s->thread);
   g_main_loop_unref (s->loop);
   /* sources not dispatched are destroyed here: their notify releases what
@@ -151,9 +152,6 @@ do_load (gpointer data)
     replaced = s->ready;        /* loaded but never taken: the newer wins */
     s->ready = m;
     g_atomic_int_set (&s->have_ready, 1);
-    s->loads++;
-  } else {
-    s->failures++;
   }
   g_mutex_unlock (&s->lock);
 
@@ -212,15 +210,6 @@ fap_model_swap_dispose (FapModelSwap * s, FapModelState * m)
 {
   if (m)
     in_loader (s, nothing, m, (GDestroyNotify) fap_model_state_unref);
-}
-
-void
-fap_model_swap_counts (FapModelSwap * s, guint * loads, guint * failed)
-{
-  g_mutex_lock (&s->lock);
-  *loads = s->loads;
-  *failed = s->failures;
-  g_mutex_unlock (&s->lock);
 }
 
 /* ---- watching ------------------------------------------------------------- */

@@ -47,7 +47,4 @@ FapModelState *fap_model_swap_take (FapModelSwap * s);
 /* Releases @m on the loader thread (any thread, never waits). */
 void fap_model_swap_dispose (FapModelSwap * s, FapModelState * m);
 
-/* Tests: loads finished (successful or not) and requests seen. */
-void fap_model_swap_counts (FapModelSwap * s, guint * loads, guint * failed);
-
 #endif

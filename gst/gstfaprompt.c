@@ -545,7 +545,7 @@ swap_load (gpointer user_data, const gchar * path, gchar ** error)
   FapModelState *m;
 
   m = fap_model_state_load (path, &self->load, &self->cuda,
-      GST_ELEMENT (self), 0, &failure, &err, &warning);
+      GST_ELEMENT (self), &failure, &err, &warning);
   if (warning)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
   g_free (warning);
@@ -609,7 +609,6 @@ maybe_swap (GstFAPrompt * self)
   m->generation = ++self->model_generations;
   old = self->state;
   self->state = m;
-  self->swaps++;
   GST_OBJECT_UNLOCK (self);
   GST_INFO_OBJECT (self, "model swapped: %s (generation %" G_GUINT64_FORMAT
       ") replaces %s (generation %" G_GUINT64_FORMAT ")", m->path,
@@ -701,7 +700,6 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   self->light_frames = 0;
   self->light_ms_total = 0.0;
   self->pixel_bytes = 0;
-  self->swaps = 0;
   GST_OBJECT_UNLOCK (self);
 
   /* CUDA: the detector is made in the element's GstCudaContext (shared with
@@ -715,7 +713,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   }
 
   clear_core_error (self);
-  m = fap_model_state_load (path, ls, &self->cuda, GST_ELEMENT (self), 0,
+  m = fap_model_state_load (path, ls, &self->cuda, GST_ELEMENT (self),
       &failure, &err, &warning);
   if (warning)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));

@@ -88,7 +88,6 @@ struct _GstFAPrompt
   gboolean watch_model;
   guint watch_settle_ms;
   guint64 model_generations;    /* models loaded since creation */
-  guint64 swaps;                /* models swapped in while running */
 
   /* between start () and stop (): the model running now (changed by the
    * streaming thread between two frames, under the object lock; the worker
