@@ -4,6 +4,7 @@
  * exists, so tests can hold the fast path against them. */
 #include "backend.h"
 
+#include "attention_cpu.h"
 #include "fastmath.h"
 #include "log.h"
 #include "resample.h"
@@ -29,6 +30,10 @@ typedef struct {
   /* attention scores, grown to the largest nq x nk seen (first frame only) */
   float *scores;
   size_t scores_cap;
+  /* fused attention (attention_cpu.c): its workspace, and whether to use it
+   * where it runs (FAP_CPU_ATTENTION=blas keeps the BLAS path, for A/B runs) */
+  fap_attention_ws att_ws;
+  int fused_attention;
   fap_status error; /* sticky until synchronize() */
 } cpu_ctx;
 
@@ -394,6 +399,13 @@ static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ld
                           int ldk, const float *v, int ldv, int nq, int nk, int heads, int hd,
                           int q_pos0) {
   cpu_ctx *c = ctx;
+  if (!c->reference && c->fused_attention && hd % 16 == 0) {
+    fap_status s = fap_attention_fused(&c->att_ws, c->threads, out, ldo, q, ldq, k, ldk, v, ldv,
+                                       nq, nk, heads, hd, q_pos0);
+    if (s && !c->error)
+      c->error = s;
+    return;
+  }
   /* one nq x nk score block per thread; sizes are fixed per detector, so this
    * grows on the first frame only */
   size_t need = (size_t)nq * nk * (size_t)c->threads;
@@ -562,6 +574,7 @@ static void cpu_destroy(void *ctx) {
   free_table(&c->ty);
   free(c->pre_tmp);
   free(c->scores);
+  fap_attention_ws_free(&c->att_ws);
   free(c);
 }
 
@@ -607,6 +620,8 @@ fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out) {
 #endif
   c->threads = threads;
   c->reference = reference;
+  const char *att = getenv("FAP_CPU_ATTENTION");
+  c->fused_attention = fap_attention_fused_usable(16) && !(att && strcmp(att, "blas") == 0);
 #ifdef FAP_HAVE_OPENBLAS
   /* process-wide in OpenBLAS: the last detector created decides */
   openblas_set_num_threads(threads);

@@ -15,7 +15,11 @@
  *   linear, matmul     |got - exact| <= (in + 2) * 2u * sum|terms| per element
  *                      (the classic bound for a float dot product, doubled);
  *                      |fast - reference| <= 1e-5 * max|reference|
- *   attention          |got - exact| <= 1e-5 * max|v|; fast vs reference as above
+ *   attention          |got - exact| <= 1e-5 * max|v|; fast vs reference as above; the
+ *                      fast path runs twice, fused (core/attention_cpu.c, where hd % 16
+ *                      == 0 and the CPU has AVX2 + FMA) and with its BLAS path
+ *                      (FAP_CPU_ATTENTION=blas), and the fused kernel is also called
+ *                      directly, so a backend that stopped choosing it cannot hide that
  *   layernorm          |got - exact| <= 1e-5 (1 + |exact|) + 4u |w| (|x| + |mean|) / std
  *                      (the second term: x - mean in f32; it matters in the low-variance row)
  *   quickgelu          |got - exact| <= 2e-6 |exact| + 2^-23 |1.702x| (1 - sig(1.702x)) |exact|
@@ -29,6 +33,7 @@
  *   gaussian_blur      2e-6 + 2 (2r + 2) u absolute (two f32 sums of 2r + 1 terms)
  *   preprocess         1e-5 absolute on normalised values
  *   topk, gather, im2col, relu, add, add_row, copy2d, reduce_max: exact. */
+#include "attention_cpu.h"
 #include "backend.h"
 #include "half.h"
 #include "resample.h"
@@ -42,8 +47,10 @@
 #define SENTINEL (-777.25f)
 #define U (1.0 / 16777216.0) /* 2^-24 */
 
-static fap_backend backends[2]; /* [0] fast, [1] reference */
-static const char *const backend_label[2] = {"fast", "reference"};
+/* [0] fast, [1] reference, [2] fast with the BLAS attention */
+static fap_backend backends[3];
+static const char *const backend_label[4] = {"fast", "reference", "fast, BLAS attention",
+                                             "fused kernel called directly"};
 static GRand *rng;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -243,6 +250,14 @@ static void test_attention(void) {
       {1, 1, 1, 1, -1, SEPARATE},  /* out = v */
       {50, 50, 4, 32, -1, PACKED}, /* large enough for threaded BLAS */
       {6, 12, 3, 16, 6, SEPARATE}, /* after the large case: reuses the score buffer */
+      /* the shapes of ViT-L/14 and CLIP's text encoder (hd = 64), cut down */
+      {100, 100, 2, 64, -1, VV},      /* V-V, rows not a multiple of the 6-row tile */
+      {37, 300, 3, 64, -1, SEPARATE}, /* keys not a multiple of the 16-key panel */
+      {1, 577, 2, 64, -1, PACKED},    /* the last layer's CLS row over S = 336's tokens */
+      {20, 1370, 1, 64, -1, SEPARATE}, /* S = 518's tokens: several row blocks per head */
+      {130, 130, 2, 32, -1, PACKED},  /* two row blocks, hd = 32 */
+      {7, 40, 2, 64, 20, SEPARATE},   /* causal over a cached prefix (text), 19 keys hidden */
+      {30, 30, 2, 64, 0, PACKED},     /* causal from 0: tiles of rows see different key counts */
   };
   for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
     const att_case *ac = &cases[ci];
@@ -277,13 +292,20 @@ static void test_attention(void) {
     for (int j = 0; j < MIN(ac->nk, ac->q_pos0 < 0 ? ac->nk : ac->q_pos0 + ac->nq); j++)
       for (int d = 0; d < c; d++)
         vmax = fmax(vmax, fabs(v[(size_t)j * ldv + d]));
-    float *out[2];
-    for (int b = 0; b < 2; b++) {
+    float *out[4] = {NULL, NULL, NULL, NULL};
+    const int fused = fap_attention_fused_usable(ac->hd);
+    fap_attention_ws ws = {0};
+    for (int b = 0; b < (fused ? 4 : 3); b++) {
       char what[128];
       g_snprintf(what, sizeof what, "attention case %zu (%s)", ci, backend_label[b]);
       out[b] = rand_matrix(ac->nq, c, ldo, -9, 9, SENTINEL);
-      backends[b].ops->attention(backends[b].ctx, out[b], ldo, q, ldq, k, ldk, v, ldv, ac->nq,
-                                 ac->nk, ac->heads, ac->hd, ac->q_pos0);
+      if (b < 3)
+        backends[b].ops->attention(backends[b].ctx, out[b], ldo, q, ldq, k, ldk, v, ldv, ac->nq,
+                                   ac->nk, ac->heads, ac->hd, ac->q_pos0);
+      else
+        g_assert_cmpint(fap_attention_fused(&ws, 2, out[b], ldo, q, ldq, k, ldk, v, ldv, ac->nq,
+                                            ac->nk, ac->heads, ac->hd, ac->q_pos0), ==, FAP_OK);
+      g_assert_cmpint(b < 3 ? backends[b].ops->synchronize(backends[b].ctx) : FAP_OK, ==, FAP_OK);
       check_padding(out[b], ac->nq, c, ldo, what);
       for (int i = 0; i < ac->nq; i++)
         for (int d = 0; d < c; d++) {
@@ -293,14 +315,20 @@ static void test_attention(void) {
         }
     }
     check_close_rel(out[0], out[1], ac->nq, c, ldo, 1e-5, "attention fast vs reference");
-    g_free(out[0]);
-    g_free(out[1]);
+    check_close_rel(out[2], out[1], ac->nq, c, ldo, 1e-5, "attention BLAS path vs reference");
+    if (fused) /* the backend's fast path is the kernel itself */
+      check_close_rel(out[0], out[3], ac->nq, c, ldo, 0.0, "attention fast path vs fused kernel");
+    fap_attention_ws_free(&ws);
+    for (int b = 0; b < 4; b++)
+      g_free(out[b]);
     g_free(exact);
     g_free(bufq);
     g_free(bufk);
     g_free(bufv);
     g_free(packed);
   }
+  if (!fap_attention_fused_usable(64))
+    g_test_message("fused attention does not run on this CPU (no AVX2 + FMA): not tested");
 }
 
 /* ---- elementwise ---------------------------------------------------------- */
@@ -1066,6 +1094,9 @@ int main(int argc, char **argv) {
   rng = g_rand_new_with_seed(20240611);
   g_assert_cmpint(fap_backend_cpu_new(2, 0, &backends[0]), ==, FAP_OK);
   g_assert_cmpint(fap_backend_cpu_new(2, 1, &backends[1]), ==, FAP_OK);
+  g_setenv("FAP_CPU_ATTENTION", "blas", TRUE);
+  g_assert_cmpint(fap_backend_cpu_new(2, 0, &backends[2]), ==, FAP_OK);
+  g_unsetenv("FAP_CPU_ATTENTION");
 
   g_test_add_func("/ops/linear", test_linear);
   g_test_add_func("/ops/matmul", test_matmul);
@@ -1091,6 +1122,7 @@ int main(int argc, char **argv) {
   int rc = g_test_run();
   fap_backend_free(&backends[0]);
   fap_backend_free(&backends[1]);
+  fap_backend_free(&backends[2]);
   g_rand_free(rng);
   return rc;
 }

@@ -1,0 +1,299 @@
+/* Fused multi-head attention, CPU fast path (AVX2 + FMA).
+ *
+ * Why: the BLAS path computes a head's whole nq x nk score matrix with one
+ * SGEMM, softmaxes it and multiplies it by v with another. At S = 518 (1370
+ * tokens) that matrix is 7.5 MB per head: each pass over it goes to memory,
+ * OpenBLAS zeroes it before writing it, and the softmax's running sum keeps
+ * its exp loop scalar (no -ffast-math, so the compiler may not reorder the
+ * sum). Attention is 28 % of the vision encoder's FLOPs there (43 of its 24 +
+ * 19 attention calls per frame run on 1370 x 1370 scores).
+ *
+ * How: one task is one head and a block of query rows whose scores fit the
+ * core's L2 cache. Keys are packed once per call in panels of 16 (a panel is
+ * [hd][16]), values per head in 16-wide column blocks ([hd / 16][nk][16]),
+ * so both kernels read memory in order. Scores come from a 6 x 16
+ * register-tile kernel (12 accumulators, the q row broadcast), the softmax
+ * leaves the exponentials unnormalised and keeps 8 partial sums in a
+ * register, and P v runs the same tile shape; the 1 / sum is applied to the
+ * hd outputs of a row instead of its nk probabilities.
+ *
+ * Numerics: the formula of the reference loops in fp32; what differs is the
+ * order of the sums (8 lanes, FMA) and the exp (the fast path's polynomial,
+ * core/fastmath.h, here 8 lanes at a time). tests/test_ops.c holds it to
+ * 1e-5 * max|v| of a double-precision computation. */
+#include "attention_cpu.h"
+
+#include "fastmath.h"
+#include "log.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FAP_FUSED_X86 1
+#endif
+
+void fap_attention_ws_free(fap_attention_ws *ws) {
+  free(ws->buf);
+  ws->buf = NULL;
+  ws->cap = 0;
+}
+
+#ifndef FAP_FUSED_X86
+
+int fap_attention_fused_usable(int hd) {
+  (void)hd;
+  return 0;
+}
+
+fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
+                               const float *q, int ldq, const float *k, int ldk, const float *v,
+                               int ldv, int nq, int nk, int heads, int hd, int q_pos0) {
+  (void)ws, (void)threads, (void)out, (void)ldo, (void)q, (void)ldq, (void)k, (void)ldk;
+  (void)v, (void)ldv, (void)nq, (void)nk, (void)heads, (void)hd, (void)q_pos0;
+  return fap_fail(FAP_ERR_UNSUPPORTED, "fused attention: not built for this CPU");
+}
+
+#else
+
+/* Compiled for the baseline: callable on any x86-64. */
+int fap_attention_fused_usable(int hd) {
+  __builtin_cpu_init();
+  return hd > 0 && hd % 16 == 0 && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma");
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
+#define TILE_ROWS 6
+#define PANEL 16
+/* score tile of one task: rows x nk16 floats kept in L2 (512 KiB on Zen 3,
+ * 1 MiB on Zen 4, 2 MiB on Sapphire Rapids), leaving room for the packed
+ * keys or values it is multiplied with */
+#define SCORE_TILE_FLOATS (40 * 1024)
+#define MAX_BLOCK_ROWS 96
+
+static inline int visible_keys(int i, int nk, int q_pos0) {
+  if (q_pos0 < 0)
+    return nk;
+  int v = q_pos0 + i + 1;
+  return v < nk ? v : nk;
+}
+
+/* 8 lanes of fap_expf_fast: same clamp, reduction and polynomial. */
+static inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic), magic);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* s[0..vis) <- exp(s - max), s[vis..end) <- 0; returns 1 / sum. */
+static float softmax_unnormalised(float *s, int vis, int end) {
+  __m256 mx8 = _mm256_set1_ps(-INFINITY);
+  int j = 0;
+  for (; j + 8 <= vis; j += 8)
+    mx8 = _mm256_max_ps(mx8, _mm256_loadu_ps(s + j));
+  float mx = hmax8(mx8);
+  for (; j < vis; j++)
+    mx = s[j] > mx ? s[j] : mx;
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 sum8 = _mm256_setzero_ps();
+  j = 0;
+  for (; j + 8 <= vis; j += 8) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    _mm256_storeu_ps(s + j, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  float sum = hsum8(sum8);
+  for (; j < vis; j++) {
+    s[j] = fap_expf_fast(s[j] - mx);
+    sum += s[j];
+  }
+  for (j = vis; j < end; j++)
+    s[j] = 0.0f;
+  return 1.0f / sum;
+}
+
+/* The two kernels below hold a 6 x 16 tile in 12 named registers: GCC keeps
+ * an array of __m256 accumulators in memory and stores it every iteration.
+ * A tile of fewer rows repeats its last row (the same data, so no NaN or
+ * overflow can appear) and stores only its own rows. */
+#define FMA_ROW(acc0, acc1, row_ptr, b0, b1)               \
+  do {                                                     \
+    const __m256 x_ = _mm256_broadcast_ss(row_ptr);        \
+    acc0 = _mm256_fmadd_ps(x_, b0, acc0);                  \
+    acc1 = _mm256_fmadd_ps(x_, b1, acc1);                  \
+  } while (0)
+
+static inline void store_row(float *dst, __m256 lo, __m256 hi, __m256 factor) {
+  _mm256_storeu_ps(dst, _mm256_mul_ps(lo, factor));
+  _mm256_storeu_ps(dst + 8, _mm256_mul_ps(hi, factor));
+}
+
+/* s[i][0..16) = scale * q[i] . kp[:, 0..16) for the m <= 6 rows of q; kp is
+ * one key panel [hd][16]. */
+static void score_rows(int m, const float *q, int ldq, const float *kp, int hd, float *s, int lds,
+                       __m256 scale) {
+  const float *r[TILE_ROWS];
+  for (int i = 0; i < TILE_ROWS; i++)
+    r[i] = q + (size_t)(i < m ? i : m - 1) * ldq;
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5];
+  __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0,
+         a4 = a0, b4 = a0, a5 = a0, b5 = a0;
+  for (int d = 0; d < hd; d++) {
+    const __m256 k0 = _mm256_load_ps(kp + d * PANEL), k1 = _mm256_load_ps(kp + d * PANEL + 8);
+    FMA_ROW(a0, b0, r0 + d, k0, k1);
+    FMA_ROW(a1, b1, r1 + d, k0, k1);
+    FMA_ROW(a2, b2, r2 + d, k0, k1);
+    FMA_ROW(a3, b3, r3 + d, k0, k1);
+    FMA_ROW(a4, b4, r4 + d, k0, k1);
+    FMA_ROW(a5, b5, r5 + d, k0, k1);
+  }
+  const __m256 lo[TILE_ROWS] = {a0, a1, a2, a3, a4, a5}, hi[TILE_ROWS] = {b0, b1, b2, b3, b4, b5};
+  for (int i = 0; i < m; i++)
+    store_row(s + (size_t)i * lds, lo[i], hi[i], scale);
+}
+
+/* o[i][0..16) = inv[i] * sum_j p[i][j] vb[j][0..16) over j < jn for the
+ * m <= 6 rows of p; vb is one 16-wide column block of a head's values,
+ * [nk][16]. */
+static void pv_rows(int m, const float *p, int ldp, const float *vb, int jn, float *o, int ldo,
+                    const float *inv) {
+  const float *r[TILE_ROWS];
+  for (int i = 0; i < TILE_ROWS; i++)
+    r[i] = p + (size_t)(i < m ? i : m - 1) * ldp;
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5];
+  __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0,
+         a4 = a0, b4 = a0, a5 = a0, b5 = a0;
+  for (int j = 0; j < jn; j++) {
+    const __m256 v0 = _mm256_load_ps(vb + (size_t)j * PANEL),
+                 v1 = _mm256_load_ps(vb + (size_t)j * PANEL + 8);
+    FMA_ROW(a0, b0, r0 + j, v0, v1);
+    FMA_ROW(a1, b1, r1 + j, v0, v1);
+    FMA_ROW(a2, b2, r2 + j, v0, v1);
+    FMA_ROW(a3, b3, r3 + j, v0, v1);
+    FMA_ROW(a4, b4, r4 + j, v0, v1);
+    FMA_ROW(a5, b5, r5 + j, v0, v1);
+  }
+  const __m256 lo[TILE_ROWS] = {a0, a1, a2, a3, a4, a5}, hi[TILE_ROWS] = {b0, b1, b2, b3, b4, b5};
+  for (int i = 0; i < m; i++)
+    store_row(o + (size_t)i * ldo, lo[i], hi[i], _mm256_set1_ps(inv[i]));
+}
+
+static int block_rows(int nq, int nk16) {
+  int rows = SCORE_TILE_FLOATS / nk16 / TILE_ROWS * TILE_ROWS;
+  rows = rows < TILE_ROWS ? TILE_ROWS : rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : rows;
+  return rows < nq ? rows : nq;
+}
+
+fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
+                               const float *q, int ldq, const float *k, int ldk, const float *v,
+                               int ldv, int nq, int nk, int heads, int hd, int q_pos0) {
+  if (threads < 1)
+    threads = 1;
+  const int nk16 = (nk + PANEL - 1) / PANEL * PANEL, panels = nk16 / PANEL;
+  const int bq = block_rows(nq, nk16), blocks = (nq + bq - 1) / bq;
+  const size_t head_floats = (size_t)nk16 * hd; /* one head's packed keys, or values */
+  const size_t tile_floats = (size_t)bq * nk16 + (size_t)bq; /* scores + 1 / sums */
+  const size_t need = 2 * (size_t)heads * head_floats + (size_t)threads * tile_floats;
+  if (need > ws->cap) {
+    free(ws->buf);
+    ws->buf = NULL;
+    ws->cap = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, need * sizeof(float)) != 0)
+      return fap_fail(FAP_ERR_NO_MEMORY, "attention: out of memory for %d x %d keys x %d heads",
+                      nq, nk, heads);
+    ws->buf = p;
+    ws->cap = need;
+  }
+  float *const kpack = ws->buf, *const vpack = kpack + (size_t)heads * head_floats;
+  float *const tiles = vpack + (size_t)heads * head_floats;
+  const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)hd));
+  const int vblocks = hd / PANEL;
+
+  _Pragma("omp parallel num_threads(threads)") {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num();
+#else
+    const int tid = 0;
+#endif
+    /* pack: keys as [panel][hd][16] (zero keys past nk), values as [hd/16][nk][16] */
+    _Pragma("omp for schedule(static)") for (int t = 0; t < heads * panels; t++) {
+      const int h = t / panels, p = t % panels;
+      float *kp = kpack + h * head_floats + (size_t)p * hd * PANEL;
+      for (int c = 0; c < PANEL; c++) {
+        const int j = p * PANEL + c;
+        const float *kj = k + (size_t)j * ldk + h * hd, *vj = v + (size_t)j * ldv + h * hd;
+        for (int d = 0; d < hd; d++)
+          kp[d * PANEL + c] = j < nk ? kj[d] : 0.0f;
+        if (j < nk)
+          for (int b = 0; b < vblocks; b++)
+            memcpy(vpack + h * head_floats + ((size_t)b * nk16 + j) * PANEL, vj + b * PANEL,
+                   PANEL * sizeof(float));
+      }
+    }
+    float *const s = tiles + (size_t)tid * tile_floats, *const inv = s + (size_t)bq * nk16;
+    _Pragma("omp for schedule(dynamic, 1)") for (int t = 0; t < heads * blocks; t++) {
+      const int h = t / blocks, i0 = (t % blocks) * bq, m = nq - i0 < bq ? nq - i0 : bq;
+      const float *kh = kpack + h * head_floats, *vh = vpack + h * head_floats;
+      const int end = visible_keys(i0 + m - 1, nk, q_pos0); /* the block's widest row */
+      for (int r = 0; r < m; r += TILE_ROWS) {
+        const int mr = m - r < TILE_ROWS ? m - r : TILE_ROWS;
+        const int np = (visible_keys(i0 + r + mr - 1, nk, q_pos0) + PANEL - 1) / PANEL;
+        const float *qr = q + (size_t)(i0 + r) * ldq + h * hd;
+        for (int p = 0; p < np; p++)
+          score_rows(mr, qr, ldq, kh + (size_t)p * hd * PANEL, hd, s + (size_t)r * nk16 + p * PANEL,
+                     nk16, scale);
+      }
+      for (int i = 0; i < m; i++)
+        inv[i] = softmax_unnormalised(s + (size_t)i * nk16, visible_keys(i0 + i, nk, q_pos0), end);
+      for (int r = 0; r < m; r += TILE_ROWS) {
+        const int mr = m - r < TILE_ROWS ? m - r : TILE_ROWS;
+        const int jn = visible_keys(i0 + r + mr - 1, nk, q_pos0);
+        float *o = out + (size_t)(i0 + r) * ldo + h * hd;
+        for (int b = 0; b < vblocks; b++)
+          pv_rows(mr, s + (size_t)r * nk16, nk16, vh + (size_t)b * nk16 * PANEL, jn, o + b * PANEL,
+                  ldo, inv + r);
+      }
+    }
+  }
+  return FAP_OK;
+}
+
+#pragma GCC pop_options
+#endif
