@@ -23,6 +23,14 @@
 
 struct fap_detector;
 
+/* What a linear layer's weight is, for a backend's reduced-precision policy
+ * (the detector says what each layer is, the backend decides what its
+ * precision does to it; unmarked weights stay in f32 on the CPU). */
+typedef enum {
+  FAP_WEIGHT_READS_LN = 1,  /* reads a LayerNorm output: the vision qkv and MLP c_fc */
+  FAP_WEIGHT_RESIDUAL = 2,  /* adds into the residual stream: vision out_proj, c_proj */
+} fap_weight_role;
+
 typedef struct fap_backend_ops {
   const char *name;
   void (*destroy)(void *ctx);
@@ -32,6 +40,8 @@ typedef struct fap_backend_ops {
   void (*release)(void *ctx, void *ptr);
   /* Makes host f32 weights usable by the backend (CPU: returns host as is). */
   const float *(*import_weights)(void *ctx, const float *host, size_t count);
+  /* Optional: the role of the count weights at w (an import_weights handle) */
+  void (*weight_role)(void *ctx, const float *w, size_t count, fap_weight_role role);
   fap_status (*upload)(void *ctx, void *dst, const void *host, size_t bytes);
   fap_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
   fap_status (*synchronize)(void *ctx);
@@ -113,6 +123,11 @@ typedef struct fap_backend {
 
 /* Constructors exist in every build; CUDA returns FAP_ERR_UNSUPPORTED when not built. */
 fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out);
+/* The same with a precision for the linear layers: bf16 / int8 where the CPU
+ * runs them faster than f32, else f32 (said at INFO); *runs (may be NULL)
+ * gets the one used. */
+fap_status fap_backend_cpu_new_precision(int threads, int reference, fap_precision precision,
+                                         fap_backend *out, fap_precision *runs);
 fap_status fap_backend_cuda_new(int device_id, fap_precision precision, fap_backend *out);
 int fap_backend_cuda_available(void);
 void fap_backend_free(fap_backend *backend);

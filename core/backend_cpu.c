@@ -6,6 +6,7 @@
 
 #include "attention_cpu.h"
 #include "fastmath.h"
+#include "linear_dnnl.h"
 #include "log.h"
 #include "resample.h"
 
@@ -34,18 +35,20 @@ typedef struct {
    * where it runs (FAP_CPU_ATTENTION=blas keeps the BLAS path, for A/B runs) */
   fap_attention_ws att_ws;
   int fused_attention;
+  /* bf16 / int8 linear layers (linear_dnnl.c); NULL: f32. roles: the
+   * weights the detector marked (fap_weight_role), the only ones it takes */
+  fap_dnnl *dnnl;
+  struct role_range {
+    const float *w;
+    size_t count;
+    fap_weight_role role;
+  } *roles;
+  int n_roles, cap_roles;
   fap_status error; /* sticky until synchronize() */
 } cpu_ctx;
 
 #define PAR _Pragma("omp parallel for num_threads(c->threads) schedule(static)")
 
-/* Hot elementwise kernels are compiled for AVX-512, AVX2+FMA and the baseline
- * and picked at load time (ifunc), so one binary runs everywhere. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FAP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FAP_CLONES
-#endif
 
 #ifdef _OPENMP
 #define THREAD_INDEX() omp_get_thread_num()
@@ -220,9 +223,39 @@ static void linear_reference(cpu_ctx *c, float *y, int ldy, const float *x, int 
   }
 }
 
+static int weight_role_of(const cpu_ctx *c, const float *w) {
+  for (int i = 0; i < c->n_roles; i++) /* ~100 entries, at most 200 calls a frame */
+    if (w >= c->roles[i].w && w < c->roles[i].w + c->roles[i].count)
+      return (int)c->roles[i].role;
+  return 0;
+}
+
+/* Kept only where a reduced precision runs (the only reader); a failed
+ * growth leaves the weight in f32, which is always correct. */
+static void cpu_weight_role(void *ctx, const float *w, size_t count, fap_weight_role role) {
+  cpu_ctx *c = ctx;
+  if (!c->dnnl)
+    return;
+  if (c->n_roles == c->cap_roles) {
+    int cap = c->cap_roles ? 2 * c->cap_roles : 128;
+    struct role_range *grown = realloc(c->roles, (size_t)cap * sizeof *grown);
+    if (!grown)
+      return;
+    c->roles = grown;
+    c->cap_roles = cap;
+  }
+  c->roles[c->n_roles++] = (struct role_range){w, count, role};
+}
+
 static void cpu_linear(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
                        const float *b, int rows, int in, int out, int accumulate) {
   cpu_ctx *c = ctx;
+  if (c->dnnl && fap_dnnl_takes(c->dnnl, weight_role_of(c, w))) {
+    fap_status s = fap_dnnl_linear(c->dnnl, y, ldy, x, ldx, w, b, rows, in, out, accumulate);
+    if (s && !c->error)
+      c->error = s;
+    return;
+  }
 #ifdef FAP_HAVE_OPENBLAS
   if (!c->reference) {
     /* y = [y +] b, then y += x W^T in one SGEMM */
@@ -575,6 +608,8 @@ static void cpu_destroy(void *ctx) {
   free(c->pre_tmp);
   free(c->scores);
   fap_attention_ws_free(&c->att_ws);
+  fap_dnnl_free(c->dnnl);
+  free(c->roles);
   free(c);
 }
 
@@ -584,6 +619,7 @@ static const fap_backend_ops cpu_ops = {
     .alloc = cpu_alloc,
     .release = cpu_release,
     .import_weights = cpu_import_weights,
+    .weight_role = cpu_weight_role,
     .upload = cpu_copy,
     .download = cpu_copy,
     .synchronize = cpu_synchronize,
@@ -608,7 +644,34 @@ static const fap_backend_ops cpu_ops = {
     .gaussian_blur = cpu_gaussian_blur,
 };
 
+/* The reduced precisions run where they are faster than f32; everywhere
+ * else the backend says why at INFO level and computes in f32. */
+static fap_precision open_precision(cpu_ctx *c, fap_precision p) {
+  if (p == FAP_PRECISION_AUTO || p == FAP_PRECISION_F32)
+    return FAP_PRECISION_F32;
+  const char *why = NULL;
+  if (c->reference)
+    why = "the reference loops compute in f32";
+  else if (p == FAP_PRECISION_F16)
+    why = "the CPU backend has no f16 matrix products (bf16 and int8 it has)";
+  else if (fap_dnnl_new(p, c->threads, &c->dnnl, &why) != FAP_OK && !why)
+    why = "oneDNN could not start (logged above)";
+  if (why) {
+    fap_log(FAP_LOG_INFO, "cpu backend: precision %s requested, computing in f32: %s",
+            fap_precision_name(p), why);
+    return FAP_PRECISION_F32;
+  }
+  fap_log(FAP_LOG_INFO, "cpu backend: linear layers in %s through oneDNN (%s)",
+          fap_precision_name(p), fap_dnnl_isa_name());
+  return p;
+}
+
 fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out) {
+  return fap_backend_cpu_new_precision(threads, reference, FAP_PRECISION_F32, out, NULL);
+}
+
+fap_status fap_backend_cpu_new_precision(int threads, int reference, fap_precision precision,
+                                         fap_backend *out, fap_precision *runs) {
   cpu_ctx *c = calloc(1, sizeof *c);
   if (!c)
     return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory");
@@ -640,6 +703,9 @@ fap_status fap_backend_cpu_new(int threads, int reference, fap_backend *out) {
   if (!reference)
     fap_log(FAP_LOG_WARNING, "cpu backend: built without OpenBLAS, using the slow reference loops");
 #endif
+  fap_precision p = open_precision(c, precision);
+  if (runs)
+    *runs = p;
   out->ops = &cpu_ops;
   out->ctx = c;
   return FAP_OK;

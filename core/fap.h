@@ -151,13 +151,18 @@ typedef enum {
 FAP_API const char *fap_backend_name(fap_backend_kind kind);
 
 /* Number format of the matrix products (weights and activations fed to them;
- * accumulation is always f32). The CPU backend computes in f32 only; the CUDA
- * backend in f16 (default) or bf16. */
+ * accumulation is f32, int8's s32). The CUDA backend computes in f16
+ * (default) or bf16. The CPU backend computes in f32 (default, exact); bf16
+ * and int8 run its linear layers through oneDNN where the CPU has units that
+ * make them faster (bf16: AVX512-BF16 or AMX; int8: AVX2 or better), and
+ * otherwise fall back to f32, saying so at INFO level. Attention, LayerNorm
+ * and the scoring stay f32. fap_detector_precision says what runs. */
 typedef enum {
   FAP_PRECISION_AUTO = 0, /* the backend's default: CPU f32, CUDA f16 */
   FAP_PRECISION_F32,
   FAP_PRECISION_F16,
   FAP_PRECISION_BF16,
+  FAP_PRECISION_INT8, /* CPU only: weights per channel, activations per row */
 } fap_precision;
 
 FAP_API const char *fap_precision_name(fap_precision precision);

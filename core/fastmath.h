@@ -12,6 +12,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Hot elementwise kernels are compiled for AVX-512, AVX2+FMA and the baseline
+ * and picked at load time (ifunc), so one binary runs everywhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FAP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FAP_CLONES
+#endif
+
 static inline float fap_expf_fast(float x) {
   x = x < -87.3f ? -87.3f : x;
   x = x > 88.0f ? 88.0f : x;

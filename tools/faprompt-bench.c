@@ -11,7 +11,12 @@
  *
  *   faprompt-bench MODEL [--sizes 336,518] [--rounds 3] [--frames 3]
  *                  [--torch-frames 1] [--threads N] [--input WxH]
- *                  [--no-torch] [--reference]
+ *                  [--no-torch] [--reference] [--precision int8,bf16]
+ *
+ * --precision adds detectors in reduced precision, run in the same rounds
+ * (f32, then each of them, then PyTorch), with a second table: their frame
+ * and vision times, the speed-up over f32 (ratio of minima) and how far
+ * their map and score are from f32's on the same frame.
  */
 #include "fap.h"
 #include "hostinfo.h"
@@ -21,6 +26,7 @@
 #include <cblas.h>
 #endif
 #include <glib.h>
+#include <math.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +126,32 @@ static double min_of(const double *v, int n) {
   return m;
 }
 
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    m = d > m ? d : m;
+  }
+  return m;
+}
+
+/* A detector in a reduced precision, timed in the rounds beside f32. */
+typedef struct {
+  fap_precision asked, runs;
+  fap_detector *det;
+  double *total, *vision;
+  double map_err, score_err;
+} reduced_run;
+
+static int parse_precision(const char *name, fap_precision *out) {
+  for (int p = FAP_PRECISION_F32; p <= FAP_PRECISION_INT8; p++)
+    if (strcmp(name, fap_precision_name((fap_precision)p)) == 0) {
+      *out = (fap_precision)p;
+      return 1;
+    }
+  return 0;
+}
+
 static double median_of(const double *v, int n) {
   double *c = malloc((size_t)n * sizeof *c);
   memcpy(c, v, (size_t)n * sizeof *c);
@@ -129,7 +161,7 @@ static double median_of(const double *v, int n) {
 }
 
 int main(int argc, char **argv) {
-  char *sizes_arg = NULL, *input_arg = NULL, *python = NULL, *script = NULL;
+  char *sizes_arg = NULL, *input_arg = NULL, *python = NULL, *script = NULL, *prec_arg = NULL;
   int frames = 3, threads = 0, torch_frames = 1, torch_threads = 0, no_torch = 0, reference = 0;
   int rounds = 3;
   GOptionEntry entries[] = {
@@ -144,6 +176,7 @@ int main(int argc, char **argv) {
       {"reference", 0, 0, G_OPTION_ARG_NONE, &reference, "time the reference loops", NULL},
       {"python", 0, 0, G_OPTION_ARG_STRING, &python, "python with torch (/usr/bin/python3)", "P"},
       {"torch-script", 0, 0, G_OPTION_ARG_FILENAME, &script, "the PyTorch anchor (tests/reference/authors_speed.py)", "F"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec_arg, "also time these CPU precisions against f32 (e.g. int8,bf16)", "L"},
       {NULL},
   };
   GOptionContext *ctx = g_option_context_new("MODEL - benchmark the faprompt detector");
@@ -165,6 +198,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "--input wants WxH, e.g. 1920x1080\n");
     return 2;
   }
+  gchar **prec_names = g_strsplit(prec_arg ? prec_arg : "", ",", 0);
+  int n_reduced = 0;
+  fap_precision reduced[8];
+  for (int i = 0; prec_names[i] && prec_names[i][0]; i++) {
+    if (n_reduced == 8 || !parse_precision(prec_names[i], &reduced[n_reduced])) {
+      fprintf(stderr, "--precision: '%s' is not one of f32, f16, bf16, int8 (at most 8)\n",
+              prec_names[i]);
+      return 2;
+    }
+    n_reduced++;
+  }
+  g_strfreev(prec_names);
   if (threads <= 0)
     threads = (int)g_get_num_processors();
   if (torch_threads <= 0)
@@ -189,6 +234,10 @@ int main(int argc, char **argv) {
   fap_frame frame = {FAP_PIXEL_RGB, in_w, in_h, (size_t)in_w * 3, pixels};
 
   gchar **sizes = g_strsplit(sizes_arg ? sizes_arg : "336,518", ",", 0);
+  GString *ptable = g_string_new(NULL);
+  g_string_append(ptable, "| S | precision (runs) | frame ms min / median | vision ms min | "
+                          "speed-up over f32, frame (vision) | map max abs err vs f32 | score "
+                          "abs err vs f32 |\n|---|---|---|---|---|---|---|\n");
   GString *table = g_string_new(NULL);
   g_string_append_printf(table,
                          "| S | stage ms (median): pre / vision / map1 / prior / text / map2 / map | "
@@ -214,6 +263,30 @@ int main(int argc, char **argv) {
     double create_s = now_s() - t0;
     fap_result r;
     fap_detector_run(det, &frame, &r); /* warm-up: first-touch of buffers */
+    float *map_f32 = malloc((size_t)size * size * sizeof(float));
+    memcpy(map_f32, r.map, (size_t)size * size * sizeof(float));
+    const float score_f32 = r.score;
+    reduced_run rr[8];
+    memset(rr, 0, sizeof rr);
+    for (int p = 0; p < n_reduced; p++) {
+      fap_detector_options po = o;
+      po.precision = reduced[p];
+      rr[p].asked = reduced[p];
+      rr[p].total = calloc((size_t)rounds * frames, sizeof(double));
+      rr[p].vision = calloc((size_t)rounds * frames, sizeof(double));
+      if (fap_detector_new(model, &po, &rr[p].det) != FAP_OK) {
+        rc = 1;
+        continue;
+      }
+      rr[p].runs = fap_detector_precision(rr[p].det);
+      fap_result pr;
+      if (fap_detector_run(rr[p].det, &frame, &pr) != FAP_OK) { /* warm-up, and the error */
+        rc = 1;
+        continue;
+      }
+      rr[p].map_err = max_abs_diff(pr.map, map_f32, (size_t)size * size);
+      rr[p].score_err = fabs((double)pr.score - score_f32);
+    }
     torch_server *ts = NULL;
     if (!no_torch) {
       char s_size[16], s_threads[16], s_w[16], s_h[16];
@@ -246,6 +319,16 @@ int main(int argc, char **argv) {
           stage[k][done] = r.stage_ms[k];
         total[done] = r.total_ms;
       }
+      for (int p = 0; p < n_reduced && rc == 0; p++)
+        for (int f = 0; f < frames; f++) {
+          fap_result pr;
+          if (fap_detector_run(rr[p].det, &frame, &pr) != FAP_OK) {
+            rc = 1;
+            break;
+          }
+          rr[p].total[round * frames + f] = pr.total_ms;
+          rr[p].vision[round * frames + f] = pr.stage_ms[FAP_STAGE_VISION];
+        }
       if (ts && rc == 0) {
         if (!torch_server_run(ts, torch_frames, t_frame + tdone, t_vision + tdone, t_text + tdone)) {
           rc = 1;
@@ -285,6 +368,19 @@ int main(int argc, char **argv) {
     printf("  OpenBLAS SGEMM alone on the vision shapes: %.1f ms = %.1f GFLOP/s -> vision stage runs "
            "at %.0f%% of it\n", gemm_ms, gemm_gflops, 100.0 * eff);
 #endif
+    for (int p = 0; p < n_reduced; p++) {
+      if (rr[p].det && done == rounds * frames) {
+        double pf = min_of(rr[p].total, done), pv = min_of(rr[p].vision, done);
+        g_string_append_printf(ptable, "| %d | %s (%s) | %.0f / %.0f | %.0f | %.2fx (%.2fx) | %.2e | "
+                               "%.2e |\n", size, fap_precision_name(rr[p].asked),
+                               fap_precision_name(rr[p].runs), pf, median_of(rr[p].total, done), pv,
+                               frame_min / pf, vision_min / pv, rr[p].map_err, rr[p].score_err);
+      }
+      fap_detector_free(rr[p].det);
+      free(rr[p].total);
+      free(rr[p].vision);
+    }
+    free(map_f32);
     fap_detector_free(det);
     g_string_append_printf(table, "| %d | %.0f / %.0f / %.1f / %.1f / %.1f / %.1f / %.1f | %.0f / %.0f | "
                            "%.0f (%.0f) | ", size, med[0], med[1], med[2], med[3], med[4], med[5],
@@ -318,7 +414,11 @@ int main(int argc, char **argv) {
   printf("\npeak RSS of faprompt (this process): %.0f MiB; of the PyTorch runs: %.0f MiB\n\n",
          peak_rss_mib(RUSAGE_SELF), peak_rss_mib(RUSAGE_CHILDREN));
   printf("%s", table->str);
+  if (n_reduced)
+    printf("\nreduced precision against f32 (same rounds, same frame):\n\n%s", ptable->str);
   g_string_free(table, TRUE);
+  g_string_free(ptable, TRUE);
+  g_free(prec_arg);
   g_strfreev(sizes);
   free(pixels);
   fap_model_free(model);

@@ -8,6 +8,7 @@ packages=(
   gcc g++ meson ninja-build pkg-config   # g++: nvcc's host compiler, the CUDA kernel emulator
   libglib2.0-dev libjson-glib-dev
   libopenblas-openmp-dev     # OpenBLAS sharing our OpenMP threads (see meson.build)
+  libdnnl-dev                # oneDNN: the CPU backend's bf16 / int8 linear layers
   libgdk-pixbuf-2.0-dev      # image decoding for tools/faprompt-infer, -eval, -calibrate
   libpng-dev                 # 16-bit PNG maps (faprompt-infer --map-format png16)
   python3-torch python3-numpy python3-scipy python3-pil   # reference + generator, /usr/bin/python3

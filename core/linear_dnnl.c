@@ -1,0 +1,469 @@
+/* Reduced-precision linear layers through oneDNN matmul (see linear_dnnl.h).
+ *
+ * Why oneDNN: it is in Debian (libdnnl-dev 2.6), picks its kernels by CPU at
+ * run time (AVX2 u8s8 GEMM, AVX512-VNNI, AVX512-BF16, AMX) and is what
+ * PyTorch uses for the same job; OpenBLAS 0.3.21 has no bf16 or int8 GEMM,
+ * and a hand-written int8 GEMM per ISA is a project of its own.
+ *
+ * int8: weights symmetric per output channel in 7 bits (|q| <= 63), rows of
+ * activations symmetric per row in 8 bits, stored as u8 with zero point 128
+ * (the u8 x s8 form every x86 int8 kernel is built on; oneDNN's s8 x s8 adds
+ * the 128 itself, slower). 7-bit weights keep pairs of u8 x s8 products
+ * inside the s16 that AVX2's vpmaddubsw sums them in (2 * 255 * 63 < 2^15),
+ * so no kernel on any ISA saturates. The zero point comes out in the
+ * epilogue: y = sa[m] sw[n] (acc[m, n] - 128 sum_k wq[n, k]) + b[n].
+ * bf16: weights and activations rounded to nearest even, f32 accumulation,
+ * bias in f32.
+ *
+ * Weights are converted on first use (the detector's first frame), keyed by
+ * their host pointer, the shape and the row count; one primitive each. No
+ * allocation per frame after that. */
+#include "linear_dnnl.h"
+
+#include "backend.h"
+#include "fastmath.h"
+#include "log.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef FAP_HAVE_DNNL
+
+int fap_dnnl_built(void) { return 0; }
+
+fap_status fap_dnnl_new(fap_precision precision, int threads, fap_dnnl **out, const char **why) {
+  (void)precision, (void)threads;
+  *out = NULL;
+  *why = "this build has no oneDNN (Debian: libdnnl-dev, then rebuild)";
+  return FAP_ERR_UNSUPPORTED;
+}
+
+void fap_dnnl_free(fap_dnnl *dnnl) { (void)dnnl; }
+
+fap_status fap_dnnl_linear(fap_dnnl *dnnl, float *y, int ldy, const float *x, int ldx,
+                           const float *w, const float *b, int rows, int in, int out,
+                           int accumulate) {
+  (void)dnnl, (void)y, (void)ldy, (void)x, (void)ldx, (void)w, (void)b, (void)rows, (void)in;
+  (void)out, (void)accumulate;
+  return fap_fail(FAP_ERR_UNSUPPORTED, "linear: no oneDNN in this build");
+}
+
+const char *fap_dnnl_isa_name(void) { return "none"; }
+
+int fap_dnnl_takes(const fap_dnnl *dnnl, int role) {
+  (void)dnnl, (void)role;
+  return 0;
+}
+
+#else
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+#ifdef FAP_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+#define INT8_WEIGHT_MAX 63.0f
+#define INT8_ACT_MAX 127.0f
+#define ZERO_POINT 128
+
+typedef struct {
+  const float *w;
+  int in, out, rows;
+  dnnl_primitive_t prim;
+  dnnl_memory_t src, wei, dst; /* wei owns the converted weights */
+  float *wscale;               /* int8: per output channel */
+  float *wround;               /* bf16 emulation: W rounded to bf16, as f32 */
+  int32_t *comp;               /* int8: 128 * sum_k wq[n, k] (< 2^31: |wq| <= 63, in <= 2^18) */
+} dnnl_linear;
+
+struct fap_dnnl {
+  fap_precision precision;
+  int threads;
+  int emulate; /* bf16 numerics through OpenBLAS (FAP_CPU_BF16_EMULATE) */
+  dnnl_engine_t engine;
+  dnnl_stream_t stream;
+  dnnl_linear *layers;
+  int n_layers, cap_layers;
+  void *src_buf; /* quantised / rounded activations */
+  size_t src_cap;
+  void *acc_buf; /* s32 or f32 products before the epilogue */
+  size_t acc_cap;
+  float *row_scale;
+  size_t row_cap;
+};
+
+#define PAR _Pragma("omp parallel for num_threads(dn->threads) schedule(static)")
+
+int fap_dnnl_built(void) { return 1; }
+
+int fap_dnnl_takes(const fap_dnnl *dn, int role) {
+  return role == FAP_WEIGHT_READS_LN || (role == FAP_WEIGHT_RESIDUAL && dn->precision == FAP_PRECISION_BF16);
+}
+
+const char *fap_dnnl_isa_name(void) {
+  switch (dnnl_get_effective_cpu_isa()) {
+  case dnnl_cpu_isa_sse41: return "sse41";
+  case dnnl_cpu_isa_avx: return "avx";
+  case dnnl_cpu_isa_avx2: return "avx2";
+  case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+  case dnnl_cpu_isa_avx512_core: return "avx512_core";
+  case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+  case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+  case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+  default: return "other";
+  }
+}
+
+/* Where the mode beats f32 and is accurate enough. int8: oneDNN's u8s8 GEMM
+ * runs 2x OpenBLAS SGEMM on the vision shapes on AVX2, but the frame only
+ * 1.1-1.3x (attention and the f32 layers stay) and its error is beyond the
+ * bounds, so it runs only when asked for as an experiment. bf16: oneDNN 2.6
+ * has no bf16 matmul below AVX512-BF16. */
+static const char *unfit_reason(fap_precision p) {
+  dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  int avx2 = isa == dnnl_cpu_isa_avx2 || isa == dnnl_cpu_isa_avx2_vnni ||
+             isa == dnnl_cpu_isa_avx512_core || isa == dnnl_cpu_isa_avx512_core_vnni ||
+             isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+  int bf16 = isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+  if (p == FAP_PRECISION_INT8) {
+    const char *opt = getenv("FAP_CPU_INT8");
+    if (!opt || strcmp(opt, "experimental") != 0)
+      return "int8 is not offered: on the full-size model its map / score errors against f32 "
+             "reach 1.2e-2 / 1.3e-2, beyond the 1e-2 / 5e-3 bounds (docs/BENCHMARKS.md); "
+             "FAP_CPU_INT8=experimental runs it anyway";
+    return avx2 ? NULL : "this CPU has no AVX2, where int8 would be slower than f32";
+  }
+  if (p == FAP_PRECISION_BF16)
+    return bf16 ? NULL
+                : "this CPU has neither AVX512-BF16 nor AMX, where bf16 would be slower than f32";
+  return "the CPU backend's reduced precisions are bf16 and int8";
+}
+
+fap_status fap_dnnl_new(fap_precision precision, int threads, fap_dnnl **out, const char **why) {
+  *out = NULL;
+  const char *emu = getenv("FAP_CPU_BF16_EMULATE");
+  int emulate = 0;
+#ifdef FAP_HAVE_OPENBLAS
+  emulate = precision == FAP_PRECISION_BF16 && emu && strcmp(emu, "1") == 0 &&
+            unfit_reason(precision) != NULL; /* a CPU with the units runs them */
+#endif
+  *why = emulate ? NULL : unfit_reason(precision);
+  if (*why)
+    return FAP_ERR_UNSUPPORTED;
+  fap_dnnl *dn = calloc(1, sizeof *dn);
+  if (!dn)
+    return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory");
+  dn->precision = precision;
+  dn->threads = threads > 0 ? threads : 1;
+  dn->emulate = emulate;
+  if (emulate) {
+    fap_log(FAP_LOG_INFO, "cpu backend: bf16 emulated (FAP_CPU_BF16_EMULATE=1): bf16 numbers, "
+                          "f32 speed");
+    *out = dn;
+    return FAP_OK;
+  }
+  if (dnnl_engine_create(&dn->engine, dnnl_cpu, 0) != dnnl_success ||
+      dnnl_stream_create(&dn->stream, dn->engine, dnnl_stream_default_flags) != dnnl_success) {
+    fap_dnnl_free(dn);
+    return fap_fail(FAP_ERR_BACKEND, "cpu backend: oneDNN could not create its CPU engine");
+  }
+  *out = dn;
+  return FAP_OK;
+}
+
+void fap_dnnl_free(fap_dnnl *dn) {
+  if (!dn)
+    return;
+  for (int i = 0; i < dn->n_layers; i++) {
+    dnnl_linear *l = &dn->layers[i];
+    dnnl_primitive_destroy(l->prim);
+    dnnl_memory_destroy(l->src);
+    dnnl_memory_destroy(l->wei);
+    dnnl_memory_destroy(l->dst);
+    free(l->wscale);
+    free(l->comp);
+    free(l->wround);
+  }
+  free(dn->layers);
+  free(dn->src_buf);
+  free(dn->acc_buf);
+  free(dn->row_scale);
+  if (dn->stream)
+    dnnl_stream_destroy(dn->stream);
+  if (dn->engine)
+    dnnl_engine_destroy(dn->engine);
+  free(dn);
+}
+
+static int grow(void **buf, size_t *cap, size_t bytes) {
+  if (bytes <= *cap)
+    return 1;
+  free(*buf);
+  *buf = NULL;
+  *cap = 0;
+  if (posix_memalign(buf, 64, bytes) != 0) {
+    *buf = NULL;
+    return 0;
+  }
+  *cap = bytes;
+  return 1;
+}
+
+/* round to nearest even for |v| < 2^22, in a form that vectorises */
+static inline float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+/* The per-row passes, written to vectorise (ternaries, not fmaxf: without
+ * -ffast-math GCC calls libm for those). */
+FAP_CLONES static float abs_max(const float *x, int n) {
+  float m = 0.0f;
+  for (int k = 0; k < n; k++) {
+    float a = x[k] < 0.0f ? -x[k] : x[k];
+    m = a > m ? a : m;
+  }
+  return m;
+}
+
+/* q = clamp(round(x / scale), +-127) + 128, the row's scale from its |max| */
+FAP_CLONES static float quantise_row(uint8_t *q, const float *x, int n) {
+  const float amax = abs_max(x, n);
+  const float scale = amax > 0.0f ? amax / INT8_ACT_MAX : 1.0f, inv = 1.0f / scale;
+  for (int k = 0; k < n; k++) {
+    float v = round_even(x[k] * inv);
+    v = v > INT8_ACT_MAX ? INT8_ACT_MAX : v < -INT8_ACT_MAX ? -INT8_ACT_MAX : v;
+    q[k] = (uint8_t)(int)(v + (float)ZERO_POINT);
+  }
+  return scale;
+}
+
+FAP_CLONES static void bf16_row(uint16_t *q, const float *x, int n) {
+  for (int k = 0; k < n; k++) {
+    uint32_t u;
+    memcpy(&u, &x[k], sizeof u);
+    q[k] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+/* x rounded to bf16 and widened back: what a bf16 unit multiplies */
+FAP_CLONES static void round_row_bf16(float *q, const float *x, int n) {
+  for (int k = 0; k < n; k++) {
+    uint32_t u;
+    memcpy(&u, &x[k], sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&q[k], &u, sizeof u);
+  }
+}
+
+FAP_CLONES static void epilogue_int8(float *y, const int32_t *acc, const int32_t *comp,
+                                     const float *wscale, const float *b, float s_m, int n,
+                                     int accumulate) {
+  for (int j = 0; j < n; j++) {
+    /* in s32 first: acc and comp reach 2^26, beyond f32's exact integers */
+    float v = s_m * wscale[j] * (float)(acc[j] - comp[j]) + (b ? b[j] : 0.0f);
+    y[j] = accumulate ? y[j] + v : v;
+  }
+}
+
+FAP_CLONES static void epilogue_f32(float *y, const float *acc, const float *b, int n,
+                                    int accumulate) {
+  for (int j = 0; j < n; j++) {
+    float v = acc[j] + (b ? b[j] : 0.0f);
+    y[j] = accumulate ? y[j] + v : v;
+  }
+}
+
+static fap_status dnnl_failed(const fap_dnnl *dn, dnnl_status_t st, const char *what, int rows,
+                              int in, int out) {
+  return fap_fail(FAP_ERR_BACKEND, "cpu backend (oneDNN, %s): %s failed for %d x %d -> %d: %s",
+                  fap_precision_name(dn->precision), what, rows, in, out, dnnl_status2str(st));
+}
+
+/* Converts W [out, in] into the layout the primitive wants; int8 also its
+ * per-channel scales and zero-point compensation. */
+static fap_status convert_weights(fap_dnnl *dn, dnnl_linear *l, dnnl_primitive_desc_t pd) {
+  const int in = l->in, out = l->out;
+  const int int8 = dn->precision == FAP_PRECISION_INT8;
+  dnnl_memory_desc_t plain;
+  dnnl_dims_t dims = {in, out};
+  dnnl_status_t st = dnnl_memory_desc_init_by_tag(&plain, 2, dims, int8 ? dnnl_s8 : dnnl_bf16,
+                                                  dnnl_ba); /* [out][in] row-major */
+  if (st)
+    return dnnl_failed(dn, st, "weight descriptor", l->rows, in, out);
+  void *tmp = malloc((size_t)in * out * (int8 ? 1 : 2));
+  if (int8) {
+    l->wscale = malloc((size_t)out * sizeof(float));
+    l->comp = malloc((size_t)out * sizeof(int32_t));
+  }
+  if (!tmp || (int8 && (!l->wscale || !l->comp))) {
+    free(tmp);
+    return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d weights", out, in);
+  }
+  const float *w = l->w;
+  PAR for (int n = 0; n < out; n++) {
+    const float *wr = w + (size_t)n * in;
+    if (int8) {
+      const float amax = abs_max(wr, in);
+      const float scale = amax > 0.0f ? amax / INT8_WEIGHT_MAX : 1.0f, inv = 1.0f / scale;
+      int8_t *q = (int8_t *)tmp + (size_t)n * in;
+      int sum = 0;
+      for (int k = 0; k < in; k++) {
+        float v = round_even(wr[k] * inv);
+        v = v > INT8_WEIGHT_MAX ? INT8_WEIGHT_MAX : v < -INT8_WEIGHT_MAX ? -INT8_WEIGHT_MAX : v;
+        q[k] = (int8_t)v;
+        sum += q[k];
+      }
+      l->wscale[n] = scale;
+      l->comp[n] = ZERO_POINT * sum;
+    } else {
+      bf16_row((uint16_t *)tmp + (size_t)n * in, wr, in);
+    }
+  }
+  const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  dnnl_memory_t from = NULL;
+  dnnl_primitive_desc_t rpd = NULL;
+  dnnl_primitive_t reorder = NULL;
+  if (!(st = dnnl_memory_create(&from, &plain, dn->engine, tmp)) &&
+      !(st = dnnl_memory_create(&l->wei, want, dn->engine, DNNL_MEMORY_ALLOCATE)) &&
+      !(st = dnnl_reorder_primitive_desc_create(&rpd, &plain, dn->engine, want, dn->engine, NULL)) &&
+      !(st = dnnl_primitive_create(&reorder, rpd))) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, l->wei}};
+    if (!(st = dnnl_primitive_execute(reorder, dn->stream, 2, args)))
+      st = dnnl_stream_wait(dn->stream);
+  }
+  if (reorder)
+    dnnl_primitive_destroy(reorder);
+  if (rpd)
+    dnnl_primitive_desc_destroy(rpd);
+  if (from)
+    dnnl_memory_destroy(from);
+  free(tmp);
+  return st ? dnnl_failed(dn, st, "weight reorder", l->rows, in, out) : FAP_OK;
+}
+
+static fap_status make_layer(fap_dnnl *dn, dnnl_linear *l) {
+  const int int8 = dn->precision == FAP_PRECISION_INT8;
+  dnnl_memory_desc_t src, wei, dst;
+  dnnl_dims_t ds = {l->rows, l->in}, dw = {l->in, l->out}, dd = {l->rows, l->out};
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st;
+  if ((st = dnnl_memory_desc_init_by_tag(&src, 2, ds, int8 ? dnnl_u8 : dnnl_bf16, dnnl_ab)) ||
+      (st = dnnl_memory_desc_init_by_tag(&wei, 2, dw, int8 ? dnnl_s8 : dnnl_bf16,
+                                         dnnl_format_tag_any)) ||
+      (st = dnnl_memory_desc_init_by_tag(&dst, 2, dd, int8 ? dnnl_s32 : dnnl_f32, dnnl_ab)) ||
+      (st = dnnl_matmul_desc_init(&md, &src, &wei, NULL, &dst)) ||
+      (st = dnnl_primitive_desc_create(&pd, &md, NULL, dn->engine, NULL)))
+    return dnnl_failed(dn, st, "matmul descriptor", l->rows, l->in, l->out);
+  fap_status s = FAP_OK;
+  if ((st = dnnl_primitive_create(&l->prim, pd)) ||
+      (st = dnnl_memory_create(&l->src, &src, dn->engine, DNNL_MEMORY_NONE)) ||
+      (st = dnnl_memory_create(&l->dst, &dst, dn->engine, DNNL_MEMORY_NONE)))
+    s = dnnl_failed(dn, st, "matmul primitive", l->rows, l->in, l->out);
+  if (!s)
+    s = convert_weights(dn, l, pd);
+  dnnl_primitive_desc_destroy(pd);
+  return s;
+}
+
+static dnnl_linear *find_layer(fap_dnnl *dn, const float *w, int rows, int in, int out,
+                               fap_status *s) {
+  for (int i = 0; i < dn->n_layers; i++) {
+    dnnl_linear *l = &dn->layers[i];
+    if (l->w == w && l->rows == rows && l->in == in && l->out == out)
+      return l;
+  }
+  if (dn->n_layers == dn->cap_layers) { /* the first frame only */
+    int cap = dn->cap_layers ? 2 * dn->cap_layers : 64;
+    dnnl_linear *grown = realloc(dn->layers, (size_t)cap * sizeof *grown);
+    if (!grown) {
+      *s = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory");
+      return NULL;
+    }
+    dn->layers = grown;
+    dn->cap_layers = cap;
+  }
+  dnnl_linear *l = &dn->layers[dn->n_layers];
+  memset(l, 0, sizeof *l);
+  l->w = w, l->rows = rows, l->in = in, l->out = out;
+  dn->n_layers++; /* counted at once, so fap_dnnl_free releases a half-made layer */
+  if (dn->emulate) {
+    if (!(l->wround = malloc((size_t)in * out * sizeof(float)))) {
+      *s = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d weights", out, in);
+      return NULL;
+    }
+    PAR for (int n = 0; n < out; n++)
+      round_row_bf16(l->wround + (size_t)n * in, w + (size_t)n * in, in);
+    return l;
+  }
+  if ((*s = make_layer(dn, l)))
+    return NULL;
+  return l;
+}
+
+fap_status fap_dnnl_linear(fap_dnnl *dn, float *y, int ldy, const float *x, int ldx,
+                           const float *w, const float *b, int rows, int in, int out,
+                           int accumulate) {
+  fap_status s = FAP_OK;
+  dnnl_linear *l = find_layer(dn, w, rows, in, out, &s);
+  if (!l)
+    return s;
+  const int int8 = dn->precision == FAP_PRECISION_INT8;
+  if (!grow(&dn->src_buf, &dn->src_cap, (size_t)rows * in * (int8 ? 1 : dn->emulate ? 4 : 2)) ||
+      !grow(&dn->acc_buf, &dn->acc_cap, (size_t)rows * out * 4) ||
+      !grow((void **)&dn->row_scale, &dn->row_cap, (size_t)rows * sizeof(float)))
+    return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d activations",
+                    rows, in);
+
+  /* activations: int8 per row, or bf16 */
+  float *const sa = dn->row_scale;
+  PAR for (int m = 0; m < rows; m++) {
+    if (int8)
+      sa[m] = quantise_row((uint8_t *)dn->src_buf + (size_t)m * in, x + (size_t)m * ldx, in);
+    else if (dn->emulate)
+      round_row_bf16((float *)dn->src_buf + (size_t)m * in, x + (size_t)m * ldx, in);
+    else
+      bf16_row((uint16_t *)dn->src_buf + (size_t)m * in, x + (size_t)m * ldx, in);
+  }
+#ifdef FAP_HAVE_OPENBLAS
+  if (dn->emulate) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, dn->src_buf, in,
+                l->wround, in, 0.0f, dn->acc_buf, out);
+    PAR for (int m = 0; m < rows; m++)
+      epilogue_f32(y + (size_t)m * ldy, (const float *)dn->acc_buf + (size_t)m * out, b, out,
+                   accumulate);
+    return FAP_OK;
+  }
+#endif
+
+#ifdef _OPENMP
+  omp_set_num_threads(dn->threads); /* oneDNN's OpenMP regions take this thread's setting */
+#endif
+  dnnl_status_t st;
+  if ((st = dnnl_memory_set_data_handle(l->src, dn->src_buf)) ||
+      (st = dnnl_memory_set_data_handle(l->dst, dn->acc_buf)))
+    return dnnl_failed(dn, st, "memory handle", rows, in, out);
+  dnnl_exec_arg_t args[3] = {
+      {DNNL_ARG_SRC, l->src}, {DNNL_ARG_WEIGHTS, l->wei}, {DNNL_ARG_DST, l->dst}};
+  if ((st = dnnl_primitive_execute(l->prim, dn->stream, 3, args)) ||
+      (st = dnnl_stream_wait(dn->stream)))
+    return dnnl_failed(dn, st, "matmul", rows, in, out);
+
+  /* epilogue: scales, zero point, bias, residual */
+  PAR for (int m = 0; m < rows; m++) {
+    float *yr = y + (size_t)m * ldy;
+    if (int8)
+      epilogue_int8(yr, (const int32_t *)dn->acc_buf + (size_t)m * out, l->comp, l->wscale, b,
+                    sa[m], out, accumulate);
+    else
+      epilogue_f32(yr, (const float *)dn->acc_buf + (size_t)m * out, b, out, accumulate);
+  }
+  return FAP_OK;
+}
+
+#endif

@@ -1,0 +1,298 @@
+/* faprompt-bench-gemm: SGEMM speed of several BLAS libraries on exactly the
+ * vision encoder's linear shapes (row-major y = x W^T, NoTrans x Trans), to
+ * decide between them (e.g. BLIS vs OpenBLAS). Each LIB is a shared library
+ * exporting cblas_sgemm, loaded with dlopen (RTLD_LOCAL, so several coexist);
+ * its thread count is set through openblas_set_num_threads or
+ * bli_thread_set_num_threads where exported, and OMP_NUM_THREADS. The machines
+ * are shared and noisy, so the libraries run interleaved (each round runs every
+ * library once on each shape, the starting library rotating), and the table
+ * gives the minimum and the median of each and the ratio of the minima. Every
+ * result is checked against the first library's. It prints the CPU and its ISA
+ * extensions first.
+ *
+ *   faprompt-bench-gemm [--threads N] [--rounds 5] [--sizes 336,518]
+ *                       [LIB.so ...]   (default: libopenblas.so.0; N: all cores)
+ */
+#include "hostinfo.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* the CBLAS enum values (cblas.h), the same in every implementation */
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                         int ldc);
+
+#define MAX_LIBS 8
+#define MAX_SIZES 8
+#define N_SHAPES 4
+#define W 1024 /* ViT-L/14 width */
+#define PATCH 14
+
+typedef struct {
+  const char *path, *name;
+  sgemm_fn sgemm;
+  float *y; /* this library's output, r x 4W at most */
+  double t[N_SHAPES + 1][64]; /* seconds per shape (and the layer) per round */
+  double max_rel;             /* largest difference to the first library / max |y| */
+} lib;
+
+/* the four GEMMs of one transformer layer: y (r x n) = x (r x k) W^T (n x k) */
+static const struct {
+  const char *name;
+  int n, k;
+} shapes[N_SHAPES] = {
+    {"qkv in_proj", 3 * W, W}, {"attn out_proj", W, W}, {"mlp c_fc", 4 * W, W}, {"mlp c_proj", W, 4 * W}};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double min_of(const double *v, int n) {
+  double m = v[0];
+  for (int i = 1; i < n; i++)
+    m = v[i] < m ? v[i] : m;
+  return m;
+}
+
+static double median_of(const double *v, int n) {
+  double c[64];
+  memcpy(c, v, (size_t)n * sizeof *c);
+  qsort(c, (size_t)n, sizeof *c, cmp_double);
+  return n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+}
+
+static float *alloc_floats(size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, ((n * sizeof(float) + 63) / 64) * 64)) {
+    fprintf(stderr, "faprompt-bench-gemm: out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+/* deterministic small values in [-0.5, 0.5) (a hash of the index, not zeros) */
+static void fill(float *v, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned h = (unsigned)i * 2654435761u + seed * 40503u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    v[i] = (float)(h % 1024u) / 1024.0f - 0.5f;
+  }
+}
+
+/* largest |y - ref| over the largest |ref| */
+static double rel_diff(const float *y, const float *ref, size_t n) {
+  double d = 0, m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double e = fabs((double)y[i] - ref[i]), a = fabs((double)ref[i]);
+    d = e > d ? e : d;
+    m = a > m ? a : m;
+  }
+  return m > 0 ? d / m : d;
+}
+
+/* "openblas-openmp/libopenblas.so.0": the file and its folder */
+static const char *short_name(const char *path) {
+  const char *s = strrchr(path, '/');
+  if (!s)
+    return path;
+  for (const char *p = s - 1; p >= path; p--)
+    if (*p == '/')
+      return p + 1;
+  return path;
+}
+
+/* a function of the library, or NULL (copied: ISO C has no cast from void *) */
+typedef void (*any_fn)(void);
+static any_fn sym(void *h, const char *name) {
+  void *p = dlsym(h, name);
+  any_fn f;
+  memcpy(&f, &p, sizeof f);
+  return f;
+}
+
+static void open_lib(lib *l, int threads) {
+  void *h = dlopen(l->path, RTLD_LOCAL | RTLD_NOW);
+  if (!h || !(l->sgemm = (sgemm_fn)sym(h, "cblas_sgemm"))) {
+    fprintf(stderr, "faprompt-bench-gemm: %s\n", h ? "no cblas_sgemm" : dlerror());
+    exit(1);
+  }
+  l->name = short_name(l->path);
+  /* the thread setter and what the library says about itself */
+  void (*set_ob)(int) = (void (*)(int))sym(h, "openblas_set_num_threads");
+  void (*set_bli)(long long) = (void (*)(long long))sym(h, "bli_thread_set_num_threads");
+  char *(*ob_config)(void) = (char *(*)(void))sym(h, "openblas_get_config");
+  int (*bli_arch)(void) = (int (*)(void))sym(h, "bli_arch_query_id");
+  const char *(*bli_arch_str)(int) = (const char *(*)(int))sym(h, "bli_arch_string");
+  const char *(*bli_version)(void) = (const char *(*)(void))sym(h, "bli_info_get_version_str");
+  if (set_ob)
+    set_ob(threads);
+  if (set_bli)
+    set_bli(threads); /* dim_t: 64-bit */
+  printf("- %s: %s", l->path,
+         set_ob ? "openblas_set_num_threads" : set_bli ? "bli_thread_set_num_threads" : "no thread setter (OMP_NUM_THREADS only)");
+  if (ob_config)
+    printf("; %s", ob_config());
+  if (bli_version && bli_arch && bli_arch_str)
+    printf("; BLIS %s, kernels %s", bli_version(), bli_arch_str(bli_arch()));
+  printf("\n");
+}
+
+static int parse_sizes(const char *s, int *sizes) {
+  int n = 0;
+  for (char *end; *s && n < MAX_SIZES; s = *end ? end + 1 : end) {
+    long v = strtol(s, &end, 10);
+    if (end == s || v < PATCH || (*end && *end != ','))
+      return 0;
+    sizes[n++] = (int)v;
+  }
+  return n;
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: faprompt-bench-gemm [--threads N (0: all cores)] [--rounds R (1-64)] [--sizes 336,518] [LIB.so ...]\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  int threads = 0, rounds = 5, sizes[MAX_SIZES] = {336, 518}, n_sizes = 2, n_libs = 0;
+  static lib libs[MAX_LIBS];
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+      rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
+      if (!(n_sizes = parse_sizes(argv[++i], sizes)))
+        return usage();
+    } else if (argv[i][0] == '-' || n_libs == MAX_LIBS)
+      return usage();
+    else
+      libs[n_libs++].path = argv[i];
+  }
+  if (threads < 0 || rounds < 1 || rounds > 64)
+    return usage();
+  if (!threads)
+    threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (!n_libs)
+    libs[n_libs++].path = "libopenblas.so.0";
+
+  char host[1024];
+  host_describe(host, sizeof host);
+  double load[3] = {0, 0, 0};
+  if (getloadavg(load, 3) < 0)
+    load[0] = load[1] = load[2] = -1;
+  printf("host: %s\nload average: %.2f %.2f %.2f; threads %d, rounds %d\n", host, load[0], load[1],
+         load[2], threads, rounds);
+
+  /* before the first dlopen, so that an OpenMP runtime loaded with it reads it */
+  char nt[16];
+  snprintf(nt, sizeof nt, "%d", threads);
+  setenv("OMP_NUM_THREADS", nt, 1);
+  setenv("BLIS_NUM_THREADS", nt, 1);
+  for (int l = 0; l < n_libs; l++)
+    open_lib(&libs[l], threads);
+
+  /* everything allocated once, for the largest size: x (r x 4W), a weight
+   * matrix per shape (48 MiB in all, more than a cache, as in the model), the
+   * first library's outputs as the reference, and an output per library */
+  int r_max = 0;
+  for (int s = 0; s < n_sizes; s++) {
+    int g = sizes[s] / PATCH;
+    r_max = g * g + 1 > r_max ? g * g + 1 : r_max;
+  }
+  float *x = alloc_floats((size_t)r_max * 4 * W), *w[N_SHAPES], *ref[N_SHAPES];
+  fill(x, (size_t)r_max * 4 * W, 1);
+  for (int k = 0; k < N_SHAPES; k++) {
+    w[k] = alloc_floats((size_t)shapes[k].n * shapes[k].k);
+    fill(w[k], (size_t)shapes[k].n * shapes[k].k, 2 + (unsigned)k);
+    ref[k] = alloc_floats((size_t)r_max * shapes[k].n);
+  }
+  for (int l = 0; l < n_libs; l++)
+    libs[l].y = alloc_floats((size_t)r_max * 4 * W);
+
+  int failed = 0;
+  for (int s = 0; s < n_sizes; s++) {
+    int g = sizes[s] / PATCH, r = g * g + 1;
+    /* untimed warm-up, the first library's results kept as the reference */
+    for (int k = 0; k < N_SHAPES; k++)
+      for (int l = 0; l < n_libs; l++)
+        libs[l].sgemm(ROW_MAJOR, NO_TRANS, TRANS, r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k,
+                      w[k], shapes[k].k, 0, l ? libs[l].y : ref[k], shapes[k].n);
+    for (int l = 0; l < n_libs; l++)
+      libs[l].max_rel = 0;
+    for (int rd = 0; rd < rounds; rd++) {
+      for (int l = 0; l < n_libs; l++)
+        libs[l].t[N_SHAPES][rd] = 0;
+      for (int k = 0; k < N_SHAPES; k++)
+        for (int j = 0; j < n_libs; j++) {
+          lib *L = &libs[(j + rd) % n_libs]; /* A B, then B A, ... */
+          double t0 = now_s();
+          L->sgemm(ROW_MAJOR, NO_TRANS, TRANS, r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k, w[k],
+                   shapes[k].k, 0, L->y, shapes[k].n);
+          double t = now_s() - t0;
+          L->t[k][rd] = t;
+          L->t[N_SHAPES][rd] += t;
+          double d = rel_diff(L->y, ref[k], (size_t)r * shapes[k].n);
+          L->max_rel = d > L->max_rel ? d : L->max_rel;
+        }
+    }
+
+    /* the table: min / median ms and GFLOP/s of the minimum, per library */
+    printf("\n### S=%d (grid %d, %d rows, width %d)\n\n| shape | GFLOP |", sizes[s], g, r, W);
+    for (int l = 0; l < n_libs; l++)
+      printf(" %c: %s ms min / med (GFLOP/s) |", 'A' + l, libs[l].name);
+    for (int l = 1; l < n_libs; l++)
+      printf(" min %c / min %c |", 'A' + l, 'A');
+    printf("\n|---|---|");
+    for (int l = 1; l < 2 * n_libs; l++)
+      printf("---|");
+    printf("\n");
+    double layer_flops = 0;
+    for (int k = 0; k <= N_SHAPES; k++) {
+      double flops = k < N_SHAPES ? 2.0 * r * shapes[k].n * shapes[k].k : layer_flops;
+      layer_flops += k < N_SHAPES ? flops : 0;
+      if (k < N_SHAPES)
+        printf("| %s %dx%d·(%dx%d)^T | %.2f |", shapes[k].name, r, shapes[k].k, shapes[k].n,
+               shapes[k].k, 1e-9 * flops);
+      else
+        printf("| **layer** (one of each) | %.2f |", 1e-9 * flops);
+      double t_first = min_of(libs[0].t[k], rounds);
+      for (int l = 0; l < n_libs; l++) {
+        double t = min_of(libs[l].t[k], rounds);
+        printf(" %.1f / %.1f (%.0f) |", 1e3 * t, 1e3 * median_of(libs[l].t[k], rounds), 1e-9 * flops / t);
+      }
+      for (int l = 1; l < n_libs; l++)
+        printf(" %.3f |", min_of(libs[l].t[k], rounds) / t_first);
+      printf("\n");
+    }
+    printf("\nLibraries: ");
+    for (int l = 0; l < n_libs; l++)
+      printf("%s%c = %s", l ? ", " : "", 'A' + l, libs[l].name);
+    printf(" (a ratio below 1: faster than A).\nmax |y - y_A| / max |y_A|:");
+    for (int l = 0; l < n_libs; l++) {
+      printf(" %c %.2e%s", 'A' + l, libs[l].max_rel, libs[l].max_rel > 1e-4 ? " FAILED" : "");
+      failed |= libs[l].max_rel > 1e-4;
+    }
+    printf("\n");
+    fflush(stdout);
+  }
+  if (failed)
+    fprintf(stderr, "faprompt-bench-gemm: a library's results differ from the first's by more than 1e-4\n");
+  return failed ? 1 : 0;
+}
