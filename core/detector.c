@@ -374,7 +374,8 @@ static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
       return fap_fail(FAP_ERR_UNSUPPORTED,
                       "precision int8 is a CPU backend mode; the CUDA backend computes in f16 "
                       "or bf16");
-    d->precision = o->precision != FAP_PRECISION_AUTO ? o->precision : FAP_PRECISION_F16;
+    /* what backend_cuda.c runs: bf16 when asked, f16 otherwise (it refuses f32) */
+    d->precision = o->precision == FAP_PRECISION_BF16 ? FAP_PRECISION_BF16 : FAP_PRECISION_F16;
     return fap_backend_cuda_new(o->device_id, o->precision, &d->backend);
   }
   if (kind == FAP_BACKEND_CPU)

@@ -50,6 +50,7 @@ enum
   PROP_0,
   PROP_MODEL_FILE,
   PROP_BACKEND,
+  PROP_PRECISION,
   PROP_DEVICE_ID,
   PROP_THREADS,
   PROP_IMAGE_SIZE,
@@ -125,6 +126,31 @@ gst_fa_prompt_backend_get_type (void)
   };
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstFAPromptBackend", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+#define GST_TYPE_FA_PROMPT_PRECISION (gst_fa_prompt_precision_get_type ())
+static GType
+gst_fa_prompt_precision_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_FA_PROMPT_PRECISION_AUTO, "The backend's default: CPU f32, CUDA f16",
+        "auto"},
+    {GST_FA_PROMPT_PRECISION_F32, "f32 (CPU, exact; CUDA fails to start)",
+        "f32"},
+    {GST_FA_PROMPT_PRECISION_F16, "f16 (CUDA; the CPU computes f32)", "f16"},
+    {GST_FA_PROMPT_PRECISION_BF16, "bf16 (CUDA; CPU where it has AVX512-BF16 "
+          "or AMX, else f32)", "bf16"},
+    {GST_FA_PROMPT_PRECISION_INT8, "int8 (CPU, experimental: beyond the "
+          "accuracy bounds, computes f32 unless FAP_CPU_INT8=experimental; "
+          "CUDA fails to start)", "int8"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstFAPromptPrecision", values);
     g_once_init_leave (&type, t);
   }
   return type;
@@ -623,6 +649,8 @@ maybe_swap (GstFAPrompt * self)
               "load-ms", G_TYPE_DOUBLE, m->load_ms,
               "backend", G_TYPE_STRING,
               fap_backend_name (fap_detector_backend (m->detector)),
+              "precision", G_TYPE_STRING,
+              fap_precision_name (fap_detector_precision (m->detector)),
               "image-size", G_TYPE_INT, fap_detector_image_size (m->detector),
               NULL)));
   fap_model_swap_dispose (self->swap, old);
@@ -680,6 +708,7 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   ls->batch_timeout_us = self->batch_timeout_us;
   fap_detector_options_init (&ls->options);
   ls->options.backend = (fap_backend_kind) self->backend;
+  ls->options.precision = (fap_precision) self->precision;
   ls->options.device_id = self->device_id;
   ls->options.threads = self->threads;
   ls->options.image_size = self->image_size;
@@ -1235,6 +1264,9 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
     case PROP_BACKEND:
       self->backend = g_value_get_enum (value);
       break;
+    case PROP_PRECISION:
+      self->precision = g_value_get_enum (value);
+      break;
     case PROP_DEVICE_ID:
       self->device_id = g_value_get_int (value);
       break;
@@ -1316,6 +1348,9 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_BACKEND:
       g_value_set_enum (value, self->backend);
+      break;
+    case PROP_PRECISION:
+      g_value_set_enum (value, self->precision);
       break;
     case PROP_DEVICE_ID:
       g_value_set_int (value, self->device_id);
@@ -1427,6 +1462,7 @@ static void
 gst_fa_prompt_init (GstFAPrompt * self)
 {
   self->backend = GST_FA_PROMPT_BACKEND_AUTO;
+  self->precision = GST_FA_PROMPT_PRECISION_AUTO;
   self->sigma = -1.0f;
   self->image_threshold = -1.0f;
   self->pixel_threshold = -1.0f;
@@ -1514,6 +1550,12 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   g_object_class_install_property (gobject_class, PROP_BACKEND,
       g_param_spec_enum ("backend", "Backend", "Compute backend",
           GST_TYPE_FA_PROMPT_BACKEND, GST_FA_PROMPT_BACKEND_AUTO, ready));
+  g_object_class_install_property (gobject_class, PROP_PRECISION,
+      g_param_spec_enum ("precision", "Precision",
+          "Number format of the matrix products. A CPU request the CPU "
+          "cannot run well computes in f32 and says why in the debug log "
+          "(INFO)",
+          GST_TYPE_FA_PROMPT_PRECISION, GST_FA_PROMPT_PRECISION_AUTO, ready));
   g_object_class_install_property (gobject_class, PROP_DEVICE_ID,
       g_param_spec_int ("device-id", "Device ID", "CUDA device ordinal",
           0, G_MAXINT, 0, ready));
@@ -1663,6 +1705,7 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   element_class->set_context = GST_DEBUG_FUNCPTR (gst_fa_prompt_set_context);
 
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_BACKEND, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_PRECISION, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_MESSAGES, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_FA_PROMPT_NON_BLOCKING, 0);
 }

@@ -32,6 +32,14 @@ typedef enum {
 } GstFAPromptBackend;
 
 typedef enum {
+  GST_FA_PROMPT_PRECISION_AUTO = FAP_PRECISION_AUTO,
+  GST_FA_PROMPT_PRECISION_F32 = FAP_PRECISION_F32,
+  GST_FA_PROMPT_PRECISION_F16 = FAP_PRECISION_F16,
+  GST_FA_PROMPT_PRECISION_BF16 = FAP_PRECISION_BF16,
+  GST_FA_PROMPT_PRECISION_INT8 = FAP_PRECISION_INT8,
+} GstFAPromptPrecision;
+
+typedef enum {
   GST_FA_PROMPT_MESSAGES_NONE = FAP_MESSAGES_NONE,
   GST_FA_PROMPT_MESSAGES_EVERY_FRAME = FAP_MESSAGES_EVERY_FRAME,
   GST_FA_PROMPT_MESSAGES_ON_CHANGE = FAP_MESSAGES_ON_CHANGE,
@@ -51,6 +59,7 @@ struct _GstFAPrompt
   /* properties, under the object lock */
   gchar *model_file;
   GstFAPromptBackend backend;
+  GstFAPromptPrecision precision;
   gint device_id;
   gint threads;
   gint image_size;
