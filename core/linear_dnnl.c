@@ -135,8 +135,8 @@ static const char *unfit_reason(fap_precision p) {
   if (p == FAP_PRECISION_INT8) {
     const char *opt = getenv("FAP_CPU_INT8");
     if (!opt || strcmp(opt, "experimental") != 0)
-      return "int8 is not offered: on the full-size model its map / score errors against f32 "
-             "reach 1.2e-2 / 1.3e-2, beyond the 1e-2 / 5e-3 bounds (docs/BENCHMARKS.md); "
+      return "int8 is not offered: it moves A1 by up to 1.4e-2 against f32 (tiny model; the "
+             "bound is 1e-2) for 1.1-1.3x per frame on AVX2 (docs/BENCHMARKS.md); "
              "FAP_CPU_INT8=experimental runs it anyway";
     return avx2 ? NULL : "this CPU has no AVX2, where int8 would be slower than f32";
   }
