@@ -69,9 +69,11 @@ int fap_attention_fused_usable(int hd) {
          __builtin_cpu_supports("fma");
 }
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+/* The kernels carry the target attribute one by one (GCC and clang both
+ * take it; clang ignores `#pragma GCC target`), so the file compiles for the
+ * baseline and only these functions use AVX2 + FMA. */
 #include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma")))
 
 #define TILE_ROWS 6
 #define PANEL 16
@@ -89,7 +91,7 @@ static inline int visible_keys(int i, int nk, int q_pos0) {
 }
 
 /* 8 lanes of fap_expf_fast: same clamp, reduction and polynomial. */
-static inline __m256 exp8(__m256 x) {
+AVX2 static inline __m256 exp8(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
   x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
   const __m256 magic = _mm256_set1_ps(12582912.0f);
@@ -107,14 +109,14 @@ static inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
-static inline float hsum8(__m256 v) {
+AVX2 static inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
 
-static inline float hmax8(__m256 v) {
+AVX2 static inline float hmax8(__m256 v) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -122,7 +124,7 @@ static inline float hmax8(__m256 v) {
 }
 
 /* s[0..vis) <- exp(s - max), s[vis..end) <- 0; returns 1 / sum. */
-static float softmax_unnormalised(float *s, int vis, int end) {
+AVX2 static float softmax_unnormalised(float *s, int vis, int end) {
   __m256 mx8 = _mm256_set1_ps(-INFINITY);
   int j = 0;
   for (; j + 8 <= vis; j += 8)
@@ -159,15 +161,17 @@ static float softmax_unnormalised(float *s, int vis, int end) {
     acc1 = _mm256_fmadd_ps(x_, b1, acc1);                  \
   } while (0)
 
-static inline void store_row(float *dst, __m256 lo, __m256 hi, __m256 factor) {
+AVX2 static inline void store_row(float *dst, __m256 lo, __m256 hi, __m256 factor) {
   _mm256_storeu_ps(dst, _mm256_mul_ps(lo, factor));
   _mm256_storeu_ps(dst + 8, _mm256_mul_ps(hi, factor));
 }
 
 /* s[i][0..16) = scale * q[i] . kp[:, 0..16) for the m <= 6 rows of q; kp is
  * one key panel [hd][16]. */
-static void score_rows(int m, const float *q, int ldq, const float *kp, int hd, float *s, int lds,
-                       __m256 scale) {
+AVX2 static void score_rows(int m, const float *q, int ldq, const float *kp, int hd, float *s, int lds,
+                       float scale_f) {
+  /* no __m256 crosses a call: clang's OpenMP-outlined callers are not AVX functions */
+  const __m256 scale = _mm256_set1_ps(scale_f);
   const float *r[TILE_ROWS];
   for (int i = 0; i < TILE_ROWS; i++)
     r[i] = q + (size_t)(i < m ? i : m - 1) * ldq;
@@ -191,7 +195,7 @@ static void score_rows(int m, const float *q, int ldq, const float *kp, int hd, 
 /* o[i][0..16) = inv[i] * sum_j p[i][j] vb[j][0..16) over j < jn for the
  * m <= 6 rows of p; vb is one 16-wide column block of a head's values,
  * [nk][16]. */
-static void pv_rows(int m, const float *p, int ldp, const float *vb, int jn, float *o, int ldo,
+AVX2 static void pv_rows(int m, const float *p, int ldp, const float *vb, int jn, float *o, int ldo,
                     const float *inv) {
   const float *r[TILE_ROWS];
   for (int i = 0; i < TILE_ROWS; i++)
@@ -220,7 +224,7 @@ static int block_rows(int nq, int nk16) {
   return rows < nq ? rows : nq;
 }
 
-fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
+AVX2 fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
                                const float *q, int ldq, const float *k, int ldk, const float *v,
                                int ldv, int nq, int nk, int heads, int hd, int q_pos0) {
   if (threads < 1)
@@ -243,7 +247,7 @@ fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, in
   }
   float *const kpack = ws->buf, *const vpack = kpack + (size_t)heads * head_floats;
   float *const tiles = vpack + (size_t)heads * head_floats;
-  const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)hd));
+  const float scale = 1.0f / sqrtf((float)hd);
   const int vblocks = hd / PANEL;
 
   _Pragma("omp parallel num_threads(threads)") {
@@ -295,5 +299,4 @@ fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, in
   return FAP_OK;
 }
 
-#pragma GCC pop_options
 #endif

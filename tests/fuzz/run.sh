@@ -45,12 +45,16 @@ elif pkg-config --exists openblas; then
 else
   blas=()
 fi
+# the core's sources as core/meson.build lists them (core_sources; built
+# here without oneDNN, so linear_dnnl.c is its f32-only stub)
+core_cpu=$(sed -n '/^core_sources *= *files(/,/)/p' "$repo/core/meson.build" |
+           grep -o "'[^']*\.c'" | tr -d "'")
 # the element's helpers as gst/meson.build lists them (gst_helper_sources)
 gst_helpers=$(sed -n '/^gst_helper_sources *= *files(/,/)/p' "$repo/gst/meson.build" |
               grep -o "'[^']*\.c'" | tr -d "'")
 element_srcs=("$here/fuzz_element.c" "$repo/gst/gstfaprompt.c" "$repo/gst/gstfapromptmeta.c"
   $(for f in $gst_helpers; do echo "$repo/gst/$f"; done)
-  "$repo"/core/{backend_cpu,backend_loader,detector,half,log,model,overlay,pixel,resample,safetensors,text,vision}.c
+  $(for f in $core_cpu; do echo "$repo/core/$f"; done) "$repo/core/backend_loader.c"
   "$here/seeds/model/micro-f16.safetensors")
 build() { # TARGET SOURCES... -- LIBS
   local name=$1 out="$work/fuzz_$1"; shift
