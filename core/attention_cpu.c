@@ -150,10 +150,14 @@ AVX2 static float softmax_unnormalised(float *s, int vis, int end) {
   return 1.0f / sum;
 }
 
-/* The two kernels below hold a 6 x 16 tile in 12 named registers: GCC keeps
- * an array of __m256 accumulators in memory and stores it every iteration.
- * A tile of fewer rows repeats its last row (the same data, so no NaN or
- * overflow can appear) and stores only its own rows. */
+/* Both products are one kernel: out[i][0..16) = f_i * sum_t a[i][t] b[t][0..16)
+ * over t < n for the m <= 6 rows of a, b a panel of 16-float rows. q k^T
+ * runs it with a = q, b = one key panel [hd][16], f = scale; P v with a = P,
+ * b = one value column block [nk][16], f = 1 / sum of the row. The tile is
+ * held in 12 named registers: GCC keeps an array of __m256 accumulators in
+ * memory and stores it every iteration. A tile of fewer rows repeats its
+ * last row (the same data, so no NaN or overflow can appear) and stores only
+ * its own rows. f is factor[i * factor_step] (step 0: one factor for all). */
 #define FMA_ROW(acc0, acc1, row_ptr, b0, b1)               \
   do {                                                     \
     const __m256 x_ = _mm256_broadcast_ss(row_ptr);        \
@@ -161,61 +165,31 @@ AVX2 static float softmax_unnormalised(float *s, int vis, int end) {
     acc1 = _mm256_fmadd_ps(x_, b1, acc1);                  \
   } while (0)
 
-AVX2 static inline void store_row(float *dst, __m256 lo, __m256 hi, __m256 factor) {
-  _mm256_storeu_ps(dst, _mm256_mul_ps(lo, factor));
-  _mm256_storeu_ps(dst + 8, _mm256_mul_ps(hi, factor));
-}
-
-/* s[i][0..16) = scale * q[i] . kp[:, 0..16) for the m <= 6 rows of q; kp is
- * one key panel [hd][16]. */
-AVX2 static void score_rows(int m, const float *q, int ldq, const float *kp, int hd, float *s, int lds,
-                       float scale_f) {
-  /* no __m256 crosses a call: clang's OpenMP-outlined callers are not AVX functions */
-  const __m256 scale = _mm256_set1_ps(scale_f);
+AVX2 static void tile_rows(int m, const float *a, int lda, const float *b, int n, float *out,
+                           int ldo, const float *factor, int factor_step) {
   const float *r[TILE_ROWS];
   for (int i = 0; i < TILE_ROWS; i++)
-    r[i] = q + (size_t)(i < m ? i : m - 1) * ldq;
+    r[i] = a + (size_t)(i < m ? i : m - 1) * lda;
   const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5];
   __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0,
          a4 = a0, b4 = a0, a5 = a0, b5 = a0;
-  for (int d = 0; d < hd; d++) {
-    const __m256 k0 = _mm256_load_ps(kp + d * PANEL), k1 = _mm256_load_ps(kp + d * PANEL + 8);
-    FMA_ROW(a0, b0, r0 + d, k0, k1);
-    FMA_ROW(a1, b1, r1 + d, k0, k1);
-    FMA_ROW(a2, b2, r2 + d, k0, k1);
-    FMA_ROW(a3, b3, r3 + d, k0, k1);
-    FMA_ROW(a4, b4, r4 + d, k0, k1);
-    FMA_ROW(a5, b5, r5 + d, k0, k1);
+  for (int t = 0; t < n; t++) {
+    const __m256 p0 = _mm256_load_ps(b + (size_t)t * PANEL),
+                 p1 = _mm256_load_ps(b + (size_t)t * PANEL + 8);
+    FMA_ROW(a0, b0, r0 + t, p0, p1);
+    FMA_ROW(a1, b1, r1 + t, p0, p1);
+    FMA_ROW(a2, b2, r2 + t, p0, p1);
+    FMA_ROW(a3, b3, r3 + t, p0, p1);
+    FMA_ROW(a4, b4, r4 + t, p0, p1);
+    FMA_ROW(a5, b5, r5 + t, p0, p1);
   }
   const __m256 lo[TILE_ROWS] = {a0, a1, a2, a3, a4, a5}, hi[TILE_ROWS] = {b0, b1, b2, b3, b4, b5};
-  for (int i = 0; i < m; i++)
-    store_row(s + (size_t)i * lds, lo[i], hi[i], scale);
-}
-
-/* o[i][0..16) = inv[i] * sum_j p[i][j] vb[j][0..16) over j < jn for the
- * m <= 6 rows of p; vb is one 16-wide column block of a head's values,
- * [nk][16]. */
-AVX2 static void pv_rows(int m, const float *p, int ldp, const float *vb, int jn, float *o, int ldo,
-                    const float *inv) {
-  const float *r[TILE_ROWS];
-  for (int i = 0; i < TILE_ROWS; i++)
-    r[i] = p + (size_t)(i < m ? i : m - 1) * ldp;
-  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5];
-  __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0,
-         a4 = a0, b4 = a0, a5 = a0, b5 = a0;
-  for (int j = 0; j < jn; j++) {
-    const __m256 v0 = _mm256_load_ps(vb + (size_t)j * PANEL),
-                 v1 = _mm256_load_ps(vb + (size_t)j * PANEL + 8);
-    FMA_ROW(a0, b0, r0 + j, v0, v1);
-    FMA_ROW(a1, b1, r1 + j, v0, v1);
-    FMA_ROW(a2, b2, r2 + j, v0, v1);
-    FMA_ROW(a3, b3, r3 + j, v0, v1);
-    FMA_ROW(a4, b4, r4 + j, v0, v1);
-    FMA_ROW(a5, b5, r5 + j, v0, v1);
+  for (int i = 0; i < m; i++) {
+    /* no __m256 crosses a call: clang's OpenMP-outlined callers are not AVX functions */
+    const __m256 f = _mm256_set1_ps(factor[i * factor_step]);
+    _mm256_storeu_ps(out + (size_t)i * ldo, _mm256_mul_ps(lo[i], f));
+    _mm256_storeu_ps(out + (size_t)i * ldo + 8, _mm256_mul_ps(hi[i], f));
   }
-  const __m256 lo[TILE_ROWS] = {a0, a1, a2, a3, a4, a5}, hi[TILE_ROWS] = {b0, b1, b2, b3, b4, b5};
-  for (int i = 0; i < m; i++)
-    store_row(o + (size_t)i * ldo, lo[i], hi[i], _mm256_set1_ps(inv[i]));
 }
 
 static int block_rows(int nq, int nk16) {
@@ -281,8 +255,8 @@ AVX2 fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *ou
         const int np = (visible_keys(i0 + r + mr - 1, nk, q_pos0) + PANEL - 1) / PANEL;
         const float *qr = q + (size_t)(i0 + r) * ldq + h * hd;
         for (int p = 0; p < np; p++)
-          score_rows(mr, qr, ldq, kh + (size_t)p * hd * PANEL, hd, s + (size_t)r * nk16 + p * PANEL,
-                     nk16, scale);
+          tile_rows(mr, qr, ldq, kh + (size_t)p * hd * PANEL, hd, s + (size_t)r * nk16 + p * PANEL,
+                    nk16, &scale, 0);
       }
       for (int i = 0; i < m; i++)
         inv[i] = softmax_unnormalised(s + (size_t)i * nk16, visible_keys(i0 + i, nk, q_pos0), end);
@@ -291,8 +265,8 @@ AVX2 fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *ou
         const int jn = visible_keys(i0 + r + mr - 1, nk, q_pos0);
         float *o = out + (size_t)(i0 + r) * ldo + h * hd;
         for (int b = 0; b < vblocks; b++)
-          pv_rows(mr, s + (size_t)r * nk16, nk16, vh + (size_t)b * nk16 * PANEL, jn, o + b * PANEL,
-                  ldo, inv + r);
+          tile_rows(mr, s + (size_t)r * nk16, nk16, vh + (size_t)b * nk16 * PANEL, jn, o + b * PANEL,
+                    ldo, inv + r, 1);
       }
     }
   }

@@ -242,20 +242,22 @@ FAP_CLONES static float quantise_row(uint8_t *q, const float *x, int n) {
   return scale;
 }
 
+/* the bf16 nearest to x (ties to even; inputs are finite), as its 16 bits */
+static inline uint16_t bf16_bits(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 FAP_CLONES static void bf16_row(uint16_t *q, const float *x, int n) {
-  for (int k = 0; k < n; k++) {
-    uint32_t u;
-    memcpy(&u, &x[k], sizeof u);
-    q[k] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-  }
+  for (int k = 0; k < n; k++)
+    q[k] = bf16_bits(x[k]);
 }
 
 /* x rounded to bf16 and widened back: what a bf16 unit multiplies */
 FAP_CLONES static void round_row_bf16(float *q, const float *x, int n) {
   for (int k = 0; k < n; k++) {
-    uint32_t u;
-    memcpy(&u, &x[k], sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    uint32_t u = (uint32_t)bf16_bits(x[k]) << 16;
     memcpy(&q[k], &u, sizeof u);
   }
 }
