@@ -31,8 +31,18 @@ typedef enum {
   FAP_WEIGHT_RESIDUAL = 2,  /* adds into the residual stream: vision out_proj, c_proj */
 } fap_weight_role;
 
+/* What a backend can do beyond the ops every backend has: the detector asks
+ * these, never which backend it holds. */
+typedef enum {
+  FAP_CAP_YUV_FRAMES = 1 << 0,    /* preprocess takes NV12 / I420 / YUY2 frames */
+  FAP_CAP_DEVICE_FRAMES = 1 << 1, /* preprocess takes frames in FAP_MEMORY_CUDA */
+  FAP_CAP_DEVICE_DRAW = 1 << 2,   /* frames_draw draws into any frame on the device */
+  FAP_CAP_FRAME_PROGRAM = 1 << 3, /* frames_prepare / frames_run: FAPrompt's whole frame */
+} fap_backend_caps;
+
 typedef struct fap_backend_ops {
   const char *name;
+  unsigned caps; /* fap_backend_caps */
   void (*destroy)(void *ctx);
 
   /* memory: called at detector creation only, never per frame */
@@ -48,8 +58,10 @@ typedef struct fap_backend_ops {
 
   /* frame -> normalised channel-major [3, S, S] (resize + CLIP mean/std).
    * The CPU backend takes the packed formats; the detector converts YUV
-   * frames to RGB first (core/pixel.c). The CUDA backend takes every format. */
-  fap_status (*preprocess)(void *ctx, float *out, const fap_frame *frame, int size);
+   * frames to RGB first (core/pixel.c). The CUDA backend takes every format.
+   * *bytes_up (may be NULL): the frame's pixel bytes copied to the backend. */
+  fap_status (*preprocess)(void *ctx, float *out, const fap_frame *frame, int size,
+                           size_t *bytes_up);
   /* [3, S, S] -> patch rows [G*G, 3*P*P], column order (channel, y, x) like conv1 */
   void (*im2col)(void *ctx, float *out, const float *image, int size, int patch);
 

@@ -149,7 +149,10 @@ static fap_status prepare_resize(cpu_ctx *c, int w, int h, int size) {
   return FAP_OK;
 }
 
-static fap_status cpu_preprocess(void *ctx, float *out, const fap_frame *f, int size) {
+static fap_status cpu_preprocess(void *ctx, float *out, const fap_frame *f, int size,
+                                 size_t *bytes_up) {
+  if (bytes_up)
+    *bytes_up = 0; /* the pixels are read where they are */
   cpu_ctx *c = ctx;
   fap_status s = prepare_resize(c, f->width, f->height, size);
   if (s)

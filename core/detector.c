@@ -20,7 +20,12 @@ static const char *const intermediate_names[] = {
     "topk_index", "prior", "text_features_dynamic", "text_abnormal_dynamic", "map2",
     "image_text_prob", "map_raw", "map", "score", NULL,
 };
-#define N_INTERMEDIATES (sizeof intermediate_names / sizeof intermediate_names[0] - 1)
+/* docs/ANOMALYCLIP.md's names; "map" (the result, on the host) stays second to last */
+static const char *const anomalyclip_names[] = {
+    "preprocessed", "tokens", "global", "text_features", "text_normal", "text_abnormal",
+    "layer_maps", "image_text_prob", "map_raw", "map_sum", "map", "score", NULL,
+};
+#define MAX_INTERMEDIATES (sizeof intermediate_names / sizeof intermediate_names[0] - 1)
 
 typedef struct {
   fap_tensor_view view; /* data = host copy */
@@ -29,6 +34,21 @@ typedef struct {
 } intermediate;
 
 const char *const *fap_intermediate_names(void) { return intermediate_names; }
+
+static const char *const *names_of(const fap_detector *d) {
+  return d->cfg->family == FAP_FAMILY_ANOMALYCLIP ? anomalyclip_names : intermediate_names;
+}
+
+const char *const *fap_detector_intermediate_names(const fap_detector *d) {
+  return d ? names_of(d) : intermediate_names;
+}
+
+static size_t count_names(const char *const *names) {
+  size_t n = 0;
+  while (names[n])
+    n++;
+  return n;
+}
 
 void fap_detector_options_init(fap_detector_options *o) {
   memset(o, 0, sizeof *o);
@@ -103,7 +123,8 @@ static fap_status plan_buffers(fap_detector *d) {
   const size_t trows = ln > k * la ? ln : k * la;
   const size_t f = sizeof(float);
   /* a backend that runs frames itself has its own vision buffers */
-  const size_t vis = d->backend.ops->frames_run ? 0 : 1;
+  const size_t vis = d->program ? 0 : 1;
+  const size_t lo = c->n_out_layers; /* patch features and maps per out layer */
   arena_plan ap = {0};
 
   plan(&ap, &b->image, 3 * s2, f);
@@ -115,11 +136,11 @@ static fap_status plan_buffers(fap_detector *d) {
   plan(&ap, &b->qkv, vis * rows * 3 * cv, f);
   plan(&ap, &b->attn, vis * rows * cv, f);
   plan(&ap, &b->hidden, vis * rows * 4 * cv, f);
-  plan(&ap, &b->tokens, rows * e, f);
+  plan(&ap, &b->tokens, lo * rows * e, f);
   plan(&ap, &b->global, e, f);
-  plan(&ap, &b->tokens_n, rows * e, f);
+  plan(&ap, &b->tokens_n, lo * rows * e, f);
   plan(&ap, &b->global_n, e, f);
-  plan(&ap, &b->map1, n, f);
+  plan(&ap, &b->map1, lo * n, f);
   plan(&ap, &b->map2, n, f);
   plan(&ap, &b->topk, c->top_m, sizeof(int32_t));
   plan(&ap, &b->prior_in, (size_t)c->top_m * e, f);
@@ -133,6 +154,7 @@ static fap_status plan_buffers(fap_detector *d) {
   plan(&ap, &b->text_abnormal_dynamic, e, f);
   plan(&ap, &b->scalars, 4, f);
   plan(&ap, &b->map_raw, s2, f);
+  plan(&ap, &b->layer_up, (c->family == FAP_FAMILY_ANOMALYCLIP ? lo : 0) * s2, f);
   plan(&ap, &b->map, s2, f);
   plan(&ap, &b->blur_tmp, s2, f);
   plan(&ap, &b->gauss, 2 * (size_t)d->radius + 1, f);
@@ -219,11 +241,16 @@ static fap_status import_weights(fap_detector *d) {
     import_block(d, &w->tblocks[i], &m->tblocks[i], ct);
   for (int j = 0; j < c->prompt_depth - 1; j++)
     w->deep[j] = import(d, m->deep[j], (size_t)c->prompt_length * ct);
-  w->prior1_w = import(d, m->prior1_w, (size_t)c->prior_hidden * c->top_m * e);
-  w->prior1_b = import(d, m->prior1_b, (size_t)c->prior_hidden);
-  w->prior2_w = import(d, m->prior2_w, ct * c->prior_hidden);
-  w->prior2_b = import(d, m->prior2_b, ct);
-  if (!w->conv1 || !w->vproj || !w->tproj || !w->prior2_b)
+  if (c->family == FAP_FAMILY_FAPROMPT) {
+    w->prior1_w = import(d, m->prior1_w, (size_t)c->prior_hidden * c->top_m * e);
+    w->prior1_b = import(d, m->prior1_b, (size_t)c->prior_hidden);
+    w->prior2_w = import(d, m->prior2_w, ct * c->prior_hidden);
+    w->prior2_b = import(d, m->prior2_b, ct);
+    if (!w->prior2_b)
+      return fap_fail(FAP_ERR_BACKEND, "detector: the %s backend could not take the weights",
+                      d->backend.ops->name);
+  }
+  if (!w->conv1 || !w->vproj || !w->tproj)
     return fap_fail(FAP_ERR_BACKEND, "detector: the %s backend could not take the weights",
                     d->backend.ops->name);
   return FAP_OK;
@@ -287,14 +314,42 @@ static void describe(intermediate *it, const void *src, fap_dtype dtype, int ndi
   it->bytes = count * fap_dtype_size(dtype);
 }
 
+/* docs/ANOMALYCLIP.md's intermediates, in anomalyclip_names order */
+static void describe_anomalyclip(fap_detector *d, intermediate *it) {
+  const fap_config *c = d->cfg;
+  fap_buffers *b = &d->b;
+  int64_t s = d->size, n = d->n_patches, e = c->embed_dim, l = c->n_out_layers;
+  describe(&it[0], b->image, FAP_DTYPE_F32, 3, 3, s, s);
+  describe(&it[1], b->tokens, FAP_DTYPE_F32, 3, l, n + 1, e);
+  describe(&it[2], b->global, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[3], b->feats_static, FAP_DTYPE_F32, 2, 2, e, 0);
+  describe(&it[4], b->text_normal, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[5], b->text_abnormal, FAP_DTYPE_F32, 1, e, 0, 0);
+  describe(&it[6], b->map1, FAP_DTYPE_F32, 2, l, n, 0);
+  describe(&it[7], b->scalars + 2, FAP_DTYPE_F32, 1, 1, 0, 0);
+  describe(&it[8], b->map_raw, FAP_DTYPE_F32, 2, s, s, 0);
+  describe(&it[9], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* map * L, on the host */
+  it[9].view.data = d->map_sum_host;
+  describe(&it[10], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* the result map, on the host already */
+  describe(&it[11], NULL, FAP_DTYPE_F32, 1, 1, 0, 0);
+}
+
 static fap_status setup_intermediates(fap_detector *d) {
   const fap_config *c = d->cfg;
   fap_buffers *b = &d->b;
-  intermediate *it = calloc(N_INTERMEDIATES, sizeof *it);
+  const size_t count = count_names(names_of(d));
+  intermediate *it = calloc(count, sizeof *it);
   if (!it)
     return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory");
   d->inter_host = it;
+  d->n_intermediates = (int)count;
   int64_t s = d->size, n = d->n_patches, e = c->embed_dim, k = c->n_prompts;
+  if (c->family == FAP_FAMILY_ANOMALYCLIP) {
+    if (!(d->map_sum_host = malloc((size_t)s * s * sizeof(float))))
+      return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory for intermediates");
+    describe_anomalyclip(d, it);
+    goto host_results;
+  }
   describe(&it[0], b->image, FAP_DTYPE_F32, 3, 3, s, s);
   describe(&it[1], b->tokens, FAP_DTYPE_F32, 2, n + 1, e, 0);
   describe(&it[2], b->global, FAP_DTYPE_F32, 1, e, 0, 0);
@@ -311,9 +366,10 @@ static fap_status setup_intermediates(fap_detector *d) {
   describe(&it[13], b->map_raw, FAP_DTYPE_F32, 2, s, s, 0);
   describe(&it[14], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* the result map, on the host already */
   describe(&it[15], NULL, FAP_DTYPE_F32, 1, 1, 0, 0);
-  it[14].view.data = d->map_host; /* re-pointed at the last frame's map by every run */
-  it[15].view.data = &d->scalars_host[3];
-  for (size_t i = 0; i < N_INTERMEDIATES; i++) {
+host_results:
+  it[count - 2].view.data = d->map_host; /* re-pointed at the last frame's map by every run */
+  it[count - 1].view.data = &d->scalars_host[3];
+  for (size_t i = 0; i < count; i++) {
     if (!it[i].src)
       continue;
     it[i].view.data = malloc(it[i].bytes);
@@ -327,7 +383,7 @@ static void free_intermediates(fap_detector *d) {
   intermediate *it = d->inter_host;
   if (!it)
     return;
-  for (size_t i = 0; i < N_INTERMEDIATES; i++)
+  for (int i = 0; i < d->n_intermediates; i++)
     if (it[i].src)
       free((void *)it[i].view.data);
   free(it);
@@ -346,13 +402,15 @@ static fap_status intermediate_of(const fap_detector *d, const char *name,
     return fap_fail(FAP_ERR_INVALID_ARGUMENT,
                     "intermediate '%s' requested before any frame was run", name);
   const intermediate *it = d->inter_host;
-  for (size_t i = 0; i < N_INTERMEDIATES; i++)
-    if (strcmp(intermediate_names[i], name) == 0) {
+  const char *const *names = names_of(d);
+  for (int i = 0; i < d->n_intermediates; i++)
+    if (strcmp(names[i], name) == 0) {
       *view = it[i].view;
       return FAP_OK;
     }
-  return fap_fail(FAP_ERR_INVALID_ARGUMENT, "no intermediate named '%s' (see fap.h for the list)",
-                  name);
+  return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                  "no intermediate named '%s' for a %s model (see fap.h for the list)", name,
+                  fap_family_name(d->cfg->family));
 }
 
 /* ---- creation ----------------------------------------------------------- */
@@ -444,7 +502,8 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
   d->sigma = sigma;
   d->batch = batch;
   d->radius = fap_gaussian_radius(sigma);
-  d->text_rows = c->end_pos_abnormal - c->n_pos;
+  /* FAPrompt's per-frame text rows; AnomalyCLIP's text runs once, at creation */
+  d->text_rows = c->family == FAP_FAMILY_FAPROMPT ? c->end_pos_abnormal - c->n_pos : 0;
   d->text_lmax = (c->end_pos_abnormal > c->end_pos_normal ? c->end_pos_abnormal
                                                            : c->end_pos_normal) + 1;
   d->keep_intermediates = options->keep_intermediates;
@@ -452,7 +511,11 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
   d->log.user_data = options->log_user_data;
 
   fap_status s = open_backend(d, options); /* sets d->precision to what runs */
-  const size_t maps = !s && d->backend.ops->frames_run ? 1 : (size_t)batch;
+  /* the backend's own frame program computes FAPrompt; other families run
+   * through the op table on every backend */
+  d->program = !s && (d->backend.ops->caps & FAP_CAP_FRAME_PROGRAM) &&
+               c->family == FAP_FAMILY_FAPROMPT;
+  const size_t maps = d->program ? 1 : (size_t)batch;
   if (!s)
     s = plan_buffers(d);
   if (!s)
@@ -472,7 +535,7 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
     static_text_features(d);
     s = d->backend.ops->synchronize(d->backend.ctx);
   }
-  if (!s && d->backend.ops->frames_prepare)
+  if (!s && d->program && d->backend.ops->frames_prepare)
     s = d->backend.ops->frames_prepare(d->backend.ctx, d);
   if (s) {
     fap_detector_free(d);
@@ -493,6 +556,7 @@ void fap_detector_free(fap_detector *d) {
   free(d->net.tblocks);
   free(d->net.deep);
   free(d->map_host);
+  free(d->map_sum_host);
   free(d->rgb_host);
   fap_model_free(d->model);
   free(d);
@@ -516,10 +580,11 @@ fap_precision fap_detector_precision(const fap_detector *d) {
     mark = t;                                                                                      \
   } while (0)
 
-/* The CPU path needs packed pixels: YUV frames become RGB first. */
+/* A backend whose preprocess takes packed pixels only (the CPU) gets YUV
+ * frames converted to RGB first. */
 static fap_status packed_frame(fap_detector *d, const fap_frame *frame, fap_frame *packed) {
   *packed = *frame;
-  if (!fap_format_is_yuv(frame->format))
+  if (!fap_format_is_yuv(frame->format) || (d->backend.ops->caps & FAP_CAP_YUV_FRAMES))
     return FAP_OK;
   size_t bytes = (size_t)frame->width * frame->height * 3;
   if (bytes > d->rgb_bytes) { /* grows with the input size, not per frame */
@@ -536,6 +601,59 @@ static fap_status packed_frame(fap_detector *d, const fap_frame *frame, fap_fram
   return FAP_OK;
 }
 
+/* docs/ANOMALYCLIP.md section 5: one map per out layer, summed, smoothed;
+ * score q. The result is on the element's scale [0, 1]: the authors' sum over
+ * the L layers / L. That division comes first (b.map_raw holds the mean of
+ * the upsampled maps: the blur keeps [0, 1] maps in [0, 1]); the authors'
+ * scale (map_raw, map_sum) is the host's intermediates times L. */
+static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result *r, double start,
+                                    double mark) {
+  fap_status s;
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const fap_config *c = d->cfg;
+  fap_buffers *b = &d->b;
+  const int e = c->embed_dim, n = d->n_patches, layers = c->n_out_layers;
+  const size_t rows = (size_t)n + 1, s2 = (size_t)d->size * d->size;
+
+  op->l2norm_rows(be, b->tokens_n, e, b->tokens, e, (int)(layers * rows), e);
+  op->l2norm_rows(be, b->global_n, e, b->global, e, 1, e);
+  for (int l = 0; l < layers; l++) /* A_l over patches (rows 1..N of layer l) */
+    op->two_way_prob(be, b->map1 + (size_t)l * n, b->tokens_n + (l * rows + 1) * e, e, n, e,
+                     b->text_normal, b->text_abnormal, INV_TAU);
+  op->two_way_prob(be, b->scalars + 2, b->global_n, e, 1, e, b->text_normal, b->text_abnormal,
+                   INV_TAU);
+  STAGE_END(FAP_STAGE_MAP1);
+
+  /* (up(P1) + 1 - up(P0)) / 2 = up(A_l): upsample_mean of A_l with itself is
+   * exactly up(A_l) ((x + x) / 2 = x in binary floating point) */
+  for (int l = 0; l < layers; l++) {
+    const float *a = b->map1 + (size_t)l * n;
+    op->upsample_mean(be, layers == 1 ? b->map_raw : b->layer_up + l * s2, a, a, d->grid,
+                      d->size);
+  }
+  if (layers > 1)
+    op->mean_rows(be, b->map_raw, b->layer_up, layers, (int)s2);
+  if (d->radius > 0)
+    op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
+  else
+    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, s2 * sizeof(float));
+  if ((s = op->download(be, map_out, b->map, s2 * sizeof(float))) ||
+      (s = op->download(be, d->scalars_host + 2, b->scalars + 2, sizeof(float))))
+    return s;
+  STAGE_END(FAP_STAGE_MAP);
+  if (d->map_sum_host) /* the authors' map (intermediate "map_sum") */
+    for (size_t i = 0; i < s2; i++)
+      d->map_sum_host[i] = map_out[i] * (float)layers;
+  d->scalars_host[0] = d->scalars_host[1] = 0.0f;
+  d->scalars_host[3] = d->scalars_host[2];
+  r->score = d->scalars_host[3];
+  r->map = map_out;
+  r->map_size = d->size;
+  r->total_ms = now_ms() - start;
+  return FAP_OK;
+}
+
 /* One frame through the backend ops; its map goes to map_out. */
 static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_out, fap_result *r) {
   fap_status s;
@@ -547,12 +665,15 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   memset(r, 0, sizeof *r);
   double start = now_ms(), mark = start;
 
-  if ((s = op->preprocess(be, b->image, frame, d->size)))
+  if ((s = op->preprocess(be, b->image, frame, d->size, &r->frame_bytes_to_device)))
     return s;
   STAGE_END(FAP_STAGE_PREPROCESS);
 
   fap_vision_forward(d);
   STAGE_END(FAP_STAGE_VISION);
+
+  if (c->family == FAP_FAMILY_ANOMALYCLIP)
+    return score_anomalyclip(d, map_out, r, start, mark);
 
   /* p_j = norm(T_j), g^ = norm(g); A1 over patches (rows 1..N) */
   op->l2norm_rows(be, b->tokens_n, e, b->tokens, e, n + 1, e);
@@ -609,11 +730,19 @@ fap_status fap_detector_fetch_intermediates(fap_detector *d) {
   void *be = d->backend.ctx;
   intermediate *it = d->inter_host;
   fap_status s;
-  it[14].view.data = d->last_map;
-  for (size_t i = 0; i < N_INTERMEDIATES; i++)
+  it[d->n_intermediates - 2].view.data = d->last_map;
+  for (int i = 0; i < d->n_intermediates; i++)
     if (it[i].src && (s = op->download(be, (void *)it[i].view.data, it[i].src, it[i].bytes)))
       return s;
-  return op->synchronize(be);
+  if ((s = op->synchronize(be)))
+    return s;
+  const int layers = d->cfg->n_out_layers;
+  if (d->cfg->family == FAP_FAMILY_ANOMALYCLIP && layers > 1) { /* map_raw: the authors' sum */
+    float *raw = (float *)it[8].view.data;
+    for (size_t i = 0; i < (size_t)d->size * d->size; i++)
+      raw[i] *= (float)layers;
+  }
+  return FAP_OK;
 }
 
 static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
@@ -633,14 +762,15 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
       return s;
   if (blend && (s = fap_blend_check(blend)))
     return s;
-  for (int i = 0; i < count && !d->backend.ops->frames_run; i++)
+  const unsigned caps = d->backend.ops->caps;
+  for (int i = 0; i < count && !(caps & FAP_CAP_DEVICE_FRAMES); i++)
     if (frames[i].memory == FAP_MEMORY_CUDA)
       return fap_fail(FAP_ERR_UNSUPPORTED,
                       "fap_detector_run: frame %d is in CUDA memory, but this detector runs on "
                       "the %s backend; use a CUDA detector, or download the frame first",
                       i, fap_backend_name(d->backend_kind));
   const size_t s2 = (size_t)d->size * d->size;
-  if (d->backend.ops->frames_run) {
+  if (d->program) {
     if ((s = d->backend.ops->frames_run(d->backend.ctx, d, frames, count, blend, results)))
       return s;
   } else {
@@ -649,7 +779,11 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
       float *map = d->map_host + (size_t)i * s2;
       if ((s = packed_frame(d, &frames[i], &packed)) || (s = run_one(d, &packed, map, &results[i])))
         return s;
-      if (blend && (s = fap_blend_frame(&frames[i], map, d->size, blend)))
+      size_t drawn = 0; /* a frame in device memory is drawn where it is */
+      if (blend && (s = frames[i].memory == FAP_MEMORY_HOST
+                            ? fap_blend_frame(&frames[i], map, d->size, blend)
+                            : d->backend.ops->frames_draw(d->backend.ctx, &frames[i], map,
+                                                          d->size, blend, &drawn)))
         return s;
       d->last_map = map;
     }
@@ -693,14 +827,15 @@ static fap_status draw(fap_detector *d, const fap_frame *frame, const float *map
   *bytes = 0;
   if (!d)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_draw: no detector");
-  if (!frame || (frame->memory == FAP_MEMORY_HOST && !d->backend.ops->frames_draw))
+  const int device_draw = (d->backend.ops->caps & FAP_CAP_DEVICE_DRAW) != 0;
+  if (!frame || (frame->memory == FAP_MEMORY_HOST && !device_draw))
     return fap_blend_frame(frame, map, map_size, blend);
   fap_status s = fap_frame_check(frame, "fap_detector_draw");
   if (s || (s = fap_blend_check(blend)))
     return s;
   if (!map || map_size < 1)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_draw: no map");
-  if (!d->backend.ops->frames_draw)
+  if (!device_draw)
     return fap_fail(FAP_ERR_UNSUPPORTED,
                     "fap_detector_draw: the frame is in CUDA memory, but this detector runs on the "
                     "%s backend",

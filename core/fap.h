@@ -97,6 +97,23 @@ typedef struct {
 
 /* ---- model -------------------------------------------------------------- */
 
+/* The model family a file holds (__metadata__ 'family'; absent = FAPrompt).
+ * Both run through the same detector and element:
+ *   FAPrompt (ICCV 2025): K abnormality prompts, an abnormality prior from the
+ *     top-M patches, a second, per-frame text pass; score mixes q and the maps.
+ *   AnomalyCLIP (ICLR 2024, docs/ANOMALYCLIP.md): one normal and one abnormal
+ *     learned prompt, static text features, a patch map per out layer (the
+ *     V-V path after it), summed; score = q. */
+typedef enum {
+  FAP_FAMILY_FAPROMPT = 0,
+  FAP_FAMILY_ANOMALYCLIP,
+} fap_family;
+
+FAP_API const char *fap_family_name(fap_family family); /* "faprompt", "anomalyclip" */
+
+/* Most out layers an AnomalyCLIP model may name. */
+#define FAP_MAX_OUT_LAYERS 8
+
 /* Every dimension of the model, read from the file's __metadata__ and checked
  * against the tensor shapes (see models/README.md). */
 typedef struct {
@@ -124,6 +141,12 @@ typedef struct {
   float sigma;          /* default Gaussian sigma of the final map, pixels */
   float image_threshold; /* optional calibration; < 0 when absent */
   float pixel_threshold; /* optional calibration; < 0 when absent */
+  /* appended in 0.2 (the struct is only ever handed out by pointer) */
+  fap_family family;
+  /* 1-based vision layers whose V-V state gives a patch map, increasing.
+   * FAPrompt: {vision_layers}. AnomalyCLIP: __metadata__ 'out_layers'. */
+  int n_out_layers;
+  int out_layers[FAP_MAX_OUT_LAYERS];
 } fap_config;
 
 typedef struct fap_model fap_model;
@@ -340,7 +363,8 @@ FAP_API fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame
 FAP_API fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, const float *map,
                                int map_size, uint64_t map_id, const fap_blend *blend);
 
-/* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name:
+/* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name.
+ * FAPrompt models:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major
  *   "tokens"                f32 [N+1, E]   T = LN_post(y) @ proj (row 0 unused)
  *   "global"                f32 [E]        g = x[0] @ proj
@@ -357,12 +381,24 @@ FAP_API fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *fr
  *   "map_raw"               f32 [S, S]     (up(A1) + up(A2)) / 2
  *   "map"                   f32 [S, S]     smoothed map
  *   "score"                 f32 [1]
+ * AnomalyCLIP models (docs/ANOMALYCLIP.md; L = n_out_layers):
+ *   "preprocessed", "global", "text_normal", "text_abnormal", "image_text_prob"
+ *                                          as above
+ *   "tokens"                f32 [L, N+1, E] T_l = LN_post(y after out layer l) @ proj
+ *   "text_features"         f32 [2, E]     f_n, f_a (unnormalised)
+ *   "layer_maps"            f32 [L, N]     A_l
+ *   "map_raw"               f32 [S, S]     sum over l of up(A_l), unsmoothed
+ *   "map_sum"               f32 [S, S]     smoothed map_raw: the authors' map, in [0, L]
+ *   "map"                   f32 [S, S]     map_sum / L, in [0, 1]: the result map
+ *   "score"                 f32 [1]        q
  * Returns FAP_ERR_INVALID_ARGUMENT for an unknown name or when intermediates
  * were not kept. The view is borrowed until the next run. */
 FAP_API fap_status fap_detector_intermediate(const fap_detector *detector, const char *name,
                                      fap_tensor_view *view);
-/* NULL-terminated list of the names above. */
+/* NULL-terminated list of the FAPrompt names above. */
 FAP_API const char *const *fap_intermediate_names(void);
+/* NULL-terminated list of this detector's names (its model family's). */
+FAP_API const char *const *fap_detector_intermediate_names(const fap_detector *detector);
 
 #ifdef __cplusplus
 }

@@ -102,15 +102,19 @@ static void build_schema(schema *s, fap_model *m) {
   for (int i = 0; i < c->text_layers; i++)
     expect_block(s, &m->tblocks[i], "transformer.", i, ct);
 
+  /* FAPrompt's abnormality prompts hold the normal context too; AnomalyCLIP's
+   * one abnormal prompt has only its own (docs/ANOMALYCLIP.md section 1) */
+  const int64_t neg_suffix = ctx - 1 - c->n_neg - (c->family == FAP_FAMILY_FAPROMPT ? c->n_pos : 0);
   EXPECT(s, &m->ctx_pos, "prompt_learner.ctx_pos", (1, 1, c->n_pos, ct));
   EXPECT(s, &m->ctx_neg, "prompt_learner.ctx_neg", (1, k, c->n_neg, ct));
   EXPECT(s, &m->prefix_pos, "prompt_learner.token_prefix_pos", (1, 1, 1, ct));
   EXPECT(s, &m->prefix_neg, "prompt_learner.token_prefix_neg", (1, k, 1, ct));
   EXPECT(s, &m->suffix_pos, "prompt_learner.token_suffix_pos", (1, 1, ctx - 1 - c->n_pos, ct));
-  EXPECT(s, &m->suffix_neg, "prompt_learner.token_suffix_neg",
-         (1, k, ctx - 1 - c->n_pos - c->n_neg, ct));
+  EXPECT(s, &m->suffix_neg, "prompt_learner.token_suffix_neg", (1, k, neg_suffix, ct));
   for (int j = 0; j < c->prompt_depth - 1; j++)
     EXPECT(s, &m->deep[j], "prompt_learner.compound_prompts_text.%d", (c->prompt_length, ct), j);
+  if (c->family != FAP_FAMILY_FAPROMPT)
+    return; /* no abnormality prior */
   EXPECT(s, &m->prior1_w, "prompt_learner.patch_meta_net.linear1.weight",
          (c->prior_hidden, (int64_t)c->top_m * e));
   EXPECT(s, &m->prior1_b, "prompt_learner.patch_meta_net.linear1.bias", (c->prior_hidden));
@@ -161,6 +165,46 @@ static fap_status meta_float(const fap_safetensors *st, const char *key, int req
   return FAP_OK;
 }
 
+/* "6,12,18,24": 1-based, increasing, within [lo, hi] */
+static fap_status meta_layers(const fap_safetensors *st, int lo, int hi, fap_config *c) {
+  const char *label = fap_safetensors_label(st);
+  const char *v = fap_safetensors_metadata(st, "out_layers");
+  if (!v)
+    return fap_fail(FAP_ERR_SCHEMA,
+                    "%s: an AnomalyCLIP model needs __metadata__ 'out_layers' (the 1-based "
+                    "vision layers whose maps are summed, e.g. \"%d\"); re-create the file with "
+                    "models/faprompt-convert",
+                    label, hi);
+  const char *at = v;
+  c->n_out_layers = 0;
+  for (;;) {
+    int plain = g_ascii_isdigit(at[0]);
+    char *end = (char *)at;
+    errno = 0;
+    long x = plain ? strtol(at, &end, 10) : 0;
+    int prev = c->n_out_layers ? c->out_layers[c->n_out_layers - 1] : lo - 1;
+    if (!plain || errno || x < lo || x > hi || x <= prev || c->n_out_layers == FAP_MAX_OUT_LAYERS ||
+        (*end != ',' && *end != 0))
+      return fap_fail(FAP_ERR_SCHEMA,
+                      "%s: __metadata__ 'out_layers' is \"%s\", expected at most %d increasing "
+                      "1-based layer numbers in [%d, %d] (the V-V dual layers) separated by "
+                      "commas, e.g. \"%d\"",
+                      label, v, FAP_MAX_OUT_LAYERS, lo, hi, hi);
+    c->out_layers[c->n_out_layers++] = (int)x;
+    if (!*end)
+      return FAP_OK;
+    at = end + 1;
+  }
+}
+
+const char *fap_family_name(fap_family family) {
+  switch (family) {
+  case FAP_FAMILY_FAPROMPT: return "faprompt";
+  case FAP_FAMILY_ANOMALYCLIP: return "anomalyclip";
+  }
+  return "?";
+}
+
 static fap_status read_config(const fap_safetensors *st, fap_config *c) {
   const char *label = fap_safetensors_label(st);
   const char *format = fap_safetensors_metadata(st, "format");
@@ -174,6 +218,17 @@ static fap_status read_config(const fap_safetensors *st, fap_config *c) {
     return fap_fail(FAP_ERR_SCHEMA,
                     "%s: model format_version %s is not supported by this build (expected 1)",
                     label, version ? version : "(absent)");
+  const char *family = fap_safetensors_metadata(st, "family");
+  if (!family || strcmp(family, "faprompt") == 0)
+    c->family = FAP_FAMILY_FAPROMPT; /* files from before the key existed are FAPrompt */
+  else if (strcmp(family, "anomalyclip") == 0)
+    c->family = FAP_FAMILY_ANOMALYCLIP;
+  else
+    return fap_fail(FAP_ERR_SCHEMA,
+                    "%s: __metadata__ 'family' is \"%s\"; this build runs \"faprompt\" and "
+                    "\"anomalyclip\" models",
+                    label, family);
+  const int fa = c->family == FAP_FAMILY_FAPROMPT;
   const int big = 1 << 20;
   struct {
     const char *key;
@@ -187,9 +242,9 @@ static fap_status read_config(const fap_safetensors *st, fap_config *c) {
       {"text_width", 1, &c->text_width},       {"text_heads", 1, &c->text_heads},
       {"text_layers", 1, &c->text_layers},     {"context_length", 2, &c->context_length},
       {"n_pos", 1, &c->n_pos},                 {"n_neg", 1, &c->n_neg},
-      {"n_prompts", 1, &c->n_prompts},         {"top_m", 1, &c->top_m},
+      {"n_prompts", 1, &c->n_prompts},         {"top_m", fa, &c->top_m},
       {"prompt_depth", 1, &c->prompt_depth},   {"prompt_length", 0, &c->prompt_length},
-      {"prior_hidden", 1, &c->prior_hidden},   {"end_pos_normal", 1, &c->end_pos_normal},
+      {"prior_hidden", fa, &c->prior_hidden},  {"end_pos_normal", 1, &c->end_pos_normal},
       {"end_pos_abnormal", 1, &c->end_pos_abnormal},
   };
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
@@ -223,6 +278,24 @@ static fap_status read_config(const fap_safetensors *st, fap_config *c) {
   CHECK(c->end_pos_normal >= 1 + c->n_pos && c->end_pos_normal < c->context_length,
         "%s: end_pos_normal %d must lie in [1 + n_pos, context_length) = [%d, %d)", label,
         c->end_pos_normal, 1 + c->n_pos, c->context_length);
+  CHECK(c->prompt_depth - 1 <= c->text_layers, "%s: prompt_depth %d needs > %d text layers",
+        label, c->prompt_depth, c->text_layers);
+  if (!fa) {
+    /* AnomalyCLIP: one abnormal prompt [SOT, its own n_neg tokens, suffix],
+     * static text, no prior */
+    CHECK(c->n_prompts == 1 && c->top_m == 0 && c->prior_hidden == 0,
+          "%s: an AnomalyCLIP model has n_prompts 1, top_m 0 and prior_hidden 0 (found %d, %d, "
+          "%d)",
+          label, c->n_prompts, c->top_m, c->prior_hidden);
+    CHECK(c->end_pos_abnormal >= 1 + c->n_neg && c->end_pos_abnormal < c->context_length,
+          "%s: end_pos_abnormal %d must lie in [1 + n_neg, context_length) = [%d, %d)", label,
+          c->end_pos_abnormal, 1 + c->n_neg, c->context_length);
+    CHECK(c->prompt_length <= c->n_pos && c->prompt_length <= c->n_neg,
+          "%s: prompt_length %d must be <= n_pos %d and n_neg %d (the deep prompts overwrite "
+          "learned tokens only)",
+          label, c->prompt_length, c->n_pos, c->n_neg);
+    return meta_layers(st, c->dual_start + 1, c->vision_layers, c);
+  }
   CHECK(c->end_pos_abnormal >= 1 + c->n_pos + c->n_neg && c->end_pos_abnormal < c->context_length,
         "%s: end_pos_abnormal %d must lie in [1 + n_pos + n_neg, context_length) = [%d, %d)",
         label, c->end_pos_abnormal, 1 + c->n_pos + c->n_neg, c->context_length);
@@ -230,8 +303,12 @@ static fap_status read_config(const fap_safetensors *st, fap_config *c) {
         "%s: prompt_length %d > n_pos %d: deep prompts would overwrite tokens that differ "
         "between prompts, which this core does not support",
         label, c->prompt_length, c->n_pos);
-  CHECK(c->prompt_depth - 1 <= c->text_layers, "%s: prompt_depth %d needs > %d text layers",
-        label, c->prompt_depth, c->text_layers);
+  CHECK(!fap_safetensors_metadata(st, "out_layers"),
+        "%s: __metadata__ 'out_layers' is for AnomalyCLIP models; a FAPrompt model's patch "
+        "features are those after the last layer",
+        label);
+  c->n_out_layers = 1; /* T = LN_post(y) after the last layer */
+  c->out_layers[0] = c->vision_layers;
 #undef CHECK
   return FAP_OK;
 }

@@ -5,6 +5,9 @@
  * and values are cached once per detector. Per frame only positions
  * n_pos+1..end of the K abnormality prompts run (6 rows each at ViT-L).
  *
+ * AnomalyCLIP's two prompts share only SOT and are static: they are encoded
+ * once, at creation, and nothing runs per frame.
+ *
  * Key/value cache of prompt p (0 = normal, 1..K abnormality) at layer l:
  *   keys   kv + ((l * (K+1) + p) * 2 + 0) * Lmax * Ct, rows = positions
  *   values kv + ((l * (K+1) + p) * 2 + 1) * Lmax * Ct
@@ -103,6 +106,20 @@ fap_status fap_text_prepare(fap_detector *d) {
   if ((s = op->upload(be, b->tx, host, (size_t)ln * rb)))
     goto done;
   text_encode(d, b->tx, 0, 1, 0, ln, b->feats_static);
+
+  if (c->family == FAP_FAMILY_ANOMALYCLIP) {
+    /* the one abnormal prompt: SOT, its own a_1..a_n, suffix (damaged object
+     * . EOT); static, so nothing per frame (docs/ANOMALYCLIP.md section 4) */
+    for (int pos = 0; pos < la; pos++) {
+      const float *tok = pos == 0    ? m->prefix_neg
+                         : pos <= nn ? m->ctx_neg + (size_t)(pos - 1) * ct
+                                     : m->suffix_neg + (size_t)(pos - 1 - nn) * ct;
+      put_row(host + (size_t)pos * ct, tok, m->tpos + (size_t)pos * ct, ct);
+    }
+    if (!(s = op->upload(be, b->tx, host, (size_t)la * rb)))
+      text_encode(d, b->tx, 1, 1, 0, la, b->feats_static + c->embed_dim);
+    goto done;
+  }
 
   /* abnormality prompts: SOT, c, a_i1..a_in, suffix (damaged object . EOT) */
   for (int p = 0; p < k; p++)

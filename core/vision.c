@@ -11,7 +11,8 @@ void fap_vision_forward(fap_detector *d) {
   const fap_config *c = d->cfg;
   fap_buffers *b = &d->b;
   const int cv = c->vision_width, n = d->n_patches, rows = n + 1;
-  const int heads = c->vision_heads, hd = cv / heads, p = c->patch_size;
+  const int heads = c->vision_heads, hd = cv / heads, p = c->patch_size, e = c->embed_dim;
+  int out = 0; /* next out layer */
 
   /* patch embedding (conv1 as a GEMM over im2col rows) into rows 1..N, CLS into row 0 */
   op->im2col(be, b->cols, b->image, d->size, p);
@@ -51,10 +52,16 @@ void fap_vision_forward(fap_detector *d) {
     op->linear(be, b->hidden, 4 * cv, b->h, cv, w->fc_w, w->fc_b, xrows, cv, 4 * cv, 0);
     op->quickgelu(be, b->hidden, (size_t)xrows * 4 * cv);
     op->linear(be, b->x, cv, b->hidden, 4 * cv, w->cproj_w, w->cproj_b, xrows, 4 * cv, cv, 1);
+
+    /* T_l = LN_post(y) @ proj for all rows, after each out layer (FAPrompt:
+     * the last one; b->h is free until the next layer's LN_1) */
+    if (out < c->n_out_layers && c->out_layers[out] == l + 1) {
+      op->layernorm(be, b->h, cv, b->y, cv, d->net.ln_post_w, d->net.ln_post_b, rows, cv);
+      op->matmul(be, b->tokens + (size_t)out * rows * e, e, b->h, cv, d->net.vproj, rows, cv, e);
+      out++;
+    }
   }
 
-  /* T = LN_post(y) @ proj for all rows; g = x[0] @ proj without LN_post (SPEC quirk) */
-  op->layernorm(be, b->h, cv, b->y, cv, d->net.ln_post_w, d->net.ln_post_b, rows, cv);
-  op->matmul(be, b->tokens, c->embed_dim, b->h, cv, d->net.vproj, rows, cv, c->embed_dim);
-  op->matmul(be, b->global, c->embed_dim, b->x, cv, d->net.vproj, 1, cv, c->embed_dim);
+  /* g = x[0] @ proj without LN_post (SPEC quirk) */
+  op->matmul(be, b->global, e, b->x, cv, d->net.vproj, 1, cv, e);
 }

@@ -97,6 +97,7 @@ fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
   m->pixel_threshold = st->pixel_threshold;
   m->n_regions = n;
   m->model_generation = inf->model_generation;
+  m->model_family = inf->model_family;
   s = gst_buffer_add_faprompt_structure_meta (buf, m);
 
   /* regions stay a GstValueArray: GStreamer's own ordered list (C, gst-python
@@ -157,6 +158,9 @@ post (GstElement * element, const GstSegment * seg, GstClockTime pts,
       "region-count", G_TYPE_UINT, regions,
       "model-generation", G_TYPE_UINT64, inf ? inf->model_generation : 0,
       NULL);
+  if (inf && inf->model_family)
+    gst_structure_set (s, "model-family", G_TYPE_STRING, inf->model_family,
+        NULL);
   if (event)
     gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
   gst_element_post_message (element,

@@ -21,6 +21,7 @@ typedef struct {
   /* the model that computed it (set by the element after the run) */
   guint64 model_generation;
   const gchar *model_file;      /* interned path */
+  const gchar *model_family;    /* static: fap_family_name () */
   gfloat model_image_threshold, model_pixel_threshold;  /* its calibration,
                                                          * < 0: none */
 } FapInference;

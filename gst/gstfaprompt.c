@@ -79,6 +79,7 @@ enum
   PROP_WATCH_MODEL,
   PROP_WATCH_SETTLE,
   PROP_MODEL_GENERATION,
+  PROP_MODEL_FAMILY,
 };
 
 enum
@@ -368,6 +369,7 @@ tag_inference (FapInference * inf, const FapModelState * m)
 {
   inf->model_generation = m->generation;
   inf->model_file = m->path;
+  inf->model_family = fap_family_name (fap_model_config (m->model)->family);
   inf->model_image_threshold = m->image_threshold;
   inf->model_pixel_threshold = m->pixel_threshold;
 }
@@ -652,7 +654,8 @@ maybe_swap (GstFAPrompt * self)
               "precision", G_TYPE_STRING,
               fap_precision_name (fap_detector_precision (m->detector)),
               "image-size", G_TYPE_INT, fap_detector_image_size (m->detector),
-              NULL)));
+              "family", G_TYPE_STRING,
+              fap_family_name (fap_model_config (m->model)->family), NULL)));
   fap_model_swap_dispose (self->swap, old);
 }
 
@@ -1346,6 +1349,11 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_MODEL_GENERATION:
       g_value_set_uint64 (value, self->state ? self->state->generation : 0);
       break;
+    case PROP_MODEL_FAMILY:
+      g_value_set_string (value, self->state ?
+          fap_family_name (fap_model_config (self->state->model)->family) :
+          NULL);
+      break;
     case PROP_BACKEND:
       g_value_set_enum (value, self->backend);
       break;
@@ -1536,6 +1544,14 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "carry the generation of the model that computed them (meta, "
           "messages)",
           0, G_MAXUINT64, 0, ro));
+  g_object_class_install_property (gobject_class, PROP_MODEL_FAMILY,
+      g_param_spec_string ("model-family", "Model family",
+          "The family of the model running now (read from its file): "
+          "\"faprompt\" (FAPrompt, ICCV 2025) or \"anomalyclip\" "
+          "(AnomalyCLIP, ICLR 2024; its map is the authors' sum over their "
+          "out layers divided by their number, so in [0, 1]); NULL when "
+          "stopped. Results say it too (meta model_family, messages)",
+          NULL, ro));
 
   /**
    * GstFAPrompt::reload:
@@ -1685,7 +1701,8 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
 
   gst_element_class_set_static_metadata (element_class,
       "FAPrompt anomaly detector", "Filter/Analyzer/Video",
-      "Zero-shot visual anomaly detection (FAPrompt): scores each frame, "
+      "Zero-shot visual anomaly detection (FAPrompt or AnomalyCLIP models): "
+      "scores each frame, "
       "attaches the anomaly map as GstFAPromptMeta and regions as "
       "GstVideoRegionOfInterestMeta, posts messages, draws a heatmap",
       "faprompt developers");

@@ -101,6 +101,7 @@ faprompt_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * src,
   d->pixel_threshold = s->pixel_threshold;
   d->n_regions = s->n_regions;
   d->model_generation = s->model_generation;
+  d->model_family = s->model_family;
   if (GST_VIDEO_META_TRANSFORM_IS_SCALE (type))
     scale_rect (data, &d->x, &d->y, &d->width, &d->height);
   return TRUE;
@@ -264,5 +265,8 @@ gst_buffer_add_faprompt_structure_meta (GstBuffer * buffer,
       "pixel-threshold", G_TYPE_DOUBLE, (gdouble) m->pixel_threshold,
       "region-count", G_TYPE_UINT, m->n_regions,
       "model-generation", G_TYPE_UINT64, m->model_generation, NULL);
+  if (m->model_family)
+    gst_structure_set (s, "model-family", G_TYPE_STRING, m->model_family,
+        NULL);
   return s;
 }

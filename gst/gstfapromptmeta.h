@@ -56,6 +56,8 @@ typedef struct _GstFAPromptMeta GstFAPromptMeta;
  * @model_generation: which model computed the result: 1 for the first model
  *   the element ran, +1 for each one that took over since (model-file
  *   changed while running, reload, watch-model, a restart); 0 when unknown
+ * @model_family: the family of that model, "faprompt" or "anomalyclip"
+ *   (a static string; NULL when unknown)
  */
 struct _GstFAPromptMeta
 {
@@ -81,9 +83,10 @@ struct _GstFAPromptMeta
   gfloat pixel_threshold;
   guint n_regions;
   guint64 model_generation;
+  const gchar *model_family;
 
   /*< private >*/
-  gpointer _gst_reserved[GST_PADDING - 1];     /* - model_generation */
+  gpointer _gst_reserved[GST_PADDING - 2];     /* - model_generation, model_family */
 };
 
 GType gst_faprompt_meta_api_get_type (void);

@@ -202,7 +202,8 @@ static fap_status cuda_synchronize(void *ctx) {
 
 /* ---- pre-processing (the op; frames use the batched program) -------------------------- */
 
-static fap_status cuda_preprocess(void *ctx, float *out, const fap_frame *frame, int size) {
+static fap_status cuda_preprocess(void *ctx, float *out, const fap_frame *frame, int size,
+                                  size_t *bytes_up) {
   cuda_ctx *c = ctx;
   cuda_frameio *io = &c->pre_io;
   cuda_failure fail;
@@ -210,7 +211,7 @@ static fap_status cuda_preprocess(void *ctx, float *out, const fap_frame *frame,
     fap_cuda_fail(c, fail.rc, fail.what);
     return c->status ? c->status : FAP_ERR_BACKEND;
   }
-  fap_cuda_frameio_stage(io, frame, 1, NULL);
+  fap_cuda_frameio_stage(io, frame, 1, bytes_up);
   CUDA_CHECK(c, fap_rt_h2d((char *)io->io_dev + io->frames_start,
                            (char *)io->io_host + io->frames_start, io->frames_bytes, c->stream),
              "frame upload");
@@ -421,6 +422,8 @@ static void cuda_destroy(void *ctx) {
 
 static const fap_backend_ops cuda_ops = {
     .name = "cuda",
+    .caps = FAP_CAP_YUV_FRAMES | FAP_CAP_DEVICE_FRAMES | FAP_CAP_DEVICE_DRAW |
+            FAP_CAP_FRAME_PROGRAM,
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .release = cuda_release,

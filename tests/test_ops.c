@@ -852,7 +852,7 @@ static void test_preprocess_constant(void) {
       fap_frame frame = {f, w, h, stride, px};
       int b = f % 2; /* alternate backends (preprocessing has no separate reference loop) */
       float *out = g_new(float, (size_t)3 * s * s);
-      g_assert_cmpint(backends[b].ops->preprocess(backends[b].ctx, out, &frame, s), ==, FAP_OK);
+      g_assert_cmpint(backends[b].ops->preprocess(backends[b].ctx, out, &frame, s, NULL), ==, FAP_OK);
       for (int c = 0; c < 3; c++) {
         double e = (colour[c] / 255.0 - clip_mean[c]) / clip_std[c];
         for (size_t i = 0; i < (size_t)s * s; i++)
@@ -888,7 +888,7 @@ static void test_preprocess_random(void) {
       fap_frame frame = {f, w, h, stride, px};
       int b = f % 2;
       float *out = g_new(float, (size_t)3 * s * s);
-      g_assert_cmpint(backends[b].ops->preprocess(backends[b].ctx, out, &frame, s), ==, FAP_OK);
+      g_assert_cmpint(backends[b].ops->preprocess(backends[b].ctx, out, &frame, s, NULL), ==, FAP_OK);
       if (!first) {
         first = out;
         for (int c = 0; c < 3; c++)

@@ -72,6 +72,8 @@ static double vision_flops(const fap_config *c, int size, int trimmed) {
 
 /* Per-frame text work with the causal cut and cached prefix. */
 static double text_flops(const fap_config *c) {
+  if (c->family != FAP_FAMILY_FAPROMPT)
+    return 0; /* AnomalyCLIP's text features are static: encoded once per model */
   double rows = (double)c->n_prompts * (c->end_pos_abnormal - c->n_pos), w = c->text_width;
   double keys = c->end_pos_abnormal + 1;
   return c->text_layers * (24 * rows * w * w + 4 * rows * keys * w);
@@ -167,13 +169,16 @@ static int run_kept(fap_detector *d, const fap_frame *f, float *map, float *scor
                     float *a1, const error_ref *ref) {
   fap_result r;
   fap_tensor_view v, va1;
+  /* AnomalyCLIP: no prior (M = 0), A1 = the first out layer's map */
+  const int prior = ref->m > 0;
   if (fap_detector_run(d, f, &r) != FAP_OK ||
-      fap_detector_intermediate(d, "topk_index", &v) != FAP_OK ||
-      fap_detector_intermediate(d, "map1", &va1) != FAP_OK)
+      (prior && fap_detector_intermediate(d, "topk_index", &v) != FAP_OK) ||
+      fap_detector_intermediate(d, prior ? "map1" : "layer_maps", &va1) != FAP_OK)
     return 0;
   memcpy(map, r.map, (size_t)ref->size * ref->size * sizeof(float));
   *score = r.score;
-  memcpy(topk, v.data, (size_t)ref->m * sizeof(int32_t));
+  if (prior)
+    memcpy(topk, v.data, (size_t)ref->m * sizeof(int32_t));
   memcpy(a1, va1.data, (size_t)ref->patches * sizeof(float));
   return 1;
 }
@@ -273,6 +278,7 @@ int main(int argc, char **argv) {
   g_option_context_free(ctx);
   if (!python)
     python = g_strdup("/usr/bin/python3");
+  const int script_given = script != NULL;
   if (!script)
     script = g_strdup(FAP_SOURCE_DIR "/tests/reference/authors_speed.py");
   int in_w = 1280, in_h = 720;
@@ -304,8 +310,16 @@ int main(int argc, char **argv) {
   if (fap_model_load(argv[1], &model) != FAP_OK)
     return 1;
   const fap_config *c = fap_model_config(model);
-  printf("model %s: %.1f M parameters, loaded (map + validate + widen to f32) in %.2f s\n", argv[1],
-         fap_model_parameter_count(model) / 1e6, fap_model_load_seconds(model));
+  printf("model %s (%s): %.1f M parameters, loaded (map + validate + widen to f32) in %.2f s\n",
+         argv[1], fap_family_name(c->family), fap_model_parameter_count(model) / 1e6,
+         fap_model_load_seconds(model));
+  if (c->family != FAP_FAMILY_FAPROMPT && !no_torch && !script_given) {
+    /* authors_speed.py is FAPrompt's module structure */
+    printf("no PyTorch anchor for %s models (tests/reference/authors_speed.py runs FAPrompt): "
+           "frame times only; pass --torch-script for one\n",
+           fap_family_name(c->family));
+    no_torch = 1;
+  }
   printf("input frame %dx%d RGB, %d threads, %s path; per size %d rounds of %d faprompt frames "
          "then %d PyTorch frame(s), after one warm-up frame each\n\n", in_w, in_h, threads,
          reference ? "reference-loop" : "OpenBLAS", rounds, frames, torch_frames);

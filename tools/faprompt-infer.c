@@ -68,6 +68,7 @@ typedef struct {
   fap_blend blend; /* the heatmap's drawing, as the element's properties */
   const char *heatmap_dir, *map_dir;
   int map_png16; /* raw map as 16-bit PNG instead of .npy */
+  int authors_map; /* --map-dir gets the authors' map (intermediate map_sum) */
   int json;
   int name_width;
   GHashTable *stems; /* stem -> first file that used it, to warn on overwrites */
@@ -130,8 +131,12 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       gchar *name = g_strconcat(stem, ctx->map_png16 ? "_map.png" : "_map.npy", NULL);
       map_path = g_build_filename(ctx->map_dir, name, NULL);
       g_free(name);
-      int written = ctx->map_png16 ? imageio_write_map_png16(map_path, r.map, size, &error)
-                                   : npy_write_f32_2d(map_path, r.map, size, size, &error);
+      const float *values = r.map;
+      fap_tensor_view sum;
+      if (ctx->authors_map && fap_detector_intermediate(ctx->det, "map_sum", &sum) == FAP_OK)
+        values = sum.data; /* AnomalyCLIP: the sum over out layers, in [0, L] */
+      int written = ctx->map_png16 ? imageio_write_map_png16(map_path, values, size, &error)
+                                   : npy_write_f32_2d(map_path, values, size, size, &error);
       if (!written) {
         tool_error("cannot write map %s: %s", map_path, error->message);
         g_clear_error(&error);
@@ -200,7 +205,7 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
-  int image_size = 0, threads = 0, json = 0, reference = 0, verbose = 0;
+  int image_size = 0, threads = 0, json = 0, reference = 0, verbose = 0, authors_map = 0;
   double sigma = -1.0, threshold = NAN, pixel_threshold = NAN, heatmap_alpha = 0.5;
   double heatmap_min = 0.0, heatmap_max = 1.0;
   char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL, *backend = NULL;
@@ -236,6 +241,12 @@ int main(int argc, char **argv) {
        "heatmap: map value of the last colour (red; default 1)", "V"},
       {"map-dir", 0, 0, G_OPTION_ARG_FILENAME, &map_dir,
        "write the raw S x S anomaly map of each image here (see --map-format)", "DIR"},
+      {"authors-map", 0, 0, G_OPTION_ARG_NONE, &authors_map,
+       "--map-dir gets the map on the authors' scale: for an AnomalyCLIP model the sum of its "
+       "out layers' maps (in [0, L], what their test.py returns) instead of the result map (that "
+       "sum / L, in [0, 1], which the heatmap, the thresholds and the element use); FAPrompt "
+       "maps are the same either way",
+       NULL},
       {"map-format", 0, 0, G_OPTION_ARG_STRING, &map_format,
        "npy: <stem>_map.npy, float32 [S, S] (default); png16: <stem>_map.png, 16-bit grey, "
        "value * 65535",
@@ -344,6 +355,8 @@ int main(int argc, char **argv) {
   o.image_size = image_size;
   o.sigma = (float)sigma;
   o.reference = reference;
+  /* the authors' map of an AnomalyCLIP model is an intermediate (map_sum) */
+  o.keep_intermediates = authors_map && map_dir && cfg->family == FAP_FAMILY_ANOMALYCLIP;
   if (fap_detector_new(model, &o, &det) != FAP_OK) {
     tool_error("cannot create a detector for %s (see the message above)", argv[1]);
     rc = 1;
@@ -354,16 +367,16 @@ int main(int argc, char **argv) {
     pixel_threshold = cfg->pixel_threshold >= 0 ? cfg->pixel_threshold : 0.5;
   const fap_blend blend = {(float)heatmap_alpha, (float)pixel_threshold, (float)heatmap_min,
                            (float)heatmap_max};
-  infer_ctx ctx = {det, threshold, blend, heatmap_dir, map_dir, png16, json, 4,
-                   g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free)};
+  infer_ctx ctx = {det, threshold, blend, heatmap_dir, map_dir, png16, o.keep_intermediates, json,
+                   4, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free)};
   for (guint i = 0; i < files->len; i++) {
     int len = (int)g_utf8_strlen(files->pdata[i], -1);
     ctx.name_width = len > ctx.name_width ? len : ctx.name_width;
   }
   if (!json) {
-    printf("model %s: S=%d, %s backend, threshold %.4f (%s)\n\n", argv[1],
-           fap_detector_image_size(det), fap_backend_name(fap_detector_backend(det)), threshold,
-           threshold_from);
+    printf("model %s (%s): S=%d, %s backend, threshold %.4f (%s)\n\n", argv[1],
+           fap_family_name(cfg->family), fap_detector_image_size(det),
+           fap_backend_name(fap_detector_backend(det)), threshold, threshold_from);
     printf("%-*s  %11s  %7s  %-9s  %9s\n", ctx.name_width, "file", "size", "score", "anomalous",
            "ms");
     fflush(stdout);

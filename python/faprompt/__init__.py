@@ -125,15 +125,24 @@ def _c_int(name, value):
 
 # ---- model ----------------------------------------------------------------
 
+_CONFIG_SCALARS = [(name, int if ctype is ctypes.c_int else float)
+                   for name, ctype in _lib.fap_config._fields_
+                   if name not in ("family", "n_out_layers", "out_layers")]
 Config = dataclasses.make_dataclass(
-    "Config",
-    [(name, int if ctype is ctypes.c_int else float) for name, ctype in _lib.fap_config._fields_],
-    frozen=True)
+    "Config", _CONFIG_SCALARS + [("family", str), ("out_layers", tuple)], frozen=True)
 Config.__module__ = __name__
 Config.__doc__ = """Every dimension of a model (fap_config), read from its metadata.
 
 image_threshold / pixel_threshold are the calibration (metadata or the
-<model>.calibration.json sidecar); < 0 when the model has none."""
+<model>.calibration.json sidecar); < 0 when the model has none. family is
+"faprompt" or "anomalyclip"; out_layers the 1-based vision layers whose
+patch maps make the map (FAPrompt: the last one)."""
+
+
+def _config_of(c):
+    family = _lib.FAMILY_NAMES[c.family] if 0 <= c.family < len(_lib.FAMILY_NAMES) else "?"
+    return Config(*(getattr(c, name) for name, _ in _CONFIG_SCALARS), family,
+                  tuple(c.out_layers[:c.n_out_layers]))
 
 
 class Model:
@@ -154,8 +163,7 @@ class Model:
               ctypes.byref(handle))
         self._handle = handle.value
         # Copied now: the core's pointers are only valid while the model is.
-        self.config = Config(*(getattr(_lib.fap_model_config(self._handle).contents, name)
-                               for name, _ in _lib.fap_config._fields_))
+        self.config = _config_of(_lib.fap_model_config(self._handle).contents)
         self.parameter_count = _lib.fap_model_parameter_count(self._handle)
         self.load_seconds = _lib.fap_model_load_seconds(self._handle)
 

@@ -35,6 +35,8 @@ FAP_BACKEND_COUNT = 3    # AUTO, CPU, CUDA
 FAP_PRECISION_COUNT = 5  # AUTO, F32, F16, BF16, INT8
 FAP_PIXEL_RGB, FAP_PIXEL_RGBA = 0, 2
 FAP_STAGE_COUNT = 7
+FAP_MAX_OUT_LAYERS = 8
+FAMILY_NAMES = ("faprompt", "anomalyclip")  # fap_family
 
 LOG_FN = ctypes.CFUNCTYPE(None, c_enum, ctypes.c_char_p, ctypes.c_void_p)
 
@@ -49,6 +51,10 @@ class fap_config(ctypes.Structure):
         ("sigma", ctypes.c_float),
         ("image_threshold", ctypes.c_float),
         ("pixel_threshold", ctypes.c_float),
+        # appended in 0.2
+        ("family", c_enum),
+        ("n_out_layers", ctypes.c_int),
+        ("out_layers", ctypes.c_int * FAP_MAX_OUT_LAYERS),
     ]
 
 

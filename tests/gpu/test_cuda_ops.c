@@ -519,9 +519,9 @@ static void op_preprocess(void) {
       }
       const size_t n = 3 * (size_t)size * size;
       float *ref = malloc(n * sizeof(float));
-      cpu.ops->preprocess(cpu.ctx, ref, &packed, size);
+      cpu.ops->preprocess(cpu.ctx, ref, &packed, size, NULL);
       float *dev = cuda.ops->alloc(cuda.ctx, n * sizeof(float));
-      fap_status s = cuda.ops->preprocess(cuda.ctx, dev, &f, size);
+      fap_status s = cuda.ops->preprocess(cuda.ctx, dev, &f, size, NULL);
       float *got = cuda_get(dev, n);
       char what[96];
       snprintf(what, sizeof what, "op preprocess %s %dx%d -> %d", fap_pixel_format_name(f.format),

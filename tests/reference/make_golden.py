@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """Writes a golden file for the core's parity tests.
 
-Runs the PyTorch reference (faprompt_ref.py) on a deterministic test image and
-stores the input and every intermediate named in core/fap.h:
+Runs the PyTorch reference of the model's family on a deterministic test image
+and stores the input and every intermediate it names: faprompt_ref.py (FAPrompt,
+the intermediates of core/fap.h) or anomalyclip_ref.py (`family` "anomalyclip"
+in the model's __metadata__; its INTERMEDIATES, all F32):
 
     input.rgb            U8  [H, W, 3]
     <intermediate>       F32 (topk_index: I32), shapes as in core/fap.h
-    __metadata__         image_size, sigma (decimal strings), model (basename)
+    __metadata__         image_size, sigma (decimal strings), model (basename),
+                         family (only for a family other than faprompt, so that
+                         FAPrompt goldens stay as they were; absent = faprompt)
 
     make_golden.py --model M --image-size S --width W --height H --seed N \
                    [--sigma X] [--image PATH.npy] -o golden.safetensors
@@ -21,8 +25,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "models"))
+import anomalyclip_ref  # noqa: E402
 import fapfile  # noqa: E402
 import faprompt_ref  # noqa: E402
+
+# model family (__metadata__ "family", absent = faprompt) -> reference module
+REFERENCES = {"faprompt": faprompt_ref, anomalyclip_ref.FAMILY: anomalyclip_ref}
 
 
 def make_test_image(width, height, seed):
@@ -54,10 +62,22 @@ def make_test_image(width, height, seed):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def reference(family):
+    if family not in REFERENCES:
+        raise ValueError(f"unknown model family {family!r} (known: {', '.join(REFERENCES)})")
+    return REFERENCES[family]
+
+
+def load_model(path):
+    """The model file as its family's reference reads it."""
+    return reference(anomalyclip_ref.model_family(path)).Model(path)
+
+
 def golden_tensors(model, image, image_size, sigma):
-    out = faprompt_ref.run(model, image, image_size, sigma)
+    ref = reference(getattr(model, "family", "faprompt"))
+    out = ref.run(model, image, image_size, sigma)
     tensors = {"input.rgb": np.ascontiguousarray(image, dtype=np.uint8)}
-    for name in faprompt_ref.INTERMEDIATES:
+    for name in ref.INTERMEDIATES:
         arr = out[name].contiguous().numpy()
         tensors[name] = arr.astype(np.int32 if name == "topk_index" else np.float32)
     return tensors
@@ -75,7 +95,10 @@ def main(argv=None):
     ap.add_argument("-o", "--output", required=True)
     args = ap.parse_args(argv)
 
-    model = faprompt_ref.Model(args.model)
+    try:
+        model = load_model(args.model)
+    except ValueError as e:
+        sys.exit(f"make_golden: {e}")
     if args.image:
         image = np.load(args.image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -87,6 +110,9 @@ def main(argv=None):
     tensors = golden_tensors(model, image, s, sigma)
     md = {"image_size": str(s), "sigma": repr(float(sigma)),
           "model": os.path.basename(args.model)}
+    family = getattr(model, "family", "faprompt")
+    if family != "faprompt":
+        md["family"] = family
     nbytes = fapfile.write(args.output, tensors, md)
     print(f"make_golden: S={s} sigma={sigma} input {image.shape[1]}x{image.shape[0]} "
           f"score={float(tensors['score'][0]):.6f} -> {args.output} ({nbytes} bytes)")
