@@ -12,8 +12,7 @@
  *   keys   kv + ((l * (K+1) + p) * 2 + 0) * Lmax * Ct, rows = positions
  *   values kv + ((l * (K+1) + p) * 2 + 1) * Lmax * Ct
  */
-#include "detector_internal.h"
-
+#include "block.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -23,6 +22,34 @@ static float *kv_rows(fap_detector *d, int layer, int prompt, int which) {
   const fap_config *c = d->cfg;
   size_t slot = ((size_t)layer * (c->n_prompts + 1) + prompt) * 2 + which;
   return d->b.kv + slot * d->text_lmax * c->text_width;
+}
+
+/* The prompts a text pass runs: `count` of them from prompt index `first`,
+ * each `rows` rows for positions pos0 .. pos0 + rows - 1 of one layer. */
+typedef struct {
+  int layer, first, count, pos0, rows;
+} text_pass;
+
+/* Causal attention of each prompt over its key/value cache: this pass's
+ * keys and values go to the cache first (earlier positions are there). */
+static void text_attend(fap_detector *d, const fap_block *w, const fap_block_bufs *io, int rows,
+                        int q_rows, void *user) {
+  (void)w, (void)rows, (void)q_rows;
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const text_pass *t = user;
+  const int ct = io->width, heads = d->cfg->text_heads, hd = ct / heads;
+  const size_t row_bytes = (size_t)ct * sizeof(float);
+  for (int p = 0; p < t->count; p++) {
+    const float *qkv = io->qkv + (size_t)p * t->rows * 3 * ct;
+    float *keys = kv_rows(d, t->layer, t->first + p, 0), *values = kv_rows(d, t->layer, t->first + p, 1);
+    op->copy2d(be, keys + (size_t)t->pos0 * ct, row_bytes, qkv + ct, 3 * row_bytes,
+               (size_t)t->rows, row_bytes);
+    op->copy2d(be, values + (size_t)t->pos0 * ct, row_bytes, qkv + 2 * ct, 3 * row_bytes,
+               (size_t)t->rows, row_bytes);
+    op->attention(be, io->attn + (size_t)p * t->rows * ct, ct, qkv, 3 * ct, keys, ct, values, ct,
+                  t->rows, t->pos0 + t->rows, heads, hd, t->pos0);
+  }
 }
 
 /* Runs the text transformer on `count` prompts starting at prompt index
@@ -36,35 +63,19 @@ static void text_encode(fap_detector *d, float *x, int first, int count, int pos
   void *be = d->backend.ctx;
   const fap_config *c = d->cfg;
   fap_buffers *b = &d->b;
-  const int ct = c->text_width, heads = c->text_heads, hd = ct / heads;
-  const int total = count * rows;
+  const int ct = c->text_width, total = count * rows;
   const size_t row_bytes = (size_t)ct * sizeof(float);
+  const fap_block_bufs io = {x, b->th, b->tqkv, b->tattn, b->thidden, ct};
 
   for (int l = 0; l < c->text_layers; l++) {
-    const fap_block *w = &d->net.tblocks[l];
     /* deep prompt l-1 replaces positions 1..t before layer l (1 <= l <= depth-1) */
     if (l >= 1 && l <= c->prompt_depth - 1 && c->prompt_length > 0 && pos0 <= 1) {
       for (int p = 0; p < count; p++)
         op->copy2d(be, x + ((size_t)p * rows + 1 - pos0) * ct, row_bytes, d->net.deep[l - 1],
                    row_bytes, (size_t)c->prompt_length, row_bytes);
     }
-    op->layernorm(be, b->th, ct, x, ct, w->ln1_w, w->ln1_b, total, ct);
-    op->linear(be, b->tqkv, 3 * ct, b->th, ct, w->in_w, w->in_b, total, ct, 3 * ct, 0);
-    for (int p = 0; p < count; p++) {
-      const float *qkv = b->tqkv + (size_t)p * rows * 3 * ct;
-      float *keys = kv_rows(d, l, first + p, 0), *values = kv_rows(d, l, first + p, 1);
-      op->copy2d(be, keys + (size_t)pos0 * ct, row_bytes, qkv + ct, 3 * row_bytes, (size_t)rows,
-                 row_bytes);
-      op->copy2d(be, values + (size_t)pos0 * ct, row_bytes, qkv + 2 * ct, 3 * row_bytes,
-                 (size_t)rows, row_bytes);
-      op->attention(be, b->tattn + (size_t)p * rows * ct, ct, qkv, 3 * ct, keys, ct, values, ct,
-                    rows, pos0 + rows, heads, hd, pos0);
-    }
-    op->linear(be, x, ct, b->tattn, ct, w->out_w, w->out_b, total, ct, ct, 1);
-    op->layernorm(be, b->th, ct, x, ct, w->ln2_w, w->ln2_b, total, ct);
-    op->linear(be, b->thidden, 4 * ct, b->th, ct, w->fc_w, w->fc_b, total, ct, 4 * ct, 0);
-    op->quickgelu(be, b->thidden, (size_t)total * 4 * ct);
-    op->linear(be, x, ct, b->thidden, 4 * ct, w->cproj_w, w->cproj_b, total, 4 * ct, ct, 1);
+    text_pass pass = {l, first, count, pos0, rows};
+    fap_residual_block(d, &d->net.tblocks[l], &io, total, total, text_attend, &pass);
   }
   /* the end token is the last row of each prompt */
   op->layernorm(be, b->tfeat_h, ct, x + (size_t)(rows - 1) * ct, rows * ct, d->net.ln_final_w,

@@ -1,9 +1,26 @@
 /* Vision encoder, SPEC.md section 2: the standard CLIP path x plus the V-V
  * side path y of the dual layers (l >= D0), which shares each layer's v and
  * out_proj, has no MLP and never feeds back into x. */
-#include "detector_internal.h"
+#include "block.h"
 
 #include <string.h>
+
+/* The attention of a vision block: with y (a dual layer, l >= D0), first the
+ * V-V side path y += softmax(v v^T / sqrt(hd)) v W_out^T + b_out (same
+ * out_proj, bias included; y reads the block's qkv only, so it may go before
+ * the standard path), then the standard attention of the first q_rows rows. */
+static void vision_attend(fap_detector *d, const fap_block *w, const fap_block_bufs *io, int rows,
+                          int q_rows, void *y) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const int cv = io->width, heads = d->cfg->vision_heads, hd = cv / heads;
+  const float *q = io->qkv, *k = io->qkv + cv, *v = io->qkv + 2 * cv;
+  if (y) {
+    op->attention(be, io->attn, cv, v, 3 * cv, v, 3 * cv, v, 3 * cv, rows, rows, heads, hd, -1);
+    op->linear(be, y, cv, io->attn, cv, w->out_w, w->out_b, rows, cv, cv, 1);
+  }
+  op->attention(be, io->attn, cv, q, 3 * cv, k, 3 * cv, v, 3 * cv, q_rows, rows, heads, hd, -1);
+}
 
 void fap_vision_forward(fap_detector *d) {
   const fap_backend_ops *op = d->backend.ops;
@@ -11,7 +28,7 @@ void fap_vision_forward(fap_detector *d) {
   const fap_config *c = d->cfg;
   fap_buffers *b = &d->b;
   const int cv = c->vision_width, n = d->n_patches, rows = n + 1;
-  const int heads = c->vision_heads, hd = cv / heads, p = c->patch_size, e = c->embed_dim;
+  const int p = c->patch_size, e = c->embed_dim;
   int out = 0; /* next out layer */
 
   /* patch embedding (conv1 as a GEMM over im2col rows) into rows 1..N, CLS into row 0 */
@@ -21,37 +38,16 @@ void fap_vision_forward(fap_detector *d) {
   op->add(be, b->x, b->pos, (size_t)rows * cv);
   op->layernorm(be, b->x, cv, b->x, cv, d->net.ln_pre_w, d->net.ln_pre_b, rows, cv);
 
+  const fap_block_bufs io = {b->x, b->h, b->qkv, b->attn, b->hidden, cv};
   for (int l = 0; l < c->vision_layers; l++) {
-    const fap_block *w = &d->net.vblocks[l];
-    const int dual = l >= c->dual_start;
     /* After the last layer only x[0] is read (g); T comes from y. So the last
      * layer runs the standard path for the CLS row alone: its query, attention
      * row, out_proj and MLP (exact, ~3% of the encoder's FLOPs). */
     const int xrows = l == c->vision_layers - 1 ? 1 : rows;
     if (l == c->dual_start) /* the side path starts from the input of layer D0 */
       op->copy2d(be, b->y, 0, b->x, 0, 1, (size_t)rows * cv * sizeof(float));
-
-    op->layernorm(be, b->h, cv, b->x, cv, w->ln1_w, w->ln1_b, rows, cv);
-    if (xrows == rows) {
-      op->linear(be, b->qkv, 3 * cv, b->h, cv, w->in_w, w->in_b, rows, cv, 3 * cv, 0);
-    } else { /* keys and values of every row, the query of row 0 */
-      op->linear(be, b->qkv + cv, 3 * cv, b->h, cv, w->in_w + (size_t)cv * cv, w->in_b + cv, rows,
-                 cv, 2 * cv, 0);
-      op->linear(be, b->qkv, 3 * cv, b->h, cv, w->in_w, w->in_b, 1, cv, cv, 0);
-    }
-    const float *q = b->qkv, *k = b->qkv + cv, *v = b->qkv + 2 * cv;
-
-    op->attention(be, b->attn, cv, q, 3 * cv, k, 3 * cv, v, 3 * cv, xrows, rows, heads, hd, -1);
-    op->linear(be, b->x, cv, b->attn, cv, w->out_w, w->out_b, xrows, cv, cv, 1);
-    if (dual) { /* V-V attention: softmax(v v^T / sqrt(hd)) v, same out_proj, bias included */
-      op->attention(be, b->attn, cv, v, 3 * cv, v, 3 * cv, v, 3 * cv, rows, rows, heads, hd, -1);
-      op->linear(be, b->y, cv, b->attn, cv, w->out_w, w->out_b, rows, cv, cv, 1);
-    }
-
-    op->layernorm(be, b->h, cv, b->x, cv, w->ln2_w, w->ln2_b, xrows, cv);
-    op->linear(be, b->hidden, 4 * cv, b->h, cv, w->fc_w, w->fc_b, xrows, cv, 4 * cv, 0);
-    op->quickgelu(be, b->hidden, (size_t)xrows * 4 * cv);
-    op->linear(be, b->x, cv, b->hidden, 4 * cv, w->cproj_w, w->cproj_b, xrows, 4 * cv, cv, 1);
+    fap_residual_block(d, &d->net.vblocks[l], &io, rows, xrows, vision_attend,
+                       l >= c->dual_start ? b->y : NULL);
 
     /* T_l = LN_post(y) @ proj for all rows, after each out layer (FAPrompt:
      * the last one; b->h is free until the next layer's LN_1) */

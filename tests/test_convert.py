@@ -15,15 +15,24 @@ tiny: small CLIPs with the real key names (token_embedding, logit_scale, the
   original tensors exactly, and the C detector on it (tests/test_parity.c)
   must match the PyTorch reference run on the ORIGINAL files
   (tests/reference/original_ckpt.py) within SPEC.md's fp32 tolerance.
-  Then every refusal: AnomalyCLIP checkpoint, ResNet CLIP, missing key, wrong
-  shape, truncated and random files, swapped arguments, ...
+  AnomalyCLIP (zqhang/AnomalyCLIP): prompt-learner checkpoints saved from a
+  module laid out like its AnomalyCLIP_PromptLearner (prompt_ensemble.py: one
+  normal and one abnormal prompt with their own contexts, tokenized prompts
+  ending at 1 + n_ctx + 2 / + 3, no patch_meta_net), converted with family
+  auto-detection and --out-layers; metadata (family, out_layers, sigma 4) and
+  tensors are checked and the C core must load the file.
+  Then every refusal: --family / --out-layers mismatches, ResNet CLIP, missing
+  key, wrong shape, truncated and random files, swapped arguments, ...
 full: random CLIP ViT-L/14@336px (TorchScript, fp16) and a full-size prompt
   learner, converted to f16 and f32: the file size is what the dtype implies
-  and the C core loads it with the expected configuration.
+  and the C core loads it with the expected configuration; and a full-size
+  AnomalyCLIP prompt learner (9_12_4: n_ctx 12, depth 9, t 4; end tokens
+  15 / 16, suffixes [1, 1, 64, 768]) converted and loaded the same way.
 """
 
 import argparse
 import contextlib
+import copy
 import importlib.machinery
 import importlib.util
 import io
@@ -151,6 +160,74 @@ class AuthorsPromptLearner(nn.Module):
         with torch.no_grad():
             for k in ("linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"):
                 dict(self.patch_meta_net.named_parameters())[k].copy_(t["patch_meta_net." + k])
+
+
+class AuthorsAnomalyCLIPPromptLearner(nn.Module):
+    """The parameters and buffers of AnomalyCLIP's prompt_ensemble.py AnomalyCLIP_PromptLearner
+    (zqhang/AnomalyCLIP @45ed4dd, PE.py:158-213): same names, registration order, shapes and
+    dtypes, filled from given tensors. Its state_dict() is what their train.py:114 saves:
+    ctx_pos, ctx_neg [1, 1, n_ctx, Ct] (fp32 Parameters, 169-170); the buffers
+    token_prefix_pos, token_suffix_pos, token_prefix_neg, token_suffix_neg [1, 1, ., Ct]
+    (198-201) and tokenized_prompts_pos, _neg [1, 1, Lctx] int32 (212-213); then the
+    submodules compound_prompts_text.j [t, Ct] (ParameterList, 159) and
+    compound_prompt_projections.j.weight [896, Ct] / .bias [896] (Linear clones, 165-166)."""
+
+    def __init__(self, t):
+        super().__init__()
+        ct = t["ctx_pos"].shape[-1]
+        deep = [t[k] for k in sorted((k for k in t if k.startswith("compound_prompts_text.")),
+                                     key=lambda k: int(k.split(".")[1]))]
+        self.compound_prompts_text = nn.ParameterList([nn.Parameter(d.clone()) for d in deep])
+        single_layer = nn.Linear(ct, 896)
+        self.compound_prompt_projections = nn.ModuleList(
+            [copy.deepcopy(single_layer) for _ in deep])  # _get_clones (PE.py:83-84)
+        self.ctx_pos = nn.Parameter(t["ctx_pos"].clone())
+        self.ctx_neg = nn.Parameter(t["ctx_neg"].clone())
+        for name in ("token_prefix_pos", "token_suffix_pos", "token_prefix_neg",
+                     "token_suffix_neg", "tokenized_prompts_pos", "tokenized_prompts_neg"):
+            self.register_buffer(name, t[name].clone())
+
+
+def ac_token_ids(n_pos, n_neg, lctx, vocab):
+    """AnomalyCLIP's prompts "X*n object." / "X*n damaged object." (PE.py:172-185): [SOT]
+    X*n_pos object . [EOT] and [SOT] X*n_neg damaged object . [EOT], [1, 1, Lctx] int32."""
+    sot, eot = vocab - 2, vocab - 1  # as in CLIP, EOT has the largest id
+    # CLIP's BPE ids of "X", "damaged", "object" and "." (docs/ANOMALYCLIP.md section 4) where
+    # the vocabulary is CLIP's
+    x_id, damaged, obj, dot = (343, 13568, 14115, 269) if vocab > 14115 else (343, 322, 323, 269)
+    pos = [sot] + [x_id] * n_pos + [obj, dot, eot]
+    neg = [sot] + [x_id] * n_neg + [damaged, obj, dot, eot]
+    tp = torch.zeros(1, 1, lctx, dtype=torch.int32)
+    tn = torch.zeros(1, 1, lctx, dtype=torch.int32)
+    tp[0, 0, :len(pos)] = torch.tensor(pos, dtype=torch.int32)
+    tn[0, 0, :len(neg)] = torch.tensor(neg, dtype=torch.int32)
+    return tp, tn
+
+
+def make_ac_prompt_learner(clip_sd, seed, vocab, n_pos, n_neg, depth, t_len):
+    """An AnomalyCLIP prompt learner's tensors, by the checkpoint's own names: learned
+    tensors random (0.5 scale, as the generator), prefix / suffix cut from the CLIP's token
+    embedding of the tokenized prompts as the authors do (PE.py:187-201)."""
+    ct = clip_sd["ln_final.weight"].shape[0]
+    lctx = clip_sd["positional_embedding"].shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    t = {"ctx_pos": 0.5 * torch.randn(1, 1, n_pos, ct, generator=gen),
+         "ctx_neg": 0.5 * torch.randn(1, 1, n_neg, ct, generator=gen)}
+    for j in range(depth - 1):
+        t[f"compound_prompts_text.{j}"] = 0.5 * torch.randn(t_len, ct, generator=gen)
+    tp, tn = ac_token_ids(n_pos, n_neg, lctx, vocab)
+    emb = clip_sd["token_embedding.weight"].float()  # token_embedding(ids).type(fp32 dtype)
+    ep, en = emb[tp.long()], emb[tn.long()]
+    t["token_prefix_pos"], t["token_suffix_pos"] = ep[:, :, :1], ep[:, :, 1 + n_pos:]
+    t["token_prefix_neg"], t["token_suffix_neg"] = en[:, :, :1], en[:, :, 1 + n_neg:]
+    t["tokenized_prompts_pos"], t["tokenized_prompts_neg"] = tp, tn
+    return t
+
+
+def save_ac_checkpoint(tensors, path):
+    module = AuthorsAnomalyCLIPPromptLearner(tensors)
+    torch.save({"prompt_learner": module.state_dict()}, path)
+    return module.state_dict()
 
 
 def clip_dims(cfg):
@@ -485,6 +562,7 @@ def tiny(args, tmp, tap):
     tap.check("text summary and progress lines", text_summary)
 
     variants(d, tap, clip_a, pl_a)
+    anomalyclip(args, d, tap, cfg_a, clip_a)
     refusals(d, tap, cfg_a, clip_a, pl_a_t)
 
 
@@ -539,6 +617,150 @@ def variants(d, tap, clip_sd, pl_sd):
     tap.check("usage error exits with status 2", usage)
 
 
+# ---- AnomalyCLIP ---------------------------------------------------------------------------------
+
+AC_N_CTX, AC_DEPTH, AC_T = 6, 3, 4  # tiny stand-ins for the published 12, 9, 4
+
+
+def ac_expected(cfg, over):
+    """The metadata an AnomalyCLIP conversion of CLIP A must write (the tiny AC_* layout,
+    with the given overrides)."""
+    n_pos = n_neg = AC_N_CTX
+    depth, t_len = AC_DEPTH, AC_T
+    exp = {k: cfg[k] for k in ("patch_size", "vision_grid", "vision_width", "vision_layers",
+                               "embed_dim", "text_width", "text_layers", "context_length")}
+    exp.update(vision_heads=cfg["vision_width"] // 64, text_heads=cfg["text_width"] // 64,
+               dual_start=1, image_size=56, family="anomalyclip",
+               out_layers=str(cfg["vision_layers"]),
+               n_pos=n_pos, n_neg=n_neg, n_prompts=1, top_m=0, prior_hidden=0,
+               prompt_depth=depth, prompt_length=t_len, end_pos_normal=1 + n_pos + 2,
+               end_pos_abnormal=1 + n_neg + 3, sigma=4.0)
+    exp.update(over)
+    return exp
+
+
+def ac_loads(load_model, out, exp):
+    """The core loads the AnomalyCLIP file with that configuration (load_model prints the
+    integer keys; family / out_layers are compared too when it prints them)."""
+    c = load_in_core(load_model, out)
+    for k, v in exp.items():
+        if k == "family":
+            if "family" in c:
+                assert c["family"] == v, f"core family {c['family']!r}, expected {v!r}"
+            continue
+        if k == "out_layers":
+            if "out_layers" in c:
+                got = c["out_layers"]
+                got = ",".join(str(x) for x in got) if isinstance(got, list) else str(got)
+                assert got == v, f"core out_layers {got!r}, expected {v!r}"
+            continue
+        assert abs(c[k] - v) < 1e-6, f"core config {k} = {c[k]}, expected {v}"
+    return f"{c['parameters']} params"
+
+
+def anomalyclip(args, d, tap, cfg, clip_sd):
+    """AnomalyCLIP checkpoints in the authors' published format, converted with --family auto."""
+    ct, lctx = cfg["text_width"], cfg["context_length"]
+    base = ["--dual-start", "1", "--image-size", "56"]
+    ac_t = make_ac_prompt_learner(clip_sd, 41, VOCAB, AC_N_CTX, AC_N_CTX, AC_DEPTH, AC_T)
+
+    def save_inputs():
+        sd = save_ac_checkpoint(ac_t, d("ac.pth"))
+        ckpt = torch.load(d("ac.pth"))["prompt_learner"]
+        order = ["ctx_pos", "ctx_neg", "token_prefix_pos", "token_suffix_pos", "token_prefix_neg",
+                 "token_suffix_neg", "tokenized_prompts_pos", "tokenized_prompts_neg"]
+        order += [f"compound_prompts_text.{j}" for j in range(AC_DEPTH - 1)]
+        order += [f"compound_prompt_projections.{j}.{w}" for j in range(AC_DEPTH - 1)
+                  for w in ("weight", "bias")]
+        assert list(ckpt) == order, f"state-dict keys {list(ckpt)}"
+        shapes = {"ctx_pos": (1, 1, AC_N_CTX, ct), "ctx_neg": (1, 1, AC_N_CTX, ct),
+                  "token_prefix_pos": (1, 1, 1, ct), "token_prefix_neg": (1, 1, 1, ct),
+                  "token_suffix_pos": (1, 1, lctx - 1 - AC_N_CTX, ct),
+                  "token_suffix_neg": (1, 1, lctx - 1 - AC_N_CTX, ct),
+                  "tokenized_prompts_pos": (1, 1, lctx), "tokenized_prompts_neg": (1, 1, lctx),
+                  "compound_prompts_text.0": (AC_T, ct),
+                  "compound_prompt_projections.0.weight": (896, ct),
+                  "compound_prompt_projections.0.bias": (896,)}
+        for k, shape in shapes.items():
+            assert tuple(ckpt[k].shape) == shape, f"{k}: {tuple(ckpt[k].shape)}, expected {shape}"
+        for k, v in ckpt.items():
+            want = torch.int32 if k.startswith("tokenized_") else torch.float32
+            assert v.dtype == want, f"{k}: {v.dtype}"
+        assert int(ckpt["tokenized_prompts_pos"].argmax()) == 1 + AC_N_CTX + 2
+        assert int(ckpt["tokenized_prompts_neg"].argmax()) == 1 + AC_N_CTX + 3
+        assert not any(k.startswith("patch_meta_net.") for k in ckpt)
+        # the format the core stores n_pos != n_neg in (the authors' code uses one n_ctx)
+        save_ac_checkpoint(make_ac_prompt_learner(clip_sd, 42, VOCAB, 6, 4, 4, 4), d("ac-64.pth"))
+        return dict(sd)
+
+    ac_sd = tap.check("AnomalyCLIP: synthetic checkpoint in the published format "
+                      "(prompt_ensemble.py's state dict: names, order, shapes, dtypes)",
+                      save_inputs)
+    if ac_sd is None:
+        return
+
+    cases = [
+        # name, checkpoint, extra args, expected metadata (overrides), pl sd
+        ("AnomalyCLIP (--family auto): defaults, out layers = the last layer, sigma 4", "ac.pth",
+         [], {}),
+        ("AnomalyCLIP --out-layers 2,4 (two maps summed)", "ac.pth", ["--out-layers", "2,4"],
+         {"out_layers": "2,4"}),
+        ("AnomalyCLIP --family anomalyclip --dual-start 0 --out-layers ' 1, 2,3,4' --sigma 2.5",
+         "ac.pth", ["--family", "anomalyclip", "--dual-start", "0", "--out-layers", " 1, 2,3,4",
+                    "--sigma", "2.5"], {"out_layers": "1,2,3,4", "dual_start": 0, "sigma": 2.5}),
+        ("AnomalyCLIP with n_pos 6 != n_neg 4 (suffix_neg from n_neg), depth 4", "ac-64.pth", [],
+         {"n_pos": 6, "n_neg": 4, "prompt_depth": 4, "end_pos_normal": 9, "end_pos_abnormal": 8}),
+    ]
+    for i, (name, ckpt, extra, over) in enumerate(cases):
+        out = d(f"ac-converted-{i}.safetensors")
+        res = tap.check(f"convert {name}", convert_ok, d("clip-a.pt"), d(ckpt), out, base + extra)
+        if res is None:
+            continue
+        summary, _, _ = res
+        psd = ac_sd if ckpt == "ac.pth" else dict(torch.load(d(ckpt))["prompt_learner"])
+        exp = ac_expected(cfg, over)
+
+        def meta_ok(out=out, exp=exp, summary=summary, extra=extra):
+            md = fapfile.read_header(out)[1]
+            expect_config(md, exp)
+            assert md["format"] == "faprompt" and md["format_version"] == "1"
+            want_rule = "set with --out-layers" if "--out-layers" in extra else "the last layer"
+            assert md["out_layers_rule"].startswith(want_rule), md["out_layers_rule"]
+            assert summary["family"] == summary["config"]["family"] == "anomalyclip"
+            assert summary["config"]["out_layers"] == [int(x) for x in exp["out_layers"].split(",")]
+            for k in converter.INT_KEYS:
+                assert summary["config"][k] == exp[k], (k, summary["config"][k], exp[k])
+            return f"family {md['family']}, out_layers {md['out_layers']}, sigma {md['sigma']}"
+        tap.check("  metadata: family, out_layers, n_pos / n_neg, end tokens, sigma", meta_ok)
+        tap.check("  tensors are the originals (deep prompts fp16-rounded), no prior, "
+                  "projections and token ids dropped", expect_same_tensors, out, clip_sd, psd,
+                  "f16")
+        tap.check("  the core loads it with that configuration (C side of family anomalyclip)",
+                  ac_loads, args.load_model, out, exp)
+
+    def text_summary():
+        rc, so, se, _ = run_cli(["--clip", d("clip-a.pt"), "--checkpoint", d("ac.pth"),
+                                 "-o", d("ac-text.safetensors")] + base)
+        assert rc == 0, se
+        for want in ("family   anomalyclip (AnomalyCLIP)", "model family anomalyclip",
+                     "from the checkpoint's keys", "end tokens 9 / 10", "no prior",
+                     "map from out layers 4", "sigma 4"):
+            assert want in so + se, f"{want!r} not in the output:\n{so}{se}"
+    tap.check("AnomalyCLIP: text summary names the family and the out layers", text_summary)
+
+    def fa_family_key():
+        md = fapfile.read_header(d("converted-0.safetensors"))[1]
+        assert md["family"] == "faprompt" and "out_layers" not in md, md
+    tap.check("FAPrompt conversions write family faprompt and no out_layers", fa_family_key)
+
+    def too_many():
+        bad = converter.out_layer_problems(list(range(10, 19)), 5, 24)
+        assert any("at most 8" in b for b in bad), bad
+        assert not converter.out_layer_problems([6, 12, 18, 24], 5, 24)
+        assert converter.out_layer_problems([5, 24], 5, 24)  # layer 5 (1-based) is not V-V
+    tap.check("out layers: at most 8, each a V-V layer (unit)", too_many)
+
+
 def refusals(d, tap, cfg, clip_sd, pl_t):
     def expect_refusal(clip, ckpt, wants, extra=(), out=None, cli=False, dual_start=True):
         outp = out or d("refused.safetensors")
@@ -562,22 +784,75 @@ def refusals(d, tap, cfg, clip_sd, pl_t):
 
     good_clip, good_ckpt = d("clip-a.pt"), d("ckpt-a.pth")
 
-    # AnomalyCLIP: prompt_learner with ctx_pos/ctx_neg [1,1,12,C], deep prompts, no prior MLP
+    # model family: --family against the keys, --out-layers, AnomalyCLIP layouts
     ct, lctx = cfg["text_width"], cfg["context_length"]
-    ac = OrderedDict()
-    ac["ctx_pos"] = torch.randn(1, 1, 12, ct)
-    ac["ctx_neg"] = torch.randn(1, 1, 12, ct)
-    ac["compound_prompts_text.0"] = torch.randn(4, ct)
-    ac["compound_prompt_projections.0.weight"] = torch.randn(896, ct)
-    ac["compound_prompt_projections.0.bias"] = torch.randn(896)
-    ac["token_prefix_pos"] = torch.randn(1, 1, 1, ct)
-    ac["token_suffix_pos"] = torch.randn(1, 1, lctx - 13, ct)
-    ac["token_prefix_neg"] = torch.randn(1, 1, 1, ct)
-    ac["token_suffix_neg"] = torch.randn(1, 1, lctx - 13, ct)
-    torch.save({"prompt_learner": ac}, d("anomalyclip.pth"))
-    tap.check("refuse: AnomalyCLIP checkpoint", expect_refusal, good_clip, d("anomalyclip.pth"),
-              ["AnomalyCLIP", "patch_meta_net", f"ctx_neg [1, 1, 12, {ct}]",
-               f"[1, K, n_neg, {ct}]"], cli=True)
+    ac_ckpt = d("ac.pth")
+    tap.check("refuse: --family faprompt on an AnomalyCLIP checkpoint", expect_refusal, good_clip,
+              ac_ckpt, ["--family faprompt", "not a FAPrompt checkpoint", "AnomalyCLIP",
+                        "patch_meta_net", f"ctx_neg [1, 1, {AC_N_CTX}, {ct}]",
+                        f"[1, K, n_neg, {ct}]", "--family auto"],
+              extra=["--family", "faprompt"], cli=True)
+    tap.check("refuse: --family anomalyclip on a FAPrompt checkpoint", expect_refusal, good_clip,
+              good_ckpt, ["--family anomalyclip", "is a FAPrompt checkpoint",
+                          f"'prompt_learner.patch_meta_net.linear1.weight' [20, {5 * 64}]), "
+                          f"with ctx_pos [1, 1, 5, {ct}] and ctx_neg [1, 3, 2, {ct}]",
+                          "--family auto"],
+              extra=["--family", "anomalyclip"])
+    tap.check("refuse: --out-layers below the V-V layers", expect_refusal, good_clip, ac_ckpt,
+              ["out layer 1", "--out-layers 1,4", "[dual_start + 1, vision_layers] = [2, 4]"],
+              extra=["--out-layers", "1,4"])
+    tap.check("refuse: --out-layers beyond the last layer", expect_refusal, good_clip, ac_ckpt,
+              ["out layer 5", "[2, 4]"], extra=["--out-layers", "2,5"])
+    tap.check("refuse: --out-layers not increasing", expect_refusal, good_clip, ac_ckpt,
+              ["out layers 4,2", "strictly increasing"], extra=["--out-layers", "4,2"])
+    tap.check("refuse: --out-layers repeated", expect_refusal, good_clip, ac_ckpt,
+              ["out layers 3,3", "strictly increasing"], extra=["--out-layers", "3,3"])
+    tap.check("refuse: --out-layers not numbers", expect_refusal, good_clip, ac_ckpt,
+              ["--out-layers 4,last", "comma-separated"], extra=["--out-layers", "4,last"])
+    tap.check("refuse: --out-layers on a FAPrompt checkpoint", expect_refusal, good_clip,
+              good_ckpt, ["--out-layers 4", "only for AnomalyCLIP", "is a FAPrompt checkpoint"],
+              extra=["--out-layers", "4"])
+    tap.check("refuse: --out-layers with --family faprompt", expect_refusal, good_clip,
+              good_ckpt, ["--out-layers 4", "only for AnomalyCLIP"],
+              extra=["--family", "faprompt", "--out-layers", "4"])
+
+    def ac_variant(name, edit):
+        t = dict(torch.load(ac_ckpt)["prompt_learner"])
+        edit(t)
+        torch.save({"prompt_learner": OrderedDict(t)}, d(name))
+        return d(name)
+
+    no_prior_ckpt = d("fa-no-prior.pth")
+    torch.save({"prompt_learner": OrderedDict(
+        (k, v) for k, v in pl_t.items() if not k.startswith("patch_meta_net."))}, no_prior_ckpt)
+    tap.check("refuse: ctx_neg with K = 3 prompts but no patch_meta_net", expect_refusal,
+              good_clip, no_prior_ckpt,
+              [f"'prompt_learner.ctx_neg' has shape [1, 3, 2, {ct}]",
+               f"expected [1, 1, n_neg, {ct}]", "one abnormal prompt", "patch_meta_net"])
+    tap.check("refuse: AnomalyCLIP suffix_neg laid out as FAPrompt's", expect_refusal, good_clip,
+              ac_variant("ac-bad-suffix.pth", lambda t: t.__setitem__(
+                  "token_suffix_neg", t["token_suffix_neg"][:, :, AC_N_CTX:])),
+              ["'prompt_learner.token_suffix_neg' has shape "
+               f"[1, 1, {lctx - 1 - 2 * AC_N_CTX}, {ct}]",
+               f"expected [1, 1, {lctx - 1 - AC_N_CTX}, {ct}]", "own context"])
+    tap.check("refuse: AnomalyCLIP missing tokenized prompts", expect_refusal, good_clip,
+              ac_variant("ac-no-tok.pth", lambda t: t.pop("tokenized_prompts_neg")),
+              ["missing key 'prompt_learner.tokenized_prompts_neg'",
+               f"expected shape [1, 1, {lctx}]"])
+    tap.check("refuse: AnomalyCLIP unexpected key", expect_refusal, good_clip,
+              ac_variant("ac-extra.pth",
+                         lambda t: t.__setitem__("meta_net.weight", torch.zeros(4))),
+              ["unexpected key 'prompt_learner.meta_net.weight' [4]",
+               "not part of the AnomalyCLIP prompt learner"])
+    short = make_ac_prompt_learner(clip_sd, 43, VOCAB, 6, 3, 3, 4)
+    save_ac_checkpoint(short, d("ac-short-neg.pth"))
+    tap.check("refuse: AnomalyCLIP deep prompts longer than the abnormal context",
+              expect_refusal, good_clip, d("ac-short-neg.pth"),
+              ["deep prompts of 4 tokens", "prompt_length <= min(n_pos, n_neg) = 3"])
+    tap.check("refuse: neither FAPrompt nor AnomalyCLIP keys", expect_refusal, good_clip,
+              _save(d("neither.pth"), {"prompt_learner": {"w": torch.zeros(2)}}),
+              ["neither a FAPrompt nor an AnomalyCLIP prompt learner",
+               "missing key 'prompt_learner.patch_meta_net.linear1.weight'"])
 
     # ResNet CLIP (RN50-like keys)
     rn = OrderedDict((k, v) for k, v in clip_sd.items() if not k.startswith("visual."))
@@ -729,6 +1004,7 @@ def full(args, tmp, tap):
     cfg = clip_dims(FULL)
     vocab = 49408
     timings = {}
+    ac_info = {}
 
     def make_inputs():
         t0 = time.perf_counter()
@@ -742,6 +1018,15 @@ def full(args, tmp, tap):
         n_clip = sum(v.numel() for k, v in sd.items() if k not in ("token_embedding.weight", "logit_scale"))
         deep = (cfg["prompt_depth"] - 1) * cfg["prompt_length"] * 768
         n_pl = sum(v.numel() for k, v in t.items() if not k.startswith(("tokenized", "compound")))
+        # AnomalyCLIP's published 9_12_4 layout (n_ctx 12, depth 9, t 4), CLIP's token ids
+        ac = make_ac_prompt_learner(sd, 3, vocab, 12, 12, 9, 4)
+        sd_ac = save_ac_checkpoint(ac, d("epoch_15.pth"))
+        assert tuple(sd_ac["token_suffix_pos"].shape) == tuple(sd_ac["token_suffix_neg"].shape) \
+            == (1, 1, 64, 768)
+        assert sd_ac["tokenized_prompts_neg"][0, 0, :17].tolist() == \
+            [49406] + [343] * 12 + [13568, 14115, 269, 49407]
+        ac_info["n_pl"] = sum(v.numel() for k, v in ac.items()
+                              if not k.startswith(("tokenized", "compound")))
         timings["inputs"] = time.perf_counter() - t0
         return n_clip, n_pl, deep
 
@@ -780,8 +1065,37 @@ def full(args, tmp, tap):
             return f"{c['parameters']} params, loaded in {c['load_seconds']:.1f} s"
         tap.check(f"the core loads the {dtype} file with the ViT-L configuration", loads)
         os.unlink(out)
+
+    # AnomalyCLIP: the published configuration, default out layers and the old 6,12,18,24
+    exp_ac = dict(exp, family="anomalyclip", n_pos=12, n_neg=12, n_prompts=1, top_m=0,
+                  prior_hidden=0, end_pos_normal=15, end_pos_abnormal=16, sigma=4.0,
+                  out_layers="24")
+    for layers in (None, "6,12,18,24"):
+        out = d("anomalyclip-vitl14-336.safetensors")
+        want_md = dict(exp_ac, out_layers=layers or "24")
+
+        def conv_ac(out=out, layers=layers, want_md=want_md):
+            extra = ["--out-layers", layers] if layers else []
+            summary, _, secs = convert_ok(d("ViT-L-14-336px.pt"), d("epoch_15.pth"), out, extra)
+            timings["anomalyclip" + (f" {layers}" if layers else "")] = secs
+            header, md, header_end = fapfile.read_header(out)
+            want = header_end + n_clip * 2 + ac_info["n_pl"] * 4 + deep * 2
+            assert os.path.getsize(out) == expected_file_size(out) == want
+            assert summary["parameters"] == n_clip + ac_info["n_pl"] + deep
+            expect_config(md, want_md)
+            for k in ("token_suffix_pos", "token_suffix_neg"):
+                assert header["prompt_learner." + k]["shape"] == [1, 1, 64, 768], k
+            assert not any(".patch_meta_net." in k for k in header)
+            return f"{secs:.1f} s, {os.path.getsize(out)} bytes"
+        label = f"--out-layers {layers}" if layers else "default out layers 24"
+        if tap.check(f"convert AnomalyCLIP 9_12_4 ({label}): size, metadata, suffix shapes",
+                     conv_ac) is None:
+            continue
+        tap.check(f"the core loads the AnomalyCLIP file ({label})", ac_loads, args.load_model,
+                  out, want_md)
+        os.unlink(out)
     diag("conversion wall time (CLI, incl. python/torch start, sha256 of inputs and output): "
-         + ", ".join(f"{k} {timings[k]:.1f} s" for k in ("f16", "f32") if k in timings))
+         + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "inputs"))
 
 
 def main():
