@@ -21,7 +21,7 @@
 
 #include "fap.h"
 
-struct fap_detector;
+typedef struct fap_frame_inputs fap_frame_inputs; /* core/frame_program.h */
 
 /* What a linear layer's weight is, for a backend's reduced-precision policy
  * (the detector says what each layer is, the backend decides what its
@@ -106,20 +106,18 @@ typedef struct fap_backend_ops {
   void (*gaussian_blur)(void *ctx, float *out, const float *in, float *tmp, int size,
                         const float *kernel, int radius);
 
-  /* Optional (NULL: the detector drives the ops above frame by frame). A
-   * backend that runs the whole per-frame sequence itself (fused, batched,
-   * captured in a CUDA graph) sets both. frames_prepare is called once at the
-   * end of detector creation, after everything that depends only on the model
-   * was computed through the ops above (static text features and key/value
-   * prefix cache, positional embedding, Gaussian: the detector's buffers in
-   * struct fap_detector, which the backend reads). frames_run computes
-   * SPEC.md for the frames (already checked), fills results (maps borrowed
-   * from the backend until the next run), sets d->last_map and
-   * d->scalars_host to those of the last frame and, with keep_intermediates,
-   * leaves the last frame's intermediates in the detector's buffers. */
-  fap_status (*frames_prepare)(void *ctx, struct fap_detector *d);
-  fap_status (*frames_run)(void *ctx, struct fap_detector *d, const fap_frame *frames, int count,
-                           const fap_blend *blend, fap_result *results);
+  /* With FAP_CAP_FRAME_PROGRAM: the backend runs FAPrompt's whole frame
+   * itself (fused, batched, captured in a CUDA graph). frames_prepare is
+   * called once at the end of detector creation, after everything that
+   * depends only on the model was computed through the ops above; `in`
+   * (core/frame_program.h) is all it may read of the detector, and stays
+   * valid for the detector's life. frames_run computes SPEC.md for the
+   * frames (already checked), fills results (maps borrowed from the backend
+   * until the next run), writes the last frame's max1, max2, q, score to
+   * last_scalars and, when in->keep, its intermediates there. */
+  fap_status (*frames_prepare)(void *ctx, const fap_frame_inputs *in);
+  fap_status (*frames_run)(void *ctx, const fap_frame *frames, int count, const fap_blend *blend,
+                           fap_result *results, float last_scalars[4]);
   /* Optional: draws a host map into a frame in device memory (checked). */
   fap_status (*frames_draw)(void *ctx, const fap_frame *frame, const float *map, int map_size,
                             const fap_blend *blend, size_t *pixel_bytes);

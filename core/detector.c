@@ -7,13 +7,13 @@
 #include "log.h"
 #include "pixel.h"
 #include "resample.h"
+#include "score.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define INV_TAU (1.0f / 0.07f) /* tau is fixed by the authors, not in the model file */
 
 static const char *const intermediate_names[] = {
     "preprocessed", "tokens", "global", "text_features", "text_normal", "text_abnormal", "map1",
@@ -453,6 +453,25 @@ static void static_text_features(fap_detector *d) {
   op->l2norm_rows(be, b->text_abnormal, e, b->mean, e, 1, e);
 }
 
+/* All a backend's frame program reads of the detector (core/frame_program.h). */
+static const fap_frame_inputs *program_inputs(fap_detector *d) {
+  fap_buffers *b = &d->b;
+  fap_frame_inputs *in = &d->program_in;
+  *in = (fap_frame_inputs){.cfg = d->cfg, .batch = d->batch, .size = d->size, .grid = d->grid,
+                           .n_patches = d->n_patches, .text_rows = d->text_rows,
+                           .text_lmax = d->text_lmax, .radius = d->radius, .net = &d->net,
+                           .conv1_host = d->model->conv1, .pos = b->pos, .kv = b->kv,
+                           .text_init = b->text_init, .text_normal = b->text_normal,
+                           .text_abnormal = b->text_abnormal, .gauss = b->gauss};
+  if (d->keep_intermediates) {
+    d->program_keep = (fap_frame_keep){b->image, b->tokens, b->global, b->map1, b->map2,
+                                       b->prior, b->feats_dynamic, b->text_abnormal_dynamic,
+                                       b->scalars, b->map_raw, b->topk};
+    in->keep = &d->program_keep;
+  }
+  return in;
+}
+
 static fap_status detector_new(fap_model *model, const fap_detector_options *options,
                                fap_detector **out) {
   if (!out)
@@ -535,8 +554,8 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
     static_text_features(d);
     s = d->backend.ops->synchronize(d->backend.ctx);
   }
-  if (!s && d->program && d->backend.ops->frames_prepare)
-    s = d->backend.ops->frames_prepare(d->backend.ctx, d);
+  if (!s && d->program)
+    s = d->backend.ops->frames_prepare(d->backend.ctx, program_inputs(d));
   if (s) {
     fap_detector_free(d);
     return s;
@@ -620,9 +639,9 @@ static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result 
   op->l2norm_rows(be, b->global_n, e, b->global, e, 1, e);
   for (int l = 0; l < layers; l++) /* A_l over patches (rows 1..N of layer l) */
     op->two_way_prob(be, b->map1 + (size_t)l * n, b->tokens_n + (l * rows + 1) * e, e, n, e,
-                     b->text_normal, b->text_abnormal, INV_TAU);
+                     b->text_normal, b->text_abnormal, FAP_INV_TAU);
   op->two_way_prob(be, b->scalars + 2, b->global_n, e, 1, e, b->text_normal, b->text_abnormal,
-                   INV_TAU);
+                   FAP_INV_TAU);
   STAGE_END(FAP_STAGE_MAP1);
 
   /* (up(P1) + 1 - up(P0)) / 2 = up(A_l): upsample_mean of A_l with itself is
@@ -679,7 +698,7 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   op->l2norm_rows(be, b->tokens_n, e, b->tokens, e, n + 1, e);
   op->l2norm_rows(be, b->global_n, e, b->global, e, 1, e);
   op->two_way_prob(be, b->map1, b->tokens_n + e, e, n, e, b->text_normal, b->text_abnormal,
-                   INV_TAU);
+                   FAP_INV_TAU);
   op->reduce_max(be, b->scalars + 0, b->map1, n);
   STAGE_END(FAP_STAGE_MAP1);
 
@@ -699,10 +718,10 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   STAGE_END(FAP_STAGE_TEXT);
 
   op->two_way_prob(be, b->map2, b->tokens_n + e, e, n, e, b->text_normal,
-                   b->text_abnormal_dynamic, INV_TAU);
+                   b->text_abnormal_dynamic, FAP_INV_TAU);
   op->reduce_max(be, b->scalars + 1, b->map2, n);
   op->two_way_prob(be, b->scalars + 2, b->global_n, e, 1, e, b->text_normal,
-                   b->text_abnormal_dynamic, INV_TAU);
+                   b->text_abnormal_dynamic, FAP_INV_TAU);
   STAGE_END(FAP_STAGE_MAP2);
 
   op->upsample_mean(be, b->map_raw, b->map1, b->map2, d->grid, d->size);
@@ -717,7 +736,7 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   STAGE_END(FAP_STAGE_MAP);
 
   const float max1 = d->scalars_host[0], max2 = d->scalars_host[1], q = d->scalars_host[2];
-  d->scalars_host[3] = 0.5f * (q + (2.0f * max1 + max2) / 3.0f);
+  d->scalars_host[3] = fap_faprompt_score(max1, max2, q);
   r->score = d->scalars_host[3];
   r->map = map_out;
   r->map_size = d->size;
@@ -771,8 +790,10 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
                       i, fap_backend_name(d->backend_kind));
   const size_t s2 = (size_t)d->size * d->size;
   if (d->program) {
-    if ((s = d->backend.ops->frames_run(d->backend.ctx, d, frames, count, blend, results)))
+    if ((s = d->backend.ops->frames_run(d->backend.ctx, frames, count, blend, results,
+                                        d->scalars_host)))
       return s;
+    d->last_map = results[count - 1].map;
   } else {
     for (int i = 0; i < count; i++) {
       fap_frame packed;

@@ -5,18 +5,10 @@
 #define FAP_DETECTOR_INTERNAL_H
 
 #include "backend.h"
+#include "frame_program.h"
 #include "log.h"
 #include "model.h"
 
-/* Model weights as the backend sees them (CPU: the model's own storage). */
-typedef struct {
-  const float *conv1, *class_emb, *ln_pre_w, *ln_pre_b, *ln_post_w, *ln_post_b, *vproj;
-  fap_block *vblocks;
-  const float *ln_final_w, *ln_final_b, *tproj;
-  fap_block *tblocks;
-  const float **deep;
-  const float *prior1_w, *prior1_b, *prior2_w, *prior2_b;
-} fap_net;
 
 typedef struct {
   /* vision */
@@ -60,6 +52,8 @@ struct fap_detector {
   fap_backend_kind backend_kind;
   fap_net net;
   fap_buffers b;
+  fap_frame_inputs program_in; /* what the backend's frame program reads (d->program) */
+  fap_frame_keep program_keep;
   void *arena;
   size_t arena_bytes;
 

@@ -119,9 +119,10 @@ void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int cou
 void fap_cuda_frameio_free(cuda_frameio *io);
 
 /* the per-frame program (cuda_frames.c) */
-fap_status fap_cuda_frames_prepare(void *ctx, struct fap_detector *d);
-fap_status fap_cuda_frames_run(void *ctx, struct fap_detector *d, const fap_frame *frames,
-                               int count, const fap_blend *blend, fap_result *results);
+fap_status fap_cuda_frames_prepare(void *ctx, const fap_frame_inputs *in);
+fap_status fap_cuda_frames_run(void *ctx, const fap_frame *frames, int count,
+                               const fap_blend *blend, fap_result *results,
+                               float last_scalars[4]);
 fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
                                 const fap_blend *blend, size_t *pixel_bytes);
 void fap_cuda_frames_free(cuda_ctx *c);

@@ -16,21 +16,22 @@
  *
  * Everything that depends only on the model (static text features, key/
  * value prefix cache, positional embedding, Gaussian) was computed at
- * creation through the op table into the detector's buffers, read here. */
+ * creation through the op table; the detector hands it over once as
+ * fap_frame_inputs (core/frame_program.h), all this file sees of it. */
 #include "backend_cuda.h"
 
-#include "detector_internal.h"
+#include "frame_program.h"
 #include "half.h"
 #include "log.h"
 #include "pixel.h"
 #include "resample.h"
+#include "score.h"
 
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define INV_TAU (1.0f / 0.07f)
 #define ALIGN256(x) (((x) + 255) & ~(size_t)255)
 
 /* ---- the program ------------------------------------------------------------------------- */
@@ -43,7 +44,7 @@ typedef struct {
 enum { EV_START, EV_PRE, EV_VISION, EV_MAP1, EV_PRIOR, EV_TEXT, EV_MAP2, EV_END, EV_COUNT };
 
 typedef struct cuda_frames {
-  fap_detector *d;
+  const fap_frame_inputs *in;
   int batch, size, grid, n, rows, patch, kp;
   int cv, heads, hd, layers, dual_start, e, ct, theads, tlayers, k, r, pos0, m, hidden;
   fap_kdtype t;
@@ -125,7 +126,7 @@ static fap_status upload_conv1(cuda_ctx *c, cuda_frames *p) {
   if (!rc) {
     for (int o = 0; o < p->cv; o++) {
       memset(row, 0, p->kp * sizeof(float));
-      memcpy(row, p->d->model->conv1 + o * cols, cols * sizeof(float));
+      memcpy(row, p->in->conv1_host + o * cols, cols * sizeof(float));
       for (int i = 0; i < p->kp; i++) {
         float f = row[i];
         uint16_t v;
@@ -154,18 +155,18 @@ static fap_status upload_conv1(cuda_ctx *c, cuda_frames *p) {
   return FAP_OK;
 }
 
-fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
+fap_status fap_cuda_frames_prepare(void *ctx, const fap_frame_inputs *in) {
   cuda_ctx *c = ctx;
-  const fap_config *cfg = d->cfg;
+  const fap_config *cfg = in->cfg;
   cuda_frames *p = calloc(1, sizeof *p);
   if (!p)
     return fap_fail(FAP_ERR_NO_MEMORY, "cuda backend: out of memory");
   c->frames = p;
-  p->d = d;
-  p->batch = d->batch;
-  p->size = d->size;
-  p->grid = d->grid;
-  p->n = d->n_patches;
+  p->in = in;
+  p->batch = in->batch;
+  p->size = in->size;
+  p->grid = in->grid;
+  p->n = in->n_patches;
   p->rows = p->n + 1;
   p->patch = cfg->patch_size;
   p->kp = (3 * p->patch * p->patch + 7) / 8 * 8; /* 16-byte rows for the tensor cores */
@@ -179,7 +180,7 @@ fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
   p->theads = cfg->text_heads;
   p->tlayers = cfg->text_layers;
   p->k = cfg->n_prompts;
-  p->r = d->text_rows;
+  p->r = in->text_rows;
   p->pos0 = cfg->n_pos + 1;
   p->m = cfg->top_m;
   p->hidden = cfg->prior_hidden;
@@ -261,7 +262,7 @@ fap_status fap_cuda_frames_prepare(void *ctx, fap_detector *d) {
   p->results_bytes = p->params_offset + 256;
 
   /* weights: every device copy is made now, none per frame */
-  const fap_net *w = &d->net;
+  const fap_net *w = in->net;
   p->vb = calloc((size_t)p->layers, sizeof *p->vb);
   p->tb = calloc((size_t)p->tlayers, sizeof *p->tb);
   if (!p->vb || !p->tb)
@@ -368,7 +369,7 @@ static void attention_vision(run_state *st, int count, int nq_std, int dual) {
 
 static void enqueue_vision(run_state *st, int count) {
   cuda_frames *p = st->p;
-  fap_detector *d = p->d;
+  const fap_frame_inputs *in = p->in;
   fap_stream s = st->c->stream;
   const int cv = p->cv, rows = p->rows, R = count * rows;
   fap_kdtype T = p->t;
@@ -377,7 +378,7 @@ static void enqueue_vision(run_state *st, int count) {
   /* patch embedding into y (free until layer D0), then CLS + positions into x */
   mm(st, count * p->n, p->kp, cv, p->cols, p->kp, p->conv1, p->kp, 0, NULL, p->y, cv, FAP_K_F32,
      0);
-  RUN(st, fap_k_embed(s, p->x, p->y, p->cls, d->b.pos, p->n, cv, count), "embedding");
+  RUN(st, fap_k_embed(s, p->x, p->y, p->cls, in->pos, p->n, cv, count), "embedding");
   RUN(st, fap_k_layernorm(s, p->x, FAP_K_F32, cv, p->x, cv, p->ln_pre_w, p->ln_pre_b, R, cv),
       "ln_pre");
 
@@ -416,11 +417,11 @@ static void enqueue_vision(run_state *st, int count) {
 
 static void enqueue_text(run_state *st, int count) {
   cuda_frames *p = st->p;
-  fap_detector *d = p->d;
+  const fap_frame_inputs *in = p->in;
   fap_stream s = st->c->stream;
-  const int ct = p->ct, TR = count * p->k * p->r, lmax = d->text_lmax;
+  const int ct = p->ct, TR = count * p->k * p->r, lmax = in->text_lmax;
   fap_kdtype T = p->t;
-  RUN(st, fap_k_text_init(s, p->tx, d->b.text_init, p->prior, p->k, p->r, d->cfg->n_neg, ct, count),
+  RUN(st, fap_k_text_init(s, p->tx, in->text_init, p->prior, p->k, p->r, in->cfg->n_neg, ct, count),
       "text rows");
   for (int l = 0; l < p->tlayers; l++) {
     const dev_block *w = &p->tb[l];
@@ -429,7 +430,7 @@ static void enqueue_text(run_state *st, int count) {
     /* keys and values: positions < pos0 from the cache of prompt 1 + (g % K)
      * (text.c's layout), the rest from this frame's rows */
     const size_t slot = (size_t)lmax * ct;
-    const float *pre = d->b.kv + ((size_t)l * (p->k + 1) + 1) * 2 * slot;
+    const float *pre = in->kv + ((size_t)l * (p->k + 1) + 1) * 2 * slot;
     const char *tqkv = p->tqkv;
     fap_attn_args a = {.out = p->tattn, .ot = T, .ldo = ct, .out_group_stride = (size_t)p->r * ct,
                        .q = tqkv, .k = tqkv + ct * p->ts, .v = tqkv + 2 * ct * p->ts, .qkv_t = T,
@@ -466,7 +467,7 @@ static void event(run_state *st, int which) {
 /* the whole batch, from upload to download */
 static void enqueue_batch(run_state *st, int count, int blend) {
   cuda_frames *p = st->p;
-  fap_detector *d = p->d;
+  const fap_frame_inputs *in = p->in;
   fap_stream s = st->c->stream;
   cuda_frameio *io = &p->io;
   const int e = p->e, n = p->n;
@@ -491,7 +492,7 @@ static void enqueue_batch(run_state *st, int count, int blend) {
   RUN(st, fap_k_l2norm(s, p->tokens_n, e, p->tokens, e, count * p->rows, e), "token norm");
   RUN(st, fap_k_l2norm(s, p->global_n, e, p->global, e, count, e), "global norm");
   RUN(st, fap_k_two_way(s, p->map1, n, p->tokens_n + e, e, (size_t)p->rows * e, n, e,
-                        d->b.text_normal, 0, d->b.text_abnormal, 0, INV_TAU, count),
+                        in->text_normal, 0, in->text_abnormal, 0, FAP_INV_TAU, count),
       "map1");
   RUN(st, fap_k_reduce_max(s, scalars + 0, 4, p->map1, n, n, count), "max1");
   event(st, EV_MAP1);
@@ -513,19 +514,19 @@ static void enqueue_batch(run_state *st, int count, int blend) {
   event(st, EV_TEXT);
 
   RUN(st, fap_k_two_way(s, p->map2, n, p->tokens_n + e, e, (size_t)p->rows * e, n, e,
-                        d->b.text_normal, 0, p->t_a, e, INV_TAU, count),
+                        in->text_normal, 0, p->t_a, e, FAP_INV_TAU, count),
       "map2");
   RUN(st, fap_k_reduce_max(s, scalars + 1, 4, p->map2, n, n, count), "max2");
-  RUN(st, fap_k_two_way(s, scalars + 2, 4, p->global_n, e, e, 1, e, d->b.text_normal, 0, p->t_a,
-                        e, INV_TAU, count),
+  RUN(st, fap_k_two_way(s, scalars + 2, 4, p->global_n, e, e, 1, e, in->text_normal, 0, p->t_a,
+                        e, FAP_INV_TAU, count),
       "image-text probability");
   RUN(st, fap_k_score(s, scalars, count), "score");
   event(st, EV_MAP2);
 
   RUN(st, fap_k_upsample_mean(s, p->map_raw, p->map1, p->map2, p->grid, p->size, count),
       "upsample");
-  if (d->radius > 0)
-    RUN(st, fap_k_gaussian(s, maps, p->map_raw, p->blur_tmp, p->size, d->b.gauss, d->radius, count),
+  if (in->radius > 0)
+    RUN(st, fap_k_gaussian(s, maps, p->map_raw, p->blur_tmp, p->size, in->gauss, in->radius, count),
         "smoothing");
   else
     RUN(st, fap_rt_d2d(maps, p->map_raw, count * s2 * sizeof(float), s), "map copy");
@@ -544,7 +545,7 @@ static void enqueue_batch(run_state *st, int count, int blend) {
 /* the last frame's intermediates into the detector's buffers (keep_intermediates) */
 static void copy_intermediates(run_state *st, int count) {
   cuda_frames *p = st->p;
-  fap_buffers *b = &p->d->b;
+  const fap_frame_keep *b = p->in->keep;
   fap_stream s = st->c->stream;
   const size_t f = (size_t)count - 1, s2 = (size_t)p->size * p->size, fl = sizeof(float);
   const int e = p->e;
@@ -569,8 +570,9 @@ static double now_ms(void) {
   return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *frames, int count,
-                               const fap_blend *blend, fap_result *results) {
+fap_status fap_cuda_frames_run(void *ctx, const fap_frame *frames, int count,
+                               const fap_blend *blend, fap_result *results,
+                               float last_scalars[4]) {
   cuda_ctx *c = ctx;
   cuda_frames *p = c->frames;
   const double start = now_ms();
@@ -639,7 +641,7 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
       }
     }
   }
-  if (!st.rc && d->keep_intermediates)
+  if (!st.rc && p->in->keep)
     copy_intermediates(&st, count);
   if (!st.rc)
     RUN(&st, fap_rt_stream_sync(c->stream), "frame batch");
@@ -678,8 +680,7 @@ fap_status fap_cuda_frames_run(void *ctx, fap_detector *d, const fap_frame *fram
     r->frame_bytes_to_device = up[i];
     r->frame_bytes_from_device = down[i];
   }
-  d->last_map = maps + (size_t)(count - 1) * s2;
-  memcpy(d->scalars_host, scal + 4 * (count - 1), 4 * sizeof(float));
+  memcpy(last_scalars, scal + 4 * (count - 1), 4 * sizeof(float));
   return FAP_OK;
 }
 

@@ -4,6 +4,8 @@
  * kernels round as the CPU backend does, term by term). */
 #include "cuda_compat.cuh"
 
+#include "score.h"
+
 /* one warp per row; frame f = blockIdx.y */
 __global__ void two_way_kernel(float *out, size_t out_stride, const float *x, size_t ldx,
                                size_t x_stride, int rows, int dim, const float *t0,
@@ -215,7 +217,7 @@ __global__ void score_kernel(float *scalars, int batch) {
   if (f >= batch)
     return;
   float *sc = scalars + 4 * f;
-  sc[3] = 0.5f * (sc[2] + (2.0f * sc[0] + sc[1]) / 3.0f);
+  sc[3] = fap_faprompt_score(sc[0], sc[1], sc[2]);
 }
 
 extern "C" int fap_k_score(fap_stream s, float *scalars, int batch) {
