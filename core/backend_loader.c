@@ -51,7 +51,7 @@ static const fap_backend_module *try_file(const char *file, char **why, gboolean
   fap_backend_module_entry_fn entry = (fap_backend_module_entry_fn)dlsym(h, FAP_BACKEND_MODULE_ENTRY);
   const fap_backend_module *m = entry ? entry(&host) : NULL;
   if (!m || m->abi != FAP_BACKEND_MODULE_ABI || !m->version || strcmp(m->version, FAP_VERSION) ||
-      m->detector_size != sizeof(struct fap_detector)) {
+      m->shared_size != FAP_BACKEND_SHARED_SIZE) {
     *why = g_strdup_printf(
         "%s is not a CUDA module of this faprompt (core %s; module %s): install the faprompt-cuda "
         "package of the same version as the core",

@@ -12,10 +12,14 @@
 #define FAP_BACKEND_MODULE_H
 
 #include "backend.h"
+#include "frame_program.h"
 
-#define FAP_BACKEND_MODULE_ABI 1
+#define FAP_BACKEND_MODULE_ABI 2 /* 2: frames_* take fap_frame_inputs, not the detector */
 #define FAP_BACKEND_MODULE_ENTRY "fap_backend_module_entry"
 #define FAP_CUDA_MODULE_FILE "libfaprompt-cuda.so"
+
+#define FAP_BACKEND_SHARED_SIZE                                                                    \
+  (sizeof(fap_backend_ops) + sizeof(fap_frame_inputs) + sizeof(fap_net) + sizeof(fap_config))
 
 typedef struct {
   void (*log_message)(fap_log_level level, const char *message);
@@ -24,7 +28,9 @@ typedef struct {
 typedef struct {
   int abi;               /* FAP_BACKEND_MODULE_ABI */
   const char *version;   /* FAP_VERSION of its build */
-  size_t detector_size;  /* sizeof(struct fap_detector) of its build */
+  /* sizeof of what the core and the module share (FAP_BACKEND_SHARED_SIZE):
+   * a mismatch means another build */
+  size_t shared_size;
   /* Usable devices; 0 with *why saying what is missing (driver, device).
    * Cheap after the first call. */
   int (*device_count)(const char **why);

@@ -4,7 +4,7 @@
  * message reaches the sink of the detector or thread in charge). */
 #include "backend_cuda.h"
 #include "backend_module.h"
-#include "detector_internal.h"
+#include "frame_program.h"
 #include "log.h"
 
 #include <glib.h>
@@ -68,7 +68,7 @@ int fap_cuda_device_count(const char **why) {
 static const fap_backend_module cuda_module = {
     .abi = FAP_BACKEND_MODULE_ABI,
     .version = FAP_VERSION,
-    .detector_size = sizeof(struct fap_detector),
+    .shared_size = FAP_BACKEND_SHARED_SIZE,
     .device_count = fap_cuda_device_count,
     .backend_new = fap_cuda_backend_new,
 };
