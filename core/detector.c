@@ -25,6 +25,7 @@ static const char *const anomalyclip_names[] = {
     "preprocessed", "tokens", "global", "text_features", "text_normal", "text_abnormal",
     "layer_maps", "image_text_prob", "map_raw", "map_sum", "map", "score", NULL,
 };
+enum { AC_MAP_RAW = 8, AC_MAP_SUM = 9 }; /* their places in that list */
 #define MAX_INTERMEDIATES (sizeof intermediate_names / sizeof intermediate_names[0] - 1)
 
 typedef struct {
@@ -327,9 +328,9 @@ static void describe_anomalyclip(fap_detector *d, intermediate *it) {
   describe(&it[5], b->text_abnormal, FAP_DTYPE_F32, 1, e, 0, 0);
   describe(&it[6], b->map1, FAP_DTYPE_F32, 2, l, n, 0);
   describe(&it[7], b->scalars + 2, FAP_DTYPE_F32, 1, 1, 0, 0);
-  describe(&it[8], b->map_raw, FAP_DTYPE_F32, 2, s, s, 0);
-  describe(&it[9], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* map * L, on the host */
-  it[9].view.data = d->map_sum_host;
+  describe(&it[AC_MAP_RAW], b->map_raw, FAP_DTYPE_F32, 2, s, s, 0); /* times L when fetched */
+  describe(&it[AC_MAP_SUM], NULL, FAP_DTYPE_F32, 2, s, s, 0);       /* map * L, on the host */
+  it[AC_MAP_SUM].view.data = d->map_sum_host;
   describe(&it[10], NULL, FAP_DTYPE_F32, 2, s, s, 0); /* the result map, on the host already */
   describe(&it[11], NULL, FAP_DTYPE_F32, 1, 1, 0, 0);
 }
@@ -757,7 +758,7 @@ fap_status fap_detector_fetch_intermediates(fap_detector *d) {
     return s;
   const int layers = d->cfg->n_out_layers;
   if (d->cfg->family == FAP_FAMILY_ANOMALYCLIP && layers > 1) { /* map_raw: the authors' sum */
-    float *raw = (float *)it[8].view.data;
+    float *raw = (float *)it[AC_MAP_RAW].view.data;
     for (size_t i = 0; i < (size_t)d->size * d->size; i++)
       raw[i] *= (float)layers;
   }

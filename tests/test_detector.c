@@ -5,7 +5,9 @@
  * and the SPEC.md relations between the intermediates (score formula, maps
  * from features, smoothing).
  *
- * usage: test_detector TINY_A
+ * usage: test_detector TINY_A [TINY_AC TINY_AC_B]
+ * (the AnomalyCLIP models: out layers 2,4 of 4 and 1,2,3 of 3; their
+ * intermediates, docs/ANOMALYCLIP.md's relations, batches)
  * Numerical agreement with the PyTorch reference is test_parity's job; here
  * every comparison is either bitwise (same computation twice) or a relation
  * recomputed in double from the detector's own intermediates. */
@@ -989,6 +991,325 @@ static void test_intermediate_relations(void) {
   }
 }
 
+/* ---- AnomalyCLIP (docs/ANOMALYCLIP.md) -------------------------------------------- */
+
+static fap_model *model_ac, *model_ac_b; /* out layers 2,4 of 4 / 1,2,3 of 3 (f16) */
+
+static fap_detector *detector_of(fap_model *m, int size, float sigma, int keep, int batch) {
+  fap_detector_options o = options(size, sigma, keep);
+  o.batch = batch;
+  fap_detector *d = NULL;
+  log_reset();
+  fap_status s = fap_detector_new(m, &o, &d);
+  if (s != FAP_OK)
+    g_error("fap_detector_new(%s, size %d, sigma %g, batch %d): %s; \"%s\"",
+            fap_family_name(fap_model_config(m)->family), size, sigma, batch,
+            fap_status_string(s), last_error);
+  g_assert_cmpint(n_errors, ==, 0);
+  return d;
+}
+
+static const char *const ac_names[] = {
+    "preprocessed", "tokens", "global", "text_features", "text_normal", "text_abnormal",
+    "layer_maps", "image_text_prob", "map_raw", "map_sum", "map", "score",
+};
+/* names only FAPrompt has (the prior, the second pass) */
+static const char *const faprompt_only[] = {"map1", "topk_index", "prior", "text_features_dynamic",
+                                            "text_abnormal_dynamic", "map2"};
+
+static int count_list(const char *const *names) {
+  int n = 0;
+  while (names[n])
+    n++;
+  return n;
+}
+
+/* Each family's list; fap_intermediate_names() stays FAPrompt's. */
+static void test_ac_names(void) {
+  use(1, 1);
+  fap_detector *da = detector_of(model_ac, 0, -1, 0, 1), *df = detector_of(model, 0, -1, 0, 1);
+  const char *const *fa = fap_intermediate_names();
+  const char *const *la = fap_detector_intermediate_names(da);
+  const char *const *lf = fap_detector_intermediate_names(df);
+  g_assert_nonnull(la);
+  g_assert_nonnull(lf);
+  g_assert_cmpint(count_list(la), ==, G_N_ELEMENTS(ac_names));
+  for (size_t i = 0; i < G_N_ELEMENTS(ac_names); i++)
+    g_assert_cmpstr(la[i], ==, ac_names[i]);
+  /* the FAPrompt detector's list is fap_intermediate_names(), which an
+   * AnomalyCLIP detector's existence does not change */
+  g_assert_cmpint(count_list(fa), ==, 16);
+  g_assert_cmpint(count_list(lf), ==, 16);
+  for (int i = 0; i < 16; i++)
+    g_assert_cmpstr(lf[i], ==, fa[i]);
+  for (size_t i = 0; i < G_N_ELEMENTS(faprompt_only); i++) {
+    gboolean in_fa = FALSE, in_ac = FALSE;
+    for (int j = 0; fa[j]; j++)
+      in_fa |= !strcmp(fa[j], faprompt_only[i]);
+    for (int j = 0; la[j]; j++)
+      in_ac |= !strcmp(la[j], faprompt_only[i]);
+    g_assert_true(in_fa);
+    g_assert_false(in_ac);
+  }
+  for (int j = 0; fa[j]; j++) {
+    g_assert_cmpstr(fa[j], !=, "layer_maps");
+    g_assert_cmpstr(fa[j], !=, "map_sum");
+  }
+  /* the AnomalyCLIP model's second file (another L) has the same names */
+  fap_detector *db = detector_of(model_ac_b, 0, -1, 0, 1);
+  const char *const *lb = fap_detector_intermediate_names(db);
+  g_assert_cmpint(count_list(lb), ==, G_N_ELEMENTS(ac_names));
+  for (size_t i = 0; i < G_N_ELEMENTS(ac_names); i++)
+    g_assert_cmpstr(lb[i], ==, ac_names[i]);
+  fap_detector_free(da);
+  fap_detector_free(db);
+  fap_detector_free(df);
+}
+
+static void expect_intermediate_refused(const fap_detector *d, const char *name,
+                                        const char *family) {
+  fap_tensor_view v;
+  log_reset();
+  fap_status s = fap_detector_intermediate(d, name, &v);
+  if (s != FAP_ERR_INVALID_ARGUMENT)
+    g_error("intermediate '%s' of a %s detector: status %d (%s), expected invalid argument", name,
+            family, s, fap_status_string(s));
+  char *quoted = g_strdup_printf("'%s'", name);
+  assert_one_error(quoted);
+  assert_one_error(family);
+  g_free(quoted);
+}
+
+/* Every name of the list at its documented shape, finite; the other
+ * family's names refused, the message naming the family. */
+static void check_ac_intermediates(fap_model *m, int s) {
+  const fap_config *c = fap_model_config(m);
+  const int g = s / P, n = g * g, e = c->embed_dim, l = c->n_out_layers;
+  const struct {
+    int ndim;
+    int64_t shape[3];
+  } want[G_N_ELEMENTS(ac_names)] = {
+      {3, {3, s, s}}, {3, {l, n + 1, e}}, {1, {e}}, {2, {2, e}}, {1, {e}}, {1, {e}},
+      {2, {l, n}},    {1, {1}},           {2, {s, s}}, {2, {s, s}}, {2, {s, s}}, {1, {1}},
+  };
+  fap_detector *d = detector_of(m, s, -1, 1, 1);
+  image im = make_image(45, 33, 40 + s, FAP_PIXEL_RGB, 0);
+  fap_result r;
+  run_ok(d, &im.frame, &r);
+  const char *const *names = fap_detector_intermediate_names(d);
+  for (size_t i = 0; i < G_N_ELEMENTS(ac_names); i++) {
+    fap_tensor_view v;
+    get(d, names[i], &v);
+    if (v.dtype != FAP_DTYPE_F32 || v.ndim != want[i].ndim)
+      g_error("S=%d '%s': dtype %d ndim %d, expected F32 ndim %d", s, names[i], v.dtype, v.ndim,
+              want[i].ndim);
+    size_t numel = 1;
+    for (int j = 0; j < v.ndim; j++) {
+      if (v.shape[j] != want[i].shape[j])
+        g_error("S=%d L=%d '%s': shape[%d] = %lld, expected %lld", s, l, names[i], j,
+                (long long)v.shape[j], (long long)want[i].shape[j]);
+      numel *= (size_t)v.shape[j];
+    }
+    for (size_t j = 0; j < numel; j++)
+      if (!isfinite(((const float *)v.data)[j]))
+        g_error("intermediate '%s'[%zu] is not finite", names[i], j);
+  }
+  fap_tensor_view v;
+  g_assert_true(memcmp(getf(d, "map", &v), r.map, (size_t)s * s * 4) == 0);
+  g_assert_cmpfloat(getf(d, "score", &v)[0], ==, r.score);
+  for (size_t i = 0; i < G_N_ELEMENTS(faprompt_only); i++)
+    expect_intermediate_refused(d, faprompt_only[i], "anomalyclip");
+  expect_intermediate_refused(d, "bogus", "anomalyclip");
+  g_free(im.pixels);
+  fap_detector_free(d);
+}
+
+static void test_ac_intermediates(void) {
+  use(1, 1);
+  check_ac_intermediates(model_ac, 70);
+  check_ac_intermediates(model_ac, 14); /* one patch: no prior needs M of them */
+  check_ac_intermediates(model_ac_b, 42);
+  /* and a FAPrompt detector refuses AnomalyCLIP's own names */
+  fap_detector *d = detector(0, -1, 1);
+  image im = make_image(20, 20, 41, FAP_PIXEL_RGB, 0);
+  fap_result r;
+  run_ok(d, &im.frame, &r);
+  expect_intermediate_refused(d, "layer_maps", "faprompt");
+  expect_intermediate_refused(d, "map_sum", "faprompt");
+  g_free(im.pixels);
+  fap_detector_free(d);
+}
+
+/* docs/ANOMALYCLIP.md section 5 recomputed in double from the detector's own
+ * intermediates: t_n, t_a = norm(f_n), norm(f_a); A_l = prob(T_l) per out
+ * layer; q = prob(g); score = q; map_raw = sum_l up(A_l); map_sum =
+ * smoothed map_raw, in [0, L]; map = map_sum / L, in [0, 1]. */
+static void check_ac_relations(fap_model *m, int s, float sigma, int seed) {
+  const fap_config *c = fap_model_config(m);
+  const int e = c->embed_dim, l = c->n_out_layers, g = s / P, n = g * g;
+  const size_t s2 = (size_t)s * s;
+  fap_detector *d = detector_of(m, s, sigma, 1, 1);
+  image im = make_image(77, 51, seed, FAP_PIXEL_RGB, 0);
+  fap_result r;
+  run_ok(d, &im.frame, &r);
+  check_map_range(&r, s);
+  fap_tensor_view v;
+  const float *tokens = getf(d, "tokens", &v), *global = getf(d, "global", &v);
+  const float *feats = getf(d, "text_features", &v), *tn = getf(d, "text_normal", &v);
+  const float *ta = getf(d, "text_abnormal", &v), *maps = getf(d, "layer_maps", &v);
+  const float q = getf(d, "image_text_prob", &v)[0], score = getf(d, "score", &v)[0];
+  const float *map_raw = getf(d, "map_raw", &v), *map_sum = getf(d, "map_sum", &v);
+  const float *map = getf(d, "map", &v);
+  check_unit(tn, e, "text_normal");
+  check_unit(ta, e, "text_abnormal");
+  const double nn = sqrt(dot(feats, feats, e)), na = sqrt(dot(feats + e, feats + e, e));
+  for (int j = 0; j < e; j++) {
+    g_assert_cmpfloat(fabs(tn[j] - feats[j] / nn), <=, 1e-6);
+    g_assert_cmpfloat(fabs(ta[j] - feats[e + j] / na), <=, 1e-6);
+  }
+  /* score = q alone (no map terms) */
+  g_assert_cmpfloat(score, ==, q);
+  g_assert_cmpfloat(r.score, ==, q);
+  g_assert_cmpfloat(fabs(q - prob(global, tn, ta, e)), <=, 1e-5);
+  for (int li = 0; li < l; li++)
+    for (int j = 0; j < n; j++) {
+      const float *t = tokens + ((size_t)li * (n + 1) + 1 + j) * e;
+      double a = prob(t, tn, ta, e), got = maps[(size_t)li * n + j];
+      if (!(fabs(got - a) <= 1e-5))
+        g_error("S=%d layer %d patch %d: A = %.9g, recomputed %.9g", s, li, j, got, a);
+    }
+  /* the out layers differ (else the sum would be L copies of one map) */
+  if (l > 1) {
+    double diff = 0;
+    for (int j = 0; j < n; j++)
+      diff = fmax(diff, fabs(maps[j] - maps[(size_t)(l - 1) * n + j]));
+    g_assert_cmpfloat(diff, >, 1e-4);
+  }
+  double lo_raw = INFINITY, hi_raw = -INFINITY;
+  for (int y = 0; y < s; y++)
+    for (int x = 0; x < s; x++) {
+      double want = 0;
+      for (int li = 0; li < l; li++)
+        want += bilinear(maps + (size_t)li * n, g, s, y, x);
+      double got = map_raw[(size_t)y * s + x];
+      if (!(fabs(got - want) <= 1e-5 * l))
+        g_error("S=%d L=%d: map_raw[%d, %d] = %.9g, recomputed sum %.9g", s, l, y, x, got, want);
+      lo_raw = fmin(lo_raw, got), hi_raw = fmax(hi_raw, got);
+    }
+  g_assert_cmpfloat(hi_raw, <=, l + 1e-5);
+  g_assert_cmpfloat(lo_raw, >=, 0.0);
+  for (size_t i = 0; i < s2; i++) {
+    const double want = (double)map[i] * l;
+    if (!(fabs(map_sum[i] - want) <= 1e-6 * fabs(want) + 1e-30))
+      g_error("S=%d L=%d: map_sum[%zu] = %.9g, map * L = %.9g", s, l, i, map_sum[i], want);
+    /* the blur (weights >= 0, sum 1) keeps map_sum inside map_raw's range */
+    if (!(map_sum[i] >= lo_raw - 1e-5 && map_sum[i] <= hi_raw + 1e-5))
+      g_error("S=%d: map_sum[%zu] = %.9g outside map_raw's [%.9g, %.9g]", s, i, map_sum[i], lo_raw,
+              hi_raw);
+    if (sigma == 0.0f && !(fabs(map_sum[i] - map_raw[i]) <= 1e-6 * l))
+      g_error("S=%d sigma 0: map_sum[%zu] = %.9g, map_raw %.9g", s, i, map_sum[i], map_raw[i]);
+  }
+  /* the stages FAPrompt's prior and second pass take are not run */
+  g_assert_cmpfloat(r.stage_ms[FAP_STAGE_PRIOR], ==, 0.0);
+  g_assert_cmpfloat(r.stage_ms[FAP_STAGE_TEXT], ==, 0.0);
+  g_assert_cmpfloat(r.stage_ms[FAP_STAGE_MAP2], ==, 0.0);
+  g_assert_cmpfloat(r.stage_ms[FAP_STAGE_VISION], >, 0.0);
+  double sum = 0;
+  for (int st = 0; st < FAP_STAGE_COUNT; st++) {
+    g_assert_cmpfloat(r.stage_ms[st], >=, 0.0);
+    sum += r.stage_ms[st];
+  }
+  g_assert_cmpfloat(r.total_ms, >=, sum - 1e-3);
+  /* the text features are static: a second, different frame leaves them */
+  float *tn0 = g_memdup2(tn, (size_t)e * 4), *ta0 = g_memdup2(ta, (size_t)e * 4);
+  image im2 = make_image(30, 40, seed + 1000, FAP_PIXEL_RGB, 0);
+  fap_result r2;
+  run_ok(d, &im2.frame, &r2);
+  g_assert_true(memcmp(tn0, getf(d, "text_normal", &v), (size_t)e * 4) == 0);
+  g_assert_true(memcmp(ta0, getf(d, "text_abnormal", &v), (size_t)e * 4) == 0);
+  g_assert_cmpfloat(r2.score, !=, r.score);
+  g_free(tn0);
+  g_free(ta0);
+  g_free(im2.pixels);
+  g_free(im.pixels);
+  fap_detector_free(d);
+}
+
+static void test_ac_relations(void) {
+  use(1, 0);
+  check_ac_relations(model_ac, 56, -1, 50); /* sigma 4 (the model's), G = 4 != G0 = 3 */
+  check_ac_relations(model_ac, 70, 0.0f, 51);
+  check_ac_relations(model_ac, 28, 1.5f, 52);
+  check_ac_relations(model_ac_b, 42, -1, 53); /* L = 3 */
+  check_ac_relations(model_ac_b, 56, 0.0f, 54);
+}
+
+/* A batch of 3 frames of different sizes and formats on the CPU: each frame's
+ * result is the one it gets alone; the intermediates are the last frame's. */
+static void check_ac_batch(fap_model *m) {
+  const int l = fap_model_config(m)->n_out_layers;
+  image im[3] = {make_image(80, 60, 60, FAP_PIXEL_RGB, 0), make_image(33, 47, 61, FAP_PIXEL_BGRA, 5),
+                 make_image(120, 90, 62, FAP_PIXEL_RGB, 3)};
+  fap_frame frames[3] = {im[0].frame, im[1].frame, im[2].frame};
+  float *alone_map[3], alone_score[3];
+  int s = 0;
+  for (int i = 0; i < 3; i++) {
+    fap_detector *one = detector_of(m, 0, -1, 0, 1);
+    fap_result r;
+    run_ok(one, &frames[i], &r);
+    alone_map[i] = copy_map(&r);
+    alone_score[i] = r.score;
+    s = r.map_size;
+    fap_detector_free(one);
+  }
+  const size_t bytes = (size_t)s * s * 4;
+  g_assert_false(memcmp(alone_map[0], alone_map[1], bytes) == 0); /* the frames differ */
+  fap_detector *d = detector_of(m, 0, -1, 1, 3);
+  g_assert_cmpint(fap_detector_batch(d), ==, 3);
+  for (int order = 0; order < 2; order++) { /* as given, then reversed */
+    fap_frame f[3];
+    int idx[3];
+    for (int i = 0; i < 3; i++) {
+      idx[i] = order ? 2 - i : i;
+      f[i] = frames[idx[i]];
+    }
+    fap_result res[3];
+    log_reset();
+    fap_status st = fap_detector_run_batch(d, f, 3, NULL, res);
+    if (st != FAP_OK)
+      g_error("run_batch: %s; \"%s\"", fap_status_string(st), last_error);
+    for (int i = 0; i < 3; i++) {
+      g_assert_cmpint(res[i].map_size, ==, s);
+      if (memcmp(res[i].map, alone_map[idx[i]], bytes) != 0 || res[i].score != alone_score[idx[i]])
+        g_error("L=%d batch order %d: frame %d (%dx%d) differs from its run alone (score %.9g vs "
+                "%.9g)", l, order, i, f[i].width, f[i].height, res[i].score, alone_score[idx[i]]);
+      for (int j = 0; j < i; j++)
+        g_assert_true(res[i].map != res[j].map);
+      g_assert_cmpfloat(res[i].stage_ms[FAP_STAGE_TEXT], ==, 0.0);
+    }
+    /* intermediates: the last frame's */
+    fap_tensor_view v;
+    g_assert_true(memcmp(getf(d, "map", &v), res[2].map, bytes) == 0);
+    g_assert_cmpfloat(getf(d, "score", &v)[0], ==, res[2].score);
+    const float *map_sum = getf(d, "map_sum", &v);
+    for (size_t i = 0; i < (size_t)s * s; i++)
+      if (!(fabs(map_sum[i] - (double)res[2].map[i] * l) <= 1e-6 * fabs(res[2].map[i] * l) + 1e-30))
+        g_error("after a batch: map_sum[%zu] = %.9g, last frame's map * L = %.9g", i, map_sum[i],
+                res[2].map[i] * l);
+  }
+  for (int i = 0; i < 3; i++) {
+    g_free(alone_map[i]);
+    g_free(im[i].pixels);
+  }
+  fap_detector_free(d);
+}
+
+static void test_ac_batch(void) {
+  use(1, 0);
+  check_ac_batch(model_ac);
+  check_ac_batch(model_ac_b);
+}
+
 /* ---- misc ------------------------------------------------------------------------ */
 
 static void test_null_noops(void) {
@@ -1037,7 +1358,7 @@ static void test_strings(void) {
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   if (argc < 2) {
-    g_printerr("usage: %s TINY_A\n", argv[0]);
+    g_printerr("usage: %s TINY_A [TINY_AC TINY_AC_B]\n", argv[0]);
     return 2;
   }
   fap_set_log_callback(capture, NULL);
@@ -1051,6 +1372,18 @@ int main(int argc, char **argv) {
   /* the cases below are written for the tiny preset */
   g_assert_cmpint(P, ==, 14);
   g_assert_cmpint(c->top_m, ==, 5);
+  if (argc >= 4) {
+    if (fap_model_load(argv[2], &model_ac) != FAP_OK ||
+        fap_model_load(argv[3], &model_ac_b) != FAP_OK) {
+      g_printerr("%s / %s: %s\n", argv[2], argv[3], last_error);
+      return 1;
+    }
+    g_assert_cmpint(fap_model_config(model_ac)->family, ==, FAP_FAMILY_ANOMALYCLIP);
+    g_assert_cmpint(fap_model_config(model_ac)->n_out_layers, ==, 2);
+    g_assert_cmpint(fap_model_config(model_ac_b)->n_out_layers, ==, 3);
+    g_assert_cmpint(fap_model_config(model_ac)->patch_size, ==, P);
+    g_assert_cmpint(fap_model_config(model_ac_b)->patch_size, ==, P);
+  }
 
   g_test_add_func("/detector/options", test_options);
   g_test_add_func("/detector/sigma", test_sigma);
@@ -1069,9 +1402,17 @@ int main(int argc, char **argv) {
   g_test_add_func("/detector/intermediate-before-run", test_intermediate_before_run);
   g_test_add_func("/detector/intermediate-names", test_intermediate_names);
   g_test_add_func("/detector/intermediate-relations", test_intermediate_relations);
+  if (model_ac) {
+    g_test_add_func("/detector/anomalyclip/names", test_ac_names);
+    g_test_add_func("/detector/anomalyclip/intermediates", test_ac_intermediates);
+    g_test_add_func("/detector/anomalyclip/relations", test_ac_relations);
+    g_test_add_func("/detector/anomalyclip/batch", test_ac_batch);
+  }
   g_test_add_func("/detector/null-noops", test_null_noops);
   g_test_add_func("/detector/strings", test_strings);
   int rc = g_test_run();
+  fap_model_free(model_ac);
+  fap_model_free(model_ac_b);
   fap_model_free(model);
   return rc;
 }

@@ -3,9 +3,11 @@
  * hostile or inconsistent files are rejected with the right status and one
  * logged message that names the file and the key or tensor at fault.
  *
- * usage: test_model TINY_A TINY_F16 TINY_BF16
- * Hostile files are built from the valid tiny-a model with the test-only
- * safetensors writer (st_writer.h), changing one thing at a time. */
+ * usage: test_model TINY_A TINY_F16 TINY_BF16 [TINY_AC TINY_AC_B]
+ * Hostile files are built from the valid tiny-a model (and, for the
+ * AnomalyCLIP family, from tiny-ac: out layers 2,4 of 4, dual_start 1) with
+ * the test-only safetensors writer (st_writer.h), changing one thing at a
+ * time. */
 #include "fap.h"
 #include "half.h"
 #include "model.h"
@@ -23,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *tiny_a, *tiny_f16, *tiny_bf16;
+static const char *tiny_a, *tiny_f16, *tiny_bf16, *tiny_ac, *tiny_ac_b;
 
 /* ---- log capture ------------------------------------------------------------ */
 
@@ -219,8 +221,13 @@ static GHashTable *model_tensors(const fap_model *m) {
       {"prompt_learner.patch_meta_net.linear2.weight", m->prior2_w},
       {"prompt_learner.patch_meta_net.linear2.bias", m->prior2_b},
   };
-  for (size_t k = 0; k < G_N_ELEMENTS(items); k++)
+  for (size_t k = 0; k < G_N_ELEMENTS(items); k++) {
+    /* AnomalyCLIP has no prior MLP: those four stay NULL (checked in test_valid_ac) */
+    if (m->cfg.family != FAP_FAMILY_FAPROMPT && g_str_has_prefix(items[k].name,
+                                                                 "prompt_learner.patch_meta_net."))
+      continue;
     g_hash_table_insert(t, g_strdup(items[k].name), (gpointer)items[k].p);
+  }
   for (int i = 0; i < m->cfg.vision_layers; i++)
     add_block(t, &m->vblocks[i], "visual.transformer.", i);
   for (int i = 0; i < m->cfg.text_layers; i++)
@@ -1079,6 +1086,262 @@ static void test_huge_layer_count(gconstpointer data) {
   g_free(dir);
 }
 
+/* ---- model families (models/README.md, docs/ANOMALYCLIP.md) ------------------ */
+
+/* The 1-based out layers of "2,4"-style metadata, parsed here independently. */
+static int parse_layers(const char *v, int *out) {
+  int n = 0;
+  gchar **parts = g_strsplit(v, ",", -1);
+  for (gchar **p = parts; *p; p++)
+    out[n++] = (int)g_ascii_strtoll(*p, NULL, 10);
+  g_strfreev(parts);
+  return n;
+}
+
+static void check_family(const fap_config *c, fap_family family, int n, const int *layers) {
+  g_assert_cmpint(c->family, ==, family);
+  g_assert_cmpint(c->n_out_layers, ==, n);
+  for (int i = 0; i < n; i++)
+    if (c->out_layers[i] != layers[i])
+      g_error("out_layers[%d] = %d, expected %d", i, c->out_layers[i], layers[i]);
+}
+
+/* FAPrompt files (family absent, as the generator writes them): family
+ * FAPROMPT, one out layer, the last. An explicit "faprompt" says the same. */
+static void test_family_faprompt(void) {
+  const char *const paths[] = {tiny_a, tiny_f16, tiny_bf16};
+  for (size_t i = 0; i < G_N_ELEMENTS(paths); i++) {
+    fap_safetensors *st = NULL;
+    g_assert_cmpint(fap_safetensors_open(paths[i], &st), ==, FAP_OK);
+    g_assert_null(fap_safetensors_metadata(st, "family")); /* the case this test is about */
+    fap_safetensors_close(st);
+    fap_model *m = load_ok(paths[i]);
+    const fap_config *c = fap_model_config(m);
+    const int last = c->vision_layers;
+    check_family(c, FAP_FAMILY_FAPROMPT, 1, &last);
+    fap_model_free(m);
+  }
+  st_builder *b = st_builder_from_file(tiny_a);
+  st_builder_meta(b, "family", "faprompt");
+  fap_model *m = builder_load_ok(b);
+  const int four = 4;
+  check_family(fap_model_config(m), FAP_FAMILY_FAPROMPT, 1, &four);
+  fap_model_free(m);
+  st_builder_free(b);
+  g_assert_cmpstr(fap_family_name(FAP_FAMILY_FAPROMPT), ==, "faprompt");
+  g_assert_cmpstr(fap_family_name(FAP_FAMILY_ANOMALYCLIP), ==, "anomalyclip");
+  g_assert_cmpstr(fap_family_name((fap_family)7), ==, "?");
+}
+
+/* The AnomalyCLIP models load: every key of the metadata in the config, the
+ * family and out layers read right, every tensor behind the right pointer,
+ * no prior MLP. */
+static void test_valid_ac(gconstpointer data) {
+  const char *path = *(const char *const *)data;
+  fap_model *m = load_ok(path);
+  const fap_config *c = fap_model_config(m);
+  check_config(path, c);
+  fap_safetensors *st = NULL;
+  g_assert_cmpint(fap_safetensors_open(path, &st), ==, FAP_OK);
+  g_assert_cmpstr(fap_safetensors_metadata(st, "family"), ==, "anomalyclip");
+  int want[FAP_MAX_OUT_LAYERS + 1];
+  int n = parse_layers(fap_safetensors_metadata(st, "out_layers"), want);
+  fap_safetensors_close(st);
+  g_assert_cmpint(n, >=, 2); /* tiny-ac: 2,4; tiny-ac-b: 1,2,3 */
+  check_family(c, FAP_FAMILY_ANOMALYCLIP, n, want);
+  g_assert_cmpint(c->n_prompts, ==, 1);
+  g_assert_cmpint(c->top_m, ==, 0);
+  g_assert_cmpint(c->prior_hidden, ==, 0);
+  g_assert_null(m->prior1_w);
+  g_assert_null(m->prior1_b);
+  g_assert_null(m->prior2_w);
+  g_assert_null(m->prior2_b);
+  int64_t total = check_weights(path, m);
+  g_assert_cmpint(fap_model_parameter_count(m), ==, total);
+  fap_model_free(m);
+}
+
+/* out_layers values an AnomalyCLIP file may hold (tiny-ac: dual_start 1, 4
+ * layers, so the V-V layers are 2..4) */
+static void test_out_layers_valid(void) {
+  static const struct {
+    const char *value;
+    int n, layers[3];
+  } cases[] = {
+      {"4", 1, {4}}, {"2", 1, {2}}, {"3", 1, {3}}, {"2,3,4", 3, {2, 3, 4}}, {"3,4", 2, {3, 4}},
+  };
+  st_builder *b = st_builder_from_file(tiny_ac);
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    st_builder_meta(b, "out_layers", cases[i].value);
+    fap_model *m = builder_load_ok(b);
+    check_family(fap_model_config(m), FAP_FAMILY_ANOMALYCLIP, cases[i].n, cases[i].layers);
+    fap_model_free(m);
+  }
+  st_builder_free(b);
+}
+
+static void test_family_refused(void) {
+  st_builder *b = st_builder_from_file(tiny_ac);
+  static const char *const bad_family[] = {"clip", "AnomalyCLIP", "", "anomalyclip ", "winclip"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad_family); i++) {
+    char *phrase = g_strdup_printf("'family' is \"%s\"", bad_family[i]);
+    expect_meta_fail(b, "family", bad_family[i], phrase, "\"anomalyclip\"", "\"faprompt\"", NULL);
+    g_free(phrase);
+  }
+  /* the same on a FAPrompt file */
+  st_builder *fa = st_builder_from_file(tiny_a);
+  expect_meta_fail(fa, "family", "clip", "'family' is \"clip\"", NULL);
+  st_builder_free(fa);
+  /* an AnomalyCLIP file without out_layers */
+  expect_meta_fail(b, "out_layers", NULL, "AnomalyCLIP", "needs __metadata__ 'out_layers'", NULL);
+  st_builder_free(b);
+}
+
+static void test_out_layers_malformed(void) {
+  /* V-V layers of tiny-ac: [2, 4] */
+  static const char *const bad[] = {
+      "2,,4", "4,2", "0", "99", "2;4", "", "1,2,3,4,5,6,7,8,9", "1", "1,4", /* 1 = dual_start */
+      "2,4,", ",2,4", "2,2", "2,4,4", " 2,4", "2, 4", "+2", "-2", "5", "2,5", "x", "2.0", "2 4",
+      "4294967298" /* 2 mod 2^32 */, "99999999999999999999",
+  };
+  st_builder *b = st_builder_from_file(tiny_ac);
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    char *phrase = g_strdup_printf("'out_layers' is \"%s\"", bad[i]);
+    expect_meta_fail(b, "out_layers", bad[i], phrase, "[2, 4]", NULL);
+    g_free(phrase);
+  }
+  st_builder_free(b);
+}
+
+/* At most FAP_MAX_OUT_LAYERS: 9 V-V layers exist once vision_layers is 12
+ * (dual_start 0), so a list of 9 is refused for its length alone. The
+ * config is read before the tensors: 8 layers pass that check and fail only
+ * for the blocks the file lacks, which shows the 9 failed for the cap. */
+static void test_out_layers_cap(void) {
+  g_assert_cmpint(FAP_MAX_OUT_LAYERS, ==, 8);
+  st_builder *b = st_builder_from_file(tiny_ac);
+  st_builder_meta(b, "vision_layers", "12");
+  st_builder_meta(b, "dual_start", "0");
+  expect_meta_fail(b, "out_layers", "1,2,3,4,5,6,7,8,9", "'out_layers' is \"1,2,3,4,5,6,7,8,9\"",
+                   "at most 8", NULL);
+  expect_meta_fail(b, "out_layers", "2,4,5,6,7,8,9,10,12", "at most 8", NULL);
+  expect_meta_fail(b, "out_layers", "13", "'out_layers' is \"13\"", "[1, 12]", NULL);
+  st_builder_meta(b, "out_layers", "1,2,3,4,5,6,7,12");
+  expect_builder_fail(b, FAP_ERR_SCHEMA, NULL); /* the 8 layers themselves are fine: */
+  if (strstr(last_error, "out_layers") || !strstr(last_error, "vision_layers 12"))
+    g_error("8 out layers of 12: \"%s\" should blame the missing blocks, not out_layers",
+            last_error);
+  st_builder_free(b);
+}
+
+/* FAPrompt files must not carry out_layers (their patch features are the
+ * last layer's), not even the value that would mean the same. */
+static void test_out_layers_faprompt(void) {
+  st_builder *b = st_builder_from_file(tiny_a);
+  static const char *const values[] = {"4", "2,4", "", "bogus"};
+  for (size_t i = 0; i < G_N_ELEMENTS(values); i++)
+    expect_meta_fail(b, "out_layers", values[i], "'out_layers' is for AnomalyCLIP models", NULL);
+  st_builder_meta(b, "family", "faprompt");
+  expect_meta_fail(b, "out_layers", "4", "'out_layers' is for AnomalyCLIP models", NULL);
+  st_builder_free(b);
+}
+
+/* AnomalyCLIP's fixed values and its own constraints */
+static void test_ac_constraints(void) {
+  static const struct {
+    const char *key, *value, *phrase;
+  } cases[] = {
+      {"n_prompts", "2", "n_prompts 1, top_m 0 and prior_hidden 0 (found 2, 0, 0)"},
+      {"n_prompts", "10", "(found 10, 0, 0)"},
+      {"top_m", "5", "(found 1, 5, 0)"},
+      {"prior_hidden", "10", "(found 1, 0, 10)"},
+      /* 1 + n_neg <= end_pos_abnormal < context_length (tiny-ac: n_neg 5, ctx 16) */
+      {"end_pos_abnormal", "5", "end_pos_abnormal 5 must lie in [1 + n_neg, context_length) = [6, 16)"},
+      {"end_pos_abnormal", "16", "end_pos_abnormal 16 must lie in"},
+      {"end_pos_normal", "5", "end_pos_normal 5 must lie in"},
+      /* prompt_length <= min(n_pos, n_neg) */
+      {"prompt_length", "6", "prompt_length 6 must be <= n_pos 5 and n_neg 5"},
+      {"dual_start", "4", "dual_start 4 must be < vision_layers 4"},
+  };
+  st_builder *b = st_builder_from_file(tiny_ac);
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
+    expect_meta_fail(b, cases[i].key, cases[i].value, cases[i].phrase, NULL);
+  /* the n_neg bound alone: n_neg 3 < prompt_length 4 <= n_pos 5 */
+  st_builder_meta(b, "n_neg", "3");
+  expect_meta_fail(b, "end_pos_abnormal", "9", "prompt_length 4 must be <= n_pos 5 and n_neg 3", NULL);
+  st_builder_free(b);
+  /* top_m 0 / prior_hidden 0 stay invalid for FAPrompt */
+  b = st_builder_from_file(tiny_a);
+  expect_meta_fail(b, "top_m", "0", "'top_m' is \"0\"", NULL);
+  expect_meta_fail(b, "prior_hidden", "0", "'prior_hidden' is \"0\"", NULL);
+  st_builder_free(b);
+}
+
+/* Tensors: FAPrompt's token_suffix_neg shape, the prior MLP, K abnormal
+ * prompts, all refused in an AnomalyCLIP file, naming the tensor. */
+static void test_ac_tensors(void) {
+  /* FAPrompt's suffix length ctx - 1 - n_pos - n_neg = 5, AnomalyCLIP's ctx - 1 - n_neg = 10 */
+  st_builder *b = st_builder_from_file(tiny_ac);
+  const int64_t fa_shape[4] = {1, 1, 5, 48};
+  float *zeros = g_new0(float, 10 * 160);
+  st_builder_set(b, "prompt_learner.token_suffix_neg", FAP_DTYPE_F32, 4, fa_shape, zeros,
+                 5 * 48 * 4);
+  expect_builder_fail(b, FAP_ERR_SCHEMA,
+                      "tensor 'prompt_learner.token_suffix_neg' has shape [1, 1, 5, 48]",
+                      "implies [1, 1, 10, 48]", NULL);
+  st_builder_free(b);
+  /* FAPrompt's K = 3 abnormal prompts in an AnomalyCLIP file */
+  b = st_builder_from_file(tiny_ac);
+  const int64_t k3[4] = {1, 3, 5, 48};
+  float *ctx3 = g_new0(float, 3 * 5 * 48);
+  st_builder_set(b, "prompt_learner.ctx_neg", FAP_DTYPE_F32, 4, k3, ctx3, 3 * 5 * 48 * 4);
+  expect_builder_fail(b, FAP_ERR_SCHEMA, "tensor 'prompt_learner.ctx_neg' has shape [1, 3, 5, 48]",
+                      "implies [1, 1, 5, 48]", NULL);
+  g_free(ctx3);
+  st_builder_free(b);
+  /* the prior MLP: each tensor alone, shaped as in tiny-a */
+  static const struct {
+    const char *name;
+    int ndim;
+    int64_t shape[2];
+  } prior[] = {
+      {"prompt_learner.patch_meta_net.linear1.weight", 2, {10, 160}},
+      {"prompt_learner.patch_meta_net.linear1.bias", 1, {10}},
+      {"prompt_learner.patch_meta_net.linear2.weight", 2, {48, 10}},
+      {"prompt_learner.patch_meta_net.linear2.bias", 1, {48}},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(prior); i++) {
+    b = st_builder_from_file(tiny_ac);
+    int64_t n = prior[i].ndim == 2 ? prior[i].shape[0] * prior[i].shape[1] : prior[i].shape[0];
+    st_builder_set(b, prior[i].name, FAP_DTYPE_F32, prior[i].ndim, prior[i].shape, zeros,
+                   (size_t)n * 4);
+    char *phrase = g_strdup_printf("unexpected tensor '%s'", prior[i].name);
+    expect_builder_fail(b, FAP_ERR_SCHEMA, phrase, NULL);
+    g_free(phrase);
+    st_builder_free(b);
+  }
+  /* and a FAPrompt file relabelled anomalyclip (n_prompts etc. fixed up):
+   * its FAPrompt-only tensors are named */
+  b = st_builder_from_file(tiny_a);
+  st_builder_meta(b, "family", "anomalyclip");
+  st_builder_meta(b, "out_layers", "4");
+  expect_builder_fail(b, FAP_ERR_SCHEMA, "n_prompts 1, top_m 0 and prior_hidden 0 (found 3, 5, 10)",
+                      NULL);
+  g_free(zeros);
+  st_builder_free(b);
+  /* the reverse: an AnomalyCLIP file called FAPrompt has no prior and
+   * AnomalyCLIP's suffix; with n_prompts etc. set as FAPrompt's it still
+   * fails on a tensor, not silently */
+  b = st_builder_from_file(tiny_ac);
+  st_builder_meta(b, "family", NULL);
+  st_builder_meta(b, "out_layers", NULL);
+  st_builder_meta(b, "top_m", "5");
+  st_builder_meta(b, "prior_hidden", "10");
+  st_builder_meta(b, "end_pos_abnormal", "11");
+  expect_builder_fail(b, FAP_ERR_SCHEMA, "prompt_learner.", NULL);
+  st_builder_free(b);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   if (argc >= 4) {
@@ -1086,12 +1349,18 @@ int main(int argc, char **argv) {
     g_setenv("FAPTEST_TINY_A", argv[1], TRUE);
     g_setenv("FAPTEST_TINY_F16", argv[2], TRUE);
     g_setenv("FAPTEST_TINY_BF16", argv[3], TRUE);
+    if (argc >= 6) {
+      g_setenv("FAPTEST_TINY_AC", argv[4], TRUE);
+      g_setenv("FAPTEST_TINY_AC_B", argv[5], TRUE);
+    }
   }
   tiny_a = g_getenv("FAPTEST_TINY_A");
   tiny_f16 = g_getenv("FAPTEST_TINY_F16");
   tiny_bf16 = g_getenv("FAPTEST_TINY_BF16");
+  tiny_ac = g_getenv("FAPTEST_TINY_AC");
+  tiny_ac_b = g_getenv("FAPTEST_TINY_AC_B");
   if (!tiny_a || !tiny_f16 || !tiny_bf16) {
-    g_printerr("usage: %s TINY_A TINY_F16 TINY_BF16\n", argv[0]);
+    g_printerr("usage: %s TINY_A TINY_F16 TINY_BF16 [TINY_AC TINY_AC_B]\n", argv[0]);
     return 2;
   }
   fap_set_log_callback(capture, NULL);
@@ -1123,5 +1392,17 @@ int main(int argc, char **argv) {
   g_test_add_func("/model/hostile/fifo", test_fifo);
   g_test_add_data_func("/model/hostile/huge-vision-layers", "vision_layers", test_huge_layer_count);
   g_test_add_data_func("/model/hostile/huge-text-layers", "text_layers", test_huge_layer_count);
+  g_test_add_func("/model/family/faprompt", test_family_faprompt);
+  if (tiny_ac && tiny_ac_b) {
+    g_test_add_data_func("/model/family/anomalyclip/valid", &tiny_ac, test_valid_ac);
+    g_test_add_data_func("/model/family/anomalyclip/valid-b-f16", &tiny_ac_b, test_valid_ac);
+    g_test_add_func("/model/family/anomalyclip/out-layers-valid", test_out_layers_valid);
+    g_test_add_func("/model/family/anomalyclip/family-refused", test_family_refused);
+    g_test_add_func("/model/family/anomalyclip/out-layers-malformed", test_out_layers_malformed);
+    g_test_add_func("/model/family/anomalyclip/out-layers-cap", test_out_layers_cap);
+    g_test_add_func("/model/family/anomalyclip/constraints", test_ac_constraints);
+    g_test_add_func("/model/family/anomalyclip/tensors", test_ac_tensors);
+  }
+  g_test_add_func("/model/family/faprompt-out-layers-refused", test_out_layers_faprompt);
   return g_test_run();
 }

@@ -278,6 +278,7 @@ int main(int argc, char **argv) {
                       : !backend_ok                                   ? "--backend must be auto, cpu or cuda"
                       : map_format && !png16 && strcmp(map_format, "npy") != 0 ? "--map-format must be npy or png16"
                       : png16 && !imageio_have_png16()                ? "--map-format png16 needs a build with libpng (Debian: libpng-dev)"
+                      : png16 && authors_map                          ? "--authors-map keeps the authors' scale [0, L], which a png16 map (values in [0, 1] times 65535) cannot hold; use --map-format npy"
                       : !(heatmap_alpha >= 0 && heatmap_alpha <= 1)    ? "--heatmap-alpha must be in [0, 1]"
                       : !(heatmap_max > heatmap_min)                  ? "--heatmap-max must be above --heatmap-min"
                                                                       : NULL;

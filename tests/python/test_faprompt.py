@@ -2,16 +2,20 @@
 """Tests the faprompt Python module (python/faprompt, ctypes over libfaprompt).
 
   test_faprompt.py --lib BUILD/core/libfaprompt.so.0 --infer BUILD/tools/faprompt-infer \
-                   --model MODEL.safetensors [--pythonpath DIR]
+                   --model MODEL.safetensors [--model-ac ANOMALYCLIP.safetensors] [--pythonpath DIR]
 
 Scores and maps must equal faprompt-infer's on the same pixels (the same
 core, so within 1e-6), also with non-default detector options, which catches
 a ctypes structure that does not match core/fap.h. Then strided inputs, bad
-inputs, errors and handle lifetimes. Prints one line per check; exit status
+inputs, errors and handle lifetimes. With --model-ac (an AnomalyCLIP model
+with out layers 2,4, tests/meson.build: tiny-ac): Config.family /
+.out_layers of both families, and a Detector on it equal to faprompt-infer.
+Prints one line per check; exit status
 1 when any failed. Needs numpy and PIL (Debian: python3-numpy, python3-pil).
 """
 import argparse
 import ctypes
+import dataclasses
 import gc
 import json
 import logging
@@ -79,6 +83,8 @@ def main():
     ap.add_argument("--infer", required=True, help="faprompt-infer, for the expected results")
     ap.add_argument("--model", required=True,
                     help="a model file (e.g. BUILD/tests/tiny-a.safetensors)")
+    ap.add_argument("--model-ac",
+                    help="an AnomalyCLIP model with out layers 2,4 (BUILD/tests/tiny-ac.safetensors)")
     ap.add_argument("--pythonpath", default=os.path.join(HERE, "..", "..", "python"),
                     help="directory holding the faprompt package (default: the source tree's)")
     args = ap.parse_args()
@@ -98,6 +104,39 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{'FAILED' if failures else 'passed'}: {failures} check(s) failed")
     return 1 if failures else 0
+
+
+def config_problem(path, model):
+    """None when model.config (and parameter_count) match the file's
+    __metadata__ and tensors, else why."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    meta = header["__metadata__"]
+    cfg = model.config
+    for name in cfg.__dataclass_fields__:
+        got = getattr(cfg, name)
+        if name == "family":  # absent = FAPrompt (files from before the key)
+            if got != meta.get("family", "faprompt"):
+                return f"family {got!r}, the file says {meta.get('family')!r}"
+        elif name == "out_layers":  # FAPrompt: the last layer
+            want = (tuple(int(x) for x in meta["out_layers"].split(","))
+                    if "out_layers" in meta else (int(meta["vision_layers"]),))
+            if got != want:
+                return f"out_layers {got!r}, the file says {want!r}"
+        elif name in meta:
+            want = type(got)(float(meta[name]))
+            if not math.isclose(got, want, rel_tol=1e-6):
+                return f"{name} = {got}, the file says {meta[name]}"
+        elif name in ("image_threshold", "pixel_threshold"):
+            if got >= 0:
+                return f"{name} = {got} without metadata (expected < 0)"
+        else:
+            return f"{name} not in the file's metadata"
+    total = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    if model.parameter_count != total:
+        return f"parameter_count {model.parameter_count}, the file holds {total}"
+    return None
 
 
 def run_checks(args, tmp, np, Image, faprompt):
@@ -189,26 +228,7 @@ def run_checks(args, tmp, np, Image, faprompt):
 
     @check("fap_config matches the file's __metadata__ (every field)")
     def _():
-        with open(args.model, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(n))
-        meta = header["__metadata__"]
-        cfg = model.config
-        for name in cfg.__dataclass_fields__:
-            got = getattr(cfg, name)
-            if name in meta:
-                want = type(got)(float(meta[name]))
-                if not math.isclose(got, want, rel_tol=1e-6):
-                    return f"{name} = {got}, the file says {meta[name]}"
-            elif name in ("image_threshold", "pixel_threshold"):
-                if got >= 0:
-                    return f"{name} = {got} without metadata (expected < 0)"
-            else:
-                return f"{name} not in the file's metadata"
-        total = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
-        if model.parameter_count != total:
-            return f"parameter_count {model.parameter_count}, the file holds {total}"
-        return None
+        return config_problem(args.model, model)
 
     @check("detector getters: backend cpu, S, batch 1, precision f32, threshold 0.5")
     def _():
@@ -479,8 +499,101 @@ def run_checks(args, tmp, np, Image, faprompt):
         what = "ASan heap in use" if asan_heap else "RSS"
         return None if grown < 8 else f"{what} grew {grown:.1f} MB"
 
+    # ---- model families ------------------------------------------------
+    @check("FAPrompt model: config.family 'faprompt', out_layers (vision_layers,) as ints")
+    def _():
+        c = model.config
+        if c.family != "faprompt" or c.out_layers != (c.vision_layers,):
+            return f"family {c.family!r}, out_layers {c.out_layers!r}"
+        if type(c.out_layers) is not tuple or not all(type(x) is int for x in c.out_layers):
+            return f"out_layers {c.out_layers!r} is not a tuple of ints"
+        if "family" not in repr(c) or "out_layers" not in repr(c):
+            return f"repr lacks the fields: {c!r}"
+        try:  # frozen like the rest of Config
+            c.family = "x"
+        except dataclasses.FrozenInstanceError:
+            return None
+        return "Config.family is writable"
+
+    if args.model_ac:
+        check_anomalyclip(args, np, faprompt, images, paths, infer, differs, same)
+
     det.close()
     model.close()
+
+
+def check_anomalyclip(args, np, faprompt, images, paths, infer, differs, same):
+    ac = faprompt.Model(args.model_ac)
+
+    @check("AnomalyCLIP model: config.family 'anomalyclip', out_layers (2, 4), n_prompts 1")
+    def _():
+        c = ac.config
+        got = (c.family, c.out_layers, c.n_prompts, c.top_m, c.prior_hidden)
+        want = ("anomalyclip", (2, 4), 1, 0, 0)
+        if got != want:
+            return f"{got} != {want}"
+        if not all(type(x) is int for x in c.out_layers):
+            return f"out_layers {c.out_layers!r} are not ints"
+        return None
+
+    @check("AnomalyCLIP model: fap_config matches the file's __metadata__ (every field)")
+    def _():
+        return config_problem(args.model_ac, ac)
+
+    @check("AnomalyCLIP model: the config has the FAPrompt model's fields, in the same order")
+    def _():
+        with faprompt.Model(args.model) as fa:
+            a, b = list(dataclasses.asdict(ac.config)), list(dataclasses.asdict(fa.config))
+        return None if a == b else f"{a} vs {b}"
+
+    with faprompt.Detector(ac, backend="cpu") as d:
+        s = d.image_size
+        results = [d.run(img) for img in images]
+
+        @check("AnomalyCLIP Detector.run: map float32 [S, S] in [0, 1], score in [0, 1]")
+        def _():
+            for r in results:
+                if r.map.dtype != np.float32 or r.map.shape != (s, s):
+                    return f"map {r.map.dtype} {r.map.shape}"
+                if not (0 <= r.map.min() and r.map.max() <= 1 and 0 <= r.score <= 1):
+                    return f"map [{r.map.min()}, {r.map.max()}], score {r.score}"
+            if same(results[0], results[1], 1e-6) is None:
+                return "two different images gave the same result"
+            return None
+
+        @check("AnomalyCLIP Detector.run equals faprompt-infer on the same model (3 images)")
+        def _():
+            for r, row in zip(results, infer(paths, "--backend", "cpu", model=args.model_ac)):
+                problem = differs(r, row)
+                if problem:
+                    return problem
+            return None
+
+        @check("AnomalyCLIP: stage_ms prior, text, map2 are 0 (no prior, static text)")
+        def _():
+            r = results[0]
+            zero = {k: r.stage_ms[k] for k in ("prior", "text", "map2")}
+            if any(v != 0 for v in zero.values()) or not r.stage_ms["vision"] > 0:
+                return f"{r.stage_ms}"
+            return None
+
+        @check("AnomalyCLIP: run_batch(3 images) on a batch=3 detector equals run()")
+        def _():
+            with faprompt.Detector(ac, backend="cpu", batch=3) as db:
+                for x, y in zip(db.run_batch(images), results):
+                    problem = same(x, y, 1e-6)
+                    if problem:
+                        return problem
+            return None
+
+        @check("AnomalyCLIP and FAPrompt models give different maps for the same image")
+        def _():
+            with faprompt.Model(args.model) as fa, faprompt.Detector(fa, backend="cpu") as df:
+                r = df.run(images[0])
+            if r.map.shape == results[0].map.shape and same(r, results[0], 1e-4) is None:
+                return "the same result from two different model families"
+            return None
+    ac.close()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 tiny random model and small synthetic datasets (make_dataset.py).
 
     test_cli.py --tools BUILD/tools --model TINY.safetensors --case infer|eval|calibrate|bad
+    test_cli.py --tools BUILD/tools --model TINY.safetensors --model-ac TINY_AC.safetensors \
+                --case anomalyclip|anomalyclip-png16
 
 eval: all three layouts; the masks it used (--dump) equal the authors' PIL
 preparation bit for bit, also for masks shrunk, enlarged and odd-sized; its
@@ -12,6 +14,13 @@ PNG maps, equal to eval's maps. calibrate: the thresholds are the order
 statistics it claims, the sidecar is written and faprompt-infer applies it.
 bad: missing folders, unreadable / mismatched / 16-bit masks, broken CSV and
 meta.json, missing model, broken sidecar: exit status and a clear message.
+anomalyclip (an AnomalyCLIP model with out layers 2,4: L = 2): the table header
+names each family; --map-dir --authors-map writes map_sum = map * L, the plain
+--map-dir the result map in [0, 1]; scores and heatmaps do not change with it;
+for a FAPrompt model --authors-map writes the same file as without;
+faprompt-bench names the family and skips the FAPrompt-only PyTorch anchor.
+anomalyclip-png16: --authors-map with --map-format png16 must not clip the
+authors' map (values up to L) at 1 without a word.
 """
 import argparse
 import csv
@@ -50,7 +59,7 @@ def run(args, expect=0, env=None):
     if env:
         e.update(env)
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=e)
-    if p.returncode != expect:
+    if expect is not None and p.returncode != expect:
         print(f"command {' '.join(map(str, args))}\n exit {p.returncode} (expected {expect})\n"
               f" stdout: {p.stdout}\n stderr: {p.stderr}")
     return p
@@ -164,8 +173,8 @@ def case_infer(tools, model, tmp):
              "--map-dir", mp])
     if check(p.returncode == 0, "infer: table run"):
         lines = p.stdout.splitlines()
-        check(lines[0].startswith(f"model {model}: S={S}") and "file" in lines[2] and "anomalous" in lines[2],
-              "infer: table header")
+        check(lines[0].startswith(f"model {model} (faprompt): S={S}") and "file" in lines[2]
+              and "anomalous" in lines[2], "infer: table header (names the family)")
         check(sum(1 for l in lines if l.startswith(data)) == 4 and "4 images:" in p.stdout, "infer: one row per image")
         for stem in ["000", "001", "002"]:
             a = np.load(os.path.join(mp, f"{stem}_map.npy"))
@@ -321,15 +330,136 @@ def case_bad(tools, model, tmp):
                  "calibrate: folder without images")
 
 
+AC_LAYERS = 2  # tiny-ac: out layers 2,4
+
+
+def infer_json(infer, model, files, *options):
+    """faprompt-infer --json: the rows by file, or None when it failed."""
+    p = run([infer, model, *files, "--json", *options])
+    if p.returncode != 0:
+        return None
+    return {o["file"]: o for o in (json.loads(l) for l in p.stdout.splitlines())}
+
+
+def case_anomalyclip(tools, model, tmp, model_ac):
+    data = make_dataset(os.path.join(tmp, "ds"), "mvtec", seed=8, classes=1, good=3, bad=2)
+    good = os.path.join(data, "part0", "test", "good")
+    files = [good, os.path.join(data, "part0", "test", "hole", "000.png")]
+    stems = ["000", "001", "002"]
+    infer = os.path.join(tools, "faprompt-infer")
+    # the table header names the family
+    for m, family in ((model_ac, "anomalyclip"), (model, "faprompt")):
+        p = run([infer, m, good])
+        lines = p.stdout.splitlines()
+        check(p.returncode == 0 and lines and lines[0].startswith(f"model {m} ({family}): S={S},"),
+              f"infer header names the family '{family}': {lines[:1]}")
+    # AnomalyCLIP: plain --map-dir (the result map, [0, 1]) against --authors-map (map_sum = map * L)
+    plain, authors, h1, h2 = (os.path.join(tmp, x) for x in ("plain", "authors", "heat1", "heat2"))
+    rows_plain = infer_json(infer, model_ac, [good], "--map-dir", plain, "--heatmap-dir", h1)
+    rows_authors = infer_json(infer, model_ac, [good], "--map-dir", authors, "--authors-map",
+                              "--heatmap-dir", h2)
+    if not check(rows_plain is not None and rows_authors is not None, "infer on the AnomalyCLIP model ran"):
+        return
+    check(rows_plain.keys() == rows_authors.keys() and len(rows_plain) == 3, "3 rows each")
+    check(all(rows_plain[f]["score"] == rows_authors[f]["score"] for f in rows_plain),
+          "--authors-map leaves the scores as they are")
+    check(all(0 <= o["score"] <= 1 for o in rows_plain.values()), "AnomalyCLIP scores in [0, 1]")
+    any_above_1 = False
+    for stem in stems:
+        a = np.load(os.path.join(plain, f"{stem}_map.npy"))
+        b = np.load(os.path.join(authors, f"{stem}_map.npy"))
+        if not check(a.shape == b.shape == (S, S) and a.dtype == b.dtype == np.float32,
+                     f"{stem}: both maps float32 [S, S]"):
+            continue
+        check(a.min() >= 0 and a.max() <= 1, f"{stem}: the plain map is the result map, in [0, 1] "
+              f"([{a.min():.4f}, {a.max():.4f}])")
+        want = a.astype(np.float64) * AC_LAYERS
+        err = float(np.max(np.abs(b - want) / np.maximum(np.abs(want), 1e-30)))
+        check(err <= 1e-6, f"{stem}: --authors-map map = plain map * L (L = {AC_LAYERS}), "
+              f"max relative error {err:.2g}")
+        check(b.max() <= AC_LAYERS, f"{stem}: the authors' map lies in [0, L]")
+        any_above_1 |= bool(b.max() > 1)
+        # the heatmap is drawn from the result map either way
+        ha = np.array(Image.open(os.path.join(h1, f"{stem}_heatmap.png")))
+        hb = np.array(Image.open(os.path.join(h2, f"{stem}_heatmap.png")))
+        check(np.array_equal(ha, hb), f"{stem}: heatmap the same with --authors-map")
+    check(any_above_1, "the authors' maps reach above 1 somewhere (else the test cannot tell the scales)")
+    # the JSON rows point at the files written
+    check(all(os.path.dirname(o["map"]) == authors for o in rows_authors.values()),
+          "--json 'map' names the --authors-map file")
+    # --authors-map without --map-dir: nothing to change, runs as usual
+    rows = infer_json(infer, model_ac, [good], "--authors-map")
+    check(rows is not None and all(rows[f]["score"] == rows_plain[f]["score"] for f in rows),
+          "--authors-map without --map-dir: same scores, no error")
+    # FAPrompt: --authors-map writes the very same files
+    fa1, fa2 = os.path.join(tmp, "fa1"), os.path.join(tmp, "fa2")
+    p1 = run([infer, model, *files, "--map-dir", fa1])
+    p2 = run([infer, model, *files, "--map-dir", fa2, "--authors-map"])
+    if check(p1.returncode == 0 and p2.returncode == 0, "FAPrompt with and without --authors-map ran"):
+        names = sorted(os.listdir(fa1))
+        check(names == sorted(os.listdir(fa2)) and len(names) == 3, f"FAPrompt: the same files {names}")
+        for n in names:
+            same = open(os.path.join(fa1, n), "rb").read() == open(os.path.join(fa2, n), "rb").read()
+            check(same, f"FAPrompt: {n} byte for byte the same with --authors-map")
+    # faprompt-bench names the family; no FAPrompt PyTorch anchor for AnomalyCLIP
+    bench = os.path.join(tools, "faprompt-bench")
+    if os.path.exists(bench):
+        p = run([bench, model_ac, "--sizes", "56", "--rounds", "1", "--frames", "1", "--threads", "1"])
+        check(p.returncode == 0 and f"model {model_ac} (anomalyclip):" in p.stdout
+              and "no PyTorch anchor for anomalyclip models" in p.stdout,
+              "faprompt-bench: names the family, skips the PyTorch anchor")
+        check("| 56 |" in p.stdout, "faprompt-bench: the table row for S=56")
+        p = run([bench, model, "--sizes", "56", "--rounds", "1", "--frames", "1", "--threads", "1",
+                 "--no-torch"])
+        check(p.returncode == 0 and f"model {model} (faprompt):" in p.stdout
+              and "no PyTorch anchor" not in p.stdout, "faprompt-bench on FAPrompt: '(faprompt)'")
+
+
+def case_anomalyclip_png16(tools, model, tmp, model_ac):
+    """--authors-map --map-format png16: the authors' map reaches L = 2, a
+    16-bit PNG of value * 65535 holds [0, 1]. Either the tool refuses the pair
+    (exit status, a message naming the options) or the PNG holds the map it
+    claims; clipping every value above 1 to 65535 in silence is neither."""
+    data = make_dataset(os.path.join(tmp, "ds"), "mvtec", seed=8, classes=1, good=2, bad=1)
+    good = os.path.join(data, "part0", "test", "good")
+    infer = os.path.join(tools, "faprompt-infer")
+    npy, png = os.path.join(tmp, "npy"), os.path.join(tmp, "png")
+    p = run([infer, model_ac, good, "--map-dir", npy, "--authors-map"])
+    if not check(p.returncode == 0, "infer --authors-map (npy) ran"):
+        return
+    p = run([infer, model_ac, good, "--map-dir", png, "--authors-map", "--map-format", "png16"],
+            expect=None)
+    if p.returncode != 0:
+        check("png16" in p.stderr and "authors-map" in p.stderr,
+              f"the pair is refused with a message naming both: {p.stderr.strip()[:200]}")
+        return
+    for stem in ["000", "001"]:
+        a = np.load(os.path.join(npy, f"{stem}_map.npy"))
+        b = np.array(Image.open(os.path.join(png, f"{stem}_map.png"))).astype(np.float64)
+        clipped = float(np.mean((a > 1) & (b == 65535)))
+        check(a.max() > 1, f"{stem}: the authors' map reaches {a.max():.3f} > 1")
+        check(clipped == 0 and "png16" in p.stderr,
+              f"{stem}: png16 of the authors' map: {clipped:.0%} of the pixels (all values above 1) "
+              f"written as 65535 = 1.0, and the tool said nothing (stderr {p.stderr.strip()[:120]!r})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tools", required=True)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--case", choices=["infer", "eval", "calibrate", "bad"], required=True)
+    ap.add_argument("--model-ac", help="an AnomalyCLIP model with out layers 2,4 (tiny-ac)")
+    ap.add_argument("--case", choices=["infer", "eval", "calibrate", "bad", "anomalyclip",
+                                       "anomalyclip-png16"], required=True)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        {"infer": case_infer, "eval": case_eval, "calibrate": case_calibrate, "bad": case_bad}[a.case](
-            os.path.abspath(a.tools), os.path.abspath(a.model), tmp)
+        if a.case.startswith("anomalyclip"):
+            if not a.model_ac:
+                ap.error(f"--case {a.case} needs --model-ac")
+            {"anomalyclip": case_anomalyclip, "anomalyclip-png16": case_anomalyclip_png16}[a.case](
+                os.path.abspath(a.tools), os.path.abspath(a.model), tmp, os.path.abspath(a.model_ac))
+        else:
+            {"infer": case_infer, "eval": case_eval, "calibrate": case_calibrate, "bad": case_bad}[a.case](
+                os.path.abspath(a.tools), os.path.abspath(a.model), tmp)
     print(f"{failures} failures")
     return 1 if failures else 0
 
