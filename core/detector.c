@@ -4,6 +4,7 @@
 #include "detector_internal.h"
 
 #include "backend_module.h"
+#include "backend_trace.h"
 #include "log.h"
 #include "pixel.h"
 #include "resample.h"
@@ -435,11 +436,14 @@ static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
                       "or bf16");
     /* what backend_cuda.c runs: bf16 when asked, f16 otherwise (it refuses f32) */
     d->precision = o->precision == FAP_PRECISION_BF16 ? FAP_PRECISION_BF16 : FAP_PRECISION_F16;
-    return fap_backend_cuda_new(o->device_id, o->precision, &d->backend);
+    fap_status s = fap_backend_cuda_new(o->device_id, o->precision, &d->backend);
+    return s ? s : fap_detector_trace_take(&d->backend);
   }
-  if (kind == FAP_BACKEND_CPU)
-    return fap_backend_cpu_new_precision(o->threads, o->reference, o->precision, &d->backend,
-                                         &d->precision);
+  if (kind == FAP_BACKEND_CPU) {
+    fap_status s = fap_backend_cpu_new_precision(o->threads, o->reference, o->precision,
+                                                 &d->backend, &d->precision);
+    return s ? s : fap_detector_trace_take(&d->backend);
+  }
   return fap_fail(FAP_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)kind);
 }
 
