@@ -278,7 +278,6 @@ int main(int argc, char **argv) {
   g_option_context_free(ctx);
   if (!python)
     python = g_strdup("/usr/bin/python3");
-  const int script_given = script != NULL;
   if (!script)
     script = g_strdup(FAP_SOURCE_DIR "/tests/reference/authors_speed.py");
   int in_w = 1280, in_h = 720;
@@ -313,13 +312,6 @@ int main(int argc, char **argv) {
   printf("model %s (%s): %.1f M parameters, loaded (map + validate + widen to f32) in %.2f s\n",
          argv[1], fap_family_name(c->family), fap_model_parameter_count(model) / 1e6,
          fap_model_load_seconds(model));
-  if (c->family != FAP_FAMILY_FAPROMPT && !no_torch && !script_given) {
-    /* authors_speed.py is FAPrompt's module structure */
-    printf("no PyTorch anchor for %s models (tests/reference/authors_speed.py runs FAPrompt): "
-           "frame times only; pass --torch-script for one\n",
-           fap_family_name(c->family));
-    no_torch = 1;
-  }
   printf("input frame %dx%d RGB, %d threads, %s path; per size %d rounds of %d faprompt frames "
          "then %d PyTorch frame(s), after one warm-up frame each\n\n", in_w, in_h, threads,
          reference ? "reference-loop" : "OpenBLAS", rounds, frames, torch_frames);

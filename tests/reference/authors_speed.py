@@ -19,6 +19,12 @@ and `nn.Linear` (`addmm`) faster. Here, as in the authors' CLIP:
     re-encoded every frame (the authors do; faprompt caches them).
 Everything else (pre-processing, scoring, prior, map) is faprompt_ref.py's.
 
+AnomalyCLIP models (`family` anomalyclip, docs/ANOMALYCLIP.md) run the same
+module structure (the authors built AnomalyCLIP's code first) through
+anomalyclip_ref.py's run(): the vision tower keeps the V-V state after each
+out layer, and the two text features are encoded once, before the frames, as
+the authors' test.py does (lines 73-76); per frame there is no text.
+
     authors_speed.py --check --model M [--image-size S]   # same numbers as faprompt_ref.py
     authors_speed.py --serve --model M --image-size S --threads T [--width W --height H]
         stdin "run N" -> one JSON line of N frames' times; "quit"
@@ -33,6 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import anomalyclip_ref as acr  # noqa: E402
 import faprompt_ref as ref  # noqa: E402
 
 
@@ -138,6 +145,26 @@ class Authors:
         tokens = self.ln_post(y[:, 0]) @ m["visual.proj"]
         return tokens, x[0, 0] @ m["visual.proj"]
 
+    def vision_layers(self, m, pre, out_layers):
+        """AnomalyCLIP: T after each 1-based out layer (anomalyclip_ref.vision's signature)."""
+        c = m.cfg
+        x = self.conv1(pre[None])
+        grid = x.shape[-1]
+        x = x.reshape(1, x.shape[1], -1).permute(0, 2, 1)
+        x = torch.cat([m["visual.class_embedding"][None, None], x], dim=1)
+        if grid not in self.pos_cache:
+            self.pos_cache[grid] = ref.resized_positional_embedding(m, grid)
+        x = self.ln_pre(x + self.pos_cache[grid]).permute(1, 0, 2)
+        y, tokens = None, []
+        for l, blk in enumerate(self.vblocks):
+            if l < c["dual_start"]:
+                x = blk(x)
+            else:
+                y, x = blk(x if y is None else y, x)
+            if l + 1 in out_layers:
+                tokens.append(self.ln_post(y[:, 0]) @ m["visual.proj"])
+        return torch.stack(tokens), x[0, 0] @ m["visual.proj"]
+
     def encode_text(self, m, emb, end_pos, deep=None):
         c = m.cfg
         t = c["prompt_length"]
@@ -156,23 +183,34 @@ class Authors:
     def install(self):
         ref.vision = self.vision
         ref.encode_text = self.encode_text
+        if getattr(self.m, "family", "faprompt") == acr.FAMILY:
+            acr.vision = self.vision_layers
+            # the authors encode AnomalyCLIP's two prompts once, before the images
+            features = acr.text_features(self.m)
+            acr.text_features = lambda m: features
+
+
+def reference_of(path):
+    """(the reference module, its model) for the model file's family."""
+    if acr.model_family(path) == acr.FAMILY:
+        return acr, acr.Model(path)
+    return ref, ref.Model(path)
 
 
 def check(args):
     """Every intermediate against faprompt_ref.py's plain computation."""
     from make_golden import make_test_image
-    m = ref.Model(args.model)
+    mod, m = reference_of(args.model)
     img = make_test_image(args.width, args.height, seed=1)
-    plain = ref.run(m, img, args.image_size)
-    a = Authors(m)
-    plain_vision, plain_text = ref.vision, ref.encode_text
-    a.install()
+    plain = mod.run(m, img, args.image_size)
+    saved = ref.vision, ref.encode_text, acr.vision, acr.text_features
+    Authors(m).install()
     try:
-        fast = ref.run(m, img, args.image_size)
+        fast = mod.run(m, img, args.image_size)
     finally:
-        ref.vision, ref.encode_text = plain_vision, plain_text
+        ref.vision, ref.encode_text, acr.vision, acr.text_features = saved
     worst = 0.0
-    for k in ref.INTERMEDIATES:
+    for k in mod.INTERMEDIATES:
         if k == "topk_index":
             same = torch.equal(plain[k], fast[k])
             print(f"{k:24s} {'same' if same else 'DIFFERENT'}")
@@ -191,12 +229,12 @@ def serve(args):
     torch.set_num_threads(args.threads)
     from make_golden import make_test_image
     t0 = time.perf_counter()
-    m = ref.Model(args.model)
+    mod, m = reference_of(args.model)
     Authors(m).install()
     load_s = time.perf_counter() - t0
     img = make_test_image(args.width, args.height, seed=0)
     s = args.image_size or m.cfg["image_size"]
-    ref.run(m, img, s)  # warm-up
+    mod.run(m, img, s)  # warm-up
     print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "load_s": round(load_s, 3), "image_size": s}), flush=True)
     for line in sys.stdin:
@@ -207,9 +245,10 @@ def serve(args):
         for _ in range(int(cmd[1]) if len(cmd) > 1 else 1):
             tm = {}
             t = time.perf_counter()
-            ref.run(m, img, s, timings=tm)
+            mod.run(m, img, s, timings=tm)
+            text_s = tm["text"] if mod is acr else tm["text_static"] + tm["text_dynamic"]
             frames.append({"frame_s": time.perf_counter() - t, "vision_s": tm["vision"],
-                           "text_s": tm["text_static"] + tm["text_dynamic"]})
+                           "text_s": text_s})
         print(json.dumps({"frames": frames}), flush=True)
     return 0
 
