@@ -20,7 +20,8 @@
  * CUDA, too many frames, running out of device memory) fail with a clear
  * status and message and leave no crash behind.
  *
- * usage: test_cuda_detector [--full MODEL] TINY_MODEL...
+ * usage: test_cuda_detector [--full MODEL]... TINY_MODEL...
+ * (several --full: e.g. the FAPrompt and the AnomalyCLIP full-size models)
  */
 #include "fap.h"
 
@@ -654,11 +655,11 @@ static void hostile(fap_model *m) {
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   fap_set_log_callback(capture, NULL);
-  const char *full = NULL;
-  int first = 1;
-  if (argc > 2 && strcmp(argv[1], "--full") == 0) {
-    full = argv[2];
-    first = 3;
+  const char *fulls[8];
+  int n_full = 0, first = 1;
+  while (first + 1 < argc && strcmp(argv[first], "--full") == 0 && n_full < 8) {
+    fulls[n_full++] = argv[first + 1];
+    first += 2;
   }
   if (!fap_backend_cuda_available()) {
     printf("no usable CUDA device (%s): skipped\n", fap_rt_error());
@@ -695,16 +696,21 @@ int main(int argc, char **argv) {
     }
     fap_model_free(m);
   }
-  if (full) {
+  for (int i = 0; i < n_full; i++) {
+    const char *full = fulls[i];
     fap_model *m = NULL;
     if (fap_model_load(full, &m) != FAP_OK) {
       printf("cannot load %s: %s\n", full, last_error);
       return 1;
     }
+    /* "full-size" for FAPrompt (run.sh's summary greps it), "full-size anomalyclip" else */
+    const char *label = fap_model_config(m)->family == FAP_FAMILY_FAPROMPT
+                            ? "full-size"
+                            : "full-size anomalyclip";
     uint8_t *rgb = make_rgb(640, 480, 3);
     test_frame tf = make_frame(rgb, 640, 480, FAP_PIXEL_RGB);
-    parity(m, "full-size", FAP_PRECISION_F16, 518, &tf, 1);
-    parity(m, "full-size", FAP_PRECISION_BF16, 518, &tf, 0);
+    parity(m, label, FAP_PRECISION_F16, 518, &tf, 1);
+    parity(m, label, FAP_PRECISION_BF16, 518, &tf, 0);
     free(rgb);
     free_frame(&tf);
     fap_model_free(m);

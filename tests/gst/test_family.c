@@ -397,8 +397,15 @@ static void test_inspect(void) {
   gchar *out = NULL, *err = NULL;
   gint status = -1;
   GError *error = NULL;
-  g_assert_true(g_spawn_sync(NULL, (gchar **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+  /* under the sanitizers (tests/sanitize/run-test) an uninstrumented
+   * gst-inspect-1.0 loads the instrumented plugin: their runtimes go first */
+  gchar **envp = g_get_environ();
+  const char *preload = g_getenv("FAP_SANITIZE_PRELOAD");
+  if (preload && *preload)
+    envp = g_environ_setenv(envp, "LD_PRELOAD", preload, TRUE);
+  g_assert_true(g_spawn_sync(NULL, (gchar **)argv, envp, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
                              &status, &error));
+  g_strfreev(envp);
   g_assert_no_error(error);
   if (!g_spawn_check_wait_status(status, NULL))
     g_error("gst-inspect-1.0 faprompt failed: %s", err);

@@ -661,7 +661,16 @@ def case_broker_restart():
     R.check(nwin >= 2 * seconds - 2 and min(windows) >= expect * 0.5,
             f"{what} frames kept flowing: every 0.5 s window >= {expect * 0.5:.1f} "
             f"(min {min(windows) if windows else None})")
-    R.check(n >= fps * seconds - 3, f"{what} {n} of {len(r.frames)} buffers carried a result")
+    # live and non-blocking: the frames before the first result pass without
+    # one (how many depends on the first inference, slower on a loaded
+    # machine); from the first result on, every buffer carries one, the
+    # broker's restart included
+    first = next((i for i, f in enumerate(r.frames) if f["meta"]), len(r.frames))
+    missing = [i for i, f in enumerate(r.frames) if i >= first and not f["meta"]]
+    R.check(first <= fps and not missing and len(r.frames) == fps * seconds,
+            f"{what} {n} of {len(r.frames)} buffers carried a result: every one from the first "
+            f"result on (frame {first}; at most {fps} before it)"
+            + (f", but not frames {missing[:10]}" if missing else ""))
     # all sequences, first appearances in increasing order
     first, seen = [], set()
     for d in docs:
