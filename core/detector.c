@@ -156,7 +156,8 @@ static fap_status plan_buffers(fap_detector *d) {
   plan(&ap, &b->text_abnormal_dynamic, e, f);
   plan(&ap, &b->scalars, 4, f);
   plan(&ap, &b->map_raw, s2, f);
-  plan(&ap, &b->layer_up, (c->family == FAP_FAMILY_ANOMALYCLIP ? lo : 0) * s2, f);
+  /* AnomalyCLIP with several out layers: their upsampled maps before the mean */
+  plan(&ap, &b->layer_up, (c->family == FAP_FAMILY_ANOMALYCLIP && lo > 1 ? lo : 0) * s2, f);
   plan(&ap, &b->map, s2, f);
   plan(&ap, &b->blur_tmp, s2, f);
   plan(&ap, &b->gauss, 2 * (size_t)d->radius + 1, f);
@@ -625,6 +626,28 @@ static fap_status packed_frame(fap_detector *d, const fap_frame *frame, fap_fram
   return FAP_OK;
 }
 
+/* b.map_raw -> b.map (smoothed, or as it is at sigma 0) -> map_out */
+static fap_status smooth_and_download(fap_detector *d, float *map_out) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  fap_buffers *b = &d->b;
+  const size_t map_bytes = (size_t)d->size * d->size * sizeof(float);
+  if (d->radius > 0)
+    op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
+  else
+    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, map_bytes);
+  return op->download(be, map_out, b->map, map_bytes);
+}
+
+/* The result of a frame whose score is in d->scalars_host[3]. */
+static fap_status finish_result(fap_detector *d, float *map_out, fap_result *r, double start) {
+  r->score = d->scalars_host[3];
+  r->map = map_out;
+  r->map_size = d->size;
+  r->total_ms = now_ms() - start;
+  return FAP_OK;
+}
+
 /* docs/ANOMALYCLIP.md section 5: one map per out layer, summed, smoothed;
  * score q. The result is on the element's scale [0, 1]: the authors' sum over
  * the L layers / L. That division comes first (b.map_raw holds the mean of
@@ -658,11 +681,7 @@ static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result 
   }
   if (layers > 1)
     op->mean_rows(be, b->map_raw, b->layer_up, layers, (int)s2);
-  if (d->radius > 0)
-    op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
-  else
-    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, s2 * sizeof(float));
-  if ((s = op->download(be, map_out, b->map, s2 * sizeof(float))) ||
+  if ((s = smooth_and_download(d, map_out)) ||
       (s = op->download(be, d->scalars_host + 2, b->scalars + 2, sizeof(float))))
     return s;
   STAGE_END(FAP_STAGE_MAP);
@@ -671,11 +690,7 @@ static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result 
       d->map_sum_host[i] = map_out[i] * (float)layers;
   d->scalars_host[0] = d->scalars_host[1] = 0.0f;
   d->scalars_host[3] = d->scalars_host[2];
-  r->score = d->scalars_host[3];
-  r->map = map_out;
-  r->map_size = d->size;
-  r->total_ms = now_ms() - start;
-  return FAP_OK;
+  return finish_result(d, map_out, r, start);
 }
 
 /* One frame through the backend ops; its map goes to map_out. */
@@ -730,23 +745,14 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   STAGE_END(FAP_STAGE_MAP2);
 
   op->upsample_mean(be, b->map_raw, b->map1, b->map2, d->grid, d->size);
-  const size_t map_bytes = (size_t)d->size * d->size * sizeof(float);
-  if (d->radius > 0)
-    op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
-  else
-    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, map_bytes);
-  if ((s = op->download(be, map_out, b->map, map_bytes)) ||
+  if ((s = smooth_and_download(d, map_out)) ||
       (s = op->download(be, d->scalars_host, b->scalars, 3 * sizeof(float))))
     return s;
   STAGE_END(FAP_STAGE_MAP);
 
   const float max1 = d->scalars_host[0], max2 = d->scalars_host[1], q = d->scalars_host[2];
   d->scalars_host[3] = fap_faprompt_score(max1, max2, q);
-  r->score = d->scalars_host[3];
-  r->map = map_out;
-  r->map_size = d->size;
-  r->total_ms = now_ms() - start;
-  return FAP_OK;
+  return finish_result(d, map_out, r, start);
 }
 
 fap_status fap_detector_fetch_intermediates(fap_detector *d) {

@@ -216,18 +216,13 @@ def make_ac_prompt_learner(clip_sd, seed, vocab, n_pos, n_neg, depth, t_len):
     for j in range(depth - 1):
         t[f"compound_prompts_text.{j}"] = 0.5 * torch.randn(t_len, ct, generator=gen)
     tp, tn = ac_token_ids(n_pos, n_neg, lctx, vocab)
-    emb = clip_sd["token_embedding.weight"].float()  # token_embedding(ids).type(fp32 dtype)
-    ep, en = emb[tp.long()], emb[tn.long()]
-    t["token_prefix_pos"], t["token_suffix_pos"] = ep[:, :, :1], ep[:, :, 1 + n_pos:]
-    t["token_prefix_neg"], t["token_suffix_neg"] = en[:, :, :1], en[:, :, 1 + n_neg:]
-    t["tokenized_prompts_pos"], t["tokenized_prompts_neg"] = tp, tn
+    # the abnormal prompt holds its own n_neg context tokens only
+    t.update(prompt_buffers(clip_sd, tp, tn, 1 + n_pos, 1 + n_neg))
     return t
 
 
 def save_ac_checkpoint(tensors, path):
-    module = AuthorsAnomalyCLIPPromptLearner(tensors)
-    torch.save({"prompt_learner": module.state_dict()}, path)
-    return module.state_dict()
+    return save_checkpoint(tensors, path, AuthorsAnomalyCLIPPromptLearner)
 
 
 def clip_dims(cfg):
@@ -267,17 +262,24 @@ def make_prompt_learner(cfg, clip_sd, seed, vocab):
         t[name[len(pl):]] = torch.from_numpy(
             gen_random.make_tensor(seed, name, shape, kind, param, "F32"))
     tp, tn = token_ids(cfg, vocab)
-    emb = clip_sd["token_embedding.weight"].float()  # the authors: token_embedding(ids).type(dtype)
-    n_pos, n_neg = cfg["n_pos"], cfg["n_neg"]
-    ep, en = emb[tp.long()], emb[tn.long()]
-    t["token_prefix_pos"], t["token_suffix_pos"] = ep[:, :, :1], ep[:, :, 1 + n_pos:]
-    t["token_prefix_neg"], t["token_suffix_neg"] = en[:, :, :1], en[:, :, 1 + n_pos + n_neg:]
-    t["tokenized_prompts_pos"], t["tokenized_prompts_neg"] = tp, tn
+    t.update(prompt_buffers(clip_sd, tp, tn, 1 + cfg["n_pos"], 1 + cfg["n_pos"] + cfg["n_neg"]))
     return t
 
 
-def save_checkpoint(tensors, path):
-    module = AuthorsPromptLearner(tensors)
+def prompt_buffers(clip_sd, tp, tn, pos_suffix, neg_suffix):
+    """The prompt learners' fixed buffers from the token ids: prefix (SOT) and suffix
+    embeddings (from position pos_suffix / neg_suffix on) and the ids themselves."""
+    emb = clip_sd["token_embedding.weight"].float()  # the authors: token_embedding(ids).type(dtype)
+    ep, en = emb[tp.long()], emb[tn.long()]
+    return {"token_prefix_pos": ep[:, :, :1], "token_suffix_pos": ep[:, :, pos_suffix:],
+            "token_prefix_neg": en[:, :, :1], "token_suffix_neg": en[:, :, neg_suffix:],
+            "tokenized_prompts_pos": tp, "tokenized_prompts_neg": tn}
+
+
+def save_checkpoint(tensors, path, learner=None):
+    """torch.save({"prompt_learner": state_dict}) as the authors' train.py, of FAPrompt's
+    prompt learner (default) or another (AnomalyCLIP's)."""
+    module = (learner or AuthorsPromptLearner)(tensors)
     torch.save({"prompt_learner": module.state_dict()}, path)
     return module.state_dict()
 

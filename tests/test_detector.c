@@ -801,6 +801,25 @@ static void test_intermediate_before_run(void) {
   fap_detector_free(d);
 }
 
+/* An intermediate's view: the dtype, rank and shape given, every f32 value finite. */
+static void check_view(const char *label, const char *name, const fap_tensor_view *v,
+                       fap_dtype dtype, int ndim, const int64_t *shape) {
+  if (v->dtype != dtype || v->ndim != ndim)
+    g_error("%s '%s': dtype %d ndim %d, expected dtype %d ndim %d", label, name, v->dtype, v->ndim,
+            dtype, ndim);
+  size_t numel = 1;
+  for (int j = 0; j < ndim; j++) {
+    if (v->shape[j] != shape[j])
+      g_error("%s '%s': shape[%d] = %lld, expected %lld", label, name, j, (long long)v->shape[j],
+              (long long)shape[j]);
+    numel *= (size_t)v->shape[j];
+  }
+  if (dtype == FAP_DTYPE_F32)
+    for (size_t j = 0; j < numel; j++)
+      if (!isfinite(((const float *)v->data)[j]))
+        g_error("%s: intermediate '%s'[%zu] is not finite", label, name, j);
+}
+
 static void test_intermediate_names(void) {
   use(1, 1);
   const fap_config *c = fap_model_config(model);
@@ -842,17 +861,8 @@ static void test_intermediate_names(void) {
     g_assert_cmpstr(names[i], ==, want[i].name);
     fap_tensor_view v;
     get(d, names[i], &v);
-    g_assert_cmpint(v.dtype, ==, want[i].dtype);
-    g_assert_cmpint(v.ndim, ==, want[i].ndim);
-    size_t numel = 1;
-    for (int j = 0; j < v.ndim; j++) {
-      g_assert_cmpint(v.shape[j], ==, want[i].shape[j]);
-      numel *= (size_t)v.shape[j];
-    }
-    if (v.dtype == FAP_DTYPE_F32)
-      for (size_t j = 0; j < numel; j++)
-        if (!isfinite(((const float *)v.data)[j]))
-          g_error("intermediate '%s'[%zu] is not finite", names[i], j);
+    check_view("fap_intermediate_names", names[i], &v, want[i].dtype, want[i].ndim,
+               want[i].shape);
   }
   fap_tensor_view v;
   g_assert_true(memcmp(getf(d, "map", &v), r.map, (size_t)s * s * 4) == 0);
@@ -1100,19 +1110,9 @@ static void check_ac_intermediates(fap_model *m, int s) {
   for (size_t i = 0; i < G_N_ELEMENTS(ac_names); i++) {
     fap_tensor_view v;
     get(d, names[i], &v);
-    if (v.dtype != FAP_DTYPE_F32 || v.ndim != want[i].ndim)
-      g_error("S=%d '%s': dtype %d ndim %d, expected F32 ndim %d", s, names[i], v.dtype, v.ndim,
-              want[i].ndim);
-    size_t numel = 1;
-    for (int j = 0; j < v.ndim; j++) {
-      if (v.shape[j] != want[i].shape[j])
-        g_error("S=%d L=%d '%s': shape[%d] = %lld, expected %lld", s, l, names[i], j,
-                (long long)v.shape[j], (long long)want[i].shape[j]);
-      numel *= (size_t)v.shape[j];
-    }
-    for (size_t j = 0; j < numel; j++)
-      if (!isfinite(((const float *)v.data)[j]))
-        g_error("intermediate '%s'[%zu] is not finite", names[i], j);
+    char *label = g_strdup_printf("S=%d L=%d", s, l);
+    check_view(label, names[i], &v, FAP_DTYPE_F32, want[i].ndim, want[i].shape);
+    g_free(label);
   }
   fap_tensor_view v;
   g_assert_true(memcmp(getf(d, "map", &v), r.map, (size_t)s * s * 4) == 0);

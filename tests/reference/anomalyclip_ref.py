@@ -378,50 +378,11 @@ def run(model, image_u8, image_size=None, sigma=None, timings=None):
 # ---- benchmark --------------------------------------------------------------------------------
 
 def bench(args):
-    torch.set_num_threads(args.threads)
-    fr.configure(args.device, args.autocast)
-    t0 = time.perf_counter()
-    model = Model(args.model)
-    load_s = time.perf_counter() - t0
-    from make_golden import make_test_image  # same directory
-    img = make_test_image(args.width, args.height, seed=0)
-    s = args.image_size or model.cfg["image_size"]
-    runs = []
-    for i in range(args.warmup + args.frames):
-        tm = {}
-        fr._sync()
-        t = time.perf_counter()
-        run(model, img, s, args.sigma, timings=tm)
-        fr._sync()
-        tm["frame"] = time.perf_counter() - t
-        if i >= args.warmup:
-            runs.append(tm)
-
-    def med(key):
-        return statistics.median(r[key] for r in runs)
-
-    result = {
-        "model": os.path.basename(args.model),
-        "family": FAMILY,
-        "out_layers": model.out_layers,
-        "image_size": s,
-        "input": [args.width, args.height],
-        "frames": args.frames,
-        "warmup": args.warmup,
-        "threads": torch.get_num_threads(),
-        "load_s": round(load_s, 4),
-        "frame_s": med("frame"),
-        "vision_s": med("vision"),
-        "text_s": med("text"),
-        "other_s": statistics.median(r["preprocess"] + r["map"] for r in runs),
-        "torch": torch.__version__,
-        "device": str(_dev()),
-        "autocast_fp16": fr._AUTOCAST,
-    }
-    if _dev().type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name(_dev())
-        result["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated(_dev()) / 2**20, 1)
-    print(json.dumps(result))
+    """faprompt_ref's --bench on this reference: one JSON line."""
+    def parts(model, runs, med):
+        return {"family": FAMILY, "out_layers": model.out_layers, "text_s": med("text"),
+                "other_s": statistics.median(r["preprocess"] + r["map"] for r in runs)}
+    fr.bench(args, Model, run, parts)
 
 
 def main(argv=None):

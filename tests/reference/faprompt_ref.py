@@ -384,11 +384,26 @@ def run(model, image_u8, image_size=None, sigma=None, timings=None):
 
 # ---- benchmark --------------------------------------------------------------------------------
 
-def bench(args):
+def _faprompt_parts(model, runs, med):
+    """bench()'s FAPrompt-specific entries: the text and the other parts of its run()."""
+    return {
+        "text_s": statistics.median(r["text_static"] + r["text_dynamic"] for r in runs),
+        "text_static_s": med("text_static"),
+        "text_dynamic_s": med("text_dynamic"),
+        "other_s": statistics.median(
+            r["preprocess"] + r["prior"] + r["map"] for r in runs),
+    }
+
+
+def bench(args, load=None, run_frame=None, parts=_faprompt_parts):
+    """Times frames of a reference and prints one JSON line. load(path) -> model and
+    run_frame(model, image, S, sigma, timings=) are the reference's (default this
+    file's); parts(model, runs, med) gives its own entries (anomalyclip_ref.py)."""
+    load, run_frame = load or Model, run_frame or run
     torch.set_num_threads(args.threads)
     configure(args.device, args.autocast)
     t0 = time.perf_counter()
-    model = Model(args.model)
+    model = load(args.model)
     load_s = time.perf_counter() - t0
     from make_golden import make_test_image  # same directory
     img = make_test_image(args.width, args.height, seed=0)
@@ -398,7 +413,7 @@ def bench(args):
         tm = {}
         _sync()
         t = time.perf_counter()
-        run(model, img, s, args.sigma, timings=tm)
+        run_frame(model, img, s, args.sigma, timings=tm)
         _sync()
         tm["frame"] = time.perf_counter() - t
         if i >= args.warmup:
@@ -417,11 +432,7 @@ def bench(args):
         "load_s": round(load_s, 4),
         "frame_s": med("frame"),
         "vision_s": med("vision"),
-        "text_s": statistics.median(r["text_static"] + r["text_dynamic"] for r in runs),
-        "text_static_s": med("text_static"),
-        "text_dynamic_s": med("text_dynamic"),
-        "other_s": statistics.median(
-            r["preprocess"] + r["prior"] + r["map"] for r in runs),
+        **parts(model, runs, med),
         "torch": torch.__version__,
         "device": str(_DEVICE),
         "autocast_fp16": _AUTOCAST,
