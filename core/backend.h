@@ -21,7 +21,6 @@
 
 #include "fap.h"
 
-typedef struct fap_frame_inputs fap_frame_inputs; /* core/frame_program.h */
 
 /* What a linear layer's weight is, for a backend's reduced-precision policy
  * (the detector says what each layer is, the backend decides what its
@@ -37,8 +36,21 @@ typedef enum {
   FAP_CAP_YUV_FRAMES = 1 << 0,    /* preprocess takes NV12 / I420 / YUY2 frames */
   FAP_CAP_DEVICE_FRAMES = 1 << 1, /* preprocess takes frames in FAP_MEMORY_CUDA */
   FAP_CAP_DEVICE_DRAW = 1 << 2,   /* frames_draw draws into any frame on the device */
-  FAP_CAP_FRAME_PROGRAM = 1 << 3, /* frames_prepare / frames_run: FAPrompt's whole frame */
+  FAP_CAP_BATCH = 1 << 3,         /* a frame scope holds up to B frames (else one) */
 } fap_backend_caps;
+
+/* What a frame buffer holds (alloc_frames). */
+typedef enum {
+  FAP_BUFFER_F32 = 0,        /* f32 values */
+  /* values of the backend's activation type (CPU: f32; CUDA: the precision
+   * type, f16 / bf16). The detector addresses it in elements, as a float*,
+   * like every backend pointer, and passes it only where an op says an
+   * activation may go: the output of layernorm, im2col and linear (then the
+   * result is rounded to the type), the input of linear, attention*,
+   * quickgelu. The CUDA backend's handle is an address that is no memory. */
+  FAP_BUFFER_ACTIVATION = 1,
+  FAP_BUFFER_OUTPUT = 2,     /* f32, read on the host after frames_end (frames_output) */
+} fap_buffer_kind;
 
 typedef struct fap_backend_ops {
   const char *name;
@@ -48,6 +60,14 @@ typedef struct fap_backend_ops {
   /* memory: called at detector creation only, never per frame */
   void *(*alloc)(void *ctx, size_t bytes);
   void (*release)(void *ctx, void *ptr);
+  /* A frame buffer of total_bytes (>= B frame_bytes), released by release:
+   * frame f's part starts f frame_bytes after frame 0's. Inside a frame
+   * scope of `count` frames, an op whose pointer arguments lie in frame
+   * buffers computes every frame f, each such argument moved f frame
+   * strides on; other pointers (weights, buffers from alloc) are the same
+   * for every frame. Outside a scope an op computes once, as if count = 1,
+   * and may use all total_bytes. */
+  void *(*alloc_frames)(void *ctx, size_t frame_bytes, size_t total_bytes, fap_buffer_kind kind);
   /* Makes host f32 weights usable by the backend (CPU: returns host as is). */
   const float *(*import_weights)(void *ctx, const float *host, size_t count);
   /* Optional: the role of the count weights at w (an import_weights handle) */
@@ -56,9 +76,10 @@ typedef struct fap_backend_ops {
   fap_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
   fap_status (*synchronize)(void *ctx);
 
-  /* frame -> normalised channel-major [3, S, S] (resize + CLIP mean/std).
-   * The CPU backend takes the packed formats; the detector converts YUV
-   * frames to RGB first (core/pixel.c). The CUDA backend takes every format.
+  /* One frame, outside a scope (frames go through preprocess_frames): ->
+   * normalised channel-major [3, S, S] (resize + CLIP mean/std). The CPU
+   * backend takes the packed formats (its preprocess_frames converts YUV
+   * frames to RGB first, core/pixel.c); the CUDA backend takes every format.
    * *bytes_up (may be NULL): the frame's pixel bytes copied to the backend. */
   fap_status (*preprocess)(void *ctx, float *out, const fap_frame *frame, int size,
                            size_t *bytes_up);
@@ -106,18 +127,57 @@ typedef struct fap_backend_ops {
   void (*gaussian_blur)(void *ctx, float *out, const float *in, float *tmp, int size,
                         const float *kernel, int radius);
 
-  /* With FAP_CAP_FRAME_PROGRAM: the backend runs FAPrompt's whole frame
-   * itself (fused, batched, captured in a CUDA graph). frames_prepare is
-   * called once at the end of detector creation, after everything that
-   * depends only on the model was computed through the ops above; `in`
-   * (core/frame_program.h) is all it may read of the detector, and stays
-   * valid for the detector's life. frames_run computes SPEC.md for the
-   * frames (already checked), fills results (maps borrowed from the backend
-   * until the next run), writes the last frame's max1, max2, q, score to
-   * last_scalars and, when in->keep, its intermediates there. */
-  fap_status (*frames_prepare)(void *ctx, const fap_frame_inputs *in);
-  fap_status (*frames_run)(void *ctx, const fap_frame *frames, int count, const fap_blend *blend,
-                           fap_result *results, float last_scalars[4]);
+  /* attention_dual: a dual vision layer's two attentions over rows of
+   * [q | k | v] (row stride ldqkv, heads of hd side by side):
+   *   out_x[i] = softmax(q_i k^T / sqrt(hd)) v   for i < nq_std
+   *   out_y[i] = softmax(v_i v^T / sqrt(hd)) v   for every row (V-V) */
+  void (*attention_dual)(void *ctx, float *out_x, float *out_y, int ldo, const float *qkv,
+                         int ldqkv, int rows, int nq_std, int heads, int hd);
+  /* attention_cached: causal attention of `prompts` prompts whose keys and
+   * values of positions < pos0 are in a cache. Prompt p's queries are rows
+   * p rows .. (p+1) rows - 1 of [q | k | v] (row stride ldqkv), at positions
+   * pos0 .. pos0 + rows - 1, and see keys j <= their position: j < pos0 from
+   * the cache (keys at cache + p cache_stride + j dim, values values_offset
+   * further, dim = heads hd), the rest from this pass's rows. store: this
+   * pass's keys and values are written to the cache at positions pos0 ..
+   * (the creation passes that build the cache); without store a backend may
+   * leave them or use those rows as scratch (the CPU does). */
+  void (*attention_cached)(void *ctx, float *out, int ldo, const float *qkv, int ldqkv,
+                           int prompts, int rows, int pos0, float *cache, size_t cache_stride,
+                           size_t values_offset, int store, int heads, int hd);
+  /* scalars[3] = FAPrompt's score of scalars[0..2] = max1, max2, q (score.h) */
+  void (*faprompt_score)(void *ctx, float *scalars);
+
+  /* ---- the frame scope: how a frame's description (the op calls above,
+   * written once in core/) reaches a backend. The detector calls
+   *
+   *   frames_begin(frames, count, S, blend)       the inputs of this run
+   *   for (pass = 0; frames_pass(pass, &describe), describe; pass++)
+   *     the description of the frame: preprocess_frames, ops, frames_mark,
+   *     blend_frames when blending
+   *   frames_end(results)                          run / wait, timings
+   *   frames_output(buffer)                        the results on the host
+   *
+   * A backend that records the description (CUDA: into a graph, replayed
+   * while the frames' geometry, count and blend stay) asks for it only when
+   * it has none; the CPU asks once per run and computes each op as called.
+   * frames are checked; count <= B with FAP_CAP_BATCH, else 1. */
+  fap_status (*frames_begin)(void *ctx, const fap_frame *frames, int count, int size,
+                             const fap_blend *blend);
+  fap_status (*frames_pass)(void *ctx, int pass, int *describe);
+  /* the scope's frames -> image [3, S, S] per frame (resize + CLIP mean/std);
+   * any format, any memory the backend takes (FAP_CAP_DEVICE_FRAMES) */
+  void (*preprocess_frames)(void *ctx, float *image, int size);
+  /* draws maps [S, S] per frame into the scope's frames (blend of frames_begin) */
+  void (*blend_frames)(void *ctx, const float *maps, int size);
+  /* the end of a stage of fap_stage in the description (for stage_ms) */
+  void (*frames_mark)(void *ctx, int stage);
+  /* fills results[f].stage_ms and frame_bytes_* (the rest is the detector's) */
+  fap_status (*frames_end)(void *ctx, fap_result *results);
+  /* host address of frame 0's part of a FAP_BUFFER_OUTPUT buffer after
+   * frames_end (frames follow at its frame stride); valid until the next run */
+  const void *(*frames_output)(void *ctx, const void *buffer);
+
   /* Optional: draws a host map into a frame in device memory (checked). */
   fap_status (*frames_draw)(void *ctx, const fap_frame *frame, const float *map, int map_size,
                             const fap_blend *blend, size_t *pixel_bytes);

@@ -8,11 +8,14 @@
 #include "fastmath.h"
 #include "linear_dnnl.h"
 #include "log.h"
+#include "pixel.h"
 #include "resample.h"
+#include "score.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef FAP_HAVE_OPENBLAS
 #include <cblas.h>
@@ -45,6 +48,16 @@ typedef struct {
   } *roles;
   int n_roles, cap_roles;
   fap_status error; /* sticky until synchronize() */
+  /* the frame scope (one frame: no FAP_CAP_BATCH): its frame and blend, the
+   * YUV frame converted to RGB (grown with the input size, not per frame),
+   * and the clock at its start and at each stage's mark */
+  const fap_frame *frame;
+  const fap_blend *blend;
+  int scope_size;
+  uint8_t *rgb;
+  size_t rgb_bytes;
+  double start_ms, mark_ms[FAP_STAGE_COUNT];
+  unsigned marked;
 } cpu_ctx;
 
 #define PAR _Pragma("omp parallel for num_threads(c->threads) schedule(static)")
@@ -70,6 +83,13 @@ static void *cpu_alloc(void *ctx, size_t bytes) {
 static void cpu_release(void *ctx, void *p) {
   (void)ctx;
   free(p);
+}
+
+/* Frame buffers are plain memory: one frame at a time, activations in f32. */
+static void *cpu_alloc_frames(void *ctx, size_t frame_bytes, size_t total_bytes,
+                              fap_buffer_kind kind) {
+  (void)frame_bytes, (void)kind;
+  return cpu_alloc(ctx, total_bytes);
 }
 
 static const float *cpu_import_weights(void *ctx, const float *host, size_t count) {
@@ -600,6 +620,132 @@ static void cpu_gaussian_blur(void *ctx, float *out, const float *in, float *tmp
   }
 }
 
+/* ---- the ops of the frame's description that combine others ----------------- */
+
+/* the two attentions of a dual layer, one after the other */
+static void cpu_attention_dual(void *ctx, float *out_x, float *out_y, int ldo, const float *qkv,
+                               int ldqkv, int rows, int nq_std, int heads, int hd) {
+  const int dim = heads * hd;
+  const float *q = qkv, *k = qkv + dim, *v = qkv + 2 * dim;
+  cpu_attention(ctx, out_y, ldo, v, ldqkv, v, ldqkv, v, ldqkv, rows, rows, heads, hd, -1);
+  cpu_attention(ctx, out_x, ldo, q, ldqkv, k, ldqkv, v, ldqkv, nq_std, rows, heads, hd, -1);
+}
+
+/* This pass's keys and values go into the cache rows pos0.. (with store or
+ * without: one frame at a time, those rows are this backend's scratch), then
+ * each prompt attends over its cache. */
+static void cpu_attention_cached(void *ctx, float *out, int ldo, const float *qkv, int ldqkv,
+                                 int prompts, int rows, int pos0, float *cache,
+                                 size_t cache_stride, size_t values_offset, int store, int heads,
+                                 int hd) {
+  (void)store;
+  const int dim = heads * hd;
+  const size_t row_bytes = (size_t)dim * sizeof(float);
+  for (int p = 0; p < prompts; p++) {
+    const float *x = qkv + (size_t)p * rows * ldqkv;
+    float *keys = cache + (size_t)p * cache_stride, *values = keys + values_offset;
+    cpu_copy2d(ctx, keys + (size_t)pos0 * dim, row_bytes, x + dim, (size_t)ldqkv * sizeof(float),
+               (size_t)rows, row_bytes);
+    cpu_copy2d(ctx, values + (size_t)pos0 * dim, row_bytes, x + 2 * dim,
+               (size_t)ldqkv * sizeof(float), (size_t)rows, row_bytes);
+    cpu_attention(ctx, out + (size_t)p * rows * ldo, ldo, x, ldqkv, keys, dim, values, dim, rows,
+                  pos0 + rows, heads, hd, pos0);
+  }
+}
+
+static void cpu_faprompt_score(void *ctx, float *scalars) {
+  (void)ctx;
+  scalars[3] = fap_faprompt_score(scalars[0], scalars[1], scalars[2]);
+}
+
+/* ---- the frame scope: one frame, each op computed as it is called ------------ */
+
+static double clock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+static fap_status cpu_frames_begin(void *ctx, const fap_frame *frames, int count, int size,
+                                   const fap_blend *blend) {
+  cpu_ctx *c = ctx;
+  if (count != 1)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "cpu backend: a frame scope holds one frame, not %d",
+                    count);
+  c->frame = frames;
+  c->blend = blend;
+  c->scope_size = size;
+  c->marked = 0;
+  c->start_ms = clock_ms();
+  return FAP_OK;
+}
+
+static fap_status cpu_frames_pass(void *ctx, int pass, int *describe) {
+  (void)ctx;
+  *describe = pass == 0;
+  return FAP_OK;
+}
+
+/* YUV frames go through RGB (this backend's resampling reads packed pixels) */
+static void cpu_preprocess_frames(void *ctx, float *image, int size) {
+  cpu_ctx *c = ctx;
+  const fap_frame *f = c->frame;
+  fap_frame packed = *f;
+  if (fap_format_is_yuv(f->format)) {
+    const size_t bytes = (size_t)f->width * f->height * 3;
+    if (bytes > c->rgb_bytes) {
+      free(c->rgb);
+      c->rgb_bytes = 0;
+      if (!(c->rgb = malloc(bytes))) {
+        if (!c->error)
+          c->error = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for a %dx%d YUV "
+                                                 "frame", f->width, f->height);
+        return;
+      }
+      c->rgb_bytes = bytes;
+    }
+    fap_frame_to_rgb(f, c->rgb);
+    packed = (fap_frame){FAP_PIXEL_RGB, f->width, f->height, (size_t)f->width * 3, c->rgb};
+  }
+  fap_status s = cpu_preprocess(ctx, image, &packed, size, NULL);
+  if (s && !c->error)
+    c->error = s;
+}
+
+static void cpu_blend_frames(void *ctx, const float *maps, int size) {
+  cpu_ctx *c = ctx;
+  fap_status s = c->blend ? fap_blend_frame(c->frame, maps, size, c->blend) : FAP_OK;
+  if (s && !c->error)
+    c->error = s;
+}
+
+static void cpu_frames_mark(void *ctx, int stage) {
+  cpu_ctx *c = ctx;
+  if ((unsigned)stage >= FAP_STAGE_COUNT)
+    return;
+  c->mark_ms[stage] = clock_ms();
+  c->marked |= 1u << stage;
+}
+
+static fap_status cpu_frames_end(void *ctx, fap_result *results) {
+  cpu_ctx *c = ctx;
+  fap_status s = cpu_synchronize(ctx);
+  double at = c->start_ms;
+  for (int i = 0; i < FAP_STAGE_COUNT; i++)
+    if (c->marked & (1u << i)) {
+      results[0].stage_ms[i] = c->mark_ms[i] - at;
+      at = c->mark_ms[i];
+    }
+  results[0].frame_bytes_to_device = results[0].frame_bytes_from_device = 0;
+  c->frame = NULL;
+  return s;
+}
+
+static const void *cpu_frames_output(void *ctx, const void *buffer) {
+  (void)ctx;
+  return buffer;
+}
+
 /* ---- table ---------------------------------------------------------------- */
 
 static void cpu_destroy(void *ctx) {
@@ -609,6 +755,7 @@ static void cpu_destroy(void *ctx) {
   free_table(&c->tx);
   free_table(&c->ty);
   free(c->pre_tmp);
+  free(c->rgb);
   free(c->scores);
   fap_attention_ws_free(&c->att_ws);
   fap_dnnl_free(c->dnnl);
@@ -621,6 +768,7 @@ static const fap_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .release = cpu_release,
+    .alloc_frames = cpu_alloc_frames,
     .import_weights = cpu_import_weights,
     .weight_role = cpu_weight_role,
     .upload = cpu_copy,
@@ -645,6 +793,16 @@ static const fap_backend_ops cpu_ops = {
     .mean_rows = cpu_mean_rows,
     .upsample_mean = cpu_upsample_mean,
     .gaussian_blur = cpu_gaussian_blur,
+    .attention_dual = cpu_attention_dual,
+    .attention_cached = cpu_attention_cached,
+    .faprompt_score = cpu_faprompt_score,
+    .frames_begin = cpu_frames_begin,
+    .frames_pass = cpu_frames_pass,
+    .preprocess_frames = cpu_preprocess_frames,
+    .blend_frames = cpu_blend_frames,
+    .frames_mark = cpu_frames_mark,
+    .frames_end = cpu_frames_end,
+    .frames_output = cpu_frames_output,
 };
 
 /* The reduced precisions run where they are faster than f32; everywhere

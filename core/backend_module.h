@@ -3,23 +3,23 @@
  * backends: the core links no CUDA library, so a machine without the CUDA
  * runtime still loads the core, the plugin and the tools and runs on the CPU.
  *
- * The module is built from the same tree as the core and reads the
- * detector's private struct (detector_internal.h), so the two must come from
- * one build: the loader refuses a module whose ABI, version or detector
+ * The module is built from the same tree as the core and shares the op
+ * table (backend.h) and the model's configuration, so the two must come
+ * from one build: the loader refuses a module whose ABI, version or shared
  * layout differs. The module logs through the host's sink routing (the
  * calling thread's log scope lives in the core). */
 #ifndef FAP_BACKEND_MODULE_H
 #define FAP_BACKEND_MODULE_H
 
 #include "backend.h"
-#include "frame_program.h"
+#include "model.h"
 
-#define FAP_BACKEND_MODULE_ABI 2 /* 2: frames_* take fap_frame_inputs, not the detector */
+#define FAP_BACKEND_MODULE_ABI 3 /* 3: frame buffers and the frame scope (the detector describes frames) */
 #define FAP_BACKEND_MODULE_ENTRY "fap_backend_module_entry"
 #define FAP_CUDA_MODULE_FILE "libfaprompt-cuda.so"
 
 #define FAP_BACKEND_SHARED_SIZE                                                                    \
-  (sizeof(fap_backend_ops) + sizeof(fap_frame_inputs) + sizeof(fap_net) + sizeof(fap_config))
+  (sizeof(fap_backend_ops) + sizeof(fap_result) + sizeof(fap_config))
 
 typedef struct {
   void (*log_message)(fap_log_level level, const char *message);

@@ -129,14 +129,59 @@ static void t_blur(void *c, float *out, const float *in, float *tmp, int size, c
   LOG(c, "gaussian_blur size=%d radius=%d\n", size, radius);
   IN(c)->gaussian_blur(ICTX(c), out, in, tmp, size, kernel, radius);
 }
-static fap_status t_frames_prepare(void *c, const fap_frame_inputs *in) {
-  LOG(c, "frames_prepare\n");
-  return IN(c)->frames_prepare(ICTX(c), in);
+static void *t_alloc_frames(void *c, size_t frame, size_t total, fap_buffer_kind kind) {
+  LOG(c, "alloc_frames frame_bytes=%zu total_bytes=%zu kind=%d\n", frame, total, (int)kind);
+  return IN(c)->alloc_frames(ICTX(c), frame, total, kind);
 }
-static fap_status t_frames_run(void *c, const fap_frame *frames, int count, const fap_blend *blend,
-                               fap_result *results, float last_scalars[4]) {
-  LOG(c, "frames_run count=%d blend=%d\n", count, blend != NULL);
-  return IN(c)->frames_run(ICTX(c), frames, count, blend, results, last_scalars);
+static void t_attention_dual(void *c, float *ox, float *oy, int ldo, const float *qkv, int ldqkv,
+                             int rows, int nq_std, int heads, int hd) {
+  LOG(c, "attention_dual ldo=%d ldqkv=%d rows=%d nq_std=%d heads=%d hd=%d\n", ldo, ldqkv, rows,
+      nq_std, heads, hd);
+  IN(c)->attention_dual(ICTX(c), ox, oy, ldo, qkv, ldqkv, rows, nq_std, heads, hd);
+}
+static void t_attention_cached(void *c, float *out, int ldo, const float *qkv, int ldqkv,
+                               int prompts, int rows, int pos0, float *cache, size_t cache_stride,
+                               size_t values_offset, int store, int heads, int hd) {
+  LOG(c, "attention_cached ldo=%d ldqkv=%d prompts=%d rows=%d pos0=%d cache_stride=%zu "
+         "values_offset=%zu store=%d heads=%d hd=%d\n",
+      ldo, ldqkv, prompts, rows, pos0, cache_stride, values_offset, store, heads, hd);
+  IN(c)->attention_cached(ICTX(c), out, ldo, qkv, ldqkv, prompts, rows, pos0, cache,
+                          cache_stride, values_offset, store, heads, hd);
+}
+static void t_score(void *c, float *scalars) {
+  LOG(c, "faprompt_score\n");
+  IN(c)->faprompt_score(ICTX(c), scalars);
+}
+/* the scope's calls go into the log too, so a diff shows where a
+ * description starts and whether it was asked for */
+static fap_status t_frames_begin(void *c, const fap_frame *frames, int count, int size,
+                                 const fap_blend *blend) {
+  LOG(c, "frames_begin count=%d size=%d blend=%d\n", count, size, blend != NULL);
+  return IN(c)->frames_begin(ICTX(c), frames, count, size, blend);
+}
+static fap_status t_frames_pass(void *c, int pass, int *describe) {
+  fap_status s = IN(c)->frames_pass(ICTX(c), pass, describe);
+  LOG(c, "frames_pass %d describe=%d\n", pass, *describe);
+  return s;
+}
+static void t_preprocess_frames(void *c, float *image, int size) {
+  LOG(c, "preprocess_frames size=%d\n", size);
+  IN(c)->preprocess_frames(ICTX(c), image, size);
+}
+static void t_blend_frames(void *c, const float *maps, int size) {
+  LOG(c, "blend_frames size=%d\n", size);
+  IN(c)->blend_frames(ICTX(c), maps, size);
+}
+static void t_frames_mark(void *c, int stage) {
+  LOG(c, "frames_mark %d\n", stage);
+  IN(c)->frames_mark(ICTX(c), stage);
+}
+static fap_status t_frames_end(void *c, fap_result *results) {
+  LOG(c, "frames_end\n");
+  return IN(c)->frames_end(ICTX(c), results);
+}
+static const void *t_frames_output(void *c, const void *buffer) {
+  return IN(c)->frames_output(ICTX(c), buffer);
 }
 static fap_status t_frames_draw(void *c, const fap_frame *frame, const float *map, int map_size,
                                 const fap_blend *blend, size_t *bytes) {
@@ -161,8 +206,12 @@ fap_status fap_backend_trace_wrap(fap_backend *b, GString *log) {
       .l2norm_rows = t_l2norm, .two_way_prob = t_two_way, .reduce_max = t_reduce_max,
       .topk = t_topk, .gather_rows = t_gather, .mean_rows = t_mean_rows,
       .upsample_mean = t_upsample, .gaussian_blur = t_blur,
-      .frames_prepare = in->frames_prepare ? t_frames_prepare : NULL,
-      .frames_run = in->frames_run ? t_frames_run : NULL,
+      .alloc_frames = t_alloc_frames, .attention_dual = t_attention_dual,
+      .attention_cached = t_attention_cached, .faprompt_score = t_score,
+      .frames_begin = t_frames_begin, .frames_pass = t_frames_pass,
+      .preprocess_frames = t_preprocess_frames, .blend_frames = t_blend_frames,
+      .frames_mark = t_frames_mark, .frames_end = t_frames_end,
+      .frames_output = t_frames_output,
       .frames_draw = in->frames_draw ? t_frames_draw : NULL};
   b->ops = &t->ops;
   b->ctx = t;

@@ -31,8 +31,9 @@ enum { AC_MAP_RAW = 8, AC_MAP_SUM = 9 }; /* their places in that list */
 
 typedef struct {
   fap_tensor_view view; /* data = host copy */
-  const void *src;      /* backend pointer, NULL for host-computed ones */
+  const void *src;      /* backend pointer (frame 0's part), NULL for host-computed ones */
   size_t bytes;
+  size_t frame_bytes;   /* src's frame stride (0: shared) */
 } intermediate;
 
 const char *const *fap_intermediate_names(void) { return intermediate_names; }
@@ -97,22 +98,35 @@ static double now_ms(void) {
   return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-/* ---- arena -------------------------------------------------------------- */
+/* ---- buffers ------------------------------------------------------------- */
 
+/* The shared buffers (one arena from alloc) and the frame buffers (one
+ * alloc_frames each): `frame` elements per frame of a scope, `creation`
+ * elements at least (the creation passes may use more rows than a frame). */
 typedef struct {
   void **slot;
-  size_t bytes;
-} arena_entry;
+  size_t frame, total; /* bytes */
+  fap_buffer_kind kind;
+  int shared;
+} buffer_entry;
 
 typedef struct {
-  arena_entry items[64];
+  buffer_entry items[80];
   int count;
-} arena_plan;
+  int scope; /* frames per scope */
+} buffer_plan;
 
-static void plan(arena_plan *p, void *slot, size_t count, size_t elem) {
-  p->items[p->count].slot = slot;
-  p->items[p->count].bytes = (count * elem + 63) & ~(size_t)63;
-  p->count++;
+static void shared(buffer_plan *p, void *slot, size_t count, size_t elem) {
+  p->items[p->count++] = (buffer_entry){slot, 0, (count * elem + 63) & ~(size_t)63,
+                                        FAP_BUFFER_F32, 1};
+}
+
+static void per_frame(buffer_plan *p, void *slot, size_t frame, size_t creation, size_t elem,
+                      fap_buffer_kind kind) {
+  size_t total = frame * (size_t)p->scope;
+  if (creation > total)
+    total = creation;
+  p->items[p->count++] = (buffer_entry){slot, frame * elem, total * elem, kind, 0};
 }
 
 static fap_status plan_buffers(fap_detector *d) {
@@ -122,68 +136,98 @@ static fap_status plan_buffers(fap_detector *d) {
   const size_t cv = c->vision_width, ct = c->text_width, e = c->embed_dim, k = c->n_prompts;
   const size_t p2 = (size_t)c->patch_size * c->patch_size;
   const size_t la = c->end_pos_abnormal + 1, ln = c->end_pos_normal + 1;
-  const size_t trows = ln > k * la ? ln : k * la;
-  const size_t f = sizeof(float);
-  /* a backend that runs frames itself has its own vision buffers */
-  const size_t vis = d->program ? 0 : 1;
+  const size_t trows = ln > k * la ? ln : k * la, fr = k * d->text_rows; /* text rows */
+  const size_t f = sizeof(float), i4 = sizeof(int32_t);
   const size_t lo = c->n_out_layers; /* patch features and maps per out layer */
-  arena_plan ap = {0};
+  const fap_buffer_kind F = FAP_BUFFER_F32, A = FAP_BUFFER_ACTIVATION, O = FAP_BUFFER_OUTPUT;
+  buffer_plan p = {.scope = d->scope};
 
-  plan(&ap, &b->image, 3 * s2, f);
-  plan(&ap, &b->cols, vis * n * 3 * p2, f);
-  plan(&ap, &b->pos, rows * cv, f);
-  plan(&ap, &b->x, vis * rows * cv, f);
-  plan(&ap, &b->y, vis * rows * cv, f);
-  plan(&ap, &b->h, vis * rows * cv, f);
-  plan(&ap, &b->qkv, vis * rows * 3 * cv, f);
-  plan(&ap, &b->attn, vis * rows * cv, f);
-  plan(&ap, &b->hidden, vis * rows * 4 * cv, f);
-  plan(&ap, &b->tokens, lo * rows * e, f);
-  plan(&ap, &b->global, e, f);
-  plan(&ap, &b->tokens_n, lo * rows * e, f);
-  plan(&ap, &b->global_n, e, f);
-  plan(&ap, &b->map1, lo * n, f);
-  plan(&ap, &b->map2, n, f);
-  plan(&ap, &b->topk, c->top_m, sizeof(int32_t));
-  plan(&ap, &b->prior_in, (size_t)c->top_m * e, f);
-  plan(&ap, &b->prior_hidden, c->prior_hidden, f);
-  plan(&ap, &b->prior, ct, f);
-  plan(&ap, &b->feats_static, (k + 1) * e, f);
-  plan(&ap, &b->feats_dynamic, k * e, f);
-  plan(&ap, &b->mean, e, f);
-  plan(&ap, &b->text_normal, e, f);
-  plan(&ap, &b->text_abnormal, e, f);
-  plan(&ap, &b->text_abnormal_dynamic, e, f);
-  plan(&ap, &b->scalars, 4, f);
-  plan(&ap, &b->map_raw, s2, f);
+  per_frame(&p, &b->image, 3 * s2, 0, f, F);
+  per_frame(&p, &b->cols, n * 3 * p2, 0, f, A);
+  per_frame(&p, &b->x, rows * cv, 0, f, F);
+  per_frame(&p, &b->y, rows * cv, 0, f, F);
+  per_frame(&p, &b->h, rows * cv, 0, f, A);
+  per_frame(&p, &b->qkv, rows * 3 * cv, 0, f, A);
+  per_frame(&p, &b->attn, rows * cv, 0, f, A);
+  per_frame(&p, &b->attn_y, rows * cv, 0, f, A);
+  per_frame(&p, &b->hidden, rows * 4 * cv, 0, f, A);
+  per_frame(&p, &b->post, rows * cv, 0, f, F);
+  per_frame(&p, &b->tokens, lo * rows * e, 0, f, F);
+  per_frame(&p, &b->global, e, 0, f, F);
+  per_frame(&p, &b->tokens_n, lo * rows * e, 0, f, F);
+  per_frame(&p, &b->global_n, e, 0, f, F);
+  per_frame(&p, &b->map1, lo * n, 0, f, F);
+  per_frame(&p, &b->map2, n, 0, f, F);
+  per_frame(&p, &b->topk, c->top_m, 0, i4, F);
+  per_frame(&p, &b->prior_in, (size_t)c->top_m * e, 0, f, F);
+  per_frame(&p, &b->prior_hidden, c->prior_hidden, 0, f, F);
+  per_frame(&p, &b->prior, ct, 0, f, F);
+  per_frame(&p, &b->feats_dynamic, k * e, 0, f, F);
+  per_frame(&p, &b->mean, e, e, f, F); /* also the static features' mean (creation) */
+  per_frame(&p, &b->text_abnormal_dynamic, e, 0, f, F);
+  per_frame(&p, &b->scalars, 4, 0, f, O);
+  per_frame(&p, &b->map_raw, s2, 0, f, F);
   /* AnomalyCLIP with several out layers: their upsampled maps before the mean */
-  plan(&ap, &b->layer_up, (c->family == FAP_FAMILY_ANOMALYCLIP && lo > 1 ? lo : 0) * s2, f);
-  plan(&ap, &b->map, s2, f);
-  plan(&ap, &b->blur_tmp, s2, f);
-  plan(&ap, &b->gauss, 2 * (size_t)d->radius + 1, f);
-  plan(&ap, &b->kv, (size_t)c->text_layers * (k + 1) * 2 * d->text_lmax * ct, f);
-  plan(&ap, &b->text_init, k * d->text_rows * ct, f);
-  plan(&ap, &b->tx, trows * ct, f);
-  plan(&ap, &b->th, trows * ct, f);
-  plan(&ap, &b->tqkv, trows * 3 * ct, f);
-  plan(&ap, &b->tattn, trows * ct, f);
-  plan(&ap, &b->thidden, trows * 4 * ct, f);
-  plan(&ap, &b->tfeat_h, (k + 1) * ct, f);
+  per_frame(&p, &b->layer_up, (c->family == FAP_FAMILY_ANOMALYCLIP && lo > 1 ? lo : 0) * s2, 0,
+            f, F);
+  per_frame(&p, &b->map, s2, 0, f, O);
+  per_frame(&p, &b->blur_tmp, s2, 0, f, F);
+  per_frame(&p, &b->tx, fr * ct, trows * ct, f, F);
+  per_frame(&p, &b->th, fr * ct, trows * ct, f, A);
+  per_frame(&p, &b->tqkv, fr * 3 * ct, trows * 3 * ct, f, A);
+  per_frame(&p, &b->tattn, fr * ct, trows * ct, f, A);
+  per_frame(&p, &b->thidden, fr * 4 * ct, trows * 4 * ct, f, A);
+  per_frame(&p, &b->tfeat_h, k * ct, (k + 1) * ct, f, F);
 
-  size_t total = 0;
-  for (int i = 0; i < ap.count; i++)
-    total += ap.items[i].bytes;
-  d->arena = d->backend.ops->alloc(d->backend.ctx, total);
+  shared(&p, &b->pos, rows * cv, f);
+  shared(&p, &b->feats_static, (k + 1) * e, f);
+  shared(&p, &b->text_normal, e, f);
+  shared(&p, &b->text_abnormal, e, f);
+  shared(&p, &b->gauss, 2 * (size_t)d->radius + 1, f);
+  shared(&p, &b->kv, (size_t)c->text_layers * (k + 1) * 2 * d->text_lmax * ct, f);
+  shared(&p, &b->text_init, k * d->text_rows * ct, f);
+
+  const fap_backend_ops *op = d->backend.ops;
+  size_t total = 0, frames_total = 0;
+  for (int i = 0; i < p.count; i++)
+    total += p.items[i].shared ? p.items[i].total : 0;
+  d->arena = op->alloc(d->backend.ctx, total);
   if (!d->arena)
-    return fap_fail(FAP_ERR_NO_MEMORY, "detector: cannot allocate the %zu MiB activation arena",
+    return fap_fail(FAP_ERR_NO_MEMORY, "detector: cannot allocate the %zu MiB of model buffers",
                     total >> 20);
   d->arena_bytes = total;
   char *at = d->arena;
-  for (int i = 0; i < ap.count; i++) {
-    *ap.items[i].slot = at;
-    at += ap.items[i].bytes;
+  for (int i = 0; i < p.count; i++) {
+    buffer_entry *it = &p.items[i];
+    if (it->shared) {
+      *it->slot = at;
+      at += it->total;
+      continue;
+    }
+    void *buf = op->alloc_frames(d->backend.ctx, it->frame, it->total ? it->total : 64, it->kind);
+    if (!buf)
+      return fap_fail(FAP_ERR_NO_MEMORY,
+                      "detector: the %s backend cannot allocate %zu MiB of frame buffers for "
+                      "batch %d at image size %d (%zu MiB so far); use a smaller batch or image "
+                      "size",
+                      op->name, it->total >> 20, d->scope, d->size, frames_total >> 20);
+    d->frame_buffers[d->n_frame_buffers++] =
+        (struct fap_frame_buffer){buf, it->frame, it->total};
+    frames_total += it->total;
+    *it->slot = buf;
   }
   return FAP_OK;
+}
+
+/* the frame stride of a pointer into a frame buffer, 0 for a shared one */
+static size_t frame_bytes_of(const fap_detector *d, const void *p) {
+  for (int i = 0; i < d->n_frame_buffers; i++) {
+    const struct fap_frame_buffer *f = &d->frame_buffers[i];
+    if ((const char *)p >= (const char *)f->base &&
+        (const char *)p < (const char *)f->base + f->total_bytes)
+      return f->frame_bytes;
+  }
+  return 0;
 }
 
 /* ---- weights -------------------------------------------------------------- */
@@ -375,6 +419,7 @@ host_results:
   for (size_t i = 0; i < count; i++) {
     if (!it[i].src)
       continue;
+    it[i].frame_bytes = frame_bytes_of(d, it[i].src);
     it[i].view.data = malloc(it[i].bytes);
     if (!it[i].view.data)
       return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory for intermediates");
@@ -459,25 +504,6 @@ static void static_text_features(fap_detector *d) {
   op->l2norm_rows(be, b->text_abnormal, e, b->mean, e, 1, e);
 }
 
-/* All a backend's frame program reads of the detector (core/frame_program.h). */
-static const fap_frame_inputs *program_inputs(fap_detector *d) {
-  fap_buffers *b = &d->b;
-  fap_frame_inputs *in = &d->program_in;
-  *in = (fap_frame_inputs){.cfg = d->cfg, .batch = d->batch, .size = d->size, .grid = d->grid,
-                           .n_patches = d->n_patches, .text_rows = d->text_rows,
-                           .text_lmax = d->text_lmax, .radius = d->radius, .net = &d->net,
-                           .conv1_host = d->model->conv1, .pos = b->pos, .kv = b->kv,
-                           .text_init = b->text_init, .text_normal = b->text_normal,
-                           .text_abnormal = b->text_abnormal, .gauss = b->gauss};
-  if (d->keep_intermediates) {
-    d->program_keep = (fap_frame_keep){b->image, b->tokens, b->global, b->map1, b->map2,
-                                       b->prior, b->feats_dynamic, b->text_abnormal_dynamic,
-                                       b->scalars, b->map_raw, b->topk};
-    in->keep = &d->program_keep;
-  }
-  return in;
-}
-
 static fap_status detector_new(fap_model *model, const fap_detector_options *options,
                                fap_detector **out) {
   if (!out)
@@ -536,11 +562,10 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
   d->log.user_data = options->log_user_data;
 
   fap_status s = open_backend(d, options); /* sets d->precision to what runs */
-  /* the backend's own frame program computes FAPrompt; other families run
-   * through the op table on every backend */
-  d->program = !s && (d->backend.ops->caps & FAP_CAP_FRAME_PROGRAM) &&
-               c->family == FAP_FAMILY_FAPROMPT;
-  const size_t maps = d->program ? 1 : (size_t)batch;
+  /* a backend that batches takes the whole batch in one scope; the others
+   * take one frame per scope, its map copied out to the batch's results */
+  d->scope = !s && (d->backend.ops->caps & FAP_CAP_BATCH) ? batch : 1;
+  const size_t maps = d->scope > 1 || batch == 1 ? 1 : (size_t)batch;
   if (!s)
     s = plan_buffers(d);
   if (!s)
@@ -560,8 +585,6 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
     static_text_features(d);
     s = d->backend.ops->synchronize(d->backend.ctx);
   }
-  if (!s && d->program)
-    s = d->backend.ops->frames_prepare(d->backend.ctx, program_inputs(d));
   if (s) {
     fap_detector_free(d);
     return s;
@@ -576,13 +599,14 @@ void fap_detector_free(fap_detector *d) {
   free_intermediates(d);
   if (d->backend.ops && d->arena)
     d->backend.ops->release(d->backend.ctx, d->arena);
+  for (int i = 0; d->backend.ops && i < d->n_frame_buffers; i++)
+    d->backend.ops->release(d->backend.ctx, d->frame_buffers[i].base);
   fap_backend_free(&d->backend);
   free(d->net.vblocks);
   free(d->net.tblocks);
   free(d->net.deep);
   free(d->map_host);
   free(d->map_sum_host);
-  free(d->rgb_host);
   fap_model_free(d->model);
   free(d);
 }
@@ -594,68 +618,25 @@ fap_precision fap_detector_precision(const fap_detector *d) {
   return d ? d->precision : FAP_PRECISION_AUTO;
 }
 
-/* ---- per frame ------------------------------------------------------------ */
+/* ---- the frame's description ------------------------------------------------ */
 
-#define STAGE_END(stage)                                                                           \
-  do {                                                                                             \
-    if ((s = op->synchronize(be)))                                                                 \
-      return s;                                                                                    \
-    double t = now_ms();                                                                           \
-    r->stage_ms[stage] = t - mark;                                                                 \
-    mark = t;                                                                                      \
-  } while (0)
-
-/* A backend whose preprocess takes packed pixels only (the CPU) gets YUV
- * frames converted to RGB first. */
-static fap_status packed_frame(fap_detector *d, const fap_frame *frame, fap_frame *packed) {
-  *packed = *frame;
-  if (!fap_format_is_yuv(frame->format) || (d->backend.ops->caps & FAP_CAP_YUV_FRAMES))
-    return FAP_OK;
-  size_t bytes = (size_t)frame->width * frame->height * 3;
-  if (bytes > d->rgb_bytes) { /* grows with the input size, not per frame */
-    free(d->rgb_host);
-    d->rgb_bytes = 0;
-    if (!(d->rgb_host = malloc(bytes)))
-      return fap_fail(FAP_ERR_NO_MEMORY, "detector: out of memory for a %dx%d YUV frame",
-                      frame->width, frame->height);
-    d->rgb_bytes = bytes;
-  }
-  fap_frame_to_rgb(frame, d->rgb_host);
-  *packed = (fap_frame){FAP_PIXEL_RGB, frame->width, frame->height, (size_t)frame->width * 3,
-                        d->rgb_host};
-  return FAP_OK;
-}
-
-/* b.map_raw -> b.map (smoothed, or as it is at sigma 0) -> map_out */
-static fap_status smooth_and_download(fap_detector *d, float *map_out) {
+/* b.map_raw -> b.map: smoothed, or as it is at sigma 0 */
+static void describe_smoothing(fap_detector *d) {
   const fap_backend_ops *op = d->backend.ops;
   void *be = d->backend.ctx;
   fap_buffers *b = &d->b;
-  const size_t map_bytes = (size_t)d->size * d->size * sizeof(float);
   if (d->radius > 0)
     op->gaussian_blur(be, b->map, b->map_raw, b->blur_tmp, d->size, b->gauss, d->radius);
   else
-    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, map_bytes);
-  return op->download(be, map_out, b->map, map_bytes);
-}
-
-/* The result of a frame whose score is in d->scalars_host[3]. */
-static fap_status finish_result(fap_detector *d, float *map_out, fap_result *r, double start) {
-  r->score = d->scalars_host[3];
-  r->map = map_out;
-  r->map_size = d->size;
-  r->total_ms = now_ms() - start;
-  return FAP_OK;
+    op->copy2d(be, b->map, 0, b->map_raw, 0, 1, (size_t)d->size * d->size * sizeof(float));
 }
 
 /* docs/ANOMALYCLIP.md section 5: one map per out layer, summed, smoothed;
- * score q. The result is on the element's scale [0, 1]: the authors' sum over
+ * score q. The map is on the element's scale [0, 1]: the authors' sum over
  * the L layers / L. That division comes first (b.map_raw holds the mean of
  * the upsampled maps: the blur keeps [0, 1] maps in [0, 1]); the authors'
  * scale (map_raw, map_sum) is the host's intermediates times L. */
-static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result *r, double start,
-                                    double mark) {
-  fap_status s;
+static void describe_anomalyclip_frame(fap_detector *d) {
   const fap_backend_ops *op = d->backend.ops;
   void *be = d->backend.ctx;
   const fap_config *c = d->cfg;
@@ -670,7 +651,8 @@ static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result 
                      b->text_normal, b->text_abnormal, FAP_INV_TAU);
   op->two_way_prob(be, b->scalars + 2, b->global_n, e, 1, e, b->text_normal, b->text_abnormal,
                    FAP_INV_TAU);
-  STAGE_END(FAP_STAGE_MAP1);
+  op->copy2d(be, b->scalars + 3, 0, b->scalars + 2, 0, 1, sizeof(float)); /* score = q */
+  op->frames_mark(be, FAP_STAGE_MAP1);
 
   /* (up(P1) + 1 - up(P0)) / 2 = up(A_l): upsample_mean of A_l with itself is
    * exactly up(A_l) ((x + x) / 2 = x in binary floating point) */
@@ -681,38 +663,16 @@ static fap_status score_anomalyclip(fap_detector *d, float *map_out, fap_result 
   }
   if (layers > 1)
     op->mean_rows(be, b->map_raw, b->layer_up, layers, (int)s2);
-  if ((s = smooth_and_download(d, map_out)) ||
-      (s = op->download(be, d->scalars_host + 2, b->scalars + 2, sizeof(float))))
-    return s;
-  STAGE_END(FAP_STAGE_MAP);
-  if (d->map_sum_host) /* the authors' map (intermediate "map_sum") */
-    for (size_t i = 0; i < s2; i++)
-      d->map_sum_host[i] = map_out[i] * (float)layers;
-  d->scalars_host[0] = d->scalars_host[1] = 0.0f;
-  d->scalars_host[3] = d->scalars_host[2];
-  return finish_result(d, map_out, r, start);
+  describe_smoothing(d);
 }
 
-/* One frame through the backend ops; its map goes to map_out. */
-static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_out, fap_result *r) {
-  fap_status s;
+/* SPEC.md section 4 after the vision encoder */
+static void describe_faprompt_frame(fap_detector *d) {
   const fap_backend_ops *op = d->backend.ops;
   void *be = d->backend.ctx;
   const fap_config *c = d->cfg;
   fap_buffers *b = &d->b;
   const int e = c->embed_dim, n = d->n_patches, ct = c->text_width;
-  memset(r, 0, sizeof *r);
-  double start = now_ms(), mark = start;
-
-  if ((s = op->preprocess(be, b->image, frame, d->size, &r->frame_bytes_to_device)))
-    return s;
-  STAGE_END(FAP_STAGE_PREPROCESS);
-
-  fap_vision_forward(d);
-  STAGE_END(FAP_STAGE_VISION);
-
-  if (c->family == FAP_FAMILY_ANOMALYCLIP)
-    return score_anomalyclip(d, map_out, r, start, mark);
 
   /* p_j = norm(T_j), g^ = norm(g); A1 over patches (rows 1..N) */
   op->l2norm_rows(be, b->tokens_n, e, b->tokens, e, n + 1, e);
@@ -720,7 +680,7 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   op->two_way_prob(be, b->map1, b->tokens_n + e, e, n, e, b->text_normal, b->text_abnormal,
                    FAP_INV_TAU);
   op->reduce_max(be, b->scalars + 0, b->map1, n);
-  STAGE_END(FAP_STAGE_MAP1);
+  op->frames_mark(be, FAP_STAGE_MAP1);
 
   /* abnormality prior: the M most abnormal patches, descending, through the MLP */
   op->topk(be, b->topk, b->map1, n, c->top_m);
@@ -730,29 +690,85 @@ static fap_status run_one(fap_detector *d, const fap_frame *frame, float *map_ou
   op->relu(be, b->prior_hidden, (size_t)c->prior_hidden);
   op->linear(be, b->prior, ct, b->prior_hidden, c->prior_hidden, d->net.prior2_w,
              d->net.prior2_b, 1, c->prior_hidden, ct, 0);
-  STAGE_END(FAP_STAGE_PRIOR);
+  op->frames_mark(be, FAP_STAGE_PRIOR);
 
   fap_text_forward_dynamic(d);
   op->mean_rows(be, b->mean, b->feats_dynamic, c->n_prompts, e);
   op->l2norm_rows(be, b->text_abnormal_dynamic, e, b->mean, e, 1, e);
-  STAGE_END(FAP_STAGE_TEXT);
+  op->frames_mark(be, FAP_STAGE_TEXT);
 
   op->two_way_prob(be, b->map2, b->tokens_n + e, e, n, e, b->text_normal,
                    b->text_abnormal_dynamic, FAP_INV_TAU);
   op->reduce_max(be, b->scalars + 1, b->map2, n);
   op->two_way_prob(be, b->scalars + 2, b->global_n, e, 1, e, b->text_normal,
                    b->text_abnormal_dynamic, FAP_INV_TAU);
-  STAGE_END(FAP_STAGE_MAP2);
+  op->faprompt_score(be, b->scalars);
+  op->frames_mark(be, FAP_STAGE_MAP2);
 
   op->upsample_mean(be, b->map_raw, b->map1, b->map2, d->grid, d->size);
-  if ((s = smooth_and_download(d, map_out)) ||
-      (s = op->download(be, d->scalars_host, b->scalars, 3 * sizeof(float))))
-    return s;
-  STAGE_END(FAP_STAGE_MAP);
+  describe_smoothing(d);
+}
 
-  const float max1 = d->scalars_host[0], max2 = d->scalars_host[1], q = d->scalars_host[2];
-  d->scalars_host[3] = fap_faprompt_score(max1, max2, q);
-  return finish_result(d, map_out, r, start);
+/* The frame, once for every backend and family: what each frame of a scope
+ * computes, from its pixels to b.map and b.scalars[3] (and drawn into the
+ * frame when blending). */
+static void describe_frame(fap_detector *d, int blend) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  op->preprocess_frames(be, d->b.image, d->size);
+  op->frames_mark(be, FAP_STAGE_PREPROCESS);
+  fap_vision_forward(d);
+  op->frames_mark(be, FAP_STAGE_VISION);
+  if (d->cfg->family == FAP_FAMILY_ANOMALYCLIP)
+    describe_anomalyclip_frame(d);
+  else
+    describe_faprompt_frame(d);
+  if (blend)
+    op->blend_frames(be, d->b.map, d->size);
+  op->frames_mark(be, FAP_STAGE_MAP);
+}
+
+/* One scope of `count` frames: the backend asks for the description as
+ * often as it needs it (never while it replays a recorded one). maps_out
+ * (NULL: the backend's output memory): where frame i's map is copied. */
+static fap_status run_scope(fap_detector *d, const fap_frame *frames, int count,
+                            const fap_blend *blend, fap_result *results, float *maps_out) {
+  const fap_backend_ops *op = d->backend.ops;
+  void *be = d->backend.ctx;
+  const double start = now_ms();
+  memset(results, 0, (size_t)count * sizeof *results);
+  fap_status s = op->frames_begin(be, frames, count, d->size, blend);
+  if (s)
+    return s;
+  for (int pass = 0; !s; pass++) {
+    int describe = 0;
+    if ((s = op->frames_pass(be, pass, &describe)) || !describe)
+      break;
+    describe_frame(d, blend != NULL);
+  }
+  const fap_status end = op->frames_end(be, results); /* closes the scope in any case */
+  if (s || (s = end))
+    return s;
+  const float *scalars = op->frames_output(be, d->b.scalars);
+  const float *maps = op->frames_output(be, d->b.map);
+  const size_t s2 = (size_t)d->size * d->size;
+  for (int i = 0; i < count; i++) {
+    fap_result *r = &results[i];
+    r->score = scalars[4 * i + 3];
+    r->map = maps + i * s2;
+    if (maps_out) {
+      memcpy(maps_out + i * s2, r->map, s2 * sizeof(float));
+      r->map = maps_out + i * s2;
+    }
+    r->map_size = d->size;
+    r->total_ms = now_ms() - start;
+  }
+  memcpy(d->scalars_host, scalars + 4 * (count - 1), sizeof d->scalars_host);
+  if (d->cfg->family == FAP_FAMILY_ANOMALYCLIP) /* no max1, max2 */
+    d->scalars_host[0] = d->scalars_host[1] = 0.0f;
+  d->last_map = results[count - 1].map;
+  d->last_count = count;
+  return FAP_OK;
 }
 
 fap_status fap_detector_fetch_intermediates(fap_detector *d) {
@@ -761,16 +777,21 @@ fap_status fap_detector_fetch_intermediates(fap_detector *d) {
   intermediate *it = d->inter_host;
   fap_status s;
   it[d->n_intermediates - 2].view.data = d->last_map;
+  const size_t last = (size_t)d->last_count - 1; /* the scope's last frame */
   for (int i = 0; i < d->n_intermediates; i++)
-    if (it[i].src && (s = op->download(be, (void *)it[i].view.data, it[i].src, it[i].bytes)))
+    if (it[i].src && (s = op->download(be, (void *)it[i].view.data,
+                                       (const char *)it[i].src + last * it[i].frame_bytes,
+                                       it[i].bytes)))
       return s;
   if ((s = op->synchronize(be)))
     return s;
   const int layers = d->cfg->n_out_layers;
-  if (d->cfg->family == FAP_FAMILY_ANOMALYCLIP && layers > 1) { /* map_raw: the authors' sum */
+  if (d->cfg->family == FAP_FAMILY_ANOMALYCLIP) { /* the authors' scale: the sum over layers */
     float *raw = (float *)it[AC_MAP_RAW].view.data;
-    for (size_t i = 0; i < (size_t)d->size * d->size; i++)
+    for (size_t i = 0; i < (size_t)d->size * d->size; i++) {
       raw[i] *= (float)layers;
+      d->map_sum_host[i] = d->last_map[i] * (float)layers;
+    }
   }
   return FAP_OK;
 }
@@ -799,27 +820,15 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
                       "fap_detector_run: frame %d is in CUDA memory, but this detector runs on "
                       "the %s backend; use a CUDA detector, or download the frame first",
                       i, fap_backend_name(d->backend_kind));
-  const size_t s2 = (size_t)d->size * d->size;
-  if (d->program) {
-    if ((s = d->backend.ops->frames_run(d->backend.ctx, frames, count, blend, results,
-                                        d->scalars_host)))
-      return s;
-    d->last_map = results[count - 1].map;
-  } else {
-    for (int i = 0; i < count; i++) {
-      fap_frame packed;
-      float *map = d->map_host + (size_t)i * s2;
-      if ((s = packed_frame(d, &frames[i], &packed)) || (s = run_one(d, &packed, map, &results[i])))
-        return s;
-      size_t drawn = 0; /* a frame in device memory is drawn where it is */
-      if (blend && (s = frames[i].memory == FAP_MEMORY_HOST
-                            ? fap_blend_frame(&frames[i], map, d->size, blend)
-                            : d->backend.ops->frames_draw(d->backend.ctx, &frames[i], map,
-                                                          d->size, blend, &drawn)))
-        return s;
-      d->last_map = map;
-    }
-  }
+  s = FAP_OK;
+  if (d->scope > 1)
+    s = run_scope(d, frames, count, blend, results, NULL);
+  else /* one frame per scope: each map is copied out before the next frame */
+    for (int i = 0; i < count && !s; i++)
+      s = run_scope(d, &frames[i], 1, blend, &results[i],
+                    count > 1 ? d->map_host + (size_t)i * d->size * d->size : NULL);
+  if (s)
+    return s;
   d->has_run = 1;
   if (d->keep_intermediates)
     return fap_detector_fetch_intermediates(d);

@@ -5,11 +5,26 @@
 #define FAP_DETECTOR_INTERNAL_H
 
 #include "backend.h"
-#include "frame_program.h"
 #include "log.h"
 #include "model.h"
 
 
+/* Model weights as the backend sees them (import_weights handles; CPU: the
+ * model's own storage). */
+typedef struct {
+  const float *conv1, *class_emb, *ln_pre_w, *ln_pre_b, *ln_post_w, *ln_post_b, *vproj;
+  fap_block *vblocks;
+  const float *ln_final_w, *ln_final_b, *tproj;
+  fap_block *tblocks;
+  const float **deep;
+  const float *prior1_w, *prior1_b, *prior2_w, *prior2_b;
+} fap_net;
+
+/* Buffers for one frame's description (SPEC.md names). Those the frame
+ * writes are frame buffers (backend.h: one part per frame of a scope); the
+ * model's constants (pos, gauss, kv, text_init, the static text features)
+ * are shared. h, qkv, attn, attn_y, hidden and the text encoder's th,
+ * tqkv, tattn, thidden are activations (the backend's activation type). */
 typedef struct {
   /* vision */
   float *image;  /* [3, S, S] */
@@ -19,7 +34,9 @@ typedef struct {
   float *h;      /* [N+1, Cv] LayerNorm output */
   float *qkv;    /* [N+1, 3 Cv] */
   float *attn;   /* [N+1, Cv] */
+  float *attn_y; /* [N+1, Cv] the V-V path's attention */
   float *hidden; /* [N+1, 4 Cv] */
+  float *post;   /* [N+1, Cv] LN_post(y), f32 (the features come from it) */
   float *tokens; /* [L, N+1, E] T per out layer (FAPrompt: L = 1) */
   float *global; /* [E] g */
   /* scoring */
@@ -34,8 +51,8 @@ typedef struct {
   float *feats_dynamic; /* [K, E] */
   float *mean;          /* [E] */
   float *text_normal, *text_abnormal, *text_abnormal_dynamic; /* [E] */
-  float *scalars;       /* [4]: max1, max2, q */
-  float *map_raw, *map, *blur_tmp; /* [S, S] */
+  float *scalars;       /* [4]: max1, max2, q, score (output) */
+  float *map_raw, *map, *blur_tmp; /* [S, S]; map: output */
   float *layer_up;      /* AnomalyCLIP: [L, S, S] up(A_l) */
   float *gauss;         /* [2 r + 1] */
   /* text */
@@ -52,28 +69,28 @@ struct fap_detector {
   fap_backend_kind backend_kind;
   fap_net net;
   fap_buffers b;
-  fap_frame_inputs program_in; /* what the backend's frame program reads (d->program) */
-  fap_frame_keep program_keep;
-  void *arena;
+  void *arena; /* the shared buffers */
   size_t arena_bytes;
+  struct fap_frame_buffer {
+    void *base;
+    size_t frame_bytes, total_bytes;
+  } frame_buffers[48];
+  int n_frame_buffers;
 
   int size, grid, n_patches; /* S, G, N */
   int batch;                 /* B */
+  int scope;                 /* frames per scope: B with FAP_CAP_BATCH, else 1 */
   fap_precision precision;
-  /* 1: the backend's own frame program runs the frames (ops->frames_run, for
-   * FAPrompt); 0: run_one drives the op table */
-  int program;
   float sigma;
   int radius;
   int text_rows;  /* R: per-frame rows per abnormality prompt (n_pos+1 .. end) */
   int text_lmax;  /* rows of each prompt's key/value cache */
 
-  float *map_host; /* [B, S, S] results of the CPU path; [S, S] with frames_run */
+  float *map_host; /* [B, S, S] results of one-frame scopes (no FAP_CAP_BATCH) */
   const float *last_map; /* the last frame's map (intermediate "map") */
   float *map_sum_host;   /* AnomalyCLIP with intermediates: last map * L */
   float scalars_host[4]; /* the last frame's max1, max2, q, score */
-  uint8_t *rgb_host;     /* YUV frames converted for the CPU path */
-  size_t rgb_bytes;
+  int last_count;        /* frames of the last scope: its last frame holds the intermediates */
   int keep_intermediates;
   int has_run; /* a run completed: intermediates hold data */
   void *inter_host; /* host copies of the intermediates */
@@ -84,7 +101,7 @@ struct fap_detector {
 /* detector.c: downloads the intermediates of the last run (keep_intermediates). */
 fap_status fap_detector_fetch_intermediates(fap_detector *d);
 
-/* vision.c: image already in b.image; fills b.tokens (one [N+1, E] block
+/* vision.c: describes the encoder: b.image -> b.tokens (one [N+1, E] block
  * per out layer) and b.global. */
 void fap_vision_forward(fap_detector *d);
 

@@ -25,37 +25,29 @@ static float *kv_rows(fap_detector *d, int layer, int prompt, int which) {
 }
 
 /* The prompts a text pass runs: `count` of them from prompt index `first`,
- * each `rows` rows for positions pos0 .. pos0 + rows - 1 of one layer. */
+ * each `rows` rows for positions pos0 .. pos0 + rows - 1 of one layer;
+ * store: the pass's keys and values go to the cache (creation). */
 typedef struct {
-  int layer, first, count, pos0, rows;
+  int layer, first, count, pos0, rows, store;
 } text_pass;
 
-/* Causal attention of each prompt over its key/value cache: this pass's
- * keys and values go to the cache first (earlier positions are there). */
+/* Causal attention of each prompt over its key/value cache (positions <
+ * pos0) and this pass's rows. */
 static void text_attend(fap_detector *d, const fap_block *w, const fap_block_bufs *io, int rows,
                         int q_rows, void *user) {
   (void)w, (void)rows, (void)q_rows;
-  const fap_backend_ops *op = d->backend.ops;
-  void *be = d->backend.ctx;
   const text_pass *t = user;
-  const int ct = io->width, heads = d->cfg->text_heads, hd = ct / heads;
-  const size_t row_bytes = (size_t)ct * sizeof(float);
-  for (int p = 0; p < t->count; p++) {
-    const float *qkv = io->qkv + (size_t)p * t->rows * 3 * ct;
-    float *keys = kv_rows(d, t->layer, t->first + p, 0), *values = kv_rows(d, t->layer, t->first + p, 1);
-    op->copy2d(be, keys + (size_t)t->pos0 * ct, row_bytes, qkv + ct, 3 * row_bytes,
-               (size_t)t->rows, row_bytes);
-    op->copy2d(be, values + (size_t)t->pos0 * ct, row_bytes, qkv + 2 * ct, 3 * row_bytes,
-               (size_t)t->rows, row_bytes);
-    op->attention(be, io->attn + (size_t)p * t->rows * ct, ct, qkv, 3 * ct, keys, ct, values, ct,
-                  t->rows, t->pos0 + t->rows, heads, hd, t->pos0);
-  }
+  const int ct = io->width, heads = d->cfg->text_heads;
+  const size_t slot = (size_t)d->text_lmax * ct; /* keys, then values, per prompt */
+  d->backend.ops->attention_cached(d->backend.ctx, io->attn, ct, io->qkv, 3 * ct, t->count,
+                                   t->rows, t->pos0, kv_rows(d, t->layer, t->first, 0), 2 * slot,
+                                   slot, t->store, heads, ct / heads);
 }
 
 /* Runs the text transformer on `count` prompts starting at prompt index
  * `first`. x holds, per prompt, rows for positions pos0 .. pos0 + rows - 1
- * (the last row is the end token). Keys/values of those positions go to the
- * caches; earlier positions must already be there. Writes
+ * (the last row is the end token). Earlier positions' keys/values must be in
+ * the caches; a pass from position 0 (creation) puts its own there. Writes
  * LN_final(x[end]) @ text_projection for each prompt to feats [count, E]. */
 static void text_encode(fap_detector *d, float *x, int first, int count, int pos0, int rows,
                         float *feats) {
@@ -74,7 +66,7 @@ static void text_encode(fap_detector *d, float *x, int first, int count, int pos
         op->copy2d(be, x + ((size_t)p * rows + 1 - pos0) * ct, row_bytes, d->net.deep[l - 1],
                    row_bytes, (size_t)c->prompt_length, row_bytes);
     }
-    text_pass pass = {l, first, count, pos0, rows};
+    text_pass pass = {l, first, count, pos0, rows, pos0 == 0};
     fap_residual_block(d, &d->net.tblocks[l], &io, total, total, text_attend, &pass);
   }
   /* the end token is the last row of each prompt */

@@ -5,10 +5,10 @@
 
 #include <string.h>
 
-/* The attention of a vision block: with y (a dual layer, l >= D0), first the
- * V-V side path y += softmax(v v^T / sqrt(hd)) v W_out^T + b_out (same
- * out_proj, bias included; y reads the block's qkv only, so it may go before
- * the standard path), then the standard attention of the first q_rows rows. */
+/* The attention of a vision block: with y (a dual layer, l >= D0) both
+ * paths in one op, then the V-V side path's y += attn_y W_out^T + b_out
+ * (same out_proj, bias included), otherwise the standard attention of the
+ * first q_rows rows. */
 static void vision_attend(fap_detector *d, const fap_block *w, const fap_block_bufs *io, int rows,
                           int q_rows, void *y) {
   const fap_backend_ops *op = d->backend.ops;
@@ -16,8 +16,10 @@ static void vision_attend(fap_detector *d, const fap_block *w, const fap_block_b
   const int cv = io->width, heads = d->cfg->vision_heads, hd = cv / heads;
   const float *q = io->qkv, *k = io->qkv + cv, *v = io->qkv + 2 * cv;
   if (y) {
-    op->attention(be, io->attn, cv, v, 3 * cv, v, 3 * cv, v, 3 * cv, rows, rows, heads, hd, -1);
-    op->linear(be, y, cv, io->attn, cv, w->out_w, w->out_b, rows, cv, cv, 1);
+    float *attn_y = d->b.attn_y;
+    op->attention_dual(be, io->attn, attn_y, cv, io->qkv, 3 * cv, rows, q_rows, heads, hd);
+    op->linear(be, y, cv, attn_y, cv, w->out_w, w->out_b, rows, cv, cv, 1);
+    return;
   }
   op->attention(be, io->attn, cv, q, 3 * cv, k, 3 * cv, v, 3 * cv, q_rows, rows, heads, hd, -1);
 }
@@ -50,10 +52,11 @@ void fap_vision_forward(fap_detector *d) {
                        l >= c->dual_start ? b->y : NULL);
 
     /* T_l = LN_post(y) @ proj for all rows, after each out layer (FAPrompt:
-     * the last one; b->h is free until the next layer's LN_1) */
+     * the last one), in f32: the features the maps compare */
     if (out < c->n_out_layers && c->out_layers[out] == l + 1) {
-      op->layernorm(be, b->h, cv, b->y, cv, d->net.ln_post_w, d->net.ln_post_b, rows, cv);
-      op->matmul(be, b->tokens + (size_t)out * rows * e, e, b->h, cv, d->net.vproj, rows, cv, e);
+      op->layernorm(be, b->post, cv, b->y, cv, d->net.ln_post_w, d->net.ln_post_b, rows, cv);
+      op->matmul(be, b->tokens + (size_t)out * rows * e, e, b->post, cv, d->net.vproj, rows, cv,
+                 e);
       out++;
     }
   }

@@ -1,5 +1,6 @@
 /* The CUDA backend's private state, shared by backend_cuda.c (device,
- * weights, the op table) and cuda_frames.c (the per-frame program). Both are
+ * weights, frame buffers, the op table) and cuda_frames.c (the frame scope:
+ * staging, the recorded description's graph, drawing). Both are
  * written against kernels/fap_kernels.h only, so they build unchanged
  * against the device (nvcc) and the host emulator. */
 #ifndef FAP_BACKEND_CUDA_H
@@ -51,6 +52,26 @@ typedef struct {
   int max_width, max_height;
 } cuda_frameio;
 
+/* One frame buffer (backend.h alloc_frames). The detector's handle is the
+ * device address for f32 buffers; for activations it is an address range
+ * that is no memory (mapped without access), element i of which is element
+ * i of `dev` in the precision type. Outputs have a pinned host mirror. */
+typedef struct {
+  const char *handle;
+  size_t total, frame; /* bytes as the detector counts them (4 per element) */
+  fap_buffer_kind kind;
+  void *dev;
+  void *host;
+} cuda_buffer;
+
+/* A backend pointer resolved: device address, element type, frame stride
+ * in elements (0: the same for every frame) */
+typedef struct {
+  char *p;
+  fap_kdtype t;
+  size_t stride;
+} cuda_arg;
+
 struct cuda_frames; /* cuda_frames.c */
 
 typedef struct {
@@ -65,6 +86,10 @@ typedef struct {
   cuda_weight *weights; /* sorted by host address */
   size_t n_weights, cap_weights;
   size_t weight_bytes;  /* device memory held by weight copies */
+
+  cuda_buffer *buffers; /* sorted by handle */
+  size_t n_buffers, cap_buffers;
+  int scope_count; /* frames of the open scope; 1 outside one */
 
   void *scratch; /* x converted to the precision type for linear / matmul */
   size_t scratch_bytes;
@@ -98,6 +123,11 @@ void fap_cuda_fail(cuda_ctx *c, int rt_code, const char *what);
 const float *fap_cuda_weight_f32(cuda_ctx *c, const float *handle);
 const void *fap_cuda_weight_t(cuda_ctx *c, const float *handle);
 
+/* What a backend pointer is (frame buffers, weights' f32 copies, or a device
+ * pointer as it is); the buffer holding it, or NULL. */
+cuda_arg fap_cuda_arg(cuda_ctx *c, const void *handle);
+cuda_buffer *fap_cuda_buffer_of(cuda_ctx *c, const void *handle);
+
 /* Grows a device buffer to at least `bytes` (creation time only). */
 int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes);
 
@@ -118,11 +148,15 @@ void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int cou
                               size_t *bytes);
 void fap_cuda_frameio_free(cuda_frameio *io);
 
-/* the per-frame program (cuda_frames.c) */
-fap_status fap_cuda_frames_prepare(void *ctx, const fap_frame_inputs *in);
-fap_status fap_cuda_frames_run(void *ctx, const fap_frame *frames, int count,
-                               const fap_blend *blend, fap_result *results,
-                               float last_scalars[4]);
+/* the frame scope (cuda_frames.c, backend.h) */
+fap_status fap_cuda_frames_begin(void *ctx, const fap_frame *frames, int count, int size,
+                                 const fap_blend *blend);
+fap_status fap_cuda_frames_pass(void *ctx, int pass, int *describe);
+void fap_cuda_preprocess_frames(void *ctx, float *image, int size);
+void fap_cuda_blend_frames(void *ctx, const float *maps, int size);
+void fap_cuda_frames_mark(void *ctx, int stage);
+fap_status fap_cuda_frames_end(void *ctx, fap_result *results);
+const void *fap_cuda_frames_output(void *ctx, const void *buffer);
 fap_status fap_cuda_frames_draw(void *ctx, const fap_frame *frame, const float *map, int map_size,
                                 const fap_blend *blend, size_t *pixel_bytes);
 void fap_cuda_frames_free(cuda_ctx *c);

@@ -4,7 +4,6 @@
  * message reaches the sink of the detector or thread in charge). */
 #include "backend_cuda.h"
 #include "backend_module.h"
-#include "frame_program.h"
 #include "log.h"
 
 #include <glib.h>
