@@ -2,8 +2,11 @@
  * private context. The detector (detector.c, vision.c, text.c) is written once
  * against this table and never dereferences a backend pointer: all float* /
  * int32_t* arguments below live in the backend's address space (host memory
- * for the CPU backend, device memory for CUDA). Operations may run
- * asynchronously; errors are sticky and reported by synchronize().
+ * for the CPU backend, device memory or handles for CUDA). Operations may run
+ * asynchronously; errors are sticky and reported by synchronize() (in a
+ * frame scope: by frames_end). A frame is described once, as these op calls
+ * in a frame scope (below); a backend computes them as they come (CPU) or
+ * records them and replays the recording (CUDA).
  *
  * Matrices are row-major with explicit leading dimensions (elements).
  * Linear weights are out x in as in PyTorch: y = x W^T + b.
@@ -20,7 +23,6 @@
 #define FAP_BACKEND_H
 
 #include "fap.h"
-
 
 /* What a linear layer's weight is, for a backend's reduced-precision policy
  * (the detector says what each layer is, the backend decides what its

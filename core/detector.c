@@ -1,6 +1,7 @@
-/* The detector: creation (one arena, everything that depends only on the
- * model computed once), the per-frame sequence of SPEC.md section 4, results
- * and intermediates. Written once against the backend table. */
+/* The detector: creation (the buffers, everything that depends only on the
+ * model computed once), the description of a frame (SPEC.md section 4 and
+ * docs/ANOMALYCLIP.md: the op calls every backend gets, in a frame scope),
+ * results and intermediates. Written once against the backend table. */
 #include "detector_internal.h"
 
 #include "backend_module.h"
@@ -173,10 +174,10 @@ static fap_status plan_buffers(fap_detector *d) {
   per_frame(&p, &b->map, s2, 0, f, O);
   per_frame(&p, &b->blur_tmp, s2, 0, f, F);
   per_frame(&p, &b->tx, fr * ct, trows * ct, f, F);
-  per_frame(&p, &b->th, fr * ct, trows * ct, f, A);
-  per_frame(&p, &b->tqkv, fr * 3 * ct, trows * 3 * ct, f, A);
-  per_frame(&p, &b->tattn, fr * ct, trows * ct, f, A);
-  per_frame(&p, &b->thidden, fr * 4 * ct, trows * 4 * ct, f, A);
+  per_frame(&p, &b->th, fr * ct, 0, f, A);
+  per_frame(&p, &b->tqkv, fr * 3 * ct, 0, f, A);
+  per_frame(&p, &b->tattn, fr * ct, 0, f, A);
+  per_frame(&p, &b->thidden, fr * 4 * ct, 0, f, A);
   per_frame(&p, &b->tfeat_h, k * ct, (k + 1) * ct, f, F);
 
   shared(&p, &b->pos, rows * cv, f);
@@ -186,6 +187,13 @@ static fap_status plan_buffers(fap_detector *d) {
   shared(&p, &b->gauss, 2 * (size_t)d->radius + 1, f);
   shared(&p, &b->kv, (size_t)c->text_layers * (k + 1) * 2 * d->text_lmax * ct, f);
   shared(&p, &b->text_init, k * d->text_rows * ct, f);
+  /* the creation passes' text scratch: f32, as everything that depends only
+   * on the model (every frame reuses it, so its rounding would be in every
+   * frame; its cost is paid once) */
+  shared(&p, &b->prep_h, trows * ct, f);
+  shared(&p, &b->prep_qkv, trows * 3 * ct, f);
+  shared(&p, &b->prep_attn, trows * ct, f);
+  shared(&p, &b->prep_hidden, trows * 4 * ct, f);
 
   const fap_backend_ops *op = d->backend.ops;
   size_t total = 0, frames_total = 0;

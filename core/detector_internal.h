@@ -58,7 +58,9 @@ typedef struct {
   /* text */
   float *kv;            /* [Lt][K+1][2][Lmax, Ct] keys and values per prompt */
   float *text_init;     /* [K, R, Ct] per-frame rows before adding b (constant) */
-  float *tx, *th, *tqkv, *tattn, *thidden; /* text scratch, rows = max(K R, Lmax) */
+  float *tx;            /* text rows, max(K R, Lmax) */
+  float *th, *tqkv, *tattn, *thidden; /* per-frame text scratch, K R rows (activations) */
+  float *prep_h, *prep_qkv, *prep_attn, *prep_hidden; /* the same at creation, f32 */
   float *tfeat_h;       /* [K+1, Ct] */
 } fap_buffers;
 

@@ -57,7 +57,11 @@ static void text_encode(fap_detector *d, float *x, int first, int count, int pos
   fap_buffers *b = &d->b;
   const int ct = c->text_width, total = count * rows;
   const size_t row_bytes = (size_t)ct * sizeof(float);
-  const fap_block_bufs io = {x, b->th, b->tqkv, b->tattn, b->thidden, ct};
+  /* from position 0: a creation pass, in f32 (detector.c, plan_buffers) */
+  const fap_block_bufs io = pos0 == 0
+                                ? (fap_block_bufs){x, b->prep_h, b->prep_qkv, b->prep_attn,
+                                                   b->prep_hidden, ct}
+                                : (fap_block_bufs){x, b->th, b->tqkv, b->tattn, b->thidden, ct};
 
   for (int l = 0; l < c->text_layers; l++) {
     /* deep prompt l-1 replaces positions 1..t before layer l (1 <= l <= depth-1) */

@@ -485,8 +485,9 @@ static void cuda_add(void *ctx, float *y, const float *x, size_t n) {
 static void cuda_add_row(void *ctx, float *y, int ldy, const float *row, int rows, int dim) {
   cuda_ctx *c = ctx;
   cuda_arg ya = fap_cuda_arg(c, y), ra = fap_cuda_arg(c, row);
-  FRAMES(c, 0)
-  CUDA_CHECK(c, fap_k_add_row(c->stream, at(ya, f_), ldy, at(ra, f_), rows, dim), "add_row");
+  CUDA_CHECK(c, fap_k_add_row(c->stream, (float *)ya.p, ldy, ya.stride, (const float *)ra.p,
+                              ra.stride, rows, dim, c->scope_count),
+             "add_row");
 }
 
 static void cuda_copy2d(void *ctx, void *dst, size_t ld_dst, const void *src, size_t ld_src,

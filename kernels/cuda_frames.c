@@ -66,8 +66,12 @@ fap_status fap_cuda_frames_begin(void *ctx, const fap_frame *frames, int count, 
   if (c->status) /* a failure left over from an op */
     return take_status(c);
   CUDA_CHECK(c, fap_rt_use(c->device), "selecting the device");
-  if (!c->frames && !(c->frames = calloc(1, sizeof *c->frames)))
-    return fap_fail(FAP_ERR_NO_MEMORY, "cuda backend: out of memory");
+  if (!c->frames) {
+    if (!(c->frames = calloc(1, sizeof *c->frames)))
+      return fap_fail(FAP_ERR_NO_MEMORY, "cuda backend: out of memory");
+    const char *g = getenv("FAP_CUDA_GRAPHS"); /* 0: every frame eagerly (A/B timing) */
+    c->frames->graphs_off = g && strcmp(g, "0") == 0;
+  }
   cuda_frames *p = c->frames;
   for (int i = 0; i <= FAP_STAGE_COUNT && !c->status; i++)
     if (!p->ev[i])

@@ -129,21 +129,22 @@ extern "C" int fap_k_add(fap_stream s, float *y, const float *x, size_t n) {
   return fap_rt_launch_status("add");
 }
 
-__global__ void add_row_kernel(float *y, int ldy, const float *row, int rows, int dim) {
-  const size_t n = (size_t)rows * dim;
+__global__ void add_row_kernel(float *y, int ldy, size_t y_stride, const float *row,
+                               size_t row_stride, int rows, int dim, int batch) {
+  const size_t per = (size_t)rows * dim, n = per * batch;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
-    const size_t r = i / dim, c = i % dim;
-    y[r * ldy + c] += row[c];
+    const size_t f = i / per, r = (i % per) / dim, c = i % dim;
+    y[f * y_stride + r * ldy + c] += row[f * row_stride + c];
   }
 }
 
-extern "C" int fap_k_add_row(fap_stream s, float *y, int ldy, const float *row, int rows,
-                             int dim) {
-  if (rows < 1 || dim < 1)
+extern "C" int fap_k_add_row(fap_stream s, float *y, int ldy, size_t y_stride, const float *row,
+                             size_t row_stride, int rows, int dim, int batch) {
+  if (rows < 1 || dim < 1 || batch < 1)
     return 0;
-  FAP_LAUNCH(add_row_kernel, fap_blocks((size_t)rows * dim, 256), 256, 0, s, y, ldy, row, rows,
-             dim);
+  FAP_LAUNCH(add_row_kernel, fap_blocks((size_t)rows * dim * batch, 256), 256, 0, s, y, ldy,
+             y_stride, row, row_stride, rows, dim, batch);
   return fap_rt_launch_status("add_row");
 }
 

@@ -1,6 +1,6 @@
 /* The C side of kernels/: a thin runtime (device memory, stream, events,
  * graphs, matrix products) and one launcher per kernel. The CUDA backend
- * (core/backend_cuda.c, core/cuda_frames.c) is written against this header
+ * (kernels/backend_cuda.c, kernels/cuda_frames.c) is written against this header
  * alone, so it builds the same against the device implementation
  * (rt_cuda.c + *.cu through nvcc) and against the host emulator (emu/), and
  * needs no CUDA header itself.
@@ -110,7 +110,9 @@ int fap_k_convert(fap_stream s, void *dst, fap_kdtype dt, size_t ldd, const void
 int fap_k_quickgelu(fap_stream s, void *x, fap_kdtype t, size_t n); /* x sigmoid(1.702 x) */
 int fap_k_relu(fap_stream s, float *x, size_t n);
 int fap_k_add(fap_stream s, float *y, const float *x, size_t n);
-int fap_k_add_row(fap_stream s, float *y, int ldy, const float *row, int rows, int dim);
+/* y[f, r] += row[f] for rows r < rows of frame f (frames y_stride, row_stride apart) */
+int fap_k_add_row(fap_stream s, float *y, int ldy, size_t y_stride, const float *row,
+                  size_t row_stride, int rows, int dim, int batch);
 /* [B, 3, S, S] -> patch rows [B G G, ld] in t, columns (channel, y, x); ld >=
  * 3 P P, the columns past 3 P P are zeroed */
 int fap_k_im2col(fap_stream s, void *out, fap_kdtype t, int ld, const float *image, int size,

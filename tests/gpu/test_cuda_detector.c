@@ -376,6 +376,60 @@ done:
     free_frame(&tf[i]);
 }
 
+/* One batch detector fed as a shared element instance feeds it: batches of
+ * both orders and of one frame, in turn (each change of geometry or count
+ * records the description again, each repeat replays it), every frame held
+ * against the CPU on that frame. */
+static void changing_batches(fap_model *m, int size) {
+  const int w[2] = {64, 40}, h[2] = {48, 30};
+  const fap_pixel_format fmt[2] = {FAP_PIXEL_NV12, FAP_PIXEL_RGBA};
+  fap_detector *gpu = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 2, 0);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, 1, 0);
+  const size_t s2 = (size_t)size * size;
+  float *ref = malloc(2 * s2 * sizeof(float));
+  /* which frames each run takes: count, then the geometries (0: NV12, 1: RGBA) */
+  static const int runs[][3] = {{2, 0, 1}, {2, 0, 1}, {2, 1, 0}, {1, 0, 0}, {1, 1, 0},
+                                {1, 1, 0}, {2, 0, 1}, {1, 1, 0}, {2, 1, 0}, {2, 1, 0}};
+  double worst = 0;
+  for (size_t k = 0; gpu && cpu && k < sizeof runs / sizeof runs[0]; k++) {
+    const int count = runs[k][0];
+    test_frame tf[2];
+    fap_frame fr[2];
+    for (int i = 0; i < count; i++) { /* new pixels every run: a replay must follow them */
+      const int g = runs[k][1 + i];
+      uint8_t *rgb = make_rgb(w[g], h[g], 21 + 7 * (int)k + i);
+      tf[i] = make_frame(rgb, w[g], h[g], fmt[g]);
+      fr[i] = tf[i].frame;
+      free(rgb);
+    }
+    fap_result r[2];
+    fap_status s = fap_detector_run_batch(gpu, fr, count, NULL, r);
+    CHECK(s == FAP_OK, "run %zu: %s", k, last_error);
+    float score[2] = {0, 0};
+    for (int i = 0; !s && i < count; i++) { /* borrowed until the next run */
+      memcpy(ref + i * s2, r[i].map, s2 * sizeof(float));
+      score[i] = r[i].score;
+    }
+    for (int i = 0; !s && i < count; i++) {
+      fap_result rc;
+      CHECK(fap_detector_run(cpu, &fr[i], &rc) == FAP_OK, "cpu run: %s", last_error);
+      const double e = max_abs(ref + i * s2, rc.map, s2, NULL);
+      worst = fmax(worst, e);
+      CHECK(e <= 1e-2 && fabsf(score[i] - rc.score) <= 5e-3,
+            "run %zu frame %d (%s): map %.3g, score %.6f vs cpu %.6f", k, i,
+            fap_pixel_format_name(fmt[runs[k][1 + i]]), e, score[i], rc.score);
+    }
+    for (int i = 0; i < count; i++)
+      free_frame(&tf[i]);
+  }
+  printf("changing batches (NV12 64x48, RGBA 40x30; 2, 2, swapped, 1, 1, ..., new pixels each "
+         "run): map vs cpu <= %.3g\n",
+         worst);
+  fap_detector_free(gpu);
+  fap_detector_free(cpu);
+  free(ref);
+}
+
 /* the device's drawing equals the host's on the same map; repeated runs
  * (graph replays) equal the first */
 static void blend_and_replay(fap_model *m, int size) {
@@ -721,6 +775,7 @@ int main(int argc, char **argv) {
     }
     if (i == first) {
       batch_vs_single(m, c->image_size);
+      changing_batches(m, c->image_size);
       blend_and_replay(m, c->image_size);
       device_frames(m, c->image_size);
       hostile(m);
