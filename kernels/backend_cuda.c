@@ -147,10 +147,11 @@ const void *fap_cuda_weight_t(cuda_ctx *c, const float *handle) {
 int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes) {
   if (bytes <= *capacity)
     return 0;
-  (void)c;
   fap_rt_free(*buf);
   *buf = NULL;
   *capacity = 0;
+  if (c) /* a recorded graph may point at the old buffer (frame io: its own check) */
+    c->memory_generation++;
   int rc = fap_rt_malloc(buf, bytes);
   if (rc)
     return rc;
@@ -252,6 +253,7 @@ static void *cuda_alloc_frames(void *ctx, size_t frame_bytes, size_t total_bytes
   memmove(&c->buffers[at_ + 1], &c->buffers[at_], (c->n_buffers - at_) * sizeof *c->buffers);
   c->buffers[at_] = nb;
   c->n_buffers++;
+  c->memory_generation++;
   return (void *)nb.handle;
 }
 
@@ -270,21 +272,35 @@ static void cuda_release(void *ctx, void *p) {
     return;
   }
   free_buffer(b);
+  c->memory_generation++;
   const size_t i = (size_t)(b - c->buffers);
   memmove(b, b + 1, (c->n_buffers - i - 1) * sizeof *b);
   c->n_buffers--;
 }
 
+/* host copies move f32 buffers (an activation's storage is the backend's) */
+static char *copyable(cuda_ctx *c, const void *p) {
+  cuda_arg a = fap_cuda_arg(c, p);
+  if (a.t == FAP_K_F32)
+    return a.p;
+  fap_cuda_fail(c, FAP_RT_UNSUPPORTED, "a host copy of an activation buffer");
+  return NULL;
+}
+
 static fap_status cuda_upload(void *ctx, void *dst, const void *host, size_t bytes) {
   cuda_ctx *c = ctx;
-  CUDA_CHECK(c, fap_rt_h2d(fap_cuda_arg(c, dst).p, host, bytes, c->stream), "upload");
+  char *d = copyable(c, dst);
+  if (d)
+    CUDA_CHECK(c, fap_rt_h2d(d, host, bytes, c->stream), "upload");
   CUDA_CHECK(c, fap_rt_stream_sync(c->stream), "upload");
   return c->status;
 }
 
 static fap_status cuda_download(void *ctx, void *host, const void *src, size_t bytes) {
   cuda_ctx *c = ctx;
-  CUDA_CHECK(c, fap_rt_d2h(host, fap_cuda_arg(c, src).p, bytes, c->stream), "download");
+  const char *s = copyable(c, src);
+  if (s)
+    CUDA_CHECK(c, fap_rt_d2h(host, s, bytes, c->stream), "download");
   CUDA_CHECK(c, fap_rt_stream_sync(c->stream), "download");
   return c->status;
 }
@@ -382,10 +398,13 @@ static const void *narrow_input(cuda_ctx *c, const void *x, int ldx, int rows, i
   return c->scratch;
 }
 
-/* y = x W^T + b with W (and a bias of y's type) in the precision type: x
- * from an activation as it is, f32 x rounded to the type first (or, for the
- * few f32 rows of the prior MLP, its row kernel: no rounding of x); y in
- * f32 or, for an activation, in the type (its rounding point). */
+/* y = x W^T + b with W (and a bias of y's type) in the precision type:
+ *   x an activation: the tensor cores, y in f32 or (an activation) in the
+ *     type, its rounding point;
+ *   f32 x into f32 y: x as it is, the row kernel (the prior MLP's few rows
+ *     per frame and the creation passes of the text encoder, which run in
+ *     f32 because every frame reuses them);
+ *   f32 x into an activation: x rounded to the type, then the tensor cores. */
 static void cuda_linear(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,
                         const float *b, int rows, int in, int out, int accumulate) {
   cuda_ctx *c = ctx;
@@ -403,9 +422,9 @@ static void cuda_linear(void *ctx, float *y, int ldy, const float *x, int ldx, c
   for (int f = 0; f < pl.launches; f++) {
     void *yf = at(ya, f);
     const void *xf = at(xa, f);
-    if (xa.t == FAP_K_F32 && ya.t == FAP_K_F32 && !accumulate) {
+    if (xa.t == FAP_K_F32 && ya.t == FAP_K_F32) {
       CUDA_CHECK(c, fap_k_linear_rows(c->stream, yf, (size_t)pl.ldy, xf, (size_t)pl.ldx, wt, c->t,
-                                      bt, pl.rows, in, out, 0),
+                                      bt, pl.rows, in, out, accumulate),
                  "linear (rows)");
       continue;
     }
@@ -517,7 +536,13 @@ static void cuda_copy2d(void *ctx, void *dst, size_t ld_dst, const void *src, si
 
 /* ---- attention --------------------------------------------------------------------------- */
 
-static int flash_head(int hd) { return hd % 16 == 0 && hd >= 16 && hd <= 128 && (hd & (hd - 1)) == 0; }
+/* what the flash kernel takes (its launcher refuses the rest): 16-bit
+ * operands, hd 16/32/64/128, 16-byte rows and heads; else the general kernel */
+static int flash_fits(fap_kdtype t, int hd, const void *q, size_t ld, size_t stride, size_t ldo,
+                      size_t out_stride) {
+  return t != FAP_K_F32 && hd >= 16 && hd <= 128 && (hd & (hd - 1)) == 0 && ld % 8 == 0 &&
+         stride % 8 == 0 && (uintptr_t)q % 16 == 0 && ldo % 2 == 0 && out_stride % 2 == 0;
+}
 
 static void cuda_attention(void *ctx, float *out, int ldo, const float *q, int ldq,
                            const float *k, int ldk, const float *v, int ldv, int nq, int nk,
@@ -535,8 +560,9 @@ static void cuda_attention(void *ctx, float *out, int ldo, const float *q, int l
   const size_t ts = fap_kdtype_size(qa.t), dim = (size_t)heads * hd;
   const int count = c->scope_count;
   /* rows of [q | k | v] in an activation: the flash kernel */
-  if (qa.t != FAP_K_F32 && o.t == qa.t && q_pos0 < 0 && flash_head(hd) && ldq == ldk &&
-      ka.p == qa.p + dim * ts && va.p == qa.p + 2 * dim * ts && nq <= nk && ka.stride == qa.stride) {
+  if (o.t == qa.t && q_pos0 < 0 && ldq == ldk && ka.p == qa.p + dim * ts &&
+      va.p == qa.p + 2 * dim * ts && nq <= nk && ka.stride == qa.stride &&
+      flash_fits(qa.t, hd, qa.p, (size_t)ldq, qa.stride, (size_t)ldo, o.stride)) {
     fap_flash_args a = {.t = qa.t, .q = qa.p, .k = ka.p, .v = va.p, .ld = (size_t)ldq,
                         .batch_stride = qa.stride, .out_x = o.p, .out_y = NULL,
                         .ldo = (size_t)ldo, .out_batch_stride = o.stride, .rows = nk,
@@ -559,8 +585,8 @@ static void cuda_attention_dual(void *ctx, float *out_x, float *out_y, int ldo, 
   cuda_ctx *c = ctx;
   cuda_arg ox = fap_cuda_arg(c, out_x), oy = fap_cuda_arg(c, out_y), qa = fap_cuda_arg(c, qkv);
   const size_t dim = (size_t)heads * hd;
-  if (qa.t != FAP_K_F32 && ox.t == qa.t && oy.t == qa.t && ox.stride == oy.stride &&
-      flash_head(hd)) {
+  if (ox.t == qa.t && oy.t == qa.t && ox.stride == oy.stride &&
+      flash_fits(qa.t, hd, qa.p, (size_t)ldqkv, qa.stride, (size_t)ldo, ox.stride)) {
     const size_t ts = fap_kdtype_size(qa.t);
     fap_flash_args a = {.t = qa.t, .q = qa.p, .k = qa.p + dim * ts, .v = qa.p + 2 * dim * ts,
                         .ld = (size_t)ldqkv, .batch_stride = qa.stride, .out_x = ox.p,
@@ -586,7 +612,8 @@ static void cuda_attention_cached(void *ctx, float *out, int ldo, const float *q
   cuda_ctx *c = ctx;
   cuda_arg o = fap_cuda_arg(c, out), qa = fap_cuda_arg(c, qkv), ca = fap_cuda_arg(c, cache);
   const size_t dim = (size_t)heads * hd, ts = fap_kdtype_size(qa.t);
-  if (store && c->scope_count > 1 && unsupported(c, "storing keys and values for several frames"))
+  if (c->scope_count > 1 && (store || ca.stride) &&
+      unsupported(c, "a key/value cache per frame, or storing into it for several frames"))
     return;
   for (int p = 0; store && p < prompts; p++) {
     const char *x = qa.p + (size_t)p * rows * ldqkv * ts;

@@ -90,6 +90,9 @@ typedef struct {
   cuda_buffer *buffers; /* sorted by handle */
   size_t n_buffers, cap_buffers;
   int scope_count; /* frames of the open scope; 1 outside one */
+  /* counts every change of device memory an op may use (frame buffers,
+   * scratch): a recorded graph holds only while it stays */
+  unsigned memory_generation;
 
   void *scratch; /* x converted to the precision type for linear / matmul */
   size_t scratch_bytes;
@@ -128,7 +131,8 @@ const void *fap_cuda_weight_t(cuda_ctx *c, const float *handle);
 cuda_arg fap_cuda_arg(cuda_ctx *c, const void *handle);
 cuda_buffer *fap_cuda_buffer_of(cuda_ctx *c, const void *handle);
 
-/* Grows a device buffer to at least `bytes` (creation time only). */
+/* Grows a device buffer to at least `bytes` (creation time, or the eager
+ * pass of a description: never under capture). */
 int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes);
 
 /* frame io (cuda_frameio.c): prepares io for frames (re-layout only when the

@@ -11,8 +11,9 @@
  *   with a graph, no description: frames_end launches it.
  *   frames_end: wait, copy drawn host frames back, stage times from events.
  *
- * The graph holds while the frames' geometry, their count and whether they
- * are drawn into stay the same. Everything that depends only on the model
+ * The graph holds while the frames' geometry, their count, whether they are
+ * drawn into and the backend's device memory (frame buffers, scratch) stay
+ * the same. Everything that depends only on the model
  * (static text features, key/value cache, positional embedding, Gaussian)
  * was computed at creation through the same ops. */
 #include "backend_cuda.h"
@@ -35,6 +36,7 @@ typedef struct cuda_frames {
   /* the recorded description */
   fap_graph graph;
   int graph_count, graph_blend, graphs_off;
+  unsigned graph_generation; /* cuda_ctx.memory_generation it was recorded at */
   /* ev[0] at the upload, ev[1 + stage] at each stage's mark */
   fap_event ev[FAP_STAGE_COUNT + 1];
   unsigned marked, graph_marked;
@@ -91,7 +93,8 @@ fap_status fap_cuda_frames_begin(void *ctx, const fap_frame *frames, int count, 
     fap_blend_params_of(blend, &bp);
   memcpy(p->io.io_host, &bp, sizeof bp);
   const int want_blend = blend != NULL;
-  if (p->graph && (changed || p->graph_count != count || p->graph_blend != want_blend)) {
+  if (p->graph && (changed || p->graph_count != count || p->graph_blend != want_blend ||
+                   p->graph_generation != c->memory_generation)) {
     fap_rt_graph_free(p->graph);
     p->graph = NULL;
   }
@@ -178,6 +181,7 @@ fap_status fap_cuda_frames_pass(void *ctx, int pass, int *describe) {
       return FAP_OK;
     }
     p->graph = g;
+    p->graph_generation = c->memory_generation;
     p->graph_count = p->count;
     p->graph_blend = p->blend;
   }

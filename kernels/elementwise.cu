@@ -1,5 +1,5 @@
 /* Elementwise kernels: conversions, activations, residual helpers, the patch
- * and embedding layout of the vision encoder, the per-frame text rows. All
+ * layout of the vision encoder. All
  * memory-bound: grid-stride loops, 16-byte vectors where the data allows. */
 #include "cuda_compat.cuh"
 
@@ -198,44 +198,5 @@ extern "C" int fap_k_im2col(fap_stream s, void *out, fap_kdtype t, int ld, const
   return fap_rt_launch_status("im2col");
 }
 
-__global__ void embed_kernel(float *x, const float *patches, const float *cls, const float *pos,
-                             int n, int dim, int batch) {
-  const size_t rows = (size_t)n + 1, total = (size_t)batch * rows * dim;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (size_t)gridDim.x * blockDim.x) {
-    const size_t c = i % dim, r = (i / dim) % rows, f = i / (dim * rows);
-    const float src = r == 0 ? cls[c] : patches[(f * n + r - 1) * dim + c];
-    x[i] = src + pos[r * dim + c];
-  }
-}
-
-extern "C" int fap_k_embed(fap_stream s, float *x, const float *patches, const float *cls,
-                           const float *pos, int n, int dim, int batch) {
-  const size_t total = (size_t)batch * (n + 1) * dim;
-  FAP_LAUNCH(embed_kernel, fap_blocks(total, 256), 256, 0, s, x, patches, cls, pos, n, dim, batch);
-  return fap_rt_launch_status("embed");
-}
-
-__global__ void text_init_kernel(float *tx, const float *init, const float *prior, int k, int r,
-                                 int n_neg, int dim, int batch) {
-  const size_t per_frame = (size_t)k * r * dim, total = (size_t)batch * per_frame;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (size_t)gridDim.x * blockDim.x) {
-    const size_t f = i / per_frame, within = i % per_frame, c = i % dim;
-    const int row = (int)((within / dim) % r);
-    float v = init[within];
-    if (row < n_neg) /* a'_ik = a_ik + b */
-      v += prior[f * dim + c];
-    tx[i] = v;
-  }
-}
-
-extern "C" int fap_k_text_init(fap_stream s, float *tx, const float *init, const float *prior,
-                               int k, int r, int n_neg, int dim, int batch) {
-  const size_t total = (size_t)batch * k * r * dim;
-  FAP_LAUNCH(text_init_kernel, fap_blocks(total, 256), 256, 0, s, tx, init, prior, k, r, n_neg,
-             dim, batch);
-  return fap_rt_launch_status("text_init");
-}
 
 extern "C" size_t fap_kdtype_size(fap_kdtype t) { return t == FAP_K_F32 ? 4 : 2; }

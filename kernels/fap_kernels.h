@@ -117,12 +117,6 @@ int fap_k_add_row(fap_stream s, float *y, int ldy, size_t y_stride, const float 
  * 3 P P, the columns past 3 P P are zeroed */
 int fap_k_im2col(fap_stream s, void *out, fap_kdtype t, int ld, const float *image, int size,
                  int patch, int batch);
-/* x [B, N+1, C]: row 0 = cls + pos[0], row 1 + j = patches[f N + j] + pos[1 + j] */
-int fap_k_embed(fap_stream s, float *x, const float *patches, const float *cls, const float *pos,
-                int n, int dim, int batch);
-/* tx [B, K, R, Ct] = init [K, R, Ct], plus prior[f] on rows r < n_neg */
-int fap_k_text_init(fap_stream s, float *tx, const float *init, const float *prior, int k, int r,
-                    int n_neg, int dim, int batch);
 
 /* ---- normalisation -------------------------------------------------------------------------- */
 
@@ -186,10 +180,12 @@ int fap_k_gather_rows(fap_stream s, float *dst, const float *src, size_t lds, si
                       const int32_t *idx, int n, int dim, int batch);
 /* y [B, dim] = mean over the rows of x [B, rows, dim] */
 int fap_k_mean_rows(fap_stream s, float *y, const float *x, int rows, int dim, int batch);
-/* y = x W^T + b for few rows (f32 x, W [out, in] in wt): the prior MLP */
+/* y = x W^T + b (accumulate: y += that) with f32 x as it is and W [out, in] in
+ * wt, one warp per output over every row: for few rows (the prior MLP, the
+ * creation passes of the text encoder) */
 int fap_k_linear_rows(fap_stream s, float *y, size_t ldy, const float *x, size_t ldx,
                       const void *w, fap_kdtype wt, const float *b, int rows, int in, int out,
-                      int relu);
+                      int accumulate);
 /* scalars [B, 4] = max1, max2, q, score = 0.5 (q + (2 max1 + max2) / 3) */
 int fap_k_score(fap_stream s, float *scalars, int batch);
 /* out [B, S, S] = (up(a) + up(b)) / 2 from a, b [B, G, G] */

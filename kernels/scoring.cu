@@ -166,7 +166,7 @@ extern "C" int fap_k_mean_rows(fap_stream s, float *y, const float *x, int rows,
 /* one warp per output column, all rows: each weight row is read once */
 template <class W>
 __global__ void linear_rows_kernel(float *y, size_t ldy, const float *x, size_t ldx, const W *w,
-                                   const float *b, int rows, int in, int out, int relu) {
+                                   const float *b, int rows, int in, int out, int accumulate) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   for (int o = blockIdx.x * warps + threadIdx.x / 32; o < out; o += gridDim.x * warps) {
     const W *wo = w + (size_t)o * in;
@@ -177,8 +177,8 @@ __global__ void linear_rows_kernel(float *y, size_t ldy, const float *x, size_t 
         acc += xr[i] * num<W>::f(wo[i]);
       acc = warp_sum(acc);
       if (lane == 0) {
-        float v = acc + (b ? b[o] : 0.0f);
-        y[(size_t)r * ldy + o] = relu && v < 0.0f ? 0.0f : v;
+        float *yo = y + (size_t)r * ldy + o;
+        *yo = (accumulate ? *yo : 0.0f) + (acc + (b ? b[o] : 0.0f));
       }
     }
   }
@@ -186,7 +186,7 @@ __global__ void linear_rows_kernel(float *y, size_t ldy, const float *x, size_t 
 
 extern "C" int fap_k_linear_rows(fap_stream s, float *y, size_t ldy, const float *x, size_t ldx,
                                  const void *w, fap_kdtype wt, const float *b, int rows, int in,
-                                 int out, int relu) {
+                                 int out, int accumulate) {
   if (rows < 1 || out < 1)
     return 0;
   unsigned blocks = (unsigned)((out + 7) / 8);
@@ -194,18 +194,18 @@ extern "C" int fap_k_linear_rows(fap_stream s, float *y, size_t ldy, const float
   switch (wt) {
   case FAP_K_F32: {
     auto k = linear_rows_kernel<float>;
-    FAP_LAUNCH(k, blocks, 256, 0, s, y, ldy, x, ldx, (const float *)w, b, rows, in, out, relu);
+    FAP_LAUNCH(k, blocks, 256, 0, s, y, ldy, x, ldx, (const float *)w, b, rows, in, out, accumulate);
     break;
   }
   case FAP_K_F16: {
     auto k = linear_rows_kernel<__half>;
-    FAP_LAUNCH(k, blocks, 256, 0, s, y, ldy, x, ldx, (const __half *)w, b, rows, in, out, relu);
+    FAP_LAUNCH(k, blocks, 256, 0, s, y, ldy, x, ldx, (const __half *)w, b, rows, in, out, accumulate);
     break;
   }
   case FAP_K_BF16: {
     auto k = linear_rows_kernel<__nv_bfloat16>;
     FAP_LAUNCH(k, blocks, 256, 0, s, y, ldy, x, ldx, (const __nv_bfloat16 *)w, b, rows, in, out,
-               relu);
+               accumulate);
     break;
   }
   }

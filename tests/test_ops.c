@@ -20,6 +20,9 @@
  *                      == 0 and the CPU has AVX2 + FMA) and with its BLAS path
  *                      (FAP_CPU_ATTENTION=blas), and the fused kernel is also called
  *                      directly, so a backend that stopped choosing it cannot hide that
+ *   attention_dual,    each path as attention (1e-5 * max|v|, fast vs reference 1e-5);
+ *   attention_cached   the cache rows a pass stores: exact copies; every other cache
+ *                      element, and out_x past nq_std, untouched (bitwise)
  *   layernorm          |got - exact| <= 1e-5 (1 + |exact|) + 4u |w| (|x| + |mean|) / std
  *                      (the second term: x - mean in f32; it matters in the low-variance row)
  *   quickgelu          |got - exact| <= 2e-6 |exact| + 2^-23 |1.702x| (1 - sig(1.702x)) |exact|
@@ -28,6 +31,7 @@
  *                      argument 1.702x (exp's condition number is its argument)
  *   l2norm, mean_rows  1e-6 relative
  *   two_way_prob       2e-6 absolute (probabilities)
+ *   faprompt_score     4u (|q| + 2|max1| + |max2|): three f32 roundings (2x, 0.5x exact)
  *   upsample_mean      2e-6 + 8 G u absolute (inputs in [0, 1]; the core, like torch,
  *                      computes the source coordinate with an f32 scale, off by ~3 G u)
  *   gaussian_blur      2e-6 + 2 (2r + 2) u absolute (two f32 sums of 2r + 1 terms)
@@ -331,6 +335,175 @@ static void test_attention(void) {
     g_test_message("fused attention does not run on this CPU (no AVX2 + FMA): not tested");
 }
 
+/* |got - exact| <= tol over rows x cols (got strided by ld, exact packed by cols) */
+static void check_exact(const float *got, int ld, const double *exact, int rows, int cols,
+                        double tol, const char *what) {
+  for (int i = 0; i < rows; i++)
+    for (int d = 0; d < cols; d++) {
+      double g = got[(size_t)i * ld + d], e = exact[(size_t)i * cols + d];
+      if (!(fabs(g - e) <= tol))
+        g_error("%s: out[%d, %d] = %.9g, exact %.9g (error %.3g > %.3g)", what, i, d, g, e,
+                fabs(g - e), tol);
+    }
+}
+
+/* attention_dual: the standard path of the first nq_std rows and the V-V path
+ * of every row, over rows of one padded [q | k | v] buffer (the vision
+ * encoder's dual layers); each against its attention in double, as above */
+static void test_attention_dual(void) {
+  static const int cases[][4] = {
+      /* rows, nq_std, heads, hd */
+      {13, 13, 3, 8},  /* both paths on every row; hd outside the fused kernel */
+      {17, 1, 2, 16},  /* the last layer: the standard path of the CLS row only */
+      {37, 20, 2, 64}, /* ViT-L's head size, fewer standard rows than keys */
+      {50, 50, 4, 32},
+      {1, 1, 1, 16}, /* one row: both outputs are v */
+  };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    const int rows = cases[ci][0], nq_std = cases[ci][1], heads = cases[ci][2],
+              hd = cases[ci][3], c = heads * hd, ldqkv = 3 * c + 3, ldo = c + 4;
+    float *qkv = rand_matrix(rows, 3 * c, ldqkv, -1.5, 1.5, NAN);
+    float *qkv0 = g_memdup2(qkv, ((size_t)rows * ldqkv + 1) * sizeof(float));
+    const float *q = qkv, *k = qkv + c, *v = qkv + 2 * c;
+    double *ex = g_new(double, (size_t)rows * c), *ey = g_new(double, (size_t)rows * c);
+    attention_exact(ex, q, ldqkv, k, ldqkv, v, ldqkv, nq_std, rows, heads, hd, -1);
+    attention_exact(ey, v, ldqkv, v, ldqkv, v, ldqkv, rows, rows, heads, hd, -1);
+    const double vmax = max_abs(v, rows, c, ldqkv);
+    float *ox[3], *oy[3];
+    for (int b = 0; b < 3; b++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "attention_dual case %zu (%s)", ci, backend_label[b]);
+      ox[b] = rand_matrix(rows, c, ldo, -9, 9, SENTINEL);
+      oy[b] = rand_matrix(rows, c, ldo, -9, 9, SENTINEL);
+      float *ox0 = g_memdup2(ox[b], ((size_t)rows * ldo + 1) * sizeof(float));
+      backends[b].ops->attention_dual(backends[b].ctx, ox[b], oy[b], ldo, qkv, ldqkv, rows,
+                                      nq_std, heads, hd);
+      g_assert_cmpint(backends[b].ops->synchronize(backends[b].ctx), ==, FAP_OK);
+      check_padding(ox[b], rows, c, ldo, what);
+      check_padding(oy[b], rows, c, ldo, what);
+      /* out_x has nq_std rows: the rest stays as it was */
+      if (memcmp(ox[b] + (size_t)nq_std * ldo, ox0 + (size_t)nq_std * ldo,
+                 (size_t)(rows - nq_std) * ldo * sizeof(float)) != 0)
+        g_error("%s: out_x rows from %d on were written", what, nq_std);
+      if (memcmp(qkv, qkv0, ((size_t)rows * ldqkv + 1) * sizeof(float)) != 0)
+        g_error("%s: the qkv input was written", what);
+      char path[160];
+      g_snprintf(path, sizeof path, "%s, standard path", what);
+      check_exact(ox[b], ldo, ex, nq_std, c, 1e-5 * vmax, path);
+      g_snprintf(path, sizeof path, "%s, V-V path", what);
+      check_exact(oy[b], ldo, ey, rows, c, 1e-5 * vmax, path);
+      g_free(ox0);
+    }
+    check_close_rel(ox[0], ox[1], nq_std, c, ldo, 1e-5, "attention_dual x fast vs reference");
+    check_close_rel(oy[0], oy[1], rows, c, ldo, 1e-5, "attention_dual y fast vs reference");
+    check_close_rel(ox[2], ox[1], nq_std, c, ldo, 1e-5, "attention_dual x BLAS vs reference");
+    check_close_rel(oy[2], oy[1], rows, c, ldo, 1e-5, "attention_dual y BLAS vs reference");
+    for (int b = 0; b < 3; b++)
+      g_free(ox[b]), g_free(oy[b]);
+    g_free(qkv), g_free(qkv0), g_free(ex), g_free(ey);
+  }
+}
+
+/* attention_cached: `prompts` prompts of `rows` rows each at positions pos0
+ * .. pos0 + rows - 1, causal, keys and values of positions < pos0 from the
+ * cache, the rest from this pass's [q | k | v] rows (the text encoder). The
+ * cache layout is not the detector's tight one: values_offset leaves a gap
+ * after the keys and cache_stride one after the values (both NaN), and the
+ * cache holds positions past the pass. Cached rows at positions >= pos0 hold
+ * large keys and values: an op that took this pass's keys from there (and
+ * not from its rows) would show. After the call every cache element outside
+ * this pass's rows must be as it was; with store, those rows hold the
+ * pass's keys and values exactly (f32 copies); without, the CPU may have
+ * used them as scratch. */
+static void test_attention_cached(void) {
+  static const int cases[][6] = {
+      /* prompts, rows, pos0, heads, hd, store */
+      {3, 4, 5, 2, 16, 0}, /* the per-frame text pass over a cached prefix */
+      {2, 6, 0, 2, 16, 1}, /* a creation pass from position 0: nothing cached, stores */
+      {3, 3, 4, 3, 8, 1},  /* stores after a cached prefix; hd outside the fused kernel */
+      {1, 1, 9, 2, 32, 0}, /* one query over nine cached positions */
+      {2, 5, 7, 2, 64, 0}, /* CLIP's text head size */
+  };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
+    const int prompts = cases[ci][0], rows = cases[ci][1], pos0 = cases[ci][2],
+              heads = cases[ci][3], hd = cases[ci][4], store = cases[ci][5];
+    const int dim = heads * hd, ldqkv = 3 * dim + 3, ldo = dim + 4, lmax = pos0 + rows + 2;
+    const size_t values_offset = (size_t)lmax * dim + 5;
+    const size_t cache_stride = values_offset + (size_t)lmax * dim + 3;
+    const size_t cache_n = prompts * cache_stride;
+    float *qkv = rand_matrix(prompts * rows, 3 * dim, ldqkv, -1.5, 1.5, NAN);
+    float *cache0 = g_new(float, cache_n);
+    for (size_t i = 0; i < cache_n; i++)
+      cache0[i] = NAN; /* the gaps */
+    for (int p = 0; p < prompts; p++)
+      for (int j = 0; j < lmax; j++)
+        for (int d = 0; d < dim; d++) {
+          float *kj = cache0 + p * cache_stride + (size_t)j * dim + d;
+          kj[0] = j < pos0 ? frand(-1.5, 1.5) : 40.0f;
+          kj[values_offset] = j < pos0 ? frand(-1, 1) : 1e4f;
+        }
+    /* the exact result per prompt from its keys and values assembled in order */
+    double *exact = g_new(double, (size_t)prompts * rows * dim);
+    float *keys = g_new(float, (size_t)(pos0 + rows) * dim);
+    float *values = g_new(float, (size_t)(pos0 + rows) * dim);
+    double vmax = 0;
+    for (int p = 0; p < prompts; p++) {
+      const float *x = qkv + (size_t)p * rows * ldqkv;
+      for (int j = 0; j < pos0 + rows; j++)
+        for (int d = 0; d < dim; d++) {
+          const float *kc = cache0 + p * cache_stride + (size_t)j * dim + d;
+          keys[(size_t)j * dim + d] = j < pos0 ? kc[0] : x[(size_t)(j - pos0) * ldqkv + dim + d];
+          values[(size_t)j * dim + d] =
+              j < pos0 ? kc[values_offset] : x[(size_t)(j - pos0) * ldqkv + 2 * dim + d];
+          vmax = fmax(vmax, fabs(values[(size_t)j * dim + d]));
+        }
+      attention_exact(exact + (size_t)p * rows * dim, x, ldqkv, keys, dim, values, dim, rows,
+                      pos0 + rows, heads, hd, pos0);
+    }
+    float *out[3];
+    for (int b = 0; b < 3; b++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "attention_cached case %zu%s (%s)", ci,
+                 store ? " store" : "", backend_label[b]);
+      float *cache = g_memdup2(cache0, cache_n * sizeof(float));
+      out[b] = rand_matrix(prompts * rows, dim, ldo, -9, 9, SENTINEL);
+      backends[b].ops->attention_cached(backends[b].ctx, out[b], ldo, qkv, ldqkv, prompts, rows,
+                                        pos0, cache, cache_stride, values_offset, store, heads,
+                                        hd);
+      g_assert_cmpint(backends[b].ops->synchronize(backends[b].ctx), ==, FAP_OK);
+      check_padding(out[b], prompts * rows, dim, ldo, what);
+      check_exact(out[b], ldo, exact, prompts * rows, dim, 1e-5 * vmax, what);
+      for (int p = 0; p < prompts; p++)
+        for (size_t i = 0; i < cache_stride; i++) {
+          const size_t at = p * cache_stride + i;
+          const int in_values = i >= values_offset;
+          const size_t e = in_values ? i - values_offset : i;
+          const int j = (int)(e / dim), d = (int)(e % dim);
+          const int pass_row = e < (size_t)lmax * dim && j >= pos0 && j < pos0 + rows;
+          if (!pass_row) {
+            if (memcmp(&cache[at], &cache0[at], sizeof(float)) != 0)
+              g_error("%s: prompt %d cache element %zu (outside this pass's rows) changed", what,
+                      p, i);
+          } else if (store) {
+            const size_t src = ((size_t)p * rows + j - pos0) * ldqkv + (in_values ? 2 : 1) * dim;
+            const float want = qkv[src + d];
+            if (memcmp(&cache[at], &want, sizeof(float)) != 0)
+              g_error("%s: prompt %d cached %s at position %d [%d] is %.9g, stored %.9g", what, p,
+                      in_values ? "value" : "key", j, d, cache[at], want);
+          }
+        }
+      g_free(cache);
+    }
+    check_close_rel(out[0], out[1], prompts * rows, dim, ldo, 1e-5,
+                    "attention_cached fast vs reference");
+    check_close_rel(out[2], out[1], prompts * rows, dim, ldo, 1e-5,
+                    "attention_cached BLAS vs reference");
+    for (int b = 0; b < 3; b++)
+      g_free(out[b]);
+    g_free(qkv), g_free(cache0), g_free(exact), g_free(keys), g_free(values);
+  }
+}
+
 /* ---- elementwise ---------------------------------------------------------- */
 
 static void test_layernorm(void) {
@@ -609,6 +782,42 @@ static void test_two_way_prob(void) {
   g_free(x);
   g_free(t0);
   g_free(t1);
+}
+
+/* scalars[3] = 0.5 (q + (2 max1 + max2) / 3) of scalars = {max1, max2, q}
+ * (SPEC.md section 4), in double: the f32 evaluation rounds three times
+ * (the sum, the division, the sum with q; 2x and 0.5x are exact) on
+ * magnitudes within |q| + 2|max1| + |max2|. The inputs stay, nothing past
+ * scalars[3] is written. */
+static void test_faprompt_score(void) {
+  static const float known[][4] = {
+      /* max1, max2, q, score */
+      {0, 0, 0, 0}, {1, 1, 1, 1}, {0.9f, 0.6f, 0.3f, 0.55f}, {0, 0, 1, 0.5f}, {1, 0, 0, 1.0f / 3},
+      {0, 1, 0, 1.0f / 6},
+  };
+  for (int b = 0; b < 2; b++)
+    for (int n = 0; n < 200; n++) {
+      float s[5];
+      if (n < (int)G_N_ELEMENTS(known))
+        memcpy(s, known[n], 3 * sizeof(float));
+      else
+        for (int i = 0; i < 3; i++)
+          s[i] = frand(0, 1); /* probabilities */
+      s[3] = NAN;
+      s[4] = SENTINEL;
+      const float in[3] = {s[0], s[1], s[2]};
+      backends[b].ops->faprompt_score(backends[b].ctx, s);
+      g_assert_cmpint(backends[b].ops->synchronize(backends[b].ctx), ==, FAP_OK);
+      g_assert_true(memcmp(s, in, sizeof in) == 0);
+      g_assert_cmpfloat(s[4], ==, SENTINEL);
+      const double e = 0.5 * (in[2] + (2.0 * in[0] + in[1]) / 3.0);
+      if (n < (int)G_N_ELEMENTS(known)) /* the formula against the score worked by hand */
+        g_assert_cmpfloat(fabs(e - known[n][3]), <=, U);
+      const double tol = 4 * U * (fabs(in[2]) + 2 * fabs(in[0]) + fabs(in[1]));
+      if (!(fabs(s[3] - e) <= tol))
+        g_error("faprompt_score (%s) of max1 %.9g max2 %.9g q %.9g: %.9g, exact %.9g",
+                backend_label[b], in[0], in[1], in[2], s[3], e);
+    }
 }
 
 /* ---- maps ----------------------------------------------------------------- */
@@ -1101,12 +1310,15 @@ int main(int argc, char **argv) {
   g_test_add_func("/ops/linear", test_linear);
   g_test_add_func("/ops/matmul", test_matmul);
   g_test_add_func("/ops/attention", test_attention);
+  g_test_add_func("/ops/attention-dual", test_attention_dual);
+  g_test_add_func("/ops/attention-cached", test_attention_cached);
   g_test_add_func("/ops/layernorm", test_layernorm);
   g_test_add_func("/ops/quickgelu", test_quickgelu);
   g_test_add_func("/ops/elementwise", test_elementwise_small);
   g_test_add_func("/ops/im2col", test_im2col);
   g_test_add_func("/ops/topk", test_topk);
   g_test_add_func("/ops/two-way-prob", test_two_way_prob);
+  g_test_add_func("/ops/faprompt-score", test_faprompt_score);
   g_test_add_func("/ops/upsample-mean", test_upsample_mean);
   g_test_add_func("/ops/mirror-index", test_mirror_index);
   g_test_add_func("/ops/gaussian-kernel", test_gaussian_kernel);

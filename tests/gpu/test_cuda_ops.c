@@ -9,6 +9,7 @@
  * for bf16; inputs of matrix products are rounded to it, as the backend
  * does, accumulation is f32):
  *   op linear, gemm            |got - exact(rounded inputs)| <= 1e-5 sum|x w| + r(y) (16-bit y)
+ *                              (op linear of f32 x into f32 y: x as it is, weights rounded)
  *                              |got - cpu| <= 3 u sum|x w|   (the rounding itself)
  *   op matmul (f32)            |got - exact| <= 1e-5 sum|x w|, |got - cpu| <= 2e-5 sum|x w|
  *   op attention (f32)         1e-5 max|v|
@@ -21,15 +22,36 @@
  *   ulp, doubled for the device's last-bit differences, plus f16's subnormal
  *   spacing)
  *   l2norm, mean_rows          2e-6 relative; two_way 2e-6 absolute
- *   linear_rows (prior MLP)    1e-5 sum|x w| against the rounded weights
+ *   linear_rows                1e-5 sum|x w| (+ |y0|) against the rounded weights
  *   preprocess (every format), upsample_mean, gaussian_blur, topk, gather,
- *   im2col, embed, text_init, add, add_row, relu, copy2d, reduce_max, score: exact.
+ *   im2col, add, add_row (batched), relu, copy2d, reduce_max, score: exact.
+ *
+ * The ops of combined attention, on f32 buffers: attention_dual and
+ * attention_cached as op attention (2e-5 = 1e-5 max|v|, inputs in [-2, 2]);
+ * the cache rows a pass stores are its keys and values converted to f32,
+ * exactly, and nothing else in the cache changes (both backends).
+ *
+ * Activation buffers (alloc_frames FAP_BUFFER_ACTIVATION: the precision type
+ * behind a handle that maps no memory) are set and read through linear with
+ * the identity, which is exact both ways (checked). On them:
+ *   layernorm -> linear        per element sum_i |w~| (1e-5 (1 + |h|) + r(h)) + |h| |w~ - w|
+ *                              + 2e-5 (sum|h w| + |b|) + 1e-6: the layernorm bound
+ *                              carried through the product, w's rounding, both
+ *                              accumulations (h the CPU's, w~ the rounded weights)
+ *   im2col -> linear           as op linear (its inputs are rounded exactly)
+ *   quickgelu                  2e-6 |y| + r(y) on the rounded input
+ *   attention_dual, _cached    the kernel the op takes: flash 4 u max|v| + r(o),
+ *                              the attention kernel 2e-5 + r(o), against the CPU on
+ *                              the rounded q, k, v (the cache stays f32)
+ * The frame scope (frame_scope): three frames through one description
+ * against the CPU running each alone; its bounds are stated there.
  */
 #include "fap.h"
 
 #include "backend.h"
 #include "fap_kernels.h"
 #include "half.h"
+#include "score.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -214,10 +236,11 @@ static void op_linear(int rows, int in, int out, int ldx, int ldy, int with_bias
       }
       double acc = 0, mag = 0;
       for (int k = 0; k < in; k++) {
-        /* linear rounds its inputs to the 16-bit type; matmul (the final
-         * projections) stays in f32 */
+        /* linear rounds its weights to the 16-bit type, and an f32 x into
+         * an f32 y stays as it is (the row kernel; an activation x is
+         * 16-bit already); matmul (the final projections) stays in f32 */
         const float xf = x[(size_t)r * ldx + k], wf = in_out ? w[(size_t)k * out + o] : w[(size_t)o * in + k];
-        const double xv = in_out ? xf : round16(xf), wv = in_out ? wf : round16(wf);
+        const double xv = xf, wv = in_out ? wf : round16(wf);
         acc += xv * wv;
         mag += fabs(xv * wv);
       }
@@ -342,6 +365,165 @@ static void f_im2col(const fap_backend *be, float **v, void *a_) {
   op_arg *a = a_;
   be->ops->im2col(be->ctx, v[1], v[0], a->size, a->k);
 }
+/* v[0] rows of [q | k | v] (ld 3c + 8), v[1] out_x, v[2] out_y (ld c + 3) */
+static void f_attention_dual(const fap_backend *be, float **v, void *a_) {
+  op_arg *a = a_;
+  const int c = a->heads * a->hd;
+  be->ops->attention_dual(be->ctx, v[1], v[2], c + 3, v[0], 3 * c + 8, a->nk, a->nq, a->heads,
+                          a->hd);
+}
+static void f_score(const fap_backend *be, float **v, void *a_) {
+  (void)a_;
+  be->ops->faprompt_score(be->ctx, v[0]);
+}
+
+/* ---- activation buffers (FAP_BUFFER_ACTIVATION) --------------------------------------------- */
+
+/* An activation frame buffer of rows x ld elements, one frame. Its handle is
+ * an address range that maps no memory: it only ever goes to ops. */
+static float *act_alloc(int rows, int ld) {
+  const size_t bytes = (size_t)rows * ld * sizeof(float);
+  float *p = cuda.ops->alloc_frames(cuda.ctx, bytes, bytes, FAP_BUFFER_ACTIVATION);
+  if (!p) {
+    printf("alloc_frames (activation, %zu bytes) failed\n", bytes);
+    exit(1);
+  }
+  return p;
+}
+
+/* the n x n identity as weights (kept: imported weights outlive the backend) */
+static const float *eye(int n) {
+  float *w = keep(calloc((size_t)n * n, sizeof(float)));
+  for (int i = 0; i < n; i++)
+    w[(size_t)i * n + i] = 1.0f;
+  return w;
+}
+
+/* Activations are set and read through linear with the identity, never
+ * through their handle: into one, f32 x is rounded to the type and the
+ * product (one nonzero term, f32 accumulation) rounded again: it holds
+ * round16(x) exactly; out of one, the 16-bit values times 1 into f32: exact
+ * (act_roundtrip checks both). */
+static void act_load(float *act, int ld, const float *host, int ldh, int rows, int cols) {
+  float *d = cuda_put(host, (size_t)rows * ldh);
+  const float *w = cuda.ops->import_weights(cuda.ctx, eye(cols), (size_t)cols * cols);
+  cuda.ops->linear(cuda.ctx, act, ld, d, ldh, w, NULL, rows, cols, cols, 0);
+  free(cuda_get(d, 1)); /* waits; reports a failure */
+  cuda.ops->release(cuda.ctx, d);
+}
+
+/* rows x cols of an activation (row stride ld) -> host f32 [rows, cols] */
+static float *act_read(const float *act, int ld, int rows, int cols) {
+  float *d = cuda.ops->alloc(cuda.ctx, (size_t)rows * cols * sizeof(float));
+  const float *w = cuda.ops->import_weights(cuda.ctx, eye(cols), (size_t)cols * cols);
+  cuda.ops->linear(cuda.ctx, d, cols, act, ld, w, NULL, rows, cols, cols, 0);
+  float *h = cuda_get(d, (size_t)rows * cols);
+  cuda.ops->release(cuda.ctx, d);
+  return h;
+}
+
+static float *rounded(const float *x, size_t n) { /* round16 of each element, as f32 */
+  float *r = malloc(n * sizeof(float) + 4);
+  for (size_t i = 0; i < n; i++)
+    r[i] = round16(x[i]);
+  return r;
+}
+
+/* attention_cached of `prompts` prompts, rows each, at positions pos0.. over
+ * a cache whose layout is not the detector's tight one (values_offset and
+ * cache_stride leave gaps, both NaN; positions past the pass), CUDA against
+ * the CPU on the same values: with act, qkv and out are activations (the
+ * detector's text encoder: the CPU gets the rounded qkv); without, f32
+ * buffers from alloc. Cached rows at positions >= pos0 hold large keys and
+ * values, so taking this pass's keys from there (not from its rows) shows.
+ * Afterwards, on both backends, every cache element outside this pass's rows
+ * is as it was, and with store those rows hold the pass's keys and values
+ * converted to f32, exactly. */
+static void op_cached(int prompts, int rows, int pos0, int heads, int hd, int store, int act) {
+  const int dim = heads * hd, n = prompts * rows, ldq = 3 * dim + 8, ldo = dim + 8;
+  const int lmax = pos0 + rows + 2;
+  const size_t voff = (size_t)lmax * dim + 4, cstride = voff + (size_t)lmax * dim + 4;
+  const size_t cn = (size_t)prompts * cstride;
+  float *x = rnd((size_t)n * ldq, -2, 2);
+  float *xr = act ? rounded(x, (size_t)n * ldq) : x; /* the values the CUDA op sees */
+  float *cache0 = malloc(cn * sizeof(float));
+  for (size_t i = 0; i < cn; i++)
+    cache0[i] = NAN;
+  for (int p = 0; p < prompts; p++)
+    for (int j = 0; j < lmax; j++)
+      for (int d = 0; d < dim; d++) {
+        float *kj = cache0 + p * cstride + (size_t)j * dim + d;
+        kj[0] = j < pos0 ? frand(-2, 2) : 40.0f;
+        kj[voff] = j < pos0 ? frand(-2, 2) : 1e4f;
+      }
+  /* the CPU */
+  float *ccpu = malloc(cn * sizeof(float)), *ocpu = malloc((size_t)n * ldo * sizeof(float));
+  memcpy(ccpu, cache0, cn * sizeof(float));
+  cpu.ops->attention_cached(cpu.ctx, ocpu, ldo, xr, ldq, prompts, rows, pos0, ccpu, cstride, voff,
+                            store, heads, hd);
+  /* CUDA */
+  float *cdev = cuda_put(cache0, cn), *qd, *od, *og;
+  if (act) {
+    qd = act_alloc(n, ldq);
+    od = act_alloc(n, ldo);
+    act_load(qd, ldq, x, ldq, n, 3 * dim);
+  } else {
+    qd = cuda_put(x, (size_t)n * ldq);
+    od = cuda_put(ocpu, (size_t)n * ldo); /* overwritten */
+  }
+  cuda.ops->attention_cached(cuda.ctx, od, ldo, qd, ldq, prompts, rows, pos0, cdev, cstride, voff,
+                             store, heads, hd);
+  if (act)
+    og = act_read(od, ldo, n, dim);
+  else {
+    float *full = cuda_get(od, (size_t)n * ldo);
+    og = malloc((size_t)n * dim * sizeof(float));
+    for (int r = 0; r < n; r++)
+      memcpy(og + (size_t)r * dim, full + (size_t)r * ldo, dim * sizeof(float));
+    free(full);
+  }
+  float *cg = cuda_get(cdev, cn);
+  double err = 0;
+  for (int r = 0; r < n; r++)
+    for (int d = 0; d < dim; d++) {
+      const double want = ocpu[(size_t)r * ldo + d], got = og[(size_t)r * dim + d];
+      const double e = fabs(got - want) / (act ? 2e-5 + r16(want) : 2e-5);
+      err = fmax(err, isnan(e) ? INFINITY : e);
+    }
+  int bad[2] = {0, 0};
+  for (int be = 0; be < 2; be++) {
+    const float *c = be ? ccpu : cg;
+    for (int p = 0; p < prompts; p++)
+      for (size_t i = 0; i < cstride; i++) {
+        const size_t at_ = p * cstride + i;
+        const int in_values = i >= voff;
+        const size_t e = in_values ? i - voff : i;
+        const int j = (int)(e / dim), d = (int)(e % dim);
+        const int pass_row = e < (size_t)lmax * dim && j >= pos0 && j < pos0 + rows;
+        if (!pass_row)
+          bad[be] += memcmp(&c[at_], &cache0[at_], sizeof(float)) != 0;
+        else if (store) {
+          const size_t src = ((size_t)p * rows + j - pos0) * ldq + (in_values ? 2 : 1) * dim + d;
+          bad[be] += memcmp(&c[at_], &xr[src], sizeof(float)) != 0;
+        }
+      }
+  }
+  char what[128];
+  snprintf(what, sizeof what, "op attention_cached %s %dx%d pos0 %d hd %d%s", act ? "act" : "f32",
+           prompts, rows, pos0, hd, store ? " store" : "");
+  report(what, err, 1.0);
+  const char *kept_ = store ? "stored rows exact, rest untouched" : "untouched but the pass's rows";
+  snprintf(what, sizeof what, "  cache after it (cuda): %s", kept_);
+  report(what, bad[0], 0);
+  snprintf(what, sizeof what, "  cache after it (cpu): %s", kept_);
+  report(what, bad[1], 0);
+  cuda.ops->release(cuda.ctx, cdev);
+  cuda.ops->release(cuda.ctx, qd);
+  cuda.ops->release(cuda.ctx, od);
+  if (xr != x)
+    free(xr);
+  free(x), free(cache0), free(ccpu), free(ocpu), free(og), free(cg);
+}
 
 static void table_ops(void) {
   op_linear(7, 33, 19, 40, 21, 1, 0, 0);
@@ -461,6 +643,43 @@ static void table_ops(void) {
     op_compare("op im2col 56 / 14", f_im2col, &a, in, sz, 2, 1, 0, 0);
     free(in[0]), free(in[1]);
   }
+  {
+    /* both paths of a dual layer on f32 rows (the general kernel); out_x
+     * past nq_std must keep what was there, as on the CPU */
+    const int cases[][4] = {/* rows nq_std heads hd */ {17, 17, 2, 16}, {23, 1, 3, 24},
+                            {30, 11, 2, 32}};
+    for (int i = 0; i < 3; i++) {
+      op_arg a = {.nk = cases[i][0], .nq = cases[i][1], .heads = cases[i][2], .hd = cases[i][3]};
+      const int c = a.heads * a.hd;
+      const size_t nqkv = (size_t)a.nk * (3 * c + 8), no = (size_t)a.nk * (c + 3);
+      float *in[3] = {rnd(nqkv, -2, 2), rnd(no, 0, 1), rnd(no, 0, 1)};
+      size_t sz[3] = {nqkv, no, no};
+      char what[96];
+      for (int path = 1; path <= 2; path++) {
+        snprintf(what, sizeof what, "op attention_dual rows %d std %d hd %d: %s", a.nk, a.nq,
+                 a.hd, path == 1 ? "out_x" : "out_y (V-V)");
+        op_compare(what, f_attention_dual, &a, in, sz, 3, path, 2e-5, 0);
+      }
+      free(in[0]), free(in[1]), free(in[2]);
+    }
+  }
+  op_cached(3, 4, 5, 2, 16, 0, 0);
+  op_cached(2, 6, 0, 2, 16, 1, 0);
+  op_cached(2, 3, 4, 3, 20, 1, 0);
+  {
+    /* the score of max1, max2, q: exact (the same f32 expression, score.h);
+     * scalars[3] starts as NaN, scalars[4] must stay */
+    const float cases[][3] = {{0.9f, 0.7f, 0.3f}, {0, 0, 0}, {1, 1, 1}, {0.123f, 0.987f, 0.5f}};
+    for (int i = 0; i < 4; i++) {
+      float s5[5] = {cases[i][0], cases[i][1], cases[i][2], NAN, -777.25f};
+      float *in[1] = {s5};
+      size_t sz[1] = {5};
+      op_arg a = {0};
+      char what[96];
+      snprintf(what, sizeof what, "op faprompt_score %g %g %g", s5[0], s5[1], s5[2]);
+      op_compare(what, f_score, &a, in, sz, 1, 0, 0, 0);
+    }
+  }
 }
 
 /* pre-processing of every format, CUDA (YUV converted on the device) against
@@ -531,6 +750,524 @@ static void op_preprocess(void) {
       free(ref), free(got), free(rgb), free(p0), free(p1), free(p2);
     }
   }
+}
+
+/* ---- ops on activation buffers ------------------------------------------------------------ */
+
+/* the identity round trip the tests below rely on: in and out exact */
+static void act_roundtrip(void) {
+  const int rows = 7, cols = 40, ld = 48, ldh = 43;
+  float *x = rnd((size_t)rows * ldh, -70, 70);
+  x[0] = 1e-6f, x[1] = -0.0f, x[2] = 3.0f / 7.0f;
+  float *a = act_alloc(rows, ld);
+  act_load(a, ld, x, ldh, rows, cols);
+  float *g = act_read(a, ld, rows, cols);
+  int bad = 0;
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++)
+      bad += g[(size_t)r * cols + c] != round16(x[(size_t)r * ldh + c]);
+  report("activation in / out through linear (identity): exact", bad, 0);
+  cuda.ops->release(cuda.ctx, a);
+  free(x), free(g);
+}
+
+/* LayerNorm into an activation, then linear from it into f32 (the block's
+ * LN_1 -> in_proj, LN_2 -> c_fc), against the CPU's f32 ops. Per element,
+ * from the CPU's h and the weights w and their rounding w~:
+ *   |y - cpu| <= sum_i |w~_oi| (1e-5 (1 + |h_i|) + r(h_i))   (h: layernorm bound, 16-bit)
+ *              + sum_i |h_i| |w~_oi - w_oi|                 (w rounded to the type)
+ *              + 2e-5 (sum_i |h_i w_oi| + |b_o|) + 1e-6     (both f32 accumulations)
+ * The padding columns of y keep their values. */
+static void act_layernorm_linear(void) {
+  const int rows = 9, dim = 48, ldx = 52, ldh = 56, out = 40, ldy = 44;
+  float *x = rnd((size_t)rows * ldx, -3, 5), *lw = keep(rnd(dim, 0.5, 1.5));
+  float *lb = keep(rnd(dim, -0.3, 0.3)), *w = keep(rnd((size_t)out * dim, -0.5, 0.5));
+  float *b = keep(rnd(out, -0.5, 0.5)), *y0 = rnd((size_t)rows * ldy, -1, 1);
+  for (int i = 0; i < dim; i++) /* a row far from zero mean */
+    x[i] += 20.0f;
+  float *h = malloc((size_t)rows * dim * sizeof(float));
+  float *ycpu = malloc((size_t)rows * out * sizeof(float));
+  cpu.ops->layernorm(cpu.ctx, h, dim, x, ldx, lw, lb, rows, dim);
+  cpu.ops->linear(cpu.ctx, ycpu, out, h, dim, w, b, rows, dim, out, 0);
+  float *xd = cuda_put(x, (size_t)rows * ldx), *yd = cuda_put(y0, (size_t)rows * ldy);
+  float *ha = act_alloc(rows, ldh);
+  cuda.ops->layernorm(cuda.ctx, ha, ldh, xd, ldx, cuda.ops->import_weights(cuda.ctx, lw, dim),
+                      cuda.ops->import_weights(cuda.ctx, lb, dim), rows, dim);
+  cuda.ops->linear(cuda.ctx, yd, ldy, ha, ldh,
+                   cuda.ops->import_weights(cuda.ctx, w, (size_t)out * dim),
+                   cuda.ops->import_weights(cuda.ctx, b, out), rows, dim, out, 0);
+  float *g = cuda_get(yd, (size_t)rows * ldy);
+  double err = 0;
+  int pad = 0;
+  for (int r = 0; r < rows; r++)
+    for (int o = 0; o < ldy; o++) {
+      if (o >= out) {
+        pad += g[(size_t)r * ldy + o] != y0[(size_t)r * ldy + o];
+        continue;
+      }
+      double tol = 1e-6 + 2e-5 * fabs(b[o]);
+      for (int i = 0; i < dim; i++) {
+        const double hi = h[(size_t)r * dim + i], wi = w[(size_t)o * dim + i];
+        const double wr = round16((float)wi);
+        tol += fabs(wr) * (1e-5 * (1 + fabs(hi)) + r16(hi)) + fabs(hi) * fabs(wr - wi) +
+               2e-5 * fabs(hi * wi);
+      }
+      const double e = fabs(g[(size_t)r * ldy + o] - ycpu[(size_t)r * out + o]) / tol;
+      err = fmax(err, isnan(e) ? INFINITY : e);
+    }
+  report("layernorm -> activation -> linear -> f32 vs cpu", err, 1.0);
+  report("  its padding columns untouched", pad, 0);
+  cuda.ops->release(cuda.ctx, xd), cuda.ops->release(cuda.ctx, yd), cuda.ops->release(cuda.ctx, ha);
+  free(x), free(y0), free(h), free(ycpu), free(g);
+}
+
+/* im2col into an activation, then the patch embedding from it (conv1 as a
+ * GEMM): the inputs are rounded exactly (im2col -> 16-bit), so as op linear:
+ * 1e-5 sum|x w| against the exact product of the rounded inputs, 3 u sum|x w|
+ * against the CPU */
+static void act_im2col_linear(void) {
+  const int size = 28, patch = 14, grid = 2, n = grid * grid, cols = 3 * patch * patch, out = 24;
+  float *img = rnd(3 * (size_t)size * size, -2, 2), *w = keep(rnd((size_t)out * cols, -0.2, 0.2));
+  float *cc = malloc((size_t)n * cols * sizeof(float));
+  float *ycpu = malloc((size_t)n * out * sizeof(float));
+  cpu.ops->im2col(cpu.ctx, cc, img, size, patch);
+  cpu.ops->linear(cpu.ctx, ycpu, out, cc, cols, w, NULL, n, cols, out, 0);
+  float *id = cuda_put(img, 3 * (size_t)size * size), *ca = act_alloc(n, cols);
+  float *yd = cuda.ops->alloc(cuda.ctx, (size_t)n * out * sizeof(float));
+  cuda.ops->im2col(cuda.ctx, ca, id, size, patch);
+  cuda.ops->linear(cuda.ctx, yd, out, ca, cols,
+                   cuda.ops->import_weights(cuda.ctx, w, (size_t)out * cols), NULL, n, cols, out,
+                   0);
+  float *g = cuda_get(yd, (size_t)n * out);
+  double ee = 0, ec = 0;
+  for (int r = 0; r < n; r++)
+    for (int o = 0; o < out; o++) {
+      double acc = 0, mag = 0;
+      for (int i = 0; i < cols; i++) {
+        const double t =
+            (double)round16(cc[(size_t)r * cols + i]) * round16(w[(size_t)o * cols + i]);
+        acc += t;
+        mag += fabs(t);
+      }
+      const double got = g[(size_t)r * out + o];
+      ee = fmax(ee, isnan(got) ? INFINITY : fabs(got - acc) / (1e-5 * mag + 1e-6));
+      ec = fmax(ec, fabs(got - ycpu[(size_t)r * out + o]) / (3 * U * mag + 1e-5));
+    }
+  report("im2col -> activation -> linear (patch embedding)", ee, 1.0);
+  report("  vs cpu", ec, 1.0);
+  cuda.ops->release(cuda.ctx, id), cuda.ops->release(cuda.ctx, ca), cuda.ops->release(cuda.ctx, yd);
+  free(img), free(cc), free(ycpu), free(g);
+}
+
+/* quickgelu in place on an activation (the MLP's hidden layer): 2e-6 |y| +
+ * r(y) against the exact value of the rounded input; n % 8 == 0 and not */
+static void act_quickgelu(void) {
+  for (int vec = 0; vec < 2; vec++) {
+    const int rows = 5, cols = vec ? 64 : 61;
+    const size_t n = (size_t)rows * cols;
+    float *x = rnd(n, -6, 6), *a = act_alloc(rows, cols);
+    act_load(a, cols, x, cols, rows, cols);
+    cuda.ops->quickgelu(cuda.ctx, a, n);
+    float *g = act_read(a, cols, rows, cols);
+    double err = 0;
+    for (size_t i = 0; i < n; i++) {
+      const double v = round16(x[i]), want = v / (1 + exp(-1.702 * v));
+      const double e = fabs(g[i] - want) / (2e-6 * fabs(want) + r16(want));
+      err = fmax(err, isnan(e) ? INFINITY : e);
+    }
+    report(vec ? "quickgelu on an activation (n % 8 == 0)" : "quickgelu on an activation (odd n)",
+           err, 1.0);
+    cuda.ops->release(cuda.ctx, a);
+    free(x), free(g);
+  }
+}
+
+static int is_flash_head(int hd) { return hd >= 16 && hd <= 128 && (hd & (hd - 1)) == 0; }
+
+/* attention_dual with qkv, out_x and out_y activations (the vision encoder's
+ * dual layers), against the CPU on the rounded qkv: flash heads 4 u max|v| +
+ * r(o), other head sizes (the attention kernel) 2e-5 + r(o), inputs in
+ * [-2, 2]. out_x past nq_std is never written: it still reads as the NaN
+ * alloc_frames poisons activations with. */
+static void act_dual(int rows, int nq_std, int heads, int hd) {
+  const int c = heads * hd, ld = 3 * c;
+  float *x = rnd((size_t)rows * ld, -2, 2), *xr = rounded(x, (size_t)rows * ld);
+  float *q = act_alloc(rows, ld), *ox = act_alloc(rows, c), *oy = act_alloc(rows, c);
+  act_load(q, ld, x, ld, rows, ld);
+  cuda.ops->attention_dual(cuda.ctx, ox, oy, c, q, ld, rows, nq_std, heads, hd);
+  float *gx = act_read(ox, c, rows, c), *gy = act_read(oy, c, rows, c);
+  float *rx = malloc((size_t)rows * c * sizeof(float));
+  float *ry = malloc((size_t)rows * c * sizeof(float));
+  cpu.ops->attention_dual(cpu.ctx, rx, ry, c, xr, ld, rows, nq_std, heads, hd);
+  double vmax = 0, err = 0;
+  int untouched = 0;
+  for (int r = 0; r < rows; r++)
+    for (int d = 0; d < c; d++)
+      vmax = fmax(vmax, fabs(xr[(size_t)r * ld + 2 * c + d]));
+  const int flash = is_flash_head(hd);
+  for (int path = 0; path < 2; path++)
+    for (int r = 0; r < rows; r++)
+      for (int d = 0; d < c; d++) {
+        const float got = (path ? gy : gx)[(size_t)r * c + d];
+        if (!path && r >= nq_std) {
+          untouched += !isnan(got);
+          continue;
+        }
+        const double want = (path ? ry : rx)[(size_t)r * c + d];
+        const double e = fabs(got - want) / ((flash ? 4 * U * vmax : 2e-5) + r16(want));
+        err = fmax(err, isnan(e) ? INFINITY : e);
+      }
+  char what[128];
+  snprintf(what, sizeof what, "attention_dual act rows %d std %d hd %d (%s)", rows, nq_std, hd,
+           flash ? "flash" : "attention kernel");
+  report(what, err, 1.0);
+  if (nq_std < rows)
+    report("  out_x past nq_std never written", untouched, 0);
+  cuda.ops->release(cuda.ctx, q), cuda.ops->release(cuda.ctx, ox), cuda.ops->release(cuda.ctx, oy);
+  free(x), free(xr), free(gx), free(gy), free(rx), free(ry);
+}
+
+static void activation_ops(void) {
+  act_roundtrip();
+  act_layernorm_linear();
+  act_im2col_linear();
+  act_quickgelu();
+  act_dual(33, 33, 2, 16);
+  act_dual(29, 1, 2, 32);
+  act_dual(19, 7, 2, 24);
+  op_cached(3, 4, 5, 2, 16, 0, 1);
+  op_cached(2, 6, 0, 2, 16, 1, 1);
+  op_cached(2, 3, 4, 3, 20, 1, 1);
+}
+
+/* ---- the frame scope ------------------------------------------------------------------------ */
+
+/* A scope of three small RGB frames (different sizes) through a description
+ * that touches what the detector's does: preprocess_frames; LayerNorm into
+ * an activation and linear out of it (the image as 96 rows of 32); the
+ * two-way probabilities, their maxima, the q of row 0 and the score; the
+ * image rows as [q | k | v] rows of 96 (linear with the identity into an
+ * activation, one launch per frame: the frames are not packed) through
+ * attention_dual and attention_cached over a shared cache. The results that
+ * come back are OUTPUT buffers (the image itself, tok, prob, the scalars,
+ * and the attention outputs read out of their activations with the
+ * identity). Each frame is held against the CPU backend running the same
+ * description on that frame alone:
+ *   image                 exact (preprocess)
+ *   tok                   as act_layernorm_linear, from the CPU's h
+ *   prob, prob's maxima,  0.25 / tau sum_o e_tok(o) |t1_o - t0_o| + 2e-6 (the sigmoid's
+ *   q                     slope is at most 1/4; 2e-6: two_way), the maxima the largest
+ *                         of their rows' (a maximum moves by at most its inputs' largest)
+ *   score                 0.5 (e_q + (2 e_max1 + e_max2) / 3) + 4e-7 (f32 roundings)
+ *   and on the device's own values exact: the maxima of its prob, its score
+ *   attention_dual        flash: 4 u max|v| + r(o) against the CPU on the rounded rows
+ *   attention_cached      the attention kernel, 1e-5 max(2, max|v|) + r(o) (the
+ *                         pixels' normalised values reach 2.15)
+ * CUDA asks for the description twice the first time (eager, then under
+ * capture), then not at all while the geometry stays: the second run, with
+ * other pixels, replays the graph and must follow the new pixels. */
+enum {
+  SC_S = 32, SC_ROWS = 3 * SC_S, SC_E = 16, SC_C = 32, SC_HEADS = 2, SC_HD = 16,
+  SC_AROWS = 20, SC_STD = 7, SC_PROMPTS = 2, SC_PROWS = 3, SC_POS0 = 4, SC_COUNT = 3,
+  SC_LMAX = SC_POS0 + SC_PROWS
+};
+/* 1 / tau of the scope's two_way_prob: small enough that the propagated
+ * bound of prob stays far below what a frame mixed up with another moves */
+#define SC_INV_TAU 1.0f
+
+typedef struct {
+  float *lnw, *lnb, *w, *b, *i96, *i32, *t0, *t1, *cache;
+} scope_host;
+
+typedef struct {
+  float *image, *h, *tok, *prob, *scal, *qkv, *ax, *ay, *outx, *outy, *qkv2, *o2, *outc;
+  const float *lnw, *lnb, *w, *b, *i96, *i32;
+  float *t0, *t1, *cache;
+} scope_bufs;
+
+static float *scope_buffer(const fap_backend *be, size_t elems, int count, fap_buffer_kind kind) {
+  const size_t bytes = elems * sizeof(float);
+  float *p = be->ops->alloc_frames(be->ctx, bytes, bytes * count, kind);
+  if (!p) {
+    printf("alloc_frames (%zu bytes x %d) failed\n", bytes, count);
+    exit(1);
+  }
+  return p;
+}
+
+static float *shared_buffer(const fap_backend *be, const float *host, size_t n) {
+  float *p = be->ops->alloc(be->ctx, n * sizeof(float));
+  be->ops->upload(be->ctx, p, host, n * sizeof(float));
+  return p;
+}
+
+static void scope_alloc(const fap_backend *be, int count, const scope_host *hw, scope_bufs *sb) {
+  const fap_buffer_kind F = FAP_BUFFER_OUTPUT, A = FAP_BUFFER_ACTIVATION;
+  sb->image = scope_buffer(be, (size_t)SC_ROWS * SC_S, count, F);
+  sb->h = scope_buffer(be, (size_t)SC_ROWS * SC_S, count, A);
+  sb->tok = scope_buffer(be, (size_t)SC_ROWS * SC_E, count, F);
+  sb->prob = scope_buffer(be, SC_ROWS, count, F);
+  sb->scal = scope_buffer(be, 4, count, F);
+  sb->qkv = scope_buffer(be, (size_t)SC_AROWS * 3 * SC_C, count, A);
+  sb->ax = scope_buffer(be, (size_t)SC_AROWS * SC_C, count, A);
+  sb->ay = scope_buffer(be, (size_t)SC_AROWS * SC_C, count, A);
+  sb->outx = scope_buffer(be, (size_t)SC_STD * SC_C, count, F);
+  sb->outy = scope_buffer(be, (size_t)SC_AROWS * SC_C, count, F);
+  sb->qkv2 = scope_buffer(be, (size_t)SC_PROMPTS * SC_PROWS * 3 * SC_C, count, A);
+  sb->o2 = scope_buffer(be, (size_t)SC_PROMPTS * SC_PROWS * SC_C, count, A);
+  sb->outc = scope_buffer(be, (size_t)SC_PROMPTS * SC_PROWS * SC_C, count, F);
+  sb->lnw = be->ops->import_weights(be->ctx, hw->lnw, SC_S);
+  sb->lnb = be->ops->import_weights(be->ctx, hw->lnb, SC_S);
+  sb->w = be->ops->import_weights(be->ctx, hw->w, (size_t)SC_E * SC_S);
+  sb->b = be->ops->import_weights(be->ctx, hw->b, SC_E);
+  sb->i96 = be->ops->import_weights(be->ctx, hw->i96, (size_t)9 * SC_C * SC_C);
+  sb->i32 = be->ops->import_weights(be->ctx, hw->i32, (size_t)SC_C * SC_C);
+  sb->t0 = shared_buffer(be, hw->t0, SC_E);
+  sb->t1 = shared_buffer(be, hw->t1, SC_E);
+  sb->cache = shared_buffer(be, hw->cache, (size_t)SC_PROMPTS * 2 * SC_LMAX * SC_C);
+}
+
+static void scope_release(const fap_backend *be, scope_bufs *sb) {
+  float *all[] = {sb->image, sb->h, sb->tok, sb->prob, sb->scal, sb->qkv, sb->ax, sb->ay, sb->outx,
+                  sb->outy, sb->qkv2, sb->o2, sb->outc, sb->t0, sb->t1, sb->cache};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    be->ops->release(be->ctx, all[i]);
+}
+
+/* the description: the same calls on every pass, for both backends */
+static void scope_describe(const fap_backend *be, const scope_bufs *b) {
+  const fap_backend_ops *op = be->ops;
+  void *cx = be->ctx;
+  const int w3 = 3 * SC_C;
+  const size_t slot = (size_t)SC_LMAX * SC_C; /* the detector's cache layout */
+  op->preprocess_frames(cx, b->image, SC_S);
+  op->frames_mark(cx, FAP_STAGE_PREPROCESS);
+  op->layernorm(cx, b->h, SC_S, b->image, SC_S, b->lnw, b->lnb, SC_ROWS, SC_S);
+  op->linear(cx, b->tok, SC_E, b->h, SC_S, b->w, b->b, SC_ROWS, SC_S, SC_E, 0);
+  op->two_way_prob(cx, b->prob, b->tok, SC_E, SC_ROWS, SC_E, b->t0, b->t1, SC_INV_TAU);
+  op->reduce_max(cx, b->scal + 0, b->prob, SC_ROWS);
+  op->reduce_max(cx, b->scal + 1, b->prob + SC_ROWS / 2, SC_ROWS / 2);
+  op->two_way_prob(cx, b->scal + 2, b->tok, SC_E, 1, SC_E, b->t0, b->t1, SC_INV_TAU);
+  op->faprompt_score(cx, b->scal);
+  op->frames_mark(cx, FAP_STAGE_MAP2);
+  op->linear(cx, b->qkv, w3, b->image, w3, b->i96, NULL, SC_AROWS, w3, w3, 0);
+  op->attention_dual(cx, b->ax, b->ay, SC_C, b->qkv, w3, SC_AROWS, SC_STD, SC_HEADS, SC_HD);
+  op->linear(cx, b->outx, SC_C, b->ax, SC_C, b->i32, NULL, SC_STD, SC_C, SC_C, 0);
+  op->linear(cx, b->outy, SC_C, b->ay, SC_C, b->i32, NULL, SC_AROWS, SC_C, SC_C, 0);
+  op->linear(cx, b->qkv2, w3, b->image + (size_t)SC_AROWS * w3, w3, b->i96, NULL,
+             SC_PROMPTS * SC_PROWS, w3, w3, 0);
+  op->attention_cached(cx, b->o2, SC_C, b->qkv2, w3, SC_PROMPTS, SC_PROWS, SC_POS0, b->cache,
+                       2 * slot, slot, 0, SC_HEADS, SC_HD);
+  op->linear(cx, b->outc, SC_C, b->o2, SC_C, b->i32, NULL, SC_PROMPTS * SC_PROWS, SC_C, SC_C, 0);
+  op->frames_mark(cx, FAP_STAGE_MAP);
+}
+
+/* one scope; returns how many times the backend asked for the description */
+static int scope_run(const fap_backend *be, const fap_frame *frames, int count,
+                     const scope_bufs *b, const char *what) {
+  fap_result res[SC_COUNT];
+  memset(res, 0, sizeof res);
+  int described = 0;
+  fap_status s = be->ops->frames_begin(be->ctx, frames, count, SC_S, NULL);
+  if (s) {
+    printf("FAIL %s: frames_begin: %s\n", what, fap_status_string(s));
+    failures++;
+    return -1;
+  }
+  for (int pass = 0; pass < 8 && !s; pass++) {
+    int describe = 0;
+    if ((s = be->ops->frames_pass(be->ctx, pass, &describe)) || !describe)
+      break;
+    described++;
+    scope_describe(be, b);
+  }
+  const fap_status end = be->ops->frames_end(be->ctx, res);
+  if (s || end) {
+    printf("FAIL %s: %s\n", what, fap_status_string(s ? s : end));
+    failures++;
+  }
+  return described;
+}
+
+static void scope_frames(fap_frame *f, uint8_t **px) {
+  const int dims[SC_COUNT][2] = {{37, 23}, {20, 31}, {32, 32}};
+  for (int i = 0; i < SC_COUNT; i++) {
+    const int w = dims[i][0], h = dims[i][1];
+    const size_t stride = (size_t)w * 3 + 5;
+    px[i] = malloc(stride * h);
+    for (size_t j = 0; j < stride * h; j++)
+      px[i][j] = (uint8_t)(urand() * 256);
+    memset(&f[i], 0, sizeof f[i]);
+    f[i].format = FAP_PIXEL_RGB, f[i].width = w, f[i].height = h, f[i].stride = stride;
+    f[i].data = px[i];
+  }
+}
+
+/* the errors of one run, over its frames (ratios to the bounds; counts) */
+typedef struct {
+  double image, tok, prob, scal, dual, cached;
+  int own;
+} scope_err;
+
+static double ratio(double got, double want, double tol) {
+  const double e = fabs(got - want) / tol;
+  return isnan(e) ? INFINITY : e;
+}
+
+/* frame f of CUDA's outputs (g*) against the CPU's run of that frame (c) */
+static void scope_compare(const scope_bufs *c, const scope_host *hw, const float *gimg,
+                          const float *gtok, const float *gprob, const float *gscal,
+                          const float *gx, const float *gy, const float *gc, scope_err *e) {
+  const int w3 = 3 * SC_C;
+  const float *cimg = c->image, *ch = c->h, *ctok = c->tok, *cprob = c->prob, *cscal = c->scal;
+  for (size_t i = 0; i < (size_t)SC_ROWS * SC_S; i++)
+    e->image = fmax(e->image, gimg[i] == cimg[i] ? 0 : INFINITY);
+  /* tok, then prob, from the CPU's h */
+  double ep[SC_ROWS];
+  for (int r = 0; r < SC_ROWS; r++) {
+    double spread = 0;
+    for (int o = 0; o < SC_E; o++) {
+      double tol = 1e-6 + 2e-5 * fabs(hw->b[o]);
+      for (int i = 0; i < SC_S; i++) {
+        const double hi = ch[(size_t)r * SC_S + i], wi = hw->w[(size_t)o * SC_S + i];
+        const double wr = round16((float)wi);
+        tol += fabs(wr) * (1e-5 * (1 + fabs(hi)) + r16(hi)) + fabs(hi) * fabs(wr - wi) +
+               2e-5 * fabs(hi * wi);
+      }
+      e->tok = fmax(e->tok, ratio(gtok[(size_t)r * SC_E + o], ctok[(size_t)r * SC_E + o], tol));
+      spread += tol * fabs(hw->t1[o] - hw->t0[o]);
+    }
+    ep[r] = 0.25 * SC_INV_TAU * spread + 2e-6;
+    e->prob = fmax(e->prob, ratio(gprob[r], cprob[r], ep[r]));
+  }
+  double em1 = 0, em2 = 0;
+  float m1 = -INFINITY, m2 = -INFINITY;
+  for (int r = 0; r < SC_ROWS; r++) {
+    em1 = fmax(em1, ep[r]);
+    m1 = fmaxf(m1, gprob[r]);
+    if (r >= SC_ROWS / 2) {
+      em2 = fmax(em2, ep[r]);
+      m2 = fmaxf(m2, gprob[r]);
+    }
+  }
+  const double es = 0.5 * (ep[0] + (2 * em1 + em2) / 3) + 4e-7;
+  const double tols[4] = {em1, em2, ep[0], es};
+  for (int k = 0; k < 4; k++)
+    e->scal = fmax(e->scal, ratio(gscal[k], cscal[k], tols[k]));
+  e->own += gscal[0] != m1;
+  e->own += gscal[1] != m2;
+  e->own += gscal[3] != fap_faprompt_score(gscal[0], gscal[1], gscal[2]);
+  /* attention_dual on the rounded image rows */
+  float *qr = rounded(cimg, (size_t)SC_AROWS * w3);
+  float *rx = malloc((size_t)SC_AROWS * SC_C * sizeof(float));
+  float *ry = malloc((size_t)SC_AROWS * SC_C * sizeof(float));
+  cpu.ops->attention_dual(cpu.ctx, rx, ry, SC_C, qr, w3, SC_AROWS, SC_STD, SC_HEADS, SC_HD);
+  double vmax = 0;
+  for (int r = 0; r < SC_AROWS; r++)
+    for (int d = 0; d < SC_C; d++)
+      vmax = fmax(vmax, fabs(qr[(size_t)r * w3 + 2 * SC_C + d]));
+  for (int r = 0; r < SC_AROWS; r++)
+    for (int d = 0; d < SC_C; d++) {
+      const size_t i = (size_t)r * SC_C + d;
+      if (r < SC_STD)
+        e->dual = fmax(e->dual, ratio(gx[i], rx[i], 4 * U * vmax + r16(rx[i])));
+      e->dual = fmax(e->dual, ratio(gy[i], ry[i], 4 * U * vmax + r16(ry[i])));
+    }
+  /* attention_cached on the rounded rows after them, over a copy of the cache */
+  const int n2 = SC_PROMPTS * SC_PROWS;
+  const size_t slot = (size_t)SC_LMAX * SC_C, cn = SC_PROMPTS * 2 * slot;
+  float *q2 = rounded(cimg + (size_t)SC_AROWS * w3, (size_t)n2 * w3);
+  float *cc = malloc(cn * sizeof(float)), *rc = malloc((size_t)n2 * SC_C * sizeof(float));
+  memcpy(cc, hw->cache, cn * sizeof(float));
+  cpu.ops->attention_cached(cpu.ctx, rc, SC_C, q2, w3, SC_PROMPTS, SC_PROWS, SC_POS0, cc, 2 * slot,
+                            slot, 0, SC_HEADS, SC_HD);
+  vmax = 2;
+  for (int p = 0; p < SC_PROMPTS; p++)
+    for (int j = 0; j < SC_POS0 + SC_PROWS; j++)
+      for (int d = 0; d < SC_C; d++)
+        vmax = fmax(vmax, fabs(cc[p * 2 * slot + slot + (size_t)j * SC_C + d]));
+  for (size_t i = 0; i < (size_t)n2 * SC_C; i++)
+    e->cached = fmax(e->cached, ratio(gc[i], rc[i], 1e-5 * vmax + r16(rc[i])));
+  free(qr), free(rx), free(ry), free(q2), free(cc), free(rc);
+}
+
+static void frame_scope(void) {
+  scope_host hw;
+  hw.lnw = keep(rnd(SC_S, 0.5, 1.5));
+  hw.lnb = keep(rnd(SC_S, -0.3, 0.3));
+  hw.w = keep(rnd((size_t)SC_E * SC_S, -0.5, 0.5));
+  hw.b = keep(rnd(SC_E, -0.5, 0.5));
+  hw.i96 = (float *)eye(3 * SC_C);
+  hw.i32 = (float *)eye(SC_C);
+  hw.t0 = keep(rnd(SC_E, -0.3, 0.3));
+  hw.t1 = keep(rnd(SC_E, -0.3, 0.3));
+  const size_t slot = (size_t)SC_LMAX * SC_C, cn = SC_PROMPTS * 2 * slot;
+  hw.cache = keep(malloc(cn * sizeof(float)));
+  for (int p = 0; p < SC_PROMPTS; p++) /* positions < pos0 cached; the rest never read */
+    for (size_t i = 0; i < 2 * slot; i++)
+      hw.cache[p * 2 * slot + i] = (i % slot) < (size_t)SC_POS0 * SC_C ? frand(-2, 2) : 1e4f;
+  /* FAP_CUDA_GRAPHS=0 (A/B timing): no graph, each run described once, eagerly */
+  const char *graphs = getenv("FAP_CUDA_GRAPHS");
+  const int no_graphs = graphs && strcmp(graphs, "0") == 0;
+  scope_bufs gb, cb;
+  scope_alloc(&cuda, SC_COUNT, &hw, &gb);
+  scope_alloc(&cpu, 1, &hw, &cb);
+  for (int run = 0; run < 2; run++) {
+    fap_frame frames[SC_COUNT];
+    uint8_t *px[SC_COUNT];
+    scope_frames(frames, px); /* the same geometry each run, other pixels */
+    char what[128];
+    snprintf(what, sizeof what, "scope run %d (cuda)", run + 1);
+    const int asked = scope_run(&cuda, frames, SC_COUNT, &gb, what);
+    snprintf(what, sizeof what, "scope run %d: cuda asked for the description %s", run + 1,
+             no_graphs ? "once (FAP_CUDA_GRAPHS=0)"
+             : run     ? "0 times (graph replay)"
+                       : "twice (eager, capture)");
+    report(what, abs(asked - (no_graphs ? 1 : run ? 0 : 2)), 0);
+    const float *gimg = cuda.ops->frames_output(cuda.ctx, gb.image);
+    const float *gtok = cuda.ops->frames_output(cuda.ctx, gb.tok);
+    const float *gprob = cuda.ops->frames_output(cuda.ctx, gb.prob);
+    const float *gscal = cuda.ops->frames_output(cuda.ctx, gb.scal);
+    const float *gx = cuda.ops->frames_output(cuda.ctx, gb.outx);
+    const float *gy = cuda.ops->frames_output(cuda.ctx, gb.outy);
+    const float *gc = cuda.ops->frames_output(cuda.ctx, gb.outc);
+    if (!gimg || !gtok || !gprob || !gscal || !gx || !gy || !gc) {
+      printf("FAIL scope run %d: frames_output gave NULL\n", run + 1);
+      failures++;
+      break;
+    }
+    scope_err e = {0};
+    int cpu_asked = 0;
+    for (int f = 0; f < SC_COUNT; f++) {
+      snprintf(what, sizeof what, "scope run %d frame %d (cpu)", run + 1, f);
+      cpu_asked += scope_run(&cpu, &frames[f], 1, &cb, what) != 1;
+      const float *cimg = cpu.ops->frames_output(cpu.ctx, cb.image);
+      if (cimg != cb.image)
+        cpu_asked++;
+      scope_compare(&cb, &hw, gimg + (size_t)f * SC_ROWS * SC_S, gtok + (size_t)f * SC_ROWS * SC_E,
+                    gprob + (size_t)f * SC_ROWS, gscal + (size_t)f * 4,
+                    gx + (size_t)f * SC_STD * SC_C, gy + (size_t)f * SC_AROWS * SC_C,
+                    gc + (size_t)f * SC_PROMPTS * SC_PROWS * SC_C, &e);
+    }
+    report("  cpu: one description per frame, outputs in place", cpu_asked, 0);
+    report("  image (preprocess_frames) exact", e.image, 0);
+    report("  tok (layernorm -> activation -> linear)", e.tok, 1.0);
+    report("  prob (two_way_prob)", e.prob, 1.0);
+    report("  max1, max2, q, score", e.scal, 1.0);
+    report("  reduce_max / score on the device's values: exact", e.own, 0);
+    report("  attention_dual of activations (flash)", e.dual, 1.0);
+    report("  attention_cached of activations, shared cache", e.cached, 1.0);
+    for (int i = 0; i < SC_COUNT; i++)
+      free(px[i]);
+  }
+  float *cg = cuda_get(gb.cache, cn);
+  int changed = 0;
+  for (size_t i = 0; i < cn; i++)
+    changed += memcmp(&cg[i], &hw.cache[i], sizeof(float)) != 0;
+  report("scope: the shared cache untouched (no store)", changed, 0);
+  free(cg);
+  scope_release(&cuda, &gb);
+  scope_release(&cpu, &cb);
 }
 
 /* ---- kernels of the frame program ------------------------------------------------------ */
@@ -789,74 +1526,55 @@ static void k_elementwise(void) {
     fap_rt_free(di), fap_rt_free(dc);
     free(img), free(g), free(ref);
   }
-  /* embed and text_init: exact sums */
+  /* add_row over a batch: frame f's rows += frame f's row (the prior b on
+   * the text rows), frames at their strides, other elements untouched: exact */
   {
-    const int n = 9, dim = 12, batch = 3;
-    float *patches = rnd((size_t)batch * n * dim, -1, 1), *cls = rnd(dim, -1, 1);
-    float *pos = rnd((size_t)(n + 1) * dim, -1, 1);
-    void *dp = put(patches, (size_t)batch * n * dim * 4), *dc = put(cls, dim * 4);
-    void *dpos = put(pos, (size_t)(n + 1) * dim * 4), *dx = blank((size_t)batch * (n + 1) * dim * 4);
-    launched(fap_k_embed(S, dx, dp, dc, dpos, n, dim, batch), "embed");
-    float *g = get(dx, (size_t)batch * (n + 1) * dim * 4);
+    const int rows = 3, dim = 12, ldy = 20, batch = 3;
+    const size_t ys = (size_t)5 * ldy, row_stride = 16; /* frame strides, with gaps */
+    float *y = rnd((size_t)batch * ys, -1, 1), *row = rnd((size_t)batch * row_stride, -1, 1);
+    void *dy = put(y, (size_t)batch * ys * 4), *dr = put(row, (size_t)batch * row_stride * 4);
+    launched(fap_k_add_row(S, dy, ldy, ys, dr, row_stride, rows, dim, batch), "add_row");
+    float *g = get(dy, (size_t)batch * ys * 4);
     int bad = 0;
     for (int f = 0; f < batch; f++)
-      for (int r = 0; r <= n; r++)
-        for (int c = 0; c < dim; c++) {
-          float want = (r ? patches[((size_t)f * n + r - 1) * dim + c] : cls[c]) + pos[r * dim + c];
-          bad += g[((size_t)f * (n + 1) + r) * dim + c] != want;
-        }
-    report("embed (CLS, patches, positions), batch 3", bad, 0);
-    const int k = 3, rr = 4, nneg = 2;
-    float *init = rnd((size_t)k * rr * dim, -1, 1), *prior = rnd((size_t)batch * dim, -1, 1);
-    void *di = put(init, (size_t)k * rr * dim * 4), *dpr = put(prior, (size_t)batch * dim * 4);
-    void *dt = blank((size_t)batch * k * rr * dim * 4);
-    launched(fap_k_text_init(S, dt, di, dpr, k, rr, nneg, dim, batch), "text_init");
-    float *gt = get(dt, (size_t)batch * k * rr * dim * 4);
-    bad = 0;
-    for (int f = 0; f < batch; f++)
-      for (int p = 0; p < k; p++)
-        for (int r = 0; r < rr; r++)
-          for (int c = 0; c < dim; c++) {
-            float want = init[((size_t)p * rr + r) * dim + c];
-            if (r < nneg)
-              want += prior[(size_t)f * dim + c];
-            bad += gt[(((size_t)f * k + p) * rr + r) * dim + c] != want;
-          }
-    report("text_init (a + b on the first n_neg rows), batch 3", bad, 0);
-    fap_rt_free(dp), fap_rt_free(dc), fap_rt_free(dpos), fap_rt_free(dx), fap_rt_free(di);
-    fap_rt_free(dpr), fap_rt_free(dt);
-    free(patches), free(cls), free(pos), free(g), free(init), free(prior), free(gt);
+      for (size_t i = 0; i < ys; i++) {
+        const size_t r = i / ldy, c = i % ldy;
+        const float want = y[f * ys + i] + (r < (size_t)rows && c < (size_t)dim ? row[f * row_stride + c] : 0.0f);
+        bad += g[f * ys + i] != want;
+      }
+    report("add_row, batch 3 at frame strides", bad, 0);
+    fap_rt_free(dy), fap_rt_free(dr);
+    free(y), free(row), free(g);
   }
-  /* linear_rows (the prior MLP): f32 x, 16-bit W, relu */
+  /* linear_rows (the prior MLP, the creation passes): f32 x, 16-bit W, accumulate */
   {
     const int rows = 3, in = 700, out = 45;
     float *x = rnd((size_t)rows * in, -1, 1), *w = rnd((size_t)out * in, -0.2, 0.2);
     float *b = rnd(out, -0.5, 0.5);
     uint16_t *w16 = narrow(w, (size_t)out * in);
     void *dx = put(x, (size_t)rows * in * 4), *dw = put(w16, (size_t)out * in * 2);
-    void *db = put(b, out * 4), *dy = blank((size_t)rows * out * 4);
-    for (int relu = 0; relu < 2; relu++) {
-      launched(fap_k_linear_rows(S, dy, out, dx, in, dw, T, db, rows, in, out, relu),
+    float *y0 = rnd((size_t)rows * out, -1, 1);
+    void *db = put(b, out * 4), *dy = put(y0, (size_t)rows * out * 4);
+    for (int accumulate = 1; accumulate >= 0; accumulate--) { /* y0 first, then replaced */
+      launched(fap_k_linear_rows(S, dy, out, dx, in, dw, T, db, rows, in, out, accumulate),
                "linear_rows");
       float *g = get(dy, (size_t)rows * out * 4);
       double err = 0;
       for (int r = 0; r < rows; r++)
         for (int o = 0; o < out; o++) {
-          double acc = b[o], mag = fabs(b[o]);
+          double acc = b[o] + (accumulate ? y0[(size_t)r * out + o] : 0.0), mag = fabs(acc);
           for (int i = 0; i < in; i++) {
             const double t = x[(size_t)r * in + i] * (double)from16(w16[(size_t)o * in + i]);
             acc += t;
             mag += fabs(t);
           }
-          if (relu && acc < 0)
-            acc = 0;
           err = fmax(err, fabs(g[(size_t)r * out + o] - acc) / (1e-5 * mag + 1e-7));
         }
-      report(relu ? "linear_rows (relu)" : "linear_rows", err, 1.0);
+      report(accumulate ? "linear_rows (+=)" : "linear_rows", err, 1.0);
       free(g);
     }
     fap_rt_free(dx), fap_rt_free(dw), fap_rt_free(db), fap_rt_free(dy);
-    free(x), free(w), free(b), free(w16);
+    free(x), free(w), free(b), free(w16), free(y0);
   }
   /* batched scoring kernels with frame strides, and the score formula */
   {
@@ -957,6 +1675,8 @@ int main(int argc, char **argv) {
       op_linear(7, 33, 19, 40, 21, 1, 0, 0);
       op_linear(9, 24, 17, 30, 20, 0, 0, 1);
     }
+    activation_ops();
+    frame_scope();
     kernels();
     fap_rt_blas_free(BL);
     fap_rt_stream_free(S);
