@@ -35,7 +35,6 @@ typedef enum {
 /* What a backend can do beyond the ops every backend has: the detector asks
  * these, never which backend it holds. */
 typedef enum {
-  FAP_CAP_YUV_FRAMES = 1 << 0,    /* preprocess takes NV12 / I420 / YUY2 frames */
   FAP_CAP_DEVICE_FRAMES = 1 << 1, /* preprocess takes frames in FAP_MEMORY_CUDA */
   FAP_CAP_DEVICE_DRAW = 1 << 2,   /* frames_draw draws into any frame on the device */
   FAP_CAP_BATCH = 1 << 3,         /* a frame scope holds up to B frames (else one) */

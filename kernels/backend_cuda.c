@@ -773,8 +773,7 @@ static void cuda_destroy(void *ctx) {
 
 static const fap_backend_ops cuda_ops = {
     .name = "cuda",
-    .caps = FAP_CAP_YUV_FRAMES | FAP_CAP_DEVICE_FRAMES | FAP_CAP_DEVICE_DRAW |
-            FAP_CAP_BATCH,
+    .caps = FAP_CAP_DEVICE_FRAMES | FAP_CAP_DEVICE_DRAW | FAP_CAP_BATCH,
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .release = cuda_release,
