@@ -1,4 +1,4 @@
-/* libFuzzer target: the faprompt element as a whole (gst/gstfaprompt.c and
+/* libFuzzer target: the faprompt element as a whole (gst/faprompt/gstfaprompt.c and
  * its helpers, the CPU core), driven through GstHarness with caps, frames,
  * properties and events that the input decides. The element is registered
  * statically (no plugin scanner); the model is the 26 kB seed of the `model`

@@ -1,5 +1,5 @@
 /* libFuzzer target: the RTP header extension's parser, the bytes a network
- * peer controls (gst/gstrtphdrextfaprompt.c, faprompt_read through the
+ * peer controls (gst/common/gstrtphdrextfaprompt.c, faprompt_read through the
  * GstRTPHeaderExtension API). An accepted extension must leave a readable
  * meta on the buffer. */
 #include <gst/gst.h>

@@ -25,7 +25,7 @@ cc=${CLANG:-clang}
 command -v "$cc" >/dev/null || { echo "fuzz: clang not found (Debian: clang)" >&2; exit 2; }
 
 flags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-       -fno-sanitize-recover=undefined -DFAP_VERSION=\"fuzz\" -I"$repo/core" -I"$repo/gst"
+       -fno-sanitize-recover=undefined -DFAP_VERSION=\"fuzz\" -I"$repo/core" -I"$repo/gst/common" -I"$repo/gst/faprompt"
        $(pkg-config --cflags glib-2.0 json-glib-1.0 gstreamer-rtp-1.0 gstreamer-video-1.0)
        -Wno-unknown-pragmas)
 core=("$repo"/core/{safetensors,log,half}.c)
@@ -49,11 +49,14 @@ fi
 # here without oneDNN, so linear_dnnl.c is its f32-only stub)
 core_cpu=$(sed -n '/^core_sources *= *files(/,/)/p' "$repo/core/meson.build" |
            grep -o "'[^']*\.c'" | tr -d "'")
-# the element's helpers as gst/meson.build lists them (gst_helper_sources)
-gst_helpers=$(sed -n '/^gst_helper_sources *= *files(/,/)/p' "$repo/gst/meson.build" |
-              grep -o "'[^']*\.c'" | tr -d "'")
-element_srcs=("$here/fuzz_element.c" "$repo/gst/gstfaprompt.c" "$repo/gst/gstfapromptmeta.c"
-  $(for f in $gst_helpers; do echo "$repo/gst/$f"; done)
+# the element's helpers and what the elements share, as gst/faprompt/meson.build
+# and gst/common/meson.build list them (gst_helper_sources, gst_common_sources)
+sources_of() { # LIST FOLDER: the .c files of meson list LIST in gst/FOLDER/meson.build
+  sed -n "/^$1 *= *files(/,/)/p" "$repo/gst/$2/meson.build" | grep -o "'[^']*\.c'" | tr -d "'" |
+    while read -r f; do echo "$repo/gst/$2/$f"; done
+}
+element_srcs=("$here/fuzz_element.c" "$repo/gst/faprompt/gstfaprompt.c" "$repo/gst/common/gstfapromptmeta.c"
+  $(sources_of gst_helper_sources faprompt) $(sources_of gst_common_sources common)
   $(for f in $core_cpu; do echo "$repo/core/$f"; done) "$repo/core/backend_loader.c"
   "$here/seeds/model/micro-f16.safetensors")
 build() { # TARGET SOURCES... -- LIBS
@@ -63,7 +66,7 @@ build() { # TARGET SOURCES... -- LIBS
   [ $# -gt 0 ] && shift
   libs=("$@")
   local newest=0 f
-  for f in "${srcs[@]}" "$0" "$repo"/core/*.h "$repo"/gst/*.h; do [ "$f" -nt "$out" ] && newest=1; done
+  for f in "${srcs[@]}" "$0" "$repo"/core/*.h "$repo"/gst/*/*.h; do [ "$f" -nt "$out" ] && newest=1; done
   [ -x "$out" ] && [ $newest = 0 ] && return 0
   local cfiles=() f2
   for f2 in "${srcs[@]}"; do case $f2 in *.c) cfiles+=("$f2") ;; esac; done
@@ -78,8 +81,8 @@ for t in "${targets[@]}"; do
     safetensors) build safetensors "$here/fuzz_safetensors.c" "${core[@]}" -- $glib_libs ;;
     model) build model "$here/fuzz_model.c" "$repo/core/model.c" "${core[@]}" -- $glib_libs ;;
     calibration) build calibration "$here/fuzz_calibration.c" "$repo/core/model.c" "${core[@]}" -- $glib_libs ;;
-    rtp-hdrext) build rtp-hdrext "$here/fuzz_rtp_hdrext.c" "$repo/gst/gstrtphdrextfaprompt.c" \
-                  "$repo/gst/gstfapromptmeta.c" "$repo/gst/fap_regions.c" -- $(pkg-config --libs gstreamer-rtp-1.0 gstreamer-video-1.0) ;;
+    rtp-hdrext) build rtp-hdrext "$here/fuzz_rtp_hdrext.c" "$repo/gst/common/gstrtphdrextfaprompt.c" \
+                  "$repo/gst/common/gstfapromptmeta.c" "$repo/gst/common/fap_regions.c" -- $(pkg-config --libs gstreamer-rtp-1.0 gstreamer-video-1.0) ;;
     element) build element "${element_srcs[@]}" -- -O2 \
                -DFAP_MULTIARCH=\"$multiarch\" -DVERSION=\"fuzz\" -DPACKAGE=\"faprompt\" -DORIGIN=\"faprompt\" \
                -DFAP_FUZZ_MODEL_SEED=\"$here/seeds/model/micro-f16.safetensors\" \

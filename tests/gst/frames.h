@@ -1,7 +1,7 @@
 /* Frames for the element tests: a deterministic textured buffer in any of
  * the element's formats, the core's fap_frame view of a mapped GstVideoFrame
  * (written from the fap_frame documentation, independent of the element's
- * gst/fap_frameview.c), and a byte comparison of two buffers. */
+ * gst/common/fap_frameview.c), and a byte comparison of two buffers. */
 #ifndef FAP_TEST_GST_FRAMES_H
 #define FAP_TEST_GST_FRAMES_H
 

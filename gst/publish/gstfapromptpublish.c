@@ -4,7 +4,7 @@
  *
  * Placed after `faprompt`, passes every buffer through untouched and sends
  * the result it carries as a JSON document (schema faprompt-result/1,
- * gst/schema/faprompt-result-1.schema.json) to an MQTT broker, a JSON Lines
+ * gst/common/schema/faprompt-result-1.schema.json) to an MQTT broker, a JSON Lines
  * file (rotated by size) or stdout. Sending happens on a thread of its own:
  * the streaming thread only copies the result into a bounded queue
  * (`max-queued`; when full the oldest is dropped and counted), so a broker

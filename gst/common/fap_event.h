@@ -1,7 +1,7 @@
 /* One result as fapromptpublish and fapromptrecord send it: captured on the
  * streaming thread into a fixed-size record (no allocation: the publisher
  * keeps a preallocated ring of them), turned into the JSON document of
- * gst/schema/faprompt-result-1.schema.json later, on the sender's thread. */
+ * gst/common/schema/faprompt-result-1.schema.json later, on the sender's thread. */
 #ifndef FAP_EVENT_H
 #define FAP_EVENT_H
 
