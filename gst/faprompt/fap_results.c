@@ -174,34 +174,17 @@ fap_results_post_for_frame (FapResults * r, GstElement * element,
     guint regions)
 {
   GstClockTime pts = GST_BUFFER_PTS (buf), dur = GST_BUFFER_DURATION (buf);
+  const gchar *event;
 
-  switch (st->messages) {
-    case FAP_MESSAGES_EVERY_FRAME:
-      post (element, seg, pts, dur, inf, anomalous, !fresh, regions, NULL);
-      break;
-    case FAP_MESSAGES_ANOMALOUS:
-      if (anomalous)
-        post (element, seg, pts, dur, inf, anomalous, !fresh, regions, NULL);
-      break;
-    case FAP_MESSAGES_ON_CHANGE:
-      if (anomalous != r->in_anomaly)
-        post (element, seg, pts, dur, inf, anomalous, !fresh, regions,
-            anomalous ? "anomaly-started" : "anomaly-ended");
-      break;
-    default:
-      break;
-  }
-  /* tracked in on-change mode only: switching to it while anomalous starts
-   * with anomaly-started, so the events always pair up */
-  r->in_anomaly = st->messages == FAP_MESSAGES_ON_CHANGE && anomalous;
+  if (fap_report_frame (&r->report, st->messages, anomalous, &event))
+    post (element, seg, pts, dur, inf, anomalous, !fresh, regions, event);
 }
 
 void
 fap_results_end_anomaly (FapResults * r, GstElement * element,
-    const GstSegment * seg, const FapInference * last, FapMessages mode)
+    const GstSegment * seg, const FapInference * last, FapReportPolicy mode)
 {
-  if (r->in_anomaly && mode == FAP_MESSAGES_ON_CHANGE)
+  if (fap_report_end (&r->report, mode))
     post (element, seg, GST_CLOCK_TIME_NONE, GST_CLOCK_TIME_NONE, last,
         FALSE, TRUE, 0, "anomaly-ended");
-  r->in_anomaly = FALSE;
 }

@@ -7,6 +7,7 @@
 #include <fap.h>
 
 #include "fap_regions.h"
+#include "fap_report.h"
 
 /* One finished inference, shared (reference counted, g_atomic_rc_box) by the
  * element, the worker and, through map, every buffer meta carrying it. */
@@ -31,19 +32,12 @@ FapInference *fap_inference_new (const fap_result * r, guint64 serial,
     guint64 generation, GstClockTime pts);
 void fap_inference_unref (FapInference * inf);
 
-typedef enum {
-  FAP_MESSAGES_NONE,
-  FAP_MESSAGES_EVERY_FRAME,
-  FAP_MESSAGES_ON_CHANGE,
-  FAP_MESSAGES_ANOMALOUS,
-} FapMessages;
-
 /* Per-frame settings read from the properties (thresholds resolved for the
  * inference they judge: fap_results_thresholds). */
 typedef struct {
   gfloat image_threshold, pixel_threshold;
   guint max_regions;
-  FapMessages messages;
+  FapReportPolicy messages;
 } FapResultSettings;
 
 /* The thresholds in force: the property's value when >= 0, else the
@@ -58,7 +52,7 @@ typedef struct {
   guint64 regions_serial;
   gfloat regions_threshold;
   guint regions_max;
-  gboolean in_anomaly;
+  FapReportState report;
 } FapResults;
 
 void fap_results_init (FapResults * r);
@@ -78,6 +72,7 @@ void fap_results_post_for_frame (FapResults * r, GstElement * element,
 
 /* At EOS / flush: every anomaly-started gets its anomaly-ended. */
 void fap_results_end_anomaly (FapResults * r, GstElement * element,
-    const GstSegment * segment, const FapInference * last, FapMessages mode);
+    const GstSegment * segment, const FapInference * last,
+    FapReportPolicy mode);
 
 #endif

@@ -923,7 +923,7 @@ read_settings (GstFAPrompt * self, Settings * s)
   s->image_property = self->image_threshold;
   s->pixel_property = self->pixel_threshold;
   s->results.max_regions = self->max_regions;
-  s->results.messages = (FapMessages) self->post_messages;
+  s->results.messages = (FapReportPolicy) self->post_messages;
   s->draw = self->draw_heatmap;
   s->blend.opacity = (float) self->heatmap_alpha;
   s->blend.range_min = self->heatmap_min;
@@ -1179,10 +1179,10 @@ gst_fa_prompt_set_context (GstElement * element, GstContext * context)
 static void
 end_anomaly (GstFAPrompt * self)
 {
-  FapMessages mode;
+  FapReportPolicy mode;
 
   GST_OBJECT_LOCK (self);
-  mode = (FapMessages) self->post_messages;
+  mode = (FapReportPolicy) self->post_messages;
   GST_OBJECT_UNLOCK (self);
   fap_results_end_anomaly (&self->results, GST_ELEMENT (self),
       &GST_BASE_TRANSFORM (self)->segment, self->last, mode);

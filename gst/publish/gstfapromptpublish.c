@@ -94,11 +94,11 @@ policy_get_type (void)
 {
   static GType type = 0;
   static const GEnumValue values[] = {
-    {GST_FAPROMPT_PUBLISH_EVERY_FRAME, "One document per frame carrying a "
+    {FAP_REPORT_EVERY_FRAME, "One document per frame carrying a "
           "result", "every-frame"},
-    {GST_FAPROMPT_PUBLISH_ON_CHANGE, "One document when the decision flips "
+    {FAP_REPORT_ON_CHANGE, "One document when the decision flips "
           "(event anomaly-started / anomaly-ended)", "on-change"},
-    {GST_FAPROMPT_PUBLISH_ANOMALOUS, "One document per anomalous frame",
+    {FAP_REPORT_ANOMALOUS, "One document per anomalous frame",
         "anomalous"},
     {0, NULL, NULL},
   };
@@ -273,7 +273,7 @@ gst_fa_prompt_publish_start (GstBaseTransform * trans)
     return FALSE;
   }
   self->sequence = 0;
-  self->in_anomaly = FALSE;
+  self->report.in_anomaly = FALSE;
   self->rate_last_us = 0;
   self->rate_tokens = 1.0;
   return TRUE;
@@ -344,7 +344,7 @@ static GstFlowReturn
 gst_fa_prompt_publish_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 {
   GstFAPromptPublish *self = GST_FAPROMPT_PUBLISH (trans);
-  GstFAPromptPublishPolicy policy;
+  FapReportPolicy policy;
   gdouble max_rate;
   guint map_side;
   const gchar *event = NULL;
@@ -359,21 +359,11 @@ gst_fa_prompt_publish_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   if (!self->publisher
       || !fap_event_capture (&self->scratch, buf, map_side))
     return GST_FLOW_OK;         /* no result on this buffer: nothing to say */
-  switch (policy) {
-    case GST_FAPROMPT_PUBLISH_ON_CHANGE:
-      send = self->scratch.anomalous != self->in_anomaly;
-      if (send)
-        event = self->scratch.anomalous ? "anomaly-started" : "anomaly-ended";
-      break;
-    case GST_FAPROMPT_PUBLISH_ANOMALOUS:
-      send = self->scratch.anomalous && rate_allows (self, max_rate);
-      break;
-    default:
-      send = rate_allows (self, max_rate);
-      break;
-  }
-  self->in_anomaly = policy == GST_FAPROMPT_PUBLISH_ON_CHANGE
-      && self->scratch.anomalous;
+  /* max-rate holds back documents, never on-change events */
+  send = fap_report_frame (&self->report, policy, self->scratch.anomalous,
+      &event);
+  if (send && policy != FAP_REPORT_ON_CHANGE)
+    send = rate_allows (self, max_rate);
   if (send)
     push (self, event);
   return GST_FLOW_OK;
@@ -387,9 +377,13 @@ gst_fa_prompt_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
 {
   GstFAPromptPublish *self = GST_FAPROMPT_PUBLISH (trans);
   GstEventType type = GST_EVENT_TYPE (event);
+  FapReportPolicy policy;
 
+  GST_OBJECT_LOCK (self);
+  policy = self->policy;
+  GST_OBJECT_UNLOCK (self);
   if ((type == GST_EVENT_EOS || type == GST_EVENT_FLUSH_STOP)
-      && self->publisher && self->in_anomaly) {
+      && self->publisher && fap_report_end (&self->report, policy)) {
     /* closes the event; score, thresholds and inference stay those of the
      * last result (the schema says so) */
     self->scratch.anomalous = FALSE;
@@ -397,7 +391,6 @@ gst_fa_prompt_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
     self->scratch.n_regions = self->scratch.region_count = 0;
     self->scratch.map_side = 0;
     push (self, "anomaly-ended");
-    self->in_anomaly = FALSE;
   }
   if (type == GST_EVENT_EOS && self->publisher) {
     guint timeout_ms;
@@ -682,7 +675,7 @@ gst_fa_prompt_publish_class_init (GstFAPromptPublishClass * klass)
   g_object_class_install_property (gobject_class, PROP_POLICY,
       g_param_spec_enum ("policy", "Policy", "Which results are sent (the "
           "words of faprompt's post-messages)", policy_get_type (),
-          GST_FAPROMPT_PUBLISH_ON_CHANGE, RW | GST_PARAM_MUTABLE_PLAYING));
+          FAP_REPORT_ON_CHANGE, RW | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_MAX_RATE,
       g_param_spec_double ("max-rate", "Max rate", "At most this many "
           "documents a second in every-frame and anomalous modes (0: no "
@@ -800,7 +793,7 @@ gst_fa_prompt_publish_init (GstFAPromptPublish * self)
 {
   g_mutex_init (&self->publisher_lock);
   self->target = FAP_TARGET_STDOUT;
-  self->policy = GST_FAPROMPT_PUBLISH_ON_CHANGE;
+  self->policy = FAP_REPORT_ON_CHANGE;
   self->include_map = FAP_EVENT_MAP_NONE;
   self->map_size = 16;
   self->max_queued = DEFAULT_MAX_QUEUED;

@@ -8,18 +8,13 @@
 
 #include "fap_outqueue.h"
 #include "fap_publisher.h"
+#include "fap_report.h"
 
 G_BEGIN_DECLS
 
 #define GST_TYPE_FAPROMPT_PUBLISH (gst_fa_prompt_publish_get_type ())
 G_DECLARE_FINAL_TYPE (GstFAPromptPublish, gst_fa_prompt_publish, GST,
     FAPROMPT_PUBLISH, GstBaseTransform)
-
-typedef enum {
-  GST_FAPROMPT_PUBLISH_EVERY_FRAME,
-  GST_FAPROMPT_PUBLISH_ON_CHANGE,
-  GST_FAPROMPT_PUBLISH_ANOMALOUS,
-} GstFAPromptPublishPolicy;
 
 struct _GstFAPromptPublish
 {
@@ -28,7 +23,7 @@ struct _GstFAPromptPublish
   /* properties, under the object lock */
   FapTarget target;
   gchar *source_id;
-  GstFAPromptPublishPolicy policy;
+  FapReportPolicy policy;       /* every-frame, on-change or anomalous */
   gdouble max_rate;
   FapEventMap include_map;
   guint map_size;
@@ -54,7 +49,7 @@ struct _GstFAPromptPublish
   GMutex publisher_lock;        /* publisher vs. the counters' getters */
   FapEvent scratch;             /* the streaming thread's capture */
   guint64 sequence;
-  gboolean in_anomaly;
+  FapReportState report;
   gint64 rate_last_us;
   gdouble rate_tokens;
   FapPublishStats last_stats;   /* kept after stop */

@@ -44,7 +44,7 @@ import jsonschema  # noqa: E402
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
-SCHEMA_FILE = os.path.join(ROOT, "gst", "schema", "faprompt-result-1.schema.json")
+SCHEMA_FILE = os.path.join(ROOT, "gst", "common", "schema", "faprompt-result-1.schema.json")
 MOSQUITTO = "/usr/sbin/mosquitto"
 STRUCT_META = "GstFAPromptStructureMeta"
 CAPS = "video/x-raw,width=64,height=48"
