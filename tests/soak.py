@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Soak and stress of the faprompt element with the tiny model (issue 14).
+"""Soak and stress of the faprompt element with the tiny model.
 
     tests/soak.py --model TINY.safetensors [--frames N] [--cycles N] [--only CASE]
 

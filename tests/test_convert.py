@@ -9,12 +9,12 @@ tiny: small CLIPs with the real key names (token_embedding, logit_scale, the
   TorchScript scalars; fp16 like OpenAI's) saved as a TorchScript archive, as
   a torch.save'd state dict and as an OpenCLIP checkpoint; prompt-learner
   checkpoints saved from a module laid out like the authors' prompt learner
-  (every key of SPEC.md's table, tokenized prompts ending at 8 and 11, token
+  (every key of docs/SPEC.md's appendix table, tokenized prompts ending at 8 and 11, token
   prefix/suffix taken from the CLIP's token embedding as the authors do).
   Each pair is converted with the CLI; the converted file must hold the
   original tensors exactly, and the C detector on it (tests/test_parity.c)
   must match the PyTorch reference run on the ORIGINAL files
-  (tests/reference/original_ckpt.py) within SPEC.md's fp32 tolerance.
+  (tests/reference/original_ckpt.py) within docs/SPEC.md's fp32 tolerance.
   AnomalyCLIP (zqhang/AnomalyCLIP): prompt-learner checkpoints saved from a
   module laid out like its AnomalyCLIP_PromptLearner (prompt_ensemble.py: one
   normal and one abnormal prompt with their own contexts, tokenized prompts
@@ -192,7 +192,7 @@ def ac_token_ids(n_pos, n_neg, lctx, vocab):
     """AnomalyCLIP's prompts "X*n object." / "X*n damaged object." (PE.py:172-185): [SOT]
     X*n_pos object . [EOT] and [SOT] X*n_neg damaged object . [EOT], [1, 1, Lctx] int32."""
     sot, eot = vocab - 2, vocab - 1  # as in CLIP, EOT has the largest id
-    # CLIP's BPE ids of "X", "damaged", "object" and "." (docs/ANOMALYCLIP.md section 4) where
+    # CLIP's BPE ids of "X", "damaged", "object" and "." (docs/SPEC.md section 6.3) where
     # the vocabulary is CLIP's
     x_id, damaged, obj, dot = (343, 13568, 14115, 269) if vocab > 14115 else (343, 322, 323, 269)
     pos = [sot] + [x_id] * n_pos + [obj, dot, eot]

@@ -2,12 +2,12 @@
  * option and frame validation (status plus one logged message naming the
  * field), the backend choice, intermediates, determinism and buffer reuse
  * across runs and input sizes, odd frame sizes, packed and YUV pixel formats,
- * and the SPEC.md relations between the intermediates (score formula, maps
+ * and the docs/SPEC.md relations between the intermediates (score formula, maps
  * from features, smoothing).
  *
  * usage: test_detector TINY_A [TINY_AC TINY_AC_B]
  * (the AnomalyCLIP models: out layers 2,4 of 4 and 1,2,3 of 3; their
- * intermediates, docs/ANOMALYCLIP.md's relations, batches)
+ * intermediates, the relations of docs/SPEC.md section 6.4, batches)
  * Numerical agreement with the PyTorch reference is test_parity's job; here
  * every comparison is either bitwise (same computation twice) or a relation
  * recomputed in double from the detector's own intermediates. */
@@ -900,7 +900,7 @@ static void check_unit(const float *v, int e, const char *name) {
     g_error("'%s' has norm %.9g, expected 1", name, n);
 }
 
-/* SPEC.md section 4, recomputed in double from the detector's own intermediates. */
+/* docs/SPEC.md section 4, recomputed in double from the detector's own intermediates. */
 static void test_intermediate_relations(void) {
   use(1, 0);
   const fap_config *c = fap_model_config(model);
@@ -1001,7 +1001,7 @@ static void test_intermediate_relations(void) {
   }
 }
 
-/* ---- AnomalyCLIP (docs/ANOMALYCLIP.md) -------------------------------------------- */
+/* ---- AnomalyCLIP (docs/SPEC.md section 6) ----------------------------------------- */
 
 static fap_model *model_ac, *model_ac_b; /* out layers 2,4 of 4 / 1,2,3 of 3 (f16) */
 
@@ -1140,7 +1140,7 @@ static void test_ac_intermediates(void) {
   fap_detector_free(d);
 }
 
-/* docs/ANOMALYCLIP.md section 5 recomputed in double from the detector's own
+/* docs/SPEC.md section 6.4 recomputed in double from the detector's own
  * intermediates: t_n, t_a = norm(f_n), norm(f_a); A_l = prob(T_l) per out
  * layer; q = prob(g); score = q; map_raw = sum_l up(A_l); map_sum =
  * smoothed map_raw, in [0, L]; map = map_sum / L, in [0, 1]. */

@@ -1086,7 +1086,7 @@ static void test_huge_layer_count(gconstpointer data) {
   g_free(dir);
 }
 
-/* ---- model families (models/README.md, docs/ANOMALYCLIP.md) ------------------ */
+/* ---- model families (models/README.md, docs/SPEC.md section 6.1) ------------- */
 
 /* The 1-based out layers of "2,4"-style metadata, parsed here independently. */
 static int parse_layers(const char *v, int *out) {

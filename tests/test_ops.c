@@ -6,7 +6,7 @@
  * OpenBLAS, OpenMP, whatever vectorised code the backend has) and through the
  * plain reference loops (reference = 1), on random data with odd sizes and
  * padded leading dimensions. Both are compared against a direct computation in
- * double precision written here from the definitions in SPEC.md / backend.h,
+ * double precision written here from the definitions in docs/SPEC.md / backend.h,
  * and the fast path against the reference loops. Output padding is filled with
  * a sentinel and must come back untouched; input padding holds NaN, so an op
  * that reads past a row poisons its result.
@@ -785,7 +785,7 @@ static void test_two_way_prob(void) {
 }
 
 /* scalars[3] = 0.5 (q + (2 max1 + max2) / 3) of scalars = {max1, max2, q}
- * (SPEC.md section 4), in double: the f32 evaluation rounds three times
+ * (docs/SPEC.md section 4.9), in double: the f32 evaluation rounds three times
  * (the sum, the division, the sum with q; 2x and 0.5x are exact) on
  * magnitudes within |q| + 2|max1| + |max2|. The inputs stay, nothing past
  * scalars[3] is written. */

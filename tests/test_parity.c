@@ -2,11 +2,11 @@
  *
  * usage: test_parity MODEL GOLDEN...
  * Each golden file (tests/reference/make_golden.py) holds an input image and
- * every intermediate of SPEC.md as the reference computed it. The detector
+ * every intermediate of docs/SPEC.md as the reference computed it. The detector
  * runs on the same image and every intermediate is compared:
  *   - map, map_raw, map1, map2, image_text_prob, score, text_normal,
  *     text_abnormal, text_abnormal_dynamic (values in [0,1] or unit vectors):
- *     max abs error <= 1e-4 (SPEC.md's fp32 contract);
+ *     max abs error <= 1e-4 (docs/SPEC.md, Tolerances: fp32);
  *   - unnormalised features (preprocessed, tokens, global, text_features,
  *     text_features_dynamic, prior): max abs error <= 1e-4 * max(1, max |ref|);
  *   - topk_index: identical.

@@ -59,7 +59,7 @@ static double peak_rss_mib(int who) {
   return (double)ru.ru_maxrss / 1024.0;
 }
 
-/* FLOPs of one frame's vision encoder (SPEC.md section 5, exact for our schedule). */
+/* FLOPs of one frame's vision encoder (docs/SPEC.md section 5, exact for our schedule). */
 static double vision_flops(const fap_config *c, int size, int trimmed) {
   double g = size / c->patch_size, n = g * g, r = n + 1, w = c->vision_width;
   double layer = 2 * r * w * 3 * w + 2 * r * w * w + 2 * r * w * 4 * w * 2 + 4 * r * r * w;

@@ -11,7 +11,7 @@
 #   5. benchmark: S 336 / 518 x B 1 / 8 x f16 / bf16, and the PyTorch
 #      reference the authors' way on the same GPU (fp32, fp16 autocast)
 #   6. compute-sanitizer memcheck / racecheck on the kernel tests, as time allows
-#   7. a short table last: results against the issue's targets
+#   7. a short table last: results against the targets (docs/BENCHMARKS.md)
 # Full logs go to $OUT when set (a folder the caller collects afterwards; this
 # writes 7 files), else to build-gpu/logs.
 #
@@ -125,7 +125,7 @@ full_ac=$build/vitl14-336-anomalyclip-random-f16.safetensors
 if [ $dry = 0 ]; then
   [ -f "$full" ] || run "$py" models/faprompt-gen-random --preset vitl14-336 --dtype f16 --seed 0 \
     -o "$full" || fail "full-size model"
-  # AnomalyCLIP (issue 16): the published configuration; CUDA runs it through the op table
+  # AnomalyCLIP: the published configuration; CUDA runs it through the op table
   [ -f "$full_ac" ] || run "$py" models/faprompt-gen-random --preset vitl14-336 --dtype f16 \
     --seed 0 --family anomalyclip -o "$full_ac" || fail "full-size AnomalyCLIP model"
 else

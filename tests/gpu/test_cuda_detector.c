@@ -7,9 +7,10 @@
  * Built twice: against the device (suite 'gpu'; exits 77, "skipped", where
  * no CUDA device is usable) and against the host kernel emulator (suite
  * 'emu', runs everywhere). Per model and precision:
- *   map  max |cuda - cpu| <= 1e-2, score |cuda - cpu| <= 5e-3 (SPEC.md's GPU
- *        contract; f16 and bf16 alike on the tiny models; with --full, f16 is
- *        held to it and bf16 reported, run.sh's summary judges it); every
+ *   map  max |cuda - cpu| <= 1e-2, score |cuda - cpu| <= 5e-3 (docs/SPEC.md,
+ *        Tolerances, reduced precision; f16 and bf16 alike on the tiny
+ *        models; with --full, f16 is held to it and bf16 reported, run.sh's
+ *        summary judges it); every
  *        other intermediate is printed with its error for the record.
  * Then: a batch of frames of different formats (packed, NV12, I420, YUY2) and
  * sizes gives each frame the result it gets alone (maps within 2e-3: a batch

@@ -1,4 +1,4 @@
-/* Hot model swap (issue 14), in GstHarness: the test thread is the streaming
+/* Hot model swap, in GstHarness: the test thread is the streaming
  * thread, so "frames keep flowing during the load" is checked directly:
  * setting model-file returns at once and the frames pushed while the new
  * model loads come out carrying the old model's results.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference of AnomalyCLIP inference (docs/ANOMALYCLIP.md), fp32 on CPU.
+"""PyTorch reference of AnomalyCLIP inference (docs/SPEC.md section 6), fp32 on CPU.
 
 AnomalyCLIP (Zhou et al., ICLR 2024), written from the authors' code
 (github.com/zqhang/AnomalyCLIP at 45ed4dd) with its structure where that is
@@ -21,7 +21,7 @@ AnomalyCLIP_lib/model_load.py, PE.py = prompt_ensemble.py, test.py.
     (up(P1) + 1 - up(P0)) / 2 with both channels upsampled, summed over the
     layers, then the Gaussian of the map.
 
-Only the parts docs/ANOMALYCLIP.md calls identical to FAPrompt come from
+Only the parts docs/SPEC.md section 6 calls identical to FAPrompt come from
 faprompt_ref.py (file loading, pre-processing, positional-embedding resize,
 LayerNorm/QuickGELU/linear helpers, the Gaussian). Everything is
 torch.float32; nothing uses float64.
@@ -51,7 +51,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "models"))
 import fapfile  # noqa: E402
 import faprompt_ref as fr  # noqa: E402
-from faprompt_ref import (  # noqa: E402  (the parts ANOMALYCLIP.md calls identical)
+from faprompt_ref import (  # noqa: E402  (the parts docs/SPEC.md section 6 calls identical)
     gaussian_smooth, layer_norm, linear, preprocess, quick_gelu,
     resized_positional_embedding)
 
@@ -206,7 +206,7 @@ def vision(m, pre, out_layers):
     state stored from a layer before the dual path is the standard one
     (AC.py:294-295), which the model file's constraint on out_layers excludes.
     The positional embedding is resized from the file's table on every call
-    (the authors overwrite theirs, AC.py:370: see docs/ANOMALYCLIP.md §3.2).
+    (the authors overwrite theirs, AC.py:370: see docs/SPEC.md section 6.2).
     """
     cfg = m.cfg
     p, heads, d0 = cfg["patch_size"], cfg["vision_heads"], cfg["dual_start"]
@@ -386,7 +386,8 @@ def bench(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="AnomalyCLIP PyTorch reference (docs/ANOMALYCLIP.md)")
+    ap = argparse.ArgumentParser(
+        description="AnomalyCLIP PyTorch reference (docs/SPEC.md section 6)")
     ap.add_argument("--bench", action="store_true", help="time frames, print one JSON line")
     ap.add_argument("--model", required=True)
     ap.add_argument("--image-size", type=int, default=0, help="S (0 = the model's)")

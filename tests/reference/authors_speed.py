@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""The speed anchor of faprompt-bench: SPEC.md computed with the module
+"""The speed anchor of faprompt-bench: docs/SPEC.md computed with the module
 structure of the authors' PyTorch code, so its time is what a user running
-their code on this CPU waits for (issue 15).
+their code on this CPU waits for.
 
 faprompt_ref.py computes the same numbers as plainly as possible (explicit
 split/merge of heads, `x @ W.t() + b`); that is right for checking
@@ -19,7 +19,7 @@ and `nn.Linear` (`addmm`) faster. Here, as in the authors' CLIP:
     re-encoded every frame (the authors do; faprompt caches them).
 Everything else (pre-processing, scoring, prior, map) is faprompt_ref.py's.
 
-AnomalyCLIP models (`family` anomalyclip, docs/ANOMALYCLIP.md) run the same
+AnomalyCLIP models (`family` anomalyclip, docs/SPEC.md section 6) run the same
 module structure (the authors built AnomalyCLIP's code first) through
 anomalyclip_ref.py's run(): the vision tower keeps the V-V state after each
 out layer, and the two text features are encoded once, before the frames, as

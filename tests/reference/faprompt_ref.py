@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch reference of /work/shared/SPEC.md (FAPrompt inference), fp32 on CPU.
+"""PyTorch reference of docs/SPEC.md sections 1-4 (FAPrompt inference), fp32 on CPU.
 
-Written from SPEC.md alone, as plainly as possible: it is what the C core is
+Written from docs/SPEC.md alone, as plainly as possible: it is what the C core is
 compared against, so it computes things the way the authors' PyTorch code does
 (naive text encoder over all context positions, static prompts re-encoded
 every frame) rather than the way the core optimises them.
@@ -144,7 +144,7 @@ def preprocess(image_u8, size):
 
     torch's antialiased bicubic uses Keys a = -0.5 and widens the kernel by the
     shrink factor when shrinking, as PIL does; it equals PIL's float ('F' mode)
-    resize. Not rounded to 8 bits (SPEC: optional) and not clamped: bicubic may
+    resize. Not rounded to 8 bits (docs/SPEC.md section 1.3) and not clamped: bicubic may
     overshoot [0, 1] slightly at hard edges; PIL's 8-bit path clamps after each
     of its two passes, which a float pipeline does not reproduce.
     """
@@ -312,7 +312,7 @@ def gaussian_smooth(img, sigma):
 
 
 def run(model, image_u8, image_size=None, sigma=None, timings=None):
-    """Runs SPEC.md on one frame; returns every core/fap.h intermediate by name.
+    """Runs docs/SPEC.md on one frame; returns every core/fap.h intermediate by name.
 
     timings (optional dict) receives seconds per part: preprocess, vision,
     text_static, prior, text_dynamic, map.
@@ -444,7 +444,7 @@ def bench(args, load=None, run_frame=None, parts=_faprompt_parts):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="FAPrompt PyTorch reference (SPEC.md)")
+    ap = argparse.ArgumentParser(description="FAPrompt PyTorch reference (docs/SPEC.md)")
     ap.add_argument("--bench", action="store_true", help="time frames, print one JSON line")
     ap.add_argument("--model", required=True)
     ap.add_argument("--image-size", type=int, default=0, help="S (0 = the model's)")
