@@ -1,108 +1,115 @@
 #!/usr/bin/env bash
-# The whole test suite: every meson test, then the unit tests again under
-# valgrind (hostile files must not make the reader or loader touch bad memory
-# or leak), the suite once more built with AddressSanitizer and
-# UndefinedBehaviorSanitizer, the fuzz targets. Ends with the plain line
-# "N passed, N failed".
+# The whole test suite, stage by stage:
+#   main       every meson test (./build, or $FAP_BUILD_DIR);
+#   valgrind   the unit tests, then the element's 500-frame run (formats, caps
+#              changes, blocking then non-blocking; when the element was
+#              built) again under valgrind: meson test --setup valgrind
+#              (meson.build says what it checks);
+#   asan       the suite once more, built with AddressSanitizer +
+#              UndefinedBehaviorSanitizer in ./build-asan ($FAP_ASAN_BUILD_DIR;
+#              configured here when it is not; the same CUDA choice,
+#              $FAP_CUDA, as ./build; FAP_ASAN=0 leaves it out):
+#              meson test --setup asan (tests/sanitize/run-test);
+#   fuzz       every parser fuzzed on its seed corpus for $FAP_FUZZ_SECONDS
+#              (default 30) each (tests/fuzz/run.sh; FAP_FUZZ=0 leaves it out).
+# Ends with the plain line "N passed, N failed[, N skipped]" over all of
+# them: every test of every meson run, every fuzz target (passed when it ran
+# its time without a crash), and every stage that could not run at all (one
+# failure each, named above the line). Exit status 1 when anything failed.
+# FAP_SUITES="unit tools" runs only those meson suites in every stage;
+# FAP_FUZZ_TARGETS="safetensors model" only those fuzz targets.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${FAP_BUILD_DIR:-build}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+suites=${FAP_SUITES:-}
+read -ra only <<< "${suites//,/ }"
+only_args=()
+for s in "${only[@]}"; do only_args+=(--suite "$s"); done
+stages=()   # NAME|EXIT STATUS|RESULT FILE, for the count below
 
-meson test -C "$build" --print-errorlogs --num-processes 2
-rc1=$?
-cp "$build/meson-logs/testlog.json" "$build/meson-logs/testlog-main.json"
+chosen() { # SUITE: whether FAP_SUITES lets it run
+  [ ${#only[@]} -eq 0 ] || [[ " ${only[*]} " == *" $1 "* ]]
+}
+meson_stage() { # NAME DIR LOGBASE SETUP MESON-TEST-ARGS...: one meson test run
+  local name=$1 dir=$2 logbase=$3 setup=$4 t0=$SECONDS
+  shift 4
+  local log="$dir/meson-logs/$logbase${setup:+-$setup}.json"
+  rm -f "$log"
+  meson test -C "$dir" --print-errorlogs --logbase "$logbase" ${setup:+--setup "$setup"} "$@"
+  stages+=("$name|$?|$log")
+  echo "tests: stage $name: $((SECONDS - t0)) s"
+}
 
-meson test -C "$build" --print-errorlogs --suite unit --num-processes 2 \
-  --wrap="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$PWD/tests/valgrind.supp" \
-  --timeout-multiplier 4 --logbase valgrind
-rc2=$?
+meson_stage main "$build" testlog "" --num-processes 2 "${only_args[@]}"
 
-# The element's 500-frame run (formats, caps changes, blocking then
-# non-blocking) under valgrind, when the element was built.
-# (meson names a wrapped run's log LOGBASE-WRAPPER.json: valgrind-valgrind.json)
-vlog() { local f="$build/meson-logs/$1-valgrind.json"; [ -f "$f" ] || f="$build/meson-logs/$1.json"; echo "$f"; }
-logs=("$build/meson-logs/testlog-main.json" "$(vlog valgrind)")
-rc3=0
-if [ -x "$build/tests/gst/test_element" ]; then
-  meson test -C "$build" --print-errorlogs --suite gst-valgrind --num-processes 1 \
-    --wrap="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$PWD/tests/valgrind.supp" \
-    --timeout-multiplier 4 --logbase valgrind-gst
-  rc3=$?
-  logs+=("$(vlog valgrind-gst)")
+chosen unit && meson_stage valgrind-unit "$build" unit valgrind --suite unit --num-processes 2
+if [ -x "$build/tests/gst/test_element" ] && chosen gst-valgrind; then
+  meson_stage valgrind-gst "$build" gst valgrind --suite gst-valgrind --num-processes 1
 fi
 
-# The suite once more, built with AddressSanitizer + UndefinedBehaviorSanitizer
-# (GCC; $FAP_ASAN_BUILD_DIR, default build-asan/; FAP_ASAN=0 leaves it out).
-# Every report, of a test or of any process it starts, fails that test;
-# LeakSanitizer is on (tests/sanitize/run-test says where and why not, and
-# how programs built without ASan load our libraries; tests/lsan.supp: the
-# system libraries' own allocations). The same CUDA choice as ./build. Not
-# run there, with the reason:
+# Not run under the sanitizers (the asan setup leaves them out, meson.build):
 asan_skip=("package: packaging/make-debs.sh makes its own release build, nothing of it instrumented"
            "reference: the PyTorch reference against scipy / PIL, none of our code")
-# The valgrind-wrapped tests run here too: UBSan sees what memcheck cannot
-# (signed overflow, shifts, out-of-range conversions, misaligned or null
-# pointers), ASan overruns of stack and global arrays.
-rc5=0
-failed_stages=()
 if [ "${FAP_ASAN:-1}" != 0 ]; then
   t_asan=$SECONDS
   asan_build=${FAP_ASAN_BUILD_DIR:-build-asan}
   san_args="-fno-sanitize-recover=all -fno-omit-frame-pointer -fsanitize=float-cast-overflow"
-  if [ ! -f "$asan_build/build.ninja" ]; then
+  [ -f "$asan_build/build.ninja" ] ||
     meson setup "$asan_build" --buildtype=debugoptimized -Db_sanitize=address,undefined \
       -Dc_args="$san_args" -Dcpp_args="$san_args" -Dcuda="${FAP_CUDA:-auto}"
-  fi
   if ninja -C "$asan_build"; then
     for s in "${asan_skip[@]}"; do echo "tests: under the sanitizers, not run: suite $s"; done
-    # fresh registries: a plugin that failed to load in an earlier build stays
-    # blacklisted in them until its file changes
+    # (FAP_SUITES is passed as --suite, which overrides the setup's exclusion)
+    asan_suites=()
+    for s in "${only[@]}"; do
+      [[ " ${asan_skip[*]%%:*} " == *" $s "* ]] || asan_suites+=(--suite "$s")
+    done
+    # fresh registries: a plugin that failed to load in an earlier build
+    # stays blacklisted in them until its file changes
     find "$asan_build" -name 'registry*.bin' -delete
-    meson test -C "$asan_build" --no-rebuild --print-errorlogs --num-processes 2 \
-      --wrap="$PWD/tests/sanitize/run-test" --timeout-multiplier 3 \
-      $(printf -- '--no-suite %s ' "${asan_skip[@]%%:*}") --logbase asan
-    rc5=$?
-    if [ -f "$asan_build/meson-logs/asan-run-test.json" ]; then
-      logs+=("$asan_build/meson-logs/asan-run-test.json")
-    else
-      failed_stages+=("the sanitizer tests ($asan_build: no test log)")
+    if [ ${#only[@]} -eq 0 ] || [ ${#asan_suites[@]} -gt 0 ]; then
+      meson_stage asan "$asan_build" testlog asan --no-rebuild --num-processes 2 "${asan_suites[@]}"
     fi
   else
-    rc5=1
-    failed_stages+=("the sanitizer build ($asan_build)")
+    stages+=("asan (the sanitizer build, $asan_build)|1|")
   fi
   echo "tests: sanitizer stage: $((SECONDS - t_asan)) s"
 fi
 
-# Every parser fuzzed briefly on its seed corpus (libFuzzer, ASan + UBSan;
-# tests/fuzz/run.sh; long campaigns: more seconds per target).
-rc4=0
-if command -v clang >/dev/null; then
-  bash tests/fuzz/run.sh "${FAP_FUZZ_SECONDS:-30}"
-  rc4=$?
-else
-  echo "tests: clang not found (Debian: clang): fuzz targets not run"
+if [ "${FAP_FUZZ:-1}" != 0 ]; then
+  export FAP_FUZZ_DIR=${FAP_FUZZ_DIR:-$PWD/build-fuzz}
+  read -ra fuzz_targets <<< "${FAP_FUZZ_TARGETS:-}"
+  bash tests/fuzz/run.sh "${FAP_FUZZ_SECONDS:-30}" "${fuzz_targets[@]}"
+  stages+=("fuzz (tests/fuzz/run.sh)|$?|$FAP_FUZZ_DIR/results.jsonl")
 fi
 
-/usr/bin/python3 - "${logs[@]}" "${failed_stages[@]/#/--failed=}" <<'PY'
-import json, sys
+# The count: one line per test in each result file (meson's JSON test log;
+# the fuzz targets' in the same shape). A stage with no result file could not
+# run: one failure. A stage that exited non-zero with no failing test in its
+# file (meson stopped short) fails once more, so the line and the exit
+# status always agree.
+/usr/bin/python3 - "${stages[@]}" <<'PY'
+import json, os, sys
 passed = failed = skipped = 0
-for path in sys.argv[1:]:
-    if path.startswith("--failed="):  # a stage that could not run its tests
-        print(f"FAILED: {path[9:]}")
+for stage in sys.argv[1:]:
+    name, rc, path = stage.rsplit("|", 2)
+    if not path or not os.path.exists(path):
+        print(f"FAILED: stage {name}: could not run (exit {rc}, no results)")
         failed += 1
         continue
+    stage_failed = 0
     for line in open(path):
-        r = json.loads(line)["result"]
-        if r in ("OK", "EXPECTEDFAIL"): passed += 1
-        elif r == "SKIP": skipped += 1
-        else: failed += 1
+        r = json.loads(line)
+        if r["result"] in ("OK", "EXPECTEDFAIL"): passed += 1
+        elif r["result"] == "SKIP": skipped += 1
+        else:
+            print(f"FAILED: stage {name}: {r['name']} ({r['result']})")
+            stage_failed += 1
+    if rc != "0" and not stage_failed:
+        print(f"FAILED: stage {name}: exit {rc} with no failing test in {path}")
+        stage_failed = 1
+    failed += stage_failed
 print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+sys.exit(1 if failed else 0)
 PY
-case $rc4 in
-  0) ;;
-  1) echo "fuzzing found a crash (tests/fuzz/run.sh above)" ;;
-  *) echo "the fuzz targets could not run (tests/fuzz/run.sh above, exit $rc4)" ;;
-esac
-[ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ] && [ $rc4 -eq 0 ] && [ $rc5 -eq 0 ]

@@ -16,6 +16,7 @@
  * (all processes) after creating the detector minus before. */
 #include "fap.h"
 
+#include "datafile.h"
 #include "fap_kernels.h"
 #include "torch_ref.h"
 
@@ -151,7 +152,7 @@ int main(int argc, char **argv) {
   if (!python)
     python = g_strdup("python3");
   if (!script)
-    script = g_strdup(FAP_SOURCE_DIR "/tests/reference/faprompt_ref.py");
+    script = tool_data_file("reference/faprompt_ref.py");
   int in_w = 1280, in_h = 720;
   if (input_arg && sscanf(input_arg, "%dx%d", &in_w, &in_h) != 2) {
     fprintf(stderr, "--input wants WxH\n");

@@ -22,6 +22,7 @@
  * differs from f32's (a swap of near-tied patches moves A2 in a jump).
  */
 #include "fap.h"
+#include "datafile.h"
 #include "hostinfo.h"
 #include "torch_ref.h"
 
@@ -279,7 +280,7 @@ int main(int argc, char **argv) {
   if (!python)
     python = g_strdup("/usr/bin/python3");
   if (!script)
-    script = g_strdup(FAP_SOURCE_DIR "/tests/reference/authors_speed.py");
+    script = tool_data_file("reference/authors_speed.py");
   int in_w = 1280, in_h = 720;
   if (input_arg && sscanf(input_arg, "%dx%d", &in_w, &in_h) != 2) {
     fprintf(stderr, "--input wants WxH, e.g. 1920x1080\n");

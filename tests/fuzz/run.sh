@@ -12,6 +12,9 @@
 # corpus/<target> grows across runs, crash-<target>-* are kept there and
 # fail the run (each becomes a regression input in seeds/<target>/).
 # Exit status: 0 clean, 1 a target crashed, 2 usage, 3 a target did not build.
+# Beside the table, $FAP_FUZZ_DIR/results.jsonl: one JSON line per target
+# run, in the shape of meson's test log ({"name": "fuzz-TARGET", "result":
+# "OK" or "FAIL", ...}), which tests/run.sh counts with the other tests.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -21,6 +24,8 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors model calibration rtp-hdrext element)
 work="${FAP_FUZZ_DIR:-$repo/build-fuzz}"
 mkdir -p "$work"
+results="$work/results.jsonl"
+rm -f "$results"   # a run that stops before its targets leaves none
 cc=${CLANG:-clang}
 command -v "$cc" >/dev/null || { echo "fuzz: clang not found (Debian: clang)" >&2; exit 2; }
 
@@ -99,6 +104,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus"
   cp -n "$here/seeds/$t"/* "$corpus/" 2>/dev/null || true
   log="$work/$t.log"
+  started=$SECONDS
   set +e
   # Leaks are checked after every input that allocated more than it freed
   # (libFuzzer's own check); not at exit, where GLib's allocation in its ELF
@@ -115,6 +121,9 @@ for t in "${targets[@]}"; do
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   files=$(ls "$corpus" | wc -l)
   if [ $status -eq 0 ]; then result=ok; else result="CRASH (see $log)"; rc=1; fi
+  printf '{"name": "fuzz-%s", "result": "%s", "duration": %d, "executions": %s, "log": "%s"}\n' \
+    "$t" "$([ $status -eq 0 ] && echo OK || echo FAIL)" $((SECONDS - started)) "${execs:-null}" \
+    "$log" >> "$results"
   printf '%-12s %10s %10s %8s %s\n' "$t" "${execs:-?}" "${speed:-?}" "$files" "$result"
   [ $status -eq 0 ] || grep -m5 -E "ERROR|runtime error|SUMMARY" "$log" | sed 's/^/    /'
 done
