@@ -78,10 +78,11 @@ FAP_API void fap_set_thread_log_callback(fap_log_fn fn, void *user_data);
  * sink it went to. Like errno, but stronger: every function here that
  * returns a fap_status clears it on entry, so after a call that failed it
  * holds that call's message (at least its fap_status_string), after one
- * that succeeded it is "". Per thread; valid until this thread's next call
- * into the library. A caller that only wants the message of the call that
- * failed (an exception's text, a GStreamer error) reads it here instead of
- * installing a sink around every call. */
+ * that succeeded it is "". The string is the calling thread's own buffer:
+ * read or copy it before the thread's next call into the library. A caller
+ * that only wants the message of the call that failed (an exception's text,
+ * a GStreamer error) reads it here instead of installing a sink around
+ * every call. */
 FAP_API const char *fap_last_error(void);
 
 /* ---- element types -------------------------------------------------------- */
