@@ -12,7 +12,7 @@ GStreamer element and faprompt-infer, so the scores and maps are the same.
 
 The library is $FAPROMPT_LIBRARY when set, else libfaprompt.so.0 from the
 system's library path. The core's log messages go to the "faprompt" logger;
-those of a failing call are in the text of the Error it raises.
+a failing call raises an Error whose text is the core's message of that call.
 """
 import ctypes
 import dataclasses
@@ -51,7 +51,8 @@ class Error(Exception):
 
     .status         the fap_status (a Status, an int)
     .status_string  the core's description of it (fap_status_string)
-    .messages       the error and warning messages the core logged during the call
+    .messages       the core's message of the failing call (fap_last_error), as a
+                    one-element list ([] if it had none)
     """
 
     def __init__(self, what, status, messages):
@@ -67,13 +68,15 @@ class Error(Exception):
         super().__init__(text)
 
 
-# ---- log capture ------------------------------------------------------------
+# ---- log routing ------------------------------------------------------------
 #
-# Each core call runs with a thread log sink (fap_set_thread_log_callback)
-# that appends to a list of this thread's; a failing call's errors and
-# warnings become its Error's text. The sink is per thread in the core, so
-# calls on other threads keep their own lists. One module-level callback:
-# the CFUNCTYPE object must outlive every call that may log through it.
+# A failing call's Error carries the core's message of that call
+# (fap_last_error, kept per thread by the core). Each core call runs with a
+# thread log sink (fap_set_thread_log_callback) that appends to a list of
+# this thread's, so the call's other messages reach the "faprompt" logger
+# once the call is over; the sink is per thread in the core, so calls on
+# other threads keep their own lists. One module-level callback: the
+# CFUNCTYPE object must outlive every call that may log through it.
 
 _tls = threading.local()
 _PY_LEVEL = {_lib.FAP_LOG_ERROR: logging.ERROR, _lib.FAP_LOG_WARNING: logging.WARNING,
@@ -95,22 +98,27 @@ _NO_LOG = _lib.LOG_FN()  # a NULL fap_log_fn: the core's default sink again
 
 def _call(what, fn, *args):
     """Calls the core function fn(*args) returning a fap_status; raises Error
-    (naming `what`, with the core's messages) unless it returned FAP_OK."""
+    (naming `what`, with the core's message of the call) unless it returned
+    FAP_OK."""
     messages = []
     outer = getattr(_tls, "messages", None)
     _tls.messages = messages
     _lib.fap_set_thread_log_callback(_on_log, None)
     try:
         status = fn(*args)
+        # read on this thread before anything else calls into the core
+        failure = _lib.fap_last_error().decode("utf-8", "replace") if status != _lib.FAP_OK else ""
     finally:
         _tls.messages = outer
         if outer is None:
             _lib.fap_set_thread_log_callback(_NO_LOG, None)
     if status != _lib.FAP_OK:
+        # the Error says what failed: the error-level messages (the message
+        # and the inner ones it sums up) are not logged as well
         for level, text in messages:
-            if level > _lib.FAP_LOG_WARNING:
+            if level != _lib.FAP_LOG_ERROR:
                 _logger.log(_PY_LEVEL.get(level, logging.DEBUG), "%s", text)
-        raise Error(what, status, [t for lvl, t in messages if lvl <= _lib.FAP_LOG_WARNING])
+        raise Error(what, status, [failure] if failure else [])
     for level, text in messages:
         _logger.log(_PY_LEVEL.get(level, logging.ERROR), "%s", text)
 

@@ -120,6 +120,7 @@ def _declare(name, restype, *argtypes):
 fap_version = _declare("fap_version", ctypes.c_char_p)
 fap_status_string = _declare("fap_status_string", ctypes.c_char_p, c_enum)
 fap_set_thread_log_callback = _declare("fap_set_thread_log_callback", None, LOG_FN, _p)
+fap_last_error = _declare("fap_last_error", ctypes.c_char_p)
 fap_model_load = _declare("fap_model_load", c_enum, ctypes.c_char_p, ctypes.POINTER(_p))
 fap_model_free = _declare("fap_model_free", None, _p)
 fap_model_config = _declare("fap_model_config", ctypes.POINTER(fap_config), _p)
