@@ -1,5 +1,5 @@
 /* One CLIP residual block (pre-LN), written once for the vision and the
- * text encoder (SPEC.md sections 2 and 3):
+ * text encoder (docs/SPEC.md sections 2 and 3):
  *
  *   h = LN_1(x); qkv = h W_in^T + b_in
  *   x += attend(qkv) W_out^T + b_out      (the attention is the caller's)

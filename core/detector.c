@@ -1,6 +1,6 @@
 /* The detector: creation (the buffers, everything that depends only on the
- * model computed once), the description of a frame (SPEC.md section 4 and
- * docs/ANOMALYCLIP.md: the op calls every backend gets, in a frame scope),
+ * model computed once), the description of a frame (docs/SPEC.md sections 4
+ * and 6: the op calls every backend gets, in a frame scope),
  * results and intermediates. Written once against the backend table. */
 #include "detector_internal.h"
 
@@ -21,7 +21,7 @@ static const char *const intermediate_names[] = {
     "topk_index", "prior", "text_features_dynamic", "text_abnormal_dynamic", "map2",
     "image_text_prob", "map_raw", "map", "score", NULL,
 };
-/* docs/ANOMALYCLIP.md's names; "map" (the result, on the host) stays second to last */
+/* docs/SPEC.md section 6 names; "map" (the result, on the host) stays second to last */
 static const char *const anomalyclip_names[] = {
     "preprocessed", "tokens", "global", "text_features", "text_normal", "text_abnormal",
     "layer_maps", "image_text_prob", "map_raw", "map_sum", "map", "score", NULL,
@@ -335,7 +335,7 @@ static void describe(intermediate *it, const void *src, fap_dtype dtype, int ndi
   it->bytes = count * fap_dtype_size(dtype);
 }
 
-/* docs/ANOMALYCLIP.md's intermediates, in anomalyclip_names order */
+/* docs/SPEC.md section 6 intermediates, in anomalyclip_names order */
 static void describe_anomalyclip(fap_detector *d, intermediate *it) {
   const fap_config *c = d->cfg;
   fap_buffers *b = &d->b;
@@ -606,7 +606,7 @@ static void describe_smoothing(fap_detector *d) {
     op->copy2d(be, b->map, 0, b->map_raw, 0, 1, (size_t)d->size * d->size * sizeof(float));
 }
 
-/* docs/ANOMALYCLIP.md section 5: one map per out layer, summed, smoothed;
+/* docs/SPEC.md section 6.4: one map per out layer, summed, smoothed;
  * score q. The map is on the element's scale [0, 1]: the authors' sum over
  * the L layers / L. That division comes first (b.map_raw holds the mean of
  * the upsampled maps: the blur keeps [0, 1] maps in [0, 1]); the authors'
@@ -641,7 +641,7 @@ static void describe_anomalyclip_frame(fap_detector *d) {
   describe_smoothing(d);
 }
 
-/* SPEC.md section 4 after the vision encoder */
+/* docs/SPEC.md section 4 after the vision encoder */
 static void describe_faprompt_frame(fap_detector *d) {
   const fap_backend_ops *op = d->backend.ops;
   void *be = d->backend.ctx;

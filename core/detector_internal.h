@@ -20,7 +20,7 @@ typedef struct {
   const float *prior1_w, *prior1_b, *prior2_w, *prior2_b;
 } fap_net;
 
-/* Buffers for one frame's description (SPEC.md names). Those the frame
+/* Buffers for one frame's description (docs/SPEC.md names). Those the frame
  * writes are frame buffers (backend.h: one part per frame of a scope); the
  * model's constants (pos, gauss, kv, text_init, the static text features)
  * are shared. h, qkv, attn, attn_y, hidden and the text encoder's th,

@@ -114,7 +114,7 @@ typedef struct {
  * Both run through the same detector and element:
  *   FAPrompt (ICCV 2025): K abnormality prompts, an abnormality prior from the
  *     top-M patches, a second, per-frame text pass; score mixes q and the maps.
- *   AnomalyCLIP (ICLR 2024, docs/ANOMALYCLIP.md): one normal and one abnormal
+ *   AnomalyCLIP (ICLR 2024, docs/SPEC.md section 6): one normal and one abnormal
  *     learned prompt, static text features, a patch map per out layer (the
  *     V-V path after it), summed; score = q. */
 typedef enum {
@@ -209,7 +209,7 @@ typedef struct {
   int threads;            /* CPU threads, 0 = all online cores */
   int image_size;         /* S; 0 = the model's; must be a multiple of P */
   float sigma;            /* < 0 = the model's; 0 disables smoothing */
-  int keep_intermediates; /* 1: every SPEC.md intermediate kept, see below */
+  int keep_intermediates; /* 1: every docs/SPEC.md intermediate kept, see below */
   int reference;          /* 1: CPU backend uses the plain reference loops */
   int batch;              /* B: most frames one fap_detector_run_batch() takes; 0 = 1 */
   fap_precision precision;
@@ -308,7 +308,7 @@ typedef struct {
   size_t frame_bytes_to_device, frame_bytes_from_device;
 } fap_result;
 
-/* Runs SPEC.md on one frame. Allocates nothing after the first call for a
+/* Runs docs/SPEC.md on one frame. Allocates nothing after the first call for a
  * given input size (resampling tables are rebuilt when the size changes). */
 FAP_API fap_status fap_detector_run(fap_detector *detector, const fap_frame *frame, fap_result *result);
 
@@ -376,7 +376,7 @@ FAP_API fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame
 FAP_API fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, const float *map,
                                int map_size, uint64_t map_id, const fap_blend *blend);
 
-/* An intermediate of the last run (keep_intermediates = 1), by SPEC.md name.
+/* An intermediate of the last run (keep_intermediates = 1), by docs/SPEC.md name.
  * FAPrompt models:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major
  *   "tokens"                f32 [N+1, E]   T = LN_post(y) @ proj (row 0 unused)
@@ -394,7 +394,7 @@ FAP_API fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *fr
  *   "map_raw"               f32 [S, S]     (up(A1) + up(A2)) / 2
  *   "map"                   f32 [S, S]     smoothed map
  *   "score"                 f32 [1]
- * AnomalyCLIP models (docs/ANOMALYCLIP.md; L = n_out_layers):
+ * AnomalyCLIP models (docs/SPEC.md section 6; L = n_out_layers, O there):
  *   "preprocessed", "global", "text_normal", "text_abnormal", "image_text_prob"
  *                                          as above
  *   "tokens"                f32 [L, N+1, E] T_l = LN_post(y after out layer l) @ proj

@@ -103,7 +103,7 @@ static void build_schema(schema *s, fap_model *m) {
     expect_block(s, &m->tblocks[i], "transformer.", i, ct);
 
   /* FAPrompt's abnormality prompts hold the normal context too; AnomalyCLIP's
-   * one abnormal prompt has only its own (docs/ANOMALYCLIP.md section 1) */
+   * one abnormal prompt has only its own (docs/SPEC.md section 6.1) */
   const int64_t neg_suffix = ctx - 1 - c->n_neg - (c->family == FAP_FAMILY_FAPROMPT ? c->n_pos : 0);
   EXPECT(s, &m->ctx_pos, "prompt_learner.ctx_pos", (1, 1, c->n_pos, ct));
   EXPECT(s, &m->ctx_neg, "prompt_learner.ctx_neg", (1, k, c->n_neg, ct));

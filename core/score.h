@@ -1,4 +1,4 @@
-/* The scoring constants and FAPrompt's image score (SPEC.md section 4),
+/* The scoring constants and FAPrompt's image score (docs/SPEC.md section 4),
  * written once for the host (detector.c) and the device (kernels/scoring.cu,
  * also compiled for the host emulator). */
 #ifndef FAP_SCORE_H

@@ -1,4 +1,4 @@
-/* Text encoder with learned prompts, SPEC.md section 3, computed
+/* Text encoder with learned prompts, docs/SPEC.md section 3, computed
  * incrementally: the causal mask means the end token only sees positions <= end,
  * so nothing after it is computed, and positions 0..n_pos (SOT and the learned
  * normal context, overwritten by the deep prompts) never change, so their keys
@@ -116,7 +116,7 @@ fap_status fap_text_prepare(fap_detector *d) {
 
   if (c->family == FAP_FAMILY_ANOMALYCLIP) {
     /* the one abnormal prompt: SOT, its own a_1..a_n, suffix (damaged object
-     * . EOT); static, so nothing per frame (docs/ANOMALYCLIP.md section 4) */
+     * . EOT); static, so nothing per frame (docs/SPEC.md section 6.3) */
     for (int pos = 0; pos < la; pos++) {
       const float *tok = pos == 0    ? m->prefix_neg
                          : pos <= nn ? m->ctx_neg + (size_t)(pos - 1) * ct

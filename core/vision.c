@@ -1,4 +1,4 @@
-/* Vision encoder, SPEC.md section 2: the standard CLIP path x plus the V-V
+/* Vision encoder, docs/SPEC.md section 2: the standard CLIP path x plus the V-V
  * side path y of the dual layers (l >= D0), which shares each layer's v and
  * out_proj, has no MLP and never feeds back into x. */
 #include "block.h"

@@ -1,4 +1,4 @@
-/* Frames on the device: pre-processing (SPEC.md section 1: any packed or
+/* Frames on the device: pre-processing (docs/SPEC.md section 1: any packed or
  * YUV format -> antialiased bicubic resize to S x S -> CLIP normalisation)
  * and the heatmap blend. Both use core/pixel_math.h and the bicubic tables
  * of core/resample.c, with the CPU backend's order of operations, so the

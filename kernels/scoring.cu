@@ -1,4 +1,4 @@
-/* Per-frame scoring (SPEC.md section 4): two-way probabilities, maxima,
+/* Per-frame scoring (docs/SPEC.md section 4): two-way probabilities, maxima,
  * top-M, the prior MLP, the final score, the map's upsampling and Gaussian
  * smoothing. Small next to the encoders; written for exactness (the map
  * kernels round as the CPU backend does, term by term). */
