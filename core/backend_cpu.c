@@ -714,7 +714,7 @@ static void cpu_preprocess_frames(void *ctx, float *image, int size) {
 
 static void cpu_blend_frames(void *ctx, const float *maps, int size) {
   cpu_ctx *c = ctx;
-  fap_status s = c->blend ? fap_blend_frame(c->frame, maps, size, c->blend) : FAP_OK;
+  fap_status s = c->blend ? fap_frame_blend(c->frame, maps, size, c->blend) : FAP_OK;
   if (s && !c->error)
     c->error = s;
 }
@@ -870,12 +870,4 @@ fap_status fap_backend_cpu_new_precision(int threads, int reference, fap_precisi
   out->ops = &cpu_ops;
   out->ctx = c;
   return FAP_OK;
-}
-
-void fap_backend_free(fap_backend *backend) {
-  if (backend && backend->ops) {
-    backend->ops->destroy(backend->ctx);
-    backend->ops = NULL;
-    backend->ctx = NULL;
-  }
 }

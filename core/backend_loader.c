@@ -8,7 +8,6 @@
  * the CUDA runtime), a module of another build, no driver or no device. */
 #define _GNU_SOURCE /* dladdr */
 #include "backend_module.h"
-#include "detector_internal.h"
 #include "log.h"
 
 #include <dlfcn.h>

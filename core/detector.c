@@ -5,7 +5,6 @@
 #include "detector_internal.h"
 
 #include "backend_module.h"
-#include "backend_trace.h"
 #include "log.h"
 #include "pixel.h"
 #include "resample.h"
@@ -58,39 +57,6 @@ void fap_detector_options_init(fap_detector_options *o) {
   memset(o, 0, sizeof *o);
   o->backend = FAP_BACKEND_AUTO;
   o->sigma = -1.0f;
-}
-
-const char *fap_backend_name(fap_backend_kind kind) {
-  switch (kind) {
-  case FAP_BACKEND_AUTO: return "auto";
-  case FAP_BACKEND_CPU: return "cpu";
-  case FAP_BACKEND_CUDA: return "cuda";
-  }
-  return "?";
-}
-
-const char *fap_precision_name(fap_precision p) {
-  switch (p) {
-  case FAP_PRECISION_AUTO: return "auto";
-  case FAP_PRECISION_F32: return "f32";
-  case FAP_PRECISION_F16: return "f16";
-  case FAP_PRECISION_BF16: return "bf16";
-  case FAP_PRECISION_INT8: return "int8";
-  }
-  return "?";
-}
-
-const char *fap_stage_name(fap_stage stage) {
-  static const char *const names[FAP_STAGE_COUNT] = {
-      "preprocess", "vision", "map1", "prior", "text", "map2", "map",
-  };
-  return (unsigned)stage < FAP_STAGE_COUNT ? names[stage] : "?";
-}
-
-const char *fap_pixel_format_name(fap_pixel_format f) {
-  static const char *const names[] = {"RGB",  "BGR",  "RGBA", "BGRA", "RGBx", "BGRx",
-                                      "xRGB", "xBGR", "NV12", "I420", "YUY2"};
-  return (unsigned)f < sizeof names / sizeof names[0] ? names[f] : "?";
 }
 
 static double now_ms(void) {
@@ -471,6 +437,8 @@ static fap_status intermediate_of(const fap_detector *d, const char *name,
 
 /* ---- creation ----------------------------------------------------------- */
 
+/* The one place a detector gets its backend (fap_detector_new_wrapped may
+ * then wrap it): the kind asked for, AUTO resolved by probing for a device. */
 static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
   fap_backend_kind kind = o->backend;
   if (kind == FAP_BACKEND_AUTO) {
@@ -490,14 +458,11 @@ static fap_status open_backend(fap_detector *d, const fap_detector_options *o) {
                       "or bf16");
     /* what backend_cuda.c runs: bf16 when asked, f16 otherwise (it refuses f32) */
     d->precision = o->precision == FAP_PRECISION_BF16 ? FAP_PRECISION_BF16 : FAP_PRECISION_F16;
-    fap_status s = fap_backend_cuda_new(o->device_id, o->precision, &d->backend);
-    return s ? s : fap_detector_trace_take(&d->backend);
+    return fap_backend_cuda_new(o->device_id, o->precision, &d->backend);
   }
-  if (kind == FAP_BACKEND_CPU) {
-    fap_status s = fap_backend_cpu_new_precision(o->threads, o->reference, o->precision,
-                                                 &d->backend, &d->precision);
-    return s ? s : fap_detector_trace_take(&d->backend);
-  }
+  if (kind == FAP_BACKEND_CPU)
+    return fap_backend_cpu_new_precision(o->threads, o->reference, o->precision, &d->backend,
+                                         &d->precision);
   return fap_fail(FAP_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)kind);
 }
 
@@ -513,7 +478,7 @@ static void static_text_features(fap_detector *d) {
 }
 
 static fap_status detector_new(fap_model *model, const fap_detector_options *options,
-                               fap_detector **out) {
+                               fap_backend_wrap_fn wrap, void *wrap_data, fap_detector **out) {
   if (!out)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_new: out is NULL");
   *out = NULL;
@@ -570,6 +535,8 @@ static fap_status detector_new(fap_model *model, const fap_detector_options *opt
   d->log.user_data = options->log_user_data;
 
   fap_status s = open_backend(d, options); /* sets d->precision to what runs */
+  if (!s && wrap)
+    s = wrap(&d->backend, wrap_data);
   /* a backend that batches takes the whole batch in one scope; the others
    * take one frame per scope, its map copied out to the batch's results */
   d->scope = !s && (d->backend.ops->caps & FAP_CAP_BATCH) ? batch : 1;
@@ -779,7 +746,8 @@ static fap_status run_scope(fap_detector *d, const fap_frame *frames, int count,
   return FAP_OK;
 }
 
-fap_status fap_detector_fetch_intermediates(fap_detector *d) {
+/* downloads the intermediates of the last run (keep_intermediates) */
+static fap_status fetch_intermediates(fap_detector *d) {
   const fap_backend_ops *op = d->backend.ops;
   void *be = d->backend.ctx;
   intermediate *it = d->inter_host;
@@ -839,27 +807,36 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
     return s;
   d->has_run = 1;
   if (d->keep_intermediates)
-    return fap_detector_fetch_intermediates(d);
+    return fetch_intermediates(d);
   return FAP_OK;
 }
 
-/* ---- public entry points: every message inside goes to the detector's sink */
+/* ---- public entry points: every message inside goes to the detector's sink;
+ * fap_last_error's bookkeeping (log.h) */
 
-fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
-                            fap_detector **out) {
+fap_status fap_detector_new_wrapped(fap_model *model, const fap_detector_options *options,
+                                    fap_backend_wrap_fn wrap, void *wrap_data,
+                                    fap_detector **out) {
   fap_log_sink sink = {options ? options->log : NULL, options ? options->log_user_data : NULL},
                saved;
   fap_log_scope_enter(&sink, &saved);
-  fap_status s = detector_new(model, options, out);
+  fap_api_enter();
+  fap_status s = fap_api_return(detector_new(model, options, wrap, wrap_data, out));
   fap_log_scope_leave(&saved);
   return s;
+}
+
+fap_status fap_detector_new(fap_model *model, const fap_detector_options *options,
+                            fap_detector **out) {
+  return fap_detector_new_wrapped(model, options, NULL, NULL, out);
 }
 
 fap_status fap_detector_run_batch(fap_detector *d, const fap_frame *frames, int count,
                                   const fap_blend *blend, fap_result *results) {
   fap_log_sink saved;
   fap_log_scope_enter(d ? &d->log : NULL, &saved);
-  fap_status s = run_batch(d, frames, count, blend, results);
+  fap_api_enter();
+  fap_status s = fap_api_return(run_batch(d, frames, count, blend, results));
   fap_log_scope_leave(&saved);
   return s;
 }
@@ -878,7 +855,7 @@ static fap_status draw(fap_detector *d, const fap_frame *frame, const float *map
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_detector_draw: no detector");
   const int device_draw = (d->backend.ops->caps & FAP_CAP_DEVICE_DRAW) != 0;
   if (!frame || (frame->memory == FAP_MEMORY_HOST && !device_draw))
-    return fap_blend_frame(frame, map, map_size, blend);
+    return fap_frame_blend(frame, map, map_size, blend);
   fap_status s = fap_frame_check(frame, "fap_detector_draw");
   if (s || (s = fap_blend_check(blend)))
     return s;
@@ -896,7 +873,8 @@ fap_status fap_detector_draw(fap_detector *d, const fap_frame *frame, const floa
                              int map_size, const fap_blend *blend, size_t *pixel_bytes_copied) {
   fap_log_sink saved;
   fap_log_scope_enter(d ? &d->log : NULL, &saved);
-  fap_status s = draw(d, frame, map, map_size, blend, pixel_bytes_copied);
+  fap_api_enter();
+  fap_status s = fap_api_return(draw(d, frame, map, map_size, blend, pixel_bytes_copied));
   fap_log_scope_leave(&saved);
   return s;
 }
@@ -905,7 +883,8 @@ fap_status fap_detector_intermediate(const fap_detector *d, const char *name,
                                      fap_tensor_view *view) {
   fap_log_sink saved;
   fap_log_scope_enter(d ? &d->log : NULL, &saved);
-  fap_status s = intermediate_of(d, name, view);
+  fap_api_enter();
+  fap_status s = fap_api_return(intermediate_of(d, name, view));
   fap_log_scope_leave(&saved);
   return s;
 }

@@ -100,8 +100,18 @@ struct fap_detector {
   fap_log_sink log;  /* the owner's sink (fap_detector_options.log) */
 };
 
-/* detector.c: downloads the intermediates of the last run (keep_intermediates). */
-fap_status fap_detector_fetch_intermediates(fap_detector *d);
+/* detector.c: fap_detector_new with a seam for tests. A detector gets its
+ * backend in one place (the kind and precision of the options, AUTO
+ * resolved); right after, wrap (when not NULL) is called with it and may
+ * replace it by a backend that forwards to it and owns it (released through
+ * the wrapper's destroy). Tests record the op sequence a detector runs this
+ * way (tests/gpu/backend_trace.c) on exactly the backend fap_detector_new
+ * would have chosen; libfaprompt itself never wraps, and no wrapper is part
+ * of it. A wrapper's failure fails the creation with its status. */
+typedef fap_status (*fap_backend_wrap_fn)(fap_backend *backend, void *user_data);
+fap_status fap_detector_new_wrapped(fap_model *model, const fap_detector_options *options,
+                                    fap_backend_wrap_fn wrap, void *user_data,
+                                    fap_detector **out);
 
 /* vision.c: describes the encoder: b.image -> b.tokens (one [N+1, E] block
  * per out layer) and b.global. */

@@ -72,6 +72,18 @@ typedef void (*fap_log_fn)(fap_log_level level, const char *message, void *user_
 FAP_API void fap_set_log_callback(fap_log_fn fn, void *user_data);
 FAP_API void fap_set_thread_log_callback(fap_log_fn fn, void *user_data);
 
+/* The message of the calling thread's last failure, "" if none: what the
+ * failing call logged at FAP_LOG_ERROR (the last such message of the call,
+ * the one with the outermost context; the CUDA module's included), whichever
+ * sink it went to. Like errno, but stronger: every function here that
+ * returns a fap_status clears it on entry, so after a call that failed it
+ * holds that call's message (at least its fap_status_string), after one
+ * that succeeded it is "". Per thread; valid until this thread's next call
+ * into the library. A caller that only wants the message of the call that
+ * failed (an exception's text, a GStreamer error) reads it here instead of
+ * installing a sink around every call. */
+FAP_API const char *fap_last_error(void);
+
 /* ---- element types -------------------------------------------------------- */
 
 typedef enum {

@@ -8,6 +8,9 @@ static fap_log_fn log_fn;
 static void *log_user_data;
 static __thread fap_log_sink thread_sink;
 static __thread fap_log_sink scope_sink;
+/* fap_last_error: the calling thread's last error-level message, whatever
+ * sink it went to ("" after a public call that succeeded) */
+static __thread char last_error[1024];
 
 void fap_set_log_callback(fap_log_fn fn, void *user_data) {
   log_fn = fn;
@@ -27,7 +30,24 @@ void fap_log_scope_enter(const fap_log_sink *sink, fap_log_sink *saved) {
 
 void fap_log_scope_leave(const fap_log_sink *saved) { scope_sink = *saved; }
 
+const char *fap_last_error(void) { return last_error; }
+
+void fap_api_enter(void) { last_error[0] = '\0'; }
+
+fap_status fap_api_return(fap_status status) {
+  if (status == FAP_OK)
+    last_error[0] = '\0'; /* an error logged and recovered from inside is no failure */
+  else if (!last_error[0]) /* a failure nothing named: at least the status */
+    snprintf(last_error, sizeof last_error, "%s", fap_status_string(status));
+  return status;
+}
+
 void fap_log_message(fap_log_level level, const char *message) {
+  /* every error counts, a module's included: the last one of a failing call
+   * is its outermost context (callers add what they were doing around the
+   * cause), which is what it reports */
+  if (level == FAP_LOG_ERROR)
+    snprintf(last_error, sizeof last_error, "%s", message ? message : "");
   if (scope_sink.fn) {
     scope_sink.fn(level, message, scope_sink.user_data);
   } else if (thread_sink.fn) {
@@ -58,42 +78,4 @@ fap_status fap_fail(fap_status status, const char *fmt, ...) {
   log_v(FAP_LOG_ERROR, fmt, ap);
   va_end(ap);
   return status;
-}
-
-const char *fap_version(void) { return FAP_VERSION; }
-
-const char *fap_status_string(fap_status status) {
-  switch (status) {
-  case FAP_OK: return "ok";
-  case FAP_ERR_INVALID_ARGUMENT: return "invalid argument";
-  case FAP_ERR_IO: return "i/o error";
-  case FAP_ERR_FORMAT: return "not a valid safetensors file";
-  case FAP_ERR_SCHEMA: return "not a valid faprompt model";
-  case FAP_ERR_UNSUPPORTED: return "unsupported";
-  case FAP_ERR_NO_MEMORY: return "out of memory";
-  case FAP_ERR_BACKEND: return "backend failure";
-  }
-  return "unknown status";
-}
-
-const char *fap_dtype_name(fap_dtype dtype) {
-  switch (dtype) {
-  case FAP_DTYPE_F32: return "F32";
-  case FAP_DTYPE_F16: return "F16";
-  case FAP_DTYPE_BF16: return "BF16";
-  case FAP_DTYPE_I32: return "I32";
-  case FAP_DTYPE_I64: return "I64";
-  case FAP_DTYPE_U8: return "U8";
-  }
-  return "?";
-}
-
-size_t fap_dtype_size(fap_dtype dtype) {
-  switch (dtype) {
-  case FAP_DTYPE_F32: case FAP_DTYPE_I32: return 4;
-  case FAP_DTYPE_F16: case FAP_DTYPE_BF16: return 2;
-  case FAP_DTYPE_I64: return 8;
-  case FAP_DTYPE_U8: return 1;
-  }
-  return 0;
 }

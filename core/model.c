@@ -197,14 +197,6 @@ static fap_status meta_layers(const fap_safetensors *st, int lo, int hi, fap_con
   }
 }
 
-const char *fap_family_name(fap_family family) {
-  switch (family) {
-  case FAP_FAMILY_FAPROMPT: return "faprompt";
-  case FAP_FAMILY_ANOMALYCLIP: return "anomalyclip";
-  }
-  return "?";
-}
-
 static fap_status read_config(const fap_safetensors *st, fap_config *c) {
   const char *label = fap_safetensors_label(st);
   const char *format = fap_safetensors_metadata(st, "format");
@@ -495,7 +487,7 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-fap_status fap_model_load(const char *path, fap_model **out) {
+static fap_status model_load(const char *path, fap_model **out) {
   if (!out)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_model_load: out is NULL");
   *out = NULL;
@@ -559,6 +551,11 @@ done:
           m->load_seconds);
   *out = m;
   return FAP_OK;
+}
+
+fap_status fap_model_load(const char *path, fap_model **out) {
+  fap_api_enter();
+  return fap_api_return(model_load(path, out));
 }
 
 fap_model *fap_model_ref(fap_model *model) {

@@ -1,4 +1,7 @@
-/* fap_overlay: fap_blend_frame for a stream (fap.h). A video element draws
+/* Heatmaps drawn into host frames, the public entry points (fap.h):
+ * fap_blend_frame, the reference (its loops are pixel.c's fap_frame_blend,
+ * which the CPU backend calls too), and fap_overlay, the same for a
+ * stream. A video element draws
  * the same map into many frames in a row (inference-interval > 1, or the
  * non-blocking worker still busy), so the expensive part of the reference,
  * the bilinear sample, colour and alpha of every pixel, is worked out once
@@ -53,11 +56,21 @@ struct fap_overlay {
   size_t cap[9]; /* bytes allocated behind each table above */
 };
 
+/* fap_blend_frame, fap_overlay_*: public calls (fap_last_error's bookkeeping) */
+
+fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
+                           const fap_blend *blend) {
+  fap_api_enter();
+  return fap_api_return(fap_frame_blend(frame, map, map_size, blend));
+}
+
 fap_status fap_overlay_new(fap_overlay **out) {
+  fap_api_enter();
   if (!out)
-    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_overlay_new: out is NULL");
+    return fap_api_return(fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_overlay_new: out is NULL"));
   *out = calloc(1, sizeof **out);
-  return *out ? FAP_OK : fap_fail(FAP_ERR_NO_MEMORY, "fap_overlay_new: out of memory");
+  return fap_api_return(*out ? FAP_OK
+                             : fap_fail(FAP_ERR_NO_MEMORY, "fap_overlay_new: out of memory"));
 }
 
 void fap_overlay_free(fap_overlay *o) {
@@ -305,15 +318,17 @@ static fap_status prepare(fap_overlay *o, const fap_frame *frame, const float *m
 
 fap_status fap_overlay_prepare(fap_overlay *o, const fap_frame *frame, const float *map,
                                int map_size, uint64_t map_id, const fap_blend *blend) {
-  return prepare(o, frame, map, map_size, map_id, blend, "fap_overlay_prepare");
+  fap_api_enter();
+  return fap_api_return(prepare(o, frame, map, map_size, map_id, blend, "fap_overlay_prepare"));
 }
 
 fap_status fap_overlay_draw(fap_overlay *o, const fap_frame *frame, const float *map,
                             int map_size, uint64_t map_id, const fap_blend *blend) {
+  fap_api_enter();
   fap_status s = prepare(o, frame, map, map_size, map_id, blend, "fap_overlay_draw");
   if (!s)
     s = fap_frame_check_host(frame, "fap_overlay_draw");
   if (!s)
     draw(o, frame);
-  return s;
+  return fap_api_return(s);
 }

@@ -139,7 +139,7 @@ void fap_blend_params_of(const fap_blend *b, fap_blend_params *out) {
   out->inv_range = 1.0f / (b->range_max - b->range_min);
 }
 
-fap_status fap_blend_frame(const fap_frame *frame, const float *map, int map_size,
+fap_status fap_frame_blend(const fap_frame *frame, const float *map, int map_size,
                            const fap_blend *blend) {
   fap_status s = fap_frame_check(frame, "fap_blend_frame");
   if (s || (s = fap_blend_check(blend)) || (s = fap_frame_check_host(frame, "fap_blend_frame")))

@@ -25,6 +25,10 @@ void fap_pixels_of_frame(const fap_frame *frame, fap_pixels *out);
 void fap_frame_to_rgb(const fap_frame *frame, uint8_t *rgb);
 
 fap_status fap_blend_check(const fap_blend *blend);
+/* fap_blend_frame (fap.h) as the core calls it: the same checks, messages
+ * and pixels, without the public call's bookkeeping (fap_last_error) */
+fap_status fap_frame_blend(const fap_frame *frame, const float *map, int map_size,
+                           const fap_blend *blend);
 /* The per-pixel constants of a checked blend. */
 void fap_blend_params_of(const fap_blend *blend, fap_blend_params *out);
 

@@ -18,6 +18,7 @@
 #include "pixel.h"
 
 #include <glib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -147,16 +148,8 @@ const void *fap_cuda_weight_t(cuda_ctx *c, const float *handle) {
 int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes) {
   if (bytes <= *capacity)
     return 0;
-  fap_rt_free(*buf);
-  *buf = NULL;
-  *capacity = 0;
-  if (c) /* a recorded graph may point at the old buffer (frame io: its own check) */
-    c->memory_generation++;
-  int rc = fap_rt_malloc(buf, bytes);
-  if (rc)
-    return rc;
-  *capacity = bytes;
-  return 0;
+  c->memory_generation++; /* a recorded graph may point at the old buffer */
+  return fap_cuda_grow(buf, capacity, bytes);
 }
 
 /* ---- memory ------------------------------------------------------------------------ */
@@ -813,6 +806,30 @@ static const fap_backend_ops cuda_ops = {
     .frames_output = fap_cuda_frames_output,
     .frames_draw = fap_cuda_frames_draw,
 };
+
+/* The runtime answers cudaGetDeviceCount once per process (the driver does
+ * not appear later), so the answer and its reason are kept. */
+int fap_cuda_device_count(const char **why) {
+  static gsize once;
+  static int count;
+  static char reason[640];
+  if (g_once_init_enter(&once)) {
+    count = fap_rt_device_count();
+    if (count <= 0) {
+      const char *e = fap_rt_error();
+      int no_driver = strstr(e, "Driver") || strstr(e, "driver") || strstr(e, "StubLibrary");
+      snprintf(reason, sizeof reason,
+               no_driver ? "the CUDA module loaded, but the NVIDIA driver (libcuda.so.1) is "
+                           "missing or too old (%s): install or update the NVIDIA driver"
+                         : "the CUDA module loaded, but no CUDA device answers (%s)",
+               e && *e ? e : "no device");
+    }
+    g_once_init_leave(&once, 1);
+  }
+  if (why)
+    *why = count > 0 ? NULL : reason;
+  return count;
+}
 
 fap_status fap_cuda_backend_new(int device_id, fap_precision precision, fap_backend *out) {
   const char *why;

@@ -7,6 +7,7 @@
 #define FAP_BACKEND_CUDA_H
 
 #include "backend.h"
+#include "cuda_frameio.h"
 #include "fap_kernels.h"
 
 /* One imported weight tensor: the model's host f32 copy is the handle the
@@ -19,38 +20,6 @@ typedef struct {
   float *dev32;
   void *dev16;
 } cuda_weight;
-
-/* One frame's place in the io buffers and its geometry (the key that decides
- * whether the layout, tables and captured graph still hold). */
-typedef struct {
-  fap_frame geom; /* data pointers ignored */
-  size_t offset[3], bytes[3];
-} cuda_frame_slot;
-
-/* Frames uploaded for one call: pinned staging and device buffers with one
- * layout [results | descriptors | frame 0 planes | frame 1 planes | ...],
- * bicubic tables and resize scratch. The descriptors (where each frame's
- * planes are on the device) travel with every upload, because a frame
- * already in device memory (FAP_MEMORY_CUDA) brings new pointers each call
- * and no planes: its pixels never cross. Rebuilt only when the frame
- * geometry changes, grown only when it grows. */
-typedef struct {
-  int count, size;
-  size_t results_bytes; /* leading part of io: defined by the owner */
-  size_t frames_start;  /* frame planes from here (results_bytes rounded up) */
-  size_t frames_bytes;
-  size_t io_capacity, io_capacity_host;
-  void *io_dev, *io_host; /* same layout; host is pinned */
-  void *tables;           /* bicubic tables of every frame */
-  size_t tables_capacity;
-  void *tmp;              /* resize scratch */
-  size_t tmp_capacity;
-  cuda_frame_slot *slots; /* [capacity] */
-  fap_k_frame *desc_host; /* [count], inside io_host at frames_start */
-  fap_k_frame *desc_dev;  /* the same place in io_dev */
-  int capacity;
-  int max_width, max_height;
-} cuda_frameio;
 
 /* One frame buffer (backend.h alloc_frames). The detector's handle is the
  * device address for f32 buffers; for activations it is an address range
@@ -108,7 +77,7 @@ typedef struct {
 } cuda_ctx;
 
 /* The backend's constructor and the process's usable device count (0: *why
- * says what is missing), kernels/cuda_module.c. */
+ * says what is missing): the CUDA module's table (cuda_module.c). */
 fap_status fap_cuda_backend_new(int device_id, fap_precision precision, fap_backend *out);
 int fap_cuda_device_count(const char **why);
 
@@ -132,25 +101,9 @@ cuda_arg fap_cuda_arg(cuda_ctx *c, const void *handle);
 cuda_buffer *fap_cuda_buffer_of(cuda_ctx *c, const void *handle);
 
 /* Grows a device buffer to at least `bytes` (creation time, or the eager
- * pass of a description: never under capture). */
+ * pass of a description: never under capture), fap_cuda_grow counting the
+ * change of device memory a recorded graph depends on. */
 int fap_cuda_reserve(cuda_ctx *c, void **buf, size_t *capacity, size_t bytes);
-
-/* frame io (cuda_frameio.c): prepares io for frames (re-layout only when the
- * geometry changed; returns 1 then, 0 when unchanged, -1 on failure); stage
- * copies host frames' planes into the pinned staging and points the
- * descriptors at every frame's planes on the device; unstage copies drawn
- * host frames back. Both fill bytes[i] (may be NULL) with the pixel bytes
- * frame i moves. */
-typedef struct {
-  int rc;           /* FAP_RT_* */
-  const char *what; /* what failed */
-} cuda_failure;
-int fap_cuda_frameio_prepare(cuda_frameio *io, const fap_frame *frames, int count, int size,
-                             size_t results_bytes, fap_stream stream, cuda_failure *fail);
-void fap_cuda_frameio_stage(cuda_frameio *io, const fap_frame *frames, int count, size_t *bytes);
-void fap_cuda_frameio_unstage(cuda_frameio *io, const fap_frame *frames, int count,
-                              size_t *bytes);
-void fap_cuda_frameio_free(cuda_frameio *io);
 
 /* the frame scope (cuda_frames.c, backend.h) */
 fap_status fap_cuda_frames_begin(void *ctx, const fap_frame *frames, int count, int size,

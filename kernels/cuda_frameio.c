@@ -3,7 +3,7 @@
  * frame's size (core/resample.c) and the descriptors the pre-processing and
  * blend kernels read. Rebuilt only when the frame geometry changes, grown
  * only when it grows: a steady stream allocates nothing. */
-#include "backend_cuda.h"
+#include "cuda_frameio.h"
 
 #include "pixel.h"
 #include "resample.h"
@@ -27,6 +27,18 @@ static int reserve_host(void **buf, size_t *capacity, size_t bytes) {
   *buf = NULL;
   *capacity = 0;
   int rc = fap_rt_host_alloc(buf, bytes);
+  if (!rc)
+    *capacity = bytes;
+  return rc;
+}
+
+int fap_cuda_grow(void **buf, size_t *capacity, size_t bytes) {
+  if (bytes <= *capacity)
+    return 0;
+  fap_rt_free(*buf);
+  *buf = NULL;
+  *capacity = 0;
+  int rc = fap_rt_malloc(buf, bytes);
   if (!rc)
     *capacity = bytes;
   return rc;
@@ -82,13 +94,13 @@ int fap_cuda_frameio_prepare(cuda_frameio *io, const fap_frame *frames, int coun
     io->max_height = f->height > io->max_height ? f->height : io->max_height;
   }
   io->frames_bytes = at - io->frames_start;
-  int rc = fap_cuda_reserve(NULL, &io->io_dev, &io->io_capacity, at);
+  int rc = fap_cuda_grow(&io->io_dev, &io->io_capacity, at);
   if (!rc)
     rc = reserve_host(&io->io_host, &io->io_capacity_host, at);
   if (!rc)
-    rc = fap_cuda_reserve(NULL, &io->tables, &io->tables_capacity, tables_bytes);
+    rc = fap_cuda_grow(&io->tables, &io->tables_capacity, tables_bytes);
   if (!rc)
-    rc = fap_cuda_reserve(NULL, &io->tmp, &io->tmp_capacity, tmp_bytes);
+    rc = fap_cuda_grow(&io->tmp, &io->tmp_capacity, tmp_bytes);
   char *tables_host = rc ? NULL : malloc(tables_bytes);
   if (!rc && !tables_host)
     rc = FAP_RT_ENOMEM;

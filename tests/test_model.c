@@ -66,6 +66,9 @@ static void expect_fail_v(const char *path, fap_status want, va_list ap) {
   g_assert_null(m);
   if (n_errors != 1)
     g_error("%s: %d error messages logged, expected 1 (last \"%s\")", path, n_errors, last_error);
+  if (strcmp(fap_last_error(), last_error) != 0)
+    g_error("%s: fap_last_error \"%s\", but the sink got \"%s\"", path, fap_last_error(),
+            last_error);
   if (path && *path)
     assert_logged(path);
   for (const char *phrase; (phrase = va_arg(ap, const char *));)
@@ -100,6 +103,7 @@ static fap_model *load_ok(const char *path) {
     g_error("%s: status %d; message \"%s\"", path, s, last_error);
   g_assert_nonnull(m);
   g_assert_cmpint(n_errors, ==, 0);
+  g_assert_cmpstr(fap_last_error(), ==, "");
   return m;
 }
 
@@ -1342,6 +1346,84 @@ static void test_ac_tensors(void) {
   st_builder_free(b);
 }
 
+/* ---- fap_last_error ------------------------------------------------------ */
+
+/* the messages of another thread's calls must not reach this one's sink */
+static void quiet(fap_log_level level, const char *message, void *user_data) {}
+
+/* Two threads taking turns (a, then b, then a checks), so that one buffer
+ * for the process would show b's message to a, or a's to b, every time. */
+typedef struct {
+  GAsyncQueue *to_a, *to_b;
+  const char *path_a, *path_b;
+  char problem[2 * 1024];
+} turns;
+
+static gpointer thread_a(gpointer data) {
+  turns *t = data;
+  fap_set_thread_log_callback(quiet, NULL);
+  fap_model *m = NULL;
+  fap_status s = fap_model_load(t->path_a, &m);
+  g_async_queue_push(t->to_b, GINT_TO_POINTER(1));
+  g_async_queue_pop(t->to_a); /* b has failed its own load meanwhile */
+  if (s != FAP_ERR_IO || !strstr(fap_last_error(), t->path_a) ||
+      strstr(fap_last_error(), t->path_b))
+    g_snprintf(t->problem, sizeof t->problem, "thread a: status %d, fap_last_error \"%s\"", s,
+               fap_last_error());
+  return NULL;
+}
+
+static gpointer thread_b(gpointer data) {
+  turns *t = data;
+  fap_set_thread_log_callback(quiet, NULL);
+  g_async_queue_pop(t->to_b); /* a has failed its load */
+  char before[1024];
+  g_strlcpy(before, fap_last_error(), sizeof before);
+  fap_model *m = NULL;
+  fap_status s = fap_model_load(t->path_b, &m);
+  if (before[0] || s != FAP_ERR_IO || !strstr(fap_last_error(), t->path_b))
+    g_snprintf(t->problem, sizeof t->problem,
+               "thread b: before its call \"%s\" (expected \"\"); status %d, fap_last_error "
+               "\"%s\"",
+               before, s, fap_last_error());
+  g_async_queue_push(t->to_a, GINT_TO_POINTER(1));
+  return NULL;
+}
+
+/* The failing call's message names the file; a successful call clears it;
+ * each thread sees its own. */
+static void test_last_error(void) {
+  char *missing = g_build_filename(g_get_tmp_dir(), "faprompt-no-such-model.safetensors", NULL);
+  fap_model *m = NULL;
+  log_reset();
+  g_assert_cmpint(fap_model_load(missing, &m), ==, FAP_ERR_IO);
+  if (!strstr(fap_last_error(), missing))
+    g_error("fap_last_error \"%s\" does not name %s", fap_last_error(), missing);
+  g_assert_cmpstr(fap_last_error(), ==, last_error); /* what the sink got */
+  m = load_ok(tiny_a); /* checks fap_last_error() == "" */
+  fap_model_free(m);
+  /* any fallible call clears it, a detector's too */
+  g_assert_cmpint(fap_model_load(missing, &m), ==, FAP_ERR_IO);
+  g_assert_cmpstr(fap_last_error(), !=, "");
+  fap_overlay *o = NULL;
+  g_assert_cmpint(fap_overlay_new(&o), ==, FAP_OK);
+  g_assert_cmpstr(fap_last_error(), ==, "");
+  fap_overlay_free(o);
+  g_free(missing);
+
+  turns t = {g_async_queue_new(), g_async_queue_new(), "/nonexistent/thread-a.safetensors",
+             "/nonexistent/thread-b.safetensors", ""};
+  GThread *a = g_thread_new("last-error-a", thread_a, &t);
+  GThread *b = g_thread_new("last-error-b", thread_b, &t);
+  g_thread_join(a);
+  g_thread_join(b);
+  g_async_queue_unref(t.to_a);
+  g_async_queue_unref(t.to_b);
+  if (t.problem[0])
+    g_error("%s", t.problem);
+  g_assert_cmpstr(fap_last_error(), ==, ""); /* this thread's: untouched by theirs */
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   if (argc >= 4) {
@@ -1376,6 +1458,7 @@ int main(int argc, char **argv) {
                        GINT_TO_POINTER(FAP_DTYPE_F16), test_half_storage);
   g_test_add_data_func("/model/valid/bf16-storage-equals-rounded-f32",
                        GINT_TO_POINTER(FAP_DTYPE_BF16), test_half_storage);
+  g_test_add_func("/model/last-error", test_last_error);
   g_test_add_func("/model/hostile/bad-arguments", test_bad_arguments);
   g_test_add_func("/model/hostile/missing-tensor", test_missing_tensor);
   g_test_add_func("/model/hostile/extra-tensor", test_extra_tensor);

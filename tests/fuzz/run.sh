@@ -28,7 +28,7 @@ flags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -DFAP_VERSION=\"fuzz\" -I"$repo/core" -I"$repo/gst/common" -I"$repo/gst/faprompt"
        $(pkg-config --cflags glib-2.0 json-glib-1.0 gstreamer-rtp-1.0 gstreamer-video-1.0)
        -Wno-unknown-pragmas)
-core=("$repo"/core/{safetensors,log,half}.c)
+core=("$repo"/core/{safetensors,log,names,half}.c)
 glib_libs=$(pkg-config --libs glib-2.0 json-glib-1.0)
 # The element target: the plugin's sources that faprompt needs, without
 # gstreamer-cuda (system memory only, as gst/meson.build builds it where

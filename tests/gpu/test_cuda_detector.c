@@ -27,6 +27,7 @@
 
 #include "backend.h"
 #include "backend_trace.h"
+#include "detector_internal.h"
 #include "fap_kernels.h"
 #include "pixel.h"
 
@@ -162,8 +163,10 @@ static double max_abs(const float *a, const float *b, size_t n, double *max_ref)
   return e;
 }
 
-static fap_detector *new_detector(fap_model *m, fap_backend_kind kind, fap_precision prec,
-                                  int size, int batch, int keep) {
+/* wrap (may be NULL): fap_detector_new_wrapped's, e.g. the op recorder */
+static fap_detector *new_detector_wrapped(fap_model *m, fap_backend_kind kind, fap_precision prec,
+                                          int size, int batch, int keep, fap_backend_wrap_fn wrap,
+                                          void *wrap_data) {
   fap_detector_options o;
   fap_detector_options_init(&o);
   o.backend = kind;
@@ -173,10 +176,15 @@ static fap_detector *new_detector(fap_model *m, fap_backend_kind kind, fap_preci
   o.keep_intermediates = keep;
   o.threads = 0;
   fap_detector *d = NULL;
-  fap_status s = fap_detector_new(m, &o, &d);
+  fap_status s = fap_detector_new_wrapped(m, &o, wrap, wrap_data, &d);
   CHECK(s == FAP_OK, "fap_detector_new (%s, %s): %s: %s", fap_backend_name(kind),
         fap_precision_name(prec), fap_status_string(s), last_error);
   return d;
+}
+
+static fap_detector *new_detector(fap_model *m, fap_backend_kind kind, fap_precision prec,
+                                  int size, int batch, int keep) {
+  return new_detector_wrapped(m, kind, prec, size, batch, keep, NULL, NULL);
 }
 
 
@@ -259,7 +267,7 @@ static int descriptions(const char *trace, const char *out[4], size_t len[4]) {
 }
 
 /* The op sequence each backend runs for the same model and frame (names and
- * shapes, backend_trace.c): at creation identical; per frame, both backends
+ * shapes, tests/gpu/backend_trace.c): at creation identical; per frame, both backends
  * get the detector's one description of the frame: the CPU computes it once
  * per frame, the CUDA backend records it on its first frame (an eager pass,
  * then the capture pass: the same description twice) and replays it on the
@@ -269,9 +277,9 @@ static void op_sequences(fap_model *m, int size, const test_frame *tf) {
   GString *logs[2];
   for (int k = 0; k < 2; k++) {
     logs[k] = g_string_new(NULL);
-    fap_detector_trace_next(logs[k]);
-    fap_detector *d = new_detector(m, k ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU,
-                                   k ? FAP_PRECISION_F16 : FAP_PRECISION_AUTO, size, 1, 0);
+    fap_detector *d = new_detector_wrapped(m, k ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU,
+                                           k ? FAP_PRECISION_F16 : FAP_PRECISION_AUTO, size, 1, 0,
+                                           fap_backend_trace_wrap, logs[k]);
     if (!d)
       return;
     fap_result r;

@@ -189,7 +189,7 @@ static fap_status t_frames_draw(void *c, const fap_frame *frame, const float *ma
   return IN(c)->frames_draw(ICTX(c), frame, map, map_size, blend, bytes);
 }
 
-fap_status fap_backend_trace_wrap(fap_backend *b, GString *log) {
+fap_status fap_backend_trace_wrap(fap_backend *b, void *log) {
   trace_ctx *t = calloc(1, sizeof *t);
   if (!t)
     return fap_fail(FAP_ERR_NO_MEMORY, "trace backend: out of memory");
@@ -216,14 +216,4 @@ fap_status fap_backend_trace_wrap(fap_backend *b, GString *log) {
   b->ops = &t->ops;
   b->ctx = t;
   return FAP_OK;
-}
-
-static _Thread_local GString *trace_next;
-
-void fap_detector_trace_next(GString *log) { trace_next = log; }
-
-fap_status fap_detector_trace_take(fap_backend *b) {
-  GString *log = trace_next;
-  trace_next = NULL;
-  return log ? fap_backend_trace_wrap(b, log) : FAP_OK;
 }
