@@ -16,17 +16,11 @@ fap_debug_init (void)
   }
 }
 
-/* the last error of the core calls this thread made */
-static __thread gchar thread_error[512];
-
 void
 fap_core_log (fap_log_level level, const char *message, void *object)
 {
   switch (level) {
     case FAP_LOG_ERROR:
-      g_strlcpy (thread_error, message, sizeof thread_error);
-      GST_WARNING_OBJECT (object, "core: %s", message);
-      break;
     case FAP_LOG_WARNING:
       GST_WARNING_OBJECT (object, "core: %s", message);
       break;
@@ -45,14 +39,11 @@ fap_core_log_to (GstObject * object)
   fap_set_thread_log_callback (object ? fap_core_log : NULL, object);
 }
 
-void
-fap_core_error_clear (void)
+gchar *
+fap_core_failure (fap_status st)
 {
-  thread_error[0] = '\0';
-}
+  const char *msg = fap_last_error ();
 
-const gchar *
-fap_core_error (void)
-{
-  return thread_error[0] ? thread_error : "(no message)";
+  return g_strdup_printf ("%s: %s", fap_status_string (st),
+      msg && *msg ? msg : "(no message)");
 }

@@ -2,7 +2,9 @@
  * and its helpers, and the core's messages in it: every core call an element
  * makes (its detector's sink, the thread's sink around loads and drawing)
  * logs to the element's debug log, never to the application's process-wide
- * sink. */
+ * sink. What a failed call says (its element error, its message) is not
+ * taken from the log: it is fap_last_error () of the thread that made the
+ * call (fap_core_failure). */
 #ifndef FAP_LOG_H
 #define FAP_LOG_H
 
@@ -22,10 +24,9 @@ void fap_core_log (fap_log_level level, const char *message, void *object);
  * log of @object; NULL puts the thread back on the process-wide sink. */
 void fap_core_log_to (GstObject * object);
 
-/* The last error a core call of this thread logged (each thread reports
- * its own, never another's): cleared before a call, read after it failed
- * ("(no message)" when it logged none). */
-void fap_core_error_clear (void);
-const gchar *fap_core_error (void);
+/* "<status>: <message>" for the core call of this thread that just failed
+ * with @st (fap_last_error: each thread reports its own, never another's);
+ * g_free. Read before the thread's next core call. */
+gchar *fap_core_failure (fap_status st);
 
 #endif

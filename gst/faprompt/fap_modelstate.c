@@ -13,16 +13,6 @@ fap_load_settings_clear (FapLoadSettings * s)
   memset (s, 0, sizeof *s);
 }
 
-static gchar *
-load_error (fap_status st, const gchar * fallback)
-{
-  const gchar *msg = fap_core_error ();
-
-  if (fallback && g_str_equal (msg, "(no message)"))
-    msg = fallback;
-  return g_strdup_printf ("%s: %s", fap_status_string (st), msg);
-}
-
 FapModelState *
 fap_model_state_load (const gchar * path, const FapLoadSettings * s,
     FapCuda * cuda, GstElement * element, FapLoadFailure * failure,
@@ -45,15 +35,14 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
   m = g_atomic_rc_box_new0 (FapModelState);
   m->path = g_intern_string (path);
   m->log_object = GST_OBJECT (element);
-  /* the load's messages (model file, instance detector) go to the element;
-   * a load may run on the loader thread while the streaming thread reports
-   * errors of its own: each thread keeps its own */
-  fap_core_error_clear ();
+  /* the load's messages (model file, instance detector) go to the
+   * element's debug log; its error is this thread's (a load may run on the
+   * loader thread while the streaming thread reports errors of its own) */
   fap_core_log_to (m->log_object);
   st = fap_modelcache_acquire (path, &m->model, &m->model_shared);
   if (st != FAP_OK) {
     *failure = FAP_LOAD_BAD_FILE;
-    *error = load_error (st, NULL);
+    *error = fap_core_failure (st);
     goto fail;
   }
 
@@ -71,13 +60,13 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
       m->detector = fap_instance_detector (m->instance);
     } else {
       st = FAP_ERR_BACKEND;
-      *error = load_error (st, why);
+      *error = g_strdup_printf ("%s: %s", fap_status_string (st), why);
     }
     g_free (why);
   } else {
     st = fap_detector_new (m->model, &s->options, &m->detector);
     if (st != FAP_OK)
-      *error = load_error (st, NULL);
+      *error = fap_core_failure (st);
   }
   fap_cuda_pop (cuda);
   if (warning)
@@ -182,7 +171,6 @@ fap_model_state_infer (FapModelState * m, const fap_frame * frame,
     fap_result r;
     fap_status st;
 
-    fap_core_error_clear ();
     fap_cuda_push (&cuda);
     st = fap_detector_run_batch (m->detector, frame, 1, blend, &r);
     fap_cuda_pop (&cuda);
@@ -191,8 +179,7 @@ fap_model_state_infer (FapModelState * m, const fap_frame * frame,
       *drawn = blend != NULL;
       inf = fap_inference_new (&r, req->serial, req->generation, req->pts);
     } else {
-      *error = g_strdup_printf ("%s: %s", fap_status_string (st),
-          fap_core_error ());
+      *error = fap_core_failure (st);
     }
   }
   if (inf)
@@ -209,7 +196,6 @@ fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
   fap_status s;
 
   *pixel_bytes = 0;
-  fap_core_error_clear ();
   if (draws_on_device (m)) {
     FapCuda cuda = { m->cuda_context, NULL, };
     fap_cuda_push (&cuda);
@@ -224,8 +210,7 @@ fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
   }
   if (s == FAP_OK)
     return TRUE;
-  *error = g_strdup_printf ("%s: %s", fap_status_string (s),
-      fap_core_error ());
+  *error = fap_core_failure (s);
   return FALSE;
 }
 

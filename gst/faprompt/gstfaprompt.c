@@ -230,14 +230,12 @@ make_overlay (GstFAPrompt * self, gchar ** error)
 {
   fap_status st;
 
-  fap_core_error_clear ();
   fap_core_log_to (GST_OBJECT (self));
   st = fap_overlay_new (&self->overlay);
   fap_core_log_to (NULL);
   if (st == FAP_OK)
     return TRUE;
-  *error = g_strdup_printf ("%s: %s", fap_status_string (st),
-      fap_core_error ());
+  *error = fap_core_failure (st);
   return FALSE;
 }
 
