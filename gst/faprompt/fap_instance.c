@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fap_cuda.h"
+#include "fap_log.h"
 #include "fap_modelcache.h"
 
 typedef struct {
@@ -57,35 +58,22 @@ registry_key (const gchar * id, const gchar * model_path)
 
 /* ---- the scheduler -------------------------------------------------------- */
 
-/* A batch failed: run its frames one by one so that each error reaches the
- * element whose frame caused it (the others still get their results). */
+/* A batch failed: run its frames one by one so that each error (this
+ * thread's fap_last_error, handed over with the request) reaches the element
+ * whose frame caused it (the others still get their results). */
 static void
-run_alone (FapInstance * inst, Request ** reqs, guint n, gchar ** messages)
+run_alone (FapInstance * inst, Request ** reqs, guint n)
 {
   for (guint i = 0; i < n; i++) {
     fap_result r;
-    messages[0] = NULL;
     fap_status st = fap_detector_run (inst->detector, reqs[i]->frame, &r);
     if (st == FAP_OK) {
       reqs[i]->result = fap_inference_new (&r, reqs[i]->serial,
           reqs[i]->generation, reqs[i]->pts);
       reqs[i]->pixel_bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
     } else {
-      reqs[i]->error = g_strdup_printf ("%s: %s", fap_status_string (st),
-          messages[0] ? messages[0] : "(no message)");
+      reqs[i]->error = fap_core_failure (st);
     }
-    g_clear_pointer (&messages[0], g_free);
-  }
-}
-
-/* the scheduler's own log sink: the last error of the call in progress */
-static void
-capture_log (fap_log_level level, const char *message, void *user_data)
-{
-  gchar **slot = user_data;
-  if (level == FAP_LOG_ERROR) {
-    g_free (*slot);
-    *slot = g_strdup (message);
   }
 }
 
@@ -97,10 +85,10 @@ scheduler (gpointer data)
   Request **reqs = g_new0 (Request *, B);
   fap_frame *frames = g_new0 (fap_frame, B);
   fap_result *results = g_new0 (fap_result, B);
-  gchar *message = NULL;
   FapCuda cuda = { inst->config.cuda_context, NULL, };
 
-  fap_set_thread_log_callback (capture_log, &message);
+  /* its detector's messages: the debug log (no element: it serves several) */
+  fap_set_thread_log_callback (fap_core_log, NULL);
   g_mutex_lock (&inst->lock);
   for (;;) {
     guint n;
@@ -126,7 +114,6 @@ scheduler (gpointer data)
     inst->first_at = g_get_monotonic_time ();   /* for the ones left */
     g_mutex_unlock (&inst->lock);
 
-    g_clear_pointer (&message, g_free);
     fap_cuda_push (&cuda);
     st = fap_detector_run_batch (inst->detector, frames, (int) n, NULL,
         results);
@@ -138,7 +125,7 @@ scheduler (gpointer data)
             results[i].frame_bytes_from_device;
       }
     } else {
-      run_alone (inst, reqs, n, &message);
+      run_alone (inst, reqs, n);
     }
     fap_cuda_pop (&cuda);
 
@@ -151,7 +138,6 @@ scheduler (gpointer data)
   }
   g_mutex_unlock (&inst->lock);
   fap_set_thread_log_callback (NULL, NULL);
-  g_free (message);
   g_free (reqs);
   g_free (frames);
   g_free (results);
@@ -252,7 +238,7 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
   inst->key = key;
   inst->config = *config;
   inst->config.model_path = g_strdup (config->model_path);
-  inst->config.options.log = NULL;      /* the scheduler's sink attributes errors */
+  inst->config.options.log = NULL;      /* the scheduler's sink: the debug log */
   inst->config.options.log_user_data = NULL;
   if (config->cuda_context)
     gst_object_ref (config->cuda_context);
@@ -267,7 +253,9 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
   if (st == FAP_OK)
     st = fap_detector_new (inst->model, &inst->config.options, &inst->detector);
   if (st != FAP_OK) {
-    *error = g_strdup (fap_status_string (st));
+    /* before instance_free: this thread's message of the call that failed */
+    *error = g_strdup (fap_last_error ()[0] ? fap_last_error () :
+        fap_status_string (st));
     g_mutex_unlock (&registry_lock);
     instance_free (inst);
     return NULL;

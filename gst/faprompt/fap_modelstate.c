@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "fap_log.h"
 #include "fap_modelcache.h"
 
 void
@@ -12,41 +13,19 @@ fap_load_settings_clear (FapLoadSettings * s)
   memset (s, 0, sizeof *s);
 }
 
-/* The detector's sink, and the thread's during the load: forwarded to the
- * element's, the last error of the load kept (a load may run on the loader
- * thread while the streaming thread reports errors of its own). The state
- * outlives its detector, so the pointer stays valid for every message. */
-static void
-state_log (fap_log_level level, const char *message, void *user_data)
-{
-  FapModelState *m = user_data;
-
-  if (level == FAP_LOG_ERROR && m->detector == NULL)
-    g_strlcpy (m->load_error, message, sizeof m->load_error);
-  if (m->log)
-    m->log (level, message, m->log_user_data);
-}
-
-static gchar *
-take_error (FapModelState * m, fap_status st)
-{
-  return g_strdup_printf ("%s: %s", fap_status_string (st),
-      m->load_error[0] ? m->load_error : "(no message)");
-}
-
 FapModelState *
 fap_model_state_load (const gchar * path, const FapLoadSettings * s,
     FapCuda * cuda, GstElement * element, FapLoadFailure * failure,
-    gchar ** error, gchar ** warning)
+    gchar ** error)
 {
   FapModelState *m;
-  fap_detector_options o = s->options;
   gint64 t0 = g_get_monotonic_time ();
   const fap_config *cfg;
+  gchar *warning = NULL;
   fap_status st;
 
   *failure = FAP_LOAD_OK;
-  *error = *warning = NULL;
+  *error = NULL;
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
     *failure = FAP_LOAD_NOT_FOUND;
     *error = g_strdup ("no such file");
@@ -55,15 +34,15 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
 
   m = g_atomic_rc_box_new0 (FapModelState);
   m->path = g_intern_string (path);
-  m->log = s->options.log;
-  m->log_user_data = s->options.log_user_data;
-  o.log = state_log;
-  o.log_user_data = m;
-  fap_set_thread_log_callback (state_log, m);
+  m->log_object = GST_OBJECT (element);
+  /* the load's messages (model file, instance detector) go to the
+   * element's debug log; its error is this thread's (a load may run on the
+   * loader thread while the streaming thread reports errors of its own) */
+  fap_core_log_to (m->log_object);
   st = fap_modelcache_acquire (path, &m->model, &m->model_shared);
   if (st != FAP_OK) {
     *failure = FAP_LOAD_BAD_FILE;
-    *error = take_error (m, st);
+    *error = fap_core_failure (st);
     goto fail;
   }
 
@@ -76,25 +55,28 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
     };
     gchar *why = NULL;
     m->instance = fap_instance_acquire (s->instance_id, &ic, element,
-        warning, &why);
+        &warning, &why);
     if (m->instance) {
       m->detector = fap_instance_detector (m->instance);
     } else {
       st = FAP_ERR_BACKEND;
-      if (why && !m->load_error[0])
-        g_strlcpy (m->load_error, why, sizeof m->load_error);
+      *error = g_strdup_printf ("%s: %s", fap_status_string (st), why);
     }
     g_free (why);
   } else {
-    st = fap_detector_new (m->model, &o, &m->detector);
+    st = fap_detector_new (m->model, &s->options, &m->detector);
+    if (st != FAP_OK)
+      *error = fap_core_failure (st);
   }
   fap_cuda_pop (cuda);
+  if (warning)
+    GST_ELEMENT_WARNING (element, RESOURCE, SETTINGS, ("%s", warning), (NULL));
+  g_free (warning);
   if (st != FAP_OK) {
     *failure = FAP_LOAD_NO_DETECTOR;
-    *error = take_error (m, st);
     goto fail;
   }
-  fap_set_thread_log_callback (NULL, NULL);
+  fap_core_log_to (NULL);
 
   cfg = fap_model_config (m->model);
   m->image_threshold = cfg->image_threshold;
@@ -103,7 +85,7 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
   return m;
 
 fail:
-  fap_set_thread_log_callback (NULL, NULL);
+  fap_core_log_to (NULL);
   fap_model_state_unref (m);
   return NULL;
 }
@@ -138,4 +120,110 @@ fap_model_state_unref (FapModelState * m)
 {
   if (m)
     g_atomic_rc_box_release_full (m, model_state_clear);
+}
+
+/* ---- running and drawing --------------------------------------------------- */
+
+/* CUDA backend: the device draws (in the inference's pass, or
+ * fap_detector_draw for reused results); CPU backend: fap_overlay. */
+static gboolean
+draws_on_device (const FapModelState * m)
+{
+  return fap_detector_backend (m->detector) == FAP_BACKEND_CUDA;
+}
+
+/* The inference draws the frame itself: a private CUDA detector (a shared
+ * instance runs its batch without drawing: settings are per element). */
+static gboolean
+draws_in_pass (const FapModelState * m)
+{
+  return draws_on_device (m) && !m->instance;
+}
+
+/* a result says which model computed it (meta, messages, JSON) and is
+ * judged by that model's calibration */
+static void
+tag_inference (FapInference * inf, const FapModelState * m)
+{
+  inf->model_generation = m->generation;
+  inf->model_file = m->path;
+  inf->model_family = fap_family_name (fap_model_config (m->model)->family);
+  inf->model_image_threshold = m->image_threshold;
+  inf->model_pixel_threshold = m->pixel_threshold;
+}
+
+FapInference *
+fap_model_state_infer (FapModelState * m, const fap_frame * frame,
+    const FapInferRequest * req, gboolean * drawn, gsize * pixel_bytes,
+    gchar ** error)
+{
+  FapInference *inf = NULL;
+
+  *drawn = FALSE;
+  *pixel_bytes = 0;
+  if (m->instance) {
+    /* the scheduler thread hands its message over with the result */
+    inf = fap_instance_run (m->instance, frame, req->serial, req->generation,
+        req->pts, pixel_bytes, error);
+  } else {
+    FapCuda cuda = { m->cuda_context, NULL, };
+    const fap_blend *blend = draws_in_pass (m) ? req->blend : NULL;
+    fap_result r;
+    fap_status st;
+
+    fap_cuda_push (&cuda);
+    st = fap_detector_run_batch (m->detector, frame, 1, blend, &r);
+    fap_cuda_pop (&cuda);
+    if (st == FAP_OK) {
+      *pixel_bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
+      *drawn = blend != NULL;
+      inf = fap_inference_new (&r, req->serial, req->generation, req->pts);
+    } else {
+      *error = fap_core_failure (st);
+    }
+  }
+  if (inf)
+    tag_inference (inf, m);
+  return inf;
+}
+
+gboolean
+fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
+    const fap_frame * frame, const FapInference * inf,
+    const fap_blend * blend, gsize * pixel_bytes, gchar ** error)
+{
+  const float *map = g_bytes_get_data (inf->map, NULL);
+  fap_status s;
+
+  *pixel_bytes = 0;
+  if (draws_on_device (m)) {
+    FapCuda cuda = { m->cuda_context, NULL, };
+    fap_cuda_push (&cuda);
+    s = fap_detector_draw (m->detector, frame, map, (int) inf->map_size,
+        blend, pixel_bytes);
+    fap_cuda_pop (&cuda);
+  } else {
+    fap_core_log_to (m->log_object);
+    s = fap_overlay_draw (overlay, frame, map, (int) inf->map_size,
+        inf->serial, blend);
+    fap_core_log_to (NULL);
+  }
+  if (s == FAP_OK)
+    return TRUE;
+  *error = fap_core_failure (s);
+  return FALSE;
+}
+
+gboolean
+fap_model_state_prepare_overlay (FapModelState * m, fap_overlay * overlay,
+    const fap_frame * frame, const FapInference * inf,
+    const fap_blend * blend)
+{
+  if (draws_on_device (m))
+    return FALSE;
+  fap_core_log_to (m->log_object);
+  fap_overlay_prepare (overlay, frame, g_bytes_get_data (inf->map, NULL),
+      (int) inf->map_size, inf->serial, blend);
+  fap_core_log_to (NULL);
+  return TRUE;
 }

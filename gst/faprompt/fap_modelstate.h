@@ -1,10 +1,10 @@
 /* A loaded model as the element runs it: the model, its detector (private,
- * or a share of a model instance) and what its results are tagged with.
- * Reference counted: the streaming thread holds the current one, the worker
- * holds the one its inference runs on, so a model swapped out while an
- * inference still uses it is freed when that inference ends. Built the same
- * way at start () (on the streaming thread's caller) and for a swap (on the
- * loader thread, fap_modelswap.h). */
+ * or a share of a model instance), what its results are tagged with, and
+ * how a frame is run and drawn on it. Reference counted: the streaming
+ * thread holds the current one, the worker holds the one its inference runs
+ * on, so a model swapped out while an inference still uses it is freed when
+ * that inference ends. Built the same way at start () (on the streaming
+ * thread's caller) and for a swap (on the loader thread, fap_modelswap.h). */
 #ifndef FAP_MODELSTATE_H
 #define FAP_MODELSTATE_H
 
@@ -13,11 +13,13 @@
 
 #include "fap_cuda.h"
 #include "fap_instance.h"
+#include "fap_results.h"
 
 /* What every load of one element uses, fixed at start () (the properties
  * behind it change in READY only). */
 typedef struct {
-  fap_detector_options options; /* log / log_user_data: the element's sink */
+  fap_detector_options options; /* log / log_user_data: the element's debug
+                                 * log (fap_core_log) */
   gchar *instance_id;           /* model-instance-id, NULL: a private detector */
   guint64 batch_timeout_us;
 } FapLoadSettings;
@@ -35,10 +37,7 @@ typedef struct {
   gfloat image_threshold, pixel_threshold;      /* the model's calibration */
   gdouble load_ms;              /* file read + detector built */
   GstObject *cuda_context;      /* the detector's GstCudaContext (a ref) */
-  /*< private >*/
-  fap_log_fn log;               /* the element's sink: the detector's */
-  void *log_user_data;          /* messages go through the state */
-  gchar load_error[512];        /* the last error while loading */
+  GstObject *log_object;        /* its core messages go to this debug log */
 } FapModelState;
 
 typedef enum {
@@ -51,17 +50,57 @@ typedef enum {
 
 /* Loads @path (through the model cache; generation 0 until the element
  * gives it one when it takes over) and builds its detector in @cuda's
- * context when it has one (CUDA frames and weights then share it). On
- * failure: NULL, *failure and *error (g_free: the core's message). An
- * instance created with other settings than @s gives *warning (g_free). */
+ * context when it has one (CUDA frames and weights then share it). An
+ * instance created with other settings than @s is used as it is, with a
+ * warning posted on @element. On failure: NULL, *failure and *error
+ * (g_free: the core's message). */
 FapModelState *fap_model_state_load (const gchar * path,
     const FapLoadSettings * s, FapCuda * cuda, GstElement * element,
-    FapLoadFailure * failure, gchar ** error, gchar ** warning);
+    FapLoadFailure * failure, gchar ** error);
 
 FapModelState *fap_model_state_ref (FapModelState * m);
 /* The last reference frees the detector (in its CUDA context) and releases
  * the model: tens of ms for a full-size model, so the streaming thread hands
- * its old state to the loader (fap_model_swap_dispose) instead. */
+ * its old state to the loader (fap_model_swap_took_over) instead. */
 void fap_model_state_unref (FapModelState * m);
+
+/* What one inference is asked for. */
+typedef struct {
+  guint64 serial;               /* the map's id, > 0 and unique per element */
+  guint64 generation;           /* the stream generation it belongs to */
+  GstClockTime pts;             /* of the frame */
+  const fap_blend *blend;       /* draw it in the same pass where the
+                                 * detector can (else NULL) */
+} FapInferRequest;
+
+/* Runs @frame through @m: its private detector, or its shared instance
+ * (which batches it with the other elements' frames and never draws:
+ * drawing settings are per element). A new inference tagged with the model
+ * (FapInference.model_*), *drawn when the frame was drawn in the same pass
+ * (a private detector on the CUDA backend), *pixel_bytes the frame pixels
+ * copied between host and device; or NULL with *error (g_free). Any thread:
+ * the streaming thread (blocking) or the worker. */
+FapInference *fap_model_state_infer (FapModelState * m,
+    const fap_frame * frame, const FapInferRequest * req, gboolean * drawn,
+    gsize * pixel_bytes, gchar ** error);
+
+/* Draws @inf into @frame, which its own inference did not draw: on the CUDA
+ * backend by the device (a host frame goes up and back, a CUDA frame is
+ * drawn where it is; both far cheaper there than a host table for every new
+ * map; *pixel_bytes what was copied), on the CPU backend with @overlay's
+ * table (the streaming thread's). FALSE with *error (g_free). */
+gboolean fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
+    const fap_frame * frame, const FapInference * inf,
+    const fap_blend * blend, gsize * pixel_bytes, gchar ** error);
+
+/* On the thread that produced @inf (the worker): when @m draws with a host
+ * table (the CPU backend), works out @overlay's table for @inf's map and
+ * @frame's geometry so the streaming thread only mixes (tens of ms at
+ * 1080p); TRUE then, the table made or not (a failure only means the
+ * streaming thread builds it, and reports it, itself). FALSE when @m draws
+ * on the device: no table. */
+gboolean fap_model_state_prepare_overlay (FapModelState * m,
+    fap_overlay * overlay, const fap_frame * frame, const FapInference * inf,
+    const fap_blend * blend);
 
 #endif

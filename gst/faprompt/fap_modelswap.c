@@ -1,17 +1,20 @@
 /* See fap_modelswap.h. Everything that is not a request, a take or a
- * dispose runs on the loader thread, in its own GMainContext: the loads,
+ * took-over runs on the loader thread, in its own GMainContext: the loads,
  * the file monitors, the settle timer. */
 #include "fap_modelswap.h"
 
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
+#include "fap_log.h"
 #include "fap_modelcache.h"
 
+#define GST_CAT_DEFAULT fap_debug
+
 struct FapModelSwap {
-  FapSwapLoadFunc load;
-  FapSwapFailedFunc failed;
-  gpointer user_data;
+  GstElement *element;          /* posted on; outlives the loader */
+  const FapLoadSettings *settings;      /* the element's, as at start () */
+  FapCuda *cuda;                /* the element's: its context */
 
   GMainContext *context;
   GMainLoop *loop;
@@ -24,6 +27,8 @@ struct FapModelSwap {
   gint have_ready;              /* atomic: ready != NULL */
   gchar *watch_path;            /* what fap_model_swap_watch asked for */
   guint settle_ms;
+  const gchar *running_path;    /* the model running now (interned) and */
+  guint64 running_generation;   /* its generation, for failure messages */
 
   /* loader thread only */
   GFileMonitor *monitors[2];    /* the model, its calibration sidecar */
@@ -74,14 +79,16 @@ in_loader (FapModelSwap * s, GSourceFunc func, gpointer data,
 }
 
 FapModelSwap *
-fap_model_swap_new (FapSwapLoadFunc load, FapSwapFailedFunc failed,
-    gpointer user_data)
+fap_model_swap_new (GstElement * element, const FapLoadSettings * settings,
+    FapCuda * cuda, const FapModelState * running)
 {
   FapModelSwap *s = g_new0 (FapModelSwap, 1);
 
-  s->load = load;
-  s->failed = failed;
-  s->user_data = user_data;
+  s->element = element;
+  s->settings = settings;
+  s->cuda = cuda;
+  s->running_path = running->path;
+  s->running_generation = running->generation;
   g_mutex_init (&s->lock);
   s->context = g_main_context_new ();
   s->loop = g_main_loop_new (s->context, FALSE);
@@ -108,8 +115,8 @@ fap_model_swap_free (FapModelSwap * s)
   in_loader_at (s, G_PRIORITY_HIGH, quit_loop, s->loop, NULL);
   g_thread_join (s->thread);
   g_main_loop_unref (s->loop);
-  /* sources not dispatched are destroyed here: their notify releases what
-   * was handed to dispose */
+  /* sources not dispatched are destroyed here: their notify releases the
+   * models swapped out */
   g_main_context_unref (s->context);
   fap_model_state_unref (s->ready);
   g_free (s->request_path);
@@ -122,7 +129,158 @@ fap_model_swap_free (FapModelSwap * s)
   g_free (s);
 }
 
+static gboolean
+nothing (gpointer data)
+{
+  return G_SOURCE_REMOVE;
+}
+
+/* releases @m on the loader thread (any thread, never waits) */
+static void
+dispose_in_loader (FapModelSwap * s, FapModelState * m)
+{
+  if (m)
+    in_loader (s, nothing, m, (GDestroyNotify) fap_model_state_unref);
+}
+
+/* ---- what the application hears ----------------------------------------- */
+
+#define HOW_TO_GET_A_MODEL \
+  "Set the model-file property or $FAPROMPT_MODEL. Make a model from the " \
+  "authors' checkpoint with models/faprompt-convert (see models/README.md), " \
+  "or generate a random test model with: python3 models/faprompt-gen-random " \
+  "--preset tiny -o model.safetensors"
+
+/* a swap's short reason for each failure */
+static const gchar *
+failure_reason (FapLoadFailure failure)
+{
+  switch (failure) {
+    case FAP_LOAD_NOT_FOUND:
+      return "not found";
+    case FAP_LOAD_BAD_FILE:
+      return "the file did not load";
+    default:
+      return "the detector could not be built";
+  }
+}
+
+void
+fap_load_failure_post (GstElement * element, FapLoadFailure failure,
+    const gchar * path, const FapLoadSettings * s, const gchar * error)
+{
+  GError *e;
+  gchar *debug = NULL;
+
+  switch (failure) {
+    case FAP_LOAD_NOT_FOUND:
+      e = g_error_new (GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+          "faprompt model file \"%s\" not found. " HOW_TO_GET_A_MODEL, path);
+      debug = g_strdup_printf ("model-file=%s", path);
+      break;
+    case FAP_LOAD_BAD_FILE:
+      e = g_error_new (GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+          "Could not load faprompt model \"%s\" (%s). " HOW_TO_GET_A_MODEL,
+          path, error);
+      debug = g_strdup_printf ("model-file=%s", path);
+      break;
+    default:
+      e = g_error_new (GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+          "Could not create the faprompt detector for \"%s\" (backend %s, "
+          "image-size %d): %s", path, fap_backend_name (s->options.backend),
+          s->options.image_size, error);
+      break;
+  }
+  gst_element_message_full (element, GST_MESSAGE_ERROR, e->domain, e->code,
+      g_strdup (e->message), debug, __FILE__, GST_FUNCTION, __LINE__);
+  g_error_free (e);
+}
+
+/* A load that failed, or a watched file that went away: the old model runs
+ * on, the application hears which file and why (a warning, and a
+ * "faprompt-model" message it can match on). Loader thread. */
+static void
+post_load_failed (FapModelSwap * s, const gchar * path, const gchar * reason,
+    const gchar * error)
+{
+  const gchar *running;
+  guint64 generation;
+
+  g_mutex_lock (&s->lock);
+  running = s->running_path;
+  generation = s->running_generation;
+  g_mutex_unlock (&s->lock);
+  /* the structured message first: an application that sees the warning
+   * finds it already posted */
+  gst_element_post_message (s->element,
+      gst_message_new_element (GST_OBJECT (s->element),
+          gst_structure_new ("faprompt-model",
+              "event", G_TYPE_STRING, "model-load-failed",
+              "model-file", G_TYPE_STRING, path,
+              "reason", G_TYPE_STRING, reason,
+              "error", G_TYPE_STRING, error,
+              "model-generation", G_TYPE_UINT64, generation, NULL)));
+  GST_ELEMENT_WARNING (s->element, RESOURCE, OPEN_READ,
+      ("faprompt kept its model: \"%s\" (%s) %s; still running \"%s\" "
+          "(model generation %" G_GUINT64_FORMAT "): fix the file, then set "
+          "model-file again or emit \"reload\"", path, reason, error,
+          running ? running : "?", generation), (NULL));
+}
+
+void
+fap_model_swap_took_over (FapModelSwap * s, FapModelState * m,
+    FapModelState * old)
+{
+  fap_detector *d = m->detector;
+
+  g_mutex_lock (&s->lock);
+  s->running_path = m->path;
+  s->running_generation = m->generation;
+  g_mutex_unlock (&s->lock);
+  GST_INFO_OBJECT (s->element, "model swapped: %s (generation %"
+      G_GUINT64_FORMAT ") replaces %s (generation %" G_GUINT64_FORMAT ")",
+      m->path, m->generation, old->path, old->generation);
+  gst_element_post_message (s->element,
+      gst_message_new_element (GST_OBJECT (s->element),
+          gst_structure_new ("faprompt-model",
+              "event", G_TYPE_STRING, "model-loaded",
+              "model-file", G_TYPE_STRING, m->path,
+              "model-generation", G_TYPE_UINT64, m->generation,
+              "previous-generation", G_TYPE_UINT64, old->generation,
+              "load-ms", G_TYPE_DOUBLE, m->load_ms,
+              "backend", G_TYPE_STRING,
+              fap_backend_name (fap_detector_backend (d)),
+              "precision", G_TYPE_STRING,
+              fap_precision_name (fap_detector_precision (d)),
+              "image-size", G_TYPE_INT, fap_detector_image_size (d),
+              "family", G_TYPE_STRING,
+              fap_family_name (fap_model_config (m->model)->family), NULL)));
+  dispose_in_loader (s, old);
+}
+
 /* ---- loading ------------------------------------------------------------ */
+
+/* The same settings as the model loaded at start. Its generation is given
+ * when it takes over (a loaded model replaced by a newer request before any
+ * frame ran on it gets none). NULL with *error saying what is wrong. */
+static FapModelState *
+load (FapModelSwap * s, const gchar * path, gchar ** error)
+{
+  FapLoadFailure failure;
+  gchar *err = NULL;
+  FapModelState *m;
+
+  m = fap_model_state_load (path, s->settings, s->cuda, s->element, &failure,
+      &err);
+  if (!m) {
+    *error = g_strdup_printf ("%s: %s", failure_reason (failure), err);
+    g_free (err);
+    return NULL;
+  }
+  GST_INFO_OBJECT (s->element, "model %s loaded for a swap in %.1f ms", path,
+      m->load_ms);
+  return m;
+}
 
 static gboolean
 do_load (gpointer data)
@@ -144,7 +302,7 @@ do_load (gpointer data)
 
   key = fap_modelcache_key (path);      /* before: a change during the load
                                          * brings another event */
-  m = s->load (s->user_data, path, &error);
+  m = load (s, path, &error);
 
   g_mutex_lock (&s->lock);
   s->handled_seq = seq;
@@ -160,8 +318,8 @@ do_load (gpointer data)
     s->loaded_key = key;
     key = NULL;
   }
-  if (!m && s->failed)
-    s->failed (s->user_data, path, reason, error);
+  if (!m)
+    post_load_failed (s, path, reason, error);
   fap_model_state_unref (replaced);
   g_free (key);
   g_free (error);
@@ -199,18 +357,6 @@ fap_model_swap_take (FapModelSwap * s)
   return m;
 }
 
-static gboolean
-nothing (gpointer data)
-{
-  return G_SOURCE_REMOVE;
-}
-
-void
-fap_model_swap_dispose (FapModelSwap * s, FapModelState * m)
-{
-  if (m)
-    in_loader (s, nothing, m, (GDestroyNotify) fap_model_state_unref);
-}
 
 /* ---- watching ------------------------------------------------------------- */
 
@@ -246,10 +392,9 @@ on_settled (gpointer data)
     return G_SOURCE_REMOVE;
   }
   if (g_str_equal (now, "-")) {
-    if (s->failed)
-      s->failed (s->user_data, s->watching, "file changed",
-          "the file is gone (deleted or moved away); the loaded model runs on "
-          "and the file is loaded when it is back");
+    post_load_failed (s, s->watching, "file changed",
+        "the file is gone (deleted or moved away); the loaded model runs on "
+        "and the file is loaded when it is back");
   } else if (g_strcmp0 (now, s->loaded_key) != 0) {
     fap_model_swap_request (s, s->watching, "file changed");
   }
@@ -319,8 +464,8 @@ do_watch (gpointer data)
       if (s->monitors[i])
         g_signal_connect (s->monitors[i], "changed",
             G_CALLBACK (on_file_changed), s);
-      else if (s->failed)
-        s->failed (s->user_data, files[i], "watch-model", err->message);
+      else
+        post_load_failed (s, files[i], "watch-model", err->message);
       g_clear_error (&err);
       g_object_unref (f);
     }

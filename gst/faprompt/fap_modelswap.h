@@ -5,28 +5,27 @@
  * takes tens of ms to release) and watches the model file and its
  * calibration sidecar (GFileMonitor in the loader's own main context, so no
  * application main loop is needed), loading a changed file once it has been
- * quiet for the settle time: a half-copied file is not loaded. */
+ * quiet for the settle time: a half-copied file is not loaded. What the
+ * application hears of it (messages, warnings, the element error of a load
+ * that failed at start) is said here. */
 #ifndef FAP_MODELSWAP_H
 #define FAP_MODELSWAP_H
 
-#include <glib.h>
+#include <gst/gst.h>
 
 #include "fap_modelstate.h"
 
 typedef struct FapModelSwap FapModelSwap;
 
-/* Called on the loader thread: loads @path (fap_model_state_load), or NULL
- * with *error (g_free) saying what is wrong with it. */
-typedef FapModelState *(*FapSwapLoadFunc) (gpointer user_data,
-    const gchar * path, gchar ** error);
-/* Called on the loader thread after a failed load; the old model runs on. */
-typedef void (*FapSwapFailedFunc) (gpointer user_data, const gchar * path,
-    const gchar * reason, const gchar * error);
-
-FapModelSwap *fap_model_swap_new (FapSwapLoadFunc load,
-    FapSwapFailedFunc failed, gpointer user_data);
+/* The loader of @element (started): loads with @settings in @cuda's context
+ * (the element's, both unchanged until fap_model_swap_free); @running is the
+ * model start () loaded, its generation given. Failed loads post a warning
+ * and a "faprompt-model" message (event model-load-failed) on @element. */
+FapModelSwap *fap_model_swap_new (GstElement * element,
+    const FapLoadSettings * settings, FapCuda * cuda,
+    const FapModelState * running);
 /* Waits for a load in progress (the core cannot be cancelled), frees what
- * was loaded and not taken and every state handed to dispose. */
+ * was loaded and not taken and every model swapped out. */
 void fap_model_swap_free (FapModelSwap * s);
 
 /* Asks for @path to be loaded (any thread, never waits). A request not yet
@@ -44,7 +43,18 @@ void fap_model_swap_watch (FapModelSwap * s, const gchar * path,
  * reference) or NULL. No lock when none is waiting. */
 FapModelState *fap_model_swap_take (FapModelSwap * s);
 
-/* Releases @m on the loader thread (any thread, never waits). */
-void fap_model_swap_dispose (FapModelSwap * s, FapModelState * m);
+/* Streaming thread: @m (from fap_model_swap_take, its generation given)
+ * took over from @old (the caller's reference, released on the loader
+ * thread). Posts the "faprompt-model" message (event model-loaded). */
+void fap_model_swap_took_over (FapModelSwap * s, FapModelState * m,
+    FapModelState * old);
+
+/* The failure mapping, one for start () and a swap: a load that failed at
+ * start () stops the pipeline with the element error posted here
+ * (GST_RESOURCE_ERROR: NOT_FOUND, OPEN_READ or SETTINGS, saying how to get
+ * a model where the file is missing or bad); a swap's warning names the
+ * same failure with its short reason. @error: the core's message. */
+void fap_load_failure_post (GstElement * element, FapLoadFailure failure,
+    const gchar * path, const FapLoadSettings * s, const gchar * error);
 
 #endif

@@ -3,6 +3,31 @@
 
 #include <string.h>
 
+/* One job on the worker thread, on the model it was handed with (a model
+ * swapped in meanwhile is used from the next job; the old one is freed when
+ * this job lets it go). With @blend, the drawing table of the new map is
+ * prepared here rather than on the streaming thread: TRUE in *prepared. */
+static FapInference *
+run_job (FapWorker * w, FapModelState * m, const fap_frame * frame,
+    const FapInferRequest * req, const fap_blend * blend, gboolean * prepared,
+    gchar ** error)
+{
+  FapInference *inf;
+  gboolean drawn;
+  gsize bytes;
+
+  *prepared = FALSE;
+  inf = fap_model_state_infer (m, frame, req, &drawn, &bytes, error);
+  if (!inf)
+    return NULL;
+  /* no frame waits for it: no LATENCY message from here */
+  fap_stats_add_inference (w->stats, inf->ms, bytes, FALSE);
+  if (blend)
+    *prepared = fap_model_state_prepare_overlay (m, w->spare, frame, inf,
+        blend);
+  return inf;
+}
+
 static gpointer
 worker_main (gpointer data)
 {
@@ -12,9 +37,9 @@ worker_main (gpointer data)
   for (;;) {
     fap_frame frame;
     fap_blend blend;
-    gboolean draw;
-    GstClockTime pts;
-    guint64 generation;
+    gboolean draw, prepared;
+    FapInferRequest req;
+    FapModelState *m;
     FapInference *inf;
     gchar *err = NULL;
 
@@ -26,15 +51,16 @@ worker_main (gpointer data)
     w->busy = TRUE;
     /* the copy is not touched by the streaming thread while busy */
     frame = w->device_job.buffer ? w->device_job.view : w->job.frame;
-    pts = w->job_pts;
-    generation = w->job_generation;
+    m = w->job_model;
+    w->job_model = NULL;
+    req = w->job_request;
     draw = w->job_draw && w->spare;
     blend = w->job_blend;
     w->spare_ready = FALSE;     /* the spare is the worker's while busy */
     g_mutex_unlock (&w->lock);
 
-    inf = w->run (w->user_data, &frame, pts, generation, draw ? &blend : NULL,
-        w->spare, &err);
+    inf = run_job (w, m, &frame, &req, draw ? &blend : NULL, &prepared, &err);
+    fap_model_state_unref (m);
 
     g_mutex_lock (&w->lock);
     w->busy = FALSE;
@@ -42,7 +68,7 @@ worker_main (gpointer data)
     if (inf) {
       fap_inference_unref (w->finished);
       w->finished = inf;
-      w->spare_ready = draw;
+      w->spare_ready = prepared;
     } else if (!w->error) {
       w->error = err ? err : g_strdup ("inference failed");
     } else {
@@ -84,11 +110,10 @@ fap_worker_clear (FapWorker * w)
 }
 
 void
-fap_worker_start (FapWorker * w, FapWorkerRunFunc run, gpointer user_data)
+fap_worker_start (FapWorker * w, FapStats * stats)
 {
   g_return_if_fail (w->thread == NULL);
-  w->run = run;
-  w->user_data = user_data;
+  w->stats = stats;
   if (!w->spare && fap_overlay_new (&w->spare) != FAP_OK)
     w->spare = NULL;            /* then the streaming thread builds tables itself */
   w->spare_ready = FALSE;
@@ -114,6 +139,7 @@ fap_worker_stop (FapWorker * w)
   w->thread = NULL;
   w->quit = w->pending = w->busy = FALSE;
   fap_device_job_release (&w->device_job);
+  g_clear_pointer (&w->job_model, fap_model_state_unref);
   fap_inference_unref (w->finished);
   w->finished = NULL;
   w->spare_ready = FALSE;
@@ -124,8 +150,10 @@ void
 fap_worker_reset (FapWorker * w)
 {
   g_mutex_lock (&w->lock);
-  if (w->pending)
+  if (w->pending) {
     fap_device_job_release (&w->device_job);
+    g_clear_pointer (&w->job_model, fap_model_state_unref);
+  }
   w->pending = FALSE;
   fap_inference_unref (w->finished);
   w->finished = NULL;
@@ -133,30 +161,28 @@ fap_worker_reset (FapWorker * w)
   g_mutex_unlock (&w->lock);
 }
 
-/* the job in place (host copy or device job) goes to the worker; under lock */
+/* the job in place (host copy or device job) goes to the worker, to run on
+ * @m as @req asks; under lock */
 static void
-hand_over (FapWorker * w, GstClockTime pts, guint64 generation,
-    const fap_blend * blend)
+hand_over (FapWorker * w, FapModelState * m, const FapInferRequest * req)
 {
-  w->job_pts = pts;
-  w->job_generation = generation;
-  w->job_draw = blend != NULL;
-  if (blend)
-    w->job_blend = *blend;
+  w->job_model = fap_model_state_ref (m);
+  w->job_request = *req;
+  w->job_request.blend = NULL;  /* the worker's inference never draws */
+  w->job_draw = req->blend != NULL;
+  if (req->blend)
+    w->job_blend = *req->blend;
   w->pending = TRUE;
   g_cond_broadcast (&w->cond);
 }
 
-gboolean
-fap_worker_exchange (FapWorker * w, guint64 generation,
-    const fap_frame * frame, GstClockTime pts, const fap_blend * blend,
-    fap_overlay ** overlay, FapInference ** result, gchar ** error)
+/* collects the newest result of @generation; under lock */
+static void
+collect (FapWorker * w, guint64 generation, fap_overlay ** overlay,
+    FapInference ** result, gchar ** error)
 {
-  gboolean taken = FALSE;
-
   *result = NULL;
   *error = NULL;
-  g_mutex_lock (&w->lock);
   if (w->error) {
     *error = w->error;
     w->error = NULL;
@@ -175,9 +201,20 @@ fap_worker_exchange (FapWorker * w, guint64 generation,
     w->finished = NULL;
     w->spare_ready = FALSE;
   }
+}
+
+gboolean
+fap_worker_exchange (FapWorker * w, FapModelState * m,
+    const fap_frame * frame, const FapInferRequest * req,
+    fap_overlay ** overlay, FapInference ** result, gchar ** error)
+{
+  gboolean taken = FALSE;
+
+  g_mutex_lock (&w->lock);
+  collect (w, req->generation, overlay, result, error);
   if (!*error && frame && !w->busy && !w->pending) {
     if (fap_framecopy_take (&w->job, frame)) {
-      hand_over (w, pts, generation, blend);
+      hand_over (w, m, req);
       taken = TRUE;
     } else {
       *error = g_strdup_printf ("out of memory for a copy of a %dx%d frame",
@@ -199,19 +236,20 @@ fap_worker_idle (FapWorker * w)
 }
 
 gboolean
-fap_worker_exchange_device (FapWorker * w, guint64 generation,
-    FapDeviceJob * job, GstClockTime pts, FapInference ** result,
+fap_worker_exchange_device (FapWorker * w, FapModelState * m,
+    FapDeviceJob * job, const FapInferRequest * req, FapInference ** result,
     gchar ** error)
 {
+  FapInferRequest device_req = *req;
   gboolean taken = FALSE;
 
-  /* collect first (no frame), then hand over the device copy */
-  fap_worker_exchange (w, generation, NULL, pts, NULL, NULL, result, error);
+  device_req.blend = NULL;      /* drawn on the device: no host table */
   g_mutex_lock (&w->lock);
+  collect (w, req->generation, NULL, result, error);
   if (!*error && job && job->buffer && !w->busy && !w->pending) {
     w->device_job = *job;
     memset (job, 0, sizeof *job);
-    hand_over (w, pts, generation, NULL);       /* drawn on the device: no host table */
+    hand_over (w, m, &device_req);
     taken = TRUE;
   }
   g_mutex_unlock (&w->lock);

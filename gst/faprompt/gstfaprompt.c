@@ -29,6 +29,19 @@
  *     post-messages=every-frame ! fakesink
  * ]| Every frame of a file scored (not live: blocking), one message each.
  */
+/* A frame's path: transform_ip maps it (system memory, or CUDA memory for
+ * the device) and process_frame makes the one call out for it. Blocking,
+ * the frame is due: fap_model_state_infer runs it on the model running now
+ * (its private detector, drawing it in the same pass on the CUDA backend,
+ * or its shared instance's next batch) and the inference comes back.
+ * Non-blocking: fap_worker_exchange hands the worker a copy with that model
+ * (when due and the worker is idle) and brings back the newest inference
+ * the worker finished (fap_model_state_infer on its thread). With the
+ * result in hand the element attaches the metas and regions
+ * (fap_results_attach), has the model state draw the heatmap where the
+ * pass did not (fap_model_state_draw) and posts the messages
+ * (fap_results_post_for_frame). Between two frames a model the loader
+ * finished takes over (fap_model_swap_take). */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -36,12 +49,10 @@
 #include "gstfaprompt.h"
 #include "gstfapromptmeta.h"
 #include "fap_frameview.h"
+#include "fap_log.h"
 #include "fap_modelcache.h"
 
-#include <string.h>
-
-GST_DEBUG_CATEGORY_STATIC (gst_fa_prompt_debug);
-#define GST_CAT_DEFAULT gst_fa_prompt_debug
+#define GST_CAT_DEFAULT fap_debug
 
 #define DEFAULT_MODEL_NAME "faprompt-vitl14-336.safetensors"
 
@@ -110,161 +121,6 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (faprompt, "faprompt", GST_RANK_NONE,
     GST_TYPE_FA_PROMPT, gst_faprompt_meta_get_info ();
     gst_faprompt_structure_meta_get_info ());
 
-/* ---- enums --------------------------------------------------------------- */
-
-#define GST_TYPE_FA_PROMPT_BACKEND (gst_fa_prompt_backend_get_type ())
-static GType
-gst_fa_prompt_backend_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_FA_PROMPT_BACKEND_AUTO, "CUDA when built and a device is present, "
-          "else CPU", "auto"},
-    {GST_FA_PROMPT_BACKEND_CPU, "CPU (OpenBLAS + OpenMP)", "cpu"},
-    {GST_FA_PROMPT_BACKEND_CUDA, "CUDA (fails to start where not built)",
-        "cuda"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstFAPromptBackend", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
-
-#define GST_TYPE_FA_PROMPT_PRECISION (gst_fa_prompt_precision_get_type ())
-static GType
-gst_fa_prompt_precision_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_FA_PROMPT_PRECISION_AUTO, "The backend's default: CPU f32, CUDA f16",
-        "auto"},
-    {GST_FA_PROMPT_PRECISION_F32, "f32 (CPU, exact; CUDA fails to start)",
-        "f32"},
-    {GST_FA_PROMPT_PRECISION_F16, "f16 (CUDA; the CPU computes f32)", "f16"},
-    {GST_FA_PROMPT_PRECISION_BF16, "bf16 (CUDA; CPU where it has AVX512-BF16 "
-          "or AMX, else f32)", "bf16"},
-    {GST_FA_PROMPT_PRECISION_INT8, "int8 (CPU, experimental: beyond the "
-          "accuracy bounds, computes f32 unless FAP_CPU_INT8=experimental; "
-          "CUDA fails to start)", "int8"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstFAPromptPrecision", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
-
-#define GST_TYPE_FA_PROMPT_MESSAGES (gst_fa_prompt_messages_get_type ())
-static GType
-gst_fa_prompt_messages_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_FA_PROMPT_MESSAGES_NONE, "Post no messages", "none"},
-    {GST_FA_PROMPT_MESSAGES_EVERY_FRAME, "One message per frame carrying a "
-          "result", "every-frame"},
-    {GST_FA_PROMPT_MESSAGES_ON_CHANGE, "One message when the anomalous "
-          "decision flips (event=anomaly-started / anomaly-ended)",
-        "on-change"},
-    {GST_FA_PROMPT_MESSAGES_ANOMALOUS, "One message per anomalous frame",
-        "anomalous"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstFAPromptMessages", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
-
-#define GST_TYPE_FA_PROMPT_NON_BLOCKING (gst_fa_prompt_non_blocking_get_type ())
-static GType
-gst_fa_prompt_non_blocking_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_FA_PROMPT_NON_BLOCKING_FALSE, "Blocking: a frame that is due waits "
-          "for its own inference (every due frame scored; the stream runs at "
-          "the model's speed)", "false"},
-    {GST_FA_PROMPT_NON_BLOCKING_TRUE, "Non-blocking: inference on a worker "
-          "thread, no frame waits; frames carry the newest finished result "
-          "(reused), due frames are skipped while the worker is busy", "true"},
-    {GST_FA_PROMPT_NON_BLOCKING_AUTO, "Non-blocking when upstream is live "
-          "(LATENCY query), blocking otherwise (files, tests)", "auto"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstFAPromptNonBlocking", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
-
-/* ---- the core's log, per element ------------------------------------------ */
-
-/* Every message of this element's core calls (its detector's sink, and the
- * thread sink around model loads and drawing) goes to this element's debug
- * log; the last error is kept for the element error it turns into. */
-/* the last error of the core calls this thread made: the worker and the
- * streaming thread each report their own, never the other's */
-static __thread gchar thread_error[512];
-
-static void
-core_log (fap_log_level level, const char *message, void *user_data)
-{
-  GstFAPrompt *self = user_data;
-
-  switch (level) {
-    case FAP_LOG_ERROR:
-      g_strlcpy (thread_error, message, sizeof thread_error);
-      g_mutex_lock (&self->log_lock);
-      g_strlcpy (self->core_error, message, sizeof self->core_error);
-      g_mutex_unlock (&self->log_lock);
-      GST_WARNING_OBJECT (self, "core: %s", message);
-      break;
-    case FAP_LOG_WARNING:
-      GST_WARNING_OBJECT (self, "core: %s", message);
-      break;
-    case FAP_LOG_INFO:
-      GST_INFO_OBJECT (self, "core: %s", message);
-      break;
-    default:
-      GST_DEBUG_OBJECT (self, "core: %s", message);
-      break;
-  }
-}
-
-static void
-clear_core_error (GstFAPrompt * self)
-{
-  thread_error[0] = '\0';
-  g_mutex_lock (&self->log_lock);
-  self->core_error[0] = '\0';
-  g_mutex_unlock (&self->log_lock);
-}
-
-static gchar *
-dup_core_error (GstFAPrompt * self)
-{
-  gchar *e;
-  if (thread_error[0])
-    return g_strdup (thread_error);
-  g_mutex_lock (&self->log_lock);
-  e = g_strdup (self->core_error[0] ? self->core_error : "(no message)");
-  g_mutex_unlock (&self->log_lock);
-  return e;
-}
-
-/* messages of core calls this thread makes outside the detector go here */
-static void
-core_log_to (GstFAPrompt * self)
-{
-  fap_set_thread_log_callback (self ? core_log : NULL, self);
-}
-
 /* ---- results ------------------------------------------------------------- */
 
 static void
@@ -272,17 +128,8 @@ set_last (GstFAPrompt * self, FapInference * inf)
 {
   fap_inference_unref (self->last);
   self->last = inf;
-  if (inf) {
-    GST_OBJECT_LOCK (self);
-    self->last_score = inf->score;
-    GST_OBJECT_UNLOCK (self);
-  }
-}
-
-static guint64
-next_serial (GstFAPrompt * self)
-{
-  return __atomic_add_fetch (&self->serial, 1, __ATOMIC_RELAXED);
+  if (inf)
+    fap_stats_set_last_score (&self->stats, inf->score);
 }
 
 /* ---- default model location --------------------------------------------- */
@@ -297,261 +144,6 @@ default_model_path (void)
       DEFAULT_MODEL_NAME, NULL);
 }
 
-#define HOW_TO_GET_A_MODEL \
-  "Set the model-file property or $FAPROMPT_MODEL. Make a model from the " \
-  "authors' checkpoint with models/faprompt-convert (see models/README.md), " \
-  "or generate a random test model with: python3 models/faprompt-gen-random " \
-  "--preset tiny -o model.safetensors"
-
-/* ---- statistics and latency ---------------------------------------------- */
-
-static void
-record_inference (GstFAPrompt * self, gdouble ms, gsize pixel_bytes)
-{
-  gboolean post = FALSE;
-
-  GST_OBJECT_LOCK (self);
-  self->inferences++;
-  self->pixel_bytes += pixel_bytes;
-  self->inference_ms_total += ms;
-  self->inference_ms_avg = self->inferences == 1 ? ms :
-      0.8 * self->inference_ms_avg + 0.2 * ms;
-  if (!self->running_non_blocking) {
-    gdouble rep = self->latency_reported_ms;
-    if (rep <= 0.0 || ABS (self->inference_ms_avg - rep) > 0.25 * rep) {
-      self->latency_reported_ms = self->inference_ms_avg;
-      post = TRUE;
-    }
-  }
-  GST_OBJECT_UNLOCK (self);
-  if (post)
-    gst_element_post_message (GST_ELEMENT (self),
-        gst_message_new_latency (GST_OBJECT (self)));
-}
-
-/* What a frame may spend in this element: in blocking mode the frames an
- * inference runs on wait for it; in non-blocking mode no frame waits for an
- * inference, only for the copy handed to the worker and the overlay. */
-static GstClockTime
-added_latency (GstFAPrompt * self)
-{
-  gdouble ms;
-
-  GST_OBJECT_LOCK (self);
-  ms = self->running_non_blocking ? self->frame_ms_avg :
-      self->inference_ms_avg;
-  GST_OBJECT_UNLOCK (self);
-  return (GstClockTime) (ms * GST_MSECOND);
-}
-
-/* ---- inference ------------------------------------------------------------ */
-
-/* CUDA backend: the device draws (in the inference's pass, or
- * fap_detector_draw for reused results); CPU backend: fap_overlay. */
-static gboolean
-draws_on_device (const FapModelState * m)
-{
-  return fap_detector_backend (m->detector) == FAP_BACKEND_CUDA;
-}
-
-/* The inference drew the frame itself: a private CUDA detector (a shared
- * instance runs its batch without drawing: settings are per element). */
-static gboolean
-draws_in_pass (const FapModelState * m)
-{
-  return draws_on_device (m) && !m->instance;
-}
-
-/* a result says which model computed it (meta, messages, JSON) and is
- * judged by that model's calibration */
-static void
-tag_inference (FapInference * inf, const FapModelState * m)
-{
-  inf->model_generation = m->generation;
-  inf->model_file = m->path;
-  inf->model_family = fap_family_name (fap_model_config (m->model)->family);
-  inf->model_image_threshold = m->image_threshold;
-  inf->model_pixel_threshold = m->pixel_threshold;
-}
-
-/* One frame through model @m: its private detector or its shared instance
- * (which batches it with the other elements' frames): a new inference, or
- * NULL with *error. Any thread (streaming or worker). */
-static FapInference *
-run_frame (GstFAPrompt * self, FapModelState * m, const fap_frame * frame,
-    GstClockTime pts, guint64 generation, const fap_blend * blend,
-    gchar ** error)
-{
-  FapInference *inf = NULL;
-  gsize bytes = 0;
-
-  clear_core_error (self);
-  if (m->instance) {
-    inf = fap_instance_run (m->instance, frame, next_serial (self),
-        generation, pts, &bytes, error);
-  } else {
-    fap_result r;
-    fap_status st;
-    fap_cuda_push (&self->cuda);
-    st = fap_detector_run_batch (m->detector, frame, 1,
-        draws_in_pass (m) ? blend : NULL, &r);
-    fap_cuda_pop (&self->cuda);
-    if (st == FAP_OK) {
-      bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
-      inf = fap_inference_new (&r, next_serial (self), generation, pts);
-    } else {
-      gchar *msg = dup_core_error (self);
-      *error = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
-      g_free (msg);
-    }
-  }
-  if (inf) {
-    tag_inference (inf, m);
-    record_inference (self, inf->ms, bytes);
-  }
-  return inf;
-}
-
-/* The worker's run: on the worker thread (non-blocking mode), on the model
- * running when it starts; a model swapped in meanwhile is used from the next
- * run, and the old one is freed when this run lets it go. */
-static FapInference *
-worker_run (gpointer user_data, const fap_frame * frame, GstClockTime pts,
-    guint64 generation, const fap_blend * blend, fap_overlay * spare,
-    gchar ** error)
-{
-  GstFAPrompt *self = user_data;
-  FapModelState *m;
-  FapInference *inf;
-
-  GST_OBJECT_LOCK (self);
-  m = fap_model_state_ref (self->state);
-  GST_OBJECT_UNLOCK (self);
-  inf = run_frame (self, m, frame, pts, generation, NULL, error);
-  fap_model_state_unref (m);
-
-  if (inf && blend) {
-    /* the drawing table of the new map, here rather than on the streaming
-     * thread (tens of ms at 1080p); a failure only means the streaming
-     * thread builds it (and reports it) itself */
-    core_log_to (self);
-    fap_overlay_prepare (spare, frame, g_bytes_get_data (inf->map, NULL),
-        (int) inf->map_size, inf->serial, blend);
-    core_log_to (NULL);
-  }
-  return inf;
-}
-
-/* Runs the due frame. A private CUDA detector draws it in the same pass on
- * the device (@blend); otherwise it is drawn afterwards. */
-static gboolean
-infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
-    const fap_blend * blend)
-{
-  gchar *err = NULL;
-  FapInference *inf = run_frame (self, self->state, view,
-      GST_BUFFER_PTS (buf), self->generation, blend, &err);
-
-  if (!inf) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s", err), (NULL));
-    g_free (err);
-    return FALSE;
-  }
-  set_last (self, inf);
-  return TRUE;
-}
-
-/* What the worker handed back: the newest result carries on, an error stops
- * the stream (FALSE). */
-static gboolean
-take_worker_result (GstFAPrompt * self, FapInference * inf, gchar * err)
-{
-  if (inf)
-    set_last (self, inf);
-  if (err) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("faprompt inference failed: %s", err), (NULL));
-    g_free (err);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-/* Non-blocking: takes the worker's newest result and, when an inference is
- * due and the worker idle, hands it a copy of this frame (in its own format).
- * Never waits. */
-static gboolean
-infer_async (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
-    gboolean due, const fap_blend * blend, gboolean * submitted)
-{
-  FapInference *inf;
-  gchar *err;
-
-  *submitted = fap_worker_exchange (&self->worker, self->generation,
-      due ? view : NULL, GST_BUFFER_PTS (buf), blend, &self->overlay, &inf,
-      &err);
-  return take_worker_result (self, inf, err);
-}
-
-/* ---- mode ------------------------------------------------------------------ */
-
-/* non-blocking=auto: decided once per start from whether upstream is live */
-static void
-decide_mode (GstFAPrompt * self, gboolean live)
-{
-  GST_OBJECT_LOCK (self);
-  if (!self->mode_decided) {
-    self->running_non_blocking = live;
-    self->mode_decided = TRUE;
-    GST_OBJECT_UNLOCK (self);
-    GST_INFO_OBJECT (self, "non-blocking=auto: upstream is %s, running %s",
-        live ? "live" : "not live", live ? "non-blocking" : "blocking");
-    return;
-  }
-  GST_OBJECT_UNLOCK (self);
-}
-
-/* TRUE when upstream answered the LATENCY query (*live says what) */
-static gboolean
-query_upstream_live (GstFAPrompt * self, gboolean * live)
-{
-  GstQuery *q = gst_query_new_latency ();
-  gboolean answered;
-
-  *live = FALSE;
-  answered = gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), q);
-  if (answered)
-    gst_query_parse_latency (q, live, NULL, NULL);
-  gst_query_unref (q);
-  return answered;
-}
-
-/* Streaming thread, every frame: the mode is settled and its worker runs. */
-static void
-ensure_mode (GstFAPrompt * self)
-{
-  gboolean decided, nb;
-
-  GST_OBJECT_LOCK (self);
-  decided = self->mode_decided;
-  GST_OBJECT_UNLOCK (self);
-  if (!decided) {
-    gboolean live;
-    /* an upstream that cannot answer yet is asked again for a while (the
-     * frames meanwhile run blocking); then it counts as not live */
-    if (query_upstream_live (self, &live) || ++self->mode_queries > 30)
-      decide_mode (self, live);
-  }
-  GST_OBJECT_LOCK (self);
-  nb = self->running_non_blocking;
-  GST_OBJECT_UNLOCK (self);
-  if (nb && !fap_worker_running (&self->worker))
-    fap_worker_start (&self->worker, worker_run, self);
-}
-
-/* ---- start / stop -------------------------------------------------------- */
-
 /* The model path the properties name now (object lock held). */
 static gchar *
 model_path_locked (GstFAPrompt * self)
@@ -560,68 +152,6 @@ model_path_locked (GstFAPrompt * self)
 }
 
 /* ---- model swaps ------------------------------------------------------------ */
-
-/* The loader thread's load: the same settings as the model loaded at start.
- * Its generation is given when it takes over (a loaded model replaced by a
- * newer request before any frame ran on it gets none). */
-static FapModelState *
-swap_load (gpointer user_data, const gchar * path, gchar ** error)
-{
-  GstFAPrompt *self = user_data;
-  FapLoadFailure failure;
-  gchar *err = NULL, *warning = NULL;
-  FapModelState *m;
-
-  m = fap_model_state_load (path, &self->load, &self->cuda,
-      GST_ELEMENT (self), &failure, &err, &warning);
-  if (warning)
-    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
-  g_free (warning);
-  if (!m) {
-    *error = g_strdup_printf ("%s: %s", failure == FAP_LOAD_NOT_FOUND ?
-        "not found" : failure == FAP_LOAD_BAD_FILE ? "the file did not load" :
-        "the detector could not be built", err);
-    g_free (err);
-    return NULL;
-  }
-  GST_INFO_OBJECT (self, "model %s loaded for a swap in %.1f ms", path,
-      m->load_ms);
-  return m;
-}
-
-/* The loader thread's failure: the old model runs on, the application hears
- * which file and why (a warning, and a "faprompt-model" message it can
- * match on). */
-static void
-swap_failed (gpointer user_data, const gchar * path, const gchar * reason,
-    const gchar * error)
-{
-  GstFAPrompt *self = user_data;
-  const gchar *running = NULL;
-  guint64 generation = 0;
-
-  GST_OBJECT_LOCK (self);
-  if (self->state) {
-    running = self->state->path;        /* interned: outlives the state */
-    generation = self->state->generation;
-  }
-  GST_OBJECT_UNLOCK (self);
-  /* the structured message first: an application that sees the warning
-   * finds it already posted */
-  gst_element_post_message (GST_ELEMENT (self),
-      gst_message_new_element (GST_OBJECT (self),
-          gst_structure_new ("faprompt-model",
-              "event", G_TYPE_STRING, "model-load-failed",
-              "model-file", G_TYPE_STRING, path,
-              "reason", G_TYPE_STRING, reason,
-              "error", G_TYPE_STRING, error,
-              "model-generation", G_TYPE_UINT64, generation, NULL)));
-  GST_ELEMENT_WARNING (self, RESOURCE, OPEN_READ,
-      ("faprompt kept its model: \"%s\" (%s) %s; still running \"%s\" "
-          "(model generation %" G_GUINT64_FORMAT "): fix the file, then set "
-          "model-file again or emit \"reload\"", path, reason, error,
-          running ? running : "?", generation), (NULL));
-}
 
 /* Streaming thread, before each frame: a model the loader finished takes
  * over here, between two frames. The old one is released on the loader
@@ -638,25 +168,7 @@ maybe_swap (GstFAPrompt * self)
   old = self->state;
   self->state = m;
   GST_OBJECT_UNLOCK (self);
-  GST_INFO_OBJECT (self, "model swapped: %s (generation %" G_GUINT64_FORMAT
-      ") replaces %s (generation %" G_GUINT64_FORMAT ")", m->path,
-      m->generation, old->path, old->generation);
-  gst_element_post_message (GST_ELEMENT (self),
-      gst_message_new_element (GST_OBJECT (self),
-          gst_structure_new ("faprompt-model",
-              "event", G_TYPE_STRING, "model-loaded",
-              "model-file", G_TYPE_STRING, m->path,
-              "model-generation", G_TYPE_UINT64, m->generation,
-              "previous-generation", G_TYPE_UINT64, old->generation,
-              "load-ms", G_TYPE_DOUBLE, m->load_ms,
-              "backend", G_TYPE_STRING,
-              fap_backend_name (fap_detector_backend (m->detector)),
-              "precision", G_TYPE_STRING,
-              fap_precision_name (fap_detector_precision (m->detector)),
-              "image-size", G_TYPE_INT, fap_detector_image_size (m->detector),
-              "family", G_TYPE_STRING,
-              fap_family_name (fap_model_config (m->model)->family), NULL)));
-  fap_model_swap_dispose (self->swap, old);
+  fap_model_swap_took_over (self->swap, m, old);
 }
 
 /* model-file set, or "reload", while started (object lock held) */
@@ -690,22 +202,12 @@ gst_fa_prompt_reload (GstFAPrompt * self)
 
 /* ---- start / stop -------------------------------------------------------- */
 
-static gboolean
-gst_fa_prompt_start (GstBaseTransform * trans)
+/* What every load of this start uses, from the properties (object lock
+ * held); the detector's core messages go to this element's debug log. */
+static void
+read_load_settings_locked (GstFAPrompt * self, FapLoadSettings * ls)
 {
-  GstFAPrompt *self = GST_FA_PROMPT (trans);
-  FapLoadSettings *ls = &self->load;
-  FapModelState *m;
-  FapModelSwap *swap;
-  FapLoadFailure failure;
-  gchar *path, *err = NULL, *warning = NULL;
-  gboolean watch;
-  guint settle;
-  fap_status st;
-
   fap_load_settings_clear (ls);
-  GST_OBJECT_LOCK (self);
-  path = model_path_locked (self);
   ls->instance_id = self->instance_id && *self->instance_id ?
       g_strdup (self->instance_id) : NULL;
   ls->batch_timeout_us = self->batch_timeout_us;
@@ -716,23 +218,47 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   ls->options.threads = self->threads;
   ls->options.image_size = self->image_size;
   ls->options.sigma = self->sigma;
-  ls->options.log = core_log;
+  ls->options.log = fap_core_log;
   ls->options.log_user_data = self;
   ls->options.batch = ls->instance_id ? (int) self->batch_size : 1;
+}
+
+/* The streaming thread's overlay (the CPU backend's drawing tables); on
+ * failure the start fails as a detector that could not be built. */
+static gboolean
+make_overlay (GstFAPrompt * self, gchar ** error)
+{
+  fap_status st;
+
+  fap_core_log_to (GST_OBJECT (self));
+  st = fap_overlay_new (&self->overlay);
+  fap_core_log_to (NULL);
+  if (st == FAP_OK)
+    return TRUE;
+  *error = fap_core_failure (st);
+  return FALSE;
+}
+
+static gboolean
+gst_fa_prompt_start (GstBaseTransform * trans)
+{
+  GstFAPrompt *self = GST_FA_PROMPT (trans);
+  FapLoadSettings *ls = &self->load;
+  FapLoadFailure failure;
+  FapModelState *m;
+  FapModelSwap *swap;
+  gchar *path, *err = NULL;
+  gboolean watch;
+  guint settle;
+
+  GST_OBJECT_LOCK (self);
+  path = model_path_locked (self);
+  read_load_settings_locked (self, ls);
   watch = self->watch_model;
   settle = self->watch_settle_ms;
-  self->mode_decided = self->non_blocking != GST_FA_PROMPT_NON_BLOCKING_AUTO;
-  self->mode_queries = 0;
-  self->running_non_blocking =
-      self->non_blocking == GST_FA_PROMPT_NON_BLOCKING_TRUE;
-  self->frames = self->inferences = 0;
-  self->last_score = -1.0f;
-  self->inference_ms_total = self->inference_ms_avg = 0.0;
-  self->frame_ms_avg = self->latency_reported_ms = 0.0;
-  self->light_frames = 0;
-  self->light_ms_total = 0.0;
-  self->pixel_bytes = 0;
+  fap_mode_reset (&self->mode, self->non_blocking);
   GST_OBJECT_UNLOCK (self);
+  fap_stats_reset (&self->stats);
 
   /* CUDA: the detector is made in the element's GstCudaContext (shared with
    * the neighbours), so frames in CUDA memory are valid where it runs */
@@ -744,45 +270,14 @@ gst_fa_prompt_start (GstBaseTransform * trans)
     g_free (why);
   }
 
-  clear_core_error (self);
   m = fap_model_state_load (path, ls, &self->cuda, GST_ELEMENT (self),
-      &failure, &err, &warning);
-  if (warning)
-    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", warning), (NULL));
-  g_free (warning);
-  if (m) {
-    core_log_to (self);
-    st = fap_overlay_new (&self->overlay);
-    core_log_to (NULL);
-    if (st != FAP_OK) {
-      gchar *msg = dup_core_error (self);
-      failure = FAP_LOAD_NO_DETECTOR;
-      err = g_strdup_printf ("%s: %s", fap_status_string (st), msg);
-      g_free (msg);
-      fap_model_state_unref (m);
-      m = NULL;
-    }
+      &failure, &err);
+  if (m && !make_overlay (self, &err)) {
+    failure = FAP_LOAD_NO_DETECTOR;
+    g_clear_pointer (&m, fap_model_state_unref);
   }
   if (!m) {
-    switch (failure) {
-      case FAP_LOAD_NOT_FOUND:
-        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-            ("faprompt model file \"%s\" not found. " HOW_TO_GET_A_MODEL,
-                path), ("model-file=%s", path));
-        break;
-      case FAP_LOAD_BAD_FILE:
-        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-            ("Could not load faprompt model \"%s\" (%s). "
-                HOW_TO_GET_A_MODEL, path, err), ("model-file=%s", path));
-        break;
-      default:
-        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-            ("Could not create the faprompt detector for \"%s\" (backend "
-                "%s, image-size %d): %s", path,
-                fap_backend_name (ls->options.backend),
-                ls->options.image_size, err), (NULL));
-        break;
-    }
+    fap_load_failure_post (GST_ELEMENT (self), failure, path, ls, err);
     g_free (err);
     fap_cuda_clear (&self->cuda);
     fap_load_settings_clear (ls);
@@ -797,9 +292,11 @@ gst_fa_prompt_start (GstBaseTransform * trans)
         ls->instance_id, fap_instance_users (m->instance),
         fap_detector_batch (m->detector));
 
-  swap = fap_model_swap_new (swap_load, swap_failed, self);
   GST_OBJECT_LOCK (self);
   m->generation = ++self->model_generations;
+  GST_OBJECT_UNLOCK (self);
+  swap = fap_model_swap_new (GST_ELEMENT (self), ls, &self->cuda, m);
+  GST_OBJECT_LOCK (self);
   self->state = m;
   self->swap = swap;
   GST_OBJECT_UNLOCK (self);
@@ -816,8 +313,8 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   GST_INFO_OBJECT (self, "started: backend %s, S=%d, %s",
       fap_backend_name (fap_detector_backend (m->detector)),
       fap_detector_image_size (m->detector),
-      !self->mode_decided ? "non-blocking when upstream is live" :
-      self->running_non_blocking ? "non-blocking" : "blocking");
+      !fap_mode_decided (&self->mode) ? "non-blocking when upstream is live" :
+      fap_mode_non_blocking (&self->mode) ? "non-blocking" : "blocking");
   return TRUE;
 }
 
@@ -965,55 +462,72 @@ gst_fa_prompt_before_transform (GstBaseTransform * trans, GstBuffer * buf)
   }
 }
 
-/* Draws the carried result into a frame not drawn by its own inference: on
- * the CUDA backend by the device (a host frame goes up and back, a CUDA
- * frame is drawn where it is; both far cheaper there than a host table for
- * every new map), on the CPU backend by the overlay's table. */
+/* Runs the due frame on the streaming thread: the frame waits for it. A
+ * private CUDA detector draws it in the same pass (@blend, *drawn). */
 static gboolean
-draw_result (GstFAPrompt * self, const fap_frame * view,
-    const FapInference * inf, const fap_blend * blend)
+infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
+    const fap_blend * blend, gboolean * drawn)
 {
-  const float *map = g_bytes_get_data (inf->map, NULL);
-  fap_status s;
-  gchar *msg;
+  FapInferRequest req = { ++self->serial, self->generation,
+    GST_BUFFER_PTS (buf), blend
+  };
+  FapInference *inf;
+  gchar *err = NULL;
+  gsize bytes;
 
-  clear_core_error (self);
-  if (draws_on_device (self->state)) {
-    gsize moved = 0;
-    fap_cuda_push (&self->cuda);
-    s = fap_detector_draw (self->state->detector, view, map,
-        (int) inf->map_size,
-        blend, &moved);
-    fap_cuda_pop (&self->cuda);
-    GST_OBJECT_LOCK (self);
-    self->pixel_bytes += moved;
-    GST_OBJECT_UNLOCK (self);
-  } else {
-    core_log_to (self);
-    s = fap_overlay_draw (self->overlay, view, map, (int) inf->map_size,
-        inf->serial, blend);
-    core_log_to (NULL);
+  inf = fap_model_state_infer (self->state, view, &req, drawn, &bytes, &err);
+  if (!inf) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt inference failed: %s", err), (NULL));
+    g_free (err);
+    return FALSE;
   }
-  if (s == FAP_OK)
-    return TRUE;
-  msg = dup_core_error (self);
-  GST_ELEMENT_ERROR (self, STREAM, FAILED,
-      ("faprompt could not draw the heatmap: %s: %s", fap_status_string (s),
-          msg), (NULL));
-  g_free (msg);
-  return FALSE;
+  if (fap_stats_add_inference (&self->stats, inf->ms, bytes, TRUE))
+    gst_element_post_message (GST_ELEMENT (self),
+        gst_message_new_latency (GST_OBJECT (self)));
+  set_last (self, inf);
+  return TRUE;
 }
 
-/* Non-blocking with a frame in CUDA memory: a device copy goes to the
- * worker (the frame itself flows on and may be drawn into). */
+/* What the worker handed back: the newest result carries on, an error stops
+ * the stream (FALSE). */
 static gboolean
-infer_async_device (GstFAPrompt * self, GstVideoFrame * frame,
-    gboolean due, gboolean * submitted)
+take_worker_result (GstFAPrompt * self, FapInference * inf, gchar * err)
 {
+  if (inf)
+    set_last (self, inf);
+  if (err) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt inference failed: %s", err), (NULL));
+    g_free (err);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Non-blocking: takes the worker's newest result and, when an inference is
+ * due and the worker idle, hands it this frame (a copy in its own format;
+ * in CUDA memory a device copy, the frame itself flows on and may be drawn
+ * into) with the model running now. Never waits. */
+static gboolean
+infer_async (GstFAPrompt * self, GstVideoFrame * frame,
+    const fap_frame * view, gboolean due, const fap_blend * blend,
+    gboolean * submitted)
+{
+  FapInferRequest req = { 0, self->generation, GST_BUFFER_PTS (frame->buffer),
+    blend
+  };
   FapDeviceJob job = { NULL, };
   FapInference *inf;
   gchar *err;
 
+  if (due)
+    req.serial = ++self->serial;
+  if (view->memory != FAP_MEMORY_CUDA) {
+    *submitted = fap_worker_exchange (&self->worker, self->state,
+        due ? view : NULL, &req, &self->overlay, &inf, &err);
+    return take_worker_result (self, inf, err);
+  }
   if (due && fap_worker_idle (&self->worker)) {
     job.buffer = fap_cuda_copy (&self->cuda, frame, &job.vframe);
     if (!job.buffer) {
@@ -1024,10 +538,29 @@ infer_async_device (GstFAPrompt * self, GstVideoFrame * frame,
     fap_frameview_of (&job.vframe, &job.view);
     job.view.memory = FAP_MEMORY_CUDA;
   }
-  *submitted = fap_worker_exchange_device (&self->worker, self->generation,
-      &job, GST_BUFFER_PTS (frame->buffer), &inf, &err);
+  *submitted = fap_worker_exchange_device (&self->worker, self->state, &job,
+      &req, &inf, &err);
   fap_device_job_release (&job);        /* not taken */
   return take_worker_result (self, inf, err);
+}
+
+/* The carried result drawn into a frame its own inference did not draw. */
+static gboolean
+draw_result (GstFAPrompt * self, const fap_frame * view,
+    const FapInference * inf, const fap_blend * blend)
+{
+  gsize moved;
+  gchar *err = NULL;
+  gboolean ok = fap_model_state_draw (self->state, self->overlay, view, inf,
+      blend, &moved, &err);
+
+  fap_stats_add_pixel_bytes (&self->stats, moved);
+  if (!ok) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("faprompt could not draw the heatmap: %s", err), (NULL));
+    g_free (err);
+  }
+  return ok;
 }
 
 static GstFlowReturn
@@ -1035,16 +568,18 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
 {
   GstBuffer *buf = frame->buffer;
   gint64 t0 = g_get_monotonic_time ();
-  gboolean due, fresh = FALSE, anomalous = FALSE;
+  gboolean due, non_blocking, fresh = FALSE, drawn = FALSE;
+  gboolean anomalous = FALSE;
   GstFlowReturn ret = GST_FLOW_OK;
-  gboolean post_latency = FALSE;
   guint regions = 0;
   fap_frame view;
   Settings st;
   gdouble ms;
 
   maybe_swap (self);
-  ensure_mode (self);
+  non_blocking = fap_mode_settle (&self->mode, GST_ELEMENT (self));
+  if (non_blocking && !fap_worker_running (&self->worker))
+    fap_worker_start (&self->worker, &self->stats);
   read_settings (self, &st);
   /* a frame drawn in its own inference's pass: that model's calibration */
   resolve_thresholds (&st, self->state->image_threshold,
@@ -1057,21 +592,20 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
     self->countdown = st.interval - 1;
   due = self->countdown == 0;
 
+  /* the one call out: the frame runs (blocking), or goes to the worker and
+   * the newest finished result comes back (non-blocking) */
   if (!fap_worker_running (&self->worker)) {
     if (due) {
-      if (!infer_blocking (self, buf, &view, st.draw ? &st.blend : NULL))
+      if (!infer_blocking (self, buf, &view, st.draw ? &st.blend : NULL,
+              &drawn))
         return GST_FLOW_ERROR;
       fresh = TRUE;
       self->countdown = st.interval;
     }
   } else {
-    gboolean submitted, ok;
-    if (view.memory == FAP_MEMORY_CUDA)
-      ok = infer_async_device (self, frame, due, &submitted);
-    else                        /* the worker prepares the host table (CPU) */
-      ok = infer_async (self, buf, &view, due, st.draw
-          && !draws_on_device (self->state) ? &st.blend : NULL, &submitted);
-    if (!ok)
+    gboolean submitted;
+    if (!infer_async (self, frame, &view, due, st.draw ? &st.blend : NULL,
+            &submitted))
       return GST_FLOW_ERROR;
     if (submitted)
       self->countdown = st.interval;
@@ -1079,6 +613,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   if (self->countdown > 0)
     self->countdown--;
 
+  /* the result this frame carries: metas, the heatmap, messages */
   if (self->last) {
     const FapInference *inf = self->last;
     /* judged by the calibration of the model that computed it (the old one
@@ -1087,9 +622,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
         inf->model_pixel_threshold);
     regions = fap_results_attach (&self->results, buf, view.width,
         view.height, inf, &st.results, fresh, &anomalous);
-    /* a frame drawn by its own inference needs no second drawing */
-    if (st.draw && !(fresh && draws_in_pass (self->state))
-        && !draw_result (self, &view, inf, &st.blend))
+    if (st.draw && !drawn && !draw_result (self, &view, inf, &st.blend))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
         &GST_BASE_TRANSFORM (self)->segment, buf, inf, &st.results,
@@ -1097,24 +630,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   }
 
   ms = (g_get_monotonic_time () - t0) / 1000.0;
-  GST_OBJECT_LOCK (self);
-  self->frames++;
-  if (!fresh) {
-    self->light_frames++;
-    self->light_ms_total += ms;
-  }
-  self->frame_ms_avg = self->frames == 1 ? ms :
-      0.95 * self->frame_ms_avg + 0.05 * ms;
-  /* non-blocking: what a frame waits here is the streaming-thread cost;
-   * say so when it moves by a quarter (blocking: record_inference) */
-  if (self->running_non_blocking && self->frames % 30 == 0
-      && ABS (self->frame_ms_avg - self->latency_reported_ms) >
-      0.25 * MAX (self->latency_reported_ms, 0.1)) {
-    self->latency_reported_ms = self->frame_ms_avg;
-    post_latency = TRUE;
-  }
-  GST_OBJECT_UNLOCK (self);
-  if (post_latency)
+  if (fap_stats_add_frame (&self->stats, ms, fresh, non_blocking))
     gst_element_post_message (GST_ELEMENT (self),
         gst_message_new_latency (GST_OBJECT (self)));
   GST_LOG_OBJECT (self, "frame %" GST_TIME_FORMAT " %s %.2f ms",
@@ -1225,8 +741,10 @@ gst_fa_prompt_query (GstBaseTransform * trans, GstPadDirection direction,
     GstClockTime min, max, ours;
 
     gst_query_parse_latency (query, &live, &min, &max);
-    decide_mode (self, live);   /* non-blocking=auto, if not yet decided */
-    ours = added_latency (self);
+    /* non-blocking=auto, if not yet decided */
+    fap_mode_decide (&self->mode, GST_ELEMENT (self), live);
+    ours = fap_stats_added_latency (&self->stats,
+        fap_mode_non_blocking (&self->mode));
     GST_DEBUG_OBJECT (self, "adding latency %" GST_TIME_FORMAT,
         GST_TIME_ARGS (ours));
     min += ours;
@@ -1334,7 +852,9 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     GParamSpec * pspec)
 {
   GstFAPrompt *self = GST_FA_PROMPT (object);
+  FapStatsReport stats;
 
+  fap_stats_report (&self->stats, &stats);
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL_FILE:
@@ -1412,18 +932,16 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       g_value_set_uint64 (value, self->batch_timeout_us);
       break;
     case PROP_FRAMES_PROCESSED:
-      g_value_set_uint64 (value, self->frames);
+      g_value_set_uint64 (value, stats.frames);
       break;
     case PROP_INFERENCES:
-      g_value_set_uint64 (value, self->inferences);
+      g_value_set_uint64 (value, stats.inferences);
       break;
     case PROP_AVERAGE_INFERENCE_MS:
-      g_value_set_double (value, self->inferences ?
-          self->inference_ms_total / self->inferences : 0.0);
+      g_value_set_double (value, stats.average_inference_ms);
       break;
     case PROP_AVERAGE_FRAME_MS:
-      g_value_set_double (value, self->light_frames ?
-          self->light_ms_total / self->light_frames : 0.0);
+      g_value_set_double (value, stats.average_frame_ms);
       break;
     case PROP_MODEL_SHARED:
       /* now, not at load: a partner may have swapped to another model. An
@@ -1435,7 +953,7 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
                   && fap_instance_users (self->state->instance) > 1)));
       break;
     case PROP_PIXEL_BYTES:
-      g_value_set_uint64 (value, self->pixel_bytes);
+      g_value_set_uint64 (value, stats.pixel_bytes);
       break;
     case PROP_AVERAGE_BATCH:{
       guint64 batches = 0, frames = 0;
@@ -1445,7 +963,7 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     }
     case PROP_LAST_SCORE:
-      g_value_set_float (value, self->last_score);
+      g_value_set_float (value, stats.last_score);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -1462,7 +980,8 @@ gst_fa_prompt_finalize (GObject * object)
   g_free (self->model_file);
   g_free (self->instance_id);
   fap_worker_clear (&self->worker);
-  g_mutex_clear (&self->log_lock);
+  fap_stats_clear (&self->stats);
+  fap_mode_clear (&self->mode);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -1484,10 +1003,9 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->max_regions = 16;
   self->batch_size = 1;
   self->batch_timeout_us = 5000;
-  self->last_score = -1.0f;
   self->watch_settle_ms = DEFAULT_WATCH_SETTLE_MS;
-  self->mode_decided = TRUE;    /* until start (): no query decides anything */
-  g_mutex_init (&self->log_lock);
+  fap_stats_init (&self->stats);
+  fap_mode_init (&self->mode);
   fap_worker_init (&self->worker);
 }
 
@@ -1505,10 +1023,9 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
   const GParamFlags ro = G_PARAM_READABLE | G_PARAM_STATIC_STRINGS;
   gchar *blurb;
 
-  GST_DEBUG_CATEGORY_INIT (gst_fa_prompt_debug, "faprompt", 0,
-      "FAPrompt anomaly detection");
+  fap_debug_init ();
   /* no fap_set_log_callback here: the process-wide sink is the
-   * application's; each element gets its own (core_log) */
+   * application's; each element logs its own core calls (fap_log.h) */
 
   gobject_class->set_property = gst_fa_prompt_set_property;
   gobject_class->get_property = gst_fa_prompt_get_property;

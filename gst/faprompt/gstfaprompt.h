@@ -1,9 +1,12 @@
 /* faprompt: zero-shot visual anomaly detection (FAPrompt) as an in-place
- * video filter. See gst/README.md. The element is a shell: properties, caps,
- * start/stop and the per-frame decisions; the core does every pixel
- * (fap_frameview.h hands it the planes as they are, fap_overlay draws), the
- * worker (fap_worker.h) runs non-blocking inference, fap_results.h builds the
- * metas and messages. */
+ * video filter. See gst/README.md. The element is its properties, caps,
+ * start/stop, the per-frame decisions (which frame is due, blocking or
+ * through the worker), events and queries; it hands each job to one unit:
+ * the model state runs and draws a frame (fap_modelstate.h), the worker
+ * runs it beside the stream (fap_worker.h), the loader swaps models and
+ * says what failed (fap_modelswap.h), fap_results.h builds the metas and
+ * messages, fap_stats.h measures, fap_mode.h decides non-blocking=auto. The
+ * core does every pixel (fap_frameview.h hands it the planes as they are). */
 #ifndef __GST_FA_PROMPT_H__
 #define __GST_FA_PROMPT_H__
 
@@ -13,10 +16,13 @@
 #include <fap.h>
 
 #include "fap_cuda.h"
+#include "fap_enums.h"
 #include "fap_instance.h"
 #include "fap_modelstate.h"
+#include "fap_mode.h"
 #include "fap_modelswap.h"
 #include "fap_results.h"
+#include "fap_stats.h"
 #include "fap_worker.h"
 
 G_BEGIN_DECLS
@@ -24,33 +30,6 @@ G_BEGIN_DECLS
 #define GST_TYPE_FA_PROMPT (gst_fa_prompt_get_type ())
 G_DECLARE_FINAL_TYPE (GstFAPrompt, gst_fa_prompt, GST, FA_PROMPT,
     GstVideoFilter)
-
-typedef enum {
-  GST_FA_PROMPT_BACKEND_AUTO = FAP_BACKEND_AUTO,
-  GST_FA_PROMPT_BACKEND_CPU = FAP_BACKEND_CPU,
-  GST_FA_PROMPT_BACKEND_CUDA = FAP_BACKEND_CUDA,
-} GstFAPromptBackend;
-
-typedef enum {
-  GST_FA_PROMPT_PRECISION_AUTO = FAP_PRECISION_AUTO,
-  GST_FA_PROMPT_PRECISION_F32 = FAP_PRECISION_F32,
-  GST_FA_PROMPT_PRECISION_F16 = FAP_PRECISION_F16,
-  GST_FA_PROMPT_PRECISION_BF16 = FAP_PRECISION_BF16,
-  GST_FA_PROMPT_PRECISION_INT8 = FAP_PRECISION_INT8,
-} GstFAPromptPrecision;
-
-typedef enum {
-  GST_FA_PROMPT_MESSAGES_NONE = FAP_REPORT_NONE,
-  GST_FA_PROMPT_MESSAGES_EVERY_FRAME = FAP_REPORT_EVERY_FRAME,
-  GST_FA_PROMPT_MESSAGES_ON_CHANGE = FAP_REPORT_ON_CHANGE,
-  GST_FA_PROMPT_MESSAGES_ANOMALOUS = FAP_REPORT_ANOMALOUS,
-} GstFAPromptMessages;
-
-typedef enum {
-  GST_FA_PROMPT_NON_BLOCKING_FALSE = 0,
-  GST_FA_PROMPT_NON_BLOCKING_TRUE = 1,
-  GST_FA_PROMPT_NON_BLOCKING_AUTO = 2,
-} GstFAPromptNonBlocking;
 
 struct _GstFAPrompt
 {
@@ -76,22 +55,10 @@ struct _GstFAPrompt
   gchar *instance_id;           /* model-instance-id: "" / NULL = private */
   guint batch_size;
   guint64 batch_timeout_us;
-  /* statistics, under the object lock */
-  guint64 frames;
-  guint64 inferences;
-  gdouble inference_ms_total;
-  gdouble inference_ms_avg;     /* exponential average */
-  gdouble frame_ms_avg;         /* streaming-thread cost per frame */
-  gdouble latency_reported_ms;
-  gfloat last_score;
-  guint64 light_frames;         /* frames that ran no inference inline */
-  guint64 pixel_bytes;          /* frame pixels copied host <-> device */
-  gdouble light_ms_total;
-  /* mode: decided at start, or (auto) by the first LATENCY answer or buffer;
-   * under the object lock */
-  gboolean mode_decided;
-  guint mode_queries;           /* LATENCY queries upstream did not answer */
-  gboolean running_non_blocking;
+
+  /* what it measures, and whether it runs non-blocking: each its own lock */
+  FapStats stats;
+  FapMode mode;
 
   /* model swaps, under the object lock */
   gboolean watch_model;
@@ -106,12 +73,8 @@ struct _GstFAPrompt
   FapModelSwap *swap;           /* set and cleared under the object lock */
   FapLoadSettings load;
 
-  /* the core's last error message for this element (log sink), log_lock */
-  GMutex log_lock;
-  gchar core_error[512];
-
-  /* CUDA: the context shared with the neighbours, pushed around every core
-   * call (the detector lives in it); frames in CUDA memory when cuda_memory */
+  /* CUDA: the context shared with the neighbours (detectors are made in it,
+   * fap_model_state_load); frames in CUDA memory when cuda_memory */
   FapCuda cuda;
   gboolean cuda_memory;
 
@@ -123,7 +86,7 @@ struct _GstFAPrompt
   FapResults results;
   FapInference *last;           /* result carried by frames, or NULL */
   guint countdown;              /* frames until the next inference is due */
-  guint64 serial;               /* atomic: ids of inferences (map ids) */
+  guint64 serial;               /* ids of inferences (map ids) */
   guint64 generation;
 
   FapWorker worker;             /* non-blocking mode */
