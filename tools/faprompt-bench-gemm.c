@@ -10,7 +10,17 @@
  * result is checked against the first library's. It prints the CPU and its ISA
  * extensions first.
  *
- *   faprompt-bench-gemm [--threads N] [--rounds 5] [--sizes 336,518]
+ * Where the build has oneDNN, its f32 matmul runs beside them as two more
+ * columns, as a layer would run it: "onednn plain" reads the weights where
+ * they are (row-major [out, in], format `ba`: nothing copied), "onednn packed"
+ * reads a copy reordered once into the layout the primitive asks for (format
+ * `any`: one more copy of every weight). The activations are never reordered.
+ * Each primitive is made once per shape and row count, outside the timing; its
+ * implementation (oneDNN's name for the kernel) is printed. The process's
+ * OpenMP runtime is libgomp (oneDNN's), which an OpenMP build of OpenBLAS
+ * shares, as in libfaprompt.
+ *
+ *   faprompt-bench-gemm [--threads N] [--rounds 5] [--sizes 336,518] [--no-dnnl]
  *                       [LIB.so ...]   (default: libopenblas.so.0; N: all cores)
  */
 #include "hostinfo.h"
@@ -23,21 +33,43 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef FAP_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#endif
+
 /* the CBLAS enum values (cblas.h), the same in every implementation */
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta, float *c,
                          int ldc);
 
-#define MAX_LIBS 8
+#define MAX_LIBS 10
 #define MAX_SIZES 8
 #define N_SHAPES 4
 #define W 1024 /* ViT-L/14 width */
 #define PATCH 14
 
+/* how a column computes: a BLAS library's cblas_sgemm, or oneDNN's matmul */
+typedef enum { RUN_BLAS, RUN_DNNL_PLAIN, RUN_DNNL_PACKED } run_kind;
+
+#ifdef FAP_HAVE_DNNL
+typedef struct {
+  dnnl_primitive_t prim;
+  dnnl_memory_t src, wei, dst; /* wei: the weights in place (plain) or its copy (packed) */
+  char impl[64];
+} onednn_gemm;
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+#endif
+
 typedef struct {
   const char *path, *name;
+  run_kind kind;
   sgemm_fn sgemm;
+#ifdef FAP_HAVE_DNNL
+  onednn_gemm dn[N_SHAPES]; /* for the current size */
+#endif
   float *y; /* this library's output, r x 4W at most */
   double t[N_SHAPES + 1][64]; /* seconds per shape (and the layer) per round */
   double max_rel;             /* largest difference to the first library / max |y| */
@@ -153,6 +185,84 @@ static void open_lib(lib *l, int threads) {
   printf("\n");
 }
 
+#ifdef FAP_HAVE_DNNL
+static void dnnl_check(dnnl_status_t st, const char *what) {
+  if (st != dnnl_success) {
+    fprintf(stderr, "faprompt-bench-gemm: oneDNN %s failed (status %d)\n", what, (int)st);
+    exit(1);
+  }
+}
+
+static void onednn_gemm_free(onednn_gemm *g) {
+  if (g->prim) {
+    dnnl_primitive_destroy(g->prim);
+    dnnl_memory_destroy(g->src);
+    dnnl_memory_destroy(g->wei);
+    dnnl_memory_destroy(g->dst);
+  }
+  memset(g, 0, sizeof *g);
+}
+
+/* y (r x n) = x (r x k) W^T, W [n, k] row-major: oneDNN's weights are k x n,
+ * which W is in format `ba`. Packed: the primitive picks the layout (`any`)
+ * and W is reordered into it once, here. */
+static void onednn_gemm_make(onednn_gemm *g, int packed, int r, int n, int k, float *x, float *w,
+                           float *y) {
+  dnnl_memory_desc_t src, wei, dst, plain;
+  dnnl_dims_t ds = {r, k}, dw = {k, n}, dd = {r, n};
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd;
+  dnnl_check(dnnl_memory_desc_init_by_tag(&src, 2, ds, dnnl_f32, dnnl_ab), "src descriptor");
+  dnnl_check(dnnl_memory_desc_init_by_tag(&plain, 2, dw, dnnl_f32, dnnl_ba), "weight descriptor");
+  dnnl_check(dnnl_memory_desc_init_by_tag(&wei, 2, dw, dnnl_f32, packed ? dnnl_format_tag_any : dnnl_ba),
+             "weight descriptor");
+  dnnl_check(dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab), "dst descriptor");
+  dnnl_check(dnnl_matmul_desc_init(&md, &src, &wei, NULL, &dst), "matmul descriptor");
+  dnnl_check(dnnl_primitive_desc_create(&pd, &md, NULL, engine, NULL), "matmul primitive descriptor");
+  const char *impl = NULL;
+  dnnl_check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), "query");
+  snprintf(g->impl, sizeof g->impl, "%s", impl);
+  dnnl_check(dnnl_primitive_create(&g->prim, pd), "matmul primitive");
+  dnnl_check(dnnl_memory_create(&g->src, &src, engine, x), "src memory");
+  dnnl_check(dnnl_memory_create(&g->dst, &dst, engine, y), "dst memory");
+  if (!packed) {
+    dnnl_check(dnnl_memory_create(&g->wei, &plain, engine, w), "weight memory");
+  } else {
+    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_memory_t from;
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t reorder;
+    dnnl_check(dnnl_memory_create(&from, &plain, engine, w), "weight memory");
+    dnnl_check(dnnl_memory_create(&g->wei, want, engine, DNNL_MEMORY_ALLOCATE), "packed weights");
+    dnnl_check(dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, want, engine, NULL), "reorder");
+    dnnl_check(dnnl_primitive_create(&reorder, rpd), "reorder");
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, g->wei}};
+    dnnl_check(dnnl_primitive_execute(reorder, stream, 2, args), "reorder");
+    dnnl_check(dnnl_stream_wait(stream), "reorder");
+    dnnl_primitive_destroy(reorder);
+    dnnl_primitive_desc_destroy(rpd);
+    dnnl_memory_destroy(from);
+  }
+  dnnl_primitive_desc_destroy(pd);
+}
+#endif
+
+/* one product of column L: y = x W^T for shape k at r rows */
+static void run_gemm(lib *L, int k, int r, const float *x, const float *w, float *y) {
+  if (L->kind == RUN_BLAS) {
+    L->sgemm(ROW_MAJOR, NO_TRANS, TRANS, r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k, w,
+             shapes[k].k, 0, y, shapes[k].n);
+    return;
+  }
+#ifdef FAP_HAVE_DNNL
+  onednn_gemm *g = &L->dn[k];
+  dnnl_exec_arg_t args[3] = {
+      {DNNL_ARG_SRC, g->src}, {DNNL_ARG_WEIGHTS, g->wei}, {DNNL_ARG_DST, g->dst}};
+  dnnl_check(dnnl_primitive_execute(g->prim, stream, 3, args), "matmul");
+  dnnl_check(dnnl_stream_wait(stream), "matmul");
+#endif
+}
+
 static int parse_sizes(const char *s, int *sizes) {
   int n = 0;
   for (char *end; *s && n < MAX_SIZES; s = *end ? end + 1 : end) {
@@ -165,12 +275,12 @@ static int parse_sizes(const char *s, int *sizes) {
 }
 
 static int usage(void) {
-  fprintf(stderr, "usage: faprompt-bench-gemm [--threads N (0: all cores)] [--rounds R (1-64)] [--sizes 336,518] [LIB.so ...]\n");
+  fprintf(stderr, "usage: faprompt-bench-gemm [--threads N (0: all cores)] [--rounds R (1-64)] [--sizes 336,518] [--no-dnnl] [LIB.so ...]\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
-  int threads = 0, rounds = 5, sizes[MAX_SIZES] = {336, 518}, n_sizes = 2, n_libs = 0;
+  int threads = 0, rounds = 5, sizes[MAX_SIZES] = {336, 518}, n_sizes = 2, n_libs = 0, dnnl = 1;
   static lib libs[MAX_LIBS];
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -180,7 +290,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
       if (!(n_sizes = parse_sizes(argv[++i], sizes)))
         return usage();
-    } else if (argv[i][0] == '-' || n_libs == MAX_LIBS)
+    } else if (!strcmp(argv[i], "--no-dnnl"))
+      dnnl = 0;
+    else if (argv[i][0] == '-' || n_libs == MAX_LIBS - 2)
       return usage();
     else
       libs[n_libs++].path = argv[i];
@@ -207,6 +319,26 @@ int main(int argc, char **argv) {
   setenv("BLIS_NUM_THREADS", nt, 1);
   for (int l = 0; l < n_libs; l++)
     open_lib(&libs[l], threads);
+#ifdef FAP_HAVE_DNNL
+  if (dnnl) {
+    /* libgomp read OMP_NUM_THREADS when it loaded, before main */
+    omp_set_num_threads(threads);
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+      fprintf(stderr, "faprompt-bench-gemm: oneDNN has no CPU engine\n");
+      return 1;
+    }
+    const dnnl_version_t *v = dnnl_version();
+    printf("- oneDNN %d.%d.%d (cpu runtime %s), ISA %d (dnnl_cpu_isa_t); plain: W as stored "
+           "(ba), packed: W reordered once (any)\n",
+           v->major, v->minor, v->patch, v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other",
+           (int)dnnl_get_effective_cpu_isa());
+    libs[n_libs++] = (lib){.path = "onednn plain", .name = "onednn plain", .kind = RUN_DNNL_PLAIN};
+    libs[n_libs++] = (lib){.path = "onednn packed", .name = "onednn packed", .kind = RUN_DNNL_PACKED};
+  }
+#else
+  (void)dnnl;
+#endif
 
   /* everything allocated once, for the largest size: x (r x 4W), a weight
    * matrix per shape (48 MiB in all, more than a cache, as in the model), the
@@ -229,11 +361,21 @@ int main(int argc, char **argv) {
   int failed = 0;
   for (int s = 0; s < n_sizes; s++) {
     int g = sizes[s] / PATCH, r = g * g + 1;
+#ifdef FAP_HAVE_DNNL
+    for (int l = 0; l < n_libs; l++)
+      for (int k = 0; k < N_SHAPES && libs[l].kind != RUN_BLAS; k++) {
+        onednn_gemm_free(&libs[l].dn[k]);
+        onednn_gemm_make(&libs[l].dn[k], libs[l].kind == RUN_DNNL_PACKED, r, shapes[k].n,
+                       shapes[k].k, x, w[k], libs[l].y);
+      }
+#endif
     /* untimed warm-up, the first library's results kept as the reference */
     for (int k = 0; k < N_SHAPES; k++)
-      for (int l = 0; l < n_libs; l++)
-        libs[l].sgemm(ROW_MAJOR, NO_TRANS, TRANS, r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k,
-                      w[k], shapes[k].k, 0, l ? libs[l].y : ref[k], shapes[k].n);
+      for (int l = 0; l < n_libs; l++) {
+        run_gemm(&libs[l], k, r, x, w[k], libs[l].y);
+        if (!l)
+          memcpy(ref[k], libs[l].y, (size_t)r * shapes[k].n * sizeof(float));
+      }
     for (int l = 0; l < n_libs; l++)
       libs[l].max_rel = 0;
     for (int rd = 0; rd < rounds; rd++) {
@@ -243,8 +385,7 @@ int main(int argc, char **argv) {
         for (int j = 0; j < n_libs; j++) {
           lib *L = &libs[(j + rd) % n_libs]; /* A B, then B A, ... */
           double t0 = now_s();
-          L->sgemm(ROW_MAJOR, NO_TRANS, TRANS, r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k, w[k],
-                   shapes[k].k, 0, L->y, shapes[k].n);
+          run_gemm(L, k, r, x, w[k], L->y);
           double t = now_s() - t0;
           L->t[k][rd] = t;
           L->t[N_SHAPES][rd] += t;
@@ -281,6 +422,11 @@ int main(int argc, char **argv) {
         printf(" %.3f |", min_of(libs[l].t[k], rounds) / t_first);
       printf("\n");
     }
+#ifdef FAP_HAVE_DNNL
+    for (int l = 0; l < n_libs; l++)
+      for (int k = 0; k < N_SHAPES && libs[l].kind != RUN_BLAS; k++)
+        printf("%s%s %s: %s", k ? "; " : "\n", libs[l].name, shapes[k].name, libs[l].dn[k].impl);
+#endif
     printf("\nLibraries: ");
     for (int l = 0; l < n_libs; l++)
       printf("%s%c = %s", l ? ", " : "", 'A' + l, libs[l].name);
