@@ -1,12 +1,15 @@
 /* CPU backend: plain reference loops (llm.c style: readable, the ground truth)
- * beside the fast path (OpenBLAS SGEMM for every matrix product, OpenMP for
- * the elementwise work). `reference` selects the loops everywhere a fast path
- * exists, so tests can hold the fast path against them. */
+ * beside the fast path (OpenBLAS SGEMM for the matrix products, or oneDNN's
+ * f32 matmul for the linear layers where the CPU makes it faster:
+ * linear_f32_dnnl.h; OpenMP for the elementwise work). `reference` selects
+ * the loops everywhere a fast path exists, so tests can hold the fast path
+ * against them. */
 #include "backend.h"
 
 #include "attention_cpu.h"
 #include "fastmath.h"
 #include "linear_dnnl.h"
+#include "linear_f32_dnnl.h"
 #include "log.h"
 #include "pixel.h"
 #include "resample.h"
@@ -41,6 +44,8 @@ typedef struct {
   /* bf16 / int8 linear layers (linear_dnnl.c); NULL: f32. roles: the
    * weights the detector marked (fap_weight_role), the only ones it takes */
   fap_dnnl *dnnl;
+  /* the f32 linear layers through oneDNN (fap_cpu_gemm_choose); NULL: OpenBLAS */
+  fap_dnnl_f32 *dnnl_f32;
   struct role_range {
     const float *w;
     size_t count;
@@ -275,6 +280,12 @@ static void cpu_linear(void *ctx, float *y, int ldy, const float *x, int ldx, co
   cpu_ctx *c = ctx;
   if (c->dnnl && fap_dnnl_takes(c->dnnl, weight_role_of(c, w))) {
     fap_status s = fap_dnnl_linear(c->dnnl, y, ldy, x, ldx, w, b, rows, in, out, accumulate);
+    if (s && !c->error)
+      c->error = s;
+    return;
+  }
+  if (!c->reference && c->dnnl_f32) {
+    fap_status s = fap_dnnl_f32_linear(c->dnnl_f32, y, ldy, x, ldx, w, b, rows, in, out, accumulate);
     if (s && !c->error)
       c->error = s;
     return;
@@ -759,6 +770,7 @@ static void cpu_destroy(void *ctx) {
   free(c->scores);
   fap_attention_ws_free(&c->att_ws);
   fap_dnnl_free(c->dnnl);
+  fap_dnnl_f32_free(c->dnnl_f32);
   free(c->roles);
   free(c);
 }
@@ -804,6 +816,27 @@ static const fap_backend_ops cpu_ops = {
     .frames_end = cpu_frames_end,
     .frames_output = cpu_frames_output,
 };
+
+/* The f32 linear layers' GEMM, chosen from the CPU (linear_f32_dnnl.h); the
+ * attention's and the other products stay on OpenBLAS (the fused attention
+ * kernel does most of that work). Logged once per process. */
+static void open_f32_gemm(cpu_ctx *c) {
+  const char *why = NULL;
+  fap_cpu_gemm g = fap_cpu_gemm_choose(&why);
+  if (g == FAP_GEMM_DNNL && fap_dnnl_f32_new(c->threads, &c->dnnl_f32) != FAP_OK)
+    why = "oneDNN could not start (logged above)";
+  static int told;
+  if (!__atomic_exchange_n(&told, 1, __ATOMIC_RELAXED)) {
+    if (c->dnnl_f32)
+      fap_log(FAP_LOG_INFO, "cpu backend: f32 linear layers through oneDNN (%s): %s",
+              fap_dnnl_isa_name(), why);
+#ifdef FAP_HAVE_OPENBLAS
+    else
+      fap_log(FAP_LOG_INFO, "cpu backend: f32 linear layers through OpenBLAS (%s kernels): %s",
+              openblas_get_corename(), why);
+#endif
+  }
+}
 
 /* The reduced precisions run where they are faster than f32; everywhere
  * else the backend says why at INFO level and computes in f32. */
@@ -864,6 +897,8 @@ fap_status fap_backend_cpu_new_precision(int threads, int reference, fap_precisi
   if (!reference)
     fap_log(FAP_LOG_WARNING, "cpu backend: built without OpenBLAS, using the slow reference loops");
 #endif
+  if (!reference)
+    open_f32_gemm(c);
   fap_precision p = open_precision(c, precision);
   if (runs)
     *runs = p;

@@ -14,7 +14,11 @@
  * Tolerances (u = 2^-24, the unit roundoff of f32):
  *   linear, matmul     |got - exact| <= (in + 2) * 2u * sum|terms| per element
  *                      (the classic bound for a float dot product, doubled);
- *                      |fast - reference| <= 1e-5 * max|reference|
+ *                      |fast - reference| <= 1e-5 * max|reference|; linear's fast
+ *                      path runs with each f32 GEMM (FAP_CPU_GEMM=openblas and
+ *                      =dnnl, whatever this CPU would choose), and oneDNN's is
+ *                      also called directly, so a backend that ignored the
+ *                      override cannot hide that
  *   attention          |got - exact| <= 1e-5 * max|v|; fast vs reference as above; the
  *                      fast path runs twice, fused (core/attention_cpu.c, where hd % 16
  *                      == 0 and the CPU has AVX2 + FMA) and with its BLAS path
@@ -40,6 +44,8 @@
 #include "attention_cpu.h"
 #include "backend.h"
 #include "half.h"
+#include "linear_dnnl.h"
+#include "linear_f32_dnnl.h"
 #include "resample.h"
 
 #include <float.h>
@@ -56,6 +62,12 @@ static fap_backend backends[3];
 static const char *const backend_label[4] = {"fast", "reference", "fast, BLAS attention",
                                              "fused kernel called directly"};
 static GRand *rng;
+/* the fast path with each f32 GEMM forced (FAP_CPU_GEMM), and oneDNN's called
+ * directly (NULL in a build without oneDNN) */
+static fap_backend gemm_backends[2];
+static const char *const gemm_label[3] = {"fast, FAP_CPU_GEMM=openblas", "fast, FAP_CPU_GEMM=dnnl",
+                                          "oneDNN f32 called directly"};
+static fap_dnnl_f32 *dnnl_f32;
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -111,15 +123,41 @@ static void check_close_rel(const float *a, const float *b, int rows, int cols, 
 
 /* ---- linear / matmul ------------------------------------------------------ */
 
+/* FAP_CPU_GEMM decides where it names a GEMM this build has; otherwise the
+ * CPU does, the same way every time. */
+static void test_gemm_choice(void) {
+  const char *why = NULL;
+  g_setenv("FAP_CPU_GEMM", "openblas", TRUE);
+  g_assert_cmpint(fap_cpu_gemm_choose(&why), ==, FAP_GEMM_OPENBLAS);
+  g_assert_nonnull(why);
+  g_setenv("FAP_CPU_GEMM", "dnnl", TRUE);
+  g_assert_cmpint(fap_cpu_gemm_choose(&why), ==,
+                  fap_dnnl_built() ? FAP_GEMM_DNNL : fap_cpu_gemm_choose(&why));
+  g_unsetenv("FAP_CPU_GEMM");
+  const fap_cpu_gemm by_cpu = fap_cpu_gemm_choose(&why);
+  g_test_message("this CPU's f32 GEMM: %s (%s; oneDNN ISA %s)",
+                 by_cpu == FAP_GEMM_DNNL ? "oneDNN" : "OpenBLAS", why, fap_dnnl_isa_name());
+  g_assert_true(by_cpu == FAP_GEMM_OPENBLAS || fap_dnnl_built());
+  for (int i = 0; i < 3; i++)
+    g_assert_cmpint(fap_cpu_gemm_choose(&why), ==, by_cpu);
+  g_setenv("FAP_CPU_GEMM", "no-such-gemm", TRUE); /* ignored, with a warning */
+  g_assert_cmpint(fap_cpu_gemm_choose(&why), ==, by_cpu);
+  g_unsetenv("FAP_CPU_GEMM");
+}
+
 typedef struct {
   int rows, in, out, ldx, ldy, bias, accumulate;
 } linear_case;
 
 static void test_linear(void) {
+  int openblas_differs = 0;
   static const linear_case cases[] = {
       {7, 33, 19, 37, 23, 1, 0}, {7, 33, 19, 37, 23, 0, 0}, {7, 33, 19, 37, 23, 1, 1},
       {7, 33, 19, 37, 23, 0, 1}, {1, 64, 3, 64, 3, 1, 0},   {1, 96, 17, 101, 20, 0, 1},
       {3, 1, 5, 1, 5, 1, 0},     {67, 96, 75, 101, 80, 1, 1}, {40, 130, 9, 131, 9, 0, 0},
+      /* large enough for the blocked kernels (oneDNN: brgemm; a strided
+       * output: its sgemm), as the encoders' layers */
+      {133, 256, 192, 256, 192, 1, 1}, {97, 200, 160, 200, 480, 1, 0},
   };
   for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
     const linear_case *lc = &cases[ci];
@@ -127,13 +165,26 @@ static void test_linear(void) {
     float *w = rand_vector((size_t)lc->out * lc->in, -0.5, 0.5);
     float *b = lc->bias ? rand_vector(lc->out, -1, 1) : NULL;
     float *y0 = rand_matrix(lc->rows, lc->out, lc->ldy, -2, 2, SENTINEL);
-    float *y[2];
-    for (int k = 0; k < 2; k++) {
+    /* [0] fast, [1] reference, [2] and [3] the fast path with each GEMM, [4]
+     * oneDNN's called directly */
+    float *y[5];
+    for (int k = 0; k < 5; k++) {
       char what[128];
-      g_snprintf(what, sizeof what, "linear case %zu (%s)", ci, backend_label[k]);
+      g_snprintf(what, sizeof what, "linear case %zu (%s)", ci,
+                 k < 2 ? backend_label[k] : gemm_label[k - 2]);
       y[k] = g_memdup2(y0, ((size_t)lc->rows * lc->ldy + 1) * sizeof(float));
-      backends[k].ops->linear(backends[k].ctx, y[k], lc->ldy, x, lc->ldx, w, b, lc->rows, lc->in,
-                              lc->out, lc->accumulate);
+      if (k < 4) {
+        const fap_backend *be = k < 2 ? &backends[k] : &gemm_backends[k - 2];
+        be->ops->linear(be->ctx, y[k], lc->ldy, x, lc->ldx, w, b, lc->rows, lc->in, lc->out,
+                        lc->accumulate);
+        g_assert_cmpint(be->ops->synchronize(be->ctx), ==, FAP_OK);
+      } else if (dnnl_f32) {
+        g_assert_cmpint(fap_dnnl_f32_linear(dnnl_f32, y[k], lc->ldy, x, lc->ldx, w, b, lc->rows,
+                                            lc->in, lc->out, lc->accumulate),
+                        ==, FAP_OK);
+      } else {
+        continue; /* no oneDNN in this build */
+      }
       check_padding(y[k], lc->rows, lc->out, lc->ldy, what);
       for (int r = 0; r < lc->rows; r++)
         for (int o = 0; o < lc->out; o++) {
@@ -159,13 +210,31 @@ static void test_linear(void) {
         }
     }
     check_close_rel(y[0], y[1], lc->rows, lc->out, lc->ldy, 1e-5, "linear fast vs reference");
-    g_free(y[0]);
-    g_free(y[1]);
+    for (int k = 2; k < 5; k++) {
+      char what[128];
+      g_snprintf(what, sizeof what, "linear %s vs reference", gemm_label[k - 2]);
+      if (k < 4 || dnnl_f32)
+        check_close_rel(y[k], y[1], lc->rows, lc->out, lc->ldy, 1e-5, what);
+    }
+    /* the default is one of the two, bit for bit: the choice is the CPU's;
+     * FAP_CPU_GEMM=dnnl is oneDNN's path bit for bit, and =openblas is not
+     * (its sums run in another order: some element of the larger cases
+     * differs, counted over all cases below) */
+    const size_t bytes = ((size_t)lc->rows * lc->ldy + 1) * sizeof(float);
+    if (memcmp(y[0], y[2], bytes) != 0 && memcmp(y[0], y[3], bytes) != 0)
+      g_error("linear case %zu: the default fast path matches neither GEMM bit for bit", ci);
+    if (dnnl_f32 && memcmp(y[3], y[4], bytes) != 0)
+      g_error("linear case %zu: FAP_CPU_GEMM=dnnl does not compute what oneDNN does", ci);
+    openblas_differs += dnnl_f32 && memcmp(y[2], y[4], bytes) != 0;
+    for (int k = 0; k < 5; k++)
+      g_free(y[k]);
     g_free(x);
     g_free(w);
     g_free(b);
     g_free(y0);
   }
+  if (dnnl_f32 && !openblas_differs)
+    g_error("FAP_CPU_GEMM=openblas computed what oneDNN does in every case");
 }
 
 static void test_matmul(void) {
@@ -1306,7 +1375,20 @@ int main(int argc, char **argv) {
   g_setenv("FAP_CPU_ATTENTION", "blas", TRUE);
   g_assert_cmpint(fap_backend_cpu_new(2, 0, &backends[2]), ==, FAP_OK);
   g_unsetenv("FAP_CPU_ATTENTION");
+  const char *gemm_env = g_getenv("FAP_CPU_GEMM");
+  char *gemm_saved = gemm_env ? g_strdup(gemm_env) : NULL; /* the run's own, restored */
+  g_setenv("FAP_CPU_GEMM", "openblas", TRUE);
+  g_assert_cmpint(fap_backend_cpu_new(2, 0, &gemm_backends[0]), ==, FAP_OK);
+  g_setenv("FAP_CPU_GEMM", "dnnl", TRUE);
+  g_assert_cmpint(fap_backend_cpu_new(2, 0, &gemm_backends[1]), ==, FAP_OK);
+  if (gemm_saved)
+    g_setenv("FAP_CPU_GEMM", gemm_saved, TRUE);
+  else
+    g_unsetenv("FAP_CPU_GEMM");
+  if (fap_dnnl_built())
+    g_assert_cmpint(fap_dnnl_f32_new(2, &dnnl_f32), ==, FAP_OK);
 
+  g_test_add_func("/ops/gemm-choice", test_gemm_choice);
   g_test_add_func("/ops/linear", test_linear);
   g_test_add_func("/ops/matmul", test_matmul);
   g_test_add_func("/ops/attention", test_attention);
@@ -1335,6 +1417,10 @@ int main(int argc, char **argv) {
   fap_backend_free(&backends[0]);
   fap_backend_free(&backends[1]);
   fap_backend_free(&backends[2]);
+  fap_backend_free(&gemm_backends[0]);
+  fap_backend_free(&gemm_backends[1]);
+  fap_dnnl_f32_free(dnnl_f32);
+  g_free(gemm_saved);
   g_rand_free(rng);
   return rc;
 }
