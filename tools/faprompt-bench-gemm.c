@@ -11,7 +11,9 @@
  * extensions first.
  *
  * Where the build has oneDNN, its f32 matmul runs beside them as two more
- * columns, as a layer would run it: "onednn plain" reads the weights where
+ * columns, as a layer would run it: "onednn sgemm" is its BLAS-like
+ * dnnl_sgemm (row-major, packing as it goes, like a BLAS; no primitive),
+ * "onednn plain" its matmul primitive reading the weights where
  * they are (row-major [out, in], format `ba`: nothing copied), "onednn packed"
  * reads a copy reordered once into the layout the primitive asks for (format
  * `any`: one more copy of every weight). The activations are never reordered.
@@ -20,7 +22,11 @@
  * OpenMP runtime is libgomp (oneDNN's), which an OpenMP build of OpenBLAS
  * shares, as in libfaprompt.
  *
- *   faprompt-bench-gemm [--threads N] [--rounds 5] [--sizes 336,518] [--no-dnnl]
+ * --rows and --width measure other layers: the text tower's (width 768) at
+ * its row counts, or the vision tower's single-row last layer.
+ *
+ *   faprompt-bench-gemm [--threads N] [--rounds 5] [--sizes 336,518 | --rows 1,60]
+ *                       [--width 1024] [--no-dnnl]
  *                       [LIB.so ...]   (default: libopenblas.so.0; N: all cores)
  */
 #include "hostinfo.h"
@@ -47,11 +53,11 @@ typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float a
 #define MAX_LIBS 10
 #define MAX_SIZES 8
 #define N_SHAPES 4
-#define W 1024 /* ViT-L/14 width */
+#define VISION_WIDTH 1024 /* ViT-L/14's */
 #define PATCH 14
 
 /* how a column computes: a BLAS library's cblas_sgemm, or oneDNN's matmul */
-typedef enum { RUN_BLAS, RUN_DNNL_PLAIN, RUN_DNNL_PACKED } run_kind;
+typedef enum { RUN_BLAS, RUN_DNNL_SGEMM, RUN_DNNL_PLAIN, RUN_DNNL_PACKED } run_kind;
 
 #ifdef FAP_HAVE_DNNL
 typedef struct {
@@ -70,17 +76,17 @@ typedef struct {
 #ifdef FAP_HAVE_DNNL
   onednn_gemm dn[N_SHAPES]; /* for the current size */
 #endif
-  float *y; /* this library's output, r x 4W at most */
+  float *y; /* this library's output, r x 4 width at most */
   double t[N_SHAPES + 1][64]; /* seconds per shape (and the layer) per round */
   double max_rel;             /* largest difference to the first library / max |y| */
 } lib;
 
 /* the four GEMMs of one transformer layer: y (r x n) = x (r x k) W^T (n x k) */
-static const struct {
+static struct {
   const char *name;
   int n, k;
-} shapes[N_SHAPES] = {
-    {"qkv in_proj", 3 * W, W}, {"attn out_proj", W, W}, {"mlp c_fc", 4 * W, W}, {"mlp c_proj", W, 4 * W}};
+} shapes[N_SHAPES] = {{"qkv in_proj", 3, 1}, {"attn out_proj", 1, 1}, {"mlp c_fc", 4, 1},
+                      {"mlp c_proj", 1, 4}}; /* in widths, scaled by main */
 
 static double now_s(void) {
   struct timespec ts;
@@ -249,6 +255,14 @@ static void onednn_gemm_make(onednn_gemm *g, int packed, int r, int n, int k, fl
 
 /* one product of column L: y = x W^T for shape k at r rows */
 static void run_gemm(lib *L, int k, int r, const float *x, const float *w, float *y) {
+#ifdef FAP_HAVE_DNNL
+  if (L->kind == RUN_DNNL_SGEMM) {
+    dnnl_check(dnnl_sgemm('N', 'T', r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k, w, shapes[k].k,
+                          0, y, shapes[k].n),
+               "sgemm");
+    return;
+  }
+#endif
   if (L->kind == RUN_BLAS) {
     L->sgemm(ROW_MAJOR, NO_TRANS, TRANS, r, shapes[k].n, shapes[k].k, 1, x, shapes[k].k, w,
              shapes[k].k, 0, y, shapes[k].n);
@@ -263,11 +277,11 @@ static void run_gemm(lib *L, int k, int r, const float *x, const float *w, float
 #endif
 }
 
-static int parse_sizes(const char *s, int *sizes) {
+static int parse_sizes(const char *s, int *sizes, int least) {
   int n = 0;
   for (char *end; *s && n < MAX_SIZES; s = *end ? end + 1 : end) {
     long v = strtol(s, &end, 10);
-    if (end == s || v < PATCH || (*end && *end != ','))
+    if (end == s || v < least || v > 100000 || (*end && *end != ','))
       return 0;
     sizes[n++] = (int)v;
   }
@@ -275,12 +289,13 @@ static int parse_sizes(const char *s, int *sizes) {
 }
 
 static int usage(void) {
-  fprintf(stderr, "usage: faprompt-bench-gemm [--threads N (0: all cores)] [--rounds R (1-64)] [--sizes 336,518] [--no-dnnl] [LIB.so ...]\n");
+  fprintf(stderr, "usage: faprompt-bench-gemm [--threads N (0: all cores)] [--rounds R (1-64)] [--sizes 336,518 | --rows 1,60] [--width 1024] [--no-dnnl] [LIB.so ...]\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
   int threads = 0, rounds = 5, sizes[MAX_SIZES] = {336, 518}, n_sizes = 2, n_libs = 0, dnnl = 1;
+  int rows[MAX_SIZES], n_rows = 0, width = VISION_WIDTH;
   static lib libs[MAX_LIBS];
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -288,17 +303,30 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
       rounds = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
-      if (!(n_sizes = parse_sizes(argv[++i], sizes)))
+      if (!(n_sizes = parse_sizes(argv[++i], sizes, PATCH)))
         return usage();
-    } else if (!strcmp(argv[i], "--no-dnnl"))
+    } else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
+      if (!(n_rows = parse_sizes(argv[++i], rows, 1)))
+        return usage();
+    } else if (!strcmp(argv[i], "--width") && i + 1 < argc)
+      width = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--no-dnnl"))
       dnnl = 0;
-    else if (argv[i][0] == '-' || n_libs == MAX_LIBS - 2)
+    else if (argv[i][0] == '-' || n_libs == MAX_LIBS - 3)
       return usage();
     else
       libs[n_libs++].path = argv[i];
   }
-  if (threads < 0 || rounds < 1 || rounds > 64)
+  if (threads < 0 || rounds < 1 || rounds > 64 || width < 1 || width > 16384)
     return usage();
+  for (int k = 0; k < N_SHAPES; k++)
+    shapes[k].n *= width, shapes[k].k *= width;
+  /* what runs: the rows of each image size (its patches and the class token), or --rows */
+  if (!n_rows)
+    for (int s = 0; s < n_sizes; s++)
+      rows[n_rows++] = (sizes[s] / PATCH) * (sizes[s] / PATCH) + 1;
+  else
+    n_sizes = 0;
   if (!threads)
     threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (!n_libs)
@@ -333,6 +361,7 @@ int main(int argc, char **argv) {
            "(ba), packed: W reordered once (any)\n",
            v->major, v->minor, v->patch, v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other",
            (int)dnnl_get_effective_cpu_isa());
+    libs[n_libs++] = (lib){.path = "onednn sgemm", .name = "onednn sgemm", .kind = RUN_DNNL_SGEMM};
     libs[n_libs++] = (lib){.path = "onednn plain", .name = "onednn plain", .kind = RUN_DNNL_PLAIN};
     libs[n_libs++] = (lib){.path = "onednn packed", .name = "onednn packed", .kind = RUN_DNNL_PACKED};
   }
@@ -340,30 +369,28 @@ int main(int argc, char **argv) {
   (void)dnnl;
 #endif
 
-  /* everything allocated once, for the largest size: x (r x 4W), a weight
+  /* everything allocated once, for the largest size: x (r x 4 width), a weight
    * matrix per shape (48 MiB in all, more than a cache, as in the model), the
    * first library's outputs as the reference, and an output per library */
   int r_max = 0;
-  for (int s = 0; s < n_sizes; s++) {
-    int g = sizes[s] / PATCH;
-    r_max = g * g + 1 > r_max ? g * g + 1 : r_max;
-  }
-  float *x = alloc_floats((size_t)r_max * 4 * W), *w[N_SHAPES], *ref[N_SHAPES];
-  fill(x, (size_t)r_max * 4 * W, 1);
+  for (int s = 0; s < n_rows; s++)
+    r_max = rows[s] > r_max ? rows[s] : r_max;
+  float *x = alloc_floats((size_t)r_max * 4 * width), *w[N_SHAPES], *ref[N_SHAPES];
+  fill(x, (size_t)r_max * 4 * width, 1);
   for (int k = 0; k < N_SHAPES; k++) {
     w[k] = alloc_floats((size_t)shapes[k].n * shapes[k].k);
     fill(w[k], (size_t)shapes[k].n * shapes[k].k, 2 + (unsigned)k);
     ref[k] = alloc_floats((size_t)r_max * shapes[k].n);
   }
   for (int l = 0; l < n_libs; l++)
-    libs[l].y = alloc_floats((size_t)r_max * 4 * W);
+    libs[l].y = alloc_floats((size_t)r_max * 4 * width);
 
   int failed = 0;
-  for (int s = 0; s < n_sizes; s++) {
-    int g = sizes[s] / PATCH, r = g * g + 1;
+  for (int s = 0; s < n_rows; s++) {
+    int r = rows[s];
 #ifdef FAP_HAVE_DNNL
     for (int l = 0; l < n_libs; l++)
-      for (int k = 0; k < N_SHAPES && libs[l].kind != RUN_BLAS; k++) {
+      for (int k = 0; k < N_SHAPES && libs[l].kind >= RUN_DNNL_PLAIN; k++) {
         onednn_gemm_free(&libs[l].dn[k]);
         onednn_gemm_make(&libs[l].dn[k], libs[l].kind == RUN_DNNL_PACKED, r, shapes[k].n,
                        shapes[k].k, x, w[k], libs[l].y);
@@ -395,7 +422,11 @@ int main(int argc, char **argv) {
     }
 
     /* the table: min / median ms and GFLOP/s of the minimum, per library */
-    printf("\n### S=%d (grid %d, %d rows, width %d)\n\n| shape | GFLOP |", sizes[s], g, r, W);
+    if (s < n_sizes)
+      printf("\n### S=%d (grid %d, %d rows, width %d)\n\n| shape | GFLOP |", sizes[s],
+             sizes[s] / PATCH, r, width);
+    else
+      printf("\n### %d rows, width %d\n\n| shape | GFLOP |", r, width);
     for (int l = 0; l < n_libs; l++)
       printf(" %c: %s ms min / med (GFLOP/s) |", 'A' + l, libs[l].name);
     for (int l = 1; l < n_libs; l++)
@@ -424,7 +455,7 @@ int main(int argc, char **argv) {
     }
 #ifdef FAP_HAVE_DNNL
     for (int l = 0; l < n_libs; l++)
-      for (int k = 0; k < N_SHAPES && libs[l].kind != RUN_BLAS; k++)
+      for (int k = 0; k < N_SHAPES && libs[l].kind >= RUN_DNNL_PLAIN; k++)
         printf("%s%s %s: %s", k ? "; " : "\n", libs[l].name, shapes[k].name, libs[l].dn[k].impl);
 #endif
     printf("\nLibraries: ");
