@@ -6,12 +6,31 @@
  * OPENBLAS_CORETYPE), while oneDNN (already linked for bf16 / int8) has
  * AVX-512 f32 kernels (brgemm) and picks them by CPU at run time.
  *
- * Measured (tools/faprompt-bench-gemm, 2 threads, interleaved, minima; AMD
- * Zen 5 "AMD EPYC" 2 vCPUs, AVX-512 F/BW/VL/BF16/VNNI, OpenBLAS 0.3.21
- * OpenMP build on Haswell kernels, oneDNN 2.6.3 brg:avx512_core; a shared
- * machine, under load: the ratios are what decide, not the GFLOP/s):
+ * Measured with tools/faprompt-bench-gemm (interleaved rounds, minima) on an
+ * AMD Zen 5 (2 vCPUs, AVX-512 F/BW/VL/BF16/VNNI), OpenBLAS 0.3.21 OpenMP
+ * build on its Haswell kernels, oneDNN 2.6.3; a shared machine under heavy
+ * load (load average 5-11 on 2 cores), so the GFLOP/s are low and the
+ * ratios (time / OpenBLAS's, below 1: faster) are what decide. One
+ * transformer layer (qkv, out_proj, c_fc, c_proj):
  *
- @MEASUREMENTS@
+ *   rows x width (threads, rounds)  OpenBLAS    oneDNN      matmul, W    matmul, W
+ *                                   GFLOP/s     dnnl_sgemm  in place     packed once
+ *   577 x 1024 (2, 64)  S=336         75        0.75        0.64         0.59
+ *   1370 x 1024 (2, 15) S=518         78        0.67        0.50         0.50
+ *   577 x 1024 (1, 10)                61        0.48        0.65         0.53
+ *   1370 x 1024 (1, 10)               61        0.45        0.53         0.48
+ *   60 x 768 (2, 15)    text tower    20        0.11        0.06         0.05
+ *   9 x 768 (2, 15)                    7        0.05        0.05         0.03
+ *   577 x 1024 (2, 20), oneDNN held   74        0.96        0.94         0.95
+ *     to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2: its gemm:jit kernels)
+ *
+ * oneDNN's kernels are brg:avx512_core for every vision and text layer, and
+ * gemm:jit (its sgemm, also AVX-512) for the last vision layer's key/value
+ * rows, whose output is strided. With AVX2 kernels oneDNN and OpenBLAS are
+ * even (the last row), so the gain is AVX-512's, not oneDNN's as such.
+ * Per frame (faprompt-bench, ViT-L/14 at S=336, 2 threads, A B A B) the
+ * vision stage's minimum went from 11.6 s to 9.6 s under that load; one
+ * thread, 7.0 s to 5.4 s.
  *
  * The rule: oneDNN where its kernels are AVX-512 (dnnl_get_effective_cpu_isa
  * avx512_core or above) and OpenBLAS's are not (openblas_get_corename not
@@ -21,9 +40,12 @@
  *
  * The weights are read where they are: format `ba` of oneDNN's [in, out]
  * weights is exactly the model's row-major [out, in]. A copy reordered into
- * the primitive's own layout (format `any`) would cost one more copy of every
- * weight (1.2 GB for ViT-L's vision encoder, per detector) for the speed
- * measured above. The bias and the residual sum run in the primitive (bias
+ * the primitive's own layout (format `any`, "packed once" above) would cost
+ * one more copy of every weight (1.2 GB for ViT-L's vision encoder, per
+ * detector, beside the model's shared f32 weights) for 0-10 % of the GEMM
+ * time (within the noise at S=518). The matmul primitive rather than
+ * dnnl_sgemm: even or faster with 2 threads, and 2x at the text tower's few
+ * rows. The bias and the residual sum run in the primitive (bias
  * argument, sum post-op); the activations' leading dimensions are the
  * memory descriptors' strides, so nothing is copied around the product.
  *

@@ -10,8 +10,9 @@
  *   - unnormalised features (preprocessed, tokens, global, text_features,
  *     text_features_dynamic, prior): max abs error <= 1e-4 * max(1, max |ref|);
  *   - topk_index: identical.
- * Both the fast path (OpenBLAS) and the reference loops are checked, the fast
- * path in every packed pixel format with a padded stride. */
+ * Both the fast path (OpenBLAS, or oneDNN for the linear layers where the CPU
+ * picks it: core/linear_f32_dnnl.h) and the reference loops are checked, the
+ * fast path in every packed pixel format with a padded stride. */
 #include "fap.h"
 #include "safetensors.h"
 
