@@ -4,10 +4,11 @@
  * grows from the AVX2 kernels' 6 x 16 (12 ymm accumulators) to 12 x 32 (24
  * zmm accumulators, two value loads and twelve broadcasts per step), so a
  * step does four times the work for about twice the loads; the FMAs take
- * their broadcast from memory ({1to16}); the softmax's tails are masked
- * instead of scalar. Key panels and value column blocks are 32 floats wide,
- * so this kernel runs where hd is a multiple of 32 (ViT-L and CLIP's text
- * encoder: 64).
+ * their broadcast from memory; the softmax's tails are masked instead of
+ * scalar. Key panels and value column blocks are 32 floats wide; where hd is
+ * an odd multiple of 16 (the tiny test models: 16) the value blocks are 16
+ * wide, through a 12 x 16 tile, so this kernel runs wherever the AVX2 one
+ * does (ViT-L and CLIP's text encoder: hd = 64, the wide tile).
  *
  * Numerics: those of the AVX2 kernels with 16 lanes: the same exp polynomial
  * (core/fastmath.h), FMA dot products in the same order over t, the softmax's
@@ -126,7 +127,46 @@ AVX512 static void tile_avx512(int m, const float *a, int lda, const float *b, i
   }
 }
 
+/* The same, 16 columns wide (12 accumulators): value blocks where hd is an
+ * odd multiple of 16. */
+#define FMA_ROW1(acc, row_ptr, b0) acc = _mm512_fmadd_ps(_mm512_set1_ps(*(row_ptr)), b0, acc)
+
+AVX512 static void tile16_avx512(int m, const float *a, int lda, const float *b, int n,
+                                 float *out, int ldo, const float *factor, int factor_step) {
+  const float *r[TILE_ROWS];
+  for (int i = 0; i < TILE_ROWS; i++)
+    r[i] = a + (size_t)(i < m ? i : m - 1) * lda;
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5];
+  const float *r6 = r[6], *r7 = r[7], *r8 = r[8], *r9 = r[9], *r10 = r[10], *r11 = r[11];
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+         a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  for (int t = 0; t < n; t++) {
+    const __m512 p0 = _mm512_load_ps(b + (size_t)t * 16);
+    FMA_ROW1(a0, r0 + t, p0);
+    FMA_ROW1(a1, r1 + t, p0);
+    FMA_ROW1(a2, r2 + t, p0);
+    FMA_ROW1(a3, r3 + t, p0);
+    FMA_ROW1(a4, r4 + t, p0);
+    FMA_ROW1(a5, r5 + t, p0);
+    FMA_ROW1(a6, r6 + t, p0);
+    FMA_ROW1(a7, r7 + t, p0);
+    FMA_ROW1(a8, r8 + t, p0);
+    FMA_ROW1(a9, r9 + t, p0);
+    FMA_ROW1(a10, r10 + t, p0);
+    FMA_ROW1(a11, r11 + t, p0);
+  }
+  const __m512 acc[TILE_ROWS] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11};
+  for (int i = 0; i < m; i++)
+    _mm512_storeu_ps(out + (size_t)i * ldo,
+                     _mm512_mul_ps(acc[i], _mm512_set1_ps(factor[i * factor_step])));
+}
+
 const fap_attention_isa fap_attention_isa_avx512 = {
-    .tile_rows = TILE_ROWS, .panel = PANEL, .tile = tile_avx512, .softmax = softmax_avx512};
+    .tile_rows = TILE_ROWS,
+    .panel = PANEL,
+    .narrow_panel = 16,
+    .tile = tile_avx512,
+    .narrow_tile = tile16_avx512,
+    .softmax = softmax_avx512};
 
 #endif

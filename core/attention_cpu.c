@@ -166,7 +166,12 @@ AVX2 static void tile_avx2(int m, const float *a, int lda, const float *b, int n
 }
 
 const fap_attention_isa fap_attention_isa_avx2 = {
-    .tile_rows = TILE_ROWS, .panel = PANEL, .tile = tile_avx2, .softmax = softmax_avx2};
+    .tile_rows = TILE_ROWS,
+    .panel = PANEL,
+    .narrow_panel = PANEL,
+    .tile = tile_avx2,
+    .narrow_tile = tile_avx2,
+    .softmax = softmax_avx2};
 
 #endif
 
@@ -217,7 +222,10 @@ static fap_status attention_run(const fap_attention_isa *isa, fap_attention_ws *
   float *const kpack = ws->buf, *const vpack = kpack + (size_t)heads * head_floats;
   float *const tiles = vpack + (size_t)heads * head_floats;
   const float scale = 1.0f / sqrtf((float)hd);
-  const int vblocks = hd / panel;
+  /* value column blocks: the full panel width where hd allows it */
+  const int wide = hd % panel == 0, vpanel = wide ? panel : isa->narrow_panel;
+  const fap_attention_tile_fn vtile = wide ? isa->tile : isa->narrow_tile;
+  const int vblocks = hd / vpanel;
 
   _Pragma("omp parallel num_threads(threads)") {
 #ifdef _OPENMP
@@ -225,7 +233,8 @@ static fap_status attention_run(const fap_attention_isa *isa, fap_attention_ws *
 #else
     const int tid = 0;
 #endif
-    /* pack: keys as [panel][hd][P] (zero keys past nk), values as [hd/P][nk][P] */
+    /* pack: keys as [panel][hd][P] (zero keys past nk), values as [hd/V][nk][V]
+     * (V = vpanel) */
     _Pragma("omp for schedule(static)") for (int t = 0; t < heads * panels; t++) {
       const int h = t / panels, p = t % panels;
       float *kp = kpack + h * head_floats + (size_t)p * hd * panel;
@@ -236,8 +245,8 @@ static fap_status attention_run(const fap_attention_isa *isa, fap_attention_ws *
           kp[d * panel + c] = j < nk ? kj[d] : 0.0f;
         if (j < nk)
           for (int b = 0; b < vblocks; b++)
-            memcpy(vpack + h * head_floats + ((size_t)b * nkp + j) * panel, vj + b * panel,
-                   panel * sizeof(float));
+            memcpy(vpack + h * head_floats + ((size_t)b * nkp + j) * vpanel, vj + b * vpanel,
+                   vpanel * sizeof(float));
       }
     }
     float *const s = tiles + (size_t)tid * tile_floats, *const inv = s + (size_t)bq * nkp;
@@ -260,8 +269,8 @@ static fap_status attention_run(const fap_attention_isa *isa, fap_attention_ws *
         const int jn = visible_keys(i0 + r + mr - 1, nk, q_pos0);
         float *o = out + (size_t)(i0 + r) * ldo + h * hd;
         for (int b = 0; b < vblocks; b++)
-          isa->tile(mr, s + (size_t)r * nkp, nkp, vh + (size_t)b * nkp * panel, jn, o + b * panel,
-                    ldo, inv + r, 1);
+          vtile(mr, s + (size_t)r * nkp, nkp, vh + (size_t)b * nkp * vpanel, jn, o + b * vpanel,
+                ldo, inv + r, 1);
       }
     }
   }
@@ -299,7 +308,7 @@ static int cpu_runs(fap_attention_kernel kernel) {
 
 static int kernel_runs(fap_attention_kernel kernel, int hd) {
   const fap_attention_isa *isa = isa_of(kernel);
-  return isa && hd > 0 && hd % isa->panel == 0 && cpu_runs(kernel);
+  return isa && hd > 0 && hd % isa->narrow_panel == 0 && cpu_runs(kernel);
 }
 
 fap_attention_kernel fap_attention_kernel_named(const char *name) {

@@ -3,10 +3,10 @@
  * Same contract as the backend's attention op (backend.h): heads of dim hd
  * side by side in each row, out[i] = softmax(q[i] k^T / sqrt(hd)) v per head,
  * q_pos0 < 0 no mask, otherwise query i sits at q_pos0 + i and sees keys
- * j <= q_pos0 + i. Two kernels, picked at run time: AVX-512 (core/
- * attention_avx512.c) where the CPU has AVX-512F and hd is a multiple of 32,
- * AVX2 + FMA where hd is a multiple of 16; the backend asks
- * fap_attention_kernel_for first and keeps its BLAS path for the rest. */
+ * j <= q_pos0 + i. Two kernels, picked at run time where hd is a multiple
+ * of 16: AVX-512 (core/attention_avx512.c) where the CPU has AVX-512F, else
+ * AVX2 + FMA; the backend asks fap_attention_kernel_for first and keeps its
+ * BLAS path for the rest. */
 #ifndef FAP_ATTENTION_CPU_H
 #define FAP_ATTENTION_CPU_H
 

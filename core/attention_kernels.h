@@ -6,15 +6,19 @@
 #ifndef FAP_ATTENTION_KERNELS_H
 #define FAP_ATTENTION_KERNELS_H
 
+/* out[i][0..w) = f_i * sum_{t < n} a[i][t] b[t][0..w) for the m <= tile_rows
+ * rows of a, b holding n rows of w floats (64-byte aligned), w the tile's
+ * width; f_i = factor[i * factor_step] */
+typedef void (*fap_attention_tile_fn)(int m, const float *a, int lda, const float *b, int n,
+                                      float *out, int ldo, const float *factor, int factor_step);
+
 typedef struct {
-  /* rows of a register tile, and the width in floats of a packed key panel
-   * and of a value column block (the tile's columns) */
-  int tile_rows, panel;
-  /* out[i][0..panel) = f_i * sum_{t < n} a[i][t] b[t][0..panel) for the
-   * m <= tile_rows rows of a, b holding n rows of `panel` floats (64-byte
-   * aligned); f_i = factor[i * factor_step] */
-  void (*tile)(int m, const float *a, int lda, const float *b, int n, float *out, int ldo,
-               const float *factor, int factor_step);
+  /* rows of a register tile; the width in floats of a packed key panel and
+   * of a value column block where hd is a multiple of it (the tile's
+   * columns), and of the narrower value blocks that serve the other hd (a
+   * multiple of narrow_panel, which bounds the hd the kernel takes) */
+  int tile_rows, panel, narrow_panel;
+  fap_attention_tile_fn tile, narrow_tile;
   /* s[0..vis) <- exp(s - max) (core/fastmath.h's polynomial), s[vis..end)
    * <- 0; returns 1 / sum */
   float (*softmax)(float *s, int vis, int end);
