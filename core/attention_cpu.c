@@ -1,4 +1,5 @@
-/* Fused multi-head attention, CPU fast path (AVX2 + FMA).
+/* Fused multi-head attention, CPU fast path: the driver and the AVX2 + FMA
+ * kernels.
  *
  * Why: the BLAS path computes a head's whole nq x nk score matrix with one
  * SGEMM, softmaxes it and multiplies it by v with another. At S = 518 (1370
@@ -10,15 +11,16 @@
  *
  * How: one task is one head and a block of query rows whose scores fit the
  * core's L2 cache. Keys are packed once per call in panels of P (a panel is
- * [hd][P]), values per head in P-wide column blocks ([hd / P][nk][P]), so
- * both products read memory in order. Scores come from an R x P
- * register-tile kernel (the q row broadcast), the softmax leaves the
- * exponentials unnormalised and keeps its partial sums in a register, and
- * P v runs the same tile shape; the 1 / sum is applied to the hd outputs of
- * a row instead of its nk probabilities. This file is the driver (workspace,
- * packing, tasks) and the AVX2 + FMA kernels (R = 6, P = 16: 12 ymm
- * accumulators); attention_avx512.c has the AVX-512 ones (R = 12, P = 32:
- * 24 zmm accumulators). Which runs: fap_attention_kernel_for.
+ * [hd][P]), values per head in P-wide column blocks ([hd / P][nk][P];
+ * narrower where hd is not a multiple of P), so both products read memory in
+ * order. Scores come from an R x P register-tile kernel (the q row
+ * broadcast), the softmax leaves the exponentials unnormalised and keeps its
+ * partial sums in a register, and P v runs the same tile shape; the 1 / sum
+ * is applied to the hd outputs of a row instead of its nk probabilities.
+ * This file is the driver (workspace, packing, tasks) and the AVX2 + FMA
+ * kernels (R = 6, P = 16: 12 ymm accumulators); attention_avx512.c has the
+ * AVX-512 ones (R = 12, P = 32: 24 zmm accumulators). Which runs:
+ * fap_attention_kernel_for.
  *
  * Numerics: the formula of the reference loops in fp32; what differs is the
  * order of the sums (8 or 16 lanes, FMA) and the exp (the fast path's
