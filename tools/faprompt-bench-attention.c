@@ -65,11 +65,12 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static void usage(void) {
-  fprintf(stderr, "usage: faprompt-bench-attention [--threads N] [--rounds R] [--reps N] "
-                  "[--sizes 336,518] [KERNEL ...]\n"
-                  "  KERNEL: avx2, avx512, blas, auto (FAP_CPU_ATTENTION's values)\n");
-  exit(2);
+static void usage(FILE *to, int status) {
+  fprintf(to, "usage: faprompt-bench-attention [--threads 2] [--rounds 5] [--reps 3] "
+              "[--sizes 336,518] [KERNEL ...]\n"
+              "  KERNEL: avx2, avx512, blas, auto (FAP_CPU_ATTENTION's values); "
+              "default: avx2 avx512\n");
+  exit(status);
 }
 
 /* the inputs every kernel reads: one vision qkv buffer per token count (rows
@@ -147,12 +148,14 @@ int main(int argc, char **argv) {
       n_sizes = 0;
       for (char *tok = strtok(argv[++i], ","); tok && n_sizes < 8; tok = strtok(NULL, ","))
         sizes[n_sizes++] = atoi(tok);
-    } else if (argv[i][0] == '-')
-      usage();
+    } else if (strcmp(argv[i], "--help") == 0)
+      usage(stdout, 0);
+    else if (argv[i][0] == '-')
+      usage(stderr, 2);
     else if (n_kernels < MAX_KERNELS)
       kernels[n_kernels++].name = argv[i];
     else
-      usage();
+      usage(stderr, 2);
   }
   if (n_kernels == 0) {
     kernels[0].name = "avx2";
@@ -160,7 +163,7 @@ int main(int argc, char **argv) {
     n_kernels = 2;
   }
   if (threads < 1 || rounds < 1 || rounds > MAX_ROUNDS || reps < 1)
-    usage();
+    usage(stderr, 2);
 
   char host[512];
   host_describe(host, sizeof host);
