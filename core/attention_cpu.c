@@ -1,4 +1,5 @@
-/* Fused multi-head attention, CPU fast path (AVX2 + FMA).
+/* Fused multi-head attention, CPU fast path: the driver and the AVX2 + FMA
+ * kernels.
  *
  * Why: the BLAS path computes a head's whole nq x nk score matrix with one
  * SGEMM, softmaxes it and multiplies it by v with another. At S = 518 (1370
@@ -9,20 +10,26 @@
  * 19 attention calls per frame run on 1370 x 1370 scores).
  *
  * How: one task is one head and a block of query rows whose scores fit the
- * core's L2 cache. Keys are packed once per call in panels of 16 (a panel is
- * [hd][16]), values per head in 16-wide column blocks ([hd / 16][nk][16]),
- * so both kernels read memory in order. Scores come from a 6 x 16
- * register-tile kernel (12 accumulators, the q row broadcast), the softmax
- * leaves the exponentials unnormalised and keeps 8 partial sums in a
- * register, and P v runs the same tile shape; the 1 / sum is applied to the
- * hd outputs of a row instead of its nk probabilities.
+ * core's L2 cache. Keys are packed once per call in panels of P (a panel is
+ * [hd][P]), values per head in P-wide column blocks ([hd / P][nk][P];
+ * narrower where hd is not a multiple of P), so both products read memory in
+ * order. Scores come from an R x P register-tile kernel (the q row
+ * broadcast), the softmax leaves the exponentials unnormalised and keeps its
+ * partial sums in a register, and P v runs the same tile shape; the 1 / sum
+ * is applied to the hd outputs of a row instead of its nk probabilities.
+ * This file is the driver (workspace, packing, tasks) and the AVX2 + FMA
+ * kernels (R = 6, P = 16: 12 ymm accumulators); attention_avx512.c has the
+ * AVX-512 ones (R = 12, P = 32: 24 zmm accumulators). Which runs:
+ * fap_attention_kernel_for.
  *
  * Numerics: the formula of the reference loops in fp32; what differs is the
- * order of the sums (8 lanes, FMA) and the exp (the fast path's polynomial,
- * core/fastmath.h, here 8 lanes at a time). tests/test_ops.c holds it to
- * 1e-5 * max|v| of a double-precision computation. */
+ * order of the sums (8 or 16 lanes, FMA) and the exp (the fast path's
+ * polynomial, core/fastmath.h, here 8 or 16 lanes at a time).
+ * tests/test_ops.c holds each kernel to 1e-5 * max|v| of a double-precision
+ * computation. */
 #include "attention_cpu.h"
 
+#include "attention_kernels.h"
 #include "fastmath.h"
 #include "log.h"
 
@@ -45,29 +52,9 @@ void fap_attention_ws_free(fap_attention_ws *ws) {
   ws->cap = 0;
 }
 
-#ifndef FAP_FUSED_X86
+/* ---- the AVX2 + FMA kernels ----------------------------------------------- */
 
-int fap_attention_fused_usable(int hd) {
-  (void)hd;
-  return 0;
-}
-
-fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
-                               const float *q, int ldq, const float *k, int ldk, const float *v,
-                               int ldv, int nq, int nk, int heads, int hd, int q_pos0) {
-  (void)ws, (void)threads, (void)out, (void)ldo, (void)q, (void)ldq, (void)k, (void)ldk;
-  (void)v, (void)ldv, (void)nq, (void)nk, (void)heads, (void)hd, (void)q_pos0;
-  return fap_fail(FAP_ERR_UNSUPPORTED, "fused attention: not built for this CPU");
-}
-
-#else
-
-/* Compiled for the baseline: callable on any x86-64. */
-int fap_attention_fused_usable(int hd) {
-  __builtin_cpu_init();
-  return hd > 0 && hd % 16 == 0 && __builtin_cpu_supports("avx2") &&
-         __builtin_cpu_supports("fma");
-}
+#ifdef FAP_FUSED_X86
 
 /* The kernels carry the target attribute one by one (GCC and clang both
  * take it; clang ignores `#pragma GCC target`), so the file compiles for the
@@ -77,18 +64,6 @@ int fap_attention_fused_usable(int hd) {
 
 #define TILE_ROWS 6
 #define PANEL 16
-/* score tile of one task: rows x nk16 floats kept in L2 (512 KiB on Zen 3,
- * 1 MiB on Zen 4, 2 MiB on Sapphire Rapids), leaving room for the packed
- * keys or values it is multiplied with */
-#define SCORE_TILE_FLOATS (40 * 1024)
-#define MAX_BLOCK_ROWS 96
-
-static inline int visible_keys(int i, int nk, int q_pos0) {
-  if (q_pos0 < 0)
-    return nk;
-  int v = q_pos0 + i + 1;
-  return v < nk ? v : nk;
-}
 
 /* 8 lanes of fap_expf_fast: same clamp, reduction and polynomial. */
 AVX2 static inline __m256 exp8(__m256 x) {
@@ -124,7 +99,7 @@ AVX2 static inline float hmax8(__m256 v) {
 }
 
 /* s[0..vis) <- exp(s - max), s[vis..end) <- 0; returns 1 / sum. */
-AVX2 static float softmax_unnormalised(float *s, int vis, int end) {
+AVX2 static float softmax_avx2(float *s, int vis, int end) {
   __m256 mx8 = _mm256_set1_ps(-INFINITY);
   int j = 0;
   for (; j + 8 <= vis; j += 8)
@@ -165,7 +140,7 @@ AVX2 static float softmax_unnormalised(float *s, int vis, int end) {
     acc1 = _mm256_fmadd_ps(x_, b1, acc1);                  \
   } while (0)
 
-AVX2 static void tile_rows(int m, const float *a, int lda, const float *b, int n, float *out,
+AVX2 static void tile_avx2(int m, const float *a, int lda, const float *b, int n, float *out,
                            int ldo, const float *factor, int factor_step) {
   const float *r[TILE_ROWS];
   for (int i = 0; i < TILE_ROWS; i++)
@@ -192,21 +167,48 @@ AVX2 static void tile_rows(int m, const float *a, int lda, const float *b, int n
   }
 }
 
-static int block_rows(int nq, int nk16) {
-  int rows = SCORE_TILE_FLOATS / nk16 / TILE_ROWS * TILE_ROWS;
-  rows = rows < TILE_ROWS ? TILE_ROWS : rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : rows;
+const fap_attention_isa fap_attention_isa_avx2 = {
+    .tile_rows = TILE_ROWS,
+    .panel = PANEL,
+    .narrow_panel = PANEL,
+    .tile = tile_avx2,
+    .narrow_tile = tile_avx2,
+    .softmax = softmax_avx2};
+
+#endif
+
+/* ---- the driver ------------------------------------------------------------- */
+
+/* score tile of one task: rows x nk floats kept in L2 (512 KiB on Zen 3,
+ * 1 MiB on Zen 4 and Zen 5, 2 MiB on Sapphire Rapids), leaving room for the
+ * packed keys or values it is multiplied with */
+#define SCORE_TILE_FLOATS (40 * 1024)
+#define MAX_BLOCK_ROWS 96 /* a multiple of every kernel's tile rows */
+
+static inline int visible_keys(int i, int nk, int q_pos0) {
+  if (q_pos0 < 0)
+    return nk;
+  int v = q_pos0 + i + 1;
+  return v < nk ? v : nk;
+}
+
+static int block_rows(int nq, int nkp, int tile_rows) {
+  int rows = SCORE_TILE_FLOATS / nkp / tile_rows * tile_rows;
+  rows = rows < tile_rows ? tile_rows : rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : rows;
   return rows < nq ? rows : nq;
 }
 
-AVX2 fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
-                               const float *q, int ldq, const float *k, int ldk, const float *v,
-                               int ldv, int nq, int nk, int heads, int hd, int q_pos0) {
+static fap_status attention_run(const fap_attention_isa *isa, fap_attention_ws *ws, int threads,
+                                float *out, int ldo, const float *q, int ldq, const float *k,
+                                int ldk, const float *v, int ldv, int nq, int nk, int heads,
+                                int hd, int q_pos0) {
   if (threads < 1)
     threads = 1;
-  const int nk16 = (nk + PANEL - 1) / PANEL * PANEL, panels = nk16 / PANEL;
-  const int bq = block_rows(nq, nk16), blocks = (nq + bq - 1) / bq;
-  const size_t head_floats = (size_t)nk16 * hd; /* one head's packed keys, or values */
-  const size_t tile_floats = (size_t)bq * nk16 + (size_t)bq; /* scores + 1 / sums */
+  const int panel = isa->panel, tile_rows = isa->tile_rows;
+  const int nkp = (nk + panel - 1) / panel * panel, panels = nkp / panel;
+  const int bq = block_rows(nq, nkp, tile_rows), blocks = (nq + bq - 1) / bq;
+  const size_t head_floats = (size_t)nkp * hd; /* one head's packed keys, or values */
+  const size_t tile_floats = (size_t)bq * nkp + (size_t)bq; /* scores + 1 / sums */
   const size_t need = 2 * (size_t)heads * head_floats + (size_t)threads * tile_floats;
   if (need > ws->cap) {
     free(ws->buf);
@@ -222,7 +224,10 @@ AVX2 fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *ou
   float *const kpack = ws->buf, *const vpack = kpack + (size_t)heads * head_floats;
   float *const tiles = vpack + (size_t)heads * head_floats;
   const float scale = 1.0f / sqrtf((float)hd);
-  const int vblocks = hd / PANEL;
+  /* value column blocks: the full panel width where hd allows it */
+  const int wide = hd % panel == 0, vpanel = wide ? panel : isa->narrow_panel;
+  const fap_attention_tile_fn vtile = wide ? isa->tile : isa->narrow_tile;
+  const int vblocks = hd / vpanel;
 
   _Pragma("omp parallel num_threads(threads)") {
 #ifdef _OPENMP
@@ -230,47 +235,134 @@ AVX2 fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *ou
 #else
     const int tid = 0;
 #endif
-    /* pack: keys as [panel][hd][16] (zero keys past nk), values as [hd/16][nk][16] */
+    /* pack: keys as [panel][hd][P] (zero keys past nk), values as [hd/V][nk][V]
+     * (V = vpanel) */
     _Pragma("omp for schedule(static)") for (int t = 0; t < heads * panels; t++) {
       const int h = t / panels, p = t % panels;
-      float *kp = kpack + h * head_floats + (size_t)p * hd * PANEL;
-      for (int c = 0; c < PANEL; c++) {
-        const int j = p * PANEL + c;
+      float *kp = kpack + h * head_floats + (size_t)p * hd * panel;
+      for (int c = 0; c < panel; c++) {
+        const int j = p * panel + c;
         const float *kj = k + (size_t)j * ldk + h * hd, *vj = v + (size_t)j * ldv + h * hd;
         for (int d = 0; d < hd; d++)
-          kp[d * PANEL + c] = j < nk ? kj[d] : 0.0f;
+          kp[d * panel + c] = j < nk ? kj[d] : 0.0f;
         if (j < nk)
           for (int b = 0; b < vblocks; b++)
-            memcpy(vpack + h * head_floats + ((size_t)b * nk16 + j) * PANEL, vj + b * PANEL,
-                   PANEL * sizeof(float));
+            memcpy(vpack + h * head_floats + ((size_t)b * nkp + j) * vpanel, vj + b * vpanel,
+                   vpanel * sizeof(float));
       }
     }
-    float *const s = tiles + (size_t)tid * tile_floats, *const inv = s + (size_t)bq * nk16;
+    float *const s = tiles + (size_t)tid * tile_floats, *const inv = s + (size_t)bq * nkp;
     _Pragma("omp for schedule(dynamic, 1)") for (int t = 0; t < heads * blocks; t++) {
       const int h = t / blocks, i0 = (t % blocks) * bq, m = nq - i0 < bq ? nq - i0 : bq;
       const float *kh = kpack + h * head_floats, *vh = vpack + h * head_floats;
       const int end = visible_keys(i0 + m - 1, nk, q_pos0); /* the block's widest row */
-      for (int r = 0; r < m; r += TILE_ROWS) {
-        const int mr = m - r < TILE_ROWS ? m - r : TILE_ROWS;
-        const int np = (visible_keys(i0 + r + mr - 1, nk, q_pos0) + PANEL - 1) / PANEL;
+      for (int r = 0; r < m; r += tile_rows) {
+        const int mr = m - r < tile_rows ? m - r : tile_rows;
+        const int np = (visible_keys(i0 + r + mr - 1, nk, q_pos0) + panel - 1) / panel;
         const float *qr = q + (size_t)(i0 + r) * ldq + h * hd;
         for (int p = 0; p < np; p++)
-          tile_rows(mr, qr, ldq, kh + (size_t)p * hd * PANEL, hd, s + (size_t)r * nk16 + p * PANEL,
-                    nk16, &scale, 0);
+          isa->tile(mr, qr, ldq, kh + (size_t)p * hd * panel, hd, s + (size_t)r * nkp + p * panel,
+                    nkp, &scale, 0);
       }
       for (int i = 0; i < m; i++)
-        inv[i] = softmax_unnormalised(s + (size_t)i * nk16, visible_keys(i0 + i, nk, q_pos0), end);
-      for (int r = 0; r < m; r += TILE_ROWS) {
-        const int mr = m - r < TILE_ROWS ? m - r : TILE_ROWS;
+        inv[i] = isa->softmax(s + (size_t)i * nkp, visible_keys(i0 + i, nk, q_pos0), end);
+      for (int r = 0; r < m; r += tile_rows) {
+        const int mr = m - r < tile_rows ? m - r : tile_rows;
         const int jn = visible_keys(i0 + r + mr - 1, nk, q_pos0);
         float *o = out + (size_t)(i0 + r) * ldo + h * hd;
         for (int b = 0; b < vblocks; b++)
-          tile_rows(mr, s + (size_t)r * nk16, nk16, vh + (size_t)b * nk16 * PANEL, jn, o + b * PANEL,
-                    ldo, inv + r, 1);
+          vtile(mr, s + (size_t)r * nkp, nkp, vh + (size_t)b * nkp * vpanel, jn, o + b * vpanel,
+                ldo, inv + r, 1);
       }
     }
   }
   return FAP_OK;
 }
 
+/* ---- which kernel runs ------------------------------------------------------ */
+
+static const char *const kernel_names[] = {"auto", "blas", "avx2", "avx512"};
+
+/* the kernel's pieces where this build has them, whatever the CPU */
+static const fap_attention_isa *isa_of(fap_attention_kernel kernel) {
+#ifdef FAP_FUSED_X86
+  if (kernel == FAP_ATTENTION_AVX2)
+    return &fap_attention_isa_avx2;
+  if (kernel == FAP_ATTENTION_AVX512)
+    return &fap_attention_isa_avx512;
 #endif
+  (void)kernel;
+  return NULL;
+}
+
+/* Compiled for the baseline: callable on any CPU. */
+static int cpu_runs(fap_attention_kernel kernel) {
+#ifdef FAP_FUSED_X86
+  __builtin_cpu_init();
+  if (kernel == FAP_ATTENTION_AVX2)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (kernel == FAP_ATTENTION_AVX512)
+    return __builtin_cpu_supports("avx512f");
+#endif
+  (void)kernel;
+  return 0;
+}
+
+static int kernel_runs(fap_attention_kernel kernel, int hd) {
+  const fap_attention_isa *isa = isa_of(kernel);
+  return isa && hd > 0 && hd % isa->narrow_panel == 0 && cpu_runs(kernel);
+}
+
+fap_attention_kernel fap_attention_kernel_named(const char *name) {
+  if (!name || !*name)
+    return FAP_ATTENTION_AUTO;
+  for (int i = 0; i < (int)(sizeof kernel_names / sizeof *kernel_names); i++)
+    if (strcmp(name, kernel_names[i]) == 0) {
+      if (isa_of(i) && !cpu_runs(i)) {
+        fap_log(FAP_LOG_WARNING, "attention: this CPU cannot run the %s kernel; automatic choice",
+                name);
+        return FAP_ATTENTION_AUTO;
+      }
+      return (fap_attention_kernel)i;
+    }
+  fap_log(FAP_LOG_WARNING, "attention: no kernel named %s (auto, blas, avx2, avx512); automatic "
+          "choice", name);
+  return FAP_ATTENTION_AUTO;
+}
+
+fap_attention_kernel fap_attention_kernel_for(fap_attention_kernel preferred, int hd) {
+  if (preferred == FAP_ATTENTION_BLAS)
+    return FAP_ATTENTION_BLAS;
+  if (preferred != FAP_ATTENTION_AUTO && kernel_runs(preferred, hd))
+    return preferred;
+  /* AVX-512 first: faster on Zen 5 (docs/BENCHMARKS.md) */
+  if (kernel_runs(FAP_ATTENTION_AVX512, hd))
+    return FAP_ATTENTION_AVX512;
+  if (kernel_runs(FAP_ATTENTION_AVX2, hd))
+    return FAP_ATTENTION_AVX2;
+  return FAP_ATTENTION_BLAS;
+}
+
+int fap_attention_fused_usable(int hd) {
+  return fap_attention_kernel_for(FAP_ATTENTION_AUTO, hd) != FAP_ATTENTION_BLAS;
+}
+
+fap_status fap_attention_fused_with(fap_attention_kernel kernel, fap_attention_ws *ws,
+                                    int threads, float *out, int ldo, const float *q, int ldq,
+                                    const float *k, int ldk, const float *v, int ldv, int nq,
+                                    int nk, int heads, int hd, int q_pos0) {
+  if (kernel == FAP_ATTENTION_AUTO)
+    kernel = fap_attention_kernel_for(FAP_ATTENTION_AUTO, hd);
+  if (!kernel_runs(kernel, hd))
+    return fap_fail(FAP_ERR_UNSUPPORTED, "attention: the %s kernel does not run here (head dim %d)",
+                    kernel_names[kernel], hd);
+  return attention_run(isa_of(kernel), ws, threads, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk,
+                       heads, hd, q_pos0);
+}
+
+fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, int ldo,
+                               const float *q, int ldq, const float *k, int ldk, const float *v,
+                               int ldv, int nq, int nk, int heads, int hd, int q_pos0) {
+  return fap_attention_fused_with(FAP_ATTENTION_AUTO, ws, threads, out, ldo, q, ldq, k, ldk, v,
+                                  ldv, nq, nk, heads, hd, q_pos0);
+}

@@ -37,10 +37,11 @@ typedef struct {
   /* attention scores, grown to the largest nq x nk seen (first frame only) */
   float *scores;
   size_t scores_cap;
-  /* fused attention (attention_cpu.c): its workspace, and whether to use it
-   * where it runs (FAP_CPU_ATTENTION=blas keeps the BLAS path, for A/B runs) */
+  /* fused attention (attention_cpu.c): its workspace, and the kernel to
+   * prefer (FAP_CPU_ATTENTION=avx2|avx512 picks one, =blas keeps the BLAS
+   * path, for A/B runs) */
   fap_attention_ws att_ws;
-  int fused_attention;
+  fap_attention_kernel att_kernel;
   /* bf16 / int8 linear layers (linear_dnnl.c); NULL: f32. roles: the
    * weights the detector marked (fap_weight_role), the only ones it takes */
   fap_dnnl *dnnl;
@@ -466,9 +467,10 @@ static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ld
                           int ldk, const float *v, int ldv, int nq, int nk, int heads, int hd,
                           int q_pos0) {
   cpu_ctx *c = ctx;
-  if (!c->reference && c->fused_attention && hd % 16 == 0) {
-    fap_status s = fap_attention_fused(&c->att_ws, c->threads, out, ldo, q, ldq, k, ldk, v, ldv,
-                                       nq, nk, heads, hd, q_pos0);
+  const fap_attention_kernel kernel = fap_attention_kernel_for(c->att_kernel, hd);
+  if (!c->reference && kernel != FAP_ATTENTION_BLAS) {
+    fap_status s = fap_attention_fused_with(kernel, &c->att_ws, c->threads, out, ldo, q, ldq, k,
+                                            ldk, v, ldv, nq, nk, heads, hd, q_pos0);
     if (s && !c->error)
       c->error = s;
     return;
@@ -877,8 +879,7 @@ fap_status fap_backend_cpu_new_precision(int threads, int reference, fap_precisi
 #endif
   c->threads = threads;
   c->reference = reference;
-  const char *att = getenv("FAP_CPU_ATTENTION");
-  c->fused_attention = fap_attention_fused_usable(16) && !(att && strcmp(att, "blas") == 0);
+  c->att_kernel = fap_attention_kernel_named(getenv("FAP_CPU_ATTENTION"));
 #ifdef FAP_HAVE_OPENBLAS
   /* process-wide in OpenBLAS: the last detector created decides */
   openblas_set_num_threads(threads);

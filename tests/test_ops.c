@@ -23,7 +23,9 @@
  *                      fast path runs twice, fused (core/attention_cpu.c, where hd % 16
  *                      == 0 and the CPU has AVX2 + FMA) and with its BLAS path
  *                      (FAP_CPU_ATTENTION=blas), and the fused kernel is also called
- *                      directly, so a backend that stopped choosing it cannot hide that
+ *                      directly, so a backend that stopped choosing it cannot hide that;
+ *                      each fused kernel (AVX2, AVX-512) also runs by name, the same
+ *                      bounds, skipped with its reason where the CPU lacks it
  *   attention_dual,    each path as attention (1e-5 * max|v|, fast vs reference 1e-5);
  *   attention_cached   the cache rows a pass stores: exact copies; every other cache
  *                      element, and out_x past nq_std, untouched (bitwise)
@@ -311,97 +313,185 @@ static void attention_exact(double *out, const float *q, int ldq, const float *k
   g_free(s);
 }
 
-static void test_attention(void) {
-  static const att_case cases[] = {
-      {13, 13, 3, 8, -1, PACKED},  /* vision: square, no mask, q k v in one qkv buffer */
-      {17, 17, 4, 16, -1, VV},     /* V-V attention: q = k = v */
-      {5, 11, 2, 16, -1, SEPARATE}, /* nq != nk, no mask */
-      {13, 13, 3, 8, 0, PACKED},   /* causal from position 0 (static prompts) */
-      {4, 9, 4, 12, 5, SEPARATE},  /* causal, queries at 5..8 over cached keys 0..8 */
-      {3, 6, 2, 8, 4, SEPARATE},   /* visible count clipped at nk */
-      {2, 9, 2, 4, 3, SEPARATE},   /* keys 6..8 are never visible */
-      {1, 1, 1, 1, -1, SEPARATE},  /* out = v */
-      {50, 50, 4, 32, -1, PACKED}, /* large enough for threaded BLAS */
-      {6, 12, 3, 16, 6, SEPARATE}, /* after the large case: reuses the score buffer */
-      /* the shapes of ViT-L/14 and CLIP's text encoder (hd = 64), cut down */
-      {100, 100, 2, 64, -1, VV},      /* V-V, rows not a multiple of the 6-row tile */
-      {37, 300, 3, 64, -1, SEPARATE}, /* keys not a multiple of the 16-key panel */
-      {1, 577, 2, 64, -1, PACKED},    /* the last layer's CLS row over S = 336's tokens */
-      {20, 1370, 1, 64, -1, SEPARATE}, /* S = 518's tokens: several row blocks per head */
-      {130, 130, 2, 32, -1, PACKED},  /* two row blocks, hd = 32 */
-      {7, 40, 2, 64, 20, SEPARATE},   /* causal over a cached prefix (text), 19 keys hidden */
-      {30, 30, 2, 64, 0, PACKED},     /* causal from 0: tiles of rows see different key counts */
-  };
-  for (size_t ci = 0; ci < G_N_ELEMENTS(cases); ci++) {
-    const att_case *ac = &cases[ci];
-    const int c = ac->heads * ac->hd, nmax = MAX(ac->nq, ac->nk);
-    float *bufq = NULL, *bufk = NULL, *bufv = NULL, *packed = NULL;
-    const float *q, *k, *v;
-    int ldq, ldk, ldv;
-    if (ac->layout == SEPARATE) {
-      ldq = c + 2, ldk = c + 1, ldv = c + 5;
-      q = bufq = rand_matrix(ac->nq, c, ldq, -1.5, 1.5, NAN);
-      k = bufk = rand_matrix(ac->nk, c, ldk, -1.5, 1.5, NAN);
-      v = bufv = rand_matrix(ac->nk, c, ldv, -1, 1, NAN);
-      if (ac->q_pos0 >= 0)
-        for (int j = ac->q_pos0 + ac->nq; j < ac->nk; j++) /* never visible: must not count */
-          for (int d = 0; d < c; d++) {
-            bufk[(size_t)j * ldk + d] = 40.0f;
-            bufv[(size_t)j * ldv + d] = 1e4f;
-          }
-    } else {
-      ldq = ldk = ldv = 3 * c + 3;
-      packed = rand_matrix(nmax, 3 * c, ldq, -1.5, 1.5, NAN);
-      q = packed;
-      k = ac->layout == VV ? packed + 2 * c : packed + c;
-      v = packed + 2 * c;
-      if (ac->layout == VV)
-        q = v;
+static const att_case att_cases[] = {
+    {13, 13, 3, 8, -1, PACKED},  /* vision: square, no mask, q k v in one qkv buffer */
+    {17, 17, 4, 16, -1, VV},     /* V-V attention: q = k = v */
+    {5, 11, 2, 16, -1, SEPARATE}, /* nq != nk, no mask */
+    {13, 13, 3, 8, 0, PACKED},   /* causal from position 0 (static prompts) */
+    {4, 9, 4, 12, 5, SEPARATE},  /* causal, queries at 5..8 over cached keys 0..8 */
+    {3, 6, 2, 8, 4, SEPARATE},   /* visible count clipped at nk */
+    {2, 9, 2, 4, 3, SEPARATE},   /* keys 6..8 are never visible */
+    {1, 1, 1, 1, -1, SEPARATE},  /* out = v */
+    {50, 50, 4, 32, -1, PACKED}, /* large enough for threaded BLAS */
+    {6, 12, 3, 16, 6, SEPARATE}, /* after the large case: reuses the score buffer */
+    /* the shapes of ViT-L/14 and CLIP's text encoder (hd = 64), cut down */
+    {100, 100, 2, 64, -1, VV},      /* V-V, rows not a multiple of the 6- or 12-row tile */
+    {37, 300, 3, 64, -1, SEPARATE}, /* keys not a multiple of the 16- or 32-key panel */
+    {1, 577, 2, 64, -1, PACKED},    /* the last layer's CLS row over S = 336's tokens */
+    {20, 1370, 1, 64, -1, SEPARATE}, /* S = 518's tokens: the longest score rows */
+    {130, 130, 2, 32, -1, PACKED},  /* two row blocks, hd = 32 */
+    {7, 40, 2, 64, 20, SEPARATE},   /* causal over a cached prefix (text), 19 keys hidden */
+    {30, 30, 2, 64, 0, PACKED},     /* causal from 0: tiles of rows see different key counts */
+    {200, 200, 1, 64, 0, PACKED},   /* causal, three row blocks, the last one 8 rows */
+};
+
+/* One case's inputs (NaN in their padding), the double-precision result and
+ * max|v| over the keys that can be visible. */
+typedef struct {
+  float *bufq, *bufk, *bufv, *packed;
+  const float *q, *k, *v;
+  int ldq, ldk, ldv, ldo, c;
+  double *exact, vmax;
+} att_inputs;
+
+static void att_inputs_make(att_inputs *in, const att_case *ac) {
+  memset(in, 0, sizeof *in);
+  const int c = in->c = ac->heads * ac->hd, nmax = MAX(ac->nq, ac->nk);
+  if (ac->layout == SEPARATE) {
+    in->ldq = c + 2, in->ldk = c + 1, in->ldv = c + 5;
+    in->q = in->bufq = rand_matrix(ac->nq, c, in->ldq, -1.5, 1.5, NAN);
+    in->k = in->bufk = rand_matrix(ac->nk, c, in->ldk, -1.5, 1.5, NAN);
+    in->v = in->bufv = rand_matrix(ac->nk, c, in->ldv, -1, 1, NAN);
+    if (ac->q_pos0 >= 0)
+      for (int j = ac->q_pos0 + ac->nq; j < ac->nk; j++) /* never visible: must not count */
+        for (int d = 0; d < c; d++) {
+          in->bufk[(size_t)j * in->ldk + d] = 40.0f;
+          in->bufv[(size_t)j * in->ldv + d] = 1e4f;
+        }
+  } else {
+    in->ldq = in->ldk = in->ldv = 3 * c + 3;
+    in->packed = rand_matrix(nmax, 3 * c, in->ldq, -1.5, 1.5, NAN);
+    in->q = in->packed;
+    in->k = ac->layout == VV ? in->packed + 2 * c : in->packed + c;
+    in->v = in->packed + 2 * c;
+    if (ac->layout == VV)
+      in->q = in->v;
+  }
+  in->ldo = c + 4;
+  in->exact = g_new(double, (size_t)ac->nq * c);
+  attention_exact(in->exact, in->q, in->ldq, in->k, in->ldk, in->v, in->ldv, ac->nq, ac->nk,
+                  ac->heads, ac->hd, ac->q_pos0);
+  for (int j = 0; j < MIN(ac->nk, ac->q_pos0 < 0 ? ac->nk : ac->q_pos0 + ac->nq); j++)
+    for (int d = 0; d < c; d++)
+      in->vmax = fmax(in->vmax, fabs(in->v[(size_t)j * in->ldv + d]));
+}
+
+static void att_inputs_free(att_inputs *in) {
+  g_free(in->exact);
+  g_free(in->bufq);
+  g_free(in->bufk);
+  g_free(in->bufv);
+  g_free(in->packed);
+}
+
+/* an output with the sentinel in its padding, to be written */
+static float *att_output(const att_case *ac, const att_inputs *in) {
+  return rand_matrix(ac->nq, in->c, in->ldo, -9, 9, SENTINEL);
+}
+
+/* padding untouched, |out - exact| <= 1e-5 * max|v| */
+static void att_check_exact(const float *out, const att_case *ac, const att_inputs *in,
+                            const char *what) {
+  check_padding(out, ac->nq, in->c, in->ldo, what);
+  for (int i = 0; i < ac->nq; i++)
+    for (int d = 0; d < in->c; d++) {
+      double got = out[(size_t)i * in->ldo + d], e = in->exact[(size_t)i * in->c + d];
+      if (!(fabs(got - e) <= 1e-5 * in->vmax))
+        g_error("%s: out[%d, %d] = %.9g, exact %.9g", what, i, d, got, e);
     }
-    const int ldo = c + 4;
-    double *exact = g_new(double, (size_t)ac->nq * c);
-    attention_exact(exact, q, ldq, k, ldk, v, ldv, ac->nq, ac->nk, ac->heads, ac->hd, ac->q_pos0);
-    double vmax = 0;
-    for (int j = 0; j < MIN(ac->nk, ac->q_pos0 < 0 ? ac->nk : ac->q_pos0 + ac->nq); j++)
-      for (int d = 0; d < c; d++)
-        vmax = fmax(vmax, fabs(v[(size_t)j * ldv + d]));
+}
+
+static void test_attention(void) {
+  for (size_t ci = 0; ci < G_N_ELEMENTS(att_cases); ci++) {
+    const att_case *ac = &att_cases[ci];
+    att_inputs in;
+    att_inputs_make(&in, ac);
     float *out[4] = {NULL, NULL, NULL, NULL};
     const int fused = fap_attention_fused_usable(ac->hd);
     fap_attention_ws ws = {0};
     for (int b = 0; b < (fused ? 4 : 3); b++) {
       char what[128];
       g_snprintf(what, sizeof what, "attention case %zu (%s)", ci, backend_label[b]);
-      out[b] = rand_matrix(ac->nq, c, ldo, -9, 9, SENTINEL);
+      out[b] = att_output(ac, &in);
       if (b < 3)
-        backends[b].ops->attention(backends[b].ctx, out[b], ldo, q, ldq, k, ldk, v, ldv, ac->nq,
-                                   ac->nk, ac->heads, ac->hd, ac->q_pos0);
+        backends[b].ops->attention(backends[b].ctx, out[b], in.ldo, in.q, in.ldq, in.k, in.ldk,
+                                   in.v, in.ldv, ac->nq, ac->nk, ac->heads, ac->hd, ac->q_pos0);
       else
-        g_assert_cmpint(fap_attention_fused(&ws, 2, out[b], ldo, q, ldq, k, ldk, v, ldv, ac->nq,
-                                            ac->nk, ac->heads, ac->hd, ac->q_pos0), ==, FAP_OK);
+        g_assert_cmpint(fap_attention_fused(&ws, 2, out[b], in.ldo, in.q, in.ldq, in.k, in.ldk,
+                                            in.v, in.ldv, ac->nq, ac->nk, ac->heads, ac->hd,
+                                            ac->q_pos0), ==, FAP_OK);
       g_assert_cmpint(b < 3 ? backends[b].ops->synchronize(backends[b].ctx) : FAP_OK, ==, FAP_OK);
-      check_padding(out[b], ac->nq, c, ldo, what);
-      for (int i = 0; i < ac->nq; i++)
-        for (int d = 0; d < c; d++) {
-          double got = out[b][(size_t)i * ldo + d], e = exact[(size_t)i * c + d];
-          if (!(fabs(got - e) <= 1e-5 * vmax))
-            g_error("%s: out[%d, %d] = %.9g, exact %.9g", what, i, d, got, e);
-        }
+      att_check_exact(out[b], ac, &in, what);
     }
-    check_close_rel(out[0], out[1], ac->nq, c, ldo, 1e-5, "attention fast vs reference");
-    check_close_rel(out[2], out[1], ac->nq, c, ldo, 1e-5, "attention BLAS path vs reference");
+    check_close_rel(out[0], out[1], ac->nq, in.c, in.ldo, 1e-5, "attention fast vs reference");
+    check_close_rel(out[2], out[1], ac->nq, in.c, in.ldo, 1e-5, "attention BLAS path vs reference");
     if (fused) /* the backend's fast path is the kernel itself */
-      check_close_rel(out[0], out[3], ac->nq, c, ldo, 0.0, "attention fast path vs fused kernel");
+      check_close_rel(out[0], out[3], ac->nq, in.c, in.ldo, 0.0,
+                      "attention fast path vs fused kernel");
     fap_attention_ws_free(&ws);
     for (int b = 0; b < 4; b++)
       g_free(out[b]);
-    g_free(exact);
-    g_free(bufq);
-    g_free(bufk);
-    g_free(bufv);
-    g_free(packed);
+    att_inputs_free(&in);
   }
   if (!fap_attention_fused_usable(64))
     g_test_message("fused attention does not run on this CPU (no AVX2 + FMA): not tested");
+}
+
+/* Each fused kernel by name (whatever the automatic choice on this CPU) on
+ * every case whose hd it takes: against the double computation and the
+ * reference loops as above, the same bits with 1 and 2 threads (a row's sums
+ * do not depend on the threads), and a backend made with
+ * FAP_CPU_ATTENTION=<its name> runs it (the A/B runs of the benchmarks). */
+static void test_attention_kernel(gconstpointer data) {
+  const fap_attention_kernel kernel = GPOINTER_TO_INT(data);
+  const char *name = kernel == FAP_ATTENTION_AVX512 ? "avx512" : "avx2";
+  if (fap_attention_kernel_for(kernel, 64) != kernel) {
+    g_test_skip(kernel == FAP_ATTENTION_AVX512 ? "this CPU has no AVX-512F: kernel not tested"
+                                               : "this CPU has no AVX2 + FMA: kernel not tested");
+    return;
+  }
+  g_assert_cmpint(fap_attention_kernel_named(name), ==, kernel);
+  g_setenv("FAP_CPU_ATTENTION", name, TRUE);
+  fap_backend named;
+  g_assert_cmpint(fap_backend_cpu_new(2, 0, &named), ==, FAP_OK);
+  g_unsetenv("FAP_CPU_ATTENTION");
+  int ran = 0;
+  for (size_t ci = 0; ci < G_N_ELEMENTS(att_cases); ci++) {
+    const att_case *ac = &att_cases[ci];
+    if (fap_attention_kernel_for(kernel, ac->hd) != kernel)
+      continue; /* hd not a multiple of its panel */
+    att_inputs in;
+    att_inputs_make(&in, ac);
+    float *ref = att_output(ac, &in), *one = att_output(ac, &in), *two = att_output(ac, &in);
+    float *be = att_output(ac, &in);
+    backends[1].ops->attention(backends[1].ctx, ref, in.ldo, in.q, in.ldq, in.k, in.ldk, in.v,
+                               in.ldv, ac->nq, ac->nk, ac->heads, ac->hd, ac->q_pos0);
+    named.ops->attention(named.ctx, be, in.ldo, in.q, in.ldq, in.k, in.ldk, in.v, in.ldv, ac->nq,
+                         ac->nk, ac->heads, ac->hd, ac->q_pos0);
+    g_assert_cmpint(named.ops->synchronize(named.ctx), ==, FAP_OK);
+    fap_attention_ws ws = {0};
+    g_assert_cmpint(fap_attention_fused_with(kernel, &ws, 1, one, in.ldo, in.q, in.ldq, in.k,
+                                             in.ldk, in.v, in.ldv, ac->nq, ac->nk, ac->heads,
+                                             ac->hd, ac->q_pos0), ==, FAP_OK);
+    g_assert_cmpint(fap_attention_fused_with(kernel, &ws, 2, two, in.ldo, in.q, in.ldq, in.k,
+                                             in.ldk, in.v, in.ldv, ac->nq, ac->nk, ac->heads,
+                                             ac->hd, ac->q_pos0), ==, FAP_OK);
+    char what[128];
+    g_snprintf(what, sizeof what, "attention case %zu (%s kernel)", ci, name);
+    att_check_exact(two, ac, &in, what);
+    check_close_rel(two, ref, ac->nq, in.c, in.ldo, 1e-5, what);
+    check_close_rel(one, two, ac->nq, in.c, in.ldo, 0.0, what);
+    check_close_rel(be, two, ac->nq, in.c, in.ldo, 0.0, what);
+    fap_attention_ws_free(&ws);
+    g_free(ref);
+    g_free(one);
+    g_free(two);
+    g_free(be);
+    att_inputs_free(&in);
+    ran++;
+  }
+  g_assert_cmpint(ran, >=, 8);
+  named.ops->destroy(named.ctx);
 }
 
 /* |got - exact| <= tol over rows x cols (got strided by ld, exact packed by cols) */
@@ -1370,6 +1460,7 @@ static void test_bf16(void) {
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   rng = g_rand_new_with_seed(20240611);
+  g_unsetenv("FAP_CPU_ATTENTION"); /* [0]: the automatic choice, whatever the caller's */
   g_assert_cmpint(fap_backend_cpu_new(2, 0, &backends[0]), ==, FAP_OK);
   g_assert_cmpint(fap_backend_cpu_new(2, 1, &backends[1]), ==, FAP_OK);
   g_setenv("FAP_CPU_ATTENTION", "blas", TRUE);
@@ -1392,6 +1483,10 @@ int main(int argc, char **argv) {
   g_test_add_func("/ops/linear", test_linear);
   g_test_add_func("/ops/matmul", test_matmul);
   g_test_add_func("/ops/attention", test_attention);
+  g_test_add_data_func("/ops/attention-kernel/avx2", GINT_TO_POINTER(FAP_ATTENTION_AVX2),
+                       test_attention_kernel);
+  g_test_add_data_func("/ops/attention-kernel/avx512", GINT_TO_POINTER(FAP_ATTENTION_AVX512),
+                       test_attention_kernel);
   g_test_add_func("/ops/attention-dual", test_attention_dual);
   g_test_add_func("/ops/attention-cached", test_attention_cached);
   g_test_add_func("/ops/layernorm", test_layernorm);
