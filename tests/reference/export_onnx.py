@@ -18,8 +18,10 @@ section 2). Beside PREFIX.onnx it writes a reference pair, the input
 it, so the runner (ort_speed.js) can report its error against PyTorch:
 
     PREFIX.onnx  PREFIX.int8.onnx (--int8)  PREFIX.ref.json  PREFIX.<name>.f32
+    PREFIX.image.rgb
 
-(.f32: raw little-endian float32, shapes in ref.json). A rerun with the same
+(.f32: raw little-endian float32, shapes in ref.json; .rgb: the frame, H x W
+x 3 bytes, for faprompt-bench to run faprompt on and compare the same way). A rerun with the same
 model file (path, size, mtime), size, frame and options reuses the files.
 
 --int8: the rewrite onnxruntime.quantization.quantize_dynamic makes for MatMul,
@@ -38,7 +40,7 @@ import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Bump when the exported graph or the reference pair changes, so old files are redone.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 def stamp(args):
@@ -55,7 +57,8 @@ def up_to_date(args):
             ref = json.load(f)
     except (OSError, ValueError):
         return False
-    files = [args.out + ".onnx"] + ([args.out + ".int8.onnx"] if args.int8 else [])
+    files = [args.out + ".onnx", args.out + ".image.rgb"]
+    files += [args.out + ".int8.onnx"] if args.int8 else []
     files += [args.out + "." + t["name"] + ".f32" for t in ref.get("tensors", [])]
     return ref.get("stamp") == stamp(args) and all(os.path.exists(p) for p in files)
 
@@ -72,6 +75,10 @@ def build_encoder(model_path):
     mod, m = au.reference_of(model_path)
     authors = au.Authors(m)
     anomalyclip = mod is not au.ref
+    # the text encoder's weights are not exported: let them go (peak memory)
+    authors.tblocks = None
+    for name in [k for k in m.w if not k.startswith("visual.")]:
+        del m.w[name]
 
     class VisionEncoder(nn.Module):
         """Authors.vision with every tensor it reads registered, so the export
@@ -115,6 +122,9 @@ def export(args):
     t0 = time.perf_counter()
     enc, mod, m = build_encoder(args.model)
     import faprompt_ref as ref_module
+    if args.image_size % m.cfg["patch_size"]:
+        raise SystemExit(f"export_onnx: image size {args.image_size} is not a multiple of the "
+                         f"patch size {m.cfg['patch_size']}")
     enc.prepare(args.image_size)
     img = make_test_image(args.width, args.height, seed=0)  # authors_speed.py's bench frame
     with torch.no_grad():
@@ -126,11 +136,14 @@ def export(args):
                           do_constant_folding=True)
     print(f"export_onnx: {args.out}.onnx ({os.path.getsize(args.out + '.onnx') / 2**20:.0f} MiB) "
           f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    np.ascontiguousarray(img, dtype=np.uint8).tofile(args.out + ".image.rgb")
     tensors = []
     for name, t in (("pre", pre), ("tokens", tokens), ("global", glob)):
         a = np.ascontiguousarray(t.numpy(), dtype="<f4")
         a.tofile(args.out + "." + name + ".f32")
-        tensors.append({"name": name, "shape": list(a.shape), "max_abs": float(np.abs(a).max())})
+        # max_abs over what the errors are taken on: T's patch rows (row 0 is never read), g
+        tensors.append({"name": name, "shape": list(a.shape),
+                        "max_abs": float(np.abs(a[..., 1:, :] if name == "tokens" else a).max())})
     return tensors
 
 
@@ -255,7 +268,9 @@ def main(argv=None):
         print(f"export_onnx: {args.out}.onnx is up to date", file=sys.stderr)
         return 0
     tensors = export(args)
-    ref = {"stamp": stamp(args), "input": "pre", "outputs": ["tokens", "global"], "tensors": tensors,
+    import gc
+    gc.collect()  # the PyTorch model, before the graph is loaded again
+    ref = {"stamp": stamp(args), "image": {"width": args.width, "height": args.height}, "input": "pre", "outputs": ["tokens", "global"], "tensors": tensors,
            "onnx": os.path.basename(args.out) + ".onnx"}
     if args.int8:
         ref["int8"] = os.path.basename(args.out) + ".int8.onnx"
