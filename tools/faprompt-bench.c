@@ -747,8 +747,10 @@ int main(int argc, char **argv) {
       if (tdone > 0) {
         for (int i = 0; i < tdone; i++)
           ms[i] = 1e3 * t_vision[i];
-        anchor_row(atable, "PyTorch fp32, as shipped (glibc malloc)", ms, tdone, vision_min,
-                   ts_faults, -1, 1);
+        char label[96]; /* the allocator it found: glibc unless our environment preloads one */
+        snprintf(label, sizeof label, "PyTorch fp32, as shipped (%s malloc)",
+                 torch_server_ready_string(ts, "allocator", "?"));
+        anchor_row(atable, label, ms, tdone, vision_min, ts_faults, -1, 1);
       }
       for (int a = 0; a < n_an; a++) {
         for (int i = 0; i < an[a].n; i++)

@@ -143,6 +143,15 @@ double torch_server_ready_number(const torch_server *s, const char *name, double
   return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_double(n) : fallback;
 }
 
+const char *torch_server_ready_string(const torch_server *s, const char *name,
+                                      const char *fallback) {
+  JsonObject *o = json_node_get_object(json_parser_get_root(s->ready));
+  JsonNode *n = json_object_get_member(o, name);
+  return n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
+             ? json_node_get_string(n)
+             : fallback;
+}
+
 double torch_server_minflt(const torch_server *s) { return s->minflt; }
 
 const char *torch_server_describe(const torch_server *s) { return s->describe; }

@@ -36,6 +36,9 @@ const char *torch_server_describe(const torch_server *s);
 /* A number of the ready line (e.g. "max_abs_err": its outputs' error against
  * PyTorch fp32), or fallback when it has none. */
 double torch_server_ready_number(const torch_server *s, const char *name, double fallback);
+/* A string of the ready line (e.g. "allocator"), or fallback; valid until stop. */
+const char *torch_server_ready_string(const torch_server *s, const char *name,
+                                      const char *fallback);
 /* Minor page faults of the last torch_server_run()'s frames, summed; -1 when
  * the server does not report them. */
 double torch_server_minflt(const torch_server *s);

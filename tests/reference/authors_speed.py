@@ -247,7 +247,7 @@ def allocator():
     """How freed memory is handled in this process (faprompt-bench sets it)."""
     if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
         return "jemalloc"
-    return "glibc, tuned" if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") else "glibc"
+    return "glibc tuned" if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") else "glibc"
 
 
 def minflt():
