@@ -26,8 +26,8 @@
  * Then, per size, the vision encoder against what users would run instead,
  * timed in the same rounds: PyTorch as shipped (freed memory goes back to
  * the OS: it faults its pages in again every frame), PyTorch with freed
- * memory kept (libjemalloc.so.2 preloaded with the MALLOC_CONF the PyTorch
- * CPU tuning guides give, or glibc malloc tunables where it is absent; --no-torch-kept
+ * memory kept (libjemalloc.so.2 preloaded, as PyTorch's CPU tuning guides
+ * advise, its purging off; or glibc malloc tunables where it is absent; --no-torch-kept
  * leaves it out), PyTorch under bf16 autocast (--torch-bf16, memory kept
  * too), and ONNX Runtime on the encoder exported to ONNX, f32 (--onnx) and
  * int8 (--onnx-int8, dynamic quantisation), dev-only anchors that
@@ -279,10 +279,12 @@ static fap_status run_counted(fap_detector *d, const fap_frame *f, fap_result *r
 
 /* The environment of a PyTorch anchor whose freed memory stays in the
  * process: jemalloc preloaded where ldconfig knows libjemalloc.so.2 (Debian
- * libjemalloc2) with the MALLOC_CONF of the PyTorch CPU tuning guides
- * (without it jemalloc purges freed pages over about 10 s: a slow frame
- * faults as much as with glibc, or more), else glibc malloc told not to give memory back
- * (no mmap below 32 MiB, no trimming, 256 MiB top pad). *how names which. */
+ * libjemalloc2), its purging off (dirty and muzzy decay -1: jemalloc's
+ * defaults, and the MALLOC_CONF of Intel's PyTorch tuning guides with
+ * oversize_threshold:1, gave back the attention and MLP buffers, 8 MiB and
+ * more, and faulted as much as glibc); else glibc malloc told not to give
+ * memory back (no mmap below 32 MiB, no trimming, 256 MiB top pad). *how
+ * names which. */
 static char **kept_memory_env(const char **how) {
   char *out = NULL, *path = NULL;
   if (g_spawn_command_line_sync("/sbin/ldconfig -p", &out, NULL, NULL, NULL) && out) {
@@ -298,8 +300,7 @@ static char **kept_memory_env(const char **how) {
   char **env = g_new0(char *, 3);
   if (path) {
     env[0] = g_strconcat("LD_PRELOAD=", path, NULL);
-    env[1] = g_strdup("MALLOC_CONF=oversize_threshold:1,background_thread:true,metadata_thp:auto,"
-                      "dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000");
+    env[1] = g_strdup("MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1");
     *how = "jemalloc";
   } else {
     env[0] = g_strdup("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:"
