@@ -18,6 +18,10 @@
 # failure each, named above the line). Exit status 1 when anything failed.
 # FAP_SUITES="unit tools" runs only those meson suites in every stage;
 # FAP_FUZZ_TARGETS="safetensors model" only those fuzz targets.
+# FAP_ONNXRUNTIME=1 first installs ONNX Runtime, faprompt-bench's dev-only
+# speed anchor (tools/setup-onnxruntime.sh: npm, about 300 MB), into the
+# build directory, so the tools suite's tools-bench-onnx runs; without it
+# that test is skipped (one failure here when the setup fails).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${FAP_BUILD_DIR:-build}
@@ -40,6 +44,11 @@ meson_stage() { # NAME DIR LOGBASE SETUP MESON-TEST-ARGS...: one meson test run
   stages+=("$name|$?|$log")
   echo "tests: stage $name: $((SECONDS - t0)) s"
 }
+
+if [ "${FAP_ONNXRUNTIME:-0}" = 1 ]; then
+  bash tools/setup-onnxruntime.sh "$build/onnxruntime" ||
+    stages+=("onnxruntime (tools/setup-onnxruntime.sh)|1|")
+fi
 
 meson_stage main "$build" testlog "" --num-processes 2 "${only_args[@]}"
 

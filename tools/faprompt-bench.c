@@ -12,6 +12,8 @@
  *   faprompt-bench MODEL [--sizes 336,518] [--rounds 3] [--frames 3]
  *                  [--torch-frames 1] [--threads N] [--input WxH]
  *                  [--no-torch] [--reference] [--precision int8,bf16]
+ *                  [--no-torch-kept] [--torch-bf16] [--onnx] [--onnx-int8]
+ *                  [--onnx-dir DIR] [--onnx-frames N] [--node NODE]
  *
  * --precision adds detectors in reduced precision, run in the same rounds
  * (f32, then each of them, then PyTorch), with a second table: their frame
@@ -20,10 +22,24 @@
  * (4): the largest errors, how many frames stay within the GPU bounds (map
  * 1e-2, score 5e-3), and on how many the top-M patch order the prior reads
  * differs from f32's (a swap of near-tied patches moves A2 in a jump).
+ *
+ * Then, per size, the vision encoder against what users would run instead,
+ * timed in the same rounds: PyTorch as shipped (freed memory goes back to
+ * the OS: it faults its pages in again every frame), PyTorch with freed
+ * memory kept (libjemalloc.so.2 preloaded, as PyTorch's CPU tuning guides
+ * advise, its purging off; or glibc malloc tunables where it is absent; --no-torch-kept
+ * leaves it out), PyTorch under bf16 autocast (--torch-bf16, memory kept
+ * too), and ONNX Runtime on the encoder exported to ONNX, f32 (--onnx) and
+ * int8 (--onnx-int8, dynamic quantisation), dev-only anchors that
+ * tools/setup-onnxruntime.sh installs (onnx_anchor.h). Their minimum
+ * (median) ms, faprompt f32's minimum over theirs, minor page faults per
+ * call, and with the ONNX export's reference pair (--onnx) each one's
+ * largest error against PyTorch fp32 on the same frame.
  */
 #include "fap.h"
 #include "datafile.h"
 #include "hostinfo.h"
+#include "onnx_anchor.h"
 #include "torch_ref.h"
 
 #ifdef FAP_HAVE_OPENBLAS
@@ -247,10 +263,132 @@ static double median_of(const double *v, int n) {
   return m;
 }
 
+static long minor_faults(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
+/* fap_detector_run, counting the minor page faults it takes into *faults. */
+static fap_status run_counted(fap_detector *d, const fap_frame *f, fap_result *r, double *faults) {
+  long f0 = minor_faults();
+  fap_status st = fap_detector_run(d, f, r);
+  *faults += (double)(minor_faults() - f0);
+  return st;
+}
+
+/* The environment of a PyTorch anchor whose freed memory stays in the
+ * process: jemalloc preloaded where ldconfig knows libjemalloc.so.2 (Debian
+ * libjemalloc2), its purging off (dirty and muzzy decay -1: jemalloc's
+ * defaults, and the MALLOC_CONF of Intel's PyTorch tuning guides with
+ * oversize_threshold:1, gave back the attention and MLP buffers, 8 MiB and
+ * more, and faulted as much as glibc); else glibc malloc told not to give
+ * memory back (no mmap below 32 MiB, no trimming, 256 MiB top pad). *how
+ * names which. */
+static char **kept_memory_env(const char **how) {
+  char *out = NULL, *path = NULL;
+  if (g_spawn_command_line_sync("/sbin/ldconfig -p", &out, NULL, NULL, NULL) && out) {
+    gchar **lines = g_strsplit(out, "\n", 0);
+    for (int i = 0; lines[i] && !path; i++) {
+      const char *arrow = strstr(lines[i], "=> ");
+      if (strstr(lines[i], "libjemalloc.so.2 (") && arrow)
+        path = g_strstrip(g_strdup(arrow + 3));
+    }
+    g_strfreev(lines);
+  }
+  g_free(out);
+  char **env = g_new0(char *, 3);
+  if (path) {
+    env[0] = g_strconcat("LD_PRELOAD=", path, NULL);
+    env[1] = g_strdup("MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1");
+    *how = "jemalloc";
+  } else {
+    env[0] = g_strdup("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:"
+                      "glibc.malloc.trim_threshold=68719476736:glibc.malloc.top_pad=268435456");
+    *how = "glibc malloc tunables";
+  }
+  g_free(path);
+  return env;
+}
+
+/* An anchor timed beside faprompt's vision encoder: a PyTorch variant or
+ * ONNX Runtime, a server of torch_ref.h's protocol. */
+typedef struct {
+  char label[96];
+  torch_server *srv;
+  int frames;            /* per round */
+  double *vision;        /* seconds, rounds * frames */
+  int n;
+  double faults;         /* minor page faults over its n frames; < 0: not reported */
+  double err;            /* against PyTorch fp32; < 0: not known */
+  int is_reference;      /* PyTorch fp32: the reference itself */
+} anchor_run;
+
+static void anchor_add(anchor_run *a, int *n_anchors, const char *label, torch_server *srv,
+                       int frames, int rounds, int is_reference) {
+  anchor_run *r = &a[(*n_anchors)++];
+  memset(r, 0, sizeof *r);
+  snprintf(r->label, sizeof r->label, "%s", label);
+  r->srv = srv;
+  r->frames = frames;
+  r->vision = calloc((size_t)rounds * frames, sizeof(double));
+  r->err = srv ? torch_server_ready_number(srv, "max_abs_err", -1) : -1;
+  r->is_reference = is_reference;
+}
+
+static int anchor_round(anchor_run *r) {
+  double *scratch = calloc((size_t)r->frames * 2, sizeof(double));
+  int ok = torch_server_run(r->srv, r->frames, scratch, r->vision + r->n, scratch + r->frames);
+  free(scratch);
+  if (ok) {
+    double f = torch_server_minflt(r->srv);
+    r->faults = f < 0 || r->faults < 0 ? -1 : r->faults + f;
+    r->n += r->frames;
+  }
+  return ok;
+}
+
+/* One row of the table against the anchors; ms values, faults summed over n calls. */
+static void anchor_row(GString *t, const char *label, const double *ms, int n, double f32_min,
+                       double faults, double err, int is_reference) {
+  double mn = min_of(ms, n), md = median_of(ms, n);
+  const int digits = mn < 10 ? 2 : 0; /* tiny models: fractions of a ms */
+  g_string_append_printf(t, "| %s | %.*f (%.*f) | %.2fx | ", label, digits, mn, digits, md,
+                         f32_min / mn);
+  if (faults >= 0)
+    g_string_append_printf(t, "%.0f | ", faults / n);
+  else
+    g_string_append(t, "– | ");
+  if (is_reference)
+    g_string_append(t, "(the reference) |\n");
+  else if (err >= 0)
+    g_string_append_printf(t, "%.2e |\n", err);
+  else
+    g_string_append(t, "– |\n");
+}
+
+/* faprompt's vision outputs at precision p against PyTorch fp32's on the
+ * export's reference frame; -1 when not measurable. */
+static double faprompt_error(fap_model *model, fap_detector_options o, fap_precision p,
+                             const onnx_export *e) {
+  o.precision = p;
+  o.keep_intermediates = 1;
+  fap_detector *d = NULL;
+  if (fap_detector_new(model, &o, &d) != FAP_OK)
+    return -1;
+  fap_frame f = {FAP_PIXEL_RGB, e->width, e->height, (size_t)e->width * 3, e->image};
+  fap_result r;
+  double err = fap_detector_run(d, &f, &r) == FAP_OK ? onnx_export_error(e, d) : -1;
+  fap_detector_free(d);
+  return err;
+}
+
 int main(int argc, char **argv) {
   char *sizes_arg = NULL, *input_arg = NULL, *python = NULL, *script = NULL, *prec_arg = NULL;
   int frames = 3, threads = 0, torch_frames = 1, torch_threads = 0, no_torch = 0, reference = 0;
   int rounds = 3, error_frames = 4;
+  int no_torch_kept = 0, torch_bf16 = 0, onnx = 0, onnx_int8 = 0, onnx_frames = 0;
+  char *onnx_dir_arg = NULL, *node = NULL;
   GOptionEntry entries[] = {
       {"sizes", 0, 0, G_OPTION_ARG_STRING, &sizes_arg, "comma-separated S values (336,518)", "L"},
       {"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "alternating faprompt / PyTorch rounds per size (3)", "N"},
@@ -265,6 +403,13 @@ int main(int argc, char **argv) {
       {"torch-script", 0, 0, G_OPTION_ARG_FILENAME, &script, "the PyTorch anchor (tests/reference/authors_speed.py)", "F"},
       {"precision", 0, 0, G_OPTION_ARG_STRING, &prec_arg, "also time these CPU precisions against f32 (e.g. int8,bf16)", "L"},
       {"error-frames", 0, 0, G_OPTION_ARG_INT, &error_frames, "frames their error against f32 is measured on (4)", "N"},
+      {"no-torch-kept", 0, 0, G_OPTION_ARG_NONE, &no_torch_kept, "skip PyTorch with freed memory kept (jemalloc)", NULL},
+      {"torch-bf16", 0, 0, G_OPTION_ARG_NONE, &torch_bf16, "also PyTorch under bf16 autocast", NULL},
+      {"onnx", 0, 0, G_OPTION_ARG_NONE, &onnx, "also ONNX Runtime f32 (tools/setup-onnxruntime.sh)", NULL},
+      {"onnx-int8", 0, 0, G_OPTION_ARG_NONE, &onnx_int8, "also ONNX Runtime int8 (dynamic quantisation)", NULL},
+      {"onnx-dir", 0, 0, G_OPTION_ARG_FILENAME, &onnx_dir_arg, "the setup step's folder (<build>/onnxruntime)", "DIR"},
+      {"onnx-frames", 0, 0, G_OPTION_ARG_INT, &onnx_frames, "ONNX Runtime frames per round (--frames)", "N"},
+      {"node", 0, 0, G_OPTION_ARG_FILENAME, &node, "node, for ONNX Runtime (node in PATH)", "P"},
       {NULL},
   };
   GOptionContext *ctx = g_option_context_new("MODEL - benchmark the faprompt detector");
@@ -281,6 +426,26 @@ int main(int argc, char **argv) {
     python = g_strdup("/usr/bin/python3");
   if (!script)
     script = tool_data_file("reference/authors_speed.py");
+  if (!node)
+    node = g_strdup("node");
+  if (onnx_frames <= 0)
+    onnx_frames = frames;
+  /* ONNX Runtime: dev-only, from the build tree (its runner is not installed) */
+  char *ort_dir = NULL, *ort_export = NULL, *ort_runner = NULL;
+  if (onnx || onnx_int8) {
+    ort_export = tool_data_file("reference/export_onnx.py");
+    ort_runner = tool_data_file("reference/ort_speed.js");
+    if (!g_file_test(ort_runner, G_FILE_TEST_EXISTS) ||
+        !g_file_test(ort_export, G_FILE_TEST_EXISTS)) {
+      fprintf(stderr, "faprompt-bench: --onnx runs from the build tree (%s not found)\n",
+              ort_runner);
+      return 2;
+    }
+    if (!(ort_dir = onnx_anchor_dir("faprompt-bench", onnx_dir_arg)))
+      return 2;
+  }
+  const char *kept_how = NULL;
+  char **kept_env = kept_memory_env(&kept_how);
   int in_w = 1280, in_h = 720;
   if (input_arg && sscanf(input_arg, "%dx%d", &in_w, &in_h) != 2) {
     fprintf(stderr, "--input wants WxH, e.g. 1920x1080\n");
@@ -336,6 +501,7 @@ int main(int argc, char **argv) {
                          "(vision as %% of it) | PyTorch (authors' structure) frame ms min / median "
                          "| its vision / text ms min | speed-up, frame (vision) |\n"
                          "|---|---|---|---|---|---|---|---|\n");
+  GString *atable = g_string_new(NULL);
   int rc = 0;
   for (int si = 0; sizes[si]; si++) {
     int size = atoi(sizes[si]);
@@ -373,18 +539,29 @@ int main(int argc, char **argv) {
         continue;
       }
     }
+    /* the ONNX export first: its peak memory before the PyTorch servers' */
+    onnx_export *ox = NULL;
+    if (ort_dir && rc == 0) {
+      printf("S=%d: exporting the vision encoder to ONNX (%s; reused when up to date)...\n", size,
+             ort_export);
+      fflush(stdout);
+      ox = onnx_export_make("faprompt-bench", python, ort_export, ort_dir, argv[1], size, in_w,
+                            in_h, torch_threads, onnx_int8);
+      if (!ox)
+        rc = 1;
+    }
     torch_server *ts = NULL;
+    char s_size[16], s_threads[16], s_w[16], s_h[16];
+    snprintf(s_size, sizeof s_size, "%d", size);
+    snprintf(s_threads, sizeof s_threads, "%d", torch_threads);
+    snprintf(s_w, sizeof s_w, "%d", in_w);
+    snprintf(s_h, sizeof s_h, "%d", in_h);
+    const char *targs[] = {"--model", argv[1], "--image-size", s_size, "--threads", s_threads,
+                           "--width", s_w, "--height", s_h, NULL};
     if (!no_torch) {
-      char s_size[16], s_threads[16], s_w[16], s_h[16];
-      snprintf(s_size, sizeof s_size, "%d", size);
-      snprintf(s_threads, sizeof s_threads, "%d", torch_threads);
-      snprintf(s_w, sizeof s_w, "%d", in_w);
-      snprintf(s_h, sizeof s_h, "%d", in_h);
-      const char *args[] = {"--model", argv[1], "--image-size", s_size, "--threads", s_threads,
-                            "--width", s_w, "--height", s_h, NULL};
       printf("S=%d: starting the PyTorch anchor (%s)...\n", size, script);
       fflush(stdout);
-      ts = torch_server_start("faprompt-bench", python, script, args);
+      ts = torch_server_start("faprompt-bench", python, script, targs);
       if (!ts)
         rc = 1;
     }
@@ -396,9 +573,56 @@ int main(int argc, char **argv) {
     double *t_text = calloc((size_t)tn, sizeof(double));
     double *t_gemm = calloc((size_t)rounds, sizeof(double));
     int done = 0, tdone = 0, gdone = 0;
+    double faults = 0, ts_faults = 0, rr_faults[8] = {0};
+    /* the anchors beside PyTorch as shipped (ts) */
+    anchor_run an[4];
+    int n_an = 0;
+    if (ts && !no_torch_kept) {
+      char label[96];
+      snprintf(label, sizeof label, "PyTorch fp32, freed memory kept (%s)", kept_how);
+      printf("S=%d: starting %s...\n", size, label);
+      fflush(stdout);
+      torch_server *s = torch_server_start_env("faprompt-bench", python, script, targs,
+                                               (const char *const *)kept_env);
+      if (s)
+        anchor_add(an, &n_an, label, s, torch_frames, rounds, 1);
+      else
+        rc = 1;
+    }
+    if (ts && torch_bf16) {
+      const char *bargs[G_N_ELEMENTS(targs) + 1];
+      memcpy(bargs, targs, sizeof targs);
+      bargs[G_N_ELEMENTS(targs) - 1] = "--bf16";
+      bargs[G_N_ELEMENTS(targs)] = NULL;
+      char label[96];
+      snprintf(label, sizeof label, "PyTorch bf16 autocast, memory kept (%s)", kept_how);
+      printf("S=%d: starting %s...\n", size, label);
+      fflush(stdout);
+      torch_server *s = torch_server_start_env("faprompt-bench", python, script, bargs,
+                                               (const char *const *)kept_env);
+      if (s)
+        anchor_add(an, &n_an, label, s, torch_frames, rounds, 0);
+      else
+        rc = 1;
+    }
+    if (ox) {
+      for (int q = 0; q < 2; q++) {
+        if (!(q ? onnx_int8 : onnx))
+          continue;
+        torch_server *s = onnx_anchor_start("faprompt-bench", node, ort_runner, ort_dir, ox, q,
+                                            torch_threads);
+        char label[96];
+        snprintf(label, sizeof label, "ONNX Runtime %s (%s)", q ? "int8, dynamic" : "fp32",
+                 s ? torch_server_describe(s) : "?");
+        if (s)
+          anchor_add(an, &n_an, label, s, onnx_frames, rounds, 0);
+        else
+          rc = 1;
+      }
+    }
     for (int round = 0; round < rounds && rc == 0; round++) {
       for (int f = 0; f < frames; f++, done++) {
-        if (fap_detector_run(det, &frame, &r) != FAP_OK) {
+        if (run_counted(det, &frame, &r, &faults) != FAP_OK) {
           rc = 1;
           break;
         }
@@ -413,7 +637,7 @@ int main(int argc, char **argv) {
       for (int p = 0; p < n_reduced && rc == 0; p++)
         for (int f = 0; f < frames; f++) {
           fap_result pr;
-          if (fap_detector_run(rr[p].det, &frame, &pr) != FAP_OK) {
+          if (run_counted(rr[p].det, &frame, &pr, &rr_faults[p]) != FAP_OK) {
             rc = 1;
             break;
           }
@@ -426,15 +650,31 @@ int main(int argc, char **argv) {
           break;
         }
         tdone += torch_frames;
+        double tf = torch_server_minflt(ts);
+        ts_faults = tf < 0 || ts_faults < 0 ? -1 : ts_faults + tf;
         printf("  round %d: faprompt min %.0f ms, PyTorch %.0f ms\n", round + 1,
                min_of(total + done - frames, frames), 1e3 * min_of(t_frame + tdone - torch_frames,
                                                                   torch_frames));
+        fflush(stdout);
+      }
+      for (int a = 0; a < n_an && rc == 0; a++) {
+        if (!anchor_round(&an[a])) {
+          rc = 1;
+          break;
+        }
+        printf("  round %d: %s: vision %.0f ms min\n", round + 1, an[a].label,
+               1e3 * min_of(an[a].vision + an[a].n - an[a].frames, an[a].frames));
         fflush(stdout);
       }
     }
     if (done == 0) {
       fap_detector_free(det);
       torch_server_stop(ts);
+      for (int a = 0; a < n_an; a++) {
+        torch_server_stop(an[a].srv);
+        free(an[a].vision);
+      }
+      onnx_export_free(ox);
       continue;
     }
     double med[FAP_STAGE_COUNT];
@@ -482,6 +722,61 @@ int main(int argc, char **argv) {
       free(ref.scores);
       free(ref.topk);
     }
+    /* the vision encoder against what users would run instead */
+    if (rc == 0 && (tdone > 0 || n_an > 0)) {
+      g_string_append_printf(atable, "\nS=%d: the vision encoder against what users would run "
+                             "instead (same rounds; %dx%d frame, %d threads):\n\n"
+                             "| vision encoder | ms min (median) | faprompt f32 min / its min (> 1: faster) | "
+                             "minor page faults per call | max abs err vs PyTorch fp32 |\n"
+                             "|---|---|---|---|---|\n", size, in_w, in_h, threads);
+      int most = tdone;
+      for (int a = 0; a < n_an; a++)
+        most = an[a].n > most ? an[a].n : most;
+      double *ms = malloc((size_t)(most > 0 ? most : 1) * sizeof(double));
+      double err = ox ? faprompt_error(model, o, FAP_PRECISION_F32, ox) : -1;
+      anchor_row(atable, "faprompt f32 (this build)", stage[FAP_STAGE_VISION], done, vision_min,
+                 faults, err, 0);
+      for (int p = 0; p < n_reduced; p++) {
+        if (!rr[p].vision || rr[p].vision[0] <= 0)
+          continue;
+        char label[96];
+        snprintf(label, sizeof label, "faprompt %s (runs %s)", fap_precision_name(rr[p].asked),
+                 fap_precision_name(rr[p].runs));
+        err = ox ? faprompt_error(model, o, rr[p].asked, ox) : -1;
+        anchor_row(atable, label, rr[p].vision, done, vision_min, rr_faults[p], err, 0);
+      }
+      if (tdone > 0) {
+        for (int i = 0; i < tdone; i++)
+          ms[i] = 1e3 * t_vision[i];
+        char label[96]; /* the allocator it found: glibc unless our environment preloads one */
+        snprintf(label, sizeof label, "PyTorch fp32, as shipped (%s malloc)",
+                 torch_server_ready_string(ts, "allocator", "?"));
+        anchor_row(atable, label, ms, tdone, vision_min, ts_faults, -1, 1);
+      }
+      for (int a = 0; a < n_an; a++) {
+        for (int i = 0; i < an[a].n; i++)
+          ms[i] = 1e3 * an[a].vision[i];
+        anchor_row(atable, an[a].label, ms, an[a].n, vision_min, an[a].faults, an[a].err,
+                   an[a].is_reference);
+      }
+      free(ms);
+      double scale = ox ? ox->ref_max_abs : -1;
+      for (int a = 0; a < n_an && scale < 0; a++)
+        scale = torch_server_ready_number(an[a].srv, "ref_max_abs", -1);
+      g_string_append(atable, "\nms: vision encoder per frame; page faults: per call of the "
+                              "detector (faprompt), of the frame (PyTorch: vision and text), of "
+                              "the session (ONNX Runtime); errors: largest |difference| over the "
+                              "patch tokens T and g");
+      if (scale >= 0)
+        g_string_append_printf(atable, " (their largest |value|: %.2f)", scale);
+      g_string_append(atable, ", on the export's reference frame (faprompt, ONNX Runtime) or the "
+                              "bench frame (PyTorch bf16).\n");
+    }
+    for (int a = 0; a < n_an; a++) {
+      torch_server_stop(an[a].srv);
+      free(an[a].vision);
+    }
+    onnx_export_free(ox);
     for (int p = 0; p < n_reduced; p++) {
       if (done == rounds * frames && rr[p].total[0] > 0) {
         double pf = min_of(rr[p].total, done), pv = min_of(rr[p].vision, done);
@@ -533,6 +828,14 @@ int main(int argc, char **argv) {
   if (n_reduced)
     printf("\nreduced precision against f32 (timed in the same rounds; errors over %d frames):\n\n%s",
            error_frames, ptable->str);
+  printf("%s", atable->str);
+  g_string_free(atable, TRUE);
+  g_strfreev(kept_env);
+  g_free(ort_dir);
+  g_free(ort_export);
+  g_free(ort_runner);
+  g_free(onnx_dir_arg);
+  g_free(node);
   g_string_free(table, TRUE);
   g_string_free(ptable, TRUE);
   g_free(prec_arg);

@@ -17,6 +17,12 @@ and `nn.Linear` (`addmm`) faster. Here, as in the authors' CLIP:
     V-V `Attention` module does; the side path skips the MLP;
   - fp32, torch.no_grad(), the threads given; the static prompts are
     re-encoded every frame (the authors do; faprompt caches them).
+--bf16 runs the encoders under torch.autocast("cpu", dtype=torch.bfloat16)
+(their outputs back to fp32 for the scoring), as a user tuning for a CPU
+with AVX512_BF16 would; its ready line then gives the vision outputs'
+largest absolute difference from fp32 on the bench frame. Each frame's
+JSON carries its minor page faults (getrusage ru_minflt, this process): how
+much of the frame's memory the allocator returned to the OS and took back.
 Everything else (pre-processing, scoring, prior, map) is faprompt_ref.py's.
 
 AnomalyCLIP models (`family` anomalyclip, docs/SPEC.md section 6) run the same
@@ -26,12 +32,13 @@ out layer, and the two text features are encoded once, before the frames, as
 the authors' test.py does (lines 73-76); per frame there is no text.
 
     authors_speed.py --check --model M [--image-size S]   # same numbers as faprompt_ref.py
-    authors_speed.py --serve --model M --image-size S --threads T [--width W --height H]
+    authors_speed.py --serve --model M --image-size S --threads T [--width W --height H] [--bf16]
         stdin "run N" -> one JSON line of N frames' times; "quit"
 """
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -44,7 +51,9 @@ import faprompt_ref as ref  # noqa: E402
 
 
 def _param(t):
-    return nn.Parameter(t.clone(), requires_grad=False)
+    # shares the model's tensor (no copy): the benchmark runs several of these
+    # servers side by side, and nothing writes to the weights
+    return nn.Parameter(t, requires_grad=False)
 
 
 class Block(nn.Module):
@@ -225,6 +234,26 @@ def check(args):
     return 0 if ok else 1
 
 
+def autocast_bf16(fn):
+    """fn under CPU bf16 autocast, its outputs back in fp32."""
+    def run(*a, **k):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(*a, **k)
+        return tuple(t.float() for t in out) if isinstance(out, tuple) else out.float()
+    return run
+
+
+def allocator():
+    """How freed memory is handled in this process (faprompt-bench sets it)."""
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return "jemalloc"
+    return "glibc tuned" if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") else "glibc"
+
+
+def minflt():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def serve(args):
     torch.set_num_threads(args.threads)
     from make_golden import make_test_image
@@ -234,9 +263,24 @@ def serve(args):
     load_s = time.perf_counter() - t0
     img = make_test_image(args.width, args.height, seed=0)
     s = args.image_size or m.cfg["image_size"]
+    ready = {"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
+             "load_s": round(load_s, 3), "image_size": s, "allocator": allocator(),
+             "dtype": "bf16 autocast" if args.bf16 else "fp32"}
+    if args.bf16:
+        vision = (lambda m, pre: acr.vision(m, pre, m.out_layers)) if mod is acr else ref.vision
+        pre = ref.preprocess(img, s)
+        fp32 = vision(m, pre)
+        ref.vision, ref.encode_text = autocast_bf16(ref.vision), autocast_bf16(ref.encode_text)
+        acr.vision = autocast_bf16(acr.vision)
+        vision = (lambda m, pre: acr.vision(m, pre, m.out_layers)) if mod is acr else ref.vision
+        bf16 = vision(m, pre)
+        # over the patch tokens (row 0 of T is never read) and g, as the other anchors
+        (t16, g16), (t32, g32) = bf16, fp32
+        ready["max_abs_err"] = max((t16[..., 1:, :] - t32[..., 1:, :]).abs().max().item(),
+                                   (g16 - g32).abs().max().item())
+        ready["ref_max_abs"] = max(t32[..., 1:, :].abs().max().item(), g32.abs().max().item())
     mod.run(m, img, s)  # warm-up
-    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "load_s": round(load_s, 3), "image_size": s}), flush=True)
+    print(json.dumps(ready), flush=True)
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
@@ -244,11 +288,13 @@ def serve(args):
         frames = []
         for _ in range(int(cmd[1]) if len(cmd) > 1 else 1):
             tm = {}
+            f0 = minflt()
             t = time.perf_counter()
             mod.run(m, img, s, timings=tm)
+            frame_s = time.perf_counter() - t
             text_s = tm["text"] if mod is acr else tm["text_static"] + tm["text_dynamic"]
-            frames.append({"frame_s": time.perf_counter() - t, "vision_s": tm["vision"],
-                           "text_s": text_s})
+            frames.append({"frame_s": frame_s, "vision_s": tm["vision"], "text_s": text_s,
+                           "minflt": minflt() - f0})
         print(json.dumps({"frames": frames}), flush=True)
     return 0
 
@@ -260,6 +306,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--bf16", action="store_true", help="--serve: encoders under CPU bf16 autocast")
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true")
     mode.add_argument("--serve", action="store_true")
