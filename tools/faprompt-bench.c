@@ -383,6 +383,19 @@ static double faprompt_error(fap_model *model, fap_detector_options o, fap_preci
   return err;
 }
 
+/* What the CPU backend chose (GEMM, precision) is part of every figure: its
+ * INFO lines are printed, each once; warnings and errors go to stderr. */
+static void bench_log(fap_log_level level, const char *message, void *user_data) {
+  GHashTable *seen = user_data;
+  if (level <= FAP_LOG_WARNING) {
+    fprintf(stderr, "faprompt-bench: %s\n", message);
+  } else if (level == FAP_LOG_INFO && g_str_has_prefix(message, "cpu backend:") &&
+             !g_hash_table_contains(seen, message)) {
+    g_hash_table_add(seen, g_strdup(message));
+    printf("  %s\n", message);
+  }
+}
+
 int main(int argc, char **argv) {
   char *sizes_arg = NULL, *input_arg = NULL, *python = NULL, *script = NULL, *prec_arg = NULL;
   int frames = 3, threads = 0, torch_frames = 1, torch_threads = 0, no_torch = 0, reference = 0;
@@ -468,6 +481,8 @@ int main(int argc, char **argv) {
   if (torch_threads <= 0)
     torch_threads = threads;
 
+  GHashTable *seen_logs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  fap_set_log_callback(bench_log, seen_logs);
   char host[512];
   host_describe(host, sizeof host);
   printf("CPU: %s\n", host);
@@ -480,7 +495,7 @@ int main(int argc, char **argv) {
          fap_model_load_seconds(model));
   printf("input frame %dx%d RGB, %d threads, %s path; per size %d rounds of %d faprompt frames "
          "then %d PyTorch frame(s), after one warm-up frame each\n\n", in_w, in_h, threads,
-         reference ? "reference-loop" : "OpenBLAS", rounds, frames, torch_frames);
+         reference ? "reference-loop" : "fast", rounds, frames, torch_frames);
 
   uint8_t *pixels = malloc((size_t)in_w * in_h * 3);
   fill_pixels(pixels, (size_t)in_w * in_h * 3, 0);
@@ -846,5 +861,7 @@ int main(int argc, char **argv) {
   g_free(input_arg);
   g_free(python);
   g_free(script);
+  fap_set_log_callback(NULL, NULL);
+  g_hash_table_destroy(seen_logs);
   return rc;
 }
