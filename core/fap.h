@@ -188,13 +188,15 @@ FAP_API const char *fap_backend_name(fap_backend_kind kind);
 
 /* Number format of the matrix products (weights and activations fed to them;
  * accumulation is f32, int8's s32). The CUDA backend computes in f16
- * (default) or bf16. The CPU backend computes in f32 (default, exact); bf16
- * and int8 run its linear layers through oneDNN where the CPU has units that
+ * (default) or bf16. The CPU backend computes in f32 (exact) or runs its
+ * linear layers through oneDNN in bf16 or int8 where the CPU has units that
  * make them faster (bf16: AVX512-BF16 or AMX; int8: AVX2 or better), and
- * otherwise fall back to f32, saying so at INFO level. Attention, LayerNorm
+ * otherwise falls back to f32, saying so at INFO level. Its default (auto)
+ * is bf16 where the CPU has bf16 units, f32 elsewhere: ask for f32 to
+ * compute exactly as the authors' code (docs/SPEC.md, Tolerances). Attention, LayerNorm
  * and the scoring stay f32. fap_detector_precision says what runs. */
 typedef enum {
-  FAP_PRECISION_AUTO = 0, /* the backend's default: CPU f32, CUDA f16 */
+  FAP_PRECISION_AUTO = 0, /* the backend's default: CPU bf16 on bf16 units, else f32; CUDA f16 */
   FAP_PRECISION_F32,
   FAP_PRECISION_F16,
   FAP_PRECISION_BF16,

@@ -37,6 +37,8 @@
 
 int fap_dnnl_built(void) { return 0; }
 
+int fap_dnnl_has_bf16_units(void) { return 0; }
+
 fap_status fap_dnnl_new(fap_precision precision, int threads, fap_dnnl **out, const char **why) {
   (void)precision, (void)threads;
   *out = NULL;
@@ -145,6 +147,8 @@ static const char *unfit_reason(fap_precision p) {
                 : "this CPU has neither AVX512-BF16 nor AMX, where bf16 would be slower than f32";
   return "the CPU backend's reduced precisions are bf16 and int8";
 }
+
+int fap_dnnl_has_bf16_units(void) { return unfit_reason(FAP_PRECISION_BF16) == NULL; }
 
 fap_status fap_dnnl_new(fap_precision precision, int threads, fap_dnnl **out, const char **why) {
   *out = NULL;

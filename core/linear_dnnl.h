@@ -23,6 +23,10 @@ int fap_dnnl_built(void);
 fap_status fap_dnnl_new(fap_precision precision, int threads, fap_dnnl **out, const char **why);
 void fap_dnnl_free(fap_dnnl *dnnl);
 
+/* 1 when this CPU runs oneDNN's bf16 matmul on bf16 units (AVX512-BF16 or
+ * AMX): where precision auto means bf16. 0 without oneDNN. */
+int fap_dnnl_has_bf16_units(void);
+
 /* Whether layers of this role run reduced: bf16 both roles; int8 only
  * FAP_WEIGHT_READS_LN (qkv, MLP c_fc: 58 % of the vision encoder's linear
  * FLOPs). out_proj and c_proj stay f32 in int8: their inputs (attention

@@ -69,6 +69,7 @@ static fap_detector_options options(int size, float sigma, int keep) {
   fap_detector_options o;
   fap_detector_options_init(&o);
   o.backend = FAP_BACKEND_CPU;
+  o.precision = FAP_PRECISION_F32; /* compared with the reference loops */
   o.threads = threads;
   o.reference = reference;
   o.image_size = size;

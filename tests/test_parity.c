@@ -73,6 +73,7 @@ static void run_case(gconstpointer data) {
   fap_detector_options o;
   fap_detector_options_init(&o);
   o.backend = FAP_BACKEND_CPU;
+  o.precision = FAP_PRECISION_F32; /* the authors' numbers */
   o.reference = pc->reference;
   o.keep_intermediates = 1;
   o.image_size = atoi(fap_safetensors_metadata(golden, "image_size"));

@@ -241,6 +241,41 @@ static void test_fallbacks(void) {
   fap_detector_free(d);
 }
 
+/* auto: bf16 where the CPU has bf16 units, f32 elsewhere and in the
+ * reference loops; where it is bf16 it computes what a bf16 request does,
+ * bit for bit */
+static void test_auto(void) {
+  fap_detector *d = detector(FAP_PRECISION_AUTO, 1);
+  g_assert_cmpint(fap_detector_precision(d), ==, FAP_PRECISION_F32);
+  g_assert_nonnull(strstr(info_log->str, "precision auto: f32 (the reference loops)"));
+  fap_detector_free(d);
+
+  d = detector(FAP_PRECISION_AUTO, 0);
+  if (!fap_dnnl_has_bf16_units()) {
+    g_assert_cmpint(fap_detector_precision(d), ==, FAP_PRECISION_F32);
+    g_assert_nonnull(strstr(info_log->str, "precision auto: f32 (this CPU has no bf16 units)"));
+    fap_detector_free(d);
+    return;
+  }
+  g_assert_cmpint(fap_detector_precision(d), ==, FAP_PRECISION_BF16);
+  g_assert_nonnull(strstr(info_log->str, "precision auto: bf16"));
+  fap_detector *bf16 = detector(FAP_PRECISION_BF16, 0);
+  g_assert_cmpint(fap_detector_precision(bf16), ==, FAP_PRECISION_BF16);
+  fap_frame f;
+  uint8_t *px = test_frame(&f);
+  fap_result ra, rb;
+  g_assert_cmpint(fap_detector_run(d, &f, &ra), ==, FAP_OK);
+  g_assert_cmpint(fap_detector_run(bf16, &f, &rb), ==, FAP_OK);
+  g_assert_cmpint(ra.map_size, ==, rb.map_size);
+  g_assert_true(ra.score == rb.score);
+  g_assert_cmpmem(ra.map, (gsize)ra.map_size * ra.map_size * sizeof(float), rb.map,
+                  (gsize)rb.map_size * rb.map_size * sizeof(float));
+  g_assert_cmpfloat(max_diff(d, bf16, "tokens"), ==, 0);
+  g_free(px);
+  fap_detector_free(bf16);
+  fap_detector_free(d);
+}
+
 /* bf16 is held to the GPU bounds (map 1e-2, score 5e-3) where the model
  * is continuous: A1 always, the final map and score where the top-M patch
  * order the prior reads is f32's (two near-tied patches that swap move A2
@@ -265,6 +300,7 @@ static void run_against_f32(fap_precision p, int size) {
   o.threads = 2;
   o.image_size = size;
   o.keep_intermediates = 1;
+  o.precision = FAP_PRECISION_F32;
   fap_detector *ref = NULL, *d = NULL;
   g_assert_cmpint(fap_detector_new(model, &o, &ref), ==, FAP_OK);
   o.precision = p;
@@ -327,6 +363,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/precision/linear/int8", test_linear_int8);
   g_test_add_func("/precision/linear/bf16", test_linear_bf16);
   g_test_add_func("/precision/fallbacks", test_fallbacks);
+  g_test_add_func("/precision/auto", test_auto);
   g_test_add_func("/precision/detector/int8", test_detector_int8);
   g_test_add_func("/precision/detector/bf16", test_detector_bf16);
   int rc = g_test_run();

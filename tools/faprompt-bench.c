@@ -40,6 +40,7 @@
 #include "datafile.h"
 #include "hostinfo.h"
 #include "onnx_anchor.h"
+#include "precision_opt.h"
 #include "torch_ref.h"
 
 #ifdef FAP_HAVE_OPENBLAS
@@ -244,15 +245,6 @@ static int measure_errors(fap_model *model, fap_detector_options o, fap_precisio
   free(topk);
   fap_detector_free(d);
   return ok;
-}
-
-static int parse_precision(const char *name, fap_precision *out) {
-  for (int p = FAP_PRECISION_F32; p <= FAP_PRECISION_INT8; p++)
-    if (strcmp(name, fap_precision_name((fap_precision)p)) == 0) {
-      *out = (fap_precision)p;
-      return 1;
-    }
-  return 0;
 }
 
 static double median_of(const double *v, int n) {
@@ -468,8 +460,8 @@ int main(int argc, char **argv) {
   int n_reduced = 0;
   fap_precision reduced[8];
   for (int i = 0; prec_names[i] && prec_names[i][0]; i++) {
-    if (n_reduced == 8 || !parse_precision(prec_names[i], &reduced[n_reduced])) {
-      fprintf(stderr, "--precision: '%s' is not one of f32, f16, bf16, int8 (at most 8)\n",
+    if (n_reduced == 8 || !tool_parse_precision(prec_names[i], &reduced[n_reduced])) {
+      fprintf(stderr, "--precision: '%s' is not one of auto, f32, f16, bf16, int8 (at most 8)\n",
               prec_names[i]);
       return 2;
     }
@@ -523,6 +515,7 @@ int main(int argc, char **argv) {
     fap_detector_options o;
     fap_detector_options_init(&o);
     o.backend = FAP_BACKEND_CPU;
+    o.precision = FAP_PRECISION_F32; /* the exact path; --precision adds the others */
     o.threads = threads;
     o.image_size = size;
     o.reference = reference;

@@ -18,6 +18,7 @@
 #include "fap.h"
 
 #include "imageio.h"
+#include "precision_opt.h"
 #include "progress.h"
 
 #include <errno.h>
@@ -81,7 +82,7 @@ static float quantile(const float *sorted, size_t n, double q) {
 int main(int argc, char **argv) {
   int image_size = 0, threads = 0, dry_run = 0, verbose = 0;
   double sigma = -1.0, far = 0.01, pixel_far = 0.001;
-  char *output = NULL;
+  char *output = NULL, *precision_name = NULL;
   GOptionEntry entries[] = {
       {"false-alarm-rate", 0, 0, G_OPTION_ARG_DOUBLE, &far,
        "largest fraction of these normal images allowed above the image threshold (default "
@@ -101,6 +102,9 @@ int main(int argc, char **argv) {
       {"sigma", 0, 0, G_OPTION_ARG_DOUBLE, &sigma,
        "Gaussian sigma of the map in pixels (default: the model's)", "X"},
       {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (0 = all cores)", "N"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &precision_name,
+       TOOL_PRECISION_HELP "; calibrate at the precision the line will run at",
+       "P"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "also print the core's info messages", NULL},
       {NULL},
   };
@@ -113,11 +117,15 @@ int main(int argc, char **argv) {
             "MODEL.calibration.json; the core applies it whenever it loads MODEL.\n");
   GError *error = NULL;
   int parsed = g_option_context_parse(octx, &argc, &argv, &error);
+  fap_precision precision;
+  const int precision_ok = tool_parse_precision(precision_name, &precision);
+  g_free(precision_name);
   const char *usage = !parsed     ? error->message
                       : argc < 3 ? "a MODEL and at least one IMAGE or DIR of normal images expected"
                       : !(far >= 0 && far < 1) || !(pixel_far >= 0 && pixel_far < 1)
                           ? "false-alarm rates must lie in [0, 1)"
                       : image_size < 0 || threads < 0 ? "--image-size and --threads must not be negative"
+                      : !precision_ok ? "--precision must be auto, f32, f16, bf16 or int8"
                                                       : NULL;
   if (usage) {
     int rc = tool_usage_error("faprompt-calibrate", octx, usage);
@@ -170,6 +178,7 @@ int main(int argc, char **argv) {
   fap_detector_options o;
   fap_detector_options_init(&o);
   o.threads = threads;
+  o.precision = precision;
   o.image_size = image_size;
   o.sigma = (float)sigma;
   if (fap_detector_new(model, &o, &det) != FAP_OK) {

@@ -24,6 +24,7 @@
 #include "mask.h"
 #include "metrics.h"
 #include "npy.h"
+#include "precision_opt.h"
 #include "progress.h"
 
 #include <errno.h>
@@ -631,7 +632,7 @@ int main(int argc, char **argv) {
   int image_size = 0, threads = 0, limit = 0, reference = 0, verbose = 0, any_mask_size = 0;
   double sigma = -1.0;
   char *layout_name = NULL, *classes = NULL, *csv_path = NULL, *json_path = NULL, *dump_dir = NULL,
-       *scores_from = NULL;
+       *scores_from = NULL, *precision_name = NULL;
   GOptionEntry entries[] = {
       {"layout", 0, 0, G_OPTION_ARG_STRING, &layout_name,
        "dataset layout: auto (default), mvtec, visa (split_csv/1cls.csv) or meta (meta.json)", "L"},
@@ -640,6 +641,7 @@ int main(int argc, char **argv) {
       {"sigma", 0, 0, G_OPTION_ARG_DOUBLE, &sigma,
        "Gaussian sigma of the map in pixels (0 = none; default: the model's)", "X"},
       {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (0 = all cores)", "N"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &precision_name, TOOL_PRECISION_HELP, "P"},
       {"limit", 0, 0, G_OPTION_ARG_INT, &limit,
        "at most N images per class, spread evenly over the class (quick runs)", "N"},
       {"classes", 0, 0, G_OPTION_ARG_STRING, &classes, "only these classes (comma separated)",
@@ -669,6 +671,9 @@ int main(int argc, char **argv) {
   GError *error = NULL;
   int parsed = g_option_context_parse(octx, &argc, &argv, &error);
   int layout = layout_name ? dataset_layout_parse(layout_name) : DATASET_AUTO;
+  fap_precision precision;
+  const int precision_ok = tool_parse_precision(precision_name, &precision);
+  g_free(precision_name);
   const char *usage = NULL;
   if (!parsed)
     usage = error->message;
@@ -680,6 +685,8 @@ int main(int argc, char **argv) {
     usage = "--image-size, --threads and --limit must not be negative";
   else if (layout < 0)
     usage = "--layout must be auto, mvtec, visa or meta";
+  else if (!precision_ok)
+    usage = "--precision must be auto, f32, f16, bf16 or int8";
   if (usage) {
     int rc = tool_usage_error("faprompt-eval", octx, usage);
     g_clear_error(&error);
@@ -739,6 +746,7 @@ int main(int argc, char **argv) {
     fap_detector_options o;
     fap_detector_options_init(&o);
     o.threads = threads;
+    o.precision = precision;
     o.image_size = image_size;
     o.sigma = (float)sigma;
     o.reference = reference;
@@ -760,13 +768,16 @@ int main(int argc, char **argv) {
     json_object_set_int_member(run, "image_size", e.S);
     json_object_set_double_member(run, "sigma", sigma >= 0 ? sigma : fap_model_config(model)->sigma);
     json_object_set_string_member(run, "backend", fap_backend_name(fap_detector_backend(e.det)));
+    json_object_set_string_member(run, "precision",
+                                  fap_precision_name(fap_detector_precision(e.det)));
     json_object_set_int_member(run, "limit", limit);
     json_object_set_int_member(run, "images", e.total);
 
-    fprintf(stderr, "faprompt-eval: %s (%s layout, %u class%s, %d images), S=%d, %s backend\n",
+    fprintf(stderr, "faprompt-eval: %s (%s layout, %u class%s, %d images), S=%d, %s backend, %s\n",
             root, dataset_layout_name(d->layout), d->classes->len,
             d->classes->len == 1 ? "" : "es", e.total, e.S,
-            fap_backend_name(fap_detector_backend(e.det)));
+            fap_backend_name(fap_detector_backend(e.det)),
+            fap_precision_name(fap_detector_precision(e.det)));
     if (!run_dataset(&e, d, results))
       rc = 1;
     e.t.input_wait = e.wait;

@@ -18,6 +18,7 @@
 
 #include "imageio.h"
 #include "npy.h"
+#include "precision_opt.h"
 #include "progress.h"
 
 #include <errno.h>
@@ -209,6 +210,7 @@ int main(int argc, char **argv) {
   double sigma = -1.0, threshold = NAN, pixel_threshold = NAN, heatmap_alpha = 0.5;
   double heatmap_min = 0.0, heatmap_max = 1.0;
   char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL, *backend = NULL;
+  char *precision_name = NULL;
   int device = 0;
   GOptionEntry entries[] = {
       {"backend", 0, 0, G_OPTION_ARG_STRING, &backend,
@@ -216,6 +218,7 @@ int main(int argc, char **argv) {
        "or cuda",
        "B"},
       {"device", 0, 0, G_OPTION_ARG_INT, &device, "CUDA device ordinal (default 0)", "N"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &precision_name, TOOL_PRECISION_HELP, "P"},
       {"image-size", 0, 0, G_OPTION_ARG_INT, &image_size,
        "side S the model runs at (multiple of the patch size; default: the model's)", "S"},
       {"sigma", 0, 0, G_OPTION_ARG_DOUBLE, &sigma,
@@ -272,10 +275,13 @@ int main(int argc, char **argv) {
     backend_kind = FAP_BACKEND_CUDA;
   else if (backend && strcmp(backend, "auto") != 0)
     backend_ok = 0;
+  fap_precision precision;
+  const int precision_ok = tool_parse_precision(precision_name, &precision);
   const char *usage = !parsed                                         ? error->message
                       : argc < 3                                      ? "a MODEL and at least one IMAGE or DIR expected"
                       : image_size < 0 || threads < 0 || device < 0   ? "--image-size, --threads and --device must not be negative"
                       : !backend_ok                                   ? "--backend must be auto, cpu or cuda"
+                      : !precision_ok                                 ? "--precision must be auto, f32, f16, bf16 or int8"
                       : map_format && !png16 && strcmp(map_format, "npy") != 0 ? "--map-format must be npy or png16"
                       : png16 && !imageio_have_png16()                ? "--map-format png16 needs a build with libpng (Debian: libpng-dev)"
                       : png16 && authors_map                          ? "--authors-map keeps the authors' scale [0, L], which a png16 map (values in [0, 1] times 65535) cannot hold; use --map-format npy"
@@ -290,6 +296,7 @@ int main(int argc, char **argv) {
     g_free(map_dir);
     g_free(map_format);
     g_free(backend);
+    g_free(precision_name);
     return rc;
   }
   g_option_context_free(octx);
@@ -352,6 +359,7 @@ int main(int argc, char **argv) {
   fap_detector_options_init(&o);
   o.backend = backend_kind;
   o.device_id = device;
+  o.precision = precision;
   o.threads = threads;
   o.image_size = image_size;
   o.sigma = (float)sigma;
@@ -375,9 +383,10 @@ int main(int argc, char **argv) {
     ctx.name_width = len > ctx.name_width ? len : ctx.name_width;
   }
   if (!json) {
-    printf("model %s (%s): S=%d, %s backend, threshold %.4f (%s)\n\n", argv[1],
+    printf("model %s (%s): S=%d, %s backend, %s, threshold %.4f (%s)\n\n", argv[1],
            fap_family_name(cfg->family), fap_detector_image_size(det),
-           fap_backend_name(fap_detector_backend(det)), threshold, threshold_from);
+           fap_backend_name(fap_detector_backend(det)),
+           fap_precision_name(fap_detector_precision(det)), threshold, threshold_from);
     printf("%-*s  %11s  %7s  %-9s  %9s\n", ctx.name_width, "file", "size", "score", "anomalous",
            "ms");
     fflush(stdout);
@@ -409,5 +418,6 @@ done:
   g_free(map_dir);
   g_free(map_format);
   g_free(backend);
+  g_free(precision_name);
   return rc;
 }

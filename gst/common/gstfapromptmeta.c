@@ -102,6 +102,7 @@ faprompt_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * src,
   d->n_regions = s->n_regions;
   d->model_generation = s->model_generation;
   d->model_family = s->model_family;
+  d->precision = s->precision;
   if (GST_VIDEO_META_TRANSFORM_IS_SCALE (type))
     scale_rect (data, &d->x, &d->y, &d->width, &d->height);
   return TRUE;
@@ -268,5 +269,7 @@ gst_buffer_add_faprompt_structure_meta (GstBuffer * buffer,
   if (m->model_family)
     gst_structure_set (s, "model-family", G_TYPE_STRING, m->model_family,
         NULL);
+  if (m->precision)
+    gst_structure_set (s, "precision", G_TYPE_STRING, m->precision, NULL);
   return s;
 }

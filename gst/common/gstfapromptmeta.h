@@ -58,6 +58,9 @@ typedef struct _GstFAPromptMeta GstFAPromptMeta;
  *   changed while running, reload, watch-model, a restart); 0 when unknown
  * @model_family: the family of that model, "faprompt" or "anomalyclip"
  *   (a static string; NULL when unknown)
+ * @precision: the number format its matrix products ran in: "f32", "bf16",
+ *   "f16" or "int8" (what the backend chose for precision=auto, or what a
+ *   request fell back to; a static string; NULL when unknown)
  */
 struct _GstFAPromptMeta
 {
@@ -84,9 +87,10 @@ struct _GstFAPromptMeta
   guint n_regions;
   guint64 model_generation;
   const gchar *model_family;
+  const gchar *precision;
 
   /*< private >*/
-  gpointer _gst_reserved[GST_PADDING - 2];     /* - model_generation, model_family */
+  gpointer _gst_reserved[GST_PADDING - 3];     /* - model_generation, model_family, precision */
 };
 
 GType gst_faprompt_meta_api_get_type (void);

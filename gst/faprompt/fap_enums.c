@@ -25,8 +25,8 @@ gst_fa_prompt_precision_get_type (void)
 {
   static GType type = 0;
   static const GEnumValue values[] = {
-    {GST_FA_PROMPT_PRECISION_AUTO, "The backend's default: CPU f32, CUDA f16",
-        "auto"},
+    {GST_FA_PROMPT_PRECISION_AUTO, "The backend's default: CPU bf16 where it "
+          "has AVX512-BF16 or AMX, else f32; CUDA f16", "auto"},
     {GST_FA_PROMPT_PRECISION_F32, "f32 (CPU, exact; CUDA fails to start)",
         "f32"},
     {GST_FA_PROMPT_PRECISION_F16, "f16 (CUDA; the CPU computes f32)", "f16"},

@@ -148,6 +148,7 @@ tag_inference (FapInference * inf, const FapModelState * m)
   inf->model_generation = m->generation;
   inf->model_file = m->path;
   inf->model_family = fap_family_name (fap_model_config (m->model)->family);
+  inf->precision = fap_precision_name (fap_detector_precision (m->detector));
   inf->model_image_threshold = m->image_threshold;
   inf->model_pixel_threshold = m->pixel_threshold;
 }

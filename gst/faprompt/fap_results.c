@@ -98,6 +98,7 @@ fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
   m->n_regions = n;
   m->model_generation = inf->model_generation;
   m->model_family = inf->model_family;
+  m->precision = inf->precision;
   s = gst_buffer_add_faprompt_structure_meta (buf, m);
 
   /* regions stay a GstValueArray: GStreamer's own ordered list (C, gst-python
@@ -161,6 +162,8 @@ post (GstElement * element, const GstSegment * seg, GstClockTime pts,
   if (inf && inf->model_family)
     gst_structure_set (s, "model-family", G_TYPE_STRING, inf->model_family,
         NULL);
+  if (inf && inf->precision)
+    gst_structure_set (s, "precision", G_TYPE_STRING, inf->precision, NULL);
   if (event)
     gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
   gst_element_post_message (element,

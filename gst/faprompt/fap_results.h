@@ -23,6 +23,7 @@ typedef struct {
   guint64 model_generation;
   const gchar *model_file;      /* interned path */
   const gchar *model_family;    /* static: fap_family_name () */
+  const gchar *precision;       /* static: fap_precision_name () of what ran */
   gfloat model_image_threshold, model_pixel_threshold;  /* its calibration,
                                                          * < 0: none */
 } FapInference;

@@ -91,6 +91,7 @@ enum
   PROP_WATCH_SETTLE,
   PROP_MODEL_GENERATION,
   PROP_MODEL_FAMILY,
+  PROP_RUNNING_PRECISION,
 };
 
 enum
@@ -874,6 +875,11 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
           fap_family_name (fap_model_config (self->state->model)->family) :
           NULL);
       break;
+    case PROP_RUNNING_PRECISION:
+      g_value_set_string (value, self->state ?
+          fap_precision_name (fap_detector_precision (self->state->detector)) :
+          NULL);
+      break;
     case PROP_BACKEND:
       g_value_set_enum (value, self->backend);
       break;
@@ -1069,6 +1075,12 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "out layers divided by their number, so in [0, 1]); NULL when "
           "stopped. Results say it too (meta model_family, messages)",
           NULL, ro));
+  g_object_class_install_property (gobject_class, PROP_RUNNING_PRECISION,
+      g_param_spec_string ("running-precision", "Running precision",
+          "The number format the running model computes in: what "
+          "precision=auto chose for this machine, or what a request fell "
+          "back to; NULL when stopped. Results say it too (meta precision, "
+          "messages)", NULL, ro));
 
   /**
    * GstFAPrompt::reload:
@@ -1085,9 +1097,11 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           GST_TYPE_FA_PROMPT_BACKEND, GST_FA_PROMPT_BACKEND_AUTO, ready));
   g_object_class_install_property (gobject_class, PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
-          "Number format of the matrix products. A CPU request the CPU "
-          "cannot run well computes in f32 and says why in the debug log "
-          "(INFO)",
+          "Number format of the matrix products. auto: bf16 on CPUs with "
+          "bf16 units, f32 on other CPUs, f16 on CUDA; f32 computes exactly "
+          "as the authors' code. A CPU request the CPU cannot run well "
+          "computes in f32 and says why in the debug log (INFO); "
+          "running-precision says what runs",
           GST_TYPE_FA_PROMPT_PRECISION, GST_FA_PROMPT_PRECISION_AUTO, ready));
   g_object_class_install_property (gobject_class, PROP_DEVICE_ID,
       g_param_spec_int ("device-id", "Device ID", "CUDA device ordinal",

@@ -262,7 +262,8 @@ class Detector:
     sigma      Gaussian sigma of the map in pixels; None = the model's, 0 = none
     device     CUDA device ordinal
     batch      most images one core call takes (run_batch splits longer lists)
-    precision  "auto" (CPU f32, CUDA f16), "f32", "f16", "bf16" or "int8" (CPU:
+    precision  "auto" (CPU: bf16 where it has bf16 units, else f32; CUDA: f16),
+               "f32" (exact), "f16", "bf16" or "int8" (CPU:
                bf16 / int8 where the CPU runs them faster, else f32; see
                .precision)
     reference  CPU: the plain reference loops (slow; for checking)

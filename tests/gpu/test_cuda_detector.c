@@ -194,7 +194,7 @@ static fap_detector *new_detector(fap_model *m, fap_backend_kind kind, fap_preci
  * summary (full-size bf16: a target, not a test of correctness) */
 static void parity(fap_model *m, const char *label, fap_precision prec, int size,
                    const test_frame *tf, int enforce) {
-  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, 1, 1);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_F32, size, 1, 1);
   fap_detector *gpu = new_detector(m, FAP_BACKEND_CUDA, prec, size, 1, 1);
   if (!cpu || !gpu)
     goto done;
@@ -279,7 +279,7 @@ static void op_sequences(fap_model *m, int size, const test_frame *tf) {
   for (int k = 0; k < 2; k++) {
     logs[k] = g_string_new(NULL);
     fap_detector *d = new_detector_wrapped(m, k ? FAP_BACKEND_CUDA : FAP_BACKEND_CPU,
-                                           k ? FAP_PRECISION_F16 : FAP_PRECISION_AUTO, size, 1, 0,
+                                           k ? FAP_PRECISION_F16 : FAP_PRECISION_F32, size, 1, 0,
                                            fap_backend_trace_wrap, logs[k]);
     if (!d)
       return;
@@ -344,7 +344,7 @@ static void batch_vs_single(fap_model *m, int size) {
   }
   fap_detector *batch = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, NB, 0);
   fap_detector *one = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 1, 0);
-  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, NB, 0);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_F32, size, NB, 0);
   if (!batch || !one || !cpu)
     goto done;
   fap_result rb[NB], rc[NB];
@@ -393,7 +393,7 @@ static void changing_batches(fap_model *m, int size) {
   const int w[2] = {64, 40}, h[2] = {48, 30};
   const fap_pixel_format fmt[2] = {FAP_PIXEL_NV12, FAP_PIXEL_RGBA};
   fap_detector *gpu = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 2, 0);
-  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, 1, 0);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_F32, size, 1, 0);
   const size_t s2 = (size_t)size * size;
   float *ref = malloc(2 * s2 * sizeof(float));
   /* which frames each run takes: count, then the geometries (0: NV12, 1: RGBA) */
@@ -569,7 +569,7 @@ static void device_frames(fap_model *m, int size) {
   const fap_pixel_format formats[] = {FAP_PIXEL_NV12, FAP_PIXEL_I420, FAP_PIXEL_RGBA,
                                       FAP_PIXEL_BGRX};
   fap_detector *d = new_detector(m, FAP_BACKEND_CUDA, FAP_PRECISION_F16, size, 2, 0);
-  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_AUTO, size, 1, 0);
+  fap_detector *cpu = new_detector(m, FAP_BACKEND_CPU, FAP_PRECISION_F32, size, 1, 0);
   if (!d || !cpu)
     goto done;
   const fap_blend blend = {0.7f, 0.05f, 0.0f, 1.0f};

@@ -263,6 +263,7 @@ static void batches(fap_model *m) {
   fap_detector_options o;
   fap_detector_options_init(&o);
   o.backend = FAP_BACKEND_CPU;
+  o.precision = FAP_PRECISION_F32;
   o.threads = 2;
   o.batch = 4;
   fap_detector *d = NULL, *one = NULL;
@@ -346,6 +347,7 @@ int main(int argc, char **argv) {
   fap_detector_options o;
   fap_detector_options_init(&o);
   o.backend = FAP_BACKEND_CPU;
+  o.precision = FAP_PRECISION_F32;
   o.threads = 2;
   fap_detector *d = NULL;
   if (fap_detector_new(m, &o, &d) != FAP_OK) {

@@ -203,6 +203,13 @@ static void check_against_core(const char *fmt, int w, int h, GstVideoColorMatri
   g_assert_cmpuint(m->height, ==, (guint)h);
   g_assert_cmpuint(m->inference_timestamp, ==, 0);
   g_assert_cmpint(m->anomalous, ==, r.score > 0.5f);
+  /* both on precision auto: the same choice, said by the meta and the property */
+  const char *prec = fap_precision_name(fap_detector_precision(det));
+  g_assert_cmpstr(m->precision, ==, prec);
+  gchar *running = NULL;
+  g_object_get(hh->element, "running-precision", &running, NULL);
+  g_assert_cmpstr(running, ==, prec);
+  g_free(running);
 
   /* the pixels: fap_blend_frame with the element's parameters, on the meta's map */
   gfloat pthr, pmin, pmax; /* as the element holds them (parsed from text) */
@@ -225,6 +232,7 @@ static void check_against_core(const char *fmt, int w, int h, GstVideoColorMatri
   g_assert_cmpfloat_with_epsilon(score, r.score, 1e-6);
   g_assert_true(gst_structure_get_uint(s, "map-width", &mw));
   g_assert_cmpuint(mw, ==, (guint)r.map_size);
+  g_assert_cmpstr(gst_structure_get_string(s, "precision"), ==, prec);
   GBytes *bytes = g_value_get_boxed(gst_structure_get_value(s, "map"));
   g_assert_true(g_bytes_get_data(bytes, NULL) == (gconstpointer)m->map); /* shared, not copied */
 

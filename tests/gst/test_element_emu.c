@@ -76,7 +76,7 @@ static void test_cuda_equals_cpu(void) {
   const int w = 72, h = 54;
   for (guint fi = 0; fi < G_N_ELEMENTS(formats); fi++) {
     const char *fmt = formats[fi];
-    GstHarness *cpu = harness("cpu", fmt, w, h, "pixel-threshold=0.3");
+    GstHarness *cpu = harness("cpu", fmt, w, h, "pixel-threshold=0.3 precision=f32");
     GstHarness *cuda = harness("cuda", fmt, w, h, "pixel-threshold=0.3");
     GstBuffer *in = make_frame(fmt, w, h, 4 + fi, 0);
     GstBuffer *keep = gst_buffer_copy_deep(in);
@@ -191,7 +191,7 @@ static void test_shared_instance(void) {
   g_test_message("shared CUDA instance (emulator): %.2f frames per batch", batch);
   g_assert_cmpfloat(batch, >, 1.0);
   for (int k = 0; k < 2; k++) {
-    GstHarness *cpu = harness("cpu", s[k].fmt, s[k].w, s[k].h, "pixel-threshold=0.3");
+    GstHarness *cpu = harness("cpu", s[k].fmt, s[k].w, s[k].h, "pixel-threshold=0.3 precision=f32");
     for (int i = 0; i < 3; i++) {
       g_assert_cmpint(gst_harness_push(cpu, gst_buffer_copy_deep(s[k].in[i])), ==, GST_FLOW_OK);
       GstBuffer *oc = gst_harness_pull(cpu);

@@ -230,10 +230,14 @@ def run_checks(args, tmp, np, Image, faprompt):
     def _():
         return config_problem(args.model, model)
 
-    @check("detector getters: backend cpu, S, batch 1, precision f32, threshold 0.5")
+    @check("detector getters: backend cpu, S, batch 1, precision auto's choice, threshold 0.5")
     def _():
+        # auto is bf16 where the CPU has bf16 units (where a bf16 request runs
+        # bf16, unemulated), f32 elsewhere
+        with faprompt.Detector(model, backend="cpu", precision="bf16") as b:
+            auto = b.precision
         got = (det.backend, det.image_size, det.batch, det.precision, det.threshold)
-        want = ("cpu", model.config.image_size, 1, "f32", 0.5)
+        want = ("cpu", model.config.image_size, 1, auto, 0.5)
         return None if got == want else f"{got} != {want}"
 
     # Non-default option fields land where fap.h has them only if the

@@ -197,6 +197,18 @@ def case_infer(tools, model, tmp):
             check(b.dtype in (np.int32, np.uint16) and np.array_equal(np.round(np.clip(a, 0, 1) * 65535), b),
                   f"infer: 16-bit PNG map of {stem} = round(npy * 65535)")
             check(o["anomalous"] == (o["score"] > o["threshold"]), f"infer: anomalous = score > threshold ({stem})")
+    # --precision f32 is the exact path: the reference loops' scores to 1e-5,
+    # and the table says what ran (auto: bf16 where the CPU has bf16 units)
+    p32 = run([infer, model, good, "--precision", "f32", "--json"])
+    pref = run([infer, model, good, "--reference", "--json"])
+    if check(p32.returncode == 0 and pref.returncode == 0, "infer: --precision f32 and --reference ran"):
+        s32 = [json.loads(l)["score"] for l in p32.stdout.splitlines()]
+        sref = [json.loads(l)["score"] for l in pref.stdout.splitlines()]
+        check(len(s32) == 3 and max(abs(a - b) for a, b in zip(s32, sref)) <= 1e-5,
+              f"infer: --precision f32 scores = the reference loops' ({s32} vs {sref})")
+    p = run([infer, model, good, "--precision", "f32"])
+    check(p.returncode == 0 and ", f32, threshold" in p.stdout.splitlines()[0],
+          "infer: the table header names the precision that runs")
     # the same maps as faprompt-eval computes for these files
     dump = os.path.join(tmp, "dump")
     p = run([os.path.join(tools, "faprompt-eval"), model, data, "--dump", dump])
@@ -261,6 +273,9 @@ def case_bad(tools, model, tmp):
         check(p.returncode == code and needle in p.stderr, f"{what}: exit {code}, '{needle}'  [{p.stderr.strip()[:160]}]")
 
     base = make_dataset(os.path.join(tmp, "base"), "mvtec", seed=7, classes=1, good=2, bad=3)
+    for tool in ("faprompt-infer", "faprompt-eval", "faprompt-calibrate"):
+        expect_error([os.path.join(tools, tool), model, base, "--precision", "fp32"],
+                     "--precision must be auto, f32, f16, bf16 or int8", f"{tool} --precision fp32", code=2)
 
     def variant(name, layout=None):
         d = os.path.join(tmp, name)

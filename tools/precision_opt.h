@@ -1,0 +1,16 @@
+/* The tools' --precision value: auto, f32, f16, bf16 or int8 (the names of
+ * fap_precision_name). */
+#ifndef FAP_TOOLS_PRECISION_OPT_H
+#define FAP_TOOLS_PRECISION_OPT_H
+
+#include "fap.h"
+
+/* The help text of a --precision option, shared so that every tool says the same. */
+#define TOOL_PRECISION_HELP                                                                   \
+  "number format of the matrix products: auto (default: CPU bf16 where it has AVX512-BF16 " \
+  "or AMX, else f32; CUDA f16), f32 (exactly the authors' numbers), f16, bf16 or int8"
+
+/* 1 and *out set when name is one of the names; 0 otherwise. NULL is auto. */
+int tool_parse_precision(const char *name, fap_precision *out);
+
+#endif
