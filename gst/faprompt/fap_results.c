@@ -161,9 +161,10 @@ fap_results_attach (FapResults * r, GstBuffer * buf,
       gst_value_array_append_and_take_value (&arr, &v);
     }
     gst_structure_take_value (s, "regions", &arr);
-    /* which of the frame's rois this is (roi property: rectangle k + 1) */
-    gst_structure_set (s, "roi-index", G_TYPE_UINT, k, "roi-count",
-        G_TYPE_UINT, inf->n_rois, NULL);
+    /* which of the roi property's rectangles this is */
+    if (inf->roi_set)
+      gst_structure_set (s, "roi-index", G_TYPE_UINT, k, "roi-count",
+          G_TYPE_UINT, inf->n_rois, NULL);
     if (inf->model_file)        /* fapromptpublish names the model by it */
       gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file,
           NULL);

@@ -15,12 +15,16 @@
  *   - roi changed while playing, from another thread, in blocking and
  *     non-blocking mode: every frame comes out, each carrying the
  *     rectangles of one setting;
- *   - a model instance runs a frame's rectangles in its batch.
+ *   - a model instance runs a frame's rectangles in its batch;
+ *   - fapromptpublish's JSON: the highest score, any decision, the
+ *     rectangles, regions in frame pixels inside them.
  *
  *   test_roi MODEL */
+#include <glib/gstdio.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
+#include <json-glib/json-glib.h>
 #include <math.h>
 #include <string.h>
 
@@ -534,6 +538,79 @@ static void test_instance(void) {
   gst_harness_teardown(hh);
 }
 
+/* ---- the JSON documents of fapromptpublish -------------------------------------------- */
+
+static void test_publish_json(void) {
+  GstElementFactory *f = gst_element_factory_find("fapromptpublish");
+  if (!f) {
+    g_test_skip("fapromptpublish not built (libmosquitto)");
+    return;
+  }
+  gst_object_unref(f);
+  gchar *dir = g_dir_make_tmp("faprompt-roi-XXXXXX", NULL);
+  gchar *path = g_build_filename(dir, "out.jsonl", NULL);
+  gchar *desc = g_strdup_printf(
+      "faprompt model-file=%s non-blocking=false roi=\"5,6,30,20;40,20,24,28\" "
+      "pixel-threshold=0 max-regions=0 ! fapromptpublish target=file location=%s "
+      "policy=every-frame include-map=array map-size=2 stats-interval=0",
+      model_path, path);
+  GstHarness *hh = gst_harness_new_parse(desc);
+  gst_harness_set_src_caps_str(hh, "video/x-raw,format=NV12,width=64,height=48,framerate=30/1");
+  GstBuffer *out = gst_harness_push_and_pull(hh, make_frame("NV12", 64, 48, 1, 0));
+  GstFAPromptMeta *m[4];
+  g_assert_cmpuint(metas_of(out, m, 4), ==, 2);
+  gst_harness_push_event(hh, gst_event_new_eos());
+  gst_harness_teardown(hh);
+
+  gchar *text = NULL;
+  g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+  JsonParser *p = json_parser_new();
+  g_assert_true(json_parser_load_from_data(p, text, -1, NULL));
+  JsonObject *o = json_node_get_object(json_parser_get_root(p));
+  const float top = MAX(m[0]->score, m[1]->score);
+  g_assert_cmpfloat((float)json_object_get_double_member(o, "score"), ==, top);
+  g_assert_cmpint(json_object_get_boolean_member(o, "anomalous"), ==,
+                  m[0]->anomalous || m[1]->anomalous);
+  g_assert_cmpint(json_object_get_int_member(o, "region_count"), ==,
+                  m[0]->n_regions + m[1]->n_regions);
+  JsonObject *frame = json_object_get_object_member(o, "frame"); /* the box around both */
+  g_assert_cmpint(json_object_get_int_member(frame, "x"), ==, 5);
+  g_assert_cmpint(json_object_get_int_member(frame, "y"), ==, 6);
+  g_assert_cmpint(json_object_get_int_member(frame, "width"), ==, 59);
+  g_assert_cmpint(json_object_get_int_member(frame, "height"), ==, 42);
+  JsonArray *rois = json_object_get_array_member(o, "rois");
+  g_assert_cmpuint(json_array_get_length(rois), ==, 2);
+  for (guint i = 0; i < 2; i++) {
+    JsonObject *r = json_array_get_object_element(rois, i);
+    g_assert_cmpint(json_object_get_int_member(r, "x"), ==, m[i]->x);
+    g_assert_cmpint(json_object_get_int_member(r, "height"), ==, m[i]->height);
+    g_assert_cmpfloat((float)json_object_get_double_member(r, "score"), ==, m[i]->score);
+  }
+  /* regions: frame pixels, each inside one of the rectangles */
+  JsonArray *regions = json_object_get_array_member(o, "regions");
+  g_assert_cmpuint(json_array_get_length(regions), >=, 2); /* threshold 0: one per rectangle */
+  for (guint i = 0; i < json_array_get_length(regions); i++) {
+    JsonObject *r = json_array_get_object_element(regions, i);
+    gint x = json_object_get_int_member(r, "x"), y = json_object_get_int_member(r, "y");
+    gint w = json_object_get_int_member(r, "width"), h = json_object_get_int_member(r, "height");
+    gboolean in = FALSE;
+    for (guint k = 0; k < 2; k++)
+      in |= x >= m[k]->x && y >= m[k]->y && x + w <= m[k]->x + (gint)m[k]->width &&
+            y + h <= m[k]->y + (gint)m[k]->height;
+    g_assert_true(in);
+  }
+  JsonObject *map = json_object_get_object_member(o, "map");
+  g_assert_cmpint(json_object_get_int_member(map, "roi"), ==, m[1]->score > m[0]->score);
+  g_object_unref(p);
+  gst_buffer_unref(out);
+  g_free(text);
+  g_unlink(path);
+  g_rmdir(dir);
+  g_free(path);
+  g_free(dir);
+  g_free(desc);
+}
+
 int main(int argc, char **argv) {
   gst_init(&argc, &argv);
   g_test_init(&argc, &argv, NULL);
@@ -549,5 +626,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/roi/change-blocking", test_change_blocking);
   g_test_add_func("/roi/change-non-blocking", test_change_non_blocking);
   g_test_add_func("/roi/instance", test_instance);
+  g_test_add_func("/roi/publish-json", test_publish_json);
   return g_test_run();
 }
