@@ -548,11 +548,13 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   gchar *why = NULL;
 
   GST_OBJECT_LOCK (self);
-  /* checked against this frame size when set and at caps: it fits */
+  /* checked against the caps' frame size when set and at caps: it fits,
+   * unless a frame's GstVideoMeta says another size (then the whole frame) */
   s->roi_set = self->roi.n > 0;
   if (!fap_roi_resolve (&self->roi, width, height, s->rois, &s->n_rois, &why)) {
     FapRoiSpec whole = { 0, };
-    fap_roi_resolve (&whole, width, height, s->rois, &s->n_rois, &why);
+    gchar *none = NULL;
+    fap_roi_resolve (&whole, width, height, s->rois, &s->n_rois, &none);
     s->roi_set = FALSE;
   }
   s->image_property = self->image_threshold;
@@ -571,6 +573,9 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   }
   s->interval = MAX (self->interval, 1);
   GST_OBJECT_UNLOCK (self);
+  if (why)
+    GST_DEBUG_OBJECT (self, "roi on a %dx%d frame: %s; the whole frame", width,
+        height, why);
   g_free (why);
   if (warn)
     GST_WARNING_OBJECT (self, "heatmap-max is not above heatmap-min: drawing "
