@@ -7,7 +7,6 @@
 #include "fap_cuda.h"
 #include "fap_log.h"
 #include "fap_modelcache.h"
-#include "fap_modelstate.h"
 
 typedef struct {
   const fap_frame *frames;      /* the crops of one frame: one batch */

@@ -13,6 +13,7 @@
 
 #include "fap_cuda.h"
 #include "fap_instance.h"
+#include "fap_request.h"
 #include "fap_results.h"
 
 /* What every load of one element uses, fixed at start () (the properties
@@ -64,19 +65,6 @@ FapModelState *fap_model_state_ref (FapModelState * m);
  * its old state to the loader (fap_model_swap_took_over) instead. */
 void fap_model_state_unref (FapModelState * m);
 
-/* What one inference is asked for. */
-typedef struct _FapInferRequest {
-  guint64 serial;               /* the maps' id, > 0 and unique per element */
-  guint64 generation;           /* the stream generation it belongs to */
-  GstClockTime pts;             /* of the frame */
-  const fap_blend *blend;       /* draw it in the same pass where the
-                                 * detector can (else NULL) */
-  guint n_rois;                 /* 1 .. FAP_ROI_MAX, at most the detector's
-                                 * batch */
-  gboolean roi_set;             /* rois from the roi property (else the whole
-                                 * frame) */
-  fap_rect rois[FAP_ROI_MAX];   /* frame pixels: the crops that are run */
-} FapInferRequest;
 
 /* The drawing tables (CPU backend) of one stream: one fap_overlay per roi,
  * each caching its roi's table. */
