@@ -283,7 +283,7 @@ typedef struct {
  * keep describing the whole frame, so a YUV pixel keeps the chroma sample
  * that covers it in the whole frame (a crop at an odd offset does not shift
  * the 2 x 2 or 2 x 1 chroma grid). A run resizes only the crop's pixels
- * (docs/SPEC.md section 1.1): its score and map are those of a frame that
+ * (docs/SPEC.md section 1.2, Crop): its score and map are those of a frame that
  * holds just these pixels, and the map covers the crop. Drawing stretches the
  * map over the crop and changes no byte of a pixel outside it: luma / RGB
  * inside the crop, a YUV chroma sample only where every pixel it covers
