@@ -5,7 +5,7 @@
  *     its pixels, bit for bit (the crops of a frame in one batch against
  *     their copies in one batch of the same shape): a copy of its bytes in the same format where
  *     that is a valid frame (packed formats, YUV at even offsets), else a
- *     copy of its RGB pixels (the whole frame's chroma association); RGBA,
+ *     copy of its RGB pixels (the whole frame's chroma association); RGB,
  *     NV12, I420, YUY2, an odd frame size, crops at every edge, odd
  *     offsets and sizes, 1 x 1;
  *   - drawing the crops of one frame in the batch call reads every crop
@@ -519,7 +519,7 @@ int main(int argc, char **argv) {
   fap_detector *d = new_detector(m, cuda, N_CROPS);
   if (d) {
     validation(d);
-    const fap_pixel_format fmts[] = {FAP_PIXEL_RGBA, FAP_PIXEL_NV12, FAP_PIXEL_I420,
+    const fap_pixel_format fmts[] = {FAP_PIXEL_RGB, FAP_PIXEL_NV12, FAP_PIXEL_I420,
                                      FAP_PIXEL_YUY2};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
       scores(d, cuda, fmts[i]);
