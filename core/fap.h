@@ -289,9 +289,10 @@ typedef struct {
  * inside the crop, a YUV chroma sample only where every pixel it covers
  * lies inside the crop. Several crops of one frame (regions of interest,
  * tiles) are several fap_frame that differ in crop only: one
- * fap_detector_run_batch call runs them as one batch and draws them in
- * their order (where crops overlap, the later one is drawn over the
- * earlier). */
+ * fap_detector_run_batch call runs them as one batch (on the CUDA backend a
+ * host frame's pixels go up once), reads every crop before it draws any,
+ * and draws them in their order (where crops overlap, the later one is
+ * drawn over the earlier). */
 typedef struct {
   fap_pixel_format format;
   int width, height;
