@@ -77,8 +77,9 @@ typedef struct fap_backend_ops {
   fap_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
   fap_status (*synchronize)(void *ctx);
 
-  /* One frame, outside a scope (frames go through preprocess_frames): ->
-   * normalised channel-major [3, S, S] (resize + CLIP mean/std). The CPU
+  /* One frame, outside a scope (frames go through preprocess_frames): its
+   * crop (fap_frame.crop) -> normalised channel-major [3, S, S] (resize +
+   * CLIP mean/std). The CPU
    * backend takes the packed formats (its preprocess_frames converts YUV
    * frames to RGB first, core/pixel.c); the CUDA backend takes every format.
    * *bytes_up (may be NULL): the frame's pixel bytes copied to the backend. */
@@ -166,10 +167,14 @@ typedef struct fap_backend_ops {
   fap_status (*frames_begin)(void *ctx, const fap_frame *frames, int count, int size,
                              const fap_blend *blend);
   fap_status (*frames_pass)(void *ctx, int pass, int *describe);
-  /* the scope's frames -> image [3, S, S] per frame (resize + CLIP mean/std);
-   * any format, any memory the backend takes (FAP_CAP_DEVICE_FRAMES) */
+  /* the scope's frames' crops -> image [3, S, S] per frame (resize + CLIP
+   * mean/std); any format, any memory the backend takes
+   * (FAP_CAP_DEVICE_FRAMES). Frames of a scope may share pixels (crops of
+   * one frame) */
   void (*preprocess_frames)(void *ctx, float *image, int size);
-  /* draws maps [S, S] per frame into the scope's frames (blend of frames_begin) */
+  /* draws maps [S, S] per frame into the scope's frames' crops (blend of
+   * frames_begin), frame after frame: where crops of one frame overlap, the
+   * later is drawn over the earlier */
   void (*blend_frames)(void *ctx, const float *maps, int size);
   /* the end of a stage of fap_stage in the description (for stage_ms) */
   void (*frames_mark)(void *ctx, int stage);

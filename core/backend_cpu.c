@@ -180,17 +180,19 @@ static fap_status cpu_preprocess(void *ctx, float *out, const fap_frame *f, int 
   if (bytes_up)
     *bytes_up = 0; /* the pixels are read where they are */
   cpu_ctx *c = ctx;
-  fap_status s = prepare_resize(c, f->width, f->height, size);
+  const fap_rect crop = fap_frame_crop(f); /* the taps stay inside it */
+  fap_status s = prepare_resize(c, crop.width, crop.height, size);
   if (s)
     return s;
   int bpp, off[3];
   channel_layout(f->format, &bpp, off);
   const fap_bicubic_table *tx = &c->tx, *ty = &c->ty;
   float *tmp = c->pre_tmp;
-  int h = f->height;
+  int h = crop.height;
+  const uint8_t *origin = f->data + (size_t)crop.y * f->stride + (size_t)crop.x * bpp;
 
   PAR for (int y = 0; y < h; y++) { /* horizontal pass, in 0..255 units */
-    const uint8_t *row = f->data + (size_t)y * f->stride;
+    const uint8_t *row = origin + (size_t)y * f->stride;
     float *o = tmp + (size_t)y * size * 3;
     for (int x = 0; x < size; x++) {
       const float *w = tx->weights + (size_t)x * tx->taps;
@@ -699,26 +701,31 @@ static fap_status cpu_frames_pass(void *ctx, int pass, int *describe) {
   return FAP_OK;
 }
 
-/* YUV frames go through RGB (this backend's resampling reads packed pixels) */
+/* A packed frame's pixels are read where they are (cpu_preprocess reads
+ * its crop); a YUV frame's crop is converted to RGB first, with the whole
+ * frame's chroma (this backend's resampling reads packed pixels) */
 static void cpu_preprocess_frames(void *ctx, float *image, int size) {
   cpu_ctx *c = ctx;
   const fap_frame *f = c->frame;
-  fap_frame packed = *f;
+  const fap_rect crop = fap_frame_crop(f);
+  fap_frame packed;
   if (fap_format_is_yuv(f->format)) {
-    const size_t bytes = (size_t)f->width * f->height * 3;
+    const size_t bytes = (size_t)crop.width * crop.height * 3;
     if (bytes > c->rgb_bytes) {
       free(c->rgb);
       c->rgb_bytes = 0;
       if (!(c->rgb = malloc(bytes))) {
         if (!c->error)
           c->error = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for a %dx%d YUV "
-                                                 "frame", f->width, f->height);
+                                                 "frame", crop.width, crop.height);
         return;
       }
       c->rgb_bytes = bytes;
     }
     fap_frame_to_rgb(f, c->rgb);
-    packed = (fap_frame){FAP_PIXEL_RGB, f->width, f->height, (size_t)f->width * 3, c->rgb};
+    packed = (fap_frame){FAP_PIXEL_RGB, crop.width, crop.height, (size_t)crop.width * 3, c->rgb};
+  } else {
+    packed = *f;
   }
   fap_status s = cpu_preprocess(ctx, image, &packed, size, NULL);
   if (s && !c->error)

@@ -772,6 +772,9 @@ static fap_status fetch_intermediates(fap_detector *d) {
   return FAP_OK;
 }
 
+static fap_status draw(fap_detector *d, const fap_frame *frame, const float *map, int map_size,
+                       const fap_blend *blend, size_t *bytes);
+
 static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
                             const fap_blend *blend, fap_result *results) {
   if (!d || !results)
@@ -797,12 +800,20 @@ static fap_status run_batch(fap_detector *d, const fap_frame *frames, int count,
                       "the %s backend; use a CUDA detector, or download the frame first",
                       i, fap_backend_name(d->backend_kind));
   s = FAP_OK;
-  if (d->scope > 1)
+  if (d->scope > 1) {
     s = run_scope(d, frames, count, blend, results, NULL);
-  else /* one frame per scope: each map is copied out before the next frame */
+  } else {
+    /* one frame per scope: each map is copied out before the next frame.
+     * Every frame is read before any is drawn, as in a batched scope: the
+     * frames may be crops of one frame, and a later crop must not read what
+     * an earlier one drew */
+    const fap_blend *in_scope = count > 1 ? NULL : blend;
     for (int i = 0; i < count && !s; i++)
-      s = run_scope(d, &frames[i], 1, blend, &results[i],
+      s = run_scope(d, &frames[i], 1, in_scope, &results[i],
                     count > 1 ? d->map_host + (size_t)i * d->size * d->size : NULL);
+    for (int i = 0; i < count && !s && blend && !in_scope; i++)
+      s = draw(d, &frames[i], results[i].map, d->size, blend, NULL);
+  }
   if (s)
     return s;
   d->has_run = 1;

@@ -266,13 +266,35 @@ typedef enum {
                         * memory:CUDAMemory): no pixel crosses to the host; CUDA backend only */
 } fap_memory;
 
+/* A rectangle of a frame in frame pixels: columns x .. x + width - 1, rows
+ * y .. y + height - 1. */
+typedef struct {
+  int x, y, width, height;
+} fap_rect;
+
 /* One 8-bit frame (host memory unless .memory says otherwise). stride is bytes per row of data (>= width *
  * bytes per pixel; YUY2: 4 bytes per pixel pair, rounded up). The planar YUV
  * formats add their chroma planes, (width+1)/2 x (height+1)/2 samples of 1
  * (I420) or 2 (NV12) bytes, with their own strides. The fields after `data`
  * may be left zero for packed formats (`{format, w, h, stride, data}`), and
  * zero means BT.601 limited range for YUV. The detector reads the frame
- * during the run call only, and writes to it only when asked to blend. */
+ * during the run call only, and writes to it only when asked to blend.
+ *
+ * crop (appended in 0.2; all zero: the whole frame) is the part of the frame
+ * a call uses, inside it, at least 1 x 1. width, height, strides and planes
+ * keep describing the whole frame, so a YUV pixel keeps the chroma sample
+ * that covers it in the whole frame (a crop at an odd offset does not shift
+ * the 2 x 2 or 2 x 1 chroma grid). A run resizes only the crop's pixels
+ * (docs/SPEC.md section 1.2, Crop): its score and map are those of a frame that
+ * holds just these pixels, and the map covers the crop. Drawing stretches the
+ * map over the crop and changes no byte of a pixel outside it: luma / RGB
+ * inside the crop, a YUV chroma sample only where every pixel it covers
+ * lies inside the crop. Several crops of one frame (regions of interest,
+ * tiles) are several fap_frame that differ in crop only: one
+ * fap_detector_run_batch call runs them as one batch (on the CUDA backend a
+ * host frame's pixels go up once), reads every crop before it draws any,
+ * and draws them in their order (where crops overlap, the later one is
+ * drawn over the earlier). */
 typedef struct {
   fap_pixel_format format;
   int width, height;
@@ -283,6 +305,7 @@ typedef struct {
   fap_yuv_matrix matrix;
   int full_range; /* 1: Y and chroma span 0..255; 0: 16..235 / 16..240 */
   fap_memory memory;
+  fap_rect crop;
 } fap_frame;
 
 typedef enum {

@@ -20,15 +20,17 @@ typedef struct {
   int first, last; /* painted bytes [first, last] of a row; first > last: none */
 } span;
 
-/* One plane's paint: for every byte of every row, the alpha (0..256) and the
- * value it moves towards. Per byte, not per pixel, so drawing any format is
- * one straight multiply-add over contiguous bytes that the compiler
- * vectorises (3 bytes of table per byte of frame). */
+/* One plane's paint over the bytes the crop may change: for every byte of
+ * rows row0 .. row0 + n_rows - 1, bytes byte0 .. byte0 + row_bytes - 1, the
+ * alpha (0..256) and the value it moves towards. Per byte, not per pixel,
+ * so drawing any format is one straight multiply-add over contiguous bytes
+ * that the compiler vectorises (3 bytes of table per byte of frame). */
 typedef struct {
   uint16_t *alpha;
   uint8_t *colour;
   span *rows;
   size_t row_bytes, n_rows;
+  size_t row0, byte0;
   size_t cap[3];
 } plane_paint;
 
@@ -39,6 +41,7 @@ struct fap_overlay {
   int map_size;
   fap_pixel_format format;
   int width, height;
+  fap_rect crop; /* resolved: the whole frame when the frame has none */
   fap_yuv_matrix matrix;
   int full_range;
   fap_blend blend;
@@ -46,7 +49,7 @@ struct fap_overlay {
   plane_paint plane[3];
   int n_planes;
 
-  /* bilinear taps of the frame's columns and rows */
+  /* bilinear taps of the crop's columns and rows */
   int *tx0, *tx1, *ty0, *ty1;
   float *twx, *twy;
   /* one row of samples being painted: m, alpha, jet colour */
@@ -97,7 +100,10 @@ static int grow(void **p, size_t *cap, size_t bytes) {
   return 1;
 }
 
-static int plane_reserve(plane_paint *pp, size_t row_bytes, size_t n_rows) {
+static int plane_reserve(plane_paint *pp, size_t row0, size_t n_rows, size_t byte0,
+                         size_t row_bytes) {
+  pp->row0 = row0;
+  pp->byte0 = byte0;
   pp->row_bytes = row_bytes;
   pp->n_rows = n_rows;
   const size_t n = row_bytes * n_rows;
@@ -109,15 +115,20 @@ static int plane_reserve(plane_paint *pp, size_t row_bytes, size_t n_rows) {
 static int same_key(const fap_overlay *o, const fap_frame *f, int map_size, uint64_t map_id,
                     const fap_blend *b) {
   const int yuv = fap_format_is_yuv(f->format);
+  const fap_rect c = fap_frame_crop(f);
   return o->valid && map_id != 0 && o->map_id == map_id && o->map_size == map_size &&
          o->format == f->format && o->width == f->width && o->height == f->height &&
+         o->crop.x == c.x && o->crop.y == c.y && o->crop.width == c.width &&
+         o->crop.height == c.height &&
          (!yuv || (o->matrix == f->matrix && o->full_range == (f->full_range != 0))) &&
          memcmp(&o->blend, b, sizeof *b) == 0;
 }
 
+/* row and byte in frame coordinates */
 static inline void put(plane_paint *pp, size_t row, size_t byte, int a, uint8_t c) {
-  pp->alpha[row * pp->row_bytes + byte] = (uint16_t)a;
-  pp->colour[row * pp->row_bytes + byte] = c;
+  const size_t at = (row - pp->row0) * pp->row_bytes + (byte - pp->byte0);
+  pp->alpha[at] = (uint16_t)a;
+  pp->colour[at] = c;
 }
 
 static void find_spans(plane_paint *pp) {
@@ -134,11 +145,12 @@ static void find_spans(plane_paint *pp) {
   }
 }
 
-/* Samples, alphas and jet colours of n pixels (x = 0, step, 2 step, ...) of
- * frame row y: fap_map_sample and fap_blend_paint (pixel_math.h), written as
- * straight loops over arrays so the compiler vectorises them; every float
- * operation is the reference's, in its order, so every byte is the same. */
-static void paint_row(fap_overlay *o, const float *map, int size, int y, int n, int step,
+/* Samples, alphas and jet colours of n pixels (x = x0, x0 + step, ...) of
+ * row y, both counted in the crop: fap_map_sample and fap_blend_paint
+ * (pixel_math.h), written as straight loops over arrays so the compiler
+ * vectorises them; every float operation is the reference's, in its order,
+ * so every byte is the same. */
+static void paint_row(fap_overlay *o, const float *map, int size, int y, int x0, int n, int step,
                       const fap_blend_params *bp) {
   float *restrict m = o->m;
   int32_t *restrict al = o->a;
@@ -146,7 +158,7 @@ static void paint_row(fap_overlay *o, const float *map, int size, int y, int n, 
   const float *row0 = map + (size_t)o->ty0[y] * size, *row1 = map + (size_t)o->ty1[y] * size;
   const float wy = o->twy[y];
   for (int i = 0; i < n; i++) {
-    const int x = i * step;
+    const int x = x0 + i * step;
     m[i] = fap_bilinear_mix(row0[o->tx0[x]], row0[o->tx1[x]], row1[o->tx0[x]], row1[o->tx1[x]],
                             o->twx[x], wy);
   }
@@ -172,10 +184,16 @@ static void paint_row(fap_overlay *o, const float *map, int size, int y, int n, 
 
 static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, int size,
                         uint64_t map_id, const fap_blend *blend) {
-  const int w = f->width, h = f->height, yuv = fap_format_is_yuv(f->format);
-  const int cw = (w + 1) / 2, ch = yuv ? fap_chroma_height(f->format, h) : 0;
+  const fap_rect crop = fap_frame_crop(f);
+  const int w = crop.width, h = crop.height, yuv = fap_format_is_yuv(f->format);
+  const int yuy2 = f->format == FAP_PIXEL_YUY2;
   int r = 0, g = 0, b = 0;
   const int bpp = yuv ? 0 : fap_packed_layout(f->format, &r, &g, &b);
+  fap_pixels px; /* the chroma samples the crop draws */
+  int cx0 = 0, cx1 = 0, cy0 = 0, cy1 = 0;
+  fap_pixels_of_frame(f, &px);
+  if (yuv)
+    fap_chroma_range(&px, &cx0, &cx1, &cy0, &cy1);
   o->valid = 0;
   int ok = grow((void **)&o->tx0, &o->cap[0], w * sizeof(int)) &&
            grow((void **)&o->tx1, &o->cap[1], w * sizeof(int)) &&
@@ -186,16 +204,21 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
            grow((void **)&o->m, &o->cap[6], w * sizeof(float)) &&
            grow((void **)&o->a, &o->cap[7], w * sizeof(int32_t)) &&
            grow((void **)&o->rgb, &o->cap[8], 3 * (size_t)w);
-  /* planes as the frame has them: packed / YUY2 one, NV12 two, I420 three */
+  /* planes as the frame has them (packed / YUY2 one, NV12 two, I420 three),
+   * each over the bytes of the crop's rows and columns */
   o->n_planes = f->format == FAP_PIXEL_I420 ? 3 : f->format == FAP_PIXEL_NV12 ? 2 : 1;
-  if (!yuv)
-    ok = ok && plane_reserve(&o->plane[0], (size_t)w * bpp, h);
-  else if (f->format == FAP_PIXEL_YUY2)
-    ok = ok && plane_reserve(&o->plane[0], 4 * (size_t)cw, h);
-  else {
-    ok = ok && plane_reserve(&o->plane[0], w, h) &&
-         plane_reserve(&o->plane[1], (size_t)cw * (f->format == FAP_PIXEL_NV12 ? 2 : 1), ch) &&
-         (f->format != FAP_PIXEL_I420 || plane_reserve(&o->plane[2], cw, ch));
+  const size_t cpx = f->format == FAP_PIXEL_NV12 ? 2 : 1; /* bytes per chroma sample */
+  if (!yuv) {
+    ok = ok && plane_reserve(&o->plane[0], crop.y, h, (size_t)crop.x * bpp, (size_t)w * bpp);
+  } else if (yuy2) {
+    const int pair0 = crop.x >> 1, pair1 = (crop.x + w - 1) >> 1;
+    ok = ok && plane_reserve(&o->plane[0], crop.y, h, 4 * (size_t)pair0,
+                             4 * (size_t)(pair1 - pair0 + 1));
+  } else {
+    ok = ok && plane_reserve(&o->plane[0], crop.y, h, crop.x, w) &&
+         plane_reserve(&o->plane[1], cy0, cy1 - cy0, cx0 * cpx, (cx1 - cx0) * cpx) &&
+         (f->format != FAP_PIXEL_I420 ||
+          plane_reserve(&o->plane[2], cy0, cy1 - cy0, cx0, cx1 - cx0));
   }
   if (!ok)
     return fap_fail(FAP_ERR_NO_MEMORY, "fap_overlay_draw: out of memory for a %dx%d paint table",
@@ -213,40 +236,40 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
 
   fap_blend_params bp;
   fap_blend_params_of(blend, &bp);
-  fap_rgb2yuv to_yuv;
-  fap_yuv_coefficients((int)f->matrix, f->full_range != 0, NULL, &to_yuv);
+  const fap_rgb2yuv to_yuv = px.to_yuv;
 
   plane_paint *p0 = &o->plane[0], *p1 = &o->plane[1], *p2 = &o->plane[2];
-  const int yuy2 = f->format == FAP_PIXEL_YUY2;
-  /* pass 1 (fap_blend_pixel): packed RGB channels, or luma */
-  for (int y = 0; y < h; y++) {
-    paint_row(o, map, size, y, w, 1, &bp);
+  /* pass 1 (fap_blend_pixel): packed RGB channels, or luma, of the crop */
+  for (int ly = 0; ly < h; ly++) {
+    const int y = crop.y + ly;
+    paint_row(o, map, size, ly, 0, w, 1, &bp);
     const int32_t *al = o->a;
     const uint8_t *c = o->rgb;
-    for (int x = 0; x < w; x++) {
-      const int a = al[x];
+    for (int lx = 0; lx < w; lx++) {
+      const int a = al[lx], x = crop.x + lx;
       if (!a)
         continue;
       if (!yuv) {
-        put(p0, y, (size_t)x * bpp + r, a, c[3 * x]);
-        put(p0, y, (size_t)x * bpp + g, a, c[3 * x + 1]);
-        put(p0, y, (size_t)x * bpp + b, a, c[3 * x + 2]);
+        put(p0, y, (size_t)x * bpp + r, a, c[3 * lx]);
+        put(p0, y, (size_t)x * bpp + g, a, c[3 * lx + 1]);
+        put(p0, y, (size_t)x * bpp + b, a, c[3 * lx + 2]);
       } else {
         uint8_t v[3];
-        fap_rgb_to_yuv(&to_yuv, c + 3 * x, v);
+        fap_rgb_to_yuv(&to_yuv, c + 3 * lx, v);
         put(p0, y, yuy2 ? 4 * (size_t)(x >> 1) + 2 * (x & 1) : (size_t)x, a, v[0]);
       }
     }
   }
-  /* pass 2 (fap_blend_chroma): U and V from the sample's top-left pixel */
-  for (int cy = 0; cy < ch; cy++) {
-    paint_row(o, map, size, yuy2 ? cy : 2 * cy, cw, 2, &bp);
-    for (int cx = 0; cx < cw; cx++) {
-      const int a = o->a[cx];
+  /* pass 2 (fap_blend_chroma): U and V from the sample's top-left pixel, for
+   * the samples whose pixels all lie in the crop */
+  for (int cy = cy0; cy < cy1 && cx1 > cx0; cy++) {
+    paint_row(o, map, size, (yuy2 ? cy : 2 * cy) - crop.y, 2 * cx0 - crop.x, cx1 - cx0, 2, &bp);
+    for (int cx = cx0; cx < cx1; cx++) {
+      const int a = o->a[cx - cx0];
       if (!a)
         continue;
       uint8_t v[3];
-      fap_rgb_to_yuv(&to_yuv, o->rgb + 3 * cx, v);
+      fap_rgb_to_yuv(&to_yuv, o->rgb + 3 * (cx - cx0), v);
       if (yuy2) {
         put(p0, cy, 4 * (size_t)cx + 1, a, v[1]);
         put(p0, cy, 4 * (size_t)cx + 3, a, v[2]);
@@ -265,8 +288,9 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
   o->map_id = map_id;
   o->map_size = size;
   o->format = f->format;
-  o->width = w;
-  o->height = h;
+  o->width = f->width;
+  o->height = f->height;
+  o->crop = crop;
   o->matrix = f->matrix;
   o->full_range = f->full_range != 0;
   o->blend = *blend;
@@ -294,8 +318,8 @@ static void draw(const fap_overlay *o, const fap_frame *f) {
       if (sp.first > sp.last)
         continue;
       const size_t off = y * pp->row_bytes + sp.first;
-      mix_run(base + y * stride + sp.first, pp->alpha + off, pp->colour + off,
-              sp.last - sp.first + 1);
+      mix_run(base + (pp->row0 + y) * stride + pp->byte0 + sp.first, pp->alpha + off,
+              pp->colour + off, sp.last - sp.first + 1);
     }
   }
 }

@@ -67,6 +67,14 @@ fap_status fap_frame_check(const fap_frame *f, const char *who) {
                       who, stride, p, need, fap_pixel_format_name(f->format), f->width);
     }
   }
+  const fap_rect *c = &f->crop;
+  if (!fap_crop_is_whole(f) &&
+      (c->width < 1 || c->height < 1 || c->x < 0 || c->y < 0 || c->x > f->width - c->width ||
+       c->y > f->height - c->height))
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                    "%s: crop x=%d y=%d width=%d height=%d is not a rectangle of at least 1x1 "
+                    "inside the %dx%d frame (all zero: the whole frame)",
+                    who, c->x, c->y, c->width, c->height, f->width, f->height);
   if ((unsigned)f->memory > FAP_MEMORY_CUDA)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: unknown frame memory kind %d", who,
                     (int)f->memory);
@@ -88,14 +96,29 @@ void fap_pixels_of_frame(const fap_frame *f, fap_pixels *out) {
   }
   fap_yuv_coefficients((int)f->matrix, f->full_range != 0, &out->to_rgb,
                        &out->to_yuv);
+  const fap_rect c = fap_frame_crop(f);
+  out->crop_x = c.x;
+  out->crop_y = c.y;
+  out->crop_w = c.width;
+  out->crop_h = c.height;
+}
+
+int fap_crop_is_whole(const fap_frame *f) {
+  return f->crop.x == 0 && f->crop.y == 0 && f->crop.width == 0 && f->crop.height == 0;
+}
+
+fap_rect fap_frame_crop(const fap_frame *f) {
+  if (fap_crop_is_whole(f))
+    return (fap_rect){0, 0, f->width, f->height};
+  return f->crop;
 }
 
 void fap_frame_to_rgb(const fap_frame *f, uint8_t *rgb) {
   fap_pixels px;
   fap_pixels_of_frame(f, &px);
-  for (int y = 0; y < f->height; y++)
-    for (int x = 0; x < f->width; x++)
-      fap_fetch_rgb(&px, x, y, rgb + ((size_t)y * f->width + x) * 3);
+  for (int y = 0; y < px.crop_h; y++)
+    for (int x = 0; x < px.crop_w; x++)
+      fap_fetch_rgb(&px, px.crop_x + x, px.crop_y + y, rgb + ((size_t)y * px.crop_w + x) * 3);
 }
 
 void fap_blend_init(fap_blend *b) {
@@ -150,13 +173,14 @@ fap_status fap_frame_blend(const fap_frame *frame, const float *map, int map_siz
   fap_blend_params bp;
   fap_pixels_of_frame(frame, &px);
   fap_blend_params_of(blend, &bp);
-  for (int y = 0; y < frame->height; y++)
-    for (int x = 0; x < frame->width; x++)
+  for (int y = px.crop_y; y < px.crop_y + px.crop_h; y++)
+    for (int x = px.crop_x; x < px.crop_x + px.crop_w; x++)
       fap_blend_pixel(&px, map, map_size, x, y, &bp);
   if (fap_format_is_yuv(frame->format)) {
-    const int cw = (frame->width + 1) / 2, ch = fap_chroma_height(frame->format, frame->height);
-    for (int cy = 0; cy < ch; cy++)
-      for (int cx = 0; cx < cw; cx++)
+    int cx0, cx1, cy0, cy1;
+    fap_chroma_range(&px, &cx0, &cx1, &cy0, &cy1);
+    for (int cy = cy0; cy < cy1; cy++)
+      for (int cx = cx0; cx < cx1; cx++)
         fap_blend_chroma(&px, map, map_size, cx, cy, &bp);
   }
   return FAP_OK;

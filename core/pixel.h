@@ -7,7 +7,7 @@
 #include "fap.h"
 #include "pixel_math.h"
 
-/* Checks format, size, strides and planes; `who` prefixes the message. */
+/* Checks format, size, strides, planes and crop; `who` prefixes the message. */
 fap_status fap_frame_check(const fap_frame *frame, const char *who);
 /* FAP_ERR_INVALID_ARGUMENT for a frame in device memory (host code only). */
 fap_status fap_frame_check_host(const fap_frame *frame, const char *who);
@@ -17,11 +17,16 @@ fap_status fap_frame_check_host(const fap_frame *frame, const char *who);
 size_t fap_frame_plane_bytes(const fap_frame *frame, int plane);
 int fap_frame_planes(const fap_frame *frame);
 
+/* 1 when the frame has no crop (all zero); the crop in force: the frame's
+ * crop, or the whole frame. */
+int fap_crop_is_whole(const fap_frame *frame);
+fap_rect fap_frame_crop(const fap_frame *frame);
+
 /* fap_pixels view of a host frame (pointers cast writable: used for blending
  * only when the caller said the frame may be written). */
 void fap_pixels_of_frame(const fap_frame *frame, fap_pixels *out);
 
-/* The frame as packed RGB, width * 3 bytes per row. */
+/* The frame's crop as packed RGB, crop width * 3 bytes per row. */
 void fap_frame_to_rgb(const fap_frame *frame, uint8_t *rgb);
 
 fap_status fap_blend_check(const fap_blend *blend);

@@ -200,13 +200,16 @@ FAP_HD uint8_t fap_blend_channel(uint8_t pixel, uint8_t colour, int alpha) {
 
 /* ---- frame access -------------------------------------------------------------- */
 
-/* A frame's planes (host or device memory) with its conversion constants. */
+/* A frame's planes (host or device memory) with its conversion constants.
+ * Coordinates are the whole frame's; crop is the rectangle a run reads and
+ * a blend draws (fap_frame.crop resolved: the whole frame when absent). */
 typedef struct {
   int format, width, height;
   uint8_t *p[3]; /* data, plane[0], plane[1] */
   size_t s[3];
   fap_yuv2rgb to_rgb;
   fap_rgb2yuv to_yuv;
+  int crop_x, crop_y, crop_w, crop_h;
 } fap_pixels;
 
 /* Packed RGB family: bytes per pixel and the offsets of R, G, B. */
@@ -266,10 +269,11 @@ FAP_HD void fap_fetch_rgb(const fap_pixels *f, int x, int y, uint8_t rgb[3]) {
   rgb[2] = px[b];
 }
 
-/* Blend pass 1, per pixel: packed RGB (all three channels) or luma. */
+/* Blend pass 1, per pixel (x, y) of the crop, in frame coordinates: packed
+ * RGB (all three channels) or luma; the map covers the crop. */
 FAP_HD void fap_blend_pixel(const fap_pixels *f, const float *map, int size, int x, int y,
                             const fap_blend_params *bp) {
-  const float m = fap_map_sample(map, size, x, y, f->width, f->height);
+  const float m = fap_map_sample(map, size, x - f->crop_x, y - f->crop_y, f->crop_w, f->crop_h);
   uint8_t c[3];
   const int a = fap_blend_paint(m, bp, c);
   if (!a)
@@ -294,12 +298,36 @@ FAP_HD int fap_chroma_height(int format, int height) {
   return format == FAP_PIXEL_YUY2 ? height : (height + 1) / 2;
 }
 
-/* Blend pass 2 (YUV only), per chroma sample: U and V from the map at the
- * sample's top-left pixel. */
+/* The chroma samples [*c0, *c1) along one axis whose pixels all lie in
+ * [p0, p0 + n) of a side of `side` pixels, two pixels a sample (sample c
+ * covers 2c and 2c + 1, the latter only when inside the side): a crop's
+ * blend touches no chroma shared with a pixel outside it. */
+FAP_HD void fap_chroma_span(int p0, int n, int side, int *c0, int *c1) {
+  const int end = p0 + n;
+  *c0 = (p0 + 1) >> 1;
+  *c1 = end >= side ? (side + 1) >> 1 : end >> 1;
+  if (*c1 < *c0)
+    *c1 = *c0;
+}
+
+/* The chroma samples a blend of f's crop draws: columns [cx0, cx1), rows
+ * [cy0, cy1) (YUY2: the crop's rows). */
+FAP_HD void fap_chroma_range(const fap_pixels *f, int *cx0, int *cx1, int *cy0, int *cy1) {
+  fap_chroma_span(f->crop_x, f->crop_w, f->width, cx0, cx1);
+  if (f->format == FAP_PIXEL_YUY2) {
+    *cy0 = f->crop_y;
+    *cy1 = f->crop_y + f->crop_h;
+  } else {
+    fap_chroma_span(f->crop_y, f->crop_h, f->height, cy0, cy1);
+  }
+}
+
+/* Blend pass 2 (YUV only), per chroma sample of fap_chroma_range: U and V
+ * from the map at the sample's top-left pixel. */
 FAP_HD void fap_blend_chroma(const fap_pixels *f, const float *map, int size, int cx, int cy,
                              const fap_blend_params *bp) {
   const int x = 2 * cx, y = f->format == FAP_PIXEL_YUY2 ? cy : 2 * cy;
-  const float m = fap_map_sample(map, size, x, y, f->width, f->height);
+  const float m = fap_map_sample(map, size, x - f->crop_x, y - f->crop_y, f->crop_w, f->crop_h);
   uint8_t c[3], yuv[3], *py, *pu, *pv;
   const int a = fap_blend_paint(m, bp, c);
   if (!a)

@@ -1,6 +1,7 @@
 /* Frames on their way to the CUDA backend (cuda_frameio.c): the staging
- * and device buffers of one call's frames, their bicubic tables and the
- * descriptors the kernels read. A layer below the backend (backend_cuda.c,
+ * and device buffers of one call's frames, their bicubic tables (of each
+ * frame's crop) and the descriptors the kernels read. Crops of one host
+ * frame in a call share its staging: its pixels cross once each way. A layer below the backend (backend_cuda.c,
  * cuda_frames.c use it), written against fap_kernels.h only: it knows
  * frames and device memory, not the backend's state. */
 #ifndef FAP_CUDA_FRAMEIO_H
@@ -14,6 +15,7 @@
 typedef struct {
   fap_frame geom; /* data pointers ignored */
   size_t offset[3], bytes[3];
+  int shared; /* the frame whose staging this one uses (crops of one host frame), or its own index */
 } cuda_frame_slot;
 
 /* Frames uploaded for one call: pinned staging and device buffers with one
@@ -38,7 +40,7 @@ typedef struct {
   fap_k_frame *desc_host; /* [count], inside io_host at frames_start */
   fap_k_frame *desc_dev;  /* the same place in io_dev */
   int capacity;
-  int max_width, max_height;
+  int max_width, max_height; /* of the frames' crops */
 } cuda_frameio;
 
 /* Grows a device buffer to at least `bytes`, its contents dropped (0 or a

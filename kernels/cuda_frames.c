@@ -309,7 +309,8 @@ static int draw_locked(cuda_ctx *c, const fap_frame *frame, const float *map, in
   rc = fap_rt_h2d(io->io_dev, io->io_host, io->frames_start + io->frames_bytes, s);
   if (!rc) {
     *what = "draw";
-    rc = fap_k_blend(s, io->desc_dev, map_dev, map_size, params, frame->width, frame->height, 1);
+    rc = fap_k_blend(s, io->desc_dev, map_dev, map_size, params, io->max_width, io->max_height,
+                     1);
   }
   if (!rc && frame->memory == FAP_MEMORY_HOST) {
     *what = "draw download";

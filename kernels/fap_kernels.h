@@ -197,8 +197,9 @@ int fap_k_gaussian(fap_stream s, float *out, const float *in, float *tmp, int si
 
 /* ---- frames ------------------------------------------------------------------------------------- */
 
-/* One frame on the device: its pixels and bicubic tables (core/resample.h
- * layout) from width and height to S, and its [h, S, 3] scratch. */
+/* One frame on the device: its pixels (px.crop: the part read and drawn),
+ * the bicubic tables (core/resample.h layout) from the crop's width and
+ * height to S, and its [crop height, S, 3] scratch. */
 typedef struct {
   fap_pixels px;
   const int32_t *tx_first, *tx_count, *ty_first, *ty_count;
@@ -207,11 +208,12 @@ typedef struct {
   float *tmp;
 } fap_k_frame;
 
-/* image [B, 3, S, S] = CLIP-normalised bicubic resize of frames[f] (device
- * array); max_height = the tallest frame */
+/* image [B, 3, S, S] = CLIP-normalised bicubic resize of the crop of
+ * frames[f] (device array); max_height = the tallest crop */
 int fap_k_preprocess(fap_stream s, float *image, int size, const fap_k_frame *frames,
                      int max_height, int batch);
-/* draws maps [B, S, S] into the frames' pixels; params (device) = fap_blend_params */
+/* draws maps [B, S, S] into the frames' crops, frame after frame; params
+ * (device) = fap_blend_params; max_width, max_height: the largest crop */
 int fap_k_blend(fap_stream s, const fap_k_frame *frames, const float *maps, int size,
                 const float *params, int max_width, int max_height, int batch);
 

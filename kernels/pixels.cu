@@ -5,18 +5,19 @@
  * results are those of the CPU path bit for bit. */
 #include "cuda_compat.cuh"
 
-/* horizontal pass, in 0..255 units: tmp[y, x, c] over the frame's rows */
+/* horizontal pass, in 0..255 units: tmp[y, x, c] over the rows of the
+ * frame's crop (the tables are the crop's: the taps stay inside it) */
 __global__ void resize_rows_kernel(const fap_k_frame *frames, int size) {
   const fap_k_frame *fr = frames + blockIdx.z;
   const int y = blockIdx.y, x = blockIdx.x * blockDim.x + threadIdx.x;
-  if (y >= fr->px.height || x >= size)
+  if (y >= fr->px.crop_h || x >= size)
     return;
   const int first = fr->tx_first[x], count = fr->tx_count[x];
   const float *w = fr->tx_weights + (size_t)x * fr->tx_taps;
   float acc[3] = {0.0f, 0.0f, 0.0f};
   for (int j = 0; j < count; j++) {
     uint8_t rgb[3];
-    fap_fetch_rgb(&fr->px, first + j, y, rgb);
+    fap_fetch_rgb(&fr->px, fr->px.crop_x + first + j, fr->px.crop_y + y, rgb);
     for (int c = 0; c < 3; c++)
       acc[c] = FAP_FADD(acc[c], FAP_FMUL(w[j], (float)rgb[c]));
   }
@@ -62,43 +63,50 @@ extern "C" int fap_k_preprocess(fap_stream s, float *image, int size, const fap_
   return fap_rt_launch_status("resize columns");
 }
 
-__global__ void blend_pixels_kernel(const fap_k_frame *frames, const float *maps, int size,
+/* pixel (x, y) of the crop, counted from its top-left corner */
+__global__ void blend_pixels_kernel(const fap_k_frame *fr, const float *map, int size,
                                     const float *params) {
-  const fap_k_frame *fr = frames + blockIdx.z;
   const int y = blockIdx.y, x = blockIdx.x * blockDim.x + threadIdx.x;
-  if (y >= fr->px.height || x >= fr->px.width)
+  if (y >= fr->px.crop_h || x >= fr->px.crop_w)
     return;
-  fap_blend_pixel(&fr->px, maps + (size_t)blockIdx.z * size * size, size, x, y,
+  fap_blend_pixel(&fr->px, map, size, fr->px.crop_x + x, fr->px.crop_y + y,
                   (const fap_blend_params *)params);
 }
 
-__global__ void blend_chroma_kernel(const fap_k_frame *frames, const float *maps, int size,
+/* chroma sample (cx, cy) of those the crop draws (fap_chroma_range) */
+__global__ void blend_chroma_kernel(const fap_k_frame *fr, const float *map, int size,
                                     const float *params) {
-  const fap_k_frame *fr = frames + blockIdx.z;
   if (!fap_format_is_yuv(fr->px.format))
     return;
-  const int cy = blockIdx.y, cx = blockIdx.x * blockDim.x + threadIdx.x;
-  if (cy >= fap_chroma_height(fr->px.format, fr->px.height) || cx >= (fr->px.width + 1) / 2)
+  int cx0, cx1, cy0, cy1;
+  fap_chroma_range(&fr->px, &cx0, &cx1, &cy0, &cy1);
+  const int cy = cy0 + (int)blockIdx.y, cx = cx0 + (int)(blockIdx.x * blockDim.x + threadIdx.x);
+  if (cy >= cy1 || cx >= cx1)
     return;
-  fap_blend_chroma(&fr->px, maps + (size_t)blockIdx.z * size * size, size, cx, cy,
-                   (const fap_blend_params *)params);
+  fap_blend_chroma(&fr->px, map, size, cx, cy, (const fap_blend_params *)params);
 }
 
+/* One frame after the other, in stream order: crops of one frame (which
+ * share its pixels) are drawn in their order, the later over the earlier,
+ * as the CPU draws them. max_width, max_height: the largest crop. */
 extern "C" int fap_k_blend(fap_stream s, const fap_k_frame *frames, const float *maps, int size,
                            const float *params, int max_width, int max_height, int batch) {
-  if (batch < 1)
-    return 0;
   if (max_height > 65535)
     return FAP_RT_UNSUPPORTED;
-  FAP_LAUNCH(blend_pixels_kernel, dim3((unsigned)((max_width + 127) / 128), max_height, batch),
-             128, 0, s, frames, maps, size, params);
-  int e = fap_rt_launch_status("blend pixels");
-  if (e)
-    return e;
-  /* luma first, then chroma: the two passes touch different bytes except in
-   * YUY2, where pass 1 writes only Y bytes and pass 2 only U / V bytes */
-  FAP_LAUNCH(blend_chroma_kernel,
-             dim3((unsigned)((max_width / 2 + 128) / 128), max_height, batch), 128, 0, s, frames,
-             maps, size, params);
-  return fap_rt_launch_status("blend chroma");
+  for (int f = 0; f < batch; f++) {
+    const float *map = maps + (size_t)f * size * size;
+    FAP_LAUNCH(blend_pixels_kernel, dim3((unsigned)((max_width + 127) / 128), max_height, 1),
+               128, 0, s, frames + f, map, size, params);
+    int e = fap_rt_launch_status("blend pixels");
+    if (e)
+      return e;
+    /* luma first, then chroma: the two passes touch different bytes except in
+     * YUY2, where pass 1 writes only Y bytes and pass 2 only U / V bytes */
+    FAP_LAUNCH(blend_chroma_kernel,
+               dim3((unsigned)((max_width / 2 + 128) / 128), max_height, 1), 128, 0, s,
+               frames + f, map, size, params);
+    if ((e = fap_rt_launch_status("blend chroma")))
+      return e;
+  }
+  return 0;
 }

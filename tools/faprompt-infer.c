@@ -4,15 +4,18 @@
  *   faprompt-infer MODEL IMAGE|DIR... [--image-size S] [--sigma X] [--threads N]
  *                  [--threshold T] [--heatmap-dir DIR] [--pixel-threshold T]
  *                  [--heatmap-alpha A] [--heatmap-min V] [--heatmap-max V] [--map-dir DIR]
- *                  [--map-format npy|png16] [--json] [--reference]
+ *                  [--map-format npy|png16] [--json] [--reference] [--roi x,y,w,h]...
  *
  * Images are decoded by gdk-pixbuf (PNG, JPEG, BMP, TIFF, ... whatever loaders
  * are installed). A DIR is scanned, sorted and non-recursively, for files whose
  * extension one of those loaders claims. stdout carries the results only (a
  * table, or one JSON object per line with --json); errors and the progress line
  * go to stderr. An image is anomalous when its score is above the threshold
- * (as the faprompt element decides). Exit status: 0 all images done, 1 some image or the model
- * failed, 2 bad usage.
+ * (as the faprompt element decides). --roi (repeatable) scores rectangles
+ * of each image instead of the whole image, as the element's roi property
+ * does: each one resized on its own (fap_frame.crop), all in one batch; the
+ * image's score is the highest, anomalous when any is. Exit status: 0 all
+ * images done, 1 some image or the model failed, 2 bad usage.
  */
 #include "fap.h"
 
@@ -32,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define MAX_ROIS 16
 
 #define GEN_RANDOM_HINT                                                                            \
   "/usr/bin/python3 models/faprompt-gen-random --preset tiny -o model.safetensors"
@@ -73,7 +78,47 @@ typedef struct {
   int json;
   int name_width;
   GHashTable *stems; /* stem -> first file that used it, to warn on overwrites */
+  int n_rois;        /* 0: the whole image */
+  fap_rect rois[MAX_ROIS];
 } infer_ctx;
+
+/* "x,y,w,h": four whole numbers, w and h at least 1; 0 when not */
+static int parse_roi(const char *text, fap_rect *r) {
+  gchar **parts = g_strsplit(text, ",", -1);
+  int v[4], ok = g_strv_length(parts) == 4;
+  for (int i = 0; ok && i < 4; i++) {
+    guint64 n = 0;
+    ok = g_ascii_string_to_unsigned(g_strstrip(parts[i]), 10, 0, 32768, &n, NULL);
+    v[i] = (int)n;
+  }
+  g_strfreev(parts);
+  if (!ok || v[2] < 1 || v[3] < 1)
+    return 0;
+  *r = (fap_rect){v[0], v[1], v[2], v[3]};
+  return 1;
+}
+
+static void add_roi_json(JsonBuilder *b, const fap_rect *c, const fap_result *r, double threshold,
+                         const char *map_path) {
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "x");
+  json_builder_add_int_value(b, c->x);
+  json_builder_set_member_name(b, "y");
+  json_builder_add_int_value(b, c->y);
+  json_builder_set_member_name(b, "width");
+  json_builder_add_int_value(b, c->width);
+  json_builder_set_member_name(b, "height");
+  json_builder_add_int_value(b, c->height);
+  json_builder_set_member_name(b, "score");
+  json_builder_add_double_value(b, r->score);
+  json_builder_set_member_name(b, "anomalous");
+  json_builder_add_boolean_value(b, r->score > threshold);
+  if (map_path) {
+    json_builder_set_member_name(b, "map");
+    json_builder_add_string_value(b, map_path);
+  }
+  json_builder_end_object(b);
+}
 
 /* Returns 1 if the image was scored and every requested output written. */
 static int process(infer_ctx *ctx, const char *file, int *anomalous) {
@@ -88,26 +133,40 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
     return 0;
   }
   const int w = frame.width, h = frame.height;
-  fap_result r;
-  fap_status st = fap_detector_run(ctx->det, &frame, &r);
+  /* the rectangles (--roi), each a crop of the image, in one batch */
+  const int n = ctx->n_rois ? ctx->n_rois : 1;
+  fap_frame frames[MAX_ROIS];
+  fap_result results[MAX_ROIS];
+  for (int i = 0; i < n; i++) {
+    frames[i] = frame;
+    if (ctx->n_rois)
+      frames[i].crop = ctx->rois[i];
+  }
+  fap_status st = fap_detector_run_batch(ctx->det, frames, n, NULL, results);
   if (st != FAP_OK) {
-    tool_error("inference failed on %s: %s", file, fap_status_string(st));
+    /* a --roi outside this image says which and why (fap_last_error) */
+    tool_error("inference failed on %s (%dx%d): %s", file, w, h, fap_last_error());
     if (ctx->json)
-      print_json_error(file, fap_status_string(st));
+      print_json_error(file, fap_last_error());
     g_object_unref(image);
     return 0;
   }
+  fap_result r = results[0]; /* the image's: the highest score */
+  for (int i = 1; i < n; i++)
+    if (results[i].score > r.score)
+      r.score = results[i].score;
   const int size = r.map_size;
   float lo = INFINITY, hi = -INFINITY;
-  for (size_t i = 0; i < (size_t)size * size; i++) {
-    lo = r.map[i] < lo ? r.map[i] : lo;
-    hi = r.map[i] > hi ? r.map[i] : hi;
-  }
-  /* Above the threshold, as the faprompt element decides. */
+  for (int k = 0; k < n; k++)
+    for (size_t i = 0; i < (size_t)size * size; i++) {
+      lo = results[k].map[i] < lo ? results[k].map[i] : lo;
+      hi = results[k].map[i] > hi ? results[k].map[i] : hi;
+    }
+  /* Above the threshold, as the faprompt element decides (any rectangle). */
   *anomalous = r.score > ctx->threshold;
 
   int ok = 1;
-  gchar *heatmap_path = NULL, *map_path = NULL;
+  gchar *heatmap_path = NULL, *map_path = NULL, *roi_maps[MAX_ROIS] = {NULL};
   if (ctx->heatmap_dir || ctx->map_dir) {
     gchar *stem = imageio_stem(file);
     const char *first = g_hash_table_lookup(ctx->stems, stem);
@@ -121,14 +180,34 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       gchar *name = g_strconcat(stem, "_heatmap.png", NULL);
       heatmap_path = g_build_filename(ctx->heatmap_dir, name, NULL);
       g_free(name);
-      if (!imageio_write_heatmap(heatmap_path, image, r.map, size, &ctx->blend, &error)) {
+      const float *maps[MAX_ROIS];
+      fap_rect crops[MAX_ROIS];
+      for (int i = 0; i < n; i++) {
+        maps[i] = results[i].map;
+        crops[i] = frames[i].crop;
+      }
+      if (!imageio_write_heatmap_crops(heatmap_path, image, maps, crops, n, size, &ctx->blend,
+                                       &error)) {
         tool_error("cannot write heatmap %s: %s", heatmap_path, error->message);
         g_clear_error(&error);
         ok = 0;
         g_clear_pointer(&heatmap_path, g_free);
       }
     }
-    if (ctx->map_dir) {
+    for (int i = 0; ctx->map_dir && ctx->n_rois && i < n; i++) { /* one map per rectangle */
+      gchar *name = g_strdup_printf("%s_roi%d_map.%s", stem, i, ctx->map_png16 ? "png" : "npy");
+      roi_maps[i] = g_build_filename(ctx->map_dir, name, NULL);
+      g_free(name);
+      int written = ctx->map_png16 ? imageio_write_map_png16(roi_maps[i], results[i].map, size, &error)
+                                   : npy_write_f32_2d(roi_maps[i], results[i].map, size, size, &error);
+      if (!written) {
+        tool_error("cannot write map %s: %s", roi_maps[i], error->message);
+        g_clear_error(&error);
+        ok = 0;
+        g_clear_pointer(&roi_maps[i], g_free);
+      }
+    }
+    if (ctx->map_dir && !ctx->n_rois) {
       gchar *name = g_strconcat(stem, ctx->map_png16 ? "_map.png" : "_map.npy", NULL);
       map_path = g_build_filename(ctx->map_dir, name, NULL);
       g_free(name);
@@ -186,6 +265,13 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       json_builder_set_member_name(b, "map");
       json_builder_add_string_value(b, map_path);
     }
+    if (ctx->n_rois) {
+      json_builder_set_member_name(b, "rois");
+      json_builder_begin_array(b);
+      for (int i = 0; i < n; i++)
+        add_roi_json(b, &ctx->rois[i], &results[i], ctx->threshold, roi_maps[i]);
+      json_builder_end_array(b);
+    }
     json_builder_end_object(b);
     print_json(b);
     g_object_unref(b);
@@ -194,9 +280,18 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
     progress_clear();
     printf("%-*s  %11s  %7.4f  %-9s  %9.1f\n", ctx->name_width, file, dims, r.score,
            *anomalous ? "yes" : "no", r.total_ms);
+    for (int i = 0; ctx->n_rois && i < n; i++) {
+      gchar *rect = g_strdup_printf("  roi %d,%d,%d,%d", ctx->rois[i].x, ctx->rois[i].y,
+                                    ctx->rois[i].width, ctx->rois[i].height);
+      printf("%-*s  %11s  %7.4f  %-9s\n", ctx->name_width, rect, "", results[i].score,
+             results[i].score > ctx->threshold ? "yes" : "no");
+      g_free(rect);
+    }
     fflush(stdout);
     g_free(dims);
   }
+  for (int i = 0; i < n; i++)
+    g_free(roi_maps[i]);
   g_free(heatmap_path);
   g_free(map_path);
   g_object_unref(image);
@@ -211,6 +306,7 @@ int main(int argc, char **argv) {
   double heatmap_min = 0.0, heatmap_max = 1.0;
   char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL, *backend = NULL;
   char *precision_name = NULL;
+  char **roi_texts = NULL;
   int device = 0;
   GOptionEntry entries[] = {
       {"backend", 0, 0, G_OPTION_ARG_STRING, &backend,
@@ -255,6 +351,12 @@ int main(int argc, char **argv) {
        "value * 65535",
        "F"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON object per image on stdout", NULL},
+      {"roi", 0, 0, G_OPTION_ARG_STRING_ARRAY, &roi_texts,
+       "score this rectangle (left, top, width, height in image pixels) instead of the whole "
+       "image, resized on its own as the faprompt element's roi property does; repeat for more "
+       "(at most 16, all in one batch): the image's score is the highest, anomalous when any "
+       "is; --map-dir writes <stem>_roi<i>_map per rectangle",
+       "x,y,w,h"},
       {"reference", 0, 0, G_OPTION_ARG_NONE, &reference, "use the plain reference loops", NULL},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "also print the core's info messages", NULL},
       {NULL},
@@ -277,7 +379,29 @@ int main(int argc, char **argv) {
     backend_ok = 0;
   fap_precision precision;
   const int precision_ok = tool_parse_precision(precision_name, &precision);
+  fap_rect rois[MAX_ROIS] = {{0}};
+  int n_rois = 0, rois_ok = 1;
+  const char *bad_roi = NULL;
+  for (char **t = roi_texts; parsed && t && *t; t++) {
+    if (n_rois == MAX_ROIS) {
+      rois_ok = 0;
+      bad_roi = *t;
+      break;
+    }
+    if (!parse_roi(*t, &rois[n_rois])) {
+      bad_roi = *t;
+      break;
+    }
+    n_rois++;
+  }
+  gchar *roi_usage = bad_roi ? g_strdup_printf(rois_ok ? "--roi \"%s\" is not x,y,w,h: four whole "
+                                                         "numbers of pixels, width and height at "
+                                                         "least 1"
+                                                       : "--roi \"%s\": at most %d rectangles",
+                                               bad_roi, MAX_ROIS)
+                             : NULL;
   const char *usage = !parsed                                         ? error->message
+                      : roi_usage                                     ? roi_usage
                       : argc < 3                                      ? "a MODEL and at least one IMAGE or DIR expected"
                       : image_size < 0 || threads < 0 || device < 0   ? "--image-size, --threads and --device must not be negative"
                       : !backend_ok                                   ? "--backend must be auto, cpu or cuda"
@@ -297,6 +421,8 @@ int main(int argc, char **argv) {
     g_free(map_format);
     g_free(backend);
     g_free(precision_name);
+    g_free(roi_usage);
+    g_strfreev(roi_texts);
     return rc;
   }
   g_option_context_free(octx);
@@ -364,6 +490,7 @@ int main(int argc, char **argv) {
   o.image_size = image_size;
   o.sigma = (float)sigma;
   o.reference = reference;
+  o.batch = n_rois ? n_rois : 1; /* an image's rectangles in one batch */
   /* the authors' map of an AnomalyCLIP model is an intermediate (map_sum) */
   o.keep_intermediates = authors_map && map_dir && cfg->family == FAP_FAMILY_ANOMALYCLIP;
   if (fap_detector_new(model, &o, &det) != FAP_OK) {
@@ -377,10 +504,17 @@ int main(int argc, char **argv) {
   const fap_blend blend = {(float)heatmap_alpha, (float)pixel_threshold, (float)heatmap_min,
                            (float)heatmap_max};
   infer_ctx ctx = {det, threshold, blend, heatmap_dir, map_dir, png16, o.keep_intermediates, json,
-                   4, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free)};
+                   4, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free), n_rois, {{0}}};
+  memcpy(ctx.rois, rois, sizeof rois);
   for (guint i = 0; i < files->len; i++) {
     int len = (int)g_utf8_strlen(files->pdata[i], -1);
     ctx.name_width = len > ctx.name_width ? len : ctx.name_width;
+  }
+  for (int i = 0; i < n_rois; i++) { /* the rectangles' rows: "  roi x,y,w,h" */
+    gchar *rect = g_strdup_printf("  roi %d,%d,%d,%d", rois[i].x, rois[i].y, rois[i].width,
+                                  rois[i].height);
+    ctx.name_width = (int)strlen(rect) > ctx.name_width ? (int)strlen(rect) : ctx.name_width;
+    g_free(rect);
   }
   if (!json) {
     printf("model %s (%s): S=%d, %s backend, %s, threshold %.4f (%s)\n\n", argv[1],
@@ -411,6 +545,7 @@ int main(int argc, char **argv) {
   g_hash_table_unref(ctx.stems);
 
 done:
+  g_strfreev(roi_texts);
   fap_detector_free(det);
   fap_model_free(model);
   g_ptr_array_free(files, TRUE);

@@ -100,6 +100,13 @@ GdkPixbuf *imageio_load(const char *path, fap_frame *frame, GError **error) {
  * faprompt element on the same frame and map. */
 int imageio_write_heatmap(const char *path, GdkPixbuf *image, const float *map, int size,
                           const fap_blend *blend, GError **error) {
+  const fap_rect whole = {0, 0, 0, 0};
+  return imageio_write_heatmap_crops(path, image, &map, &whole, 1, size, blend, error);
+}
+
+int imageio_write_heatmap_crops(const char *path, GdkPixbuf *image, const float *const *maps,
+                                const fap_rect *crops, int n, int size, const fap_blend *blend,
+                                GError **error) {
   GdkPixbuf *out = gdk_pixbuf_copy(image);
   if (!out) {
     g_set_error(error, TOOLS_ERROR, 0, "out of memory");
@@ -108,11 +115,14 @@ int imageio_write_heatmap(const char *path, GdkPixbuf *image, const float *map, 
   fap_frame frame = {gdk_pixbuf_get_n_channels(out) == 4 ? FAP_PIXEL_RGBA : FAP_PIXEL_RGB,
                      gdk_pixbuf_get_width(out), gdk_pixbuf_get_height(out),
                      (size_t)gdk_pixbuf_get_rowstride(out), gdk_pixbuf_get_pixels(out)};
-  fap_status st = fap_blend_frame(&frame, map, size, blend);
-  if (st != FAP_OK) {
-    g_set_error(error, TOOLS_ERROR, 0, "cannot draw the heatmap: %s", fap_status_string(st));
-    g_object_unref(out);
-    return 0;
+  for (int i = 0; i < n; i++) {
+    frame.crop = crops[i];
+    fap_status st = fap_blend_frame(&frame, maps[i], size, blend);
+    if (st != FAP_OK) {
+      g_set_error(error, TOOLS_ERROR, 0, "cannot draw the heatmap: %s", fap_last_error());
+      g_object_unref(out);
+      return 0;
+    }
   }
   int ok = gdk_pixbuf_save(out, path, "png", error, NULL);
   g_object_unref(out);

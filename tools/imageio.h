@@ -33,6 +33,10 @@ GdkPixbuf *imageio_load(const char *path, fap_frame *frame, GError **error);
  * (fap_blend_frame: jet on a fixed scale, the element's look), as PNG. */
 int imageio_write_heatmap(const char *path, GdkPixbuf *image, const float *map, int size,
                           const fap_blend *blend, GError **error);
+/* The same with n maps, map i drawn into crop i (fap_frame.crop), in order. */
+int imageio_write_heatmap_crops(const char *path, GdkPixbuf *image, const float *const *maps,
+                                const fap_rect *crops, int n, int size, const fap_blend *blend,
+                                GError **error);
 
 /* The map as a 16-bit greyscale PNG: round(clamp(v, 0, 1) * 65535). Returns
  * 0 with *error set when libpng was not available at build time. */

@@ -10,14 +10,35 @@
 #include <math.h>
 #include <string.h>
 
+/* keeps the FAP_EVENT_MAX_REGIONS highest peaks, highest first */
+static void
+keep_region (FapEvent * e, const FapEventRegion * r)
+{
+  guint at = e->n_regions;
+
+  if (at == FAP_EVENT_MAX_REGIONS) {
+    if (r->peak <= e->regions[at - 1].peak)
+      return;
+    at--;
+  } else {
+    e->n_regions++;
+  }
+  while (at > 0 && e->regions[at - 1].peak < r->peak) {
+    e->regions[at] = e->regions[at - 1];
+    at--;
+  }
+  e->regions[at] = *r;
+}
+
 gboolean
 fap_event_capture (FapEvent * e, GstBuffer * buf, guint map_side)
 {
-  GstFAPromptMeta *m = gst_buffer_get_faprompt_meta (buf);
+  GstFAPromptMeta *m = gst_buffer_get_faprompt_meta (buf), *mapped;
   GstCustomMeta *cm;
+  GstStructure *twin = NULL;
   gpointer state = NULL;
   GstMeta *meta;
-  guint i, j;
+  guint i, j, roi_count = 0;
 
   if (!m)
     return FALSE;
@@ -36,46 +57,85 @@ fap_event_capture (FapEvent * e, GstBuffer * buf, guint map_side)
   e->region_count = m->n_regions;
   e->model_file = NULL;
   e->model_generation = m->model_generation;
+  e->n_rois = 0;
+  e->map_roi = 0;
+  mapped = m;
   cm = gst_buffer_get_custom_meta (buf, GST_FAPROMPT_STRUCTURE_META_NAME);
-  if (cm) {
-    const gchar *f = gst_structure_get_string (gst_custom_meta_get_structure
-        (cm), "model-file");
+  if (cm)
+    twin = gst_custom_meta_get_structure (cm);
+  if (twin) {
+    const gchar *f = gst_structure_get_string (twin, "model-file");
     e->model_file = f ? g_intern_string (f) : NULL;
   }
 
-  /* the ROI metas come sorted by descending peak (faprompt adds them so) */
+  /* faprompt's roi: one meta per rectangle, the frame's result over all */
+  if (twin && gst_structure_get_uint (twin, "roi-count", &roi_count)) {
+    gint x1 = m->x + (gint) m->width, y1 = m->y + (gint) m->height;
+    e->region_count = 0;
+    while ((meta = gst_buffer_iterate_meta_filtered (buf, &state,
+                GST_FAPROMPT_META_API_TYPE))) {
+      GstFAPromptMeta *rm = (GstFAPromptMeta *) meta;
+      FapEventRoi *r;
+      if (e->n_rois == FAP_EVENT_MAX_ROIS)
+        break;
+      r = &e->rois[e->n_rois];
+      r->x = rm->x;
+      r->y = rm->y;
+      r->width = rm->width;
+      r->height = rm->height;
+      r->score = rm->score;
+      r->anomalous = rm->anomalous;
+      r->region_count = rm->n_regions;
+      if (rm->score > e->score) {
+        e->score = rm->score;
+        mapped = rm;
+        e->map_roi = e->n_rois;
+      }
+      e->anomalous |= rm->anomalous;
+      e->region_count += rm->n_regions;
+      e->x = MIN (e->x, rm->x);
+      e->y = MIN (e->y, rm->y);
+      x1 = MAX (x1, rm->x + (gint) rm->width);
+      y1 = MAX (y1, rm->y + (gint) rm->height);
+      e->n_rois++;
+    }
+    e->width = (guint) (x1 - e->x);
+    e->height = (guint) (y1 - e->y);
+  }
+
+  /* the highest peaks of every ROI meta faprompt added */
   e->n_regions = 0;
+  state = NULL;
   while ((meta = gst_buffer_iterate_meta_filtered (buf, &state,
               GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
     GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *) meta;
     GstStructure *p;
-    FapEventRegion *r;
+    FapEventRegion r;
     gdouble v;
 
     if (roi->roi_type != g_quark_from_static_string ("anomaly"))
       continue;
-    if (e->n_regions == FAP_EVENT_MAX_REGIONS)
-      break;
-    r = &e->regions[e->n_regions++];
-    r->x = (gint) roi->x;
-    r->y = (gint) roi->y;
-    r->width = roi->w;
-    r->height = roi->h;
-    r->peak = r->mean = 0.f;
+    r.x = (gint) roi->x;
+    r.y = (gint) roi->y;
+    r.width = roi->w;
+    r.height = roi->h;
+    r.peak = r.mean = 0.f;
     p = gst_video_region_of_interest_meta_get_param (roi, "faprompt");
     if (p && gst_structure_get_double (p, "peak", &v))
-      r->peak = (gfloat) v;
+      r.peak = (gfloat) v;
     if (p && gst_structure_get_double (p, "mean", &v))
-      r->mean = (gfloat) v;
+      r.mean = (gfloat) v;
+    keep_region (e, &r);
   }
 
   /* cell means, as the RTP header extension sends them */
   e->map_side = MIN (map_side, FAP_EVENT_MAX_MAP);
-  e->map_side = MIN (e->map_side, MIN (m->map_width, m->map_height));
+  e->map_side = MIN (e->map_side, MIN (mapped->map_width, mapped->map_height));
   for (j = 0; j < e->map_side; j++)
     for (i = 0; i < e->map_side; i++)
-      e->map[j * e->map_side + i] = (gfloat) fap_map_cell_mean (m->map,
-          m->map_stride, m->map_width, m->map_height, e->map_side, i, j);
+      e->map[j * e->map_side + i] = (gfloat) fap_map_cell_mean (mapped->map,
+          mapped->map_stride, mapped->map_width, mapped->map_height,
+          e->map_side, i, j);
   return TRUE;
 }
 
@@ -163,6 +223,19 @@ fap_event_to_json (const FapEvent * e, const gchar * source,
   put_float (out, e->pixel_threshold);
   g_string_append_printf (out, "},\"frame\":{\"x\":%d,\"y\":%d,\"width\":%u,"
       "\"height\":%u}", e->x, e->y, e->width, e->height);
+  if (e->n_rois) {
+    g_string_append (out, ",\"rois\":[");
+    for (i = 0; i < e->n_rois; i++) {
+      const FapEventRoi *r = &e->rois[i];
+      g_string_append_printf (out, "%s{\"x\":%d,\"y\":%d,\"width\":%u,"
+          "\"height\":%u,\"score\":", i ? "," : "", r->x, r->y, r->width,
+          r->height);
+      put_float (out, r->score);
+      g_string_append_printf (out, ",\"anomalous\":%s,\"region_count\":%u}",
+          r->anomalous ? "true" : "false", r->region_count);
+    }
+    g_string_append_c (out, ']');
+  }
   g_string_append_printf (out, ",\"region_count\":%u,\"regions\":[",
       e->region_count);
   for (i = 0; i < e->n_regions; i++) {
@@ -202,8 +275,11 @@ fap_event_to_json (const FapEvent * e, const gchar * source,
   g_string_append_printf (out, ",\"compute_ms\":%.3f}", e->inference_ms);
   if (map != FAP_EVENT_MAP_NONE && e->map_side) {
     guint n = e->map_side;
-    g_string_append_printf (out, ",\"map\":{\"width\":%u,\"height\":%u,"
-        "\"encoding\":\"%s\",\"data\":", n, n,
+    g_string_append_printf (out, ",\"map\":{\"width\":%u,\"height\":%u,",
+        n, n);
+    if (e->n_rois)
+      g_string_append_printf (out, "\"roi\":%u,", e->map_roi);
+    g_string_append_printf (out, "\"encoding\":\"%s\",\"data\":",
         map == FAP_EVENT_MAP_ARRAY ? "array" : "base64-float32le");
     if (map == FAP_EVENT_MAP_ARRAY) {
       g_string_append_c (out, '[');

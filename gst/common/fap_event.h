@@ -10,6 +10,7 @@
 #define FAP_EVENT_SCHEMA "faprompt-result/1"
 #define FAP_EVENT_MAX_REGIONS 32
 #define FAP_EVENT_MAX_MAP 32
+#define FAP_EVENT_MAX_ROIS 16
 
 typedef enum {
   FAP_EVENT_MAP_NONE,
@@ -23,17 +24,31 @@ typedef struct {
   gfloat peak, mean;
 } FapEventRegion;
 
+/* One rectangle of faprompt's roi property and its result. */
+typedef struct {
+  gint x, y;
+  guint width, height;          /* frame pixels */
+  gfloat score;
+  gboolean anomalous;
+  guint region_count;
+} FapEventRoi;
+
 typedef struct {
   guint64 sequence;             /* per element, from 1 */
   GstClockTime pts;             /* the frame's */
   gint64 wall_us;               /* g_get_real_time () as it passed */
-  gfloat score;
-  gboolean anomalous, reused;
+  gfloat score;                 /* with rois: the highest */
+  gboolean anomalous, reused;   /* with rois: any anomalous */
   gfloat image_threshold, pixel_threshold;
   GstClockTime inference_pts;   /* the frame the result was computed on */
   gdouble inference_ms;
   gint x, y;
-  guint width, height;          /* the frame rectangle the result covers */
+  guint width, height;          /* the frame rectangle the result covers
+                                 * (with rois: the box around them) */
+  guint n_rois;                 /* 0: faprompt had no roi set */
+  FapEventRoi rois[FAP_EVENT_MAX_ROIS];
+  guint map_roi;                /* with rois: the one whose map is below
+                                 * (the highest score) */
   const gchar *event;           /* static string, or NULL */
   const gchar *model_file;      /* interned path, or NULL */
   guint64 model_generation;     /* which model of the element (0: unknown) */
@@ -46,8 +61,11 @@ typedef struct {
 
 /* Fills @e from @buf's GstFAPromptMeta, its structure twin and its "anomaly"
  * ROI metas (sequence, event and wall time are the caller's); the map as a
- * @map_side x @map_side grid of cell means (0: none). FALSE when @buf
- * carries no result. */
+ * @map_side x @map_side grid of cell means (0: none). With faprompt's roi
+ * (one meta per rectangle, twins saying roi-count), the frame's result over
+ * all of them: the highest score, any decision, every region (the highest
+ * peaks), each rectangle in rois, the map of the highest-scoring one.
+ * FALSE when @buf carries no result. */
 gboolean fap_event_capture (FapEvent * e, GstBuffer * buf, guint map_side);
 
 /* Appends the JSON document (one line, no newline) to @out. @model_sha256:

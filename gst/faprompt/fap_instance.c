@@ -9,9 +9,8 @@
 #include "fap_modelcache.h"
 
 typedef struct {
-  const fap_frame *frame;
-  guint64 serial, generation;
-  GstClockTime pts;
+  const fap_frame *frames;      /* the crops of one frame: one batch */
+  const FapInferRequest *req;
   gboolean done;
   FapInference *result;
   gsize pixel_bytes;
@@ -31,6 +30,7 @@ struct FapInstance {
   GCond wake;                   /* a request arrived / quit */
   GCond done;                   /* some request finished */
   GQueue pending;               /* Request *, oldest first */
+  guint pending_frames;         /* their crops */
   gint64 first_at;              /* monotonic us the oldest pending arrived */
   guint users;                  /* elements sharing it (changed with
                                  * registry_lock held too): each has at most
@@ -58,23 +58,36 @@ registry_key (const gchar * id, const gchar * model_path)
 
 /* ---- the scheduler -------------------------------------------------------- */
 
-/* A batch failed: run its frames one by one so that each error (this
+static void
+take_results (Request * q, const fap_result * r)
+{
+  q->result = fap_inference_new (r, q->req->rois, q->req->n_rois,
+      q->req->roi_set, q->req->serial, q->req->generation, q->req->pts);
+  for (guint i = 0; i < q->req->n_rois; i++)
+    q->pixel_bytes += r[i].frame_bytes_to_device + r[i].frame_bytes_from_device;
+}
+
+/* A batch failed: run its requests one by one so that each error (this
  * thread's fap_last_error, handed over with the request) reaches the element
  * whose frame caused it (the others still get their results). */
 static void
-run_alone (FapInstance * inst, Request ** reqs, guint n)
+run_alone (FapInstance * inst, Request ** reqs, guint n, fap_result * results)
 {
   for (guint i = 0; i < n; i++) {
-    fap_result r;
-    fap_status st = fap_detector_run (inst->detector, reqs[i]->frame, &r);
-    if (st == FAP_OK) {
-      reqs[i]->result = fap_inference_new (&r, reqs[i]->serial,
-          reqs[i]->generation, reqs[i]->pts);
-      reqs[i]->pixel_bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
-    } else {
+    fap_status st = fap_detector_run_batch (inst->detector, reqs[i]->frames,
+        (int) reqs[i]->req->n_rois, NULL, results);
+    if (st == FAP_OK)
+      take_results (reqs[i], results);
+    else
       reqs[i]->error = fap_core_failure (st);
-    }
   }
+}
+
+/* frames a request puts into a batch */
+static guint
+frames_of (const Request * q)
+{
+  return q->req->n_rois;
 }
 
 static gpointer
@@ -91,7 +104,7 @@ scheduler (gpointer data)
   fap_set_thread_log_callback (fap_core_log, NULL);
   g_mutex_lock (&inst->lock);
   for (;;) {
-    guint n;
+    guint n, nf;
     fap_status st;
 
     while (!inst->quit && g_queue_is_empty (&inst->pending))
@@ -100,38 +113,39 @@ scheduler (gpointer data)
       break;
     /* a full batch (or every member's frame), or what has waited
      * batch-timeout since the first */
-    while (!inst->quit
-        && g_queue_get_length (&inst->pending) < MIN (B, MAX (inst->users, 1))) {
+    while (!inst->quit && inst->pending_frames < B
+        && g_queue_get_length (&inst->pending) < MAX (inst->users, 1)) {
       gint64 deadline = inst->first_at + (gint64) inst->config.timeout_us;
       if (g_get_monotonic_time () >= deadline
           || !g_cond_wait_until (&inst->wake, &inst->lock, deadline))
         break;
     }
-    for (n = 0; n < B && !g_queue_is_empty (&inst->pending); n++) {
+    /* whole requests, oldest first, while their crops fit */
+    for (n = 0, nf = 0; !g_queue_is_empty (&inst->pending)
+        && nf + frames_of (g_queue_peek_head (&inst->pending)) <= B; n++) {
       reqs[n] = g_queue_pop_head (&inst->pending);
-      frames[n] = *reqs[n]->frame;
+      memcpy (frames + nf, reqs[n]->frames, frames_of (reqs[n]) *
+          sizeof *frames);
+      nf += frames_of (reqs[n]);
     }
+    inst->pending_frames -= nf;
     inst->first_at = g_get_monotonic_time ();   /* for the ones left */
     g_mutex_unlock (&inst->lock);
 
     fap_cuda_push (&cuda);
-    st = fap_detector_run_batch (inst->detector, frames, (int) n, NULL,
+    st = fap_detector_run_batch (inst->detector, frames, (int) nf, NULL,
         results);
     if (st == FAP_OK) {
-      for (guint i = 0; i < n; i++) {
-        reqs[i]->result = fap_inference_new (&results[i], reqs[i]->serial,
-            reqs[i]->generation, reqs[i]->pts);
-        reqs[i]->pixel_bytes = results[i].frame_bytes_to_device +
-            results[i].frame_bytes_from_device;
-      }
+      for (guint i = 0, at = 0; i < n; at += frames_of (reqs[i]), i++)
+        take_results (reqs[i], results + at);
     } else {
-      run_alone (inst, reqs, n);
+      run_alone (inst, reqs, n, results);
     }
     fap_cuda_pop (&cuda);
 
     g_mutex_lock (&inst->lock);
     inst->batches++;
-    inst->frames += n;
+    inst->frames += nf;
     for (guint i = 0; i < n; i++)
       reqs[i]->done = TRUE;
     g_cond_broadcast (&inst->done);
@@ -145,15 +159,25 @@ scheduler (gpointer data)
 }
 
 FapInference *
-fap_instance_run (FapInstance * inst, const fap_frame * frame, guint64 serial,
-    guint64 generation, GstClockTime pts, gsize * pixel_bytes, gchar ** error)
+fap_instance_run (FapInstance * inst, const fap_frame * frames,
+    const FapInferRequest * r, gsize * pixel_bytes, gchar ** error)
 {
-  Request req = { frame, serial, generation, pts, FALSE, NULL, 0, NULL };
+  Request req = { frames, r, FALSE, NULL, 0, NULL };
 
+  *error = NULL;
+  if (r->n_rois < 1 || r->n_rois > inst->batch) {
+    /* the element refuses such a roi setting; never a request that no
+     * batch can take */
+    *error = g_strdup_printf ("%u regions of interest, but model instance "
+        "\"%s\" runs at most %u frames in one batch", r->n_rois, inst->id,
+        inst->batch);
+    return NULL;
+  }
   g_mutex_lock (&inst->lock);
   if (g_queue_is_empty (&inst->pending))
     inst->first_at = g_get_monotonic_time ();
   g_queue_push_tail (&inst->pending, &req);
+  inst->pending_frames += r->n_rois;
   g_cond_broadcast (&inst->wake);
   while (!req.done)
     g_cond_wait (&inst->done, &inst->lock);

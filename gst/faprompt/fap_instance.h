@@ -13,6 +13,7 @@
 #include <gst/gst.h>
 #include <fap.h>
 
+#include "fap_request.h"
 #include "fap_results.h"
 
 typedef struct FapInstance FapInstance;
@@ -39,13 +40,13 @@ void fap_instance_release (FapInstance * inst);
 fap_detector *fap_instance_detector (FapInstance * inst);
 guint fap_instance_users (FapInstance * inst);
 
-/* Runs @frame in the next batch and waits for its result: a new inference
- * (its map copied) with @serial, @generation and @pts, or NULL with *error
- * naming what failed for this frame. @frame must stay valid until it
- * returns. The frame runs without drawing (settings are per element). */
-FapInference *fap_instance_run (FapInstance * inst, const fap_frame * frame,
-    guint64 serial, guint64 generation, GstClockTime pts, gsize * pixel_bytes,
-    gchar ** error);
+/* Runs @frames (the crops of one frame, req->n_rois of them, at most the
+ * instance's batch) together in the next batch and waits for their result:
+ * a new inference (its maps copied) tagged as @req says, or NULL with
+ * *error naming what failed for this frame. @frames must stay valid until
+ * it returns. The frames run without drawing (settings are per element). */
+FapInference *fap_instance_run (FapInstance * inst, const fap_frame * frames,
+    const FapInferRequest * req, gsize * pixel_bytes, gchar ** error);
 
 /* Statistics (tests, benchmarks): batches run and frames in them. */
 void fap_instance_stats (FapInstance * inst, guint64 * batches,

@@ -153,32 +153,73 @@ tag_inference (FapInference * inf, const FapModelState * m)
   inf->model_pixel_threshold = m->pixel_threshold;
 }
 
+FapOverlays *
+fap_overlays_new (gchar ** error)
+{
+  FapOverlays *o = g_new0 (FapOverlays, 1);
+
+  for (guint i = 0; i < FAP_ROI_MAX; i++)
+    if (fap_overlay_new (&o->o[i]) != FAP_OK) {
+      *error = g_strdup (fap_last_error ());
+      fap_overlays_free (o);
+      return NULL;
+    }
+  return o;
+}
+
+void
+fap_overlays_free (FapOverlays * o)
+{
+  if (!o)
+    return;
+  for (guint i = 0; i < FAP_ROI_MAX; i++)
+    fap_overlay_free (o->o[i]);
+  g_free (o);
+}
+
+/* the frame once per roi, each with its crop */
+static void
+frames_of_rois (const fap_frame * frame, const FapInferRequest * req,
+    fap_frame * frames)
+{
+  for (guint i = 0; i < req->n_rois; i++) {
+    frames[i] = *frame;
+    frames[i].crop = req->rois[i];
+  }
+}
+
 FapInference *
 fap_model_state_infer (FapModelState * m, const fap_frame * frame,
     const FapInferRequest * req, gboolean * drawn, gsize * pixel_bytes,
     gchar ** error)
 {
   FapInference *inf = NULL;
+  fap_frame frames[FAP_ROI_MAX];
 
   *drawn = FALSE;
   *pixel_bytes = 0;
+  g_return_val_if_fail (req->n_rois >= 1 && req->n_rois <= FAP_ROI_MAX, NULL);
+  frames_of_rois (frame, req, frames);
   if (m->instance) {
     /* the scheduler thread hands its message over with the result */
-    inf = fap_instance_run (m->instance, frame, req->serial, req->generation,
-        req->pts, pixel_bytes, error);
+    inf = fap_instance_run (m->instance, frames, req, pixel_bytes, error);
   } else {
     FapCuda cuda = { m->cuda_context, NULL, };
     const fap_blend *blend = draws_in_pass (m) ? req->blend : NULL;
-    fap_result r;
+    fap_result r[FAP_ROI_MAX];
     fap_status st;
 
     fap_cuda_push (&cuda);
-    st = fap_detector_run_batch (m->detector, frame, 1, blend, &r);
+    st = fap_detector_run_batch (m->detector, frames, (int) req->n_rois,
+        blend, r);
     fap_cuda_pop (&cuda);
     if (st == FAP_OK) {
-      *pixel_bytes = r.frame_bytes_to_device + r.frame_bytes_from_device;
+      for (guint i = 0; i < req->n_rois; i++)
+        *pixel_bytes += r[i].frame_bytes_to_device +
+            r[i].frame_bytes_from_device;
       *drawn = blend != NULL;
-      inf = fap_inference_new (&r, req->serial, req->generation, req->pts);
+      inf = fap_inference_new (r, req->rois, req->n_rois, req->roi_set,
+          req->serial, req->generation, req->pts);
     } else {
       *error = fap_core_failure (st);
     }
@@ -189,25 +230,33 @@ fap_model_state_infer (FapModelState * m, const fap_frame * frame,
 }
 
 gboolean
-fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
+fap_model_state_draw (FapModelState * m, FapOverlays * overlays,
     const fap_frame * frame, const FapInference * inf,
     const fap_blend * blend, gsize * pixel_bytes, gchar ** error)
 {
-  const float *map = g_bytes_get_data (inf->map, NULL);
-  fap_status s;
+  fap_status s = FAP_OK;
 
   *pixel_bytes = 0;
-  if (draws_on_device (m)) {
-    FapCuda cuda = { m->cuda_context, NULL, };
-    fap_cuda_push (&cuda);
-    s = fap_detector_draw (m->detector, frame, map, (int) inf->map_size,
-        blend, pixel_bytes);
-    fap_cuda_pop (&cuda);
-  } else {
-    fap_core_log_to (m->log_object);
-    s = fap_overlay_draw (overlay, frame, map, (int) inf->map_size,
-        inf->serial, blend);
-    fap_core_log_to (NULL);
+  for (guint i = 0; i < inf->n_rois && s == FAP_OK; i++) {
+    const float *map = g_bytes_get_data (inf->rois[i].map, NULL);
+    fap_frame f = *frame;
+
+    f.crop = inf->rois[i].rect;
+    if (draws_on_device (m)) {
+      FapCuda cuda = { m->cuda_context, NULL, };
+      size_t moved = 0;
+      fap_cuda_push (&cuda);
+      s = fap_detector_draw (m->detector, &f, map, (int) inf->map_size,
+          blend, &moved);
+      fap_cuda_pop (&cuda);
+      *pixel_bytes += moved;
+    } else {
+      /* each roi has its table: the map id names roi i of this inference */
+      fap_core_log_to (m->log_object);
+      s = fap_overlay_draw (overlays->o[i], &f, map, (int) inf->map_size,
+          inf->serial, blend);
+      fap_core_log_to (NULL);
+    }
   }
   if (s == FAP_OK)
     return TRUE;
@@ -216,15 +265,20 @@ fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
 }
 
 gboolean
-fap_model_state_prepare_overlay (FapModelState * m, fap_overlay * overlay,
+fap_model_state_prepare_overlay (FapModelState * m, FapOverlays * overlays,
     const fap_frame * frame, const FapInference * inf,
     const fap_blend * blend)
 {
   if (draws_on_device (m))
     return FALSE;
   fap_core_log_to (m->log_object);
-  fap_overlay_prepare (overlay, frame, g_bytes_get_data (inf->map, NULL),
-      (int) inf->map_size, inf->serial, blend);
+  for (guint i = 0; i < inf->n_rois; i++) {
+    fap_frame f = *frame;
+    f.crop = inf->rois[i].rect;
+    fap_overlay_prepare (overlays->o[i], &f,
+        g_bytes_get_data (inf->rois[i].map, NULL), (int) inf->map_size,
+        inf->serial, blend);
+  }
   fap_core_log_to (NULL);
   return TRUE;
 }

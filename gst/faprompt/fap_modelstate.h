@@ -13,6 +13,7 @@
 
 #include "fap_cuda.h"
 #include "fap_instance.h"
+#include "fap_request.h"
 #include "fap_results.h"
 
 /* What every load of one element uses, fixed at start () (the properties
@@ -64,43 +65,47 @@ FapModelState *fap_model_state_ref (FapModelState * m);
  * its old state to the loader (fap_model_swap_took_over) instead. */
 void fap_model_state_unref (FapModelState * m);
 
-/* What one inference is asked for. */
-typedef struct {
-  guint64 serial;               /* the map's id, > 0 and unique per element */
-  guint64 generation;           /* the stream generation it belongs to */
-  GstClockTime pts;             /* of the frame */
-  const fap_blend *blend;       /* draw it in the same pass where the
-                                 * detector can (else NULL) */
-} FapInferRequest;
 
-/* Runs @frame through @m: its private detector, or its shared instance
- * (which batches it with the other elements' frames and never draws:
- * drawing settings are per element). A new inference tagged with the model
- * (FapInference.model_*), *drawn when the frame was drawn in the same pass
- * (a private detector on the CUDA backend), *pixel_bytes the frame pixels
- * copied between host and device; or NULL with *error (g_free). Any thread:
- * the streaming thread (blocking) or the worker. */
+/* The drawing tables (CPU backend) of one stream: one fap_overlay per roi,
+ * each caching its roi's table. */
+typedef struct {
+  fap_overlay *o[FAP_ROI_MAX];
+} FapOverlays;
+
+/* NULL with *error (g_free) when out of memory. */
+FapOverlays *fap_overlays_new (gchar ** error);
+void fap_overlays_free (FapOverlays * o);
+
+/* Runs the rois of @frame (req->rois, as crops: only they are resized to the
+ * model's input) through @m as one batch: its private detector, or its
+ * shared instance (which batches them with the other elements' frames and
+ * never draws: drawing settings are per element). A new inference tagged
+ * with the model (FapInference.model_*), *drawn when the frame was drawn in
+ * the same pass (a private detector on the CUDA backend), *pixel_bytes the
+ * frame pixels copied between host and device; or NULL with *error
+ * (g_free). Any thread: the streaming thread (blocking) or the worker. */
 FapInference *fap_model_state_infer (FapModelState * m,
     const fap_frame * frame, const FapInferRequest * req, gboolean * drawn,
     gsize * pixel_bytes, gchar ** error);
 
-/* Draws @inf into @frame, which its own inference did not draw: on the CUDA
+/* Draws @inf into @frame, which its own inference did not draw, each roi's
+ * map into its rectangle (nothing outside the rois changes): on the CUDA
  * backend by the device (a host frame goes up and back, a CUDA frame is
  * drawn where it is; both far cheaper there than a host table for every new
- * map; *pixel_bytes what was copied), on the CPU backend with @overlay's
- * table (the streaming thread's). FALSE with *error (g_free). */
-gboolean fap_model_state_draw (FapModelState * m, fap_overlay * overlay,
+ * map; *pixel_bytes what was copied), on the CPU backend with @overlays'
+ * tables (the streaming thread's). FALSE with *error (g_free). */
+gboolean fap_model_state_draw (FapModelState * m, FapOverlays * overlays,
     const fap_frame * frame, const FapInference * inf,
     const fap_blend * blend, gsize * pixel_bytes, gchar ** error);
 
-/* On the thread that produced @inf (the worker): when @m draws with a host
- * table (the CPU backend), works out @overlay's table for @inf's map and
+/* On the thread that produced @inf (the worker): when @m draws with host
+ * tables (the CPU backend), works out @overlays' tables for @inf's maps and
  * @frame's geometry so the streaming thread only mixes (tens of ms at
- * 1080p); TRUE then, the table made or not (a failure only means the
- * streaming thread builds it, and reports it, itself). FALSE when @m draws
- * on the device: no table. */
+ * 1080p); TRUE then, the tables made or not (a failure only means the
+ * streaming thread builds them, and reports it, itself). FALSE when @m
+ * draws on the device: no table. */
 gboolean fap_model_state_prepare_overlay (FapModelState * m,
-    fap_overlay * overlay, const fap_frame * frame, const FapInference * inf,
+    FapOverlays * overlays, const fap_frame * frame, const FapInference * inf,
     const fap_blend * blend);
 
 #endif

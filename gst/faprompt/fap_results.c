@@ -2,6 +2,7 @@
 #include "fap_results.h"
 
 #include <gst/video/video.h>
+#include <math.h>
 #include <string.h>
 
 #include "gstfapromptmeta.h"
@@ -10,7 +11,8 @@ static void
 inference_clear (gpointer data)
 {
   FapInference *inf = data;
-  g_bytes_unref (inf->map);
+  for (guint i = 0; i < inf->n_rois; i++)
+    g_bytes_unref (inf->rois[i].map);
 }
 
 void
@@ -21,16 +23,26 @@ fap_inference_unref (FapInference * inf)
 }
 
 FapInference *
-fap_inference_new (const fap_result * r, guint64 serial, guint64 generation,
-    GstClockTime pts)
+fap_inference_new (const fap_result * r, const fap_rect * rects, guint n,
+    gboolean roi_set, guint64 serial, guint64 generation, GstClockTime pts)
 {
   FapInference *inf = g_atomic_rc_box_new0 (FapInference);
-  gsize bytes = (gsize) r->map_size * r->map_size * sizeof (gfloat);
+  gsize bytes = (gsize) r[0].map_size * r[0].map_size * sizeof (gfloat);
 
-  inf->map = g_bytes_new (r->map, bytes);
-  inf->map_size = r->map_size;
-  inf->score = r->score;
-  inf->ms = r->total_ms;
+  g_return_val_if_fail (n >= 1 && n <= FAP_ROI_MAX, inf);
+  inf->map_size = r[0].map_size;
+  inf->n_rois = n;
+  inf->roi_set = roi_set;
+  inf->score = r[0].score;
+  for (guint i = 0; i < n; i++) {
+    inf->rois[i].rect = rects[i];
+    inf->rois[i].map = g_bytes_new (r[i].map, bytes);
+    inf->rois[i].score = r[i].score;
+    /* the frame's score: the highest; NaN never wins */
+    if (r[i].score > inf->score || isnan (inf->score))
+      inf->score = r[i].score;
+    inf->ms = MAX (inf->ms, r[i].total_ms);
+  }
   inf->pts = pts;
   inf->serial = serial;
   inf->generation = generation;
@@ -52,91 +64,143 @@ void
 fap_results_init (FapResults * r)
 {
   memset (r, 0, sizeof *r);
-  fap_regions_init (&r->regions);
+  for (guint i = 0; i < FAP_ROI_MAX; i++)
+    fap_regions_init (&r->regions[i]);
 }
 
 void
 fap_results_clear (FapResults * r)
 {
-  fap_regions_clear (&r->regions);
+  for (guint i = 0; i < FAP_ROI_MAX; i++)
+    fap_regions_clear (&r->regions[i]);
   memset (r, 0, sizeof *r);
 }
 
+/* The regions of roi @i's map, found again only for a new map, threshold
+ * or cap. */
+static GArray *
+roi_regions (FapResults * r, guint i, const FapInference * inf,
+    const FapResultSettings * st)
+{
+  if (r->regions_serial[i] != inf->serial
+      || r->regions_threshold[i] != st->pixel_threshold
+      || r->regions_max[i] != st->max_regions) {
+    guint S = inf->map_size;
+    fap_regions_find (&r->regions[i], g_bytes_get_data (inf->rois[i].map,
+            NULL), S, S, S * sizeof (gfloat), st->pixel_threshold,
+        st->max_regions);
+    r->regions_serial[i] = inf->serial;
+    r->regions_threshold[i] = st->pixel_threshold;
+    r->regions_max[i] = st->max_regions;
+  }
+  return r->regions[i].regions;
+}
+
 guint
-fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
+fap_results_attach (FapResults * r, GstBuffer * buf,
     const FapInference * inf, const FapResultSettings * st, gboolean fresh,
     gboolean * anomalous)
 {
-  guint S = inf->map_size, n, i;
-  const gfloat *map = g_bytes_get_data (inf->map, NULL);
-  GstFAPromptMeta *m;
-  GstStructure *s;
+  guint S = inf->map_size, total = 0;
+
+  *anomalous = FALSE;
+  for (guint k = 0; k < inf->n_rois; k++) {
+    const FapRoiResult *roi = &inf->rois[k];
+    GArray *found = roi_regions (r, k, inf, st);
+    guint n = found->len, i;
+    GstFAPromptMeta *m;
+    GstStructure *s;
+    GValue arr = G_VALUE_INIT;
+
+    m = gst_buffer_add_faprompt_meta (buf, roi->map, S, S,
+        S * sizeof (gfloat));
+    m->score = roi->score;
+    m->anomalous = roi->score > st->image_threshold;
+    *anomalous |= m->anomalous;
+    m->x = roi->rect.x;
+    m->y = roi->rect.y;
+    m->width = (guint) roi->rect.width;
+    m->height = (guint) roi->rect.height;
+    m->inference_timestamp = inf->pts;
+    m->inference_ms = inf->ms;
+    m->reused = !fresh;
+    m->image_threshold = st->image_threshold;
+    m->pixel_threshold = st->pixel_threshold;
+    m->n_regions = n;
+    m->model_generation = inf->model_generation;
+    m->model_family = inf->model_family;
+    m->precision = inf->precision;
+    s = gst_buffer_add_faprompt_structure_meta (buf, m);
+
+    /* regions stay a GstValueArray: GStreamer's own ordered list (C,
+     * gst-python with python3-gst-1.0, gst_structure_to_string all read
+     * it); in frame pixels */
+    g_value_init (&arr, GST_TYPE_ARRAY);
+    for (i = 0; i < n; i++) {
+      const FapRegion *rg = &g_array_index (found, FapRegion, i);
+      GstVideoRegionOfInterestMeta *rm;
+      GValue v = G_VALUE_INIT;
+      gint x, y;
+      guint w, h;
+
+      fap_region_to_frame (rg, S, S, m->width, m->height, &x, &y, &w, &h);
+      x += m->x;
+      y += m->y;
+      rm = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
+          x, y, w, h);
+      rm->id = (gint) (total + i);
+      gst_video_region_of_interest_meta_add_param (rm,
+          gst_structure_new ("faprompt", "peak", G_TYPE_DOUBLE,
+              (gdouble) rg->peak, "mean", G_TYPE_DOUBLE, (gdouble) rg->mean,
+              "area", G_TYPE_UINT, rg->area, "roi", G_TYPE_UINT, k, NULL));
+      g_value_init (&v, GST_TYPE_STRUCTURE);
+      g_value_take_boxed (&v, gst_structure_new ("region",
+              "x", G_TYPE_INT, x, "y", G_TYPE_INT, y,
+              "width", G_TYPE_UINT, w, "height", G_TYPE_UINT, h,
+              "peak", G_TYPE_DOUBLE, (gdouble) rg->peak,
+              "mean", G_TYPE_DOUBLE, (gdouble) rg->mean, NULL));
+      gst_value_array_append_and_take_value (&arr, &v);
+    }
+    gst_structure_take_value (s, "regions", &arr);
+    /* which of the roi property's rectangles this is */
+    if (inf->roi_set)
+      gst_structure_set (s, "roi-index", G_TYPE_UINT, k, "roi-count",
+          G_TYPE_UINT, inf->n_rois, NULL);
+    if (inf->model_file)        /* fapromptpublish names the model by it */
+      gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file,
+          NULL);
+    total += n;
+  }
+  return total;
+}
+
+/* the rois of a frame's result in a message: rectangle, score, decision */
+static void
+add_rois (GstStructure * s, const FapInference * inf, gfloat image_threshold)
+{
   GValue arr = G_VALUE_INIT;
 
-  if (r->regions_serial != inf->serial
-      || r->regions_threshold != st->pixel_threshold
-      || r->regions_max != st->max_regions) {
-    fap_regions_find (&r->regions, map, S, S, S * sizeof (gfloat),
-        st->pixel_threshold, st->max_regions);
-    r->regions_serial = inf->serial;
-    r->regions_threshold = st->pixel_threshold;
-    r->regions_max = st->max_regions;
-  }
-  n = r->regions.regions->len;
-
-  m = gst_buffer_add_faprompt_meta (buf, inf->map, S, S, S * sizeof (gfloat));
-  m->score = inf->score;
-  m->anomalous = *anomalous = inf->score > st->image_threshold;
-  m->x = m->y = 0;
-  m->width = fw;
-  m->height = fh;
-  m->inference_timestamp = inf->pts;
-  m->inference_ms = inf->ms;
-  m->reused = !fresh;
-  m->image_threshold = st->image_threshold;
-  m->pixel_threshold = st->pixel_threshold;
-  m->n_regions = n;
-  m->model_generation = inf->model_generation;
-  m->model_family = inf->model_family;
-  m->precision = inf->precision;
-  s = gst_buffer_add_faprompt_structure_meta (buf, m);
-
-  /* regions stay a GstValueArray: GStreamer's own ordered list (C, gst-python
-   * with python3-gst-1.0, gst_structure_to_string all read it) */
   g_value_init (&arr, GST_TYPE_ARRAY);
-  for (i = 0; i < n; i++) {
-    const FapRegion *rg = &g_array_index (r->regions.regions, FapRegion, i);
-    GstVideoRegionOfInterestMeta *roi;
+  for (guint k = 0; k < inf->n_rois; k++) {
+    const FapRoiResult *roi = &inf->rois[k];
     GValue v = G_VALUE_INIT;
-    gint x, y;
-    guint w, h;
-
-    fap_region_to_frame (rg, S, S, fw, fh, &x, &y, &w, &h);
-    roi = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
-        x, y, w, h);
-    roi->id = (gint) i;
-    gst_video_region_of_interest_meta_add_param (roi,
-        gst_structure_new ("faprompt", "peak", G_TYPE_DOUBLE,
-            (gdouble) rg->peak, "mean", G_TYPE_DOUBLE, (gdouble) rg->mean,
-            "area", G_TYPE_UINT, rg->area, NULL));
     g_value_init (&v, GST_TYPE_STRUCTURE);
-    g_value_take_boxed (&v, gst_structure_new ("region",
-            "x", G_TYPE_INT, x, "y", G_TYPE_INT, y,
-            "width", G_TYPE_UINT, w, "height", G_TYPE_UINT, h,
-            "peak", G_TYPE_DOUBLE, (gdouble) rg->peak,
-            "mean", G_TYPE_DOUBLE, (gdouble) rg->mean, NULL));
+    g_value_take_boxed (&v, gst_structure_new ("roi",
+            "x", G_TYPE_INT, roi->rect.x, "y", G_TYPE_INT, roi->rect.y,
+            "width", G_TYPE_UINT, (guint) roi->rect.width,
+            "height", G_TYPE_UINT, (guint) roi->rect.height,
+            "score", G_TYPE_DOUBLE, (gdouble) roi->score,
+            "anomalous", G_TYPE_BOOLEAN, roi->score > image_threshold, NULL));
     gst_value_array_append_and_take_value (&arr, &v);
   }
-  gst_structure_take_value (s, "regions", &arr);
-  if (inf->model_file)          /* fapromptpublish names the model by it */
-    gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file, NULL);
-  return n;
+  gst_structure_take_value (s, "rois", &arr);
 }
 
 static void
 post (GstElement * element, const GstSegment * seg, GstClockTime pts,
     GstClockTime duration, const FapInference * inf, gboolean anomalous,
-    gboolean reused, guint regions, const gchar * event)
+    gboolean reused, guint regions, const gchar * event,
+    gfloat image_threshold)
 {
   GstClockTime stream_time = GST_CLOCK_TIME_NONE, running_time =
       GST_CLOCK_TIME_NONE;
@@ -166,6 +230,8 @@ post (GstElement * element, const GstSegment * seg, GstClockTime pts,
     gst_structure_set (s, "precision", G_TYPE_STRING, inf->precision, NULL);
   if (event)
     gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
+  if (inf && inf->roi_set && image_threshold >= 0)
+    add_rois (s, inf, image_threshold);
   gst_element_post_message (element,
       gst_message_new_element (GST_OBJECT (element), s));
 }
@@ -180,7 +246,8 @@ fap_results_post_for_frame (FapResults * r, GstElement * element,
   const gchar *event;
 
   if (fap_report_frame (&r->report, st->messages, anomalous, &event))
-    post (element, seg, pts, dur, inf, anomalous, !fresh, regions, event);
+    post (element, seg, pts, dur, inf, anomalous, !fresh, regions, event,
+        st->image_threshold);
 }
 
 void
@@ -189,5 +256,5 @@ fap_results_end_anomaly (FapResults * r, GstElement * element,
 {
   if (fap_report_end (&r->report, mode))
     post (element, seg, GST_CLOCK_TIME_NONE, GST_CLOCK_TIME_NONE, last,
-        FALSE, TRUE, 0, "anomaly-ended");
+        FALSE, TRUE, 0, "anomaly-ended", -1.0f);
 }

@@ -8,15 +8,25 @@
 
 #include "fap_regions.h"
 #include "fap_report.h"
+#include "fap_roi.h"
+
+/* The result of one region of interest (the whole frame without roi). */
+typedef struct {
+  fap_rect rect;                /* frame pixels */
+  GBytes *map;                  /* S x S floats over rect */
+  gfloat score;
+} FapRoiResult;
 
 /* One finished inference, shared (reference counted, g_atomic_rc_box) by the
- * element, the worker and, through map, every buffer meta carrying it. */
+ * element, the worker and, through the maps, every buffer meta carrying it. */
 typedef struct {
-  guint64 serial;               /* > 0, unique per element: the map's id */
+  guint64 serial;               /* > 0, unique per element: the maps' id */
   guint64 generation;           /* stream generation it belongs to */
-  GBytes *map;                  /* S x S floats */
   guint map_size;               /* S */
-  gfloat score;
+  guint n_rois;                 /* >= 1 */
+  gboolean roi_set;             /* the rois came from the roi property */
+  FapRoiResult rois[FAP_ROI_MAX];
+  gfloat score;                 /* the frame's: the highest of its rois' */
   GstClockTime pts;             /* of the frame it was computed on */
   gdouble ms;
   /* the model that computed it (set by the element after the run) */
@@ -28,9 +38,11 @@ typedef struct {
                                                          * < 0: none */
 } FapInference;
 
-/* Copies the detector's map (borrowed until its next run) once. */
-FapInference *fap_inference_new (const fap_result * r, guint64 serial,
-    guint64 generation, GstClockTime pts);
+/* Copies the detector's maps (borrowed until its next run) once: result i
+ * is that of rectangle i (@roi_set: they came from the roi property). */
+FapInference *fap_inference_new (const fap_result * r, const fap_rect * rects,
+    guint n, gboolean roi_set, guint64 serial, guint64 generation,
+    GstClockTime pts);
 void fap_inference_unref (FapInference * inf);
 
 /* Per-frame settings read from the properties (thresholds resolved for the
@@ -46,22 +58,24 @@ typedef struct {
 void fap_results_thresholds (gfloat image_property, gfloat pixel_property,
     gfloat model_image, gfloat model_pixel, gfloat * image, gfloat * pixel);
 
-/* Streaming-thread state: the regions of the current map (found once per
- * map and threshold) and the on-change state. */
+/* Streaming-thread state: the regions of each roi's current map (found
+ * once per map and threshold) and the on-change state. */
 typedef struct {
-  FapRegionFinder regions;
-  guint64 regions_serial;
-  gfloat regions_threshold;
-  guint regions_max;
+  FapRegionFinder regions[FAP_ROI_MAX];
+  guint64 regions_serial[FAP_ROI_MAX];
+  gfloat regions_threshold[FAP_ROI_MAX];
+  guint regions_max[FAP_ROI_MAX];
   FapReportState report;
 } FapResults;
 
 void fap_results_init (FapResults * r);
 void fap_results_clear (FapResults * r);
 
-/* Adds GstFAPromptMeta, its structure twin and one ROI meta per region to
- * @buf (a fw x fh frame); returns the region count, *anomalous the decision. */
-guint fap_results_attach (FapResults * r, GstBuffer * buf, guint fw, guint fh,
+/* Adds, for each roi of @inf, a GstFAPromptMeta over its rectangle, its
+ * structure twin and one ROI meta per region (frame pixels) to @buf;
+ * returns the region count of all of them, *anomalous the frame's decision
+ * (any roi's score above the image threshold). */
+guint fap_results_attach (FapResults * r, GstBuffer * buf,
     const FapInference * inf, const FapResultSettings * st, gboolean fresh,
     gboolean * anomalous);
 

@@ -103,7 +103,7 @@ fap_worker_clear (FapWorker * w)
 {
   fap_worker_stop (w);
   fap_framecopy_clear (&w->job);
-  fap_overlay_free (w->spare);
+  fap_overlays_free (w->spare);
   w->spare = NULL;
   g_mutex_clear (&w->lock);
   g_cond_clear (&w->cond);
@@ -114,8 +114,12 @@ fap_worker_start (FapWorker * w, FapStats * stats)
 {
   g_return_if_fail (w->thread == NULL);
   w->stats = stats;
-  if (!w->spare && fap_overlay_new (&w->spare) != FAP_OK)
-    w->spare = NULL;            /* then the streaming thread builds tables itself */
+  if (!w->spare) {
+    gchar *err = NULL;
+    /* NULL: then the streaming thread builds tables itself */
+    w->spare = fap_overlays_new (&err);
+    g_free (err);
+  }
   w->spare_ready = FALSE;
   w->thread = g_thread_new ("faprompt-worker", worker_main, w);
 }
@@ -178,7 +182,7 @@ hand_over (FapWorker * w, FapModelState * m, const FapInferRequest * req)
 
 /* collects the newest result of @generation; under lock */
 static void
-collect (FapWorker * w, guint64 generation, fap_overlay ** overlay,
+collect (FapWorker * w, guint64 generation, FapOverlays ** overlay,
     FapInference ** result, gchar ** error)
 {
   *result = NULL;
@@ -191,7 +195,7 @@ collect (FapWorker * w, guint64 generation, fap_overlay ** overlay,
     if (w->finished->generation == generation) {
       *result = w->finished;
       if (w->spare_ready && overlay) {
-        fap_overlay *mine = *overlay;
+        FapOverlays *mine = *overlay;
         *overlay = w->spare;
         w->spare = mine;
       }
@@ -206,7 +210,7 @@ collect (FapWorker * w, guint64 generation, fap_overlay ** overlay,
 gboolean
 fap_worker_exchange (FapWorker * w, FapModelState * m,
     const fap_frame * frame, const FapInferRequest * req,
-    fap_overlay ** overlay, FapInference ** result, gchar ** error)
+    FapOverlays ** overlay, FapInference ** result, gchar ** error)
 {
   gboolean taken = FALSE;
 

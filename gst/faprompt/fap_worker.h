@@ -34,7 +34,7 @@ typedef struct {
   gboolean job_draw;            /* prepare the host table for job_blend */
   fap_blend job_blend;
   FapInference *finished;       /* newest result, not yet collected */
-  fap_overlay *spare;           /* prepared for finished when spare_ready */
+  FapOverlays *spare;           /* prepared for finished when spare_ready */
   gboolean spare_ready;
   gchar *error;                 /* an inference that failed */
   FapStats *stats;              /* the element's: inferences recorded */
@@ -58,7 +58,7 @@ gboolean fap_worker_running (FapWorker * w);
  * when the frame was taken. */
 gboolean fap_worker_exchange (FapWorker * w, FapModelState * m,
     const fap_frame * frame, const FapInferRequest * req,
-    fap_overlay ** overlay, FapInference ** result, gchar ** error);
+    FapOverlays ** overlay, FapInference ** result, gchar ** error);
 /* The same for a frame in CUDA memory: @job (a device copy) is taken over
  * when TRUE is returned, else left to the caller. Call only when
  * fap_worker_idle (): the copy is made for the worker. */

@@ -13,6 +13,42 @@
  * core as it is (RGB family, NV12, I420, YUY2 with the caps' colorimetry):
  * no videoconvert is needed.
  *
+ * ## Regions of interest
+ *
+ * `roi` limits the analysis to rectangles of the frame: only their pixels
+ * go to the model, each rectangle resized on its own to the model's input
+ * (S x S), so a small part of a large frame is seen in detail and floor,
+ * rails or sky cost nothing. The value is one or more rectangles
+ * `x,y,w,h` separated by `;`: four whole numbers are frame pixels (left,
+ * top, width, height); four numbers that all have a decimal point are
+ * fractions of the frame's width and height in [0, 1] (`0.5,0.0,0.5,1.0`:
+ * the right half), their edges rounded to the nearest pixel; a rectangle
+ * mixing the two forms is refused. Empty (the default): the whole frame.
+ *
+ * Each rectangle is scored exactly as a frame holding only its pixels would
+ * be, and all rectangles of a frame run in one batch. Each gets its own
+ * #GstFAPromptMeta (x, y, width, height: the rectangle; its score, decision
+ * and map), its regions (#GstVideoRegionOfInterestMeta, in frame pixels)
+ * and its heatmap, drawn inside it only: no byte of a pixel outside every
+ * rectangle changes. The frame's decision is "any rectangle anomalous" and
+ * its score the highest rectangle score (the `score`, `anomalous` and
+ * `region-count` of the messages, `last-score`); the messages list the
+ * rectangles in `rois` (x, y, width, height, score, anomalous). Overlapping
+ * rectangles are scored independently; their heatmaps are drawn in order,
+ * the later over the earlier.
+ *
+ * `roi` may change while playing: the next inference runs on the new
+ * rectangles, no frame is lost or held back (a result already computed
+ * stays with the rectangles it was computed on). A value that does not
+ * parse, a rectangle of zero size or reaching outside the frame, more than
+ * 16 rectangles, or more rectangles than the detector runs in one batch
+ * (batch-size: a detector of its own is built for max (batch-size, the
+ * number of rectangles at start); a model instance for its batch-size) is
+ * refused with a warning that names the value, and the setting in force
+ * stays. Pixel rectangles are checked against the frame size once it is
+ * known; a setting that does not fit new caps falls back to the whole
+ * frame, with a warning.
+ *
  * Element messages named `faprompt` (post-messages) carry: `timestamp`,
  * `stream-time`, `running-time`, `duration` (guint64 ns), `score` (gdouble),
  * `anomalous`, `reused` (gboolean), `inference-timestamp` (guint64, PTS of
@@ -92,6 +128,7 @@ enum
   PROP_MODEL_GENERATION,
   PROP_MODEL_FAMILY,
   PROP_RUNNING_PRECISION,
+  PROP_ROI,
 };
 
 enum
@@ -201,6 +238,86 @@ gst_fa_prompt_reload (GstFAPrompt * self)
   return started;
 }
 
+/* ---- regions of interest ---------------------------------------------------- */
+
+/* Whether @spec can run now: no more rectangles than the running detector's
+ * batch, every one inside the negotiated frame (each checked once known).
+ * FALSE with *why (g_free). Object lock held. */
+static gboolean
+roi_fits_locked (GstFAPrompt * self, const FapRoiSpec * spec, gchar ** why)
+{
+  fap_rect rects[FAP_ROI_MAX];
+  guint n;
+
+  *why = NULL;
+  if (self->roi_cap && spec->n > self->roi_cap) {
+    *why = g_strdup_printf ("%u rectangles, but the detector runs at most %u "
+        "in one batch (batch-size%s)", spec->n, self->roi_cap,
+        self->state && self->state->instance ? " of the model instance" :
+        ", or the number of rectangles at start");
+    return FALSE;
+  }
+  if (self->roi_frame_w > 0)
+    return fap_roi_resolve (spec, self->roi_frame_w, self->roi_frame_h, rects,
+        &n, why);
+  return TRUE;
+}
+
+/* The setting in force no longer fits (new caps, a detector with a smaller
+ * batch): back to the whole frame, said with a warning naming it. */
+static void
+roi_recheck (GstFAPrompt * self)
+{
+  gchar *why = NULL, *text = NULL;
+
+  GST_OBJECT_LOCK (self);
+  if (self->roi.n && !roi_fits_locked (self, &self->roi, &why)) {
+    text = self->roi_text;
+    self->roi_text = NULL;
+    memset (&self->roi, 0, sizeof self->roi);
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: roi \"%s\" does not fit: %s; analysing the whole frame "
+            "until roi is set again", text, why), (NULL));
+  g_free (why);
+  g_free (text);
+}
+
+/* roi set: parsed and checked here (the application's thread), in force
+ * from the next inference; a bad value is refused with a warning naming it
+ * and the setting in force stays. */
+static void
+set_roi (GstFAPrompt * self, const gchar * text)
+{
+  FapRoiSpec spec;
+  gchar *why = NULL, *kept = NULL;
+
+  if (fap_roi_parse (text, &spec, &why)) {
+    GST_OBJECT_LOCK (self);
+    if (roi_fits_locked (self, &spec, &why)) {
+      g_free (self->roi_text);
+      self->roi_text = spec.n ? g_strdup (text) : NULL;
+      self->roi = spec;
+    } else {
+      kept = g_strdup (self->roi_text ? self->roi_text : "");
+    }
+    GST_OBJECT_UNLOCK (self);
+  } else {
+    GST_OBJECT_LOCK (self);
+    kept = g_strdup (self->roi_text ? self->roi_text : "");
+    GST_OBJECT_UNLOCK (self);
+  }
+  /* posted outside the object lock (posting takes it) */
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: roi \"%s\" refused: %s; roi stays \"%s\"",
+            text ? text : "", why, kept), (NULL));
+  g_free (why);
+  g_free (kept);
+}
+
 /* ---- start / stop -------------------------------------------------------- */
 
 /* What every load of this start uses, from the properties (object lock
@@ -221,7 +338,9 @@ read_load_settings_locked (GstFAPrompt * self, FapLoadSettings * ls)
   ls->options.sigma = self->sigma;
   ls->options.log = fap_core_log;
   ls->options.log_user_data = self;
-  ls->options.batch = ls->instance_id ? (int) self->batch_size : 1;
+  /* a detector of its own runs a frame's rois in one batch */
+  ls->options.batch = ls->instance_id ? (int) self->batch_size :
+      (int) MAX (self->batch_size, MAX (self->roi.n, 1));
 }
 
 /* The streaming thread's overlay (the CPU backend's drawing tables); on
@@ -229,15 +348,10 @@ read_load_settings_locked (GstFAPrompt * self, FapLoadSettings * ls)
 static gboolean
 make_overlay (GstFAPrompt * self, gchar ** error)
 {
-  fap_status st;
-
   fap_core_log_to (GST_OBJECT (self));
-  st = fap_overlay_new (&self->overlay);
+  self->overlay = fap_overlays_new (error);
   fap_core_log_to (NULL);
-  if (st == FAP_OK)
-    return TRUE;
-  *error = fap_core_failure (st);
-  return FALSE;
+  return self->overlay != NULL;
 }
 
 static gboolean
@@ -300,7 +414,10 @@ gst_fa_prompt_start (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->state = m;
   self->swap = swap;
+  /* every model swapped in later gets the same batch (the same settings) */
+  self->roi_cap = (guint) MIN (fap_detector_batch (m->detector), FAP_ROI_MAX);
   GST_OBJECT_UNLOCK (self);
+  roi_recheck (self);           /* a model instance built with a smaller batch */
   if (watch)
     fap_model_swap_watch (swap, path, settle);
   g_free (path);
@@ -342,10 +459,14 @@ gst_fa_prompt_stop (GstBaseTransform * trans)
   fap_load_settings_clear (&self->load);
   fap_cuda_clear (&self->cuda);
   self->cuda_memory = FALSE;
-  fap_overlay_free (self->overlay);
+  fap_overlays_free (self->overlay);
   self->overlay = NULL;
   fap_results_clear (&self->results);
   self->have_info = FALSE;
+  GST_OBJECT_LOCK (self);
+  self->roi_cap = 0;
+  self->roi_frame_w = self->roi_frame_h = 0;
+  GST_OBJECT_UNLOCK (self);
   return TRUE;
 }
 
@@ -397,6 +518,11 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   self->cuda_memory = fap_cuda_caps_are_cuda (incaps);
   self->info = *in_info;
   self->have_info = TRUE;
+  GST_OBJECT_LOCK (self);
+  self->roi_frame_w = GST_VIDEO_INFO_WIDTH (in_info);
+  self->roi_frame_h = GST_VIDEO_INFO_HEIGHT (in_info);
+  GST_OBJECT_UNLOCK (self);
+  roi_recheck (self);           /* pixel rectangles outside the new frames */
   reset_stream (self);
   return TRUE;
 }
@@ -410,14 +536,28 @@ typedef struct
   gboolean draw;
   fap_blend blend;
   guint interval;
+  guint n_rois;                 /* the frame's rois in pixels (roi) */
+  gboolean roi_set;
+  fap_rect rois[FAP_ROI_MAX];
 } Settings;
 
+/* for a @width x @height frame */
 static void
-read_settings (GstFAPrompt * self, Settings * s)
+read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
 {
   gboolean warn = FALSE;
+  gchar *why = NULL;
 
   GST_OBJECT_LOCK (self);
+  /* checked against the caps' frame size when set and at caps: it fits,
+   * unless a frame's GstVideoMeta says another size (then the whole frame) */
+  s->roi_set = self->roi.n > 0;
+  if (!fap_roi_resolve (&self->roi, width, height, s->rois, &s->n_rois, &why)) {
+    FapRoiSpec whole = { 0, };
+    gchar *none = NULL;
+    fap_roi_resolve (&whole, width, height, s->rois, &s->n_rois, &none);
+    s->roi_set = FALSE;
+  }
   s->image_property = self->image_threshold;
   s->pixel_property = self->pixel_threshold;
   s->results.max_regions = self->max_regions;
@@ -434,6 +574,10 @@ read_settings (GstFAPrompt * self, Settings * s)
   }
   s->interval = MAX (self->interval, 1);
   GST_OBJECT_UNLOCK (self);
+  if (why)
+    GST_DEBUG_OBJECT (self, "roi on a %dx%d frame: %s; the whole frame", width,
+        height, why);
+  g_free (why);
   if (warn)
     GST_WARNING_OBJECT (self, "heatmap-max is not above heatmap-min: drawing "
         "every value above pixel-threshold in the last colour");
@@ -465,17 +609,27 @@ gst_fa_prompt_before_transform (GstBaseTransform * trans, GstBuffer * buf)
 
 /* Runs the due frame on the streaming thread: the frame waits for it. A
  * private CUDA detector draws it in the same pass (@blend, *drawn). */
+/* the request for the frame's rois as read for it */
+static void
+request_rois (FapInferRequest * req, const Settings * st)
+{
+  req->n_rois = st->n_rois;
+  req->roi_set = st->roi_set;
+  memcpy (req->rois, st->rois, st->n_rois * sizeof st->rois[0]);
+}
+
 static gboolean
 infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
-    const fap_blend * blend, gboolean * drawn)
+    const Settings * st, gboolean * drawn)
 {
   FapInferRequest req = { ++self->serial, self->generation,
-    GST_BUFFER_PTS (buf), blend
+    GST_BUFFER_PTS (buf), st->draw ? &st->blend : NULL,
   };
   FapInference *inf;
   gchar *err = NULL;
   gsize bytes;
 
+  request_rois (&req, st);
   inf = fap_model_state_infer (self->state, view, &req, drawn, &bytes, &err);
   if (!inf) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
@@ -512,16 +666,17 @@ take_worker_result (GstFAPrompt * self, FapInference * inf, gchar * err)
  * into) with the model running now. Never waits. */
 static gboolean
 infer_async (GstFAPrompt * self, GstVideoFrame * frame,
-    const fap_frame * view, gboolean due, const fap_blend * blend,
+    const fap_frame * view, gboolean due, const Settings * st,
     gboolean * submitted)
 {
   FapInferRequest req = { 0, self->generation, GST_BUFFER_PTS (frame->buffer),
-    blend
+    st->draw ? &st->blend : NULL,
   };
   FapDeviceJob job = { NULL, };
   FapInference *inf;
   gchar *err;
 
+  request_rois (&req, st);
   if (due)
     req.serial = ++self->serial;
   if (view->memory != FAP_MEMORY_CUDA) {
@@ -581,7 +736,8 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   non_blocking = fap_mode_settle (&self->mode, GST_ELEMENT (self));
   if (non_blocking && !fap_worker_running (&self->worker))
     fap_worker_start (&self->worker, &self->stats);
-  read_settings (self, &st);
+  read_settings (self, &st, GST_VIDEO_FRAME_WIDTH (frame),
+      GST_VIDEO_FRAME_HEIGHT (frame));
   /* a frame drawn in its own inference's pass: that model's calibration */
   resolve_thresholds (&st, self->state->image_threshold,
       self->state->pixel_threshold);
@@ -597,16 +753,14 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
    * the newest finished result comes back (non-blocking) */
   if (!fap_worker_running (&self->worker)) {
     if (due) {
-      if (!infer_blocking (self, buf, &view, st.draw ? &st.blend : NULL,
-              &drawn))
+      if (!infer_blocking (self, buf, &view, &st, &drawn))
         return GST_FLOW_ERROR;
       fresh = TRUE;
       self->countdown = st.interval;
     }
   } else {
     gboolean submitted;
-    if (!infer_async (self, frame, &view, due, st.draw ? &st.blend : NULL,
-            &submitted))
+    if (!infer_async (self, frame, &view, due, &st, &submitted))
       return GST_FLOW_ERROR;
     if (submitted)
       self->countdown = st.interval;
@@ -621,8 +775,8 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
      * until the first result of a model swapped in) */
     resolve_thresholds (&st, inf->model_image_threshold,
         inf->model_pixel_threshold);
-    regions = fap_results_attach (&self->results, buf, view.width,
-        view.height, inf, &st.results, fresh, &anomalous);
+    regions = fap_results_attach (&self->results, buf, inf, &st.results,
+        fresh, &anomalous);
     if (st.draw && !drawn && !draw_result (self, &view, inf, &st.blend))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
@@ -764,6 +918,10 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
 {
   GstFAPrompt *self = GST_FA_PROMPT (object);
 
+  if (prop_id == PROP_ROI) {    /* takes the lock itself, may post a warning */
+    set_roi (self, g_value_get_string (value));
+    return;
+  }
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL_FILE:
@@ -937,6 +1095,9 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_BATCH_TIMEOUT:
       g_value_set_uint64 (value, self->batch_timeout_us);
       break;
+    case PROP_ROI:
+      g_value_set_string (value, self->roi_text ? self->roi_text : "");
+      break;
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, stats.frames);
       break;
@@ -985,6 +1146,7 @@ gst_fa_prompt_finalize (GObject * object)
 
   g_free (self->model_file);
   g_free (self->instance_id);
+  g_free (self->roi_text);
   fap_worker_clear (&self->worker);
   fap_stats_clear (&self->stats);
   fap_mode_clear (&self->mode);
@@ -1210,9 +1372,21 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
       g_param_spec_uint ("batch-size", "Batch size",
-          "With model-instance-id: most frames of the sharing elements run in "
-          "one call (a GPU's throughput comes from batches; on the CPU they "
-          "run one after another)", 1, 256, 1, ready));
+          "Most frames run in one call: with model-instance-id, those of the "
+          "sharing elements (a GPU's throughput comes from batches; on the "
+          "CPU they run one after another), each frame as many as it has roi "
+          "rectangles; without, the most roi rectangles a frame may have "
+          "(at least the number set at start)", 1, 256, 1, ready));
+  g_object_class_install_property (gobject_class, PROP_ROI,
+      g_param_spec_string ("roi", "Regions of interest",
+          "Rectangles analysed instead of the whole frame, "
+          "\"x,y,w,h[;x,y,w,h...]\" (at most 16): whole numbers are frame "
+          "pixels, numbers that all have a decimal point fractions of the "
+          "frame in [0, 1]. Each is resized to the model's input on its own, "
+          "scored and drawn inside its rectangle; the frame is anomalous when "
+          "any is, its score the highest. Empty: the whole frame. A bad value "
+          "is refused with a warning and the setting in force stays (see the "
+          "element's documentation)", "", rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "With model-instance-id: microseconds a batch waits for more frames "

@@ -22,6 +22,7 @@
 #include "fap_mode.h"
 #include "fap_modelswap.h"
 #include "fap_results.h"
+#include "fap_roi.h"
 #include "fap_stats.h"
 #include "fap_worker.h"
 
@@ -55,6 +56,13 @@ struct _GstFAPrompt
   gchar *instance_id;           /* model-instance-id: "" / NULL = private */
   guint batch_size;
   guint64 batch_timeout_us;
+  /* roi: the setting in force (its text as set, NULL: the whole frame) and
+   * what it is checked against: the batch of the running detector (0 until
+   * started) and the negotiated frame size (0 until caps) */
+  gchar *roi_text;
+  FapRoiSpec roi;
+  guint roi_cap;
+  gint roi_frame_w, roi_frame_h;
 
   /* what it measures, and whether it runs non-blocking: each its own lock */
   FapStats stats;
@@ -81,7 +89,7 @@ struct _GstFAPrompt
   /* streaming thread */
   GstVideoInfo info;
   gboolean have_info;
-  fap_overlay *overlay;
+  FapOverlays *overlay;
   gboolean range_warned;
   FapResults results;
   FapInference *last;           /* result carried by frames, or NULL */

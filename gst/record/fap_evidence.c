@@ -208,10 +208,31 @@ annotated (GstSample * frame)
       && gst_video_frame_map (&vf, &info, buf, GST_MAP_READWRITE)) {
     fap_frame f;
     fap_blend blend;
+    gpointer state = NULL;
+    GstMeta *meta;
+    gboolean ok = TRUE;
     fap_frameview_of (&vf, &f);
     fap_blend_init (&blend);
     blend.threshold = m->pixel_threshold;
-    if (fap_blend_frame (&f, m->map, (int) m->map_width, &blend) == FAP_OK)
+    /* each meta's map into the rectangle it covers (faprompt's roi: one
+     * meta per rectangle; without: the whole frame) */
+    while (ok && (meta = gst_buffer_iterate_meta_filtered (buf, &state,
+                GST_FAPROMPT_META_API_TYPE))) {
+      const GstFAPromptMeta *rm = (const GstFAPromptMeta *) meta;
+      if (rm->map_width != rm->map_height
+          || rm->map_stride != rm->map_width * sizeof (gfloat))
+        continue;
+      f.crop = (fap_rect) {
+      0, 0, 0, 0};              /* a rectangle of another frame: all of this one */
+      if (rm->x >= 0 && rm->y >= 0 && rm->width > 0 && rm->height > 0
+          && (gint64) rm->x + rm->width <= f.width
+          && (gint64) rm->y + rm->height <= f.height)
+        f.crop = (fap_rect) {
+        rm->x, rm->y, (int) rm->width, (int) rm->height};
+      ok = fap_blend_frame (&f, rm->map, (int) rm->map_width, &blend) ==
+          FAP_OK;
+    }
+    if (ok)
       out = gst_sample_new (buf, gst_sample_get_caps (frame), NULL, NULL);
     gst_video_frame_unmap (&vf);
   }
@@ -277,20 +298,29 @@ fap_evidence_raw (FapEvidence * ev, GstBuffer * buf, GstCaps * caps,
 {
   GstFAPromptMeta *m = gst_buffer_get_faprompt_meta (buf);
   GstClockTime pts = running_time;
-  gboolean start = FALSE;
+  gboolean start = FALSE, anomalous = FALSE;
   SnapshotJob *job;
   guint64 seq;
   gint64 wall;
 
   if (!m || !GST_CLOCK_TIME_IS_VALID (pts) || ev->cfg.max_bytes == 0)
     return;
+  /* the frame's decision: any of its metas (faprompt's roi: one per
+   * rectangle) */
+  {
+    gpointer state = NULL;
+    GstMeta *meta;
+    while (!anomalous && (meta = gst_buffer_iterate_meta_filtered (buf,
+                &state, GST_FAPROMPT_META_API_TYPE)))
+      anomalous = ((GstFAPromptMeta *) meta)->anomalous;
+  }
   g_mutex_lock (&ev->lock);
-  if (m->anomalous && !ev->in_event) {
+  if (anomalous && !ev->in_event) {
     start = TRUE;
     ev->in_event = TRUE;
     ev->event_end = GST_CLOCK_TIME_NONE;
     ev->sequence++;
-  } else if (!m->anomalous && ev->in_event) {
+  } else if (!anomalous && ev->in_event) {
     ev->in_event = FALSE;
     ev->event_end = pts;
   }

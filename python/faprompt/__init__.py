@@ -225,6 +225,7 @@ class Result:
     total_ms: float
     frame_bytes_to_device: int = 0
     frame_bytes_from_device: int = 0
+    roi: tuple = None  # (x, y, w, h) of the rectangle scored (run_rois), None: the image
 
 
 def _frame(image):
@@ -328,6 +329,37 @@ class Detector:
             out = self._result(result, threshold)  # the core's map dies at the next run
         del keep  # (held until here: the core reads the pixels during the call)
         return out
+
+    def run_rois(self, image, rois, threshold=None):
+        """Scores rectangles of one image instead of the whole image, as the
+        faprompt element's roi property does: rois is a sequence of (x, y, w, h)
+        in pixels (at most .batch of them: they run as one batch); each one is
+        resized on its own (only its pixels are read) and scored exactly as the
+        image cropped to it would be. Returns one Result per rectangle, in
+        order (.roi says which; .map covers the rectangle); the image's score
+        is the highest of theirs, anomalous when any is."""
+        rects = []
+        for r in rois:
+            try:
+                x, y, w, h = (int(v) for v in r)
+            except (TypeError, ValueError):
+                raise ValueError(f"roi {r!r} is not (x, y, w, h)") from None
+            rects.append((x, y, w, h))
+        if not 1 <= len(rects) <= self.batch:
+            raise ValueError(f"{len(rects)} rectangles, but this detector runs 1 .. {self.batch} "
+                             f"in one batch (Detector(..., batch=N))")
+        frame, keep = _frame(image)
+        frames = (_lib.fap_frame * len(rects))()
+        for i, rect in enumerate(rects):
+            frames[i] = frame
+            frames[i].crop = _lib.fap_rect(*rect)
+        results = (_lib.fap_result * len(rects))()
+        with self._lock:
+            _call("inference failed", _lib.fap_detector_run_batch, self._live(), frames,
+                  len(rects), None, results)
+            out = [self._result(r, threshold) for r in results]
+        del keep
+        return [dataclasses.replace(res, roi=rect) for res, rect in zip(out, rects)]
 
     def run_batch(self, images, threshold=None):
         """Scores a sequence of images (sizes may differ), up to .batch per core

@@ -76,6 +76,10 @@ class fap_detector_options(ctypes.Structure):
     ]
 
 
+class fap_rect(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("x", "y", "width", "height")]
+
+
 class fap_frame(ctypes.Structure):
     _fields_ = [
         ("format", c_enum),
@@ -88,6 +92,7 @@ class fap_frame(ctypes.Structure):
         ("matrix", c_enum),
         ("full_range", ctypes.c_int),
         ("memory", c_enum),
+        ("crop", fap_rect),  # all zero: the whole frame
     ]
 
 

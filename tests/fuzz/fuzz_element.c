@@ -14,7 +14,9 @@
  *           padded strides and odd plane offsets in a GstVideoMeta, planes in
  *           separate memories, a buffer shorter than the caps say, a shared
  *           buffer; contents from the input), flush, EOS, a new segment, a
- *           property change mid-stream, a restart (READY and back, another
+ *           property change mid-stream (roi among them: rectangles in
+ *           pixels or fractions, in or outside the frame, too many, text
+ *           that does not parse), a restart (READY and back, another
  *           non-blocking mode).
  *
  * Beyond "no crash, no leak" it aborts when (see check_* below):
@@ -26,10 +28,14 @@
  *     reused flag or inference timestamp that inference-interval does not
  *     give; non-blocking: a result from before the last flush / caps change;
  *   - a meta is inconsistent (map size, values outside [0, 1], score, the
- *     decision, rectangle, ROI count and bounds, the structure twin);
+ *     decision, rectangle, ROI count and bounds, the structure twin); with
+ *     roi never set: one meta over the whole frame; with roi: 1..16 metas
+ *     of one inference, each rectangle inside the frame, each region inside
+ *     its rectangle;
  *   - pixels changed with draw-heatmap=false, bytes outside the planes
- *     (stride padding, gaps, tail) changed, or a buffer the element did not
- *     own was written;
+ *     (stride padding, gaps, tail) changed, a pixel outside every meta's
+ *     rectangle changed, or a buffer the element did not own was written;
+ *   - a roi value the element did not take posted no warning naming it;
  *   - "faprompt" messages do not match post-messages (one per frame with a
  *     result, one per anomalous frame, on-change events pairing up). */
 #include <gst/check/gstharness.h>
@@ -123,6 +129,7 @@ typedef struct {
   gint messages; /* GstFAPromptMessages */
   gint non_blocking; /* 0 false, 1 true, 2 auto */
   gfloat image_threshold;
+  gboolean roi_ever; /* roi was set (the metas may cover rectangles) */
 } Props;
 
 typedef struct {
@@ -144,6 +151,7 @@ typedef struct {
   guint pushes;
   guint errors_seen;       /* ERROR messages popped since the last check */
   gchar *last_error;
+  GString *warnings;       /* WARNING texts popped since the last roi set */
   guint faprompt_msgs, event_started, event_ended;
   gboolean bad_event_order;
 } Run;
@@ -170,6 +178,13 @@ static void drain_bus(Run *r) {
       r->last_error = g_strdup(err->message);
       g_error_free(err);
       g_free(dbg);
+    } else if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_WARNING) {
+      GError *err = NULL;
+      gst_message_parse_warning(m, &err, NULL);
+      if (err && err->message)
+        g_string_append_printf(r->warnings, "%s\n", err->message);
+      if (err)
+        g_error_free(err);
     } else if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ELEMENT) {
       const GstStructure *s = gst_message_get_structure(m);
       if (s && gst_structure_has_name(s, "faprompt")) {
@@ -364,6 +379,10 @@ typedef enum {
 typedef struct {
   GstBuffer *buf;
   FrameKind kind;
+  GstVideoFormat format;
+  int planes;
+  gsize offset[3];      /* of each plane in the bytes pushed */
+  gint stride[3];
   int w, h;             /* of the frame the element sees (the meta's when there is one) */
   guint8 *copy;         /* the bytes pushed */
   guint8 *plane_mask;   /* 1 where a plane's row bytes lie (may be drawn into) */
@@ -466,6 +485,12 @@ static GstBuffer *make_frame(Run *r, Reader *in, Frame *fr, gboolean bad_meta_ok
   fr->w = mw;
   fr->h = mh;
   fr->size = size;
+  fr->format = GST_VIDEO_INFO_FORMAT(&info);
+  fr->planes = MIN(sh.planes, 3);
+  for (int p = 0; p < fr->planes; p++) {
+    fr->offset[p] = offset[p];
+    fr->stride[p] = stride[p];
+  }
   fr->copy = g_malloc0(size ? size : 1);
   fill(in, fr->copy, size);
   fr->plane_mask = g_malloc0(size ? size : 1);
@@ -525,9 +550,64 @@ static guint count_metas(GstBuffer *b, GType api) {
   return n;
 }
 
+/* the metas of one buffer, in order */
+static guint metas_of(GstBuffer *b, GstFAPromptMeta **out, guint max) {
+  gpointer state = NULL;
+  GstMeta *m;
+  guint n = 0;
+  while ((m = gst_buffer_iterate_meta_filtered(b, &state, GST_FAPROMPT_META_API_TYPE)))
+    if (n < max)
+      out[n++] = (GstFAPromptMeta *)m;
+  return n;
+}
+
+static void check_one_meta(Run *r, const Frame *fr, GstFAPromptMeta *m);
+
+/* every meta of the frame (one per roi rectangle) and the regions */
 static void check_meta(Run *r, const Frame *fr, GstBuffer *out, GstFAPromptMeta *m) {
-  if (count_metas(out, GST_FAPROMPT_META_API_TYPE) != 1)
-    FAIL("%u GstFAPromptMeta on one frame", count_metas(out, GST_FAPROMPT_META_API_TYPE));
+  GstFAPromptMeta *all[17];
+  guint n = count_metas(out, GST_FAPROMPT_META_API_TYPE), regions = 0;
+  if (n < 1 || n > 16 || (!r->p.roi_ever && n != 1))
+    FAIL("%u GstFAPromptMeta on one frame (roi set: %d)", n, r->p.roi_ever);
+  metas_of(out, all, 17);
+  for (guint i = 0; i < n; i++) {
+    check_one_meta(r, fr, all[i]);
+    if (all[i]->inference_timestamp != m->inference_timestamp || all[i]->reused != m->reused ||
+        all[i]->map_width != m->map_width)
+      FAIL("the metas of one frame come from different inferences");
+    regions += all[i]->n_regions;
+  }
+  guint rois = 0;
+  gpointer state = NULL;
+  GstMeta *gm;
+  while ((gm = gst_buffer_iterate_meta_filtered(out, &state,
+                                                GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+    GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *)gm;
+    GstStructure *p = gst_video_region_of_interest_meta_get_param(roi, "faprompt");
+    guint k = 0;
+    if (n > 1 && (!p || !gst_structure_get_uint(p, "roi", &k) || k >= n))
+      FAIL("a region that names no rectangle of the frame");
+    const GstFAPromptMeta *in = all[k];
+    if (roi->x < in->x || roi->y < in->y || roi->w == 0 || roi->h == 0 ||
+        (guint64)roi->x + roi->w > (guint64)in->x + in->width ||
+        (guint64)roi->y + roi->h > (guint64)in->y + in->height)
+      FAIL("region %d,%d %ux%u outside its rectangle %d,%d %ux%u", roi->x, roi->y, roi->w,
+           roi->h, in->x, in->y, in->width, in->height);
+    rois++;
+  }
+  if (rois != regions)
+    FAIL("%u ROI metas, n_regions %u", rois, regions);
+
+  GstCustomMeta *cm = gst_buffer_get_custom_meta(out, GST_FAPROMPT_STRUCTURE_META_NAME);
+  if (!cm)
+    FAIL("no structure meta beside the GstFAPromptMeta");
+  GstStructure *s = gst_custom_meta_get_structure(cm);
+  gdouble score = -1;
+  if (!gst_structure_get_double(s, "score", &score) || fabs(score - m->score) > 1e-6)
+    FAIL("structure meta score %g, meta %g", score, m->score);
+}
+
+static void check_one_meta(Run *r, const Frame *fr, GstFAPromptMeta *m) {
   if (!m->map || m->map_width == 0 || m->map_width != m->map_height ||
       m->map_stride != m->map_width * sizeof(gfloat) || !m->map_bytes ||
       g_bytes_get_size(m->map_bytes) < (gsize)m->map_stride * m->map_height)
@@ -541,36 +621,64 @@ static void check_meta(Run *r, const Frame *fr, GstBuffer *out, GstFAPromptMeta 
     FAIL("anomalous %d for score %g, threshold %g", m->anomalous, m->score, m->image_threshold);
   if (r->p.image_threshold >= 0 && m->image_threshold != r->p.image_threshold)
     FAIL("image threshold %g, set %g", m->image_threshold, r->p.image_threshold);
-  if (m->x != 0 || m->y != 0 || m->width != (guint)fr->w || m->height != (guint)fr->h)
+  if (!r->p.roi_ever &&
+      (m->x != 0 || m->y != 0 || m->width != (guint)fr->w || m->height != (guint)fr->h))
     FAIL("rectangle %d,%d %ux%u of a %dx%d frame", m->x, m->y, m->width, m->height, fr->w, fr->h);
+  if (m->x < 0 || m->y < 0 || m->width == 0 || m->height == 0 ||
+      (guint64)m->x + m->width > (guint64)fr->w || (guint64)m->y + m->height > (guint64)fr->h)
+    FAIL("rectangle %d,%d %ux%u outside the %dx%d frame", m->x, m->y, m->width, m->height, fr->w,
+         fr->h);
   volatile float v = gst_faprompt_meta_map_at(m, fr->w - 1, fr->h - 1) +
                      gst_faprompt_meta_map_at(m, 0, 0) + gst_faprompt_meta_map_at(m, fr->w, -1);
   (void)v;
-
-  guint rois = 0;
-  gpointer state = NULL;
-  GstMeta *gm;
-  while ((gm = gst_buffer_iterate_meta_filtered(out, &state,
-                                                GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
-    GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *)gm;
-    if (roi->x < 0 || roi->y < 0 || roi->w == 0 || roi->h == 0 ||
-        (guint64)roi->x + roi->w > (guint64)fr->w || (guint64)roi->y + roi->h > (guint64)fr->h)
-      FAIL("region %d,%d %ux%u outside the %dx%d frame", roi->x, roi->y, roi->w, roi->h, fr->w,
-           fr->h);
-    rois++;
-  }
-  if (rois != m->n_regions)
-    FAIL("%u ROI metas, n_regions %u", rois, m->n_regions);
   if (r->p.max_regions && m->n_regions > r->p.max_regions)
     FAIL("%u regions, max-regions %u", m->n_regions, r->p.max_regions);
+}
 
-  GstCustomMeta *cm = gst_buffer_get_custom_meta(out, GST_FAPROMPT_STRUCTURE_META_NAME);
-  if (!cm)
-    FAIL("no structure meta beside the GstFAPromptMeta");
-  GstStructure *s = gst_custom_meta_get_structure(cm);
-  gdouble score = -1;
-  if (!gst_structure_get_double(s, "score", &score) || fabs(score - m->score) > 1e-6)
-    FAIL("structure meta score %g, meta %g", score, m->score);
+/* Whether every pixel that byte @i of the pushed bytes belongs to lies in
+ * one of the metas' rectangles (a byte of no pixel: padding, never). */
+static gboolean byte_in_rects(const Frame *fr, gsize i, GstFAPromptMeta **m, guint n) {
+  for (int p = fr->planes - 1; p >= 0; p--) {
+    if (i < fr->offset[p] || fr->stride[p] <= 0)
+      continue;
+    const gsize rel = i - fr->offset[p];
+    const int row = (int)(rel / (gsize)fr->stride[p]), b = (int)(rel % (gsize)fr->stride[p]);
+    int x0, nx, y0 = row, ny = 1;
+    switch (fr->format) {
+    case GST_VIDEO_FORMAT_NV12:
+    case GST_VIDEO_FORMAT_I420:
+      if (p == 0) {
+        x0 = b, nx = 1;
+      } else {
+        x0 = 2 * (fr->format == GST_VIDEO_FORMAT_NV12 ? b / 2 : b), nx = 2;
+        y0 = 2 * row, ny = 2;
+      }
+      break;
+    case GST_VIDEO_FORMAT_YUY2:
+      x0 = 2 * (b / 4) + ((b % 4) == 2), nx = (b % 2) ? 2 : 1;
+      break;
+    case GST_VIDEO_FORMAT_RGB:
+    case GST_VIDEO_FORMAT_BGR:
+      x0 = b / 3, nx = 1;
+      break;
+    default:
+      x0 = b / 4, nx = 1;
+      break;
+    }
+    gboolean any = FALSE;
+    for (int y = y0; y < y0 + ny && y < fr->h; y++)
+      for (int x = x0; x < x0 + nx && x < fr->w; x++) {
+        gboolean in = FALSE;
+        for (guint k = 0; k < n && !in; k++)
+          in = x >= m[k]->x && x < m[k]->x + (int)m[k]->width && y >= m[k]->y &&
+               y < m[k]->y + (int)m[k]->height;
+        if (!in)
+          return FALSE;
+        any = TRUE;
+      }
+    return any;
+  }
+  return FALSE;
 }
 
 static void check_output(Run *r, const Frame *fr, GstBuffer *out, guint msgs_before) {
@@ -639,10 +747,16 @@ static void check_output(Run *r, const Frame *fr, GstBuffer *out, guint msgs_bef
     FAIL("cannot map the output");
   if (mi.size != fr->size)
     FAIL("output of %zu bytes for %zu in", mi.size, fr->size);
+  GstFAPromptMeta *all[16];
+  const guint n_metas = m ? metas_of(out, all, 16) : 0;
   for (gsize i = 0; i < mi.size; i++)
-    if (mi.data[i] != fr->copy[i] && (!r->p.draw || !m || !fr->plane_mask[i]))
-      FAIL("byte %zu changed (%u -> %u), draw-heatmap=%d, in a plane %d", i, fr->copy[i],
-           mi.data[i], r->p.draw, fr->plane_mask[i]);
+    if (mi.data[i] != fr->copy[i]) {
+      if (!r->p.draw || !m || !fr->plane_mask[i])
+        FAIL("byte %zu changed (%u -> %u), draw-heatmap=%d, in a plane %d", i, fr->copy[i],
+             mi.data[i], r->p.draw, fr->plane_mask[i]);
+      if (fr->kind != FRAME_SUSPECT && !byte_in_rects(fr, i, all, n_metas))
+        FAIL("byte %zu of a pixel outside every rectangle changed", i);
+    }
   gst_buffer_unmap(out, &mi);
 }
 
@@ -785,8 +899,64 @@ static void op_eos(Run *r) {
     FAIL("EOS: still in anomaly (no anomaly-ended)");
 }
 
+/* roi from the input: pixel rectangles (in or outside the frame), fractions,
+ * too many, empty, or bytes that do not parse; a value the element does not
+ * take must be named in a warning */
+static void op_roi(Run *r, Reader *in, uint8_t v) {
+  GString *t = g_string_new(NULL);
+  guint n = 1 + (v >> 2) % 4;
+  switch (v & 3) {
+  case 0: /* pixels */
+    for (guint i = 0; i < n; i++)
+      g_string_append_printf(t, "%s%u,%u,%u,%u", i ? ";" : "", rd8(in) % 80, rd8(in) % 80,
+                             rd8(in) % 80, rd8(in) % 80);
+    break;
+  case 1: /* fractions */
+    for (guint i = 0; i < n; i++) {
+      uint8_t a = rd8(in), b = rd8(in), c = rd8(in), d = rd8(in);
+      g_string_append_printf(t, "%s%.2f,%.2f,%.2f,%.2f", i ? ";" : "", a / 510.0, b / 510.0,
+                             c / 255.0, d / 255.0);
+    }
+    break;
+  case 2: /* the whole frame, or more rectangles than anything takes */
+    if (v & 0x80)
+      for (guint i = 0; i < 17; i++)
+        g_string_append_printf(t, "%s0,0,1,1", i ? ";" : "");
+    break;
+  default: { /* text from the input */
+    guint len = rd8(in) % 24;
+    for (guint i = 0; i < len; i++) {
+      char c = (char)(rd8(in) & 0x7f);
+      g_string_append_c(t, c >= 0x20 && c < 0x7f ? c : ',');
+    }
+    break;
+  }
+  }
+  drain_bus(r);
+  g_string_truncate(r->warnings, 0);
+  g_object_set(r->e, "roi", t->str, NULL);
+  r->p.roi_ever = TRUE;
+  gchar *now = NULL;
+  g_object_get(r->e, "roi", &now, NULL);
+  drain_bus(r);
+  gchar *quoted = g_strdup_printf("\"%s\"", t->str);
+  gchar *blank = g_strstrip(g_strdup(t->str));
+  const gboolean taken = g_str_equal(now, *blank ? t->str : "");
+  if (!taken && !strstr(r->warnings->str, quoted))
+    FAIL("roi \"%s\" was not taken (in force: \"%s\") and no warning named it: %s", t->str,
+         now, r->warnings->str);
+  g_free(blank);
+  g_free(quoted);
+  g_free(now);
+  g_string_free(t, TRUE);
+}
+
 static void op_property(Run *r, Reader *in) {
   uint8_t which = rd8(in), v = rd8(in);
+  if (which % 9 == 8) {
+    op_roi(r, in, v);
+    return;
+  }
   switch (which % 8) {
   case 0:
     r->p.draw = v & 1;
@@ -864,6 +1034,7 @@ static void run_input(const uint8_t *data, size_t size, gboolean bad_meta_ok) {
 
   memset(&r, 0, sizeof r);
   r.gen_pts = g_array_new(FALSE, FALSE, sizeof(GstClockTime));
+  r.warnings = g_string_new(NULL);
   r.p.draw = flags & 1;
   r.p.non_blocking = ((flags >> 1) & 3) % 3;
   r.p.messages = (flags >> 3) & 3;
@@ -925,6 +1096,7 @@ static void run_input(const uint8_t *data, size_t size, gboolean bad_meta_ok) {
   gst_bus_set_flushing(r.bus, TRUE);
   gst_object_unref(r.bus);
   g_array_free(r.gen_pts, TRUE);
+  g_string_free(r.warnings, TRUE);
   g_free(r.last_error);
 }
 

@@ -341,6 +341,27 @@ def run_checks(args, tmp, np, Image, faprompt):
                         return problem
                 return None if d.run_batch([]) == [] else "run_batch([]) is not []"
 
+    # ---- regions of interest -----------------------------------------------
+    @check("run_rois: each rectangle scores as the image cropped to it, in one batch")
+    def _():
+        img = images[1]
+        h, w = img.shape[:2]
+        rois = [(0, 0, 17, 13), (w - 21, h - 15, 21, 15), (5, 7, w // 2, h // 2)]
+        with faprompt.Detector(model, backend="cpu", batch=3) as d:
+            got = d.run_rois(img, rois)
+            for r, (x, y, rw, rh) in zip(got, rois):
+                alone = d.run(np.ascontiguousarray(img[y:y + rh, x:x + rw]))
+                problem = same(r, alone, TOL)
+                if problem or r.roi != (x, y, rw, rh):
+                    return f"roi {r.roi}: {problem}"
+            e = raises(faprompt.Error, d.run_rois, img, [(w - 5, 0, 6, 5)])
+            if f"width=6" not in str(e):
+                return f"a rectangle past the image: {e}"
+            e = raises(ValueError, d.run_rois, img, rois + [(0, 0, 1, 1)])
+            if "1 .. 3" not in str(e):
+                return f"4 rectangles into a batch of 3: {e}"
+        return None
+
     # ---- strided inputs --------------------------------------------------
     base = images[2]
     views = {"img[:, ::-1]": base[:, ::-1], "img[::2]": base[::2],

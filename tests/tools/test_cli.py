@@ -10,7 +10,7 @@ eval: all three layouts; the masks it used (--dump) equal the authors' PIL
 preparation bit for bit, also for masks shrunk, enlarged and odd-sized; its
 metrics equal reference_metrics.py on its own maps to 1e-6; CSV / JSON / Markdown
 agree; --limit and --classes. infer: table, JSON lines, heatmaps, .npy and 16-bit
-PNG maps, equal to eval's maps. calibrate: the thresholds are the order
+PNG maps, equal to eval's maps; --roi rectangles score as hand crops. calibrate: the thresholds are the order
 statistics it claims, the sidecar is written and faprompt-infer applies it.
 bad: missing folders, unreadable / mismatched / 16-bit masks, broken CSV and
 meta.json, missing model, broken sidecar: exit status and a clear message.
@@ -209,6 +209,42 @@ def case_infer(tools, model, tmp):
     p = run([infer, model, good, "--precision", "f32"])
     check(p.returncode == 0 and ", f32, threshold" in p.stdout.splitlines()[0],
           "infer: the table header names the precision that runs")
+    # --roi: each rectangle scores as the image cropped to it by hand; the image's
+    # score is the highest; the heatmap changes nothing outside the rectangles
+    img = os.path.join(good, "000.png")
+    src = Image.open(img).convert("RGB")
+    W, H = src.size
+    rois = [(0, 0, 17, 13), (W - 21, H - 15, 21, 15), (5, 7, W // 2, H // 2)]
+    crops = []
+    for i, (x, y, w, h) in enumerate(rois):
+        crops.append(os.path.join(tmp, f"crop{i}.png"))
+        src.crop((x, y, x + w, y + h)).save(crops[i])
+    hr = os.path.join(tmp, "heat-roi")
+    p = run([infer, model, img, "--json", "--heatmap-dir", hr, "--pixel-threshold", "0"]
+            + [a for r in rois for a in ("--roi", ",".join(map(str, r)))])
+    q = run([infer, model, "--json"] + crops)
+    if check(p.returncode == 0 and q.returncode == 0, "infer --roi: ran (and on the hand crops)"):
+        o = json.loads(p.stdout)
+        alone = [json.loads(l)["score"] for l in q.stdout.splitlines()]
+        got = [r["score"] for r in o["rois"]]
+        check([(r["x"], r["y"], r["width"], r["height"]) for r in o["rois"]] == rois,
+              "infer --roi: the rectangles in order")
+        check(max(abs(a - b) for a, b in zip(got, alone)) <= TOL,
+              f"infer --roi: each rectangle scores as its hand crop ({got} vs {alone})")
+        check(o["score"] == max(got) and o["anomalous"] == any(r["anomalous"] for r in o["rois"]),
+              "infer --roi: the image's score is the highest, anomalous when any is")
+        drawn = np.array(Image.open(os.path.join(hr, "000_heatmap.png")).convert("RGB"))
+        inside = np.zeros((H, W), bool)
+        for x, y, w, h in rois:
+            inside[y:y + h, x:x + w] = True
+        orig = np.array(src)
+        check(np.array_equal(drawn[~inside], orig[~inside]) and not np.array_equal(drawn, orig),
+              "infer --roi: heatmap drawn inside the rectangles only")
+    p = run([infer, model, img, "--roi", f"0,0,{W + 1},5"], expect=1)
+    check(p.returncode == 1 and f"width={W + 1}" in p.stderr, "infer --roi outside the image: named")
+    p = run([infer, model, img, "--roi", "1,2,x,4"], expect=2)
+    check(p.returncode == 2 and '"1,2,x,4"' in p.stderr, "infer --roi that does not parse: usage error")
+
     # the same maps as faprompt-eval computes for these files
     dump = os.path.join(tmp, "dump")
     p = run([os.path.join(tools, "faprompt-eval"), model, data, "--dump", dump])

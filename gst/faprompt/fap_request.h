@@ -1,0 +1,25 @@
+/* What one inference is asked for: the frame's tags and its rois. Shared by
+ * the model state (which runs it) and the model instance (which batches
+ * it). */
+#ifndef FAP_REQUEST_H
+#define FAP_REQUEST_H
+
+#include <gst/gst.h>
+#include <fap.h>
+
+#include "fap_roi.h"
+
+typedef struct {
+  guint64 serial;               /* the maps' id, > 0 and unique per element */
+  guint64 generation;           /* the stream generation it belongs to */
+  GstClockTime pts;             /* of the frame */
+  const fap_blend *blend;       /* draw it in the same pass where the
+                                 * detector can (else NULL) */
+  guint n_rois;                 /* 1 .. FAP_ROI_MAX, at most the detector's
+                                 * batch */
+  gboolean roi_set;             /* rois from the roi property (else the whole
+                                 * frame) */
+  fap_rect rois[FAP_ROI_MAX];   /* frame pixels: the crops that are run */
+} FapInferRequest;
+
+#endif
