@@ -1,0 +1,198 @@
+/* See http.h. */
+#include "http.h"
+
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+struct HttpServer {
+  SoupServer *server;
+  GSList *routes; /* Route * */
+};
+
+typedef struct {
+  HttpRoute fn;
+  gpointer user_data;
+} Route;
+
+/* A request body as it arrives: kept up to HTTP_BODY_MAX, then only
+ * counted (libsoup's own accumulation is off, so a large body never sits
+ * in memory). */
+typedef struct {
+  GByteArray *data;
+  gboolean too_large;
+} Body;
+
+static void body_free(gpointer data) {
+  Body *b = data;
+  g_byte_array_unref(b->data);
+  g_free(b);
+}
+
+void http_reply(SoupServerMessage *msg, guint status, const gchar *content_type, gchar *body,
+                gsize length) {
+  soup_server_message_set_status(msg, status, NULL);
+  soup_server_message_set_response(msg, content_type, SOUP_MEMORY_TAKE, body, length);
+}
+
+void http_reply_error(SoupServerMessage *msg, guint status, const gchar *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  gchar *text = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "error");
+  json_builder_add_string_value(b, text);
+  json_builder_end_object(b);
+  JsonNode *root = json_builder_get_root(b);
+  gsize len;
+  gchar *json = json_to_string(root, FALSE);
+  len = strlen(json);
+  json = g_realloc(json, len + 2);
+  json[len++] = '\n';
+  json[len] = '\0';
+  http_reply(msg, status, "application/json", json, len);
+  json_node_unref(root);
+  g_object_unref(b);
+  g_free(text);
+}
+
+gboolean http_authorized(SoupServerMessage *msg, const gchar *token) {
+  if (!token) {
+    http_reply_error(msg, SOUP_STATUS_FORBIDDEN,
+                     "changes through the API are off: start faprompt-serve with --token-file FILE "
+                     "(or token-file = FILE in [service]), FILE holding the token, and send "
+                     "\"Authorization: Bearer TOKEN\"");
+    return FALSE;
+  }
+  const char *auth = soup_message_headers_get_one(soup_server_message_get_request_headers(msg),
+                                                  "Authorization");
+  gboolean ok = FALSE;
+  if (auth && !g_ascii_strncasecmp(auth, "Bearer ", 7)) {
+    const gchar *given = auth + 7;
+    gsize n = strlen(token), m = strlen(given);
+    /* the same time whatever the first difference */
+    guint diff = n != m;
+    for (gsize i = 0; i < n; i++)
+      diff |= (guint)(token[i] ^ (i < m ? given[i] : 0));
+    ok = diff == 0;
+  }
+  if (!ok) {
+    soup_message_headers_replace(soup_server_message_get_response_headers(msg),
+                                 "WWW-Authenticate", "Bearer realm=\"faprompt-serve\"");
+    http_reply_error(msg, SOUP_STATUS_UNAUTHORIZED,
+                     auth ? "the bearer token does not match the service's token"
+                          : "this request needs \"Authorization: Bearer TOKEN\"");
+  }
+  return ok;
+}
+
+static void too_large(SoupServerMessage *msg) {
+  soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection",
+                               "close");
+  http_reply_error(msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE,
+                   "the request body is larger than %d bytes", HTTP_BODY_MAX);
+}
+
+static void got_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer data) {
+  Body *b = data;
+  gsize n = g_bytes_get_size(chunk);
+  if (b->too_large)
+    return;
+  if (b->data->len + n > HTTP_BODY_MAX) {
+    b->too_large = TRUE;
+    g_byte_array_set_size(b->data, 0);
+    too_large(msg); /* the handler is skipped once a status is set */
+    return;
+  }
+  g_byte_array_append(b->data, g_bytes_get_data(chunk, NULL), (guint)n);
+}
+
+/* Headers read, body not yet: a declared length over the limit is refused
+ * at once; otherwise the body is collected by got_chunk. */
+static void early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                  gpointer data) {
+  SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+  if (soup_message_headers_get_encoding(h) == SOUP_ENCODING_CONTENT_LENGTH &&
+      soup_message_headers_get_content_length(h) > HTTP_BODY_MAX) {
+    too_large(msg);
+    return;
+  }
+  Body *b = g_new0(Body, 1);
+  b->data = g_byte_array_new();
+  g_object_set_data_full(G_OBJECT(msg), "serve-body", b, body_free);
+  soup_message_body_set_accumulate(soup_server_message_get_request_body(msg), FALSE);
+  g_signal_connect(msg, "got-chunk", G_CALLBACK(got_chunk), b);
+}
+
+static void handle(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                   gpointer data) {
+  Route *r = data;
+  Body *b = g_object_get_data(G_OBJECT(msg), "serve-body");
+  if (b && b->too_large) {
+    too_large(msg);
+    return;
+  }
+  GBytes *body = b ? g_bytes_new(b->data->data, b->data->len) : g_bytes_new(NULL, 0);
+  r->fn(msg, path, body, r->user_data);
+  g_bytes_unref(body);
+}
+
+static void not_found(SoupServer *server, SoupServerMessage *msg, const char *path,
+                      GHashTable *query, gpointer data) {
+  http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "no such path: %s (try /metrics, /api/cameras)",
+                   path);
+}
+
+HttpServer *http_server_new(const gchar *host, guint port, GError **error) {
+  HttpServer *http = g_new0(HttpServer, 1);
+  http->server = soup_server_new("server-header", "faprompt-serve ", NULL);
+  gboolean ok;
+  if (!host || !*host) {
+    ok = soup_server_listen_all(http->server, port, 0, error);
+  } else {
+    GSocketAddress *addr = g_inet_socket_address_new_from_string(host, port);
+    ok = soup_server_listen(http->server, addr, 0, error);
+    g_object_unref(addr);
+  }
+  if (!ok) {
+    http_server_free(http);
+    return NULL;
+  }
+  soup_server_add_handler(http->server, NULL, not_found, NULL, NULL);
+  return http;
+}
+
+guint http_server_port(HttpServer *http) {
+  GSList *listeners = soup_server_get_listeners(http->server);
+  guint port = 0;
+  if (listeners) {
+    GSocketAddress *addr = g_socket_get_local_address(listeners->data, NULL);
+    if (addr) {
+      port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(addr));
+      g_object_unref(addr);
+    }
+  }
+  g_slist_free(listeners);
+  return port;
+}
+
+void http_server_route(HttpServer *http, const gchar *prefix, HttpRoute fn, gpointer user_data) {
+  Route *r = g_new0(Route, 1);
+  r->fn = fn;
+  r->user_data = user_data;
+  http->routes = g_slist_prepend(http->routes, r);
+  /* the early handler at the same path: libsoup runs the handlers of the
+   * longest matching path only */
+  soup_server_add_early_handler(http->server, prefix, early, NULL, NULL);
+  soup_server_add_handler(http->server, prefix, handle, r, NULL);
+}
+
+void http_server_free(HttpServer *http) {
+  if (!http)
+    return;
+  soup_server_disconnect(http->server);
+  g_object_unref(http->server);
+  g_slist_free_full(http->routes, g_free);
+  g_free(http);
+}

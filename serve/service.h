@@ -1,0 +1,44 @@
+/* The cameras of one faprompt-serve process: checked before anything
+ * starts (the GStreamer elements they need, each model file loadable),
+ * added and removed at run time without touching the others, supervised by
+ * one tick on the main loop, drained on shutdown. */
+#ifndef SERVE_SERVICE_H
+#define SERVE_SERVICE_H
+
+#include "camera.h"
+#include "config.h"
+
+/* Drain bound: how long a shutdown waits for every camera's EOS. */
+#define SERVICE_DRAIN_SECONDS 5.0
+
+typedef struct Service Service;
+
+/* Checks @config (kept, not owned) and makes its cameras, none started:
+ * NULL with @error naming what cannot work. */
+Service *service_new(const ServeConfig *config, GError **error);
+void service_start(Service *svc);
+void service_free(Service *svc);
+
+const ServeConfig *service_config(const Service *svc);
+
+/* The cameras in the order they were added. */
+guint service_count(const Service *svc);
+Camera *service_camera(const Service *svc, guint i);
+Camera *service_find(const Service *svc, const gchar *name);
+
+typedef enum { SERVICE_ADD_OK, SERVICE_ADD_EXISTS, SERVICE_ADD_INVALID, SERVICE_ADD_CLOSED } ServiceAdd;
+/* Adds and starts a camera (@config taken): its model is checked first
+ * when no camera runs it yet. */
+ServiceAdd service_add(Service *svc, CameraConfig *config, GError **error);
+/* Stops and forgets camera @name; FALSE if there is none. */
+gboolean service_remove(Service *svc, const gchar *name);
+
+/* Drains every camera (EOS, at most SERVICE_DRAIN_SECONDS), stops them all
+ * and calls @done once every pipeline has stopped. */
+void service_shutdown(Service *svc, void (*done)(gpointer), gpointer user_data);
+gboolean service_closing(const Service *svc);
+
+/* Whether @path loads as a model (fap_model_load): NULL, or what is wrong. */
+gchar *service_check_model(const gchar *path);
+
+#endif
