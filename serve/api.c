@@ -10,12 +10,13 @@
 
 /* The members of a POST body become keys of a camera group, so the body is
  * checked by the config file's own code, with its messages. */
-static gboolean member_to_key(GKeyFile *kf, const gchar *group, const gchar *name, JsonNode *node,
-                              GError **error) {
+static gboolean member_to_key(GKeyFile *kf, const gchar *group, const gchar *camera,
+                              const gchar *name, JsonNode *node, GError **error) {
   if (JSON_NODE_HOLDS_NULL(node))
     return TRUE; /* null: the default */
   if (!JSON_NODE_HOLDS_VALUE(node)) {
-    g_set_error(error, SERVE_CONFIG_ERROR, 0, "\"%s\" must be a string, number or boolean", name);
+    g_set_error(error, SERVE_CONFIG_ERROR, 0, "camera %s: %s: must be a string, number or boolean",
+                camera, name);
     return FALSE;
   }
   GType t = json_node_get_value_type(node);
@@ -64,7 +65,8 @@ CameraConfig *api_camera_from_json(const gchar *json, gsize length, const gchar 
   gboolean ok = TRUE;
   for (GList *m = members; ok && m; m = m->next)
     if (strcmp(m->data, "name") != 0)
-      ok = member_to_key(kf, group, m->data, json_object_get_member(obj, m->data), error);
+      ok = member_to_key(kf, group, json_node_get_string(name), m->data,
+                         json_object_get_member(obj, m->data), error);
   g_list_free(members);
   if (!ok)
     goto out;
