@@ -273,9 +273,14 @@ static GstElement *build(Camera *cam, GstElement **detect_out, gchar **why) {
   const CameraConfig *c = cam->config;
   GstElement *pipeline = gst_pipeline_new(c->name);
   GstBin *bin = GST_BIN(pipeline);
-  GstElement *chain[8];
+  GstElement *chain[9];
   guint n = 0;
 
+  /* a file is paced to the clock before the detector, as a camera would
+   * deliver it: the detector's frame rate and stall check see the real
+   * rate, and no queue downstream runs ahead of it */
+  if (!source_spec_live(&c->source) && !(chain[n++] = element(bin, "clocksync", NULL, why)))
+    goto bad;
   if (!(chain[n++] = element(bin, "videoconvert", NULL, why)))
     goto bad;
   GstElement *detect = chain[n++] = element(bin, "faprompt", "detect", why);
@@ -296,9 +301,7 @@ static GstElement *build(Camera *cam, GstElement **detect_out, gchar **why) {
       !(chain[n++] = element(bin, "queue", NULL, why)) ||
       !(chain[n++] = element(bin, "fakesink", NULL, why)))
     goto bad;
-  /* a file is played at its own rate, as a camera would deliver it */
-  g_object_set(chain[n - 1], "sync", !source_spec_live(&c->source), "enable-last-sample", FALSE,
-               NULL);
+  g_object_set(chain[n - 1], "sync", FALSE, "enable-last-sample", FALSE, NULL);
   for (guint i = 0; i + 1 < n; i++)
     if (!gst_element_link(chain[i], chain[i + 1])) {
       *why = g_strdup_printf("could not link %s to %s", GST_ELEMENT_NAME(chain[i]),

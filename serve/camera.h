@@ -1,7 +1,7 @@
 /* One camera: its own GstPipeline (its own bus, watched from the service's
  * main loop), so nothing one camera does reaches another:
  *
- *   SOURCE (source.c) ! videoconvert ! faprompt name=detect
+ *   SOURCE (source.c) [! clocksync] ! videoconvert ! faprompt name=detect
  *     [! fapromptpublish] [! fapromptrecord] ! tee name=out ! queue ! fakesink
  *
  * The tee is where further branches go (a low-rate view of the frames).

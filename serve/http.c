@@ -6,6 +6,8 @@
 
 struct HttpServer {
   SoupServer *server;
+  GSocketService *listener;
+  guint port;
   GSList *routes; /* Route * */
 };
 
@@ -144,38 +146,74 @@ static void not_found(SoupServer *server, SoupServerMessage *msg, const char *pa
                    path);
 }
 
+/* The port is GIO's (GSocketService), each accepted connection handed to
+ * the SoupServer as a stream: libsoup 3.2 (Debian 12) leaks every socket
+ * its own listener accepts (344 bytes a connection, seen by valgrind), and
+ * a service that answers a scrape a second for months must not grow. A
+ * connection handed over that way serves one request (libsoup closes it
+ * after the response), so every response says "Connection: close" and
+ * clients open the next connection instead of finding this one gone. */
+static void request_started(SoupServer *server, SoupServerMessage *msg, gpointer data) {
+  soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection",
+                               "close");
+}
+
+static gboolean incoming(GSocketService *service, GSocketConnection *conn, GObject *source,
+                         gpointer data) {
+  HttpServer *http = data;
+  GSocketAddress *local = g_socket_connection_get_local_address(conn, NULL);
+  GSocketAddress *remote = g_socket_connection_get_remote_address(conn, NULL);
+  GError *err = NULL;
+  if (!local || !remote ||
+      !soup_server_accept_iostream(http->server, G_IO_STREAM(conn), local, remote, &err)) {
+    if (err)
+      g_error_free(err);
+    g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
+  }
+  g_clear_object(&local);
+  g_clear_object(&remote);
+  return TRUE;
+}
+
 HttpServer *http_server_new(const gchar *host, guint port, GError **error) {
   HttpServer *http = g_new0(HttpServer, 1);
   http->server = soup_server_new("server-header", "faprompt-serve ", NULL);
+  g_signal_connect(http->server, "request-started", G_CALLBACK(request_started), NULL);
+  http->listener = g_socket_service_new();
+  GSocketListener *l = G_SOCKET_LISTENER(http->listener);
   gboolean ok;
   if (!host || !*host) {
-    ok = soup_server_listen_all(http->server, port, 0, error);
+    if (port == 0) {
+      http->port = g_socket_listener_add_any_inet_port(l, NULL, error);
+      ok = http->port != 0;
+    } else {
+      ok = g_socket_listener_add_inet_port(l, (guint16)port, NULL, error);
+      http->port = port;
+    }
   } else {
     GSocketAddress *addr = g_inet_socket_address_new_from_string(host, port);
-    ok = soup_server_listen(http->server, addr, 0, error);
-    g_object_unref(addr);
+    GSocketAddress *bound = NULL;
+    ok = addr && g_socket_listener_add_address(l, addr, G_SOCKET_TYPE_STREAM,
+                                               G_SOCKET_PROTOCOL_TCP, NULL, &bound, error);
+    if (!addr)
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s is not an IP address",
+                  host);
+    if (bound)
+      http->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
+    g_clear_object(&bound);
+    g_clear_object(&addr);
   }
   if (!ok) {
     http_server_free(http);
     return NULL;
   }
+  g_signal_connect(http->listener, "incoming", G_CALLBACK(incoming), http);
+  g_socket_service_start(http->listener);
   soup_server_add_handler(http->server, NULL, not_found, NULL, NULL);
   return http;
 }
 
-guint http_server_port(HttpServer *http) {
-  GSList *listeners = soup_server_get_listeners(http->server);
-  guint port = 0;
-  if (listeners) {
-    GSocketAddress *addr = g_socket_get_local_address(listeners->data, NULL);
-    if (addr) {
-      port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(addr));
-      g_object_unref(addr);
-    }
-  }
-  g_slist_free(listeners);
-  return port;
-}
+guint http_server_port(HttpServer *http) { return http->port; }
 
 void http_server_route(HttpServer *http, const gchar *prefix, HttpRoute fn, gpointer user_data) {
   Route *r = g_new0(Route, 1);
@@ -191,6 +229,9 @@ void http_server_route(HttpServer *http, const gchar *prefix, HttpRoute fn, gpoi
 void http_server_free(HttpServer *http) {
   if (!http)
     return;
+  g_socket_service_stop(http->listener);
+  g_socket_listener_close(G_SOCKET_LISTENER(http->listener));
+  g_object_unref(http->listener);
   soup_server_disconnect(http->server);
   g_object_unref(http->server);
   g_slist_free_full(http->routes, g_free);

@@ -11,6 +11,7 @@
 #define RTSP_LATENCY_MS 200
 
 static const gchar *const uri_elements[] = {"uridecodebin", NULL};
+static const gchar *const file_elements[] = {"uridecodebin", "clocksync", NULL};
 static const gchar *const v4l2_elements[] = {"v4l2src", "decodebin", NULL};
 static const gchar *const test_elements[] = {"videotestsrc", "capsfilter", NULL};
 
@@ -20,6 +21,8 @@ const gchar *const *source_elements(SourceKind kind) {
     return v4l2_elements;
   case SOURCE_TEST:
     return test_elements;
+  case SOURCE_FILE:
+    return file_elements;
   default:
     return uri_elements;
   }

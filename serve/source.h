@@ -33,7 +33,7 @@ gchar *source_spec_display(const SourceSpec *spec);
 /* A file source starts again at its end instead of ending. */
 gboolean source_spec_loops(const SourceSpec *spec);
 /* The source sets the pace itself (a camera, a live test pattern); a file
- * does not, and its sink syncs to the clock instead. */
+ * does not, and is paced to the clock (camera.c). */
 gboolean source_spec_live(const SourceSpec *spec);
 
 /* Adds the source elements for @spec to @bin and links their raw video to
