@@ -5,6 +5,8 @@
 
 #include "log.h"
 
+#define FPS_TICKS 3 /* with the service's 0.5 s tick: a 1 s window */
+
 struct Camera {
   guint refs;                /* main thread only */
   CameraConfig *config;
@@ -28,8 +30,10 @@ struct Camera {
   gboolean draining;         /* EOS sent, waiting for it at the end */
   CamStats *stats;
   double fps;
-  guint64 fps_frames;
-  gint64 fps_at_us;
+  /* frames out at the last ticks, oldest first: the rate is taken over
+   * about a second */
+  guint64 rate_frames[FPS_TICKS];
+  gint64 rate_at_us[FPS_TICKS];
 };
 
 typedef struct {
@@ -364,13 +368,15 @@ void camera_tick(Camera *cam, gint64 now) {
   guint64 frames = atomic_load(&cam->stats->frames_out);
   gint64 last = atomic_load(&cam->stats->last_frame_us);
 
-  if (now - cam->fps_at_us >= G_USEC_PER_SEC) {
-    cam->fps = cam->fps_at_us && frames >= cam->fps_frames
-                   ? (frames - cam->fps_frames) * 1e6 / (double)(now - cam->fps_at_us)
-                   : 0;
-    cam->fps_frames = frames;
-    cam->fps_at_us = now;
-  }
+  memmove(cam->rate_frames, cam->rate_frames + 1, (FPS_TICKS - 1) * sizeof cam->rate_frames[0]);
+  memmove(cam->rate_at_us, cam->rate_at_us + 1, (FPS_TICKS - 1) * sizeof cam->rate_at_us[0]);
+  cam->rate_frames[FPS_TICKS - 1] = frames;
+  cam->rate_at_us[FPS_TICKS - 1] = now;
+  for (int i = 0; i < FPS_TICKS - 1; i++) /* the oldest tick there is */
+    if (cam->rate_at_us[i]) {
+      cam->fps = (frames - cam->rate_frames[i]) * 1e6 / (double)(now - cam->rate_at_us[i]);
+      break;
+    }
   if (!cam->pipeline || cam->draining)
     return;
   if (cam->state == CAMERA_STARTING && frames > cam->frames_at_start) {
