@@ -4,8 +4,9 @@
  *
  *   faprompt-serve [CONFIG] [--listen ADDR:PORT] [--token-file FILE]
  *
- * Exit status: 0 after a drain (SIGTERM, SIGINT), 2 when the configuration
- * cannot work (nothing was started), 1 on any other failure to start. */
+ * Exit status: 0 after a drain (SIGTERM, SIGINT), 2 when it cannot start (a
+ * configuration that cannot work, a port that cannot be bound: nothing was
+ * started). */
 #include <fap.h>
 #include <glib-unix.h>
 #include <gst/gst.h>
@@ -92,8 +93,8 @@ int main(int argc, char **argv) {
   api_register(http, svc);
 
   App app = {g_main_loop_new(NULL, FALSE), svc};
-  g_unix_signal_add(SIGTERM, on_signal, &app);
-  g_unix_signal_add(SIGINT, on_signal, &app);
+  guint on_term = g_unix_signal_add(SIGTERM, on_signal, &app);
+  guint on_int = g_unix_signal_add(SIGINT, on_signal, &app);
   service_start(svc);
   serve_log("listening on http://%s%s%s:%u/ with %u camera(s)%s",
             strchr(config->listen_host, ':') ? "[" : "",
@@ -101,6 +102,8 @@ int main(int argc, char **argv) {
             strchr(config->listen_host, ':') ? "]" : "", http_server_port(http),
             service_count(svc), config->token ? "" : " (API changes off: no token file)");
   g_main_loop_run(app.loop);
+  g_source_remove(on_term);
+  g_source_remove(on_int);
   g_main_loop_unref(app.loop);
 
 out:
