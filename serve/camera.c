@@ -94,8 +94,15 @@ static gboolean reaped(gpointer data) {
   return G_SOURCE_REMOVE;
 }
 
+/* A pipeline's start (set_playing, on GStreamer's thread pool) may still be
+ * queued when the pipeline is handed to the reaper: this flag, set before
+ * the reaper takes the state lock, makes a late start a no-op instead of
+ * leaving a pipeline playing that nobody will stop. */
+#define STOPPING_KEY "serve-stopping"
+
 void camera_reap(gpointer data, gpointer unused) {
   ReapTask *task = data;
+  g_atomic_int_set((gint *)g_object_get_data(G_OBJECT(task->pipeline), STOPPING_KEY), 1);
   gst_element_set_state(task->pipeline, GST_STATE_NULL);
   gst_object_unref(task->pipeline);
   task->pipeline = NULL;
@@ -325,7 +332,12 @@ bad:
  * this state change, which must not hold the main loop. A failure without
  * an ERROR of its own still reaches the bus. */
 static void set_playing(GstElement *pipeline, gpointer unused) {
-  if (gst_element_set_state(pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+  GstStateChangeReturn ret = GST_STATE_CHANGE_SUCCESS;
+  GST_STATE_LOCK(pipeline);
+  if (!g_atomic_int_get((gint *)g_object_get_data(G_OBJECT(pipeline), STOPPING_KEY)))
+    ret = gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GST_STATE_UNLOCK(pipeline);
+  if (ret == GST_STATE_CHANGE_FAILURE) {
     GError *err = g_error_new_literal(GST_CORE_ERROR, GST_CORE_ERROR_STATE_CHANGE,
                                       "the pipeline refused to start");
     gst_element_post_message(pipeline, gst_message_new_error(GST_OBJECT(pipeline), err, NULL));
@@ -348,6 +360,7 @@ static void start_pipeline(Camera *cam) {
   cam->bus_watch = gst_bus_add_watch_full(bus, G_PRIORITY_DEFAULT, on_bus, camera_ref(cam),
                                           (GDestroyNotify)camera_unref);
   gst_object_unref(bus);
+  g_object_set_data_full(G_OBJECT(pipeline), STOPPING_KEY, g_new0(gint, 1), g_free);
   cam->pipeline = pipeline;
   cam->state = CAMERA_STARTING;
   cam->started_us = now;

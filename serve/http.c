@@ -209,6 +209,8 @@ HttpServer *http_server_new(const gchar *host, guint port, GError **error) {
   }
   g_signal_connect(http->listener, "incoming", G_CALLBACK(incoming), http);
   g_socket_service_start(http->listener);
+  /* the body limit for paths nobody serves, too */
+  soup_server_add_early_handler(http->server, NULL, early, NULL, NULL);
   soup_server_add_handler(http->server, NULL, not_found, NULL, NULL);
   return http;
 }

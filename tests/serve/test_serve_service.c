@@ -207,6 +207,7 @@ static void test_api_and_metrics(void) {
   memset(huge, ' ', HTTP_BODY_MAX + 99);
   huge[HTTP_BODY_MAX + 99] = '\0';
   expect(&s, "POST", "/api/cameras", huge, "s3cret", 413, "larger than");
+  expect(&s, "POST", "/elsewhere", huge, NULL, 413, "larger than");
   g_free(huge);
   expect(&s, "GET", "/api/cameras/zz", NULL, NULL, 404, "no camera named");
   expect(&s, "DELETE", "/api/cameras/zz", NULL, "s3cret", 404, "no camera named");
@@ -235,6 +236,14 @@ static void test_api_and_metrics(void) {
   expect(&s, "DELETE", "/api/cameras/c", NULL, "s3cret", 200, "\"removed\" : \"c\"");
   expect(&s, "GET", "/api/cameras/c", NULL, NULL, 404, NULL);
   g_free(add);
+  /* removed before its pipeline has started: the start queued on
+   * GStreamer's thread pool must not bring it up after its stop */
+  gchar *quick = g_strdup_printf("{\"name\": \"d\", \"source\": \"test://ball?" SMALL "\", "
+                                 "\"model\": \"%s\"}",
+                                 model);
+  expect(&s, "POST", "/api/cameras", quick, "s3cret", 201, NULL);
+  expect(&s, "DELETE", "/api/cameras/d", NULL, "s3cret", 200, NULL);
+  g_free(quick);
 
   /* a and b ran on throughout, never restarted */
   spin(0.5);
