@@ -12,6 +12,7 @@
 #include <gst/gst.h>
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "config.h"
@@ -25,7 +26,15 @@ typedef struct {
   Service *svc;
 } App;
 
-static void stopped(gpointer data) { g_main_loop_quit(((App *)data)->loop); }
+static void stopped(gboolean all, gpointer data) {
+  if (!all) {
+    /* the cameras drained; a pipeline stuck in its stop would hold the
+     * exit (and freeing what it uses) for ever */
+    serve_log("leaving without waiting for them");
+    _exit(0);
+  }
+  g_main_loop_quit(((App *)data)->loop);
+}
 
 static gboolean on_signal(gpointer data) {
   App *app = data;

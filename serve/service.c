@@ -21,8 +21,9 @@ struct Service {
   gboolean closing;
   guint pending;           /* shutdown: cameras still draining */
   guint drain_timer, reap_timer;
-  void (*done)(gpointer);
+  void (*done)(gboolean stopped, gpointer);
   gpointer done_data;
+  gint64 stop_deadline_us;
 };
 
 /* ---- checks ------------------------------------------------------------------ */
@@ -250,12 +251,16 @@ gboolean service_remove(Service *svc, const gchar *name) {
 
 static gboolean reap_poll(gpointer data) {
   Service *svc = data;
-  if (svc->env.reaping)
+  gboolean late = g_get_monotonic_time() > svc->stop_deadline_us;
+  if (svc->env.reaping && !late)
     return G_SOURCE_CONTINUE;
   svc->reap_timer = 0;
-  serve_log("stopped");
+  if (svc->env.reaping)
+    serve_log("%u pipeline(s) did not stop within %g s", svc->env.reaping, SERVICE_STOP_SECONDS);
+  else
+    serve_log("stopped");
   if (svc->done)
-    svc->done(svc->done_data);
+    svc->done(svc->env.reaping == 0, svc->done_data);
   return G_SOURCE_REMOVE;
 }
 
@@ -269,6 +274,7 @@ static void finish(Service *svc) {
   for (guint i = 0; i < svc->cameras->len; i++)
     camera_stop(svc->cameras->pdata[i]);
   g_ptr_array_set_size(svc->leaving, 0);
+  svc->stop_deadline_us = g_get_monotonic_time() + (gint64)(SERVICE_STOP_SECONDS * 1e6);
   svc->reap_timer = g_timeout_add(REAP_POLL_MS, reap_poll, svc);
 }
 
@@ -284,6 +290,7 @@ static gboolean drain_timeout(gpointer data) {
 
 static void on_drained(Camera *cam, gpointer data) {
   Service *svc = data;
+  serve_log("camera %s: drained", camera_name(cam));
   for (guint i = 0; i < svc->leaving->len; i++)
     if (((Leaving *)svc->leaving->pdata[i])->cam == cam) {
       g_ptr_array_remove_index(svc->leaving, i);
@@ -293,7 +300,8 @@ static void on_drained(Camera *cam, gpointer data) {
     finish(svc);
 }
 
-void service_shutdown(Service *svc, void (*done)(gpointer), gpointer user_data) {
+void service_shutdown(Service *svc, void (*done)(gboolean stopped, gpointer),
+                      gpointer user_data) {
   if (svc->closing)
     return;
   svc->closing = TRUE;

@@ -34,8 +34,11 @@ ServiceAdd service_add(Service *svc, CameraConfig *config, GError **error);
 gboolean service_remove(Service *svc, const gchar *name);
 
 /* Drains every camera (EOS, at most SERVICE_DRAIN_SECONDS), stops them all
- * and calls @done once every pipeline has stopped. */
-void service_shutdown(Service *svc, void (*done)(gpointer), gpointer user_data);
+ * and calls @done once every pipeline has stopped, or with @stopped FALSE
+ * when some pipeline has not SERVICE_STOP_SECONDS later (a source stuck in
+ * its state change): then the process can only leave without freeing. */
+#define SERVICE_STOP_SECONDS 5.0
+void service_shutdown(Service *svc, void (*done)(gboolean stopped, gpointer), gpointer user_data);
 gboolean service_closing(const Service *svc);
 
 /* Whether @path loads as a model (fap_model_load): NULL, or what is wrong. */

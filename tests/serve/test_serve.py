@@ -534,7 +534,10 @@ def case_rtsp():
         config = "[service]\nstall-timeout = 3\n\n" + "".join(
             camera(n, f"rtsp://127.0.0.1:{srv.port}/cam", **{"inference-interval": 2})
             for n, srv in servers.items())
-        s = Serve(config, ("--listen", "127.0.0.1:0"))
+        # the element's INFO lines say when a start loaded the model and when
+        # it joined the model already loaded (the shared instance)
+        env = dict(os.environ, GST_DEBUG="faprompt:4", GST_DEBUG_NO_COLOR="1")
+        s = Serve(config, ("--listen", "127.0.0.1:0"), env=env)
         if not R.check(s.wait_listening() and s.wait_for(running(names, 5)),
                        "four RTSP cameras running", s.text()):
             s.stop(signal.SIGKILL)
@@ -571,7 +574,11 @@ def case_rtsp():
         R.note("cam2's server killed for good")
         sample_for(15, lambda c: c["cam2"]["state"] != "running")
         gone_at = len(samples)
-        sample_for(8)
+        tries = samples[-1][1]["cam2"]["restarts"]
+        # the back-off has grown (it is reset after 60 s of health only): wait
+        # for one more try, then a second
+        sample_for(40, lambda c: c["cam2"]["restarts"] > tries)
+        sample_for(1)
         after = [c["cam2"] for _, c in samples[gone_at:]]
         R.check(all(c["state"] in ("backoff", "starting") for c in after) and
                 after[-1]["restarts"] > after[0]["restarts"] and
@@ -602,8 +609,15 @@ def case_rtsp():
         rc, took = s.stop()
         R.check(rc == 0 and took <= DRAIN_BOUND_S + EXIT_MARGIN_S,
                 f"SIGTERM with a camera in back-off: exit 0 in {took:.2f} s", s.text())
-        for line in s.text().splitlines():
-            if "cam2" in line:
+        log = s.text()
+        loads = re.findall(r"model \S+ loaded \(", log)
+        joins = re.findall(r"model \S+ shared with another element", log)
+        R.check(len(loads) == 1 and len(joins) >= 3 + after[-1]["restarts"],
+                f"one model load for every start of every camera ({len(joins)} joined it): "
+                "the shared instance outlived cam2's restarts",
+                "\n".join(line for line in log.splitlines() if "model " in line))
+        for line in log.splitlines():
+            if "camera cam2" in line:
                 R.note(line)
     finally:
         for srv in servers.values():

@@ -63,7 +63,10 @@ static void serve_start(Serve *s, const gchar *text) {
   g_object_unref(direct);
 }
 
-static void stopped(gpointer data) { *(gboolean *)data = TRUE; }
+static void stopped(gboolean all, gpointer data) {
+  g_assert_true(all); /* every pipeline stopped in time */
+  *(gboolean *)data = TRUE;
+}
 
 static void serve_stop(Serve *s) {
   gboolean done = FALSE;
