@@ -106,7 +106,12 @@ void camera_reap(gpointer data, gpointer unused) {
   gst_element_set_state(task->pipeline, GST_STATE_NULL);
   gst_object_unref(task->pipeline);
   task->pipeline = NULL;
-  g_main_context_invoke(task->cam->env->context, reaped, task);
+  /* an idle source, always dispatched by the main loop: g_main_context_invoke
+   * would run reaped() right here whenever the main loop is not iterating */
+  GSource *idle = g_idle_source_new();
+  g_source_set_callback(idle, reaped, task, NULL);
+  g_source_attach(idle, task->cam->env->context);
+  g_source_unref(idle);
 }
 
 /* Hands the pipeline to the reaper; its bus is no longer listened to. */
