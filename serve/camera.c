@@ -71,7 +71,6 @@ void camera_unref(Camera *cam) {
 
 const CameraConfig *camera_config(const Camera *cam) { return cam->config; }
 const gchar *camera_name(const Camera *cam) { return cam->config->name; }
-gboolean camera_idle(const Camera *cam) { return !cam->pipeline && cam->stopping; }
 
 const gchar *camera_state_name(CameraState state) {
   static const gchar *const names[CAMERA_STATES] = {"starting", "running", "backoff", "stopped"};

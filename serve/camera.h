@@ -75,8 +75,6 @@ const CameraConfig *camera_config(const Camera *cam);
 const gchar *camera_name(const Camera *cam);
 void camera_status(Camera *cam, gint64 now_us, CameraStatus *out);
 const gchar *camera_state_name(CameraState state);
-/* The pipeline is stopped or being stopped (no new one will start). */
-gboolean camera_idle(const Camera *cam);
 
 /* The reaper's work function (GThreadPool): stops a pipeline handed over
  * by a camera, then tells the camera on the main loop. */

@@ -81,7 +81,8 @@ static gboolean check_elements(const CameraConfig *c, gboolean recording, GError
 
 static void quiet(fap_log_level level, const char *message, void *user_data) {}
 
-gchar *service_check_model(const gchar *path) {
+/* NULL when @path loads as a model (fap_model_load), else what is wrong. */
+static gchar *load_error(const gchar *path) {
   fap_model *model = NULL;
   fap_set_thread_log_callback(quiet, NULL);
   fap_status st = fap_model_load(path, &model);
@@ -111,7 +112,7 @@ static gboolean check_model(Service *svc, const CameraConfig *c, GError **error)
     g_free(id);
     return TRUE;
   }
-  gchar *why = service_check_model(c->model);
+  gchar *why = load_error(c->model);
   if (why) {
     g_set_error(error, SERVE_CONFIG_ERROR, 0, "camera %s: model %s does not load: %s", c->name,
                 c->model, why);
@@ -173,7 +174,6 @@ void service_start(Service *svc) {
 const ServeConfig *service_config(const Service *svc) { return svc->config; }
 guint service_count(const Service *svc) { return svc->cameras->len; }
 Camera *service_camera(const Service *svc, guint i) { return svc->cameras->pdata[i]; }
-gboolean service_closing(const Service *svc) { return svc->closing; }
 
 Camera *service_find(const Service *svc, const gchar *name) {
   for (guint i = 0; i < svc->cameras->len; i++)

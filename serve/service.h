@@ -27,10 +27,12 @@ Camera *service_camera(const Service *svc, guint i);
 Camera *service_find(const Service *svc, const gchar *name);
 
 typedef enum { SERVICE_ADD_OK, SERVICE_ADD_EXISTS, SERVICE_ADD_INVALID, SERVICE_ADD_CLOSED } ServiceAdd;
-/* Adds and starts a camera (@config taken): its model is checked first
- * when no camera runs it yet. */
+/* Adds and starts a camera (@config taken) after the checks of a camera at
+ * start (its model file loaded once, unless that file was checked before
+ * and has not changed). */
 ServiceAdd service_add(Service *svc, CameraConfig *config, GError **error);
-/* Stops and forgets camera @name; FALSE if there is none. */
+/* Forgets camera @name and drains it (at most SERVICE_DRAIN_SECONDS, then
+ * it is stopped); FALSE if there is none. */
 gboolean service_remove(Service *svc, const gchar *name);
 
 /* Drains every camera (EOS, at most SERVICE_DRAIN_SECONDS), stops them all
@@ -39,9 +41,5 @@ gboolean service_remove(Service *svc, const gchar *name);
  * its state change): then the process can only leave without freeing. */
 #define SERVICE_STOP_SECONDS 5.0
 void service_shutdown(Service *svc, void (*done)(gboolean stopped, gpointer), gpointer user_data);
-gboolean service_closing(const Service *svc);
-
-/* Whether @path loads as a model (fap_model_load): NULL, or what is wrong. */
-gchar *service_check_model(const gchar *path);
 
 #endif
