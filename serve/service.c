@@ -68,10 +68,6 @@ static gboolean check_elements(const CameraConfig *c, gboolean recording, GError
       return FALSE;
   if (c->source.kind == SOURCE_RTSP && !need_element("rtspsrc", c->name, error))
     return FALSE;
-  if (c->source.kind == SOURCE_HTTP &&
-      (!need_element("souphttpsrc", c->name, error) ||
-       !need_element("multipartdemux", c->name, error)))
-    return FALSE;
   if (c->publish != PUBLISH_NONE && !need_element("fapromptpublish", c->name, error))
     return FALSE;
   if (recording && !need_element("fapromptrecord", c->name, error))

@@ -13,12 +13,15 @@
 static const gchar *const uri_elements[] = {"uridecodebin", NULL};
 static const gchar *const file_elements[] = {"uridecodebin", "clocksync", NULL};
 static const gchar *const v4l2_elements[] = {"v4l2src", "decodebin", NULL};
+static const gchar *const http_elements[] = {"souphttpsrc", "multipartdemux", "jpegdec", NULL};
 static const gchar *const test_elements[] = {"videotestsrc", "capsfilter", NULL};
 
 const gchar *const *source_elements(SourceKind kind) {
   switch (kind) {
   case SOURCE_V4L2:
     return v4l2_elements;
+  case SOURCE_HTTP:
+    return http_elements;
   case SOURCE_TEST:
     return test_elements;
   case SOURCE_FILE:
@@ -230,39 +233,40 @@ static void set_if_present(gpointer obj, const gchar *prop, const gchar *value) 
     gst_util_set_object_arg(G_OBJECT(obj), prop, value);
 }
 
-/* uridecodebin made its source element: RTSP with a short jitter buffer,
- * HTTP (MJPEG) as a live source stamped on arrival. */
+/* uridecodebin made its source element: RTSP with a short jitter buffer. */
 static void on_source_setup(GstElement *uridecodebin, GstElement *src, gpointer data) {
   const SourceSpec *spec = data;
   if (spec->kind == SOURCE_RTSP) {
     gchar *latency = g_strdup_printf("%d", RTSP_LATENCY_MS);
     set_if_present(src, "latency", latency);
     g_free(latency);
-  } else if (spec->kind == SOURCE_HTTP) {
-    set_if_present(src, "is-live", "true");
-    set_if_present(src, "do-timestamp", "true");
   }
 }
 
-static gboolean pad_is_raw_video(GstPad *pad) {
+/* Whether what @pad carries can go into @sink (raw video into videoconvert,
+ * JPEG into jpegdec). */
+static gboolean pad_fits(GstPad *pad, GstPad *sink) {
   GstCaps *caps = gst_pad_get_current_caps(pad);
   if (!caps)
     caps = gst_pad_query_caps(pad, NULL);
-  gboolean video = caps && !gst_caps_is_empty(caps) &&
-                   g_str_has_prefix(gst_structure_get_name(gst_caps_get_structure(caps, 0)),
-                                    "video/x-raw");
+  GstCaps *accepted = gst_pad_query_caps(sink, NULL);
+  gboolean fits = caps && accepted && !gst_caps_is_empty(caps) &&
+                  gst_caps_can_intersect(caps, accepted);
   if (caps)
     gst_caps_unref(caps);
-  return video;
+  if (accepted)
+    gst_caps_unref(accepted);
+  return fits;
 }
 
-/* The decoder exposed a stream (its streaming thread): the first raw video
- * goes on to the detector, anything else into a fakesink of its own, so an
- * audio track never stops the pipeline as not-linked. */
+/* A demuxer or decoder exposed a stream (its streaming thread): the first
+ * that fits goes on to @data's sink pad, anything else into a fakesink of
+ * its own, so an audio track never stops the pipeline as not-linked. */
 static void on_pad_added(GstElement *decoder, GstPad *pad, gpointer data) {
   GstElement *next = data;
   GstPad *sink = gst_element_get_static_pad(next, "sink");
-  if (pad_is_raw_video(pad) && !gst_pad_is_linked(sink) && gst_pad_link(pad, sink) == GST_PAD_LINK_OK) {
+  if (!gst_pad_is_linked(sink) && pad_fits(pad, sink) &&
+      gst_pad_link(pad, sink) == GST_PAD_LINK_OK) {
     gst_object_unref(sink);
     return;
   }
@@ -315,6 +319,30 @@ gboolean source_build(const SourceSpec *spec, GstBin *bin, GstElement *next, gch
   }
 
   GstElement *decoder;
+  if (spec->kind == SOURCE_HTTP) {
+    /* souphttpsrc ! multipartdemux ! jpegdec, not uridecodebin or decodebin:
+     * those buffer a network stream (queue2, multiqueue) and expose it only
+     * once full or played on by the application, which a live camera
+     * stream never does for seconds; typefinding guesses at the parts */
+    GstElement *src = make("souphttpsrc", why);
+    GstElement *demux = src ? make("multipartdemux", why) : NULL;
+    GstElement *jpeg = demux ? make("jpegdec", why) : NULL;
+    if (!jpeg) {
+      if (src)
+        gst_object_unref(src);
+      if (demux)
+        gst_object_unref(demux);
+      return FALSE;
+    }
+    g_object_set(src, "location", spec->location, "is-live", TRUE, "do-timestamp", TRUE, NULL);
+    gst_bin_add_many(bin, src, demux, jpeg, NULL);
+    if (!gst_element_link(src, demux) || !gst_element_link(jpeg, next)) {
+      *why = g_strdup("could not link souphttpsrc, multipartdemux and jpegdec");
+      return FALSE;
+    }
+    g_signal_connect(demux, "pad-added", G_CALLBACK(on_pad_added), jpeg);
+    return TRUE;
+  }
   if (spec->kind == SOURCE_V4L2) {
     GstElement *src = make("v4l2src", why);
     if (!src)

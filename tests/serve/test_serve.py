@@ -8,7 +8,8 @@ CASE:
               nothing; a port in use; the plugin missing; the command line;
               no CONFIG: no cameras, API changes refused (403) until a token
               file is given; SIGINT exits 0
-  api         test patterns and a looping file; the API adds, shows and
+  api         test patterns, a looping file and an MJPEG camera over HTTP (a
+              server in this process); the API adds, shows and
               removes a camera while the others run, refuses what it must
               (401, 400, 404, 405, 409, 413); results published to a JSON
               Lines file and evidence recorded; SIGTERM drains every camera
@@ -266,6 +267,59 @@ def make_clip(path, frames=15):
     assert r.returncode == 0 and os.path.getsize(path) > 0, r.stderr
 
 
+class MjpegCamera:
+    """An HTTP Motion-JPEG camera in a thread of this process: JPEG files
+    served as multipart/x-mixed-replace at 15 frames a second."""
+
+    def __init__(self, folder):
+        import http.server
+        import threading
+        frames = [open(f, "rb").read() for f in sorted(glob.glob(os.path.join(folder, "*.jpg")))]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not server.stopping:
+                        f = frames[i % len(frames)]
+                        i += 1
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         b"Content-Length: %d\r\n\r\n%s\r\n" % (len(f), f))
+                        time.sleep(1 / 15)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.stopping = False
+        server.daemon_threads = True
+        self.server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.stopping = True
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_jpegs(folder, frames=10):
+    os.makedirs(folder)
+    r = subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", f"num-buffers={frames}",
+                        "pattern=ball", "!", "video/x-raw,width=160,height=120", "!", "jpegenc",
+                        "!", "multifilesink", f"location={folder}/f%02d.jpg"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, GST_REGISTRY=os.path.join(TMP, "reg-clip.bin"),
+                                GST_PLUGIN_PATH=""))
+    assert r.returncode == 0, r.stderr
+
+
 def case_api():
     token_file = os.path.join(TMP, "token")
     with open(token_file, "w") as f:
@@ -274,18 +328,29 @@ def case_api():
     results = os.path.join(TMP, "results.jsonl")
     clip = os.path.join(TMP, "clip.avi")
     make_clip(clip)
+    make_jpegs(os.path.join(TMP, "jpegs"))
+    web = MjpegCamera(os.path.join(TMP, "jpegs"))
     config = (f"# cameras of the api case\n[service]\ntoken-file = {token_file}\n"
               f"evidence = {evidence}\n\n" +
               camera("cam-a", small("ball"), **{"image-threshold": 0, "inference-interval": 2,
                                                 "publish": f"file://{results}"}) +
               camera("cam-b", small("smpte"), record="false") +
-              camera("loop", f"file://{clip}", record="false"))
+              camera("loop", f"file://{clip}", record="false") +
+              camera("web", web.url, record="false"))
+    try:
+        api_with(config, results, evidence)
+    finally:
+        web.stop()
+
+
+def api_with(config, results, evidence):
     s = Serve(config, ("--listen", "127.0.0.1:0"))
     if not R.check(s.wait_listening(), "listening", s.text()):
         s.stop(signal.SIGKILL)
         return
-    cams = s.wait_for(running(["cam-a", "cam-b", "loop"], 5))
-    if not R.check(cams is not None, "three cameras running", s.text()):
+    cams = s.wait_for(running(["cam-a", "cam-b", "loop", "web"], 5))
+    if not R.check(cams is not None, "four cameras running (test patterns, a file, MJPEG over "
+                   "HTTP)", s.text()):
         s.stop(signal.SIGKILL)
         return
     a = cams["cam-a"]
@@ -347,7 +412,7 @@ def case_api():
     R.check(status == 404, "the removed camera is gone", status)
     time.sleep(1.0)
     after = s.cameras()
-    for n in ("cam-a", "cam-b", "loop"):
+    for n in ("cam-a", "cam-b", "loop", "web"):
         R.check(after[n]["state"] == "running" and after[n]["restarts"] == 0 and
                 after[n]["frames"] > before[n]["frames"],
                 f"{n} ran on through the add and the removal", (before[n], after[n]))
