@@ -30,7 +30,8 @@ static gboolean member_to_key(GKeyFile *kf, const gchar *group, const gchar *cam
     g_key_file_set_value(kf, group, name, buf);
   } else {
     gchar buf[G_ASCII_DTOSTR_BUF_SIZE];
-    g_key_file_set_value(kf, group, name, g_ascii_dtostr(buf, sizeof buf, json_node_get_double(node)));
+    g_key_file_set_value(kf, group, name,
+                         g_ascii_dtostr(buf, sizeof buf, json_node_get_double(node)));
   }
   return TRUE;
 }

@@ -47,7 +47,8 @@ int main(int argc, char **argv) {
   gboolean version = FALSE;
   GOptionEntry entries[] = {
       {"listen", 'l', 0, G_OPTION_ARG_STRING, &listen,
-       "Address and port of the HTTP server (default " SERVE_DEFAULT_LISTEN "; port 0: any free one)",
+       "Address and port of the HTTP server (default " SERVE_DEFAULT_LISTEN
+       "; port 0: any free one)",
        "ADDR:PORT"},
       {"token-file", 't', 0, G_OPTION_ARG_FILENAME, &token_file,
        "File holding the bearer token that API changes need", "FILE"},

@@ -118,7 +118,8 @@ gchar *metrics_render(Service *svc, gsize *length) {
          "Compute time of each new result (the meta's inference_ms).");
   for (guint i = 0; i < n; i++)
     histogram(s, &rows[i]);
-  header(s, "faprompt_last_score", "gauge", "Score of the newest result (absent before the first).");
+  header(s, "faprompt_last_score", "gauge",
+         "Score of the newest result (absent before the first).");
   for (guint i = 0; i < n; i++)
     if (rows[i].status.stats.have_score)
       sample_double(s, "faprompt_last_score", rows[i].config, rows[i].status.stats.last_score);

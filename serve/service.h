@@ -26,7 +26,12 @@ guint service_count(const Service *svc);
 Camera *service_camera(const Service *svc, guint i);
 Camera *service_find(const Service *svc, const gchar *name);
 
-typedef enum { SERVICE_ADD_OK, SERVICE_ADD_EXISTS, SERVICE_ADD_INVALID, SERVICE_ADD_CLOSED } ServiceAdd;
+typedef enum {
+  SERVICE_ADD_OK,
+  SERVICE_ADD_EXISTS,  /* a camera of that name runs */
+  SERVICE_ADD_INVALID, /* its checks failed */
+  SERVICE_ADD_CLOSED,  /* the service is shutting down */
+} ServiceAdd;
 /* Adds and starts a camera (@config taken) after the checks of a camera at
  * start (its model file loaded once, unless that file was checked before
  * and has not changed). */
