@@ -58,7 +58,8 @@ static gboolean need_element(const gchar *name, const gchar *camera, GError **er
 }
 
 static gboolean check_elements(const CameraConfig *c, gboolean recording, GError **error) {
-  static const gchar *const always[] = {"videoconvert", "faprompt", "tee", "queue", "fakesink",
+  /* faprompt first: the one a user is likely to lack */
+  static const gchar *const always[] = {"faprompt", "videoconvert", "tee", "queue", "fakesink",
                                         NULL};
   for (const gchar *const *e = always; *e; e++)
     if (!need_element(*e, c->name, error))

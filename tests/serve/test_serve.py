@@ -212,10 +212,14 @@ def case_cli():
         f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}         not a model")
     refused(camera("door", small("ball"), model=junk),
             ["camera door: model " + junk + " does not load"], "a model that does not load")
+    # no plugin at all, not even an installed faprompt (an RTSP source: a
+    # test pattern is checked against videotestsrc while the file is read)
     env = dict(os.environ, GST_PLUGIN_PATH=os.path.join(TMP, "no-plugins"),
+               GST_PLUGIN_SYSTEM_PATH_1_0=os.path.join(TMP, "no-plugins"),
                GST_REGISTRY=os.path.join(TMP, "registry-no-plugin.bin"))
-    refused(camera("door", small("ball")), ["the GStreamer element faprompt is missing"],
-            "the plugin missing", env=env)
+    refused(camera("door", "rtsp://127.0.0.1:9/cam"),
+            ["camera door: the GStreamer element faprompt is missing"], "the plugin missing",
+            env=env)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
