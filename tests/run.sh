@@ -3,8 +3,9 @@
 #   main       every meson test (./build, or $FAP_BUILD_DIR);
 #   valgrind   the unit tests, then the element's 500-frame run (formats, caps
 #              changes, blocking then non-blocking; when the element was
-#              built) again under valgrind: meson test --setup valgrind
-#              (meson.build says what it checks);
+#              built), then faprompt-serve's service run in a test's own
+#              process (when it was built) again under valgrind: meson test
+#              --setup valgrind (meson.build says what it checks);
 #   asan       the suite once more, built with AddressSanitizer +
 #              UndefinedBehaviorSanitizer in ./build-asan ($FAP_ASAN_BUILD_DIR;
 #              configured here when it is not; the same CUDA choice,
@@ -55,6 +56,9 @@ meson_stage main "$build" testlog "" --num-processes 2 "${only_args[@]}"
 chosen unit && meson_stage valgrind-unit "$build" unit valgrind --suite unit --num-processes 2
 if [ -x "$build/tests/gst/test_element" ] && chosen gst-valgrind; then
   meson_stage valgrind-gst "$build" gst valgrind --suite gst-valgrind --num-processes 1
+fi
+if [ -x "$build/tests/serve/test_serve_service" ] && { chosen serve || chosen serve-valgrind; }; then
+  meson_stage valgrind-serve "$build" serve valgrind --suite serve-valgrind --num-processes 1
 fi
 
 # Not run under the sanitizers (the asan setup leaves them out, meson.build):

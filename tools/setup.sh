@@ -27,6 +27,8 @@ packages=(
   # frames in CUDA memory (memory:CUDAMemory): GStreamer's CUDA library to build
   # against, nvcodec (nvh264dec, cudaupload) to run with where there is a GPU
   libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-bad
+  # faprompt-serve (serve/): its HTTP server, and a real Prometheus to scrape it in its tests
+  libsoup-3.0-dev prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
