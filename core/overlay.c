@@ -104,9 +104,13 @@ static int plane_reserve(plane_paint *pp, size_t row0, size_t n_rows, size_t byt
                          size_t row_bytes) {
   pp->row0 = row0;
   pp->byte0 = byte0;
+  if (row_bytes == 0 || n_rows == 0) /* a chroma plane with no sample wholly inside the crop */
+    row_bytes = n_rows = 0;
   pp->row_bytes = row_bytes;
   pp->n_rows = n_rows;
   const size_t n = row_bytes * n_rows;
+  if (n == 0)
+    return 1; /* nothing to paint there: no buffer, every loop over it empty */
   return grow((void **)&pp->alpha, &pp->cap[0], n * sizeof(uint16_t)) &&
          grow((void **)&pp->colour, &pp->cap[1], n) &&
          grow((void **)&pp->rows, &pp->cap[2], n_rows * sizeof(span));
@@ -225,6 +229,8 @@ static fap_status build(fap_overlay *o, const fap_frame *f, const float *map, in
                     w, h);
   for (int i = 0; i < o->n_planes; i++) {
     plane_paint *pp = &o->plane[i];
+    if (pp->n_rows == 0)
+      continue; /* plane_reserve: nothing reserved */
     memset(pp->alpha, 0, pp->row_bytes * pp->n_rows * sizeof(uint16_t));
     memset(pp->colour, 0, pp->row_bytes * pp->n_rows);
   }

@@ -241,7 +241,7 @@ fap_model_state_draw (FapModelState * m, FapOverlays * overlays,
     const float *map = g_bytes_get_data (inf->rois[i].map, NULL);
     fap_frame f = *frame;
 
-    f.crop = inf->rois[i].rect;
+    f.crop = fap_inference_rect (inf, i, frame->width, frame->height);
     if (draws_on_device (m)) {
       FapCuda cuda = { m->cuda_context, NULL, };
       size_t moved = 0;
@@ -274,7 +274,7 @@ fap_model_state_prepare_overlay (FapModelState * m, FapOverlays * overlays,
   fap_core_log_to (m->log_object);
   for (guint i = 0; i < inf->n_rois; i++) {
     fap_frame f = *frame;
-    f.crop = inf->rois[i].rect;
+    f.crop = fap_inference_rect (inf, i, frame->width, frame->height);
     fap_overlay_prepare (overlays->o[i], &f,
         g_bytes_get_data (inf->rois[i].map, NULL), (int) inf->map_size,
         inf->serial, blend);

@@ -96,16 +96,37 @@ roi_regions (FapResults * r, guint i, const FapInference * inf,
   return r->regions[i].regions;
 }
 
+fap_rect
+fap_inference_rect (const FapInference * inf, guint i, gint width,
+    gint height)
+{
+  fap_rect whole = { 0, 0, width, height };
+  return inf->roi_set ? inf->rois[i].rect : whole;
+}
+
+gboolean
+fap_inference_fits (const FapInference * inf, gint width, gint height)
+{
+  for (guint i = 0; i < inf->n_rois; i++) {
+    fap_rect r = fap_inference_rect (inf, i, width, height);
+    if (r.x < 0 || r.y < 0 || r.width < 1 || r.height < 1
+        || (gint64) r.x + r.width > width || (gint64) r.y + r.height > height)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 guint
 fap_results_attach (FapResults * r, GstBuffer * buf,
     const FapInference * inf, const FapResultSettings * st, gboolean fresh,
-    gboolean * anomalous)
+    gint width, gint height, gboolean * anomalous)
 {
   guint S = inf->map_size, total = 0;
 
   *anomalous = FALSE;
   for (guint k = 0; k < inf->n_rois; k++) {
     const FapRoiResult *roi = &inf->rois[k];
+    const fap_rect rect = fap_inference_rect (inf, k, width, height);
     GArray *found = roi_regions (r, k, inf, st);
     guint n = found->len, i;
     GstFAPromptMeta *m;
@@ -117,10 +138,10 @@ fap_results_attach (FapResults * r, GstBuffer * buf,
     m->score = roi->score;
     m->anomalous = roi->score > st->image_threshold;
     *anomalous |= m->anomalous;
-    m->x = roi->rect.x;
-    m->y = roi->rect.y;
-    m->width = (guint) roi->rect.width;
-    m->height = (guint) roi->rect.height;
+    m->x = rect.x;
+    m->y = rect.y;
+    m->width = (guint) rect.width;
+    m->height = (guint) rect.height;
     m->inference_timestamp = inf->pts;
     m->inference_ms = inf->ms;
     m->reused = !fresh;

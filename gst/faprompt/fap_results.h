@@ -77,7 +77,20 @@ void fap_results_clear (FapResults * r);
  * (any roi's score above the image threshold). */
 guint fap_results_attach (FapResults * r, GstBuffer * buf,
     const FapInference * inf, const FapResultSettings * st, gboolean fresh,
-    gboolean * anomalous);
+    gint width, gint height, gboolean * anomalous);
+
+/* Where result @i of @inf lies on a @width x @height frame: the roi's
+ * rectangle, or, for a whole-frame result, the whole of this frame (a
+ * result carried over to a frame whose GstVideoMeta gives another size
+ * covers that frame, as it always did). */
+fap_rect fap_inference_rect (const FapInference * inf, guint i, gint width,
+    gint height);
+
+/* Whether every rectangle of @inf lies inside a @width x @height frame: a
+ * roi result of a frame of another size (a GstVideoMeta within the same
+ * caps) is not carried over to this one. */
+gboolean fap_inference_fits (const FapInference * inf, gint width,
+    gint height);
 
 /* Posts the "faprompt" messages @st asks for, for the frame just attached. */
 void fap_results_post_for_frame (FapResults * r, GstElement * element,

@@ -768,15 +768,23 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
   if (self->countdown > 0)
     self->countdown--;
 
-  /* the result this frame carries: metas, the heatmap, messages */
-  if (self->last) {
+  /* the result this frame carries: metas, the heatmap, messages (none when
+   * the last result's rectangles do not lie in this frame: its GstVideoMeta
+   * gives another size than the frame the result was computed on) */
+  if (self->last && !fap_inference_fits (self->last,
+          GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame)))
+    GST_DEBUG_OBJECT (self, "the last result's rectangles do not lie in this "
+        "%dx%d frame: not carried over", GST_VIDEO_FRAME_WIDTH (frame),
+        GST_VIDEO_FRAME_HEIGHT (frame));
+  else if (self->last) {
     const FapInference *inf = self->last;
     /* judged by the calibration of the model that computed it (the old one
      * until the first result of a model swapped in) */
     resolve_thresholds (&st, inf->model_image_threshold,
         inf->model_pixel_threshold);
     regions = fap_results_attach (&self->results, buf, inf, &st.results,
-        fresh, &anomalous);
+        fresh, GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame),
+        &anomalous);
     if (st.draw && !drawn && !draw_result (self, &view, inf, &st.blend))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
