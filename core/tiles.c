@@ -36,7 +36,7 @@ static fap_status axis_init(axis *a, const char *who, const char *what, const ch
   if (n > 1 && overlap > len - n)
     return fap_fail(FAP_ERR_INVALID_ARGUMENT,
                     "%s: overlap %d too large for %d %s of tiles over %d pixels: at most %d "
-                    "(tiles of one step apart)",
+                    "(each tile one pixel or more past the last)",
                     who, overlap, n, what, len, len - n);
   a->start = start;
   a->len = len;
