@@ -15,7 +15,8 @@ statistics it claims, the sidecar is written and faprompt-infer applies it.
 tiles: infer --tiles runs fap_tiles_layout's tiles as --roi rectangles
 (the same scores, bit for bit), its map is the numpy reference of
 docs/SPEC.md section 1.2, Tiles, applied to those rectangles' maps (1e-6),
-the image's score the highest tile's; bad --tiles / --tile-overlap named.
+the image's score the highest tile's; eval --tiles: the scores of infer
+--tiles, the maps stitched at S x S; bad --tiles / --tile-overlap named.
 bad: missing folders, unreadable / mismatched / 16-bit masks, broken CSV and
 meta.json, missing model, broken sidecar: exit status and a clear message.
 anomalyclip (an AnomalyCLIP model with out layers 2,4: L = 2): the table header
@@ -301,6 +302,37 @@ def case_tiles(tools, model, tmp):
         drawn = np.array(Image.open(os.path.join(hm, "odd_heatmap.png")).convert("RGB"))
         check(drawn.shape == (H, W, 3) and not np.array_equal(drawn, np.array(Image.open(img))),
               f"{tag}: heatmap drawn at the image's size")
+    # faprompt-eval --tiles: the scores infer --tiles gives, the maps stitched at S x S
+    data = make_dataset(os.path.join(tmp, "ds"), "mvtec", seed=6, classes=1, good=2, bad=1,
+                        width=61, height=45)
+    dump = os.path.join(tmp, "dump-tiles")
+    grid, overlap = (3, 2), 4
+    tiling = ["--tiles", f"{grid[0]}x{grid[1]}", "--tile-overlap", str(overlap)]
+    p = run([os.path.join(tools, "faprompt-eval"), model, data, "--dump", dump] + tiling)
+    if check(p.returncode == 0 and "3x2 tiles overlapping by 4" in p.stderr, "eval --tiles: ran"):
+        d = read_dump(dump)["part0"]
+        files = [smp[0] for smp in d["samples"]]
+        by_file = infer_json(infer, model, files, *tiling)
+        check(by_file is not None and [np.float32(by_file[f]["score"]) for f in files] == list(d["scores"]),
+              "eval --tiles: the scores of infer --tiles, bit for bit")
+        f0 = files[0]
+        W0, H0 = Image.open(f0).size
+        rects = tiles_ref.layout((0, 0, W0, H0), *grid, overlap)
+        mr = os.path.join(tmp, "mr-eval")
+        q = run([infer, model, f0, "--json", "--map-dir", mr]
+                + [a for r in rects for a in ("--roi", ",".join(map(str, r)))])
+        if check(q.returncode == 0, "eval --tiles: the tiles run as --roi"):
+            maps = [np.load(r["map"]) for r in json.loads(q.stdout)["rois"]]
+            want = tiles_ref.stitch((0, 0, W0, H0), *grid, overlap, maps, S, S)
+            err = float(np.max(np.abs(d["maps"][0] - want)))
+            check(d["maps"].shape[1:] == (S, S) and err <= TOL,
+                  f"eval --tiles: the map is the tiles' maps stitched at S x S (max error {err:.2g})")
+    p = run([os.path.join(tools, "faprompt-eval"), model, data, "--tiles", "2x"], expect=2)
+    check(p.returncode == 2 and '"2x"' in p.stderr, "eval --tiles 2x: refused, naming it")
+    p = run([os.path.join(tools, "faprompt-eval"), model, data, "--tiles", "2x2", "--tile-overlap", "50"],
+            expect=1)
+    check(p.returncode == 1 and "overlap 50" in p.stderr, "eval --tile-overlap 50: refused on the image, naming it")
+
     for args, rc, named in [(["--tiles", "0x2"], 2, '"0x2"'), (["--tiles", "3"], 2, '"3"'),
                             (["--tiles", "5x4"], 2, "20 tiles"),
                             (["--tiles", "2x2", "--roi", "0,0,5,5"], 2, "--roi"),
