@@ -428,7 +428,7 @@ FAP_API fap_status fap_tiles_layout(fap_rect area, int cols, int rows, int overl
  * pixel (i, j) is the point u = x + (i + 0.5) W / out_width,
  * v = y + (j + 0.5) H / out_height; its value is the weighted mean of the
  * tiles covering it, each tile's map sampled bilinearly there (align_corners
- * = false) and weighted by the product of two ramps, one an axis: 1 inside
+ * = false) and weighted by the product of two ramps, one per axis: 1 inside
  * the tile, falling linearly to 0 at the tile's edge across each band it
  * shares with a neighbour (docs/SPEC.md section 1.2, Tiles). Seams vanish;
  * where no tiles overlap (overlap 0 and sides that are multiples of the tile
