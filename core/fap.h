@@ -401,6 +401,43 @@ FAP_API fap_status fap_overlay_draw(fap_overlay *overlay, const fap_frame *frame
 FAP_API fap_status fap_overlay_prepare(fap_overlay *overlay, const fap_frame *frame, const float *map,
                                int map_size, uint64_t map_id, const fap_blend *blend);
 
+/* ---- tiles ---------------------------------------------------------------- */
+
+/* A rectangle cut into cols x rows tiles (docs/SPEC.md section 1.2, Tiles),
+ * each tile run as a crop at (nearly) native resolution, so a small defect
+ * on a large frame covers more than a fraction of one patch; the tiles' maps
+ * are then stitched back into one map of the rectangle. */
+
+/* The tiles of `area` (frame pixels), row-major: tiles[r * cols + c] is
+ * column c of row r, in frame pixels. All tiles have one size, the smallest
+ * for which `cols` columns overlapping by at least `overlap` pixels cover the
+ * width: tw = ceil((W + (cols - 1) overlap) / cols) (W for one column);
+ * column c starts at x + floor(c (W - tw) / (cols - 1)), so the first is
+ * flush with the left edge, the last with the right, and neighbours overlap
+ * by `overlap` pixels or a little more where the sizes do not divide.
+ * Rows alike. Along an axis with one tile the overlap has no effect.
+ * Refused, with a message naming the value: fewer than 1 column or row, more
+ * columns than pixels of width (rows: height), overlap < 0 or, along an axis
+ * with several tiles, more than its length minus its tile count (tiles
+ * would not advance by a pixel). tiles must hold cols * rows rectangles. */
+FAP_API fap_status fap_tiles_layout(fap_rect area, int cols, int rows, int overlap, fap_rect *tiles);
+
+/* One map over `area`, out_width x out_height, row-major, from the maps of
+ * the tiles fap_tiles_layout gives for the same area, cols, rows and overlap
+ * (maps[r * cols + c]: map_size x map_size, stretched over its tile). Output
+ * pixel (i, j) is the point u = x + (i + 0.5) W / out_width,
+ * v = y + (j + 0.5) H / out_height; its value is the weighted mean of the
+ * tiles covering it, each tile's map sampled bilinearly there (align_corners
+ * = false) and weighted by the product of two ramps, one per axis: 1 inside
+ * the tile, falling linearly to 0 at the tile's edge across each band it
+ * shares with a neighbour (docs/SPEC.md section 1.2, Tiles). Seams vanish;
+ * where no tiles overlap (overlap 0 and sides that are multiples of the tile
+ * counts) each tile's map is placed as it is. Computed in double, stored as
+ * float. Allocates nothing; out is the caller's. */
+FAP_API fap_status fap_tiles_stitch(fap_rect area, int cols, int rows, int overlap,
+                                    const float *const *maps, int map_size, float *out,
+                                    int out_width, int out_height);
+
 /* An intermediate of the last run (keep_intermediates = 1), by docs/SPEC.md name.
  * FAPrompt models:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major

@@ -2,7 +2,7 @@
  *
  *   faprompt-eval MODEL DATASET [--layout auto|mvtec|visa|meta] [--image-size S]
  *                 [--sigma X] [--threads N] [--limit N] [--classes A,B]
- *                 [--csv FILE] [--json FILE] [--dump DIR]
+ *                 [--csv FILE] [--json FILE] [--dump DIR] [--tiles CxR [--tile-overlap N]]
  *
  * Classes are evaluated one after the other: a class's pixels are kept (8
  * bytes each, see metrics.h) until its metrics are out, then released, so
@@ -14,6 +14,12 @@
  * 0/1 [N], float32 [N, S, S], 0/1 [N, S, S]); --dump DIR writes exactly that
  * from a real run (masks after the authors' resize and binarisation), plus
  * samples.tsv (image, mask, anomaly, defect per line, in the arrays' order).
+ *
+ * --tiles evaluates a tiling: each image cut into C x R tiles
+ * (fap_tiles_layout) run as crops in one batch, its score the highest
+ * tile's, its map the tiles' maps stitched (fap_tiles_stitch, docs/SPEC.md
+ * section 1.2, Tiles) straight at S x S, the masks' resolution, so the pixel
+ * metrics compare with an untiled run's.
  *
  * Exit status: 0 done, 1 a file or the model failed, 2 bad usage.
  */
@@ -33,6 +39,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* the most tiles of an image (one batch), as faprompt-infer */
+#define MAX_TILES 16
 
 #define GEN_RANDOM_HINT                                                                            \
   "/usr/bin/python3 models/faprompt-gen-random --preset tiny -o model.safetensors"
@@ -468,7 +477,54 @@ typedef struct {
   GAsyncQueue *ready, *slots;
   gint stop;
   double t_decode, t_masks; /* written by the loader, read after join */
+  int tile_cols, tile_rows, tile_overlap; /* --tiles (0 x 0: none), --tile-overlap */
+  float *stitched;                        /* S x S: a tiled image's map */
 } eval_ctx;
+
+/* "CxR": two whole numbers, each at least 1; 0 when not */
+static int parse_tiles(const char *text, int *cols, int *rows) {
+  gchar **parts = g_strsplit(text, "x", -1);
+  guint64 v[2] = {0, 0};
+  int ok = g_strv_length(parts) == 2;
+  for (int i = 0; ok && i < 2; i++)
+    ok = g_ascii_string_to_unsigned(parts[i], 10, 1, 32768, &v[i], NULL);
+  g_strfreev(parts);
+  *cols = (int)v[0];
+  *rows = (int)v[1];
+  return ok;
+}
+
+/* The image in tiles: one batch of crops, the highest score, the maps
+ * stitched into e->stitched (S x S); r->map points there. */
+static fap_status run_tiled(eval_ctx *e, const fap_frame *frame, fap_result *r) {
+  const fap_rect whole = {0, 0, frame->width, frame->height};
+  const int n = e->tile_cols * e->tile_rows;
+  fap_rect tiles[MAX_TILES];
+  fap_frame frames[MAX_TILES];
+  fap_result results[MAX_TILES];
+  const float *maps[MAX_TILES];
+  fap_status st = fap_tiles_layout(whole, e->tile_cols, e->tile_rows, e->tile_overlap, tiles);
+  if (st != FAP_OK)
+    return st;
+  for (int i = 0; i < n; i++) {
+    frames[i] = *frame;
+    frames[i].crop = tiles[i];
+  }
+  st = fap_detector_run_batch(e->det, frames, n, NULL, results);
+  if (st != FAP_OK)
+    return st;
+  *r = results[0];
+  for (int i = 0; i < n; i++) {
+    maps[i] = results[i].map;
+    if (results[i].score > r->score)
+      r->score = results[i].score;
+  }
+  st = fap_tiles_stitch(whole, e->tile_cols, e->tile_rows, e->tile_overlap, maps,
+                        results[0].map_size, e->stitched, e->S, e->S);
+  r->map = e->stitched;
+  r->map_size = e->S;
+  return st;
+}
 
 static void loaded_free(loaded *l) {
   if (!l)
@@ -537,11 +593,13 @@ static int eval_sample(eval_ctx *e, loaded *l, metrics_class *mc, dump_files *du
   }
   double t1 = tool_now();
   fap_result r;
-  fap_status st = fap_detector_run(e->det, &l->frame, &r);
+  fap_status st = e->tile_cols ? run_tiled(e, &l->frame, &r) : fap_detector_run(e->det, &l->frame, &r);
   double t2 = tool_now();
   e->t.inference += t2 - t1;
   if (st != FAP_OK) {
-    g_set_error(error, TOOLS_ERROR, 0, "inference failed on %s: %s", s->image, fap_status_string(st));
+    /* a tiling this image cannot take says which value and why */
+    g_set_error(error, TOOLS_ERROR, 0, "inference failed on %s: %s", s->image,
+                e->tile_cols ? fap_last_error() : fap_status_string(st));
     return 0;
   }
   const uint8_t *mask = l->mask;
@@ -630,6 +688,8 @@ static void clear_result(gpointer p) { g_free(((class_result *)p)->name); }
 int main(int argc, char **argv) {
   const double t_start = tool_now();
   int image_size = 0, threads = 0, limit = 0, reference = 0, verbose = 0, any_mask_size = 0;
+  int tile_overlap = 0, tile_cols = 0, tile_rows = 0;
+  char *tiles_text = NULL;
   double sigma = -1.0;
   char *layout_name = NULL, *classes = NULL, *csv_path = NULL, *json_path = NULL, *dump_dir = NULL,
        *scores_from = NULL, *precision_name = NULL;
@@ -654,6 +714,14 @@ int main(int argc, char **argv) {
        "write DIR/<class>/{scores,labels,maps,masks}.npy (what the metrics saw)", "DIR"},
       {"any-mask-size", 0, 0, G_OPTION_ARG_NONE, &any_mask_size,
        "accept masks whose size differs from their image's", NULL},
+      {"tiles", 0, 0, G_OPTION_ARG_STRING, &tiles_text,
+       "evaluate a tiling: each image cut into C columns and R rows of equal tiles (at most 16 "
+       "in all, one batch), each resized on its own; the image's score is the highest tile's, "
+       "its map the tiles' maps stitched at S x S (docs/SPEC.md section 1.2, Tiles), as "
+       "faprompt-infer --tiles",
+       "CxR"},
+      {"tile-overlap", 0, 0, G_OPTION_ARG_INT, &tile_overlap,
+       "--tiles: neighbouring tiles overlap by at least N pixels (default 0)", "N"},
       {"reference", 0, 0, G_OPTION_ARG_NONE, &reference, "use the plain reference loops", NULL},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "also print the core's info messages", NULL},
       {"scores-from", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &scores_from,
@@ -675,8 +743,24 @@ int main(int argc, char **argv) {
   const int precision_ok = tool_parse_precision(precision_name, &precision);
   g_free(precision_name);
   const char *usage = NULL;
+  gchar *tiles_usage = NULL;
+  if (parsed && tiles_text && !parse_tiles(tiles_text, &tile_cols, &tile_rows))
+    tiles_usage = g_strdup_printf("--tiles \"%s\" is not CxR: two whole numbers of at least 1 "
+                                  "joined by an x (columns x rows), e.g. 3x2",
+                                  tiles_text);
+  else if (parsed && tile_cols * tile_rows > MAX_TILES)
+    tiles_usage = g_strdup_printf("--tiles %s: %d tiles, at most %d (one batch)", tiles_text,
+                                  tile_cols * tile_rows, MAX_TILES);
   if (!parsed)
     usage = error->message;
+  else if (tiles_usage)
+    usage = tiles_usage;
+  else if (tile_overlap < 0)
+    usage = "--tile-overlap must not be negative";
+  else if (tile_overlap && !tiles_text)
+    usage = "--tile-overlap needs --tiles";
+  else if (tiles_text && scores_from)
+    usage = "--scores-from reads results; --tiles runs a model";
   else if (!scores_from && argc != 3)
     usage = "a MODEL and a DATASET folder expected";
   else if (scores_from && argc != 1)
@@ -697,6 +781,8 @@ int main(int argc, char **argv) {
     g_free(json_path);
     g_free(dump_dir);
     g_free(scores_from);
+    g_free(tiles_text);
+    g_free(tiles_usage);
     return rc;
   }
   g_option_context_free(octx);
@@ -750,6 +836,7 @@ int main(int argc, char **argv) {
     o.image_size = image_size;
     o.sigma = (float)sigma;
     o.reference = reference;
+    o.batch = tile_cols ? tile_cols * tile_rows : 1; /* an image's tiles in one batch */
     if (fap_detector_new(model, &o, &e.det) != FAP_OK) {
       tool_error("cannot create a detector for %s (see the message above)", model_path);
       rc = 1;
@@ -757,6 +844,11 @@ int main(int argc, char **argv) {
     }
     e.t.model_load = tool_now() - t0;
     e.S = fap_detector_image_size(e.det);
+    e.tile_cols = tile_cols;
+    e.tile_rows = tile_rows;
+    e.tile_overlap = tile_overlap;
+    if (tile_cols)
+      e.stitched = g_new(float, (size_t)e.S * e.S);
     e.dump_dir = dump_dir;
     e.strict_masks = !any_mask_size;
     for (guint i = 0; i < d->classes->len; i++)
@@ -771,6 +863,12 @@ int main(int argc, char **argv) {
     json_object_set_string_member(run, "precision",
                                   fap_precision_name(fap_detector_precision(e.det)));
     json_object_set_int_member(run, "limit", limit);
+    if (tile_cols) {
+      gchar *grid = g_strdup_printf("%dx%d", tile_cols, tile_rows);
+      json_object_set_string_member(run, "tiles", grid);
+      json_object_set_int_member(run, "tile_overlap", tile_overlap);
+      g_free(grid);
+    }
     json_object_set_int_member(run, "images", e.total);
 
     fprintf(stderr, "faprompt-eval: %s (%s layout, %u class%s, %d images), S=%d, %s backend, %s\n",
@@ -778,6 +876,9 @@ int main(int argc, char **argv) {
             d->classes->len == 1 ? "" : "es", e.total, e.S,
             fap_backend_name(fap_detector_backend(e.det)),
             fap_precision_name(fap_detector_precision(e.det)));
+    if (tile_cols)
+      fprintf(stderr, "faprompt-eval: each image in %dx%d tiles overlapping by %d pixels\n",
+              tile_cols, tile_rows, tile_overlap);
     if (!run_dataset(&e, d, results))
       rc = 1;
     e.t.input_wait = e.wait;
@@ -807,6 +908,8 @@ out:
   json_object_unref(run);
   g_array_unref(results);
   fap_detector_free(e.det);
+  g_free(e.stitched);
+  g_free(tiles_text);
   fap_model_free(model);
   dataset_free(d);
   g_free(layout_name);

@@ -5,6 +5,7 @@
  *                  [--threshold T] [--heatmap-dir DIR] [--pixel-threshold T]
  *                  [--heatmap-alpha A] [--heatmap-min V] [--heatmap-max V] [--map-dir DIR]
  *                  [--map-format npy|png16] [--json] [--reference] [--roi x,y,w,h]...
+ *                  [--tiles CxR [--tile-overlap N]]
  *
  * Images are decoded by gdk-pixbuf (PNG, JPEG, BMP, TIFF, ... whatever loaders
  * are installed). A DIR is scanned, sorted and non-recursively, for files whose
@@ -14,8 +15,12 @@
  * (as the faprompt element decides). --roi (repeatable) scores rectangles
  * of each image instead of the whole image, as the element's roi property
  * does: each one resized on its own (fap_frame.crop), all in one batch; the
- * image's score is the highest, anomalous when any is. Exit status: 0 all
- * images done, 1 some image or the model failed, 2 bad usage.
+ * image's score is the highest, anomalous when any is. --tiles cuts the
+ * image into C x R tiles (fap_tiles_layout) run the same way, so a small
+ * defect on a large image covers more than a fraction of a patch; their maps
+ * are stitched into one map of the image (fap_tiles_stitch, docs/SPEC.md
+ * section 1.2, Tiles). Exit status: 0 all images done, 1 some image or the
+ * model failed, 2 bad usage.
  */
 #include "fap.h"
 
@@ -37,6 +42,10 @@
 #include <unistd.h>
 
 #define MAX_ROIS 16
+/* The stitched map of a tiled image is M x M, M = S * max(C, R) (as many
+ * samples along the longer side of the grid as its tiles' maps hold), at
+ * most this many (a 4096 x 4096 map is 64 MiB). */
+#define MAX_STITCHED_SIDE 4096
 
 #define GEN_RANDOM_HINT                                                                            \
   "/usr/bin/python3 models/faprompt-gen-random --preset tiny -o model.safetensors"
@@ -80,7 +89,21 @@ typedef struct {
   GHashTable *stems; /* stem -> first file that used it, to warn on overwrites */
   int n_rois;        /* 0: the whole image */
   fap_rect rois[MAX_ROIS];
+  int tile_cols, tile_rows, tile_overlap; /* --tiles (0 x 0: none), --tile-overlap */
 } infer_ctx;
+
+/* "CxR": two whole numbers, each at least 1; 0 when not */
+static int parse_tiles(const char *text, int *cols, int *rows) {
+  gchar **parts = g_strsplit(text, "x", -1);
+  guint64 v[2] = {0, 0};
+  int ok = g_strv_length(parts) == 2;
+  for (int i = 0; ok && i < 2; i++)
+    ok = g_ascii_string_to_unsigned(parts[i], 10, 1, 32768, &v[i], NULL);
+  g_strfreev(parts);
+  *cols = (int)v[0];
+  *rows = (int)v[1];
+  return ok;
+}
 
 /* "x,y,w,h": four whole numbers, w and h at least 1; 0 when not */
 static int parse_roi(const char *text, fap_rect *r) {
@@ -99,7 +122,7 @@ static int parse_roi(const char *text, fap_rect *r) {
 }
 
 static void add_roi_json(JsonBuilder *b, const fap_rect *c, const fap_result *r, double threshold,
-                         const char *map_path) {
+                         const char *map_path) { /* a --roi rectangle, or a tile */
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "x");
   json_builder_add_int_value(b, c->x);
@@ -133,16 +156,34 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
     return 0;
   }
   const int w = frame.width, h = frame.height;
-  /* the rectangles (--roi), each a crop of the image, in one batch */
-  const int n = ctx->n_rois ? ctx->n_rois : 1;
+  /* the rectangles (--roi) or the tiles (--tiles), each a crop of the image,
+   * in one batch */
+  const int tiled = ctx->tile_cols > 0;
+  const int n = ctx->n_rois ? ctx->n_rois : tiled ? ctx->tile_cols * ctx->tile_rows : 1;
   fap_frame frames[MAX_ROIS];
   fap_result results[MAX_ROIS];
+  fap_rect tiles[MAX_ROIS];
+  fap_status st = FAP_OK;
+  if (tiled)
+    st = fap_tiles_layout((fap_rect){0, 0, w, h}, ctx->tile_cols, ctx->tile_rows,
+                          ctx->tile_overlap, tiles);
   for (int i = 0; i < n; i++) {
     frames[i] = frame;
     if (ctx->n_rois)
       frames[i].crop = ctx->rois[i];
+    else if (tiled)
+      frames[i].crop = tiles[i];
   }
-  fap_status st = fap_detector_run_batch(ctx->det, frames, n, NULL, results);
+  if (st != FAP_OK) {
+    /* an overlap too large for this image says which and why */
+    tool_error("--tiles %dx%d --tile-overlap %d on %s (%dx%d): %s", ctx->tile_cols,
+               ctx->tile_rows, ctx->tile_overlap, file, w, h, fap_last_error());
+    if (ctx->json)
+      print_json_error(file, fap_last_error());
+    g_object_unref(image);
+    return 0;
+  }
+  st = fap_detector_run_batch(ctx->det, frames, n, NULL, results);
   if (st != FAP_OK) {
     /* a --roi outside this image says which and why (fap_last_error) */
     tool_error("inference failed on %s (%dx%d): %s", file, w, h, fap_last_error());
@@ -155,13 +196,28 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
   for (int i = 1; i < n; i++)
     if (results[i].score > r.score)
       r.score = results[i].score;
-  const int size = r.map_size;
+  int size = r.map_size;
+  float *stitched = NULL; /* the tiles' maps as one map of the image */
+  if (tiled) {
+    const float *maps[MAX_ROIS];
+    for (int i = 0; i < n; i++)
+      maps[i] = results[i].map;
+    int side = ctx->tile_cols > ctx->tile_rows ? ctx->tile_cols : ctx->tile_rows;
+    size = size * side < MAX_STITCHED_SIDE ? size * side : MAX_STITCHED_SIDE;
+    stitched = g_new(float, (size_t)size * size);
+    fap_tiles_stitch((fap_rect){0, 0, w, h}, ctx->tile_cols, ctx->tile_rows, ctx->tile_overlap,
+                     maps, r.map_size, stitched, size, size); /* the layout above passed */
+    r.map = stitched;
+  }
+  const int n_maps = tiled ? 1 : n; /* the maps that describe the image */
   float lo = INFINITY, hi = -INFINITY;
-  for (int k = 0; k < n; k++)
+  for (int k = 0; k < n_maps; k++) {
+    const float *m = tiled ? stitched : results[k].map;
     for (size_t i = 0; i < (size_t)size * size; i++) {
-      lo = results[k].map[i] < lo ? results[k].map[i] : lo;
-      hi = results[k].map[i] > hi ? results[k].map[i] : hi;
+      lo = m[i] < lo ? m[i] : lo;
+      hi = m[i] > hi ? m[i] : hi;
     }
+  }
   /* Above the threshold, as the faprompt element decides (any rectangle). */
   *anomalous = r.score > ctx->threshold;
 
@@ -182,12 +238,12 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       g_free(name);
       const float *maps[MAX_ROIS];
       fap_rect crops[MAX_ROIS];
-      for (int i = 0; i < n; i++) {
-        maps[i] = results[i].map;
-        crops[i] = frames[i].crop;
+      for (int i = 0; i < n_maps; i++) {
+        maps[i] = tiled ? stitched : results[i].map;
+        crops[i] = tiled ? (fap_rect){0, 0, 0, 0} : frames[i].crop;
       }
-      if (!imageio_write_heatmap_crops(heatmap_path, image, maps, crops, n, size, &ctx->blend,
-                                       &error)) {
+      if (!imageio_write_heatmap_crops(heatmap_path, image, maps, crops, n_maps, size,
+                                       &ctx->blend, &error)) {
         tool_error("cannot write heatmap %s: %s", heatmap_path, error->message);
         g_clear_error(&error);
         ok = 0;
@@ -213,7 +269,8 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       g_free(name);
       const float *values = r.map;
       fap_tensor_view sum;
-      if (ctx->authors_map && fap_detector_intermediate(ctx->det, "map_sum", &sum) == FAP_OK)
+      if (ctx->authors_map && !tiled &&
+          fap_detector_intermediate(ctx->det, "map_sum", &sum) == FAP_OK)
         values = sum.data; /* AnomalyCLIP: the sum over out layers, in [0, L] */
       int written = ctx->map_png16 ? imageio_write_map_png16(map_path, values, size, &error)
                                    : npy_write_f32_2d(map_path, values, size, size, &error);
@@ -265,11 +322,11 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       json_builder_set_member_name(b, "map");
       json_builder_add_string_value(b, map_path);
     }
-    if (ctx->n_rois) {
-      json_builder_set_member_name(b, "rois");
+    if (ctx->n_rois || tiled) {
+      json_builder_set_member_name(b, ctx->n_rois ? "rois" : "tiles");
       json_builder_begin_array(b);
       for (int i = 0; i < n; i++)
-        add_roi_json(b, &ctx->rois[i], &results[i], ctx->threshold, roi_maps[i]);
+        add_roi_json(b, &frames[i].crop, &results[i], ctx->threshold, roi_maps[i]);
       json_builder_end_array(b);
     }
     json_builder_end_object(b);
@@ -280,9 +337,10 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
     progress_clear();
     printf("%-*s  %11s  %7.4f  %-9s  %9.1f\n", ctx->name_width, file, dims, r.score,
            *anomalous ? "yes" : "no", r.total_ms);
-    for (int i = 0; ctx->n_rois && i < n; i++) {
-      gchar *rect = g_strdup_printf("  roi %d,%d,%d,%d", ctx->rois[i].x, ctx->rois[i].y,
-                                    ctx->rois[i].width, ctx->rois[i].height);
+    for (int i = 0; (ctx->n_rois || tiled) && i < n; i++) {
+      const fap_rect *c = &frames[i].crop;
+      gchar *rect = g_strdup_printf("  %s %d,%d,%d,%d", tiled ? "tile" : "roi", c->x, c->y,
+                                    c->width, c->height);
       printf("%-*s  %11s  %7.4f  %-9s\n", ctx->name_width, rect, "", results[i].score,
              results[i].score > ctx->threshold ? "yes" : "no");
       g_free(rect);
@@ -294,6 +352,7 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
     g_free(roi_maps[i]);
   g_free(heatmap_path);
   g_free(map_path);
+  g_free(stitched);
   g_object_unref(image);
   return ok;
 }
@@ -307,7 +366,8 @@ int main(int argc, char **argv) {
   char *heatmap_dir = NULL, *map_dir = NULL, *map_format = NULL, *backend = NULL;
   char *precision_name = NULL;
   char **roi_texts = NULL;
-  int device = 0;
+  char *tiles_text = NULL;
+  int device = 0, tile_overlap = 0;
   GOptionEntry entries[] = {
       {"backend", 0, 0, G_OPTION_ARG_STRING, &backend,
        "auto (default: CUDA when the CUDA module loads and a device answers, else the CPU), cpu "
@@ -357,6 +417,18 @@ int main(int argc, char **argv) {
        "(at most 16, all in one batch): the image's score is the highest, anomalous when any "
        "is; --map-dir writes <stem>_roi<i>_map per rectangle",
        "x,y,w,h"},
+      {"tiles", 0, 0, G_OPTION_ARG_STRING, &tiles_text,
+       "cut the whole image into C columns and R rows of equal tiles (at most 16 in all, one "
+       "batch), each resized on its own: a small defect on a large image then covers more than "
+       "a fraction of a patch; the image's score is the highest tile's, the map (--map-dir, "
+       "--heatmap-dir) the tiles' maps stitched into one of S * max(C, R) squared (at most "
+       "4096) over the image (docs/SPEC.md section 1.2, Tiles); the JSON lists the tiles and "
+       "their scores. Not with --roi",
+       "CxR"},
+      {"tile-overlap", 0, 0, G_OPTION_ARG_INT, &tile_overlap,
+       "--tiles: neighbouring tiles overlap by at least N pixels (default 0); their maps are "
+       "blended across the overlap",
+       "N"},
       {"reference", 0, 0, G_OPTION_ARG_NONE, &reference, "use the plain reference loops", NULL},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "also print the core's info messages", NULL},
       {NULL},
@@ -394,6 +466,16 @@ int main(int argc, char **argv) {
     }
     n_rois++;
   }
+  int tile_cols = 0, tile_rows = 0;
+  const int tiles_ok = !tiles_text || parse_tiles(tiles_text, &tile_cols, &tile_rows);
+  gchar *tiles_usage =
+      !tiles_ok ? g_strdup_printf("--tiles \"%s\" is not CxR: two whole numbers of at least 1 "
+                                  "joined by an x (columns x rows), e.g. 3x2",
+                                  tiles_text)
+      : tile_cols * tile_rows > MAX_ROIS
+          ? g_strdup_printf("--tiles %s: %d tiles, at most %d (one batch)", tiles_text,
+                            tile_cols * tile_rows, MAX_ROIS)
+          : NULL;
   gchar *roi_usage = bad_roi ? g_strdup_printf(rois_ok ? "--roi \"%s\" is not x,y,w,h: four whole "
                                                          "numbers of pixels, width and height at "
                                                          "least 1"
@@ -402,6 +484,11 @@ int main(int argc, char **argv) {
                              : NULL;
   const char *usage = !parsed                                         ? error->message
                       : roi_usage                                     ? roi_usage
+                      : tiles_usage                                   ? tiles_usage
+                      : tiles_text && n_rois                          ? "--tiles cuts the whole image into tiles; it does not combine with --roi"
+                      : tile_overlap < 0                              ? "--tile-overlap must not be negative"
+                      : tile_overlap && !tiles_text                   ? "--tile-overlap needs --tiles"
+                      : tiles_text && authors_map                     ? "--authors-map is one detector map; with --tiles the map is stitched from the tiles' maps"
                       : argc < 3                                      ? "a MODEL and at least one IMAGE or DIR expected"
                       : image_size < 0 || threads < 0 || device < 0   ? "--image-size, --threads and --device must not be negative"
                       : !backend_ok                                   ? "--backend must be auto, cpu or cuda"
@@ -422,6 +509,8 @@ int main(int argc, char **argv) {
     g_free(backend);
     g_free(precision_name);
     g_free(roi_usage);
+    g_free(tiles_usage);
+    g_free(tiles_text);
     g_strfreev(roi_texts);
     return rc;
   }
@@ -490,7 +579,7 @@ int main(int argc, char **argv) {
   o.image_size = image_size;
   o.sigma = (float)sigma;
   o.reference = reference;
-  o.batch = n_rois ? n_rois : 1; /* an image's rectangles in one batch */
+  o.batch = n_rois ? n_rois : tile_cols ? tile_cols * tile_rows : 1; /* an image's crops in one batch */
   /* the authors' map of an AnomalyCLIP model is an intermediate (map_sum) */
   o.keep_intermediates = authors_map && map_dir && cfg->family == FAP_FAMILY_ANOMALYCLIP;
   if (fap_detector_new(model, &o, &det) != FAP_OK) {
@@ -504,7 +593,8 @@ int main(int argc, char **argv) {
   const fap_blend blend = {(float)heatmap_alpha, (float)pixel_threshold, (float)heatmap_min,
                            (float)heatmap_max};
   infer_ctx ctx = {det, threshold, blend, heatmap_dir, map_dir, png16, o.keep_intermediates, json,
-                   4, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free), n_rois, {{0}}};
+                   4, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free), n_rois, {{0}},
+                   tile_cols, tile_rows, tile_overlap};
   memcpy(ctx.rois, rois, sizeof rois);
   for (guint i = 0; i < files->len; i++) {
     int len = (int)g_utf8_strlen(files->pdata[i], -1);
@@ -516,6 +606,8 @@ int main(int argc, char **argv) {
     ctx.name_width = (int)strlen(rect) > ctx.name_width ? (int)strlen(rect) : ctx.name_width;
     g_free(rect);
   }
+  if (tile_cols) /* the tiles' rows: "  tile x,y,w,h", each number up to 5 digits */
+    ctx.name_width = ctx.name_width > 30 ? ctx.name_width : 30;
   if (!json) {
     printf("model %s (%s): S=%d, %s backend, %s, threshold %.4f (%s)\n\n", argv[1],
            fap_family_name(cfg->family), fap_detector_image_size(det),
@@ -546,6 +638,7 @@ int main(int argc, char **argv) {
 
 done:
   g_strfreev(roi_texts);
+  g_free(tiles_text);
   fap_detector_free(det);
   fap_model_free(model);
   g_ptr_array_free(files, TRUE);

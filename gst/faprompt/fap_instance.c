@@ -61,9 +61,8 @@ registry_key (const gchar * id, const gchar * model_path)
 static void
 take_results (Request * q, const fap_result * r)
 {
-  q->result = fap_inference_new (r, q->req->rois, q->req->n_rois,
-      q->req->roi_set, q->req->serial, q->req->generation, q->req->pts);
-  for (guint i = 0; i < q->req->n_rois; i++)
+  q->result = fap_inference_new (r, q->req);
+  for (guint i = 0; i < q->req->n_crops; i++)
     q->pixel_bytes += r[i].frame_bytes_to_device + r[i].frame_bytes_from_device;
 }
 
@@ -75,7 +74,7 @@ run_alone (FapInstance * inst, Request ** reqs, guint n, fap_result * results)
 {
   for (guint i = 0; i < n; i++) {
     fap_status st = fap_detector_run_batch (inst->detector, reqs[i]->frames,
-        (int) reqs[i]->req->n_rois, NULL, results);
+        (int) reqs[i]->req->n_crops, NULL, results);
     if (st == FAP_OK)
       take_results (reqs[i], results);
     else
@@ -87,7 +86,7 @@ run_alone (FapInstance * inst, Request ** reqs, guint n, fap_result * results)
 static guint
 frames_of (const Request * q)
 {
-  return q->req->n_rois;
+  return q->req->n_crops;
 }
 
 static gpointer
@@ -165,19 +164,19 @@ fap_instance_run (FapInstance * inst, const fap_frame * frames,
   Request req = { frames, r, FALSE, NULL, 0, NULL };
 
   *error = NULL;
-  if (r->n_rois < 1 || r->n_rois > inst->batch) {
-    /* the element refuses such a roi setting; never a request that no
-     * batch can take */
-    *error = g_strdup_printf ("%u regions of interest, but model instance "
-        "\"%s\" runs at most %u frames in one batch", r->n_rois, inst->id,
-        inst->batch);
+  if (r->n_crops < 1 || r->n_crops > inst->batch) {
+    /* the element refuses such a roi or tiles setting; never a request
+     * that no batch can take */
+    *error = g_strdup_printf ("%u crops (regions of interest, or their "
+        "tiles), but model instance \"%s\" runs at most %u frames in one "
+        "batch", r->n_crops, inst->id, inst->batch);
     return NULL;
   }
   g_mutex_lock (&inst->lock);
   if (g_queue_is_empty (&inst->pending))
     inst->first_at = g_get_monotonic_time ();
   g_queue_push_tail (&inst->pending, &req);
-  inst->pending_frames += r->n_rois;
+  inst->pending_frames += r->n_crops;
   g_cond_broadcast (&inst->wake);
   while (!req.done)
     g_cond_wait (&inst->done, &inst->lock);

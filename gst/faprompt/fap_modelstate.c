@@ -177,14 +177,14 @@ fap_overlays_free (FapOverlays * o)
   g_free (o);
 }
 
-/* the frame once per roi, each with its crop */
+/* the frame once per crop (a roi, or a tile of one) */
 static void
-frames_of_rois (const fap_frame * frame, const FapInferRequest * req,
+frames_of_crops (const fap_frame * frame, const FapInferRequest * req,
     fap_frame * frames)
 {
-  for (guint i = 0; i < req->n_rois; i++) {
+  for (guint i = 0; i < req->n_crops; i++) {
     frames[i] = *frame;
-    frames[i].crop = req->rois[i];
+    frames[i].crop = req->crops[i];
   }
 }
 
@@ -198,28 +198,30 @@ fap_model_state_infer (FapModelState * m, const fap_frame * frame,
 
   *drawn = FALSE;
   *pixel_bytes = 0;
-  g_return_val_if_fail (req->n_rois >= 1 && req->n_rois <= FAP_ROI_MAX, NULL);
-  frames_of_rois (frame, req, frames);
+  g_return_val_if_fail (req->n_crops >= 1 && req->n_crops <= FAP_ROI_MAX,
+      NULL);
+  frames_of_crops (frame, req, frames);
   if (m->instance) {
     /* the scheduler thread hands its message over with the result */
     inf = fap_instance_run (m->instance, frames, req, pixel_bytes, error);
   } else {
     FapCuda cuda = { m->cuda_context, NULL, };
-    const fap_blend *blend = draws_in_pass (m) ? req->blend : NULL;
+    /* tiled, the stitched maps are drawn afterwards, not the tiles' */
+    const fap_blend *blend = draws_in_pass (m)
+        && req->n_crops == req->n_rois ? req->blend : NULL;
     fap_result r[FAP_ROI_MAX];
     fap_status st;
 
     fap_cuda_push (&cuda);
-    st = fap_detector_run_batch (m->detector, frames, (int) req->n_rois,
+    st = fap_detector_run_batch (m->detector, frames, (int) req->n_crops,
         blend, r);
     fap_cuda_pop (&cuda);
     if (st == FAP_OK) {
-      for (guint i = 0; i < req->n_rois; i++)
+      for (guint i = 0; i < req->n_crops; i++)
         *pixel_bytes += r[i].frame_bytes_to_device +
             r[i].frame_bytes_from_device;
       *drawn = blend != NULL;
-      inf = fap_inference_new (r, req->rois, req->n_rois, req->roi_set,
-          req->serial, req->generation, req->pts);
+      inf = fap_inference_new (r, req);
     } else {
       *error = fap_core_failure (st);
     }

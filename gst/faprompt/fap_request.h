@@ -19,7 +19,15 @@ typedef struct {
                                  * batch */
   gboolean roi_set;             /* rois from the roi property (else the whole
                                  * frame) */
-  fap_rect rois[FAP_ROI_MAX];   /* frame pixels: the crops that are run */
+  fap_rect rois[FAP_ROI_MAX];   /* frame pixels */
+  /* tiles: each roi cut into tile_cols x tile_rows tiles overlapping by
+   * tile_overlap pixels (fap_tiles_layout; 1 x 1: the roi itself) */
+  guint tile_cols, tile_rows;
+  gint tile_overlap;
+  guint n_crops;                /* n_rois * tile_cols * tile_rows, at most
+                                 * the detector's batch */
+  fap_rect crops[FAP_ROI_MAX];  /* the crops that are run: roi by roi, each
+                                 * roi's tiles row-major */
 } FapInferRequest;
 
 #endif

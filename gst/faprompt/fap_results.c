@@ -22,30 +22,69 @@ fap_inference_unref (FapInference * inf)
     g_atomic_rc_box_release_full (inf, inference_clear);
 }
 
+/* roi @k's tiles' maps stitched into one @side x @side map over the roi */
+static GBytes *
+stitch_roi (const fap_result * r, const FapInferRequest * req, guint k,
+    guint side)
+{
+  guint n_tiles = req->tile_cols * req->tile_rows;
+  const float *maps[FAP_ROI_MAX];
+  gfloat *out = g_new (gfloat, (gsize) side * side);
+
+  for (guint t = 0; t < n_tiles; t++)
+    maps[t] = r[k * n_tiles + t].map;
+  /* the layout was checked when the crops were made: this cannot fail */
+  if (fap_tiles_stitch (req->rois[k], (int) req->tile_cols,
+          (int) req->tile_rows, req->tile_overlap, maps, r[0].map_size, out,
+          (int) side, (int) side) != FAP_OK)
+    memset (out, 0, (gsize) side * side * sizeof (gfloat));
+  return g_bytes_new_take (out, (gsize) side * side * sizeof (gfloat));
+}
+
+/* the highest; NaN never wins */
+static gfloat
+highest (gfloat a, gfloat b)
+{
+  return b > a || isnan (a) ? b : a;
+}
+
 FapInference *
-fap_inference_new (const fap_result * r, const fap_rect * rects, guint n,
-    gboolean roi_set, guint64 serial, guint64 generation, GstClockTime pts)
+fap_inference_new (const fap_result * r, const FapInferRequest * req)
 {
   FapInference *inf = g_atomic_rc_box_new0 (FapInference);
-  gsize bytes = (gsize) r[0].map_size * r[0].map_size * sizeof (gfloat);
+  guint n = req->n_rois, n_tiles = req->tile_cols * req->tile_rows;
+  guint side = r[0].map_size;
+  gsize bytes;
 
-  g_return_val_if_fail (n >= 1 && n <= FAP_ROI_MAX, inf);
-  inf->map_size = r[0].map_size;
+  g_return_val_if_fail (n >= 1 && n_tiles >= 1
+      && n * n_tiles == req->n_crops && req->n_crops <= FAP_ROI_MAX, inf);
+  if (n_tiles > 1)
+    side = MIN (side * MAX (req->tile_cols, req->tile_rows),
+        FAP_TILES_MAX_MAP_SIDE);
+  bytes = (gsize) side * side * sizeof (gfloat);
+  inf->map_size = side;
   inf->n_rois = n;
-  inf->roi_set = roi_set;
+  inf->roi_set = req->roi_set;
   inf->score = r[0].score;
   for (guint i = 0; i < n; i++) {
-    inf->rois[i].rect = rects[i];
-    inf->rois[i].map = g_bytes_new (r[i].map, bytes);
-    inf->rois[i].score = r[i].score;
-    /* the frame's score: the highest; NaN never wins */
-    if (r[i].score > inf->score || isnan (inf->score))
-      inf->score = r[i].score;
-    inf->ms = MAX (inf->ms, r[i].total_ms);
+    FapRoiResult *roi = &inf->rois[i];
+
+    roi->rect = req->rois[i];
+    roi->n_tiles = n_tiles;
+    roi->score = r[i * n_tiles].score;
+    for (guint t = 0; t < n_tiles; t++) {
+      const fap_result *rt = &r[i * n_tiles + t];
+      roi->tile_scores[t] = rt->score;
+      roi->score = highest (roi->score, rt->score);
+      inf->ms = MAX (inf->ms, rt->total_ms);
+    }
+    roi->map = n_tiles > 1 ? stitch_roi (r, req, i, side) :
+        g_bytes_new (r[i].map, bytes);
+    inf->score = highest (inf->score, roi->score);
   }
-  inf->pts = pts;
-  inf->serial = serial;
-  inf->generation = generation;
+  inf->pts = req->pts;
+  inf->serial = req->serial;
+  inf->generation = req->generation;
   inf->model_image_threshold = inf->model_pixel_threshold = -1.0f;
   return inf;
 }
@@ -187,6 +226,18 @@ fap_results_attach (FapResults * r, GstBuffer * buf,
     if (inf->roi_set)
       gst_structure_set (s, "roi-index", G_TYPE_UINT, k, "roi-count",
           G_TYPE_UINT, inf->n_rois, NULL);
+    /* a tiled roi: its tiles' scores, row-major (its score is the highest) */
+    if (roi->n_tiles > 1) {
+      GValue tiles = G_VALUE_INIT;
+      g_value_init (&tiles, GST_TYPE_ARRAY);
+      for (i = 0; i < roi->n_tiles; i++) {
+        GValue v = G_VALUE_INIT;
+        g_value_init (&v, G_TYPE_DOUBLE);
+        g_value_set_double (&v, roi->tile_scores[i]);
+        gst_value_array_append_and_take_value (&tiles, &v);
+      }
+      gst_structure_take_value (s, "tile-scores", &tiles);
+    }
     if (inf->model_file)        /* fapromptpublish names the model by it */
       gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file,
           NULL);

@@ -8,13 +8,21 @@
 
 #include "fap_regions.h"
 #include "fap_report.h"
+#include "fap_request.h"
 #include "fap_roi.h"
+
+/* The side of a roi's map stitched from its tiles: S * max (columns, rows)
+ * (as many samples along the longer side of the grid as its tiles' maps
+ * hold), at most this. */
+#define FAP_TILES_MAX_MAP_SIDE 1024
 
 /* The result of one region of interest (the whole frame without roi). */
 typedef struct {
   fap_rect rect;                /* frame pixels */
-  GBytes *map;                  /* S x S floats over rect */
-  gfloat score;
+  GBytes *map;                  /* map_size x map_size floats over rect */
+  gfloat score;                 /* tiled: the highest of its tiles' */
+  guint n_tiles;                /* 1: not tiled */
+  gfloat tile_scores[FAP_ROI_MAX];      /* row-major */
 } FapRoiResult;
 
 /* One finished inference, shared (reference counted, g_atomic_rc_box) by the
@@ -22,7 +30,7 @@ typedef struct {
 typedef struct {
   guint64 serial;               /* > 0, unique per element: the maps' id */
   guint64 generation;           /* stream generation it belongs to */
-  guint map_size;               /* S */
+  guint map_size;               /* S; tiled: the stitched maps' side */
   guint n_rois;                 /* >= 1 */
   gboolean roi_set;             /* the rois came from the roi property */
   FapRoiResult rois[FAP_ROI_MAX];
@@ -39,10 +47,11 @@ typedef struct {
 } FapInference;
 
 /* Copies the detector's maps (borrowed until its next run) once: result i
- * is that of rectangle i (@roi_set: they came from the roi property). */
-FapInference *fap_inference_new (const fap_result * r, const fap_rect * rects,
-    guint n, gboolean roi_set, guint64 serial, guint64 generation,
-    GstClockTime pts);
+ * is that of @req's crop i. Tiled, each roi's map is its tiles' maps
+ * stitched (fap_tiles_stitch, docs/SPEC.md section 1.2, Tiles) and its score
+ * the highest of theirs. */
+FapInference *fap_inference_new (const fap_result * r,
+    const FapInferRequest * req);
 void fap_inference_unref (FapInference * inf);
 
 /* Per-frame settings read from the properties (thresholds resolved for the

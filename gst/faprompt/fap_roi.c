@@ -106,6 +106,35 @@ fap_roi_parse (const gchar * text, FapRoiSpec * spec, gchar ** error)
   return TRUE;
 }
 
+gboolean
+fap_tiles_parse (const gchar * text, guint * cols, guint * rows,
+    gchar ** error)
+{
+  gchar *copy = g_strstrip (g_strdup (text ? text : ""));
+  gchar **parts = NULL;
+  guint64 v[2] = { 1, 1 };
+  gboolean ok = TRUE;
+
+  *error = NULL;
+  if (*copy) {
+    parts = g_strsplit (copy, "x", -1);
+    ok = g_strv_length (parts) == 2;
+    for (guint i = 0; ok && i < 2; i++)
+      ok = g_ascii_string_to_unsigned (parts[i], 10, 1, FAP_ROI_MAX, &v[i],
+          NULL);
+    g_strfreev (parts);
+  }
+  if (!ok)
+    *error = g_strdup_printf ("\"%s\" is not CxR: columns and rows, whole "
+        "numbers from 1 to %d joined by an x (e.g. 2x2)", copy, FAP_ROI_MAX);
+  else {
+    *cols = (guint) v[0];
+    *rows = (guint) v[1];
+  }
+  g_free (copy);
+  return ok;
+}
+
 /* a fraction's pixels: the edges round to the nearest pixel boundary, so
  * rectangles that meet as fractions meet as pixels */
 static void

@@ -34,4 +34,10 @@ gboolean fap_roi_parse (const gchar * text, FapRoiSpec * spec,
 gboolean fap_roi_resolve (const FapRoiSpec * spec, gint width, gint height,
     fap_rect * rects, guint * n, gchar ** error);
 
+/* Parses the tiles property, "CxR" (columns x rows, each at least 1; NULL
+ * or blank: 1 x 1, no tiles). FALSE with *error (g_free) naming the value;
+ * *cols and *rows are then untouched. */
+gboolean fap_tiles_parse (const gchar * text, guint * cols, guint * rows,
+    gchar ** error);
+
 #endif

@@ -49,6 +49,21 @@
  * known; a setting that does not fit new caps falls back to the whole
  * frame, with a warning.
  *
+ * ## Tiles
+ *
+ * `tiles` ("CxR") cuts each rectangle (or the whole frame) into C x R equal
+ * tiles, neighbours overlapping by at least `tile-overlap` pixels
+ * (fap_tiles_layout, docs/SPEC.md section 1.2, Tiles), each run as a crop at
+ * (nearly) its own resolution, all in one batch (at most 16 crops a
+ * frame): a small defect on a large frame then covers more than a fraction
+ * of a patch. Each rectangle keeps one #GstFAPromptMeta: its map is the
+ * tiles' maps stitched (fap_tiles_stitch, no seams) at S * max (C, R)
+ * squared, at most 1024, its score the highest tile's; the structure twin
+ * adds `tile-scores` (a GstValueArray of doubles, row-major). Bad values
+ * (unparsable, more crops than the batch, an overlap too large for a
+ * rectangle) are refused with a warning naming the value, and the setting
+ * in force stays; both may change while playing, no frame lost.
+ *
  * Element messages named `faprompt` (post-messages) carry: `timestamp`,
  * `stream-time`, `running-time`, `duration` (guint64 ns), `score` (gdouble),
  * `anomalous`, `reused` (gboolean), `inference-timestamp` (guint64, PTS of
@@ -129,6 +144,8 @@ enum
   PROP_MODEL_FAMILY,
   PROP_RUNNING_PRECISION,
   PROP_ROI,
+  PROP_TILES,
+  PROP_TILE_OVERLAP,
 };
 
 enum
@@ -240,16 +257,59 @@ gst_fa_prompt_reload (GstFAPrompt * self)
 
 /* ---- regions of interest ---------------------------------------------------- */
 
-/* Whether @spec can run now: no more rectangles than the running detector's
- * batch, every one inside the negotiated frame (each checked once known).
- * FALSE with *why (g_free). Object lock held. */
-static gboolean
-roi_fits_locked (GstFAPrompt * self, const FapRoiSpec * spec, gchar ** why)
+/* a layout's refusal becomes a warning's text (fap_last_error), not a log
+ * line */
+static void
+silent_log (fap_log_level level, const char *message, void *user_data)
 {
-  fap_rect rects[FAP_ROI_MAX];
-  guint n;
+}
+
+/* The tiles of @n rectangles into @crops (rectangle by rectangle, each
+ * one's row-major; n * cols * rows <= FAP_ROI_MAX). FALSE with *why
+ * (g_free) naming the rectangle and the core's reason. Logs nothing: the
+ * caller says it (the object lock may be held). */
+static gboolean
+tile_crops (const fap_rect * rects, guint n, guint cols, guint rows,
+    guint overlap, fap_rect * crops, gchar ** why)
+{
+  gboolean ok = TRUE;
+
+  fap_set_thread_log_callback (silent_log, NULL);
+  for (guint i = 0; ok && i < n; i++) {
+    const fap_rect *r = &rects[i];
+    ok = fap_tiles_layout (*r, (int) cols, (int) rows, (int) MIN (overlap,
+            G_MAXINT), crops + i * cols * rows) == FAP_OK;
+    if (!ok)
+      *why = g_strdup_printf ("%s (%d,%d,%d,%d): %s", n > 1 ? "a rectangle" :
+          "the analysed area", r->x, r->y, r->width, r->height,
+          fap_last_error ());
+  }
+  fap_set_thread_log_callback (NULL, NULL);
+  return ok;
+}
+
+/* Whether @spec in @cols x @rows tiles overlapping by @overlap can run now:
+ * no more crops than the running detector's batch, every rectangle inside
+ * the negotiated frame and wide and high enough for its tiles (each
+ * checked once known). FALSE with *why (g_free). Object lock held. */
+static gboolean
+roi_fits_locked (GstFAPrompt * self, const FapRoiSpec * spec, guint cols,
+    guint rows, guint overlap, gchar ** why)
+{
+  fap_rect rects[FAP_ROI_MAX], crops[FAP_ROI_MAX];
+  guint n, n_tiles = cols * rows, n_crops = MAX (spec->n, 1) * n_tiles;
 
   *why = NULL;
+  if (n_tiles > 1 && n_crops > MIN (self->roi_cap ? self->roi_cap :
+          FAP_ROI_MAX, FAP_ROI_MAX)) {
+    *why = g_strdup_printf ("%u rectangle%s in %ux%u tiles are %u crops, but "
+        "the detector runs at most %u in one batch (batch-size%s)",
+        MAX (spec->n, 1), spec->n > 1 ? "s" : "", cols, rows, n_crops,
+        self->roi_cap ? self->roi_cap : FAP_ROI_MAX,
+        self->state && self->state->instance ? " of the model instance" :
+        ", or the number of crops at start");
+    return FALSE;
+  }
   if (self->roi_cap && spec->n > self->roi_cap) {
     *why = g_strdup_printf ("%u rectangles, but the detector runs at most %u "
         "in one batch (batch-size%s)", spec->n, self->roi_cap,
@@ -257,10 +317,13 @@ roi_fits_locked (GstFAPrompt * self, const FapRoiSpec * spec, gchar ** why)
         ", or the number of rectangles at start");
     return FALSE;
   }
-  if (self->roi_frame_w > 0)
-    return fap_roi_resolve (spec, self->roi_frame_w, self->roi_frame_h, rects,
-        &n, why);
-  return TRUE;
+  if (self->roi_frame_w <= 0)
+    return TRUE;
+  if (!fap_roi_resolve (spec, self->roi_frame_w, self->roi_frame_h, rects,
+          &n, why))
+    return FALSE;
+  return n_tiles == 1 || tile_crops (rects, n, cols, rows, overlap, crops,
+      why);
 }
 
 /* The setting in force no longer fits (new caps, a detector with a smaller
@@ -268,21 +331,36 @@ roi_fits_locked (GstFAPrompt * self, const FapRoiSpec * spec, gchar ** why)
 static void
 roi_recheck (GstFAPrompt * self)
 {
-  gchar *why = NULL, *text = NULL;
+  gchar *why = NULL, *text = NULL, *tiles_why = NULL, *tiles_text = NULL;
+  FapRoiSpec whole = { 0, };
 
   GST_OBJECT_LOCK (self);
-  if (self->roi.n && !roi_fits_locked (self, &self->roi, &why)) {
+  if (self->roi.n && !roi_fits_locked (self, &self->roi, 1, 1, 0, &why)) {
     text = self->roi_text;
     self->roi_text = NULL;
     memset (&self->roi, 0, sizeof self->roi);
+  }
+  /* the tiles of what is analysed now, else none */
+  if (self->tile_cols * self->tile_rows > 1 &&
+      !roi_fits_locked (self, self->roi.n ? &self->roi : &whole,
+          self->tile_cols, self->tile_rows, self->tile_overlap, &tiles_why)) {
+    tiles_text = self->tiles_text;
+    self->tiles_text = NULL;
+    self->tile_cols = self->tile_rows = 1;
   }
   GST_OBJECT_UNLOCK (self);
   if (why)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("faprompt: roi \"%s\" does not fit: %s; analysing the whole frame "
             "until roi is set again", text, why), (NULL));
+  if (tiles_why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: tiles \"%s\" does not fit: %s; no tiles until tiles is "
+            "set again", tiles_text, tiles_why), (NULL));
   g_free (why);
   g_free (text);
+  g_free (tiles_why);
+  g_free (tiles_text);
 }
 
 /* roi set: parsed and checked here (the application's thread), in force
@@ -296,7 +374,8 @@ set_roi (GstFAPrompt * self, const gchar * text)
 
   if (fap_roi_parse (text, &spec, &why)) {
     GST_OBJECT_LOCK (self);
-    if (roi_fits_locked (self, &spec, &why)) {
+    if (roi_fits_locked (self, &spec, self->tile_cols, self->tile_rows,
+            self->tile_overlap, &why)) {
       g_free (self->roi_text);
       self->roi_text = spec.n ? g_strdup (text) : NULL;
       self->roi = spec;
@@ -316,6 +395,58 @@ set_roi (GstFAPrompt * self, const gchar * text)
             text ? text : "", why, kept), (NULL));
   g_free (why);
   g_free (kept);
+}
+
+/* tiles set: as roi, checked with the roi in force, refused with a warning
+ * naming the value (the setting in force stays) */
+static void
+set_tiles (GstFAPrompt * self, const gchar * text)
+{
+  guint cols = 1, rows = 1;
+  gchar *why = NULL, *kept = NULL;
+
+  if (fap_tiles_parse (text, &cols, &rows, &why)) {
+    GST_OBJECT_LOCK (self);
+    if (roi_fits_locked (self, &self->roi, cols, rows, self->tile_overlap,
+            &why)) {
+      g_free (self->tiles_text);
+      self->tiles_text = cols * rows > 1 ? g_strdup (text) : NULL;
+      self->tile_cols = cols;
+      self->tile_rows = rows;
+    } else {
+      kept = g_strdup (self->tiles_text ? self->tiles_text : "");
+    }
+    GST_OBJECT_UNLOCK (self);
+  } else {
+    GST_OBJECT_LOCK (self);
+    kept = g_strdup (self->tiles_text ? self->tiles_text : "");
+    GST_OBJECT_UNLOCK (self);
+  }
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: tiles \"%s\" refused: %s; tiles stays \"%s\"",
+            text ? text : "", why, kept), (NULL));
+  g_free (why);
+  g_free (kept);
+}
+
+static void
+set_tile_overlap (GstFAPrompt * self, guint overlap)
+{
+  gchar *why = NULL;
+  guint kept;
+
+  GST_OBJECT_LOCK (self);
+  kept = self->tile_overlap;
+  if (roi_fits_locked (self, &self->roi, self->tile_cols, self->tile_rows,
+          overlap, &why))
+    self->tile_overlap = overlap;
+  GST_OBJECT_UNLOCK (self);
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: tile-overlap %u refused: %s; tile-overlap stays %u",
+            overlap, why, kept), (NULL));
+  g_free (why);
 }
 
 /* ---- start / stop -------------------------------------------------------- */
@@ -340,7 +471,8 @@ read_load_settings_locked (GstFAPrompt * self, FapLoadSettings * ls)
   ls->options.log_user_data = self;
   /* a detector of its own runs a frame's rois in one batch */
   ls->options.batch = ls->instance_id ? (int) self->batch_size :
-      (int) MAX (self->batch_size, MAX (self->roi.n, 1));
+      (int) MAX (self->batch_size, MAX (self->roi.n, 1) * self->tile_cols *
+      self->tile_rows);
 }
 
 /* The streaming thread's overlay (the CPU backend's drawing tables); on
@@ -539,6 +671,9 @@ typedef struct
   guint n_rois;                 /* the frame's rois in pixels (roi) */
   gboolean roi_set;
   fap_rect rois[FAP_ROI_MAX];
+  guint tile_cols, tile_rows, tile_overlap;     /* 1 x 1: no tiles */
+  guint n_crops;                /* what runs: the rois, or their tiles */
+  fap_rect crops[FAP_ROI_MAX];
 } Settings;
 
 /* for a @width x @height frame */
@@ -546,7 +681,7 @@ static void
 read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
 {
   gboolean warn = FALSE;
-  gchar *why = NULL;
+  gchar *why = NULL, *tiles_why = NULL;
 
   GST_OBJECT_LOCK (self);
   /* checked against the caps' frame size when set and at caps: it fits,
@@ -557,6 +692,23 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
     gchar *none = NULL;
     fap_roi_resolve (&whole, width, height, s->rois, &s->n_rois, &none);
     s->roi_set = FALSE;
+  }
+  /* checked with the roi when set and at caps: they fit, unless this frame
+   * is another size (then no tiles) */
+  s->tile_cols = self->tile_cols;
+  s->tile_rows = self->tile_rows;
+  s->tile_overlap = self->tile_overlap;
+  if (s->tile_cols * s->tile_rows > 1 && (s->n_rois * s->tile_cols *
+          s->tile_rows > FAP_ROI_MAX || !tile_crops (s->rois, s->n_rois,
+              s->tile_cols, s->tile_rows, s->tile_overlap, s->crops,
+              &tiles_why)))
+    s->tile_cols = s->tile_rows = 1;
+  if (s->tile_cols * s->tile_rows == 1) {
+    s->tile_overlap = 0;
+    s->n_crops = s->n_rois;
+    memcpy (s->crops, s->rois, s->n_rois * sizeof s->rois[0]);
+  } else {
+    s->n_crops = s->n_rois * s->tile_cols * s->tile_rows;
   }
   s->image_property = self->image_threshold;
   s->pixel_property = self->pixel_threshold;
@@ -577,7 +729,11 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   if (why)
     GST_DEBUG_OBJECT (self, "roi on a %dx%d frame: %s; the whole frame", width,
         height, why);
+  if (tiles_why)
+    GST_DEBUG_OBJECT (self, "tiles on a %dx%d frame: %s; no tiles", width,
+        height, tiles_why);
   g_free (why);
+  g_free (tiles_why);
   if (warn)
     GST_WARNING_OBJECT (self, "heatmap-max is not above heatmap-min: drawing "
         "every value above pixel-threshold in the last colour");
@@ -616,6 +772,11 @@ request_rois (FapInferRequest * req, const Settings * st)
   req->n_rois = st->n_rois;
   req->roi_set = st->roi_set;
   memcpy (req->rois, st->rois, st->n_rois * sizeof st->rois[0]);
+  req->tile_cols = st->tile_cols;
+  req->tile_rows = st->tile_rows;
+  req->tile_overlap = (gint) st->tile_overlap;
+  req->n_crops = st->n_crops;
+  memcpy (req->crops, st->crops, st->n_crops * sizeof st->crops[0]);
 }
 
 static gboolean
@@ -930,6 +1091,14 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
     set_roi (self, g_value_get_string (value));
     return;
   }
+  if (prop_id == PROP_TILES) {  /* so do these two */
+    set_tiles (self, g_value_get_string (value));
+    return;
+  }
+  if (prop_id == PROP_TILE_OVERLAP) {
+    set_tile_overlap (self, g_value_get_uint (value));
+    return;
+  }
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL_FILE:
@@ -1106,6 +1275,12 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_ROI:
       g_value_set_string (value, self->roi_text ? self->roi_text : "");
       break;
+    case PROP_TILES:
+      g_value_set_string (value, self->tiles_text ? self->tiles_text : "");
+      break;
+    case PROP_TILE_OVERLAP:
+      g_value_set_uint (value, self->tile_overlap);
+      break;
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, stats.frames);
       break;
@@ -1155,6 +1330,7 @@ gst_fa_prompt_finalize (GObject * object)
   g_free (self->model_file);
   g_free (self->instance_id);
   g_free (self->roi_text);
+  g_free (self->tiles_text);
   fap_worker_clear (&self->worker);
   fap_stats_clear (&self->stats);
   fap_mode_clear (&self->mode);
@@ -1178,6 +1354,7 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->post_messages = GST_FA_PROMPT_MESSAGES_ON_CHANGE;
   self->max_regions = 16;
   self->batch_size = 1;
+  self->tile_cols = self->tile_rows = 1;
   self->batch_timeout_us = 5000;
   self->watch_settle_ms = DEFAULT_WATCH_SETTLE_MS;
   fap_stats_init (&self->stats);
@@ -1395,6 +1572,22 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "any is, its score the highest. Empty: the whole frame. A bad value "
           "is refused with a warning and the setting in force stays (see the "
           "element's documentation)", "", rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TILES,
+      g_param_spec_string ("tiles", "Tiles",
+          "Each roi rectangle (or the whole frame) cut into \"CxR\" equal "
+          "tiles, columns x rows, each resized to the model's input on its "
+          "own (all in one batch, at most 16 crops): a small defect on a "
+          "large frame then covers more than a fraction of a patch. The "
+          "rectangle's map is its tiles' maps stitched, its score the "
+          "highest tile's. Empty: no tiles. A bad value is refused with a "
+          "warning and the setting in force stays", "",
+          rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
+      g_param_spec_uint ("tile-overlap", "Tile overlap",
+          "With tiles: neighbouring tiles overlap by at least this many "
+          "pixels, their maps blended across the overlap (no seams). Too "
+          "large for a rectangle: refused with a warning", 0, 32768, 0,
+          rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "With model-instance-id: microseconds a batch waits for more frames "

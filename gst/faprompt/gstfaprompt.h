@@ -63,6 +63,11 @@ struct _GstFAPrompt
   FapRoiSpec roi;
   guint roi_cap;
   gint roi_frame_w, roi_frame_h;
+  /* tiles: each roi (or the whole frame) cut into tile_cols x tile_rows
+   * tiles overlapping by tile_overlap pixels (1 x 1: none; its text as set,
+   * NULL: none), checked with the roi */
+  gchar *tiles_text;
+  guint tile_cols, tile_rows, tile_overlap;
 
   /* what it measures, and whether it runs non-blocking: each its own lock */
   FapStats stats;

@@ -26,7 +26,8 @@ import numpy as np
 
 from . import _lib
 
-__all__ = ["Config", "Detector", "Error", "Model", "Result", "Status"]
+__all__ = ["Config", "Detector", "Error", "Model", "Result", "Status", "stitch_tiles",
+           "tile_layout"]
 
 #: the version of the libfaprompt loaded (fap_version)
 __version__ = _lib.fap_version().decode()
@@ -200,6 +201,62 @@ class Model:
     def __repr__(self):
         state = "closed" if self.closed else f"S={self.config.image_size}"
         return f"<faprompt.Model {self.path!r} {state}>"
+
+
+# ---- tiles ----------------------------------------------------------------
+
+def _grid(area, tiles, overlap):
+    try:
+        x, y, w, h = (int(v) for v in area)
+    except (TypeError, ValueError):
+        raise ValueError(f"area {area!r} is not (x, y, w, h)") from None
+    try:
+        cols, rows = (int(v) for v in tiles)
+    except (TypeError, ValueError):
+        raise ValueError(f"tiles {tiles!r} is not (columns, rows)") from None
+    rect = _lib.fap_rect(*(_c_int(n, v) for n, v in zip(("x", "y", "width", "height"),
+                                                          (x, y, w, h))))
+    return rect, _c_int("columns", cols), _c_int("rows", rows), _c_int("overlap", overlap)
+
+
+def tile_layout(area, tiles, overlap=0):
+    """The tiles of a rectangle (fap_tiles_layout; docs/SPEC.md section 1.2,
+    Tiles): area (x, y, w, h) in pixels, tiles (columns, rows), neighbours
+    overlapping by at least overlap pixels. Returns (x, y, w, h) per tile,
+    row-major: equal sizes, the first and last flush with the edges. Score
+    them with Detector.run_rois and put their maps together with
+    stitch_tiles. Raises Error naming the value for a grid the rectangle
+    cannot take (more tiles than pixels, an overlap too large)."""
+    rect, cols, rows, overlap = _grid(area, tiles, overlap)
+    out = (_lib.fap_rect * (cols * rows if cols > 0 and rows > 0 else 1))()
+    _call("tile layout failed", _lib.fap_tiles_layout, rect, cols, rows, overlap, out)
+    return [(t.x, t.y, t.width, t.height) for t in out]
+
+
+def stitch_tiles(area, tiles, maps, overlap=0, size=None):
+    """One map of the rectangle from its tiles' maps (fap_tiles_stitch;
+    docs/SPEC.md section 1.2, Tiles): the same area, tiles and overlap as
+    tile_layout, maps the tiles' square maps in its order (e.g. each
+    Result.map of run_rois). Each output pixel is the mean of the covering
+    tiles' maps, sampled bilinearly, weighted by ramps across the overlaps:
+    no seams. size (width, height) of the result, default the rectangle's.
+    Returns float32 [height, width]."""
+    rect, cols, rows, overlap = _grid(area, tiles, overlap)
+    arrays = [np.ascontiguousarray(m, dtype=np.float32) for m in maps]
+    if len(arrays) != max(cols, 0) * max(rows, 0) and cols > 0 and rows > 0:
+        raise ValueError(f"{len(arrays)} maps for {cols} x {rows} tiles")
+    side = arrays[0].shape[0] if arrays else 0
+    if any(a.ndim != 2 or a.shape != (side, side) for a in arrays):
+        raise ValueError(f"the maps must be square and of one size, got "
+                         f"{sorted(set(a.shape for a in arrays))}")
+    out_w, out_h = (rect.width, rect.height) if size is None else (int(v) for v in size)
+    out = np.empty((max(out_h, 0), max(out_w, 0)), dtype=np.float32)
+    ptr = ctypes.POINTER(ctypes.c_float)
+    table = (ptr * max(len(arrays), 1))(*(a.ctypes.data_as(ptr) for a in arrays))
+    _call("stitching failed", _lib.fap_tiles_stitch, rect, cols, rows, overlap,
+          table, side, out.ctypes.data_as(ptr), _c_int("width", out_w), _c_int("height", out_h))
+    del arrays  # the maps, kept alive until the core has read them
+    return out
 
 
 # ---- detector -------------------------------------------------------------

@@ -148,6 +148,12 @@ fap_detector_run = _declare("fap_detector_run", c_enum, _p, ctypes.POINTER(fap_f
 fap_detector_run_batch = _declare("fap_detector_run_batch", c_enum, _p,
                                   ctypes.POINTER(fap_frame), ctypes.c_int, _p,
                                   ctypes.POINTER(fap_result))
+fap_tiles_layout = _declare("fap_tiles_layout", c_enum, fap_rect, ctypes.c_int, ctypes.c_int,
+                            ctypes.c_int, ctypes.POINTER(fap_rect))
+fap_tiles_stitch = _declare("fap_tiles_stitch", c_enum, fap_rect, ctypes.c_int, ctypes.c_int,
+                            ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_float)),
+                            ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_int,
+                            ctypes.c_int)
 
 # Names of the enums as the core spells them ("cpu", "f16", "vision", ...).
 BACKENDS = {fap_backend_name(i).decode(): i for i in range(FAP_BACKEND_COUNT)}

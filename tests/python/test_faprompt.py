@@ -6,7 +6,8 @@
 
 Scores and maps must equal faprompt-infer's on the same pixels (the same
 core, so within 1e-6), also with non-default detector options, which catches
-a ctypes structure that does not match core/fap.h. Then strided inputs, bad
+a ctypes structure that does not match core/fap.h. Tiles: tile_layout and
+stitch_tiles against the numpy reference of the rule. Then strided inputs, bad
 inputs, errors and handle lifetimes. With --model-ac (an AnomalyCLIP model
 with out layers 2,4, tests/meson.build: tiny-ac): Config.family /
 .out_layers of both families, and a Detector on it equal to faprompt-infer.
@@ -361,6 +362,53 @@ def run_checks(args, tmp, np, Image, faprompt):
             if "1 .. 3" not in str(e):
                 return f"4 rectangles into a batch of 3: {e}"
         return None
+
+    # ---- tiles -------------------------------------------------------------
+    sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+    import tiles_ref  # the numpy reference of docs/SPEC.md 1.2, Tiles
+
+    @check("tile_layout: the rectangles of docs/SPEC.md 1.2, Tiles (numpy reference)")
+    def _():
+        for area, grid, overlap in (((0, 0, 120, 90), (3, 2), 7), ((5, 3, 33, 47), (2, 3), 0),
+                                    ((0, 0, 64, 48), (1, 1), 0)):
+            got = faprompt.tile_layout(area, grid, overlap)
+            want = tiles_ref.layout(area, *grid, overlap)
+            if got != want:
+                return f"{area} {grid} overlap {overlap}: {got} != {want}"
+        return None
+
+    @check("run_rois on tile_layout, stitch_tiles: the tiles' maps stitched as the reference")
+    def _():
+        img = images[2]
+        h, w = img.shape[:2]
+        area, grid, overlap = (0, 0, w, h), (2, 2), 9
+        with faprompt.Detector(model, backend="cpu", batch=4) as d:
+            rs = d.run_rois(img, faprompt.tile_layout(area, grid, overlap))
+        maps = [r.map for r in rs]
+        for size in (None, (61, 37)):
+            got = faprompt.stitch_tiles(area, grid, maps, overlap, size=size)
+            ow, oh = size or (w, h)
+            want = tiles_ref.stitch(area, *grid, overlap, maps, ow, oh)
+            err = float(np.max(np.abs(got - want)))
+            if got.dtype != np.float32 or got.shape != (oh, ow) or err > TOL:
+                return f"size {size}: {got.dtype} {got.shape}, max error {err:.3g}"
+        return None
+
+    @check("tiles: bad grids -> faprompt.Error naming the value, ValueError for the maps")
+    def _():
+        e = raises(faprompt.Error, faprompt.tile_layout, (0, 0, 20, 10), (2, 1), 19)
+        if "overlap 19" not in str(e) or e.status != faprompt.Status.INVALID_ARGUMENT:
+            return f"overlap 19: {e!r}"
+        e = raises(faprompt.Error, faprompt.tile_layout, (0, 0, 20, 10), (0, 1))
+        if "0 columns" not in str(e):
+            return f"0 columns: {e!r}"
+        m = np.zeros((4, 4), np.float32)
+        e = raises(ValueError, faprompt.stitch_tiles, (0, 0, 20, 10), (2, 2), [m, m, m])
+        if "3 maps" not in str(e):
+            return f"3 maps for 2 x 2: {e!r}"
+        e = raises(ValueError, faprompt.stitch_tiles, (0, 0, 20, 10), (2, 1),
+                   [m, np.zeros((5, 5), np.float32)])
+        return None if "square and of one size" in str(e) else f"two sizes: {e!r}"
 
     # ---- strided inputs --------------------------------------------------
     base = images[2]

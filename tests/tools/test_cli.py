@@ -2,7 +2,7 @@
 """End-to-end runs of faprompt-infer, faprompt-eval and faprompt-calibrate on the
 tiny random model and small synthetic datasets (make_dataset.py).
 
-    test_cli.py --tools BUILD/tools --model TINY.safetensors --case infer|eval|calibrate|bad
+    test_cli.py --tools BUILD/tools --model TINY.safetensors --case infer|eval|calibrate|bad|tiles
     test_cli.py --tools BUILD/tools --model TINY.safetensors --model-ac TINY_AC.safetensors \
                 --case anomalyclip|anomalyclip-png16
 
@@ -12,6 +12,11 @@ metrics equal reference_metrics.py on its own maps to 1e-6; CSV / JSON / Markdow
 agree; --limit and --classes. infer: table, JSON lines, heatmaps, .npy and 16-bit
 PNG maps, equal to eval's maps; --roi rectangles score as hand crops. calibrate: the thresholds are the order
 statistics it claims, the sidecar is written and faprompt-infer applies it.
+tiles: infer --tiles runs fap_tiles_layout's tiles as --roi rectangles
+(the same scores, bit for bit), its map is the numpy reference of
+docs/SPEC.md section 1.2, Tiles, applied to those rectangles' maps (1e-6),
+the image's score the highest tile's; eval --tiles: the scores of infer
+--tiles, the maps stitched at S x S; bad --tiles / --tile-overlap named.
 bad: missing folders, unreadable / mismatched / 16-bit masks, broken CSV and
 meta.json, missing model, broken sidecar: exit status and a clear message.
 anomalyclip (an AnomalyCLIP model with out layers 2,4: L = 2): the table header
@@ -38,6 +43,8 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import reference_metrics as ref  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+import tiles_ref  # noqa: E402
 
 S = 56  # the tiny model's own size: fast
 TOL = 1e-6
@@ -255,6 +262,87 @@ def case_infer(tools, model, tmp):
                 stem = os.path.splitext(os.path.basename(img))[0]
                 check(np.array_equal(np.load(os.path.join(mp, f"{stem}_map.npy")), d["maps"][i]),
                       f"infer map of good/{stem} = eval's")
+
+
+def case_tiles(tools, model, tmp):
+    infer = os.path.join(tools, "faprompt-infer")
+    img = os.path.join(tmp, "odd.png")
+    W, H = 73, 46  # odd sizes: tiles that do not divide the image
+    rng = np.random.default_rng(5)
+    Image.fromarray((rng.random((H, W, 3)) * 255).astype(np.uint8)).save(img)
+    narrow = os.path.join(tmp, "narrow.png")
+    Image.fromarray((rng.random((9, 3, 3)) * 255).astype(np.uint8)).save(narrow)
+    for cols, rows, overlap in [(3, 2, 5), (2, 1, 0)]:
+        tag = f"infer --tiles {cols}x{rows} --tile-overlap {overlap}"
+        rects = tiles_ref.layout((0, 0, W, H), cols, rows, overlap)
+        mt, mr, hm = (os.path.join(tmp, f"{x}{cols}{rows}") for x in ("mt", "mr", "hm"))
+        p = run([infer, model, img, "--json", "--map-dir", mt, "--heatmap-dir", hm,
+                 "--pixel-threshold", "0", "--tiles", f"{cols}x{rows}", "--tile-overlap", str(overlap)])
+        q = run([infer, model, img, "--json", "--map-dir", mr]
+                + [a for r in rects for a in ("--roi", ",".join(map(str, r)))])
+        if not check(p.returncode == 0 and q.returncode == 0, f"{tag}: ran (and as --roi)"):
+            continue
+        o, by_roi = json.loads(p.stdout), json.loads(q.stdout)
+        check([(t["x"], t["y"], t["width"], t["height"]) for t in o["tiles"]] == rects,
+              f"{tag}: the tiles are the layout's, row-major")
+        got = [t["score"] for t in o["tiles"]]
+        check(got == [r["score"] for r in by_roi["rois"]],
+              f"{tag}: each tile scores as the same --roi rectangle, bit for bit")
+        check(o["score"] == max(got) and o["anomalous"] == (o["score"] > o["threshold"]),
+              f"{tag}: the image's score is the highest tile's")
+        maps = [np.load(r["map"]) for r in by_roi["rois"]]
+        side = S * max(cols, rows)
+        stitched = np.load(o["map"])
+        want = tiles_ref.stitch((0, 0, W, H), cols, rows, overlap, maps, side, side)
+        if check(stitched.shape == (side, side) and o["map_size"] == side,
+                 f"{tag}: the map is S * max(C, R) = {side} squared"):
+            err = float(np.max(np.abs(stitched - want)))
+            check(err <= TOL, f"{tag}: the map is the tiles' maps stitched as docs/SPEC.md says "
+                              f"(max error {err:.2g})")
+        drawn = np.array(Image.open(os.path.join(hm, "odd_heatmap.png")).convert("RGB"))
+        check(drawn.shape == (H, W, 3) and not np.array_equal(drawn, np.array(Image.open(img))),
+              f"{tag}: heatmap drawn at the image's size")
+    # faprompt-eval --tiles: the scores infer --tiles gives, the maps stitched at S x S
+    data = make_dataset(os.path.join(tmp, "ds"), "mvtec", seed=6, classes=1, good=2, bad=1,
+                        width=61, height=45)
+    dump = os.path.join(tmp, "dump-tiles")
+    grid, overlap = (3, 2), 4
+    tiling = ["--tiles", f"{grid[0]}x{grid[1]}", "--tile-overlap", str(overlap)]
+    p = run([os.path.join(tools, "faprompt-eval"), model, data, "--dump", dump] + tiling)
+    if check(p.returncode == 0 and "3x2 tiles overlapping by 4" in p.stderr, "eval --tiles: ran"):
+        d = read_dump(dump)["part0"]
+        files = [smp[0] for smp in d["samples"]]
+        by_file = infer_json(infer, model, files, *tiling)
+        check(by_file is not None and [np.float32(by_file[f]["score"]) for f in files] == list(d["scores"]),
+              "eval --tiles: the scores of infer --tiles, bit for bit")
+        f0 = files[0]
+        W0, H0 = Image.open(f0).size
+        rects = tiles_ref.layout((0, 0, W0, H0), *grid, overlap)
+        mr = os.path.join(tmp, "mr-eval")
+        q = run([infer, model, f0, "--json", "--map-dir", mr]
+                + [a for r in rects for a in ("--roi", ",".join(map(str, r)))])
+        if check(q.returncode == 0, "eval --tiles: the tiles run as --roi"):
+            maps = [np.load(r["map"]) for r in json.loads(q.stdout)["rois"]]
+            want = tiles_ref.stitch((0, 0, W0, H0), *grid, overlap, maps, S, S)
+            err = float(np.max(np.abs(d["maps"][0] - want)))
+            check(d["maps"].shape[1:] == (S, S) and err <= TOL,
+                  f"eval --tiles: the map is the tiles' maps stitched at S x S (max error {err:.2g})")
+    p = run([os.path.join(tools, "faprompt-eval"), model, data, "--tiles", "2x"], expect=2)
+    check(p.returncode == 2 and '"2x"' in p.stderr, "eval --tiles 2x: refused, naming it")
+    p = run([os.path.join(tools, "faprompt-eval"), model, data, "--tiles", "2x2", "--tile-overlap", "50"],
+            expect=1)
+    check(p.returncode == 1 and "overlap 50" in p.stderr, "eval --tile-overlap 50: refused on the image, naming it")
+
+    for args, rc, named in [(["--tiles", "0x2"], 2, '"0x2"'), (["--tiles", "3"], 2, '"3"'),
+                            (["--tiles", "5x4"], 2, "20 tiles"),
+                            (["--tiles", "2x2", "--roi", "0,0,5,5"], 2, "--roi"),
+                            (["--tiles", "2x2", "--tile-overlap", "-1"], 2, "--tile-overlap"),
+                            (["--tile-overlap", "3"], 2, "needs --tiles"),
+                            (["--tiles", "2x2", "--tile-overlap", "45"], 1, "overlap 45"),
+                            (["--tiles", "4x1"], 1, "4 columns")]:
+        # a 3 x 9 image: more columns than pixels
+        p = run([infer, model, narrow if "4x1" in args else img] + args, expect=rc)
+        check(p.returncode == rc and named in p.stderr, f"infer {' '.join(args)}: refused, naming {named}")
 
 
 def case_calibrate(tools, model_src, tmp):
@@ -502,7 +590,7 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--model-ac", help="an AnomalyCLIP model with out layers 2,4 (tiny-ac)")
-    ap.add_argument("--case", choices=["infer", "eval", "calibrate", "bad", "anomalyclip",
+    ap.add_argument("--case", choices=["infer", "eval", "calibrate", "bad", "tiles", "anomalyclip",
                                        "anomalyclip-png16"], required=True)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -512,7 +600,8 @@ def main():
             {"anomalyclip": case_anomalyclip, "anomalyclip-png16": case_anomalyclip_png16}[a.case](
                 os.path.abspath(a.tools), os.path.abspath(a.model), tmp, os.path.abspath(a.model_ac))
         else:
-            {"infer": case_infer, "eval": case_eval, "calibrate": case_calibrate, "bad": case_bad}[a.case](
+            {"infer": case_infer, "eval": case_eval, "calibrate": case_calibrate, "bad": case_bad,
+             "tiles": case_tiles}[a.case](
                 os.path.abspath(a.tools), os.path.abspath(a.model), tmp)
     print(f"{failures} failures")
     return 1 if failures else 0
