@@ -40,7 +40,7 @@
 #include "datafile.h"
 #include "hostinfo.h"
 #include "onnx_anchor.h"
-#include "precision_opt.h"
+#include "cli_options.h"
 #include "torch_ref.h"
 
 #ifdef FAP_HAVE_OPENBLAS

@@ -18,7 +18,7 @@
 #include "fap.h"
 
 #include "imageio.h"
-#include "precision_opt.h"
+#include "cli_options.h"
 #include "progress.h"
 
 #include <errno.h>

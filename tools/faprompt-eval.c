@@ -30,7 +30,7 @@
 #include "mask.h"
 #include "metrics.h"
 #include "npy.h"
-#include "precision_opt.h"
+#include "cli_options.h"
 #include "progress.h"
 
 #include <errno.h>
@@ -481,19 +481,6 @@ typedef struct {
   float *stitched;                        /* S x S: a tiled image's map */
 } eval_ctx;
 
-/* "CxR": two whole numbers, each at least 1; 0 when not */
-static int parse_tiles(const char *text, int *cols, int *rows) {
-  gchar **parts = g_strsplit(text, "x", -1);
-  guint64 v[2] = {0, 0};
-  int ok = g_strv_length(parts) == 2;
-  for (int i = 0; ok && i < 2; i++)
-    ok = g_ascii_string_to_unsigned(parts[i], 10, 1, 32768, &v[i], NULL);
-  g_strfreev(parts);
-  *cols = (int)v[0];
-  *rows = (int)v[1];
-  return ok;
-}
-
 /* The image in tiles: one batch of crops, the highest score, the maps
  * stitched into e->stitched (S x S); r->map points there. */
 static fap_status run_tiled(eval_ctx *e, const fap_frame *frame, fap_result *r) {
@@ -744,7 +731,7 @@ int main(int argc, char **argv) {
   g_free(precision_name);
   const char *usage = NULL;
   gchar *tiles_usage = NULL;
-  if (parsed && tiles_text && !parse_tiles(tiles_text, &tile_cols, &tile_rows))
+  if (parsed && tiles_text && !tool_parse_tiles(tiles_text, &tile_cols, &tile_rows))
     tiles_usage = g_strdup_printf("--tiles \"%s\" is not CxR: two whole numbers of at least 1 "
                                   "joined by an x (columns x rows), e.g. 3x2",
                                   tiles_text);

@@ -26,7 +26,7 @@
 
 #include "imageio.h"
 #include "npy.h"
-#include "precision_opt.h"
+#include "cli_options.h"
 #include "progress.h"
 
 #include <errno.h>
@@ -91,19 +91,6 @@ typedef struct {
   fap_rect rois[MAX_ROIS];
   int tile_cols, tile_rows, tile_overlap; /* --tiles (0 x 0: none), --tile-overlap */
 } infer_ctx;
-
-/* "CxR": two whole numbers, each at least 1; 0 when not */
-static int parse_tiles(const char *text, int *cols, int *rows) {
-  gchar **parts = g_strsplit(text, "x", -1);
-  guint64 v[2] = {0, 0};
-  int ok = g_strv_length(parts) == 2;
-  for (int i = 0; ok && i < 2; i++)
-    ok = g_ascii_string_to_unsigned(parts[i], 10, 1, 32768, &v[i], NULL);
-  g_strfreev(parts);
-  *cols = (int)v[0];
-  *rows = (int)v[1];
-  return ok;
-}
 
 /* "x,y,w,h": four whole numbers, w and h at least 1; 0 when not */
 static int parse_roi(const char *text, fap_rect *r) {
@@ -467,7 +454,7 @@ int main(int argc, char **argv) {
     n_rois++;
   }
   int tile_cols = 0, tile_rows = 0;
-  const int tiles_ok = !tiles_text || parse_tiles(tiles_text, &tile_cols, &tile_rows);
+  const int tiles_ok = !tiles_text || tool_parse_tiles(tiles_text, &tile_cols, &tile_rows);
   gchar *tiles_usage =
       !tiles_ok ? g_strdup_printf("--tiles \"%s\" is not CxR: two whole numbers of at least 1 "
                                   "joined by an x (columns x rows), e.g. 3x2",

@@ -1,7 +1,7 @@
-/* The tools' --precision value: auto, f32, f16, bf16 or int8 (the names of
- * fap_precision_name). */
-#ifndef FAP_TOOLS_PRECISION_OPT_H
-#define FAP_TOOLS_PRECISION_OPT_H
+/* Option values several faprompt-* tools take alike: --precision and
+ * --tiles. */
+#ifndef FAP_TOOLS_CLI_OPTIONS_H
+#define FAP_TOOLS_CLI_OPTIONS_H
 
 #include "fap.h"
 
@@ -12,5 +12,9 @@
 
 /* 1 and *out set when name is one of the names; 0 otherwise. NULL is auto. */
 int tool_parse_precision(const char *name, fap_precision *out);
+
+/* --tiles "CxR": two whole numbers from 1 to 32768; 1 and *cols, *rows set
+ * when text is one, 0 otherwise. */
+int tool_parse_tiles(const char *text, int *cols, int *rows);
 
 #endif
