@@ -30,6 +30,7 @@
 
 #include <fap.h>
 
+#include "element_output.h"
 #include "frames.h"
 #include "gstfapromptmeta.h"
 
@@ -52,37 +53,6 @@ static GstHarness *harness(GstElement *e, const char *fmt, int w, int h) {
                                                    h, "framerate", GST_TYPE_FRACTION, 30, 1,
                                                    NULL));
   return hh;
-}
-
-static GstBus *attach_bus(GstHarness *hh) {
-  GstBus *bus = gst_bus_new();
-  gst_element_set_bus(hh->element, bus);
-  return bus;
-}
-
-/* the metas of a buffer in order */
-static guint metas_of(GstBuffer *b, GstFAPromptMeta **out, guint max) {
-  gpointer state = NULL;
-  GstMeta *m;
-  guint n = 0;
-  while ((m = gst_buffer_iterate_meta_filtered(b, &state, GST_FAPROMPT_META_API_TYPE)))
-    if (n < max)
-      out[n++] = (GstFAPromptMeta *)m;
-  return n;
-}
-
-/* the WARNING messages' texts, popped */
-static gchar *pop_warnings(GstBus *bus) {
-  GString *all = g_string_new(NULL);
-  GstMessage *msg;
-  while ((msg = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING))) {
-    GError *err = NULL;
-    gst_message_parse_warning(msg, &err, NULL);
-    g_string_append_printf(all, "%s\n", err->message);
-    g_error_free(err);
-    gst_message_unref(msg);
-  }
-  return g_string_free(all, FALSE);
 }
 
 static gboolean inside(int x, int y, const fap_rect *r, guint n) {
@@ -288,8 +258,7 @@ static void check_against_core(const char *fmt, int w, int h, const char *roi,
   gst_buffer_unref(out);
   gst_buffer_unref(orig);
   gst_buffer_unref(expect);
-  gst_element_set_bus(hh->element, NULL);
-  gst_object_unref(bus);
+  detach_bus(hh, bus);
   gst_harness_teardown(hh);
   fap_detector_free(det);
   fap_model_free(model);
@@ -396,8 +365,7 @@ static void test_refused(void) {
   g_object_get(hh->element, "roi", &now, NULL);
   g_assert_cmpstr(now, ==, "");
   g_free(now);
-  gst_element_set_bus(hh->element, NULL);
-  gst_object_unref(bus);
+  detach_bus(hh, bus);
   gst_harness_teardown(hh);
 }
 
@@ -494,8 +462,7 @@ static void check_changes(const char *non_blocking) {
     g_assert_cmpuint(m[0]->height, ==, 21);
     gst_buffer_unref(out);
   }
-  gst_element_set_bus(hh->element, NULL);
-  gst_object_unref(bus);
+  detach_bus(hh, bus);
   gst_harness_teardown(hh);
 }
 
@@ -545,8 +512,7 @@ static void test_instance(void) {
   gst_buffer_unref(keep);
   fap_detector_free(det);
   fap_model_free(model);
-  gst_element_set_bus(hh->element, NULL);
-  gst_object_unref(bus);
+  detach_bus(hh, bus);
   gst_harness_teardown(hh);
 }
 

@@ -22,6 +22,7 @@
 
 #include <fap.h>
 
+#include "element_output.h"
 #include "frames.h"
 #include "gstfapromptmeta.h"
 
@@ -53,27 +54,6 @@ static GstHarness *harness(const char *roi, const char *tiles, guint overlap,
   return harness_on(roi, tiles, overlap, non_blocking, w, h, NULL);
 }
 
-static GstBus *attach_bus(GstHarness *hh) {
-  GstBus *bus = gst_bus_new();
-  gst_element_set_bus(hh->element, bus);
-  return bus;
-}
-
-static void detach_bus(GstHarness *hh, GstBus *bus) {
-  gst_element_set_bus(hh->element, NULL);
-  gst_object_unref(bus);
-}
-
-static guint metas_of(GstBuffer *b, GstFAPromptMeta **out, guint max) {
-  gpointer state = NULL;
-  GstMeta *m;
-  guint n = 0;
-  while ((m = gst_buffer_iterate_meta_filtered(b, &state, GST_FAPROMPT_META_API_TYPE)))
-    if (n < max)
-      out[n++] = (GstFAPromptMeta *)m;
-  return n;
-}
-
 /* the structure twins' tile-scores, in order (NULL where absent) */
 static guint twins_of(GstBuffer *b, const GValue **tile_scores, guint max) {
   const GstMetaInfo *info = gst_meta_get_info(GST_FAPROMPT_STRUCTURE_META_NAME);
@@ -85,19 +65,6 @@ static guint twins_of(GstBuffer *b, const GValue **tile_scores, guint max) {
       tile_scores[n++] =
           gst_structure_get_value(gst_custom_meta_get_structure((GstCustomMeta *)m), "tile-scores");
   return n;
-}
-
-static gchar *pop_warnings(GstBus *bus) {
-  GString *all = g_string_new(NULL);
-  GstMessage *msg;
-  while ((msg = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING))) {
-    GError *err = NULL;
-    gst_message_parse_warning(msg, &err, NULL);
-    g_string_append_printf(all, "%s\n", err->message);
-    g_error_free(err);
-    gst_message_unref(msg);
-  }
-  return g_string_free(all, FALSE);
 }
 
 /* ---- against the core ----------------------------------------------------- */
