@@ -32,6 +32,15 @@ typedef enum {
   FAP_WEIGHT_RESIDUAL = 2,  /* adds into the residual stream: vision out_proj, c_proj */
 } fap_weight_role;
 
+/* Where a backend reads the values of weights it takes into a form of its
+ * own (weight_role): the host memory behind their handle may not hold them.
+ * read copies the f32 values of [w, w + count) (inside one weight) into dst;
+ * valid while the backend lives. */
+typedef struct {
+  fap_status (*read)(void *user, const float *w, size_t count, float *dst);
+  void *user;
+} fap_weight_reader;
+
 /* What a backend can do beyond the ops every backend has: the detector asks
  * these, never which backend it holds. */
 typedef enum {
@@ -71,8 +80,13 @@ typedef struct fap_backend_ops {
   void *(*alloc_frames)(void *ctx, size_t frame_bytes, size_t total_bytes, fap_buffer_kind kind);
   /* Makes host f32 weights usable by the backend (CPU: returns host as is). */
   const float *(*import_weights)(void *ctx, const float *host, size_t count);
-  /* Optional: the role of the count weights at w (an import_weights handle) */
-  void (*weight_role)(void *ctx, const float *w, size_t count, fap_weight_role role);
+  /* Optional: the role of the count weights at w (an import_weights handle).
+   * Returns 1 when the backend takes them into a form of its own (bf16,
+   * int8), their values read once through reader, and never reads the
+   * memory at w: the detector then leaves the model's f32 copy unmade
+   * (model.h). 0: the backend reads them at w like any weight. */
+  int (*weight_role)(void *ctx, const float *w, size_t count, fap_weight_role role,
+                     const fap_weight_reader *reader);
   fap_status (*upload)(void *ctx, void *dst, const void *host, size_t bytes);
   fap_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
   fap_status (*synchronize)(void *ctx);

@@ -262,20 +262,24 @@ static int weight_role_of(const cpu_ctx *c, const float *w) {
 }
 
 /* Kept only where a reduced precision runs (the only reader); a failed
- * growth leaves the weight in f32, which is always correct. */
-static void cpu_weight_role(void *ctx, const float *w, size_t count, fap_weight_role role) {
+ * growth leaves the weight in f32 (the detector then makes the model's f32
+ * copy), which is always correct. */
+static int cpu_weight_role(void *ctx, const float *w, size_t count, fap_weight_role role,
+                           const fap_weight_reader *reader) {
   cpu_ctx *c = ctx;
-  if (!c->dnnl)
-    return;
+  if (!c->dnnl || !fap_dnnl_takes(c->dnnl, (int)role))
+    return 0;
   if (c->n_roles == c->cap_roles) {
     int cap = c->cap_roles ? 2 * c->cap_roles : 128;
     struct role_range *grown = realloc(c->roles, (size_t)cap * sizeof *grown);
     if (!grown)
-      return;
+      return 0;
     c->roles = grown;
     c->cap_roles = cap;
   }
   c->roles[c->n_roles++] = (struct role_range){w, count, role};
+  fap_dnnl_set_reader(c->dnnl, reader);
+  return 1;
 }
 
 static void cpu_linear(void *ctx, float *y, int ldy, const float *x, int ldx, const float *w,

@@ -14,7 +14,7 @@
 #include "backend.h"
 #include "model.h"
 
-#define FAP_BACKEND_MODULE_ABI 4 /* 4: fap_frame.crop; 3: frame buffers and the frame scope */
+#define FAP_BACKEND_MODULE_ABI 5 /* 5: weight_role returns, with a reader; 4: fap_frame.crop; 3: frame buffers and the frame scope */
 #define FAP_BACKEND_MODULE_ENTRY "fap_backend_module_entry"
 #define FAP_CUDA_MODULE_FILE "libfaprompt-cuda.so"
 

@@ -225,6 +225,48 @@ static void import_block(fap_detector *d, fap_block *dst, const fap_block *src, 
   dst->cproj_b = import(d, src->cproj_b, c);
 }
 
+static fap_status read_model_weights(void *model, const float *w, size_t count, float *dst) {
+  return fap_model_read_weights(model, w, count, dst);
+}
+
+/* A vision block's linear weights are the model's lazy tensors (model.h):
+ * each is made resident in f32 unless the backend takes it into a copy of
+ * its own. The vision encoder is where reduced precision pays (the text
+ * encoder runs 10 GFLOP per frame against its 350-830); text, the patch
+ * embedding and the prior stay f32. */
+static fap_status import_vision_block(fap_detector *d, fap_block *dst, const fap_block *src,
+                                      size_t cv) {
+  const fap_backend_ops *op = d->backend.ops;
+  const struct {
+    const float *w;
+    size_t count;
+    fap_weight_role role;
+  } linears[] = {
+      {src->in_w, 3 * cv * cv, FAP_WEIGHT_READS_LN},
+      {src->fc_w, 4 * cv * cv, FAP_WEIGHT_READS_LN},
+      {src->out_w, cv * cv, FAP_WEIGHT_RESIDUAL},
+      {src->cproj_w, 4 * cv * cv, FAP_WEIGHT_RESIDUAL},
+  };
+  const fap_weight_reader reader = {read_model_weights, d->model};
+  fap_status s = FAP_OK;
+  for (size_t k = 0; k < 4 && !s && !op->weight_role; k++)
+    s = fap_model_need_weights(d->model, linears[k].w, linears[k].count);
+  if (s)
+    return s;
+  import_block(d, dst, src, cv);
+  if (!op->weight_role)
+    return FAP_OK;
+  const float *handles[4] = {dst->in_w, dst->fc_w, dst->out_w, dst->cproj_w};
+  for (size_t k = 0; k < 4 && !s; k++) {
+    if (!handles[k])
+      return fap_fail(FAP_ERR_BACKEND, "detector: the %s backend could not take the weights",
+                      op->name);
+    if (!op->weight_role(d->backend.ctx, handles[k], linears[k].count, linears[k].role, &reader))
+      s = fap_model_need_weights(d->model, linears[k].w, linears[k].count);
+  }
+  return s;
+}
+
 static fap_status import_weights(fap_detector *d) {
   const fap_model *m = d->model;
   const fap_config *c = d->cfg;
@@ -243,17 +285,9 @@ static fap_status import_weights(fap_detector *d) {
   w->ln_post_b = import(d, m->ln_post_b, cv);
   w->vproj = import(d, m->vproj, cv * e);
   for (int i = 0; i < c->vision_layers; i++) {
-    fap_block *b = &w->vblocks[i];
-    import_block(d, b, &m->vblocks[i], cv);
-    /* the vision encoder is where reduced precision pays (the text encoder
-     * runs 10 GFLOP per frame against its 350-830); text, the patch
-     * embedding and the prior stay f32 */
-    if (d->backend.ops->weight_role && b->in_w && b->fc_w && b->out_w && b->cproj_w) {
-      d->backend.ops->weight_role(d->backend.ctx, b->in_w, 3 * cv * cv, FAP_WEIGHT_READS_LN);
-      d->backend.ops->weight_role(d->backend.ctx, b->fc_w, 4 * cv * cv, FAP_WEIGHT_READS_LN);
-      d->backend.ops->weight_role(d->backend.ctx, b->out_w, cv * cv, FAP_WEIGHT_RESIDUAL);
-      d->backend.ops->weight_role(d->backend.ctx, b->cproj_w, 4 * cv * cv, FAP_WEIGHT_RESIDUAL);
-    }
+    fap_status s = import_vision_block(d, &w->vblocks[i], &m->vblocks[i], cv);
+    if (s)
+      return s;
   }
   w->ln_final_w = import(d, m->ln_final_w, ct);
   w->ln_final_b = import(d, m->ln_final_b, ct);

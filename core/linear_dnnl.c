@@ -15,9 +15,14 @@
  * bf16: weights and activations rounded to nearest even, f32 accumulation,
  * bias in f32.
  *
- * Weights are converted on first use (the detector's first frame), keyed by
- * their host pointer, the shape and the row count; one primitive each. No
- * allocation per frame after that. */
+ * Weights are converted on first use (the detector's first frame), their
+ * values read through the backend's weight reader (the model's f32 copy of
+ * them is never made: model.h), and shared by every fap_dnnl of the
+ * process: keyed by their host pointer (the model's storage, unique while
+ * the model lives, and every user holds the model), view shape, form and
+ * layout. Detectors on one model hold one copy, whatever their row counts.
+ * One primitive per (weights, row count) and fap_dnnl. No allocation per
+ * frame after the first. */
 #include "linear_dnnl.h"
 
 #include "backend.h"
@@ -25,6 +30,7 @@
 #include "log.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +64,12 @@ fap_status fap_dnnl_linear(fap_dnnl *dnnl, float *y, int ldy, const float *x, in
 
 const char *fap_dnnl_isa_name(void) { return "none"; }
 
+void fap_dnnl_set_reader(fap_dnnl *dnnl, const fap_weight_reader *reader) {
+  (void)dnnl, (void)reader;
+}
+
+size_t fap_dnnl_shared_bytes(void) { return 0; }
+
 int fap_dnnl_takes(const fap_dnnl *dnnl, int role) {
   (void)dnnl, (void)role;
   return 0;
@@ -75,14 +87,31 @@ int fap_dnnl_takes(const fap_dnnl *dnnl, int role) {
 #define INT8_ACT_MAX 127.0f
 #define ZERO_POINT 128
 
+/* One converted weight view, shared (see the top of the file). */
+typedef struct shared_weights {
+  const float *w;
+  int in, out;
+  fap_precision precision;
+  int emulate;
+  dnnl_memory_desc_t md; /* data's layout (not emulated) */
+  void *data;            /* the converted weights */
+  float *wscale;         /* int8: per output channel */
+  float *wround;         /* bf16 emulation: W rounded to bf16, as f32 */
+  int32_t *comp;         /* int8: 128 * sum_k wq[n, k] (< 2^31: |wq| <= 63, in <= 2^18) */
+  size_t bytes;
+  int refs; /* under shared_lock */
+  struct shared_weights *next;
+} shared_weights;
+
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static shared_weights *shared_list;
+
 typedef struct {
   const float *w;
   int in, out, rows;
   dnnl_primitive_t prim;
-  dnnl_memory_t src, wei, dst; /* wei owns the converted weights */
-  float *wscale;               /* int8: per output channel */
-  float *wround;               /* bf16 emulation: W rounded to bf16, as f32 */
-  int32_t *comp;               /* int8: 128 * sum_k wq[n, k] (< 2^31: |wq| <= 63, in <= 2^18) */
+  dnnl_memory_t src, wei, dst; /* wei: over sw->data */
+  shared_weights *sw;
 } dnnl_linear;
 
 struct fap_dnnl {
@@ -99,6 +128,7 @@ struct fap_dnnl {
   size_t acc_cap;
   float *row_scale;
   size_t row_cap;
+  fap_weight_reader reader; /* read NULL: the values are at the weights' pointer */
 };
 
 #define PAR _Pragma("omp parallel for num_threads(dn->threads) schedule(static)")
@@ -182,6 +212,41 @@ fap_status fap_dnnl_new(fap_precision precision, int threads, fap_dnnl **out, co
   return FAP_OK;
 }
 
+static void shared_put(shared_weights *sw) {
+  if (!sw)
+    return;
+  pthread_mutex_lock(&shared_lock);
+  int last = --sw->refs == 0;
+  if (last)
+    for (shared_weights **at = &shared_list; *at; at = &(*at)->next)
+      if (*at == sw) {
+        *at = sw->next;
+        break;
+      }
+  pthread_mutex_unlock(&shared_lock);
+  if (!last)
+    return;
+  free(sw->data);
+  free(sw->wscale);
+  free(sw->comp);
+  free(sw->wround);
+  free(sw);
+}
+
+void fap_dnnl_set_reader(fap_dnnl *dn, const fap_weight_reader *reader) {
+  if (dn && reader)
+    dn->reader = *reader;
+}
+
+size_t fap_dnnl_shared_bytes(void) {
+  size_t bytes = 0;
+  pthread_mutex_lock(&shared_lock);
+  for (const shared_weights *sw = shared_list; sw; sw = sw->next)
+    bytes += sw->bytes;
+  pthread_mutex_unlock(&shared_lock);
+  return bytes;
+}
+
 void fap_dnnl_free(fap_dnnl *dn) {
   if (!dn)
     return;
@@ -191,9 +256,7 @@ void fap_dnnl_free(fap_dnnl *dn) {
     dnnl_memory_destroy(l->src);
     dnnl_memory_destroy(l->wei);
     dnnl_memory_destroy(l->dst);
-    free(l->wscale);
-    free(l->comp);
-    free(l->wround);
+    shared_put(l->sw);
   }
   free(dn->layers);
   free(dn->src_buf);
@@ -290,29 +353,60 @@ static fap_status dnnl_failed(const fap_dnnl *dn, dnnl_status_t st, const char *
                   fap_precision_name(dn->precision), what, rows, in, out, dnnl_status2str(st));
 }
 
-/* Converts W [out, in] into the layout the primitive wants; int8 also its
- * per-channel scales and zero-point compensation. */
-static fap_status convert_weights(fap_dnnl *dn, dnnl_linear *l, dnnl_primitive_desc_t pd) {
-  const int in = l->in, out = l->out;
+/* The f32 values of W [out, in]: through the reader (the model's lazy
+ * weights), else where W is. Freed by the caller. */
+static float *read_weights(fap_dnnl *dn, const float *w, int in, int out, fap_status *s) {
+  const size_t n = (size_t)in * out;
+  float *v = malloc(n * sizeof(float));
+  if (!v) {
+    *s = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d weights", out, in);
+    return NULL;
+  }
+  if (dn->reader.read)
+    *s = dn->reader.read(dn->reader.user, w, n, v);
+  else
+    memcpy(v, w, n * sizeof(float));
+  if (*s) {
+    free(v);
+    return NULL;
+  }
+  return v;
+}
+
+/* Converts W [out, in] (f32 values wv) into sw: the layout md (a reorder
+ * from the plain form on dn's engine), int8 also its per-channel scales and
+ * zero-point compensation; emulated bf16 as f32 rounded to bf16. */
+static fap_status convert_weights(fap_dnnl *dn, shared_weights *sw, const float *wv) {
+  const int in = sw->in, out = sw->out;
   const int int8 = dn->precision == FAP_PRECISION_INT8;
+  if (dn->emulate) {
+    sw->bytes = (size_t)in * out * sizeof(float);
+    if (!(sw->wround = malloc(sw->bytes)))
+      return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d weights", out, in);
+    PAR for (int n = 0; n < out; n++)
+      round_row_bf16(sw->wround + (size_t)n * in, wv + (size_t)n * in, in);
+    return FAP_OK;
+  }
   dnnl_memory_desc_t plain;
   dnnl_dims_t dims = {in, out};
   dnnl_status_t st = dnnl_memory_desc_init_by_tag(&plain, 2, dims, int8 ? dnnl_s8 : dnnl_bf16,
                                                   dnnl_ba); /* [out][in] row-major */
   if (st)
-    return dnnl_failed(dn, st, "weight descriptor", l->rows, in, out);
+    return dnnl_failed(dn, st, "weight descriptor", 0, in, out);
+  sw->bytes = dnnl_memory_desc_get_size(&sw->md);
   void *tmp = malloc((size_t)in * out * (int8 ? 1 : 2));
   if (int8) {
-    l->wscale = malloc((size_t)out * sizeof(float));
-    l->comp = malloc((size_t)out * sizeof(int32_t));
+    sw->wscale = malloc((size_t)out * sizeof(float));
+    sw->comp = malloc((size_t)out * sizeof(int32_t));
   }
-  if (!tmp || (int8 && (!l->wscale || !l->comp))) {
+  if (posix_memalign(&sw->data, 64, sw->bytes ? sw->bytes : 64) != 0)
+    sw->data = NULL;
+  if (!tmp || !sw->data || (int8 && (!sw->wscale || !sw->comp))) {
     free(tmp);
     return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d weights", out, in);
   }
-  const float *w = l->w;
   PAR for (int n = 0; n < out; n++) {
-    const float *wr = w + (size_t)n * in;
+    const float *wr = wv + (size_t)n * in;
     if (int8) {
       const float amax = abs_max(wr, in);
       const float scale = amax > 0.0f ? amax / INT8_WEIGHT_MAX : 1.0f, inv = 1.0f / scale;
@@ -324,21 +418,21 @@ static fap_status convert_weights(fap_dnnl *dn, dnnl_linear *l, dnnl_primitive_d
         q[k] = (int8_t)v;
         sum += q[k];
       }
-      l->wscale[n] = scale;
-      l->comp[n] = ZERO_POINT * sum;
+      sw->wscale[n] = scale;
+      sw->comp[n] = ZERO_POINT * sum;
     } else {
       bf16_row((uint16_t *)tmp + (size_t)n * in, wr, in);
     }
   }
-  const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  dnnl_memory_t from = NULL;
+  dnnl_memory_t from = NULL, to = NULL;
   dnnl_primitive_desc_t rpd = NULL;
   dnnl_primitive_t reorder = NULL;
   if (!(st = dnnl_memory_create(&from, &plain, dn->engine, tmp)) &&
-      !(st = dnnl_memory_create(&l->wei, want, dn->engine, DNNL_MEMORY_ALLOCATE)) &&
-      !(st = dnnl_reorder_primitive_desc_create(&rpd, &plain, dn->engine, want, dn->engine, NULL)) &&
+      !(st = dnnl_memory_create(&to, &sw->md, dn->engine, sw->data)) &&
+      !(st = dnnl_reorder_primitive_desc_create(&rpd, &plain, dn->engine, &sw->md, dn->engine,
+                                                NULL)) &&
       !(st = dnnl_primitive_create(&reorder, rpd))) {
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, l->wei}};
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
     if (!(st = dnnl_primitive_execute(reorder, dn->stream, 2, args)))
       st = dnnl_stream_wait(dn->stream);
   }
@@ -348,8 +442,57 @@ static fap_status convert_weights(fap_dnnl *dn, dnnl_linear *l, dnnl_primitive_d
     dnnl_primitive_desc_destroy(rpd);
   if (from)
     dnnl_memory_destroy(from);
+  if (to)
+    dnnl_memory_destroy(to);
   free(tmp);
-  return st ? dnnl_failed(dn, st, "weight reorder", l->rows, in, out) : FAP_OK;
+  return st ? dnnl_failed(dn, st, "weight reorder", 0, in, out) : FAP_OK;
+}
+
+/* The shared converted form of the view W [out, in] at w in layout md (NULL
+ * when emulated), converted now if no fap_dnnl of the process has it. */
+static shared_weights *shared_get(fap_dnnl *dn, const float *w, int in, int out,
+                                  const dnnl_memory_desc_t *md, fap_status *s) {
+  pthread_mutex_lock(&shared_lock);
+  shared_weights *sw = shared_list;
+  for (; sw; sw = sw->next)
+    if (sw->w == w && sw->in == in && sw->out == out && sw->precision == dn->precision &&
+        sw->emulate == dn->emulate && (dn->emulate || dnnl_memory_desc_equal(&sw->md, md)))
+      break;
+  if (sw) {
+    sw->refs++;
+    pthread_mutex_unlock(&shared_lock);
+    return sw;
+  }
+  /* converted under the lock: a second detector on the model waits for
+   * this copy rather than making its own */
+  sw = calloc(1, sizeof *sw);
+  float *wv = sw ? read_weights(dn, w, in, out, s) : NULL;
+  if (!sw)
+    *s = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory");
+  if (wv) {
+    *sw = (shared_weights){.w = w, .in = in, .out = out, .precision = dn->precision,
+                           .emulate = dn->emulate, .refs = 1};
+    if (md)
+      sw->md = *md;
+    *s = convert_weights(dn, sw, wv);
+    free(wv);
+  }
+  if (!*s) {
+    sw->next = shared_list;
+    shared_list = sw;
+  }
+  pthread_mutex_unlock(&shared_lock);
+  if (*s) {
+    if (sw) {
+      free(sw->data);
+      free(sw->wscale);
+      free(sw->comp);
+      free(sw->wround);
+      free(sw);
+    }
+    return NULL;
+  }
+  return sw;
 }
 
 static fap_status make_layer(fap_dnnl *dn, dnnl_linear *l) {
@@ -367,12 +510,14 @@ static fap_status make_layer(fap_dnnl *dn, dnnl_linear *l) {
       (st = dnnl_primitive_desc_create(&pd, &md, NULL, dn->engine, NULL)))
     return dnnl_failed(dn, st, "matmul descriptor", l->rows, l->in, l->out);
   fap_status s = FAP_OK;
+  const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
   if ((st = dnnl_primitive_create(&l->prim, pd)) ||
       (st = dnnl_memory_create(&l->src, &src, dn->engine, DNNL_MEMORY_NONE)) ||
       (st = dnnl_memory_create(&l->dst, &dst, dn->engine, DNNL_MEMORY_NONE)))
     s = dnnl_failed(dn, st, "matmul primitive", l->rows, l->in, l->out);
-  if (!s)
-    s = convert_weights(dn, l, pd);
+  if (!s && (l->sw = shared_get(dn, l->w, l->in, l->out, want, &s)) &&
+      (st = dnnl_memory_create(&l->wei, want, dn->engine, l->sw->data)))
+    s = dnnl_failed(dn, st, "weight memory", l->rows, l->in, l->out);
   dnnl_primitive_desc_destroy(pd);
   return s;
 }
@@ -398,18 +543,11 @@ static dnnl_linear *find_layer(fap_dnnl *dn, const float *w, int rows, int in, i
   memset(l, 0, sizeof *l);
   l->w = w, l->rows = rows, l->in = in, l->out = out;
   dn->n_layers++; /* counted at once, so fap_dnnl_free releases a half-made layer */
-  if (dn->emulate) {
-    if (!(l->wround = malloc((size_t)in * out * sizeof(float)))) {
-      *s = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d weights", out, in);
-      return NULL;
-    }
-    PAR for (int n = 0; n < out; n++)
-      round_row_bf16(l->wround + (size_t)n * in, w + (size_t)n * in, in);
-    return l;
-  }
-  if ((*s = make_layer(dn, l)))
-    return NULL;
-  return l;
+  if (dn->emulate)
+    *s = (l->sw = shared_get(dn, w, in, out, NULL, s)) ? FAP_OK : *s;
+  else
+    *s = make_layer(dn, l);
+  return *s ? NULL : l;
 }
 
 fap_status fap_dnnl_linear(fap_dnnl *dn, float *y, int ldy, const float *x, int ldx,
@@ -439,7 +577,7 @@ fap_status fap_dnnl_linear(fap_dnnl *dn, float *y, int ldy, const float *x, int 
 #ifdef FAP_HAVE_OPENBLAS
   if (dn->emulate) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, dn->src_buf, in,
-                l->wround, in, 0.0f, dn->acc_buf, out);
+                l->sw->wround, in, 0.0f, dn->acc_buf, out);
     PAR for (int m = 0; m < rows; m++)
       epilogue_f32(y + (size_t)m * ldy, (const float *)dn->acc_buf + (size_t)m * out, b, out,
                    accumulate);
@@ -464,7 +602,7 @@ fap_status fap_dnnl_linear(fap_dnnl *dn, float *y, int ldy, const float *x, int 
   PAR for (int m = 0; m < rows; m++) {
     float *yr = y + (size_t)m * ldy;
     if (int8)
-      epilogue_int8(yr, (const int32_t *)dn->acc_buf + (size_t)m * out, l->comp, l->wscale, b,
+      epilogue_int8(yr, (const int32_t *)dn->acc_buf + (size_t)m * out, l->sw->comp, l->sw->wscale, b,
                     sa[m], out, accumulate);
     else
       epilogue_f32(yr, (const float *)dn->acc_buf + (size_t)m * out, b, out, accumulate);

@@ -7,6 +7,7 @@
 #ifndef FAP_LINEAR_DNNL_H
 #define FAP_LINEAR_DNNL_H
 
+#include "backend.h"
 #include "fap.h"
 
 typedef struct fap_dnnl fap_dnnl;
@@ -36,10 +37,21 @@ int fap_dnnl_takes(const fap_dnnl *dnnl, int role);
 
 /* The backend's linear op: y = [y +] x W^T + b, W [out, in] f32 host weights
  * (the key of the converted copy, made on the first call with that weight
- * and row count: the detector's first frame). Errors are logged. */
+ * by any fap_dnnl of the process, usually the first detector's first frame;
+ * a primitive per row count). Errors are logged. */
 fap_status fap_dnnl_linear(fap_dnnl *dnnl, float *y, int ldy, const float *x, int ldx,
                            const float *w, const float *b, int rows, int in, int out,
                            int accumulate);
+
+/* Where the values of the weights come from when they are converted (the
+ * detector's reader of the model's lazy weights: model.h); without one,
+ * they are read at the weights' pointer. */
+void fap_dnnl_set_reader(fap_dnnl *dnnl, const fap_weight_reader *reader);
+
+/* Bytes of converted weights the process holds (shared by every fap_dnnl:
+ * one copy per weight view, form and layout, whatever the number of
+ * detectors and row counts), for tests and benchmarks. */
+size_t fap_dnnl_shared_bytes(void);
 
 /* What the instruction set oneDNN runs on is called (for logs and benchmarks). */
 const char *fap_dnnl_isa_name(void);

@@ -24,6 +24,7 @@ typedef struct {
   int ndim;
   int64_t shape[4];
   const float **dst;
+  int lazy; /* widened on demand (fap_model_need_weights) */
 } expected_tensor;
 
 typedef struct {
@@ -55,6 +56,7 @@ static void expect(schema *s, const float **dst, int ndim, const int64_t *shape,
   e->ndim = ndim;
   memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
   e->dst = dst;
+  e->lazy = 0;
 }
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
@@ -62,18 +64,24 @@ static void expect(schema *s, const float **dst, int ndim, const int64_t *shape,
 #define EXPECT(s, dst, name_fmt, shape_list, ...)                                                 \
   expect((s), (dst), NDIM shape_list, SHAPE shape_list, name_fmt, ##__VA_ARGS__)
 
-static void expect_block(schema *s, fap_block *b, const char *prefix, int i, int64_t c) {
+/* lazy: the block's four linear weights are widened on demand (the vision
+ * blocks': see model.h) */
+static void expect_block(schema *s, fap_block *b, const char *prefix, int i, int64_t c, int lazy) {
   EXPECT(s, &b->ln1_w, "%sresblocks.%d.ln_1.weight", (c), prefix, i);
   EXPECT(s, &b->ln1_b, "%sresblocks.%d.ln_1.bias", (c), prefix, i);
   EXPECT(s, &b->in_w, "%sresblocks.%d.attn.in_proj_weight", (3 * c, c), prefix, i);
+  s->items[s->count - 1].lazy = lazy && !s->failed;
   EXPECT(s, &b->in_b, "%sresblocks.%d.attn.in_proj_bias", (3 * c), prefix, i);
   EXPECT(s, &b->out_w, "%sresblocks.%d.attn.out_proj.weight", (c, c), prefix, i);
+  s->items[s->count - 1].lazy = lazy && !s->failed;
   EXPECT(s, &b->out_b, "%sresblocks.%d.attn.out_proj.bias", (c), prefix, i);
   EXPECT(s, &b->ln2_w, "%sresblocks.%d.ln_2.weight", (c), prefix, i);
   EXPECT(s, &b->ln2_b, "%sresblocks.%d.ln_2.bias", (c), prefix, i);
   EXPECT(s, &b->fc_w, "%sresblocks.%d.mlp.c_fc.weight", (4 * c, c), prefix, i);
+  s->items[s->count - 1].lazy = lazy && !s->failed;
   EXPECT(s, &b->fc_b, "%sresblocks.%d.mlp.c_fc.bias", (4 * c), prefix, i);
   EXPECT(s, &b->cproj_w, "%sresblocks.%d.mlp.c_proj.weight", (c, 4 * c), prefix, i);
+  s->items[s->count - 1].lazy = lazy && !s->failed;
   EXPECT(s, &b->cproj_b, "%sresblocks.%d.mlp.c_proj.bias", (c), prefix, i);
 }
 
@@ -93,14 +101,14 @@ static void build_schema(schema *s, fap_model *m) {
   EXPECT(s, &m->ln_post_b, "visual.ln_post.bias", (cv));
   EXPECT(s, &m->vproj, "visual.proj", (cv, e));
   for (int i = 0; i < c->vision_layers; i++)
-    expect_block(s, &m->vblocks[i], "visual.transformer.", i, cv);
+    expect_block(s, &m->vblocks[i], "visual.transformer.", i, cv, 1);
 
   EXPECT(s, &m->tpos, "positional_embedding", (ctx, ct));
   EXPECT(s, &m->ln_final_w, "ln_final.weight", (ct));
   EXPECT(s, &m->ln_final_b, "ln_final.bias", (ct));
   EXPECT(s, &m->tproj, "text_projection", (ct, e));
   for (int i = 0; i < c->text_layers; i++)
-    expect_block(s, &m->tblocks[i], "transformer.", i, ct);
+    expect_block(s, &m->tblocks[i], "transformer.", i, ct, 0);
 
   /* FAPrompt's abnormality prompts hold the normal context too; AnomalyCLIP's
    * one abnormal prompt has only its own (docs/SPEC.md section 6.1) */
@@ -307,6 +315,35 @@ static fap_status read_config(const fap_safetensors *st, fap_config *c) {
 
 /* ---- load ------------------------------------------------------------- */
 
+static void widen(float *dst, const fap_st_tensor *t, size_t n) {
+  if (t->dtype == FAP_DTYPE_F32)
+    memcpy(dst, t->data, n * sizeof(float));
+  else if (t->dtype == FAP_DTYPE_F16)
+    fap_widen_f16(dst, t->data, n);
+  else
+    fap_widen_bf16(dst, t->data, n);
+}
+
+/* The load's check of a tensor left unwidened, through a small buffer. */
+static fap_status check_finite(const fap_safetensors *st, const fap_st_tensor *t,
+                               const char *label) {
+  enum { CHUNK = 1 << 14 };
+  float buf[CHUNK];
+  const size_t es = fap_dtype_size(t->dtype);
+  for (size_t at = 0; at < (size_t)t->numel; at += CHUNK) {
+    const size_t n = (size_t)t->numel - at < CHUNK ? (size_t)t->numel - at : CHUNK;
+    fap_st_tensor part = *t;
+    part.data = (const uint8_t *)t->data + at * es;
+    widen(buf, &part, n);
+    for (size_t j = 0; j < n; j++)
+      if (!isfinite(buf[j]))
+        return fap_fail(FAP_ERR_SCHEMA, "%s: tensor '%s' holds a non-finite value at index %zu",
+                        label, t->name, at + j);
+  }
+  (void)st;
+  return FAP_OK;
+}
+
 static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_model *m) {
   const char *label = fap_safetensors_label(st);
   size_t total = 0;
@@ -358,20 +395,29 @@ static fap_status check_and_widen(const fap_safetensors *st, schema *s, fap_mode
     return fap_fail(FAP_ERR_NO_MEMORY, "%s: cannot allocate %zu MiB for the weights", label,
                     total * sizeof(float) >> 20);
   m->storage_floats = total;
+  size_t n_lazy = 0;
+  for (size_t i = 0; i < s->count; i++)
+    n_lazy += s->items[i].lazy;
+  if (n_lazy && !(m->lazy = calloc(n_lazy, sizeof *m->lazy)))
+    return fap_fail(FAP_ERR_NO_MEMORY, "%s: out of memory", label);
   float *at = m->storage;
   for (size_t i = 0; i < s->count; i++) {
     const fap_st_tensor *t = fap_safetensors_find(st, s->items[i].name);
     size_t n = (size_t)t->numel;
-    if (t->dtype == FAP_DTYPE_F32)
-      memcpy(at, t->data, n * sizeof(float));
-    else if (t->dtype == FAP_DTYPE_F16)
-      fap_widen_f16(at, t->data, n);
-    else
-      fap_widen_bf16(at, t->data, n);
-    for (size_t j = 0; j < n; j++)
-      if (!isfinite(at[j]))
-        return fap_fail(FAP_ERR_SCHEMA, "%s: tensor '%s' holds a non-finite value at index %zu",
-                        label, t->name, j);
+    if (s->items[i].lazy) {
+      /* checked now, widened when a detector needs it in f32: its pages of
+       * storage stay untouched (not resident) until then */
+      fap_status status = check_finite(st, t, label);
+      if (status)
+        return status;
+      m->lazy[m->n_lazy++] = (fap_lazy_tensor){at, n, t, 0};
+    } else {
+      widen(at, t, n);
+      for (size_t j = 0; j < n; j++)
+        if (!isfinite(at[j]))
+          return fap_fail(FAP_ERR_SCHEMA, "%s: tensor '%s' holds a non-finite value at index %zu",
+                          label, t->name, j);
+    }
     fap_safetensors_drop(st, t);
     *s->items[i].dst = at;
     m->params += (int64_t)n;
@@ -506,6 +552,7 @@ static fap_status model_load(const char *path, fap_model **out) {
     goto done;
   }
   m->refcount = 1;
+  g_mutex_init(&m->lazy_lock);
   status = read_config(st, &m->cfg);
   if (status)
     goto done;
@@ -542,7 +589,10 @@ static fap_status model_load(const char *path, fap_model **out) {
 
 done:
   free(s.items);
-  fap_safetensors_close(st);
+  if (!status && m->n_lazy)
+    m->file = st; /* the unwidened tensors are read from it (fap_model_read_weights) */
+  else
+    fap_safetensors_close(st);
   if (status) {
     fap_model_free(m);
     return status;
@@ -568,6 +618,9 @@ void fap_model_free(fap_model *model) {
   if (!model || __atomic_sub_fetch(&model->refcount, 1, __ATOMIC_ACQ_REL) > 0)
     return;
   free(model->storage);
+  free(model->lazy);
+  fap_safetensors_close(model->file);
+  g_mutex_clear(&model->lazy_lock);
   free(model->vblocks);
   free(model->tblocks);
   free(model->deep);
@@ -578,3 +631,73 @@ void fap_model_free(fap_model *model) {
 const fap_config *fap_model_config(const fap_model *model) { return model ? &model->cfg : NULL; }
 double fap_model_load_seconds(const fap_model *model) { return model ? model->load_seconds : 0; }
 int64_t fap_model_parameter_count(const fap_model *model) { return model ? model->params : 0; }
+
+/* ---- weights widened on demand --------------------------------------------- */
+
+/* Where [w, w + count) lies: 0 not in storage, or across a lazy tensor's
+ * edge; 1 in storage, in no lazy tensor (resident); 2 inside *lazy. */
+static int locate(const fap_model *m, const float *w, size_t count, fap_lazy_tensor **lazy) {
+  *lazy = NULL;
+  if (!m || !m->storage || w < m->storage || count > m->storage_floats ||
+      (size_t)(w - m->storage) > m->storage_floats - count)
+    return 0;
+  for (size_t i = 0; i < m->n_lazy; i++) {
+    fap_lazy_tensor *l = &m->lazy[i];
+    if (w < l->slot + l->count && w + count > l->slot) { /* overlaps it */
+      if (w < l->slot || (size_t)(w - l->slot) > l->count - count)
+        return 0;
+      *lazy = l;
+      return 2;
+    }
+  }
+  return 1;
+}
+
+static fap_status not_a_weight(const fap_model *m, const float *w, size_t count) {
+  return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: %zu weights at %p are not inside one tensor of "
+                  "this model", m ? m->path : "(no model)", count, (const void *)w);
+}
+
+fap_status fap_model_need_weights(fap_model *m, const float *w, size_t count) {
+  fap_lazy_tensor *l;
+  int where = locate(m, w, count, &l);
+  if (!where)
+    return not_a_weight(m, w, count);
+  if (where == 1)
+    return FAP_OK;
+  fap_status status = FAP_OK;
+  g_mutex_lock(&m->lazy_lock);
+  if (!l->resident && !(status = fap_safetensors_widen(m->file, l->tensor, 0, l->count, l->slot)))
+    l->resident = 1;
+  g_mutex_unlock(&m->lazy_lock);
+  return status;
+}
+
+fap_status fap_model_read_weights(const fap_model *m, const float *w, size_t count, float *dst) {
+  fap_lazy_tensor *l;
+  int where = locate(m, w, count, &l);
+  if (!where || !dst)
+    return not_a_weight(m, w, count);
+  int resident = 1;
+  if (where == 2) {
+    g_mutex_lock((GMutex *)&m->lazy_lock);
+    resident = l->resident;
+    g_mutex_unlock((GMutex *)&m->lazy_lock);
+  }
+  if (resident) {
+    memcpy(dst, w, count * sizeof(float));
+    return FAP_OK;
+  }
+  return fap_safetensors_widen(m->file, l->tensor, (size_t)(w - l->slot), count, dst);
+}
+
+size_t fap_model_resident_floats(const fap_model *m) {
+  if (!m)
+    return 0;
+  size_t lazy = 0;
+  g_mutex_lock((GMutex *)&m->lazy_lock);
+  for (size_t i = 0; i < m->n_lazy; i++)
+    lazy += m->lazy[i].resident ? 0 : m->lazy[i].count;
+  g_mutex_unlock((GMutex *)&m->lazy_lock);
+  return (size_t)m->params - lazy;
+}

@@ -11,6 +11,7 @@
 
 #include "safetensors.h"
 
+#include "half.h"
 #include "log.h"
 
 #include <errno.h>
@@ -39,6 +40,9 @@ struct fap_safetensors {
   char *label;
   void *map; /* NULL for fap_safetensors_open_memory */
   size_t map_size;
+  int fd;                  /* the file, for fap_safetensors_widen; -1 for memory */
+  off_t size;              /* and what it was when opened */
+  struct timespec mtime;
   GStringChunk *strings; /* every name, key and value below */
   st_entry *entries;     /* ascending data offset */
   size_t count;
@@ -514,6 +518,7 @@ static fap_safetensors *st_new(const char *label) {
   fap_safetensors *st = g_new0(fap_safetensors, 1);
   st->label = g_strdup(label);
   st->strings = g_string_chunk_new(1024);
+  st->fd = -1;
   return st;
 }
 
@@ -560,11 +565,16 @@ fap_status fap_safetensors_open(const char *path, fap_safetensors **out) {
       status = fap_fail(FAP_ERR_IO, "%s: cannot map %zu bytes: %s", path, size, g_strerror(errno));
     }
   }
-  close(fd);
-  if (status != FAP_OK) return status;
+  if (status != FAP_OK) {
+    close(fd);
+    return status;
+  }
   fap_safetensors *st = st_new(path);
   st->map = map;
   st->map_size = size;
+  st->fd = fd;
+  st->size = sb.st_size;
+  st->mtime = sb.st_mtim;
   status = parse(st, map ? map : (const void *)"", size);
   if (status != FAP_OK) {
     fap_safetensors_close(st);
@@ -577,6 +587,7 @@ fap_status fap_safetensors_open(const char *path, fap_safetensors **out) {
 void fap_safetensors_close(fap_safetensors *st) {
   if (!st) return;
   if (st->map) munmap(st->map, st->map_size);
+  if (st->fd >= 0) close(st->fd);
   if (st->by_name) g_hash_table_destroy(st->by_name);
   g_free(st->entries);
   g_free(st->meta_keys);
@@ -621,4 +632,62 @@ void fap_safetensors_drop(const fap_safetensors *st, const fap_st_tensor *t) {
   uintptr_t end = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
   if (end > begin)
     madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
+static void widen_bytes(float *dst, const void *src, fap_dtype dtype, size_t n) {
+  if (dtype == FAP_DTYPE_F32)
+    memcpy(dst, src, n * sizeof(float));
+  else if (dtype == FAP_DTYPE_F16)
+    fap_widen_f16(dst, src, n);
+  else
+    fap_widen_bf16(dst, src, n);
+}
+
+fap_status fap_safetensors_widen(const fap_safetensors *st, const fap_st_tensor *t, size_t first,
+                                 size_t count, float *dst) {
+  if (!st || !t || !dst || first > (size_t)t->numel || count > (size_t)t->numel - first)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "fap_safetensors_widen: bad arguments");
+  if (t->dtype != FAP_DTYPE_F32 && t->dtype != FAP_DTYPE_F16 && t->dtype != FAP_DTYPE_BF16)
+    return fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: tensor '%s' has dtype %s, not a float type",
+                    st->label, t->name, fap_dtype_name(t->dtype));
+  const size_t es = fap_dtype_size(t->dtype);
+  if (st->fd < 0) {
+    widen_bytes(dst, (const uint8_t *)t->data + first * es, t->dtype, count);
+    return FAP_OK;
+  }
+  struct stat sb;
+  if (fstat(st->fd, &sb) != 0 || sb.st_size != st->size || sb.st_mtim.tv_sec != st->mtime.tv_sec ||
+      sb.st_mtim.tv_nsec != st->mtime.tv_nsec)
+    return fap_fail(FAP_ERR_IO,
+                    "%s: the file was written over since it was loaded, so its weights can no "
+                    "longer be read; load the model again (replace model files by renaming a "
+                    "new file over them, never by writing into them)",
+                    st->label);
+  /* in chunks through a bounce buffer: at most 1 MiB of file bytes at a time */
+  enum { CHUNK = 1 << 20 };
+  uint8_t *bounce = g_malloc(CHUNK);
+  const size_t per = CHUNK / es;
+  off_t at = (off_t)((const uint8_t *)t->data - (const uint8_t *)st->map) + (off_t)(first * es);
+  fap_status status = FAP_OK;
+  for (size_t done = 0; done < count && !status;) {
+    const size_t n = count - done < per ? count - done : per;
+    size_t got = 0;
+    while (got < n * es) {
+      ssize_t r = pread(st->fd, bounce + got, n * es - got, at + (off_t)got);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0) {
+        status = fap_fail(FAP_ERR_IO, "%s: cannot read tensor '%s': %s", st->label, t->name,
+                          r < 0 ? g_strerror(errno) : "the file is shorter than when it was loaded");
+        break;
+      }
+      got += (size_t)r;
+    }
+    if (!status)
+      widen_bytes(dst + done, bounce, t->dtype, n);
+    done += n;
+    at += (off_t)(n * es);
+  }
+  g_free(bounce);
+  return status;
 }

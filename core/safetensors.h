@@ -50,4 +50,14 @@ const char *fap_safetensors_label(const fap_safetensors *st);
  * readable (re-read from the file on access). No-op for memory buffers. */
 void fap_safetensors_drop(const fap_safetensors *st, const fap_st_tensor *t);
 
+/* Widens elements [first, first + count) of t (F32, F16 or BF16) into dst,
+ * read from the file with pread (page cache, not this process's resident
+ * set), for weights kept out of memory until asked for. The file must be the
+ * one opened: a file written over in place since (size or modification time
+ * changed) is refused with FAP_ERR_IO and a message saying to load it again;
+ * one replaced by a rename is still the opened file. Memory buffers are read
+ * where they are. Safe from several threads at once. */
+fap_status fap_safetensors_widen(const fap_safetensors *st, const fap_st_tensor *t, size_t first,
+                                 size_t count, float *dst);
+
 #endif

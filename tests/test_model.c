@@ -255,30 +255,67 @@ static float stored_value(const fap_st_tensor *t, int64_t i) {
 
 /* Every tensor of the file sits behind the right pointer, widened exactly;
  * deep prompts rounded to f16. Returns the sum of the element counts. */
-static int64_t check_weights(const char *path, const fap_model *m) {
+/* The vision blocks' four linear weights are the lazy ones (model.h). */
+static gboolean lazy_name(const char *name) {
+  return g_str_has_prefix(name, "visual.transformer.") &&
+         (g_str_has_suffix(name, ".attn.in_proj_weight") ||
+          g_str_has_suffix(name, ".attn.out_proj.weight") ||
+          g_str_has_suffix(name, ".mlp.c_fc.weight") || g_str_has_suffix(name, ".mlp.c_proj.weight"));
+}
+
+static void make_resident(fap_model *m) {
+  for (size_t i = 0; i < m->n_lazy; i++)
+    g_assert_cmpint(fap_model_need_weights(m, m->lazy[i].slot, m->lazy[i].count), ==, FAP_OK);
+  g_assert_cmpuint(fap_model_resident_floats(m), ==, (size_t)fap_model_parameter_count(m));
+}
+
+/* Every tensor of the file sits behind the right pointer, widened exactly:
+ * first read through fap_model_read_weights (lazy tensors from the file,
+ * nothing made resident), then in place after fap_model_need_weights. */
+static int64_t check_weights(const char *path, fap_model *m) {
   fap_safetensors *st = NULL;
   g_assert_cmpint(fap_safetensors_open(path, &st), ==, FAP_OK);
   GHashTable *t = model_tensors(m);
   g_assert_cmpuint(g_hash_table_size(t), ==, fap_safetensors_count(st));
+  g_assert_cmpuint(m->n_lazy, ==, 4 * (size_t)m->cfg.vision_layers);
+  size_t lazy_floats = 0;
+  for (size_t i = 0; i < m->n_lazy; i++)
+    lazy_floats += m->lazy[i].count;
+  const size_t resident = fap_model_resident_floats(m);
+  g_assert_cmpuint(resident + lazy_floats, ==, (size_t)fap_model_parameter_count(m));
   int64_t total = 0, rounded = 0;
-  for (size_t i = 0; i < fap_safetensors_count(st); i++) {
-    const fap_st_tensor *ti = fap_safetensors_tensor(st, i);
-    const float *p = g_hash_table_lookup(t, ti->name);
-    if (!p)
-      g_error("%s: the model has no pointer for tensor '%s'", path, ti->name);
-    gboolean deep = g_str_has_prefix(ti->name, "prompt_learner.compound_prompts_text.");
-    for (int64_t j = 0; j < ti->numel; j++) {
-      float want = stored_value(ti, j);
-      if (deep) {
-        rounded += fap_round_f16(want) != want;
-        want = fap_round_f16(want);
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < fap_safetensors_count(st); i++) {
+      const fap_st_tensor *ti = fap_safetensors_tensor(st, i);
+      const float *p = g_hash_table_lookup(t, ti->name);
+      if (!p)
+        g_error("%s: the model has no pointer for tensor '%s'", path, ti->name);
+      float *read = g_new(float, ti->numel);
+      g_assert_cmpint(fap_model_read_weights(m, p, (size_t)ti->numel, read), ==, FAP_OK);
+      if (pass == 1) {
+        g_assert_cmpint(fap_model_need_weights(m, p, (size_t)ti->numel), ==, FAP_OK);
+        memcpy(read, p, (size_t)ti->numel * sizeof(float)); /* now in place */
       }
-      if (memcmp(&p[j], &want, 4) != 0)
-        g_error("%s: tensor '%s' element %lld is %.9g in the model, %.9g in the file", path,
-                ti->name, (long long)j, p[j], want);
+      gboolean deep = g_str_has_prefix(ti->name, "prompt_learner.compound_prompts_text.");
+      for (int64_t j = 0; j < ti->numel; j++) {
+        float want = stored_value(ti, j);
+        if (deep) {
+          rounded += pass == 0 && fap_round_f16(want) != want;
+          want = fap_round_f16(want);
+        }
+        if (memcmp(&read[j], &want, 4) != 0)
+          g_error("%s: tensor '%s' element %lld is %.9g in the model (%s), %.9g in the file", path,
+                  ti->name, (long long)j, read[j], pass ? "in place" : "read", want);
+      }
+      g_free(read);
+      total += pass == 0 ? ti->numel : 0;
+      if (pass == 0 && lazy_name(ti->name) && fap_model_resident_floats(m) != resident)
+        g_error("%s: reading tensor '%s' made it resident", path, ti->name);
     }
-    total += ti->numel;
+    if (pass == 0)
+      g_assert_cmpuint(fap_model_resident_floats(m), ==, resident);
   }
+  g_assert_cmpuint(fap_model_resident_floats(m), ==, (size_t)fap_model_parameter_count(m));
   /* an f32 file's deep prompts are not f16 values: the rounding must have done something */
   const fap_st_tensor *d0 = fap_safetensors_find(st, "prompt_learner.compound_prompts_text.0");
   if (d0 && d0->dtype == FAP_DTYPE_F32)
@@ -302,6 +339,87 @@ static void test_valid(gconstpointer data) {
   double secs = fap_model_load_seconds(m);
   g_assert_true(secs >= 0 && secs < 60);
   fap_model_free(m);
+}
+
+/* The lazy vision weights (model.h): views inside one tensor read like the
+ * tensor; ranges across a tensor's edge or outside storage are refused;
+ * a file written over in place is refused with a message, a file
+ * replaced by a rename still gives the weights that were loaded. */
+static void test_lazy_views(void) {
+  fap_model *m = load_ok(tiny_a);
+  const int c = m->cfg.vision_width;
+  const float *in_w = m->vblocks[0].in_w;
+  float *whole = g_new(float, 3 * c * c), *part = g_new(float, 2 * c * c);
+  g_assert_cmpint(fap_model_read_weights(m, in_w, 3 * (size_t)c * c, whole), ==, FAP_OK);
+  g_assert_cmpint(fap_model_read_weights(m, in_w + c * c, 2 * (size_t)c * c, part), ==, FAP_OK);
+  g_assert_cmpmem(part, 2 * c * c * sizeof(float), whole + c * c, 2 * c * c * sizeof(float));
+  log_reset();
+  g_assert_cmpint(fap_model_read_weights(m, in_w + c * c, 3 * (size_t)c * c, part), ==,
+                  FAP_ERR_INVALID_ARGUMENT); /* runs past the tensor's end */
+  g_assert_nonnull(strstr(last_error, "not inside one tensor"));
+  g_assert_cmpint(fap_model_need_weights(m, in_w - 1, 2), ==, FAP_ERR_INVALID_ARGUMENT);
+  g_assert_cmpint(fap_model_need_weights(m, whole, 1), ==, FAP_ERR_INVALID_ARGUMENT);
+  g_assert_cmpint(fap_model_read_weights(m, m->storage + m->storage_floats, 1, part), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  /* a view made resident makes its whole tensor resident, and only that one */
+  const size_t before = fap_model_resident_floats(m);
+  g_assert_cmpint(fap_model_need_weights(m, in_w + c * c, 1), ==, FAP_OK);
+  g_assert_cmpuint(fap_model_resident_floats(m), ==, before + 3 * (size_t)c * c);
+  g_assert_cmpmem(in_w, 3 * c * c * sizeof(float), whole, 3 * c * c * sizeof(float));
+  g_free(whole);
+  g_free(part);
+  fap_model_free(m);
+}
+
+static void test_lazy_file_changes(void) {
+  GError *err = NULL;
+  char *dir = g_dir_make_tmp("faptest-XXXXXX", &err);
+  g_assert_no_error(err);
+  char *path = g_build_filename(dir, "m.safetensors", NULL);
+  char *other = g_build_filename(dir, "other.safetensors", NULL);
+  gchar *bytes = NULL;
+  gsize size = 0;
+  g_assert_true(g_file_get_contents(tiny_a, &bytes, &size, NULL));
+
+  /* replaced by a rename: the loaded file (still open) gives the loaded weights */
+  g_assert_true(g_file_set_contents(path, bytes, (gssize)size, NULL));
+  fap_model *m = load_ok(path);
+  const size_t n = m->lazy[0].count;
+  float *want = g_new(float, n);
+  g_assert_cmpint(fap_model_read_weights(m, m->lazy[0].slot, n, want), ==, FAP_OK);
+  gchar *changed = g_memdup2(bytes, size);
+  for (gsize i = size - 4096; i < size; i++) /* the data area's end: tensor values */
+    changed[i] ^= 0x5a;
+  g_assert_true(g_file_set_contents(other, changed, (gssize)size, NULL));
+  g_assert_cmpint(g_rename(other, path), ==, 0);
+  g_assert_cmpint(fap_model_need_weights(m, m->lazy[0].slot, n), ==, FAP_OK);
+  g_assert_cmpmem(m->lazy[0].slot, n * sizeof(float), want, n * sizeof(float));
+  fap_model_free(m);
+
+  /* written over in place (as cp does): refused, saying what to do */
+  g_assert_true(g_file_set_contents(path, bytes, (gssize)size, NULL));
+  m = load_ok(path);
+  g_usleep(20000); /* a modification time that differs on coarse clocks too */
+  FILE *f = fopen(path, "r+b");
+  g_assert_nonnull(f);
+  g_assert_cmpint(fseek(f, (long)size - 4096, SEEK_SET), ==, 0);
+  g_assert_cmpuint(fwrite(changed + size - 4096, 1, 4096, f), ==, 4096);
+  fclose(f);
+  log_reset();
+  g_assert_cmpint(fap_model_need_weights(m, m->lazy[1].slot, m->lazy[1].count), ==, FAP_ERR_IO);
+  g_assert_nonnull(strstr(last_error, "written over since it was loaded"));
+  g_assert_nonnull(strstr(last_error, path));
+  g_assert_cmpint(fap_model_read_weights(m, m->lazy[1].slot, 1, want), ==, FAP_ERR_IO);
+  fap_model_free(m);
+
+  g_remove(path);
+  g_rmdir(dir);
+  g_free(changed);
+  g_free(want);
+  g_free(bytes);
+  g_free(other);
+  g_free(path);
+  g_free(dir);
 }
 
 static void test_getters_null(void) {
@@ -425,6 +543,8 @@ static void test_half_storage(gconstpointer data) {
   g_assert_cmpint(changed, >, 1000);
   fap_model *mn = builder_load_ok(narrow), *mw = builder_load_ok(wide), *m0 = load_ok(tiny_a);
   g_assert_cmpint(mn->storage_floats, ==, mw->storage_floats);
+  make_resident(mn);
+  make_resident(mw);
   /* same weights behind every pointer, bit for bit */
   GHashTable *tn = model_tensors(mn), *tw = model_tensors(mw);
   fap_safetensors *st = NULL;
@@ -1451,6 +1571,8 @@ int main(int argc, char **argv) {
   g_test_add_data_func("/model/valid/f16", &tiny_f16, test_valid);
   g_test_add_data_func("/model/valid/bf16", &tiny_bf16, test_valid);
   g_test_add_func("/model/valid/getters-null", test_getters_null);
+  g_test_add_func("/model/lazy/views", test_lazy_views);
+  g_test_add_func("/model/lazy/file-changes", test_lazy_file_changes);
   g_test_add_func("/model/valid/thresholds", test_thresholds);
   g_test_add_func("/model/valid/refcount", test_refcount);
   g_test_add_func("/model/valid/comma-locale", test_comma_locale);

@@ -22,10 +22,15 @@
  * a reduced mode really runs (tokens differ from f32), and bf16 against f32
  * within the GPU bounds at S = 56, 112, 168 (A1 always; map and score where
  * the top-M order agrees, see below). The full-size figures are in
- * docs/BENCHMARKS.md. */
+ * docs/BENCHMARKS.md.
+ * Memory: a reduced-precision detector leaves the model's f32 copy of the
+ * weights it converts unmade (model.h), detectors on one model share one
+ * converted copy whatever their image size, and the copy goes with the last
+ * of them. */
 #include "backend.h"
 #include "fap.h"
 #include "linear_dnnl.h"
+#include "model.h"
 
 #include <glib.h>
 #include <math.h>
@@ -349,6 +354,92 @@ static void test_detector_bf16(void) {
   g_unsetenv("FAP_CPU_BF16_EMULATE");
 }
 
+/* Floats of the vision linear weights of roles the mode takes (int8: qkv
+ * and c_fc; bf16: all four) */
+static size_t taken_floats(const fap_model *m, fap_precision p) {
+  const size_t c = (size_t)m->cfg.vision_width;
+  return (size_t)m->cfg.vision_layers * c * c * (p == FAP_PRECISION_INT8 ? 3 + 4 : 3 + 4 + 1 + 4);
+}
+
+static fap_detector *detector_on(fap_model *m, fap_precision p, int size) {
+  fap_detector_options o;
+  fap_detector_options_init(&o);
+  o.backend = FAP_BACKEND_CPU;
+  o.threads = 2;
+  o.precision = p;
+  o.image_size = size;
+  o.log = on_log;
+  fap_detector *d = NULL;
+  g_assert_cmpint(fap_detector_new(m, &o, &d), ==, FAP_OK);
+  return d;
+}
+
+static void check_shared(fap_precision p) {
+  fap_model *m = NULL;
+  g_assert_cmpint(fap_model_load(model_path, &m), ==, FAP_OK);
+  const size_t params = (size_t)fap_model_parameter_count(m), base = fap_dnnl_shared_bytes();
+  fap_frame f;
+  uint8_t *px = test_frame(&f);
+  fap_detector *a = detector_on(m, p, 112);
+  if (fap_detector_precision(a) != p) {
+    g_test_skip("this CPU runs neither mode here");
+    fap_detector_free(a);
+    fap_model_free(m);
+    g_free(px);
+    return;
+  }
+  /* the weights it takes were never widened to f32 */
+  g_assert_cmpuint(fap_model_resident_floats(m), ==, params - taken_floats(m, p));
+  fap_result ra, rb;
+  g_assert_cmpint(fap_detector_run(a, &f, &ra), ==, FAP_OK);
+  float *map_a = g_memdup2(ra.map, 112 * 112 * sizeof(float));
+  const size_t one = fap_dnnl_shared_bytes() - base;
+  g_assert_cmpuint(one, >, 0);
+  g_assert_cmpuint(fap_model_resident_floats(m), ==, params - taken_floats(m, p));
+
+  /* a second detector of the same size shares every converted weight and
+   * computes the same bits */
+  fap_detector *b = detector_on(m, p, 112);
+  g_assert_cmpint(fap_detector_run(b, &f, &rb), ==, FAP_OK);
+  g_assert_cmpuint(fap_dnnl_shared_bytes() - base, ==, one);
+  g_assert_cmpmem(rb.map, 112 * 112 * sizeof(float), map_a, 112 * 112 * sizeof(float));
+  g_assert_cmpfloat(rb.score, ==, ra.score);
+  /* another image size (other row counts): shared too where oneDNN picks
+   * the same weight layout for them, which it does on the CPUs measured */
+  fap_detector *c = detector_on(m, p, 168);
+  g_assert_cmpint(fap_detector_run(c, &f, &rb), ==, FAP_OK);
+  g_test_message("%s: %zu bytes converted for one detector, %zu for three", fap_precision_name(p),
+                 one, fap_dnnl_shared_bytes() - base);
+  g_assert_cmpuint(fap_dnnl_shared_bytes() - base, ==, one);
+  fap_detector_free(a);
+  fap_detector_free(c);
+  g_assert_cmpuint(fap_dnnl_shared_bytes() - base, ==, one); /* b holds them */
+  g_assert_cmpint(fap_detector_run(b, &f, &rb), ==, FAP_OK);
+  g_assert_cmpmem(rb.map, 112 * 112 * sizeof(float), map_a, 112 * 112 * sizeof(float));
+  fap_detector_free(b);
+  g_assert_cmpuint(fap_dnnl_shared_bytes(), ==, base);
+
+  /* an f32 detector on the model widens them then */
+  fap_detector *d = detector_on(m, FAP_PRECISION_F32, 112);
+  g_assert_cmpuint(fap_model_resident_floats(m), ==, params);
+  fap_detector_free(d);
+  fap_model_free(m);
+  g_free(map_a);
+  g_free(px);
+}
+
+static void test_shared_bf16(void) {
+  g_setenv("FAP_CPU_BF16_EMULATE", "1", TRUE);
+  check_shared(FAP_PRECISION_BF16);
+  g_unsetenv("FAP_CPU_BF16_EMULATE");
+}
+
+static void test_shared_int8(void) {
+  g_setenv("FAP_CPU_INT8", "experimental", TRUE);
+  check_shared(FAP_PRECISION_INT8);
+  g_unsetenv("FAP_CPU_INT8");
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   if (argc != 2) {
@@ -366,6 +457,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/precision/auto", test_auto);
   g_test_add_func("/precision/detector/int8", test_detector_int8);
   g_test_add_func("/precision/detector/bf16", test_detector_bf16);
+  g_test_add_func("/precision/shared/bf16", test_shared_bf16);
+  g_test_add_func("/precision/shared/int8", test_shared_int8);
   int rc = g_test_run();
   fap_model_free(model);
   g_string_free(info_log, TRUE);

@@ -27,10 +27,10 @@ static void t_release(void *c, void *p) { IN(c)->release(ICTX(c), p); }
 static const float *t_import(void *c, const float *host, size_t n) {
   return IN(c)->import_weights(ICTX(c), host, n);
 }
-static void t_role(void *c, const float *w, size_t n, fap_weight_role role) {
+static int t_role(void *c, const float *w, size_t n, fap_weight_role role,
+                  const fap_weight_reader *reader) {
   LOG(c, "weight_role count=%zu role=%d\n", n, (int)role);
-  if (IN(c)->weight_role)
-    IN(c)->weight_role(ICTX(c), w, n, role);
+  return IN(c)->weight_role ? IN(c)->weight_role(ICTX(c), w, n, role, reader) : 0;
 }
 static fap_status t_upload(void *c, void *dst, const void *host, size_t bytes) {
   LOG(c, "upload bytes=%zu\n", bytes);
