@@ -57,4 +57,26 @@ fap_status fap_attention_fused(fap_attention_ws *ws, int threads, float *out, in
 
 void fap_attention_ws_free(fap_attention_ws *ws);
 
+/* ---- bf16 products (core/attention_bf16.c) ---- */
+
+/* Its packed keys / values and per-thread tiles, grown like fap_attention_ws. */
+typedef struct {
+  void *buf;
+  size_t cap; /* bytes */
+} fap_attention_bf16_ws;
+
+/* 1 where this CPU has AVX512-BF16 and hd is a multiple of 16. */
+int fap_attention_bf16_usable(int hd);
+
+/* Unmasked attention (the vision encoder's) with q, k, v and the
+ * probabilities rounded to bf16, f32 sums and softmax (attention_bf16.c
+ * says exactly what it computes): the attention of the CPU backend's bf16
+ * precision. FAP_ERR_UNSUPPORTED where fap_attention_bf16_usable is 0,
+ * FAP_ERR_NO_MEMORY (logged) when the workspace cannot grow. */
+fap_status fap_attention_bf16(fap_attention_bf16_ws *ws, int threads, float *out, int ldo,
+                              const float *q, int ldq, const float *k, int ldk, const float *v,
+                              int ldv, int nq, int nk, int heads, int hd);
+
+void fap_attention_bf16_ws_free(fap_attention_bf16_ws *ws);
+
 #endif

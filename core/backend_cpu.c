@@ -41,6 +41,10 @@ typedef struct {
    * prefer (FAP_CPU_ATTENTION=avx2|avx512 picks one, =blas keeps the BLAS
    * path, for A/B runs) */
   fap_attention_ws att_ws;
+  /* bf16 precision: unmasked attention (the vision encoder's) with bf16
+   * products where the CPU has them (attention_bf16.c) */
+  int att_bf16;
+  fap_attention_bf16_ws att_bf16_ws;
   fap_attention_kernel att_kernel;
   /* bf16 / int8 linear layers (linear_dnnl.c); NULL: f32. roles: the
    * weights the detector marked (fap_weight_role), the only ones it takes */
@@ -473,6 +477,13 @@ static void cpu_attention(void *ctx, float *out, int ldo, const float *q, int ld
                           int ldk, const float *v, int ldv, int nq, int nk, int heads, int hd,
                           int q_pos0) {
   cpu_ctx *c = ctx;
+  if (c->att_bf16 && q_pos0 < 0 && fap_attention_bf16_usable(hd)) {
+    fap_status s = fap_attention_bf16(&c->att_bf16_ws, c->threads, out, ldo, q, ldq, k, ldk, v,
+                                      ldv, nq, nk, heads, hd);
+    if (s && !c->error)
+      c->error = s;
+    return;
+  }
   const fap_attention_kernel kernel = fap_attention_kernel_for(c->att_kernel, hd);
   if (!c->reference && kernel != FAP_ATTENTION_BLAS) {
     fap_status s = fap_attention_fused_with(kernel, &c->att_ws, c->threads, out, ldo, q, ldq, k,
@@ -782,6 +793,7 @@ static void cpu_destroy(void *ctx) {
   free(c->rgb);
   free(c->scores);
   fap_attention_ws_free(&c->att_ws);
+  fap_attention_bf16_ws_free(&c->att_bf16_ws);
   fap_dnnl_free(c->dnnl);
   fap_dnnl_f32_free(c->dnnl_f32);
   free(c->roles);
@@ -930,6 +942,9 @@ fap_status fap_backend_cpu_new_precision(int threads, int reference, fap_precisi
   if (!reference)
     open_f32_gemm(c);
   fap_precision p = open_precision(c, precision);
+  /* FAP_CPU_BF16_ATTENTION=f32 keeps bf16's attention in f32 (A/B runs) */
+  const char *att = getenv("FAP_CPU_BF16_ATTENTION");
+  c->att_bf16 = p == FAP_PRECISION_BF16 && !(att && strcmp(att, "f32") == 0);
   if (runs)
     *runs = p;
   out->ops = &cpu_ops;

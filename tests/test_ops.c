@@ -494,6 +494,125 @@ static void test_attention_kernel(gconstpointer data) {
   named.ops->destroy(named.ctx);
 }
 
+/* bf16 of f, nearest even (finite f) */
+static double bf16_round(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  float r;
+  memcpy(&r, &u, 4);
+  return r;
+}
+
+/* The bf16 attention's scheme (core/attention_bf16.c) in double: q, k, v
+ * rounded to bf16, scores times the f32 1/sqrt(hd), exact softmax, its
+ * exponentials rounded to bf16 for P v and their unrounded sum dividing.
+ * *pmax[i]: row i's largest probability (what one exponential rounded the
+ * other way moves the output by, times 2^-8 max|v|). */
+static void attention_bf16_scheme(double *out, double *pmax, const att_case *ac,
+                                  const att_inputs *in) {
+  const int nk = ac->nk, hd = ac->hd, c = in->c;
+  double *s = g_new(double, nk);
+  const double scale = 1.0f / sqrtf((float)hd);
+  for (int i = 0; i < ac->nq; i++)
+    pmax[i] = 0;
+  for (int h = 0; h < ac->heads; h++)
+    for (int i = 0; i < ac->nq; i++) {
+      double mx = -INFINITY, sum = 0;
+      for (int j = 0; j < nk; j++) {
+        double acc = 0;
+        for (int d = 0; d < hd; d++)
+          acc += bf16_round(in->q[(size_t)i * in->ldq + h * hd + d]) *
+                 bf16_round(in->k[(size_t)j * in->ldk + h * hd + d]);
+        s[j] = (double)(float)acc * scale;
+        mx = fmax(mx, s[j]);
+      }
+      for (int j = 0; j < nk; j++)
+        sum += s[j] = exp(s[j] - mx);
+      for (int j = 0; j < nk; j++)
+        pmax[i] = fmax(pmax[i], s[j] / sum);
+      for (int d = 0; d < hd; d++) {
+        double acc = 0;
+        for (int j = 0; j < nk; j++)
+          acc += bf16_round((float)s[j]) * bf16_round(in->v[(size_t)j * in->ldv + h * hd + d]);
+        out[(size_t)i * c + h * hd + d] = acc / sum;
+      }
+    }
+  g_free(s);
+}
+
+/* The bf16 attention (AVX512-BF16) on every unmasked case whose hd it takes:
+ * against its scheme in double to 1e-5 max|v| plus two bf16 steps of the
+ * row's largest probability (where the f32 exponential and the double one
+ * round to different bf16), padding untouched, the same bits with 1 and 2
+ * threads, and the CPU backend at precision bf16 runs it (the vision
+ * encoder's attention), but not for masked attention (the text encoder's). */
+static void test_attention_bf16(void) {
+  if (!fap_attention_bf16_usable(64)) {
+    g_test_skip("this CPU has no AVX512-BF16: the bf16 attention kernel is not tested");
+    return;
+  }
+  fap_backend bf16;
+  fap_precision runs;
+  g_assert_cmpint(fap_backend_cpu_new_precision(2, 0, FAP_PRECISION_BF16, &bf16, &runs), ==, FAP_OK);
+  g_assert_cmpint(runs, ==, FAP_PRECISION_BF16);
+  int ran = 0, masked = 0;
+  for (size_t ci = 0; ci < G_N_ELEMENTS(att_cases); ci++) {
+    const att_case *ac = &att_cases[ci];
+    if (!fap_attention_bf16_usable(ac->hd))
+      continue;
+    att_inputs in;
+    att_inputs_make(&in, ac);
+    float *one = att_output(ac, &in), *two = att_output(ac, &in), *be = att_output(ac, &in);
+    bf16.ops->attention(bf16.ctx, be, in.ldo, in.q, in.ldq, in.k, in.ldk, in.v, in.ldv, ac->nq,
+                        ac->nk, ac->heads, ac->hd, ac->q_pos0);
+    g_assert_cmpint(bf16.ops->synchronize(bf16.ctx), ==, FAP_OK);
+    char what[128];
+    if (ac->q_pos0 >= 0) { /* masked: the f32 kernel, held to the f32 bound */
+      g_snprintf(what, sizeof what, "attention case %zu (bf16 backend, masked)", ci);
+      att_check_exact(be, ac, &in, what);
+      masked++;
+    } else {
+      fap_attention_bf16_ws ws = {0};
+      g_assert_cmpint(fap_attention_bf16(&ws, 1, one, in.ldo, in.q, in.ldq, in.k, in.ldk, in.v,
+                                         in.ldv, ac->nq, ac->nk, ac->heads, ac->hd), ==, FAP_OK);
+      g_assert_cmpint(fap_attention_bf16(&ws, 2, two, in.ldo, in.q, in.ldq, in.k, in.ldk, in.v,
+                                         in.ldv, ac->nq, ac->nk, ac->heads, ac->hd), ==, FAP_OK);
+      fap_attention_bf16_ws_free(&ws);
+      g_snprintf(what, sizeof what, "attention case %zu (bf16 kernel)", ci);
+      check_padding(two, ac->nq, in.c, in.ldo, what);
+      double *scheme = g_new(double, (size_t)ac->nq * in.c), *pmax = g_new(double, ac->nq);
+      attention_bf16_scheme(scheme, pmax, ac, &in);
+      double worst = 0, worst_f32 = 0;
+      for (int i = 0; i < ac->nq; i++)
+        for (int d = 0; d < in.c; d++) {
+          const double got = two[(size_t)i * in.ldo + d], want = scheme[(size_t)i * in.c + d];
+          const double tol = 1e-5 * in.vmax + 2.0 / 256.0 * pmax[i] * in.vmax;
+          if (!(fabs(got - want) <= tol))
+            g_error("%s: out[%d, %d] = %.9g, scheme %.9g (tolerance %.3g)", what, i, d, got, want,
+                    tol);
+          worst = fmax(worst, fabs(got - want));
+          worst_f32 = fmax(worst_f32, fabs(got - in.exact[(size_t)i * in.c + d]));
+        }
+      g_test_message("%s: %.2e from the scheme, %.2e from exact attention (max|v| %.2f)", what,
+                     worst, worst_f32, in.vmax);
+      check_close_rel(one, two, ac->nq, in.c, in.ldo, 0.0, what);
+      check_close_rel(be, two, ac->nq, in.c, in.ldo, 0.0, what);
+      g_free(scheme);
+      g_free(pmax);
+      ran++;
+    }
+    g_free(one);
+    g_free(two);
+    g_free(be);
+    att_inputs_free(&in);
+  }
+  g_assert_cmpint(ran, >=, 7);
+  g_assert_cmpint(masked, >=, 3);
+  bf16.ops->destroy(bf16.ctx);
+}
+
 /* |got - exact| <= tol over rows x cols (got strided by ld, exact packed by cols) */
 static void check_exact(const float *got, int ld, const double *exact, int rows, int cols,
                         double tol, const char *what) {
@@ -1485,6 +1604,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ops/attention", test_attention);
   g_test_add_data_func("/ops/attention-kernel/avx2", GINT_TO_POINTER(FAP_ATTENTION_AVX2),
                        test_attention_kernel);
+  g_test_add_func("/ops/attention-kernel/bf16", test_attention_bf16);
   g_test_add_data_func("/ops/attention-kernel/avx512", GINT_TO_POINTER(FAP_ATTENTION_AVX512),
                        test_attention_kernel);
   g_test_add_func("/ops/attention-dual", test_attention_dual);
