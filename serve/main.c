@@ -4,6 +4,8 @@
  *
  *   faprompt-serve [CONFIG] [--listen ADDR:PORT] [--token-file FILE]
  *
+ * SIGHUP reads CONFIG again and applies its difference (reload.h).
+ *
  * Exit status: 0 after a drain (SIGTERM, SIGINT), 2 when it cannot start (a
  * configuration that cannot work, a port that cannot be bound: nothing was
  * started). */
@@ -19,11 +21,13 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
 #include "service.h"
 
 typedef struct {
   GMainLoop *loop;
   Service *svc;
+  Reload *reload;
 } App;
 
 static void stopped(gboolean all, gpointer data) {
@@ -40,6 +44,18 @@ static gboolean on_signal(gpointer data) {
   App *app = data;
   service_shutdown(app->svc, stopped, app);
   return G_SOURCE_CONTINUE; /* a second signal while draining changes nothing */
+}
+
+/* SIGHUP: the configuration file again, its difference applied (reload.c) */
+static gboolean on_hangup(gpointer data) {
+  App *app = data;
+  GError *err = NULL;
+  serve_log("SIGHUP: reading the configuration again");
+  if (!reload_apply(app->reload, &err)) {
+    serve_log("reload refused, nothing changed: %s", err->message);
+    g_error_free(err);
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 int main(int argc, char **argv) {
@@ -102,9 +118,10 @@ int main(int argc, char **argv) {
   metrics_register(http, svc);
   api_register(http, svc);
 
-  App app = {g_main_loop_new(NULL, FALSE), svc};
+  App app = {g_main_loop_new(NULL, FALSE), svc, reload_new(config, svc, listen, token_file)};
   guint on_term = g_unix_signal_add(SIGTERM, on_signal, &app);
   guint on_int = g_unix_signal_add(SIGINT, on_signal, &app);
+  guint on_hup = g_unix_signal_add(SIGHUP, on_hangup, &app);
   service_start(svc);
   serve_log("listening on http://%s%s%s:%u/ with %u camera(s)%s",
             strchr(config->listen_host, ':') ? "[" : "",
@@ -114,6 +131,8 @@ int main(int argc, char **argv) {
   g_main_loop_run(app.loop);
   g_source_remove(on_term);
   g_source_remove(on_int);
+  g_source_remove(on_hup);
+  reload_free(app.reload);
   g_main_loop_unref(app.loop);
 
 out:
