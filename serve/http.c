@@ -185,6 +185,9 @@ HttpServer *http_server_new(const gchar *host, guint port, GError **error) {
   http->guard = http_guard_new(http->server);
   http->listener = g_socket_service_new();
   GSocketListener *l = G_SOCKET_LISTENER(http->listener);
+  /* GIO's default backlog of 10 makes a burst of clients wait for their
+   * SYN to be sent again (a second) */
+  g_socket_listener_set_backlog(l, HTTP_GUARD_CONNECTIONS);
   gboolean ok;
   if (!host || !*host) {
     if (port == 0) {

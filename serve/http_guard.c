@@ -25,12 +25,12 @@ static void gone(gpointer data, GObject *was) {
   g_free(t);
 }
 
-/* no whole request in time: shut the socket down; libsoup sees the end of
- * the stream and lets the connection go */
+/* no whole request in time: the stream closed under libsoup, whose next
+ * read fails and lets the connection go */
 static gboolean too_slow(gpointer data) {
   Tracked *t = data;
   t->timer = 0;
-  g_socket_shutdown(t->socket, TRUE, TRUE, NULL);
+  g_io_stream_close(G_IO_STREAM(t->conn), NULL, NULL);
   return G_SOURCE_REMOVE;
 }
 

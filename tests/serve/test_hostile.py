@@ -174,8 +174,9 @@ def case_hostile():
     R.check(s.proc.poll() is None, "half-sent requests, then closed: still running")
 
     # slowloris: 20 clients, a header byte every 0.5 s
-    slow = []
+    slow, since = [], []
     for _ in range(20):
+        since.append(time.monotonic())  # its accept comes after this
         c = socket.create_connection(("127.0.0.1", port), timeout=30)
         c.sendall(b"GET /api/cameras HTTP/1.1\r\n")
         slow.append(c)
@@ -191,12 +192,12 @@ def case_hostile():
                 c.setblocking(False)
                 try:
                     if c.recv(1) == b"":
-                        closed_at[i] = time.monotonic() - t0
+                        closed_at[i] = time.monotonic() - since[i]
                 except BlockingIOError:
                     pass
                 c.setblocking(True)
             except OSError:
-                closed_at[i] = time.monotonic() - t0
+                closed_at[i] = time.monotonic() - since[i]
         a = time.monotonic()
         s.request("GET", "/api/cameras/cam1")
         lat.append(time.monotonic() - a)
@@ -206,8 +207,11 @@ def case_hostile():
     R.check(max(lat) < 1.0, f"slowloris: the API answers meanwhile (slowest {max(lat) * 1000:.0f} ms)",
             lat)
     R.check(len(closed_at) == len(slow) and
-            all(GUARD_S - 1 <= t <= GUARD_S + 3 for t in closed_at.values()),
-            f"slowloris: every slow client closed {GUARD_S} s after it connected",
+            all(GUARD_S - 0.3 <= t <= GUARD_S + 3 for t in closed_at.values()),
+            f"slowloris: every slow client closed {GUARD_S} s after it connected (seen "
+            f"{min(closed_at.values(), default=0):.1f} to {max(closed_at.values(), default=0):.1f} "
+            "s: GLib's whole-second timers fire up to 0.25 s early, the client looks every "
+            "0.5 s or so)",
             sorted(closed_at.values()))
 
     # 1000 requests, 8 threads
