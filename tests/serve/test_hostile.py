@@ -11,7 +11,9 @@ connection closed) and the service goes on; a request sent half and then
 closed; slowloris clients that send their headers a byte at a time hold
 neither the main loop (the API answers at once, frames flow at the source's
 rate in every window) nor a connection for ever (closed
-HTTP_GUARD_REQUEST_SECONDS after its accept, serve/http_guard.h). Then 1000
+HTTP_GUARD_REQUEST_SECONDS after its accept, those over
+HTTP_GUARD_CONNECTIONS at once, serve/http_guard.h), and once closed they
+count no more. Then 1000
 requests from 8 threads: every one answered, no camera loses a frame
 (frames into the detector equal frames out, up to the ones inside it at
 the moment of reading) nor a second, the process's RSS after them within
@@ -37,6 +39,8 @@ import test_serve as ts  # noqa: E402
 FPS = 15
 NAMES = [f"cam{i}" for i in range(1, 5)]
 GUARD_S = 10                 # serve/http_guard.h: HTTP_GUARD_REQUEST_SECONDS
+GUARD_N = 128                # serve/http_guard.h: HTTP_GUARD_CONNECTIONS
+SLOW = GUARD_N + 2
 RSS_BOUND = 2 * 1024 * 1024  # bytes the RSS may grow over 1000 requests (2 KiB each)
 IN_FLIGHT = 3                # frames a detector may hold when its counters are read
 
@@ -97,9 +101,13 @@ class Sampler(threading.Thread):
     def __init__(self, s):
         super().__init__(daemon=True)
         self.s, self.samples, self.stopping, self.latency = s, [], False, []
+        self.paused = False  # while the port is full on purpose
 
     def run(self):
         while not self.stopping:
+            if self.paused:
+                time.sleep(0.05)
+                continue
             t = time.monotonic()
             try:
                 cams = self.s.cameras()
@@ -211,8 +219,41 @@ def case_hostile():
             f"slowloris: every slow client closed {GUARD_S} s after it connected (seen "
             f"{min(closed_at.values(), default=0):.1f} to {max(closed_at.values(), default=0):.1f} "
             "s: GLib's whole-second timers fire up to 0.25 s early, the client looks every "
-            "0.5 s or so)",
-            sorted(closed_at.values()))
+            "0.5 s or so)", sorted(closed_at.values()))
+
+    # the connection limit: those over it closed at once; the ones let go
+    # count no more
+    def slow_clients(n):
+        cs = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(n)]
+        for c in cs:
+            c.sendall(b"GET /api/cameras HTTP/1.1\r\n")
+        time.sleep(1.0)
+        shut = 0
+        for c in cs:
+            c.setblocking(False)
+            try:
+                shut += c.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                shut += 1
+        return cs, shut
+    sampler.paused = True  # a full port refuses it too
+    time.sleep(1.0)
+    cs, shut = slow_clients(SLOW)
+    R.check(shut == SLOW - GUARD_N, f"{SLOW} slow clients: the {SLOW - GUARD_N} over the limit "
+            f"of {GUARD_N} closed at once", shut)
+    for c in cs:
+        c.close()
+    time.sleep(1.0)
+    cs, shut = slow_clients(GUARD_N)
+    R.check(shut == 0, f"once they have gone, {GUARD_N} slow clients are admitted again", shut)
+    for c in cs:
+        c.close()
+    time.sleep(1.0)
+    status, _, _ = s.request("GET", "/api/cameras/cam1")
+    R.check(status == 200, "and then the API answers", status)
+    sampler.paused = False
 
     # 1000 requests, 8 threads
     paths = ["/metrics", "/api/cameras", "/api/cameras/cam2", "/api/cameras/nobody"]
@@ -262,7 +303,8 @@ def case_hostile():
     sampler.stopping = True
     sampler.join()
     R.check(len(sampler.samples) >= 10 and max(sampler.latency) < 2.0,
-            f"{len(sampler.samples)} samples of /api/cameras, one a second throughout "
+            f"{len(sampler.samples)} samples of /api/cameras, one a second throughout (except "
+            "while the port was full on purpose) "
             f"(slowest {max(sampler.latency) * 1000:.0f} ms)", sampler.latency)
     if len(sampler.samples) >= 2:
         check_flow(sampler.samples, "throughout")
