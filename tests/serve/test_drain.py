@@ -16,7 +16,6 @@ reads it to its end). Exit 77 when mosquitto is not installed.
 
 Prints `ok`/`FAIL` per check; exits 1 on any failure.
 """
-import argparse
 import glob
 import json
 import os
@@ -25,10 +24,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_case  # noqa: E402
 import test_serve as ts  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -180,24 +179,5 @@ def case_drain():
         broker.stop()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--serve", required=True)
-    ap.add_argument("--model", required=True)
-    a = ap.parse_args()
-    ts.SERVE = os.path.abspath(a.serve)
-    ts.MODEL = os.path.realpath(a.model)
-    ts.TMP = tempfile.mkdtemp(prefix="fap-serve-drain-")
-    try:
-        case_drain()
-    finally:
-        if ts.R.failures:
-            ts.R.note(f"logs kept in {ts.TMP}")
-        else:
-            shutil.rmtree(ts.TMP, ignore_errors=True)
-    print(f"# {ts.R.failures} failure(s)", flush=True)
-    sys.exit(1 if ts.R.failures else 0)
-
-
 if __name__ == "__main__":
-    main()
+    serve_case.main(__doc__, "drain", lambda a: case_drain())

@@ -16,7 +16,6 @@ prometheus or mosquitto.
 
 Prints `ok`/`FAIL` per check; exits 1 on any failure.
 """
-import argparse
 import http.client
 import json
 import os
@@ -25,12 +24,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_drain as td  # noqa: E402  the broker and the subscriber
+import serve_case  # noqa: E402
 import test_serve as ts  # noqa: E402
 
 CAMERAS = {"a": {"a.door", "a.yard"}, "b": {"b.gate", "b.dock"}}
@@ -140,25 +139,6 @@ def case_fleet(fleet):
             "both boxes and Prometheus stopped with exit 0", rcs)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--serve", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--fleet", required=True)
-    a = ap.parse_args()
-    ts.SERVE = os.path.abspath(a.serve)
-    ts.MODEL = os.path.realpath(a.model)
-    ts.TMP = tempfile.mkdtemp(prefix="fap-serve-fleet-")
-    try:
-        case_fleet(os.path.abspath(a.fleet))
-    finally:
-        if ts.R.failures:
-            ts.R.note(f"logs kept in {ts.TMP}")
-        else:
-            shutil.rmtree(ts.TMP, ignore_errors=True)
-    print(f"# {ts.R.failures} failure(s)", flush=True)
-    sys.exit(1 if ts.R.failures else 0)
-
-
 if __name__ == "__main__":
-    main()
+    serve_case.main(__doc__, "fleet", lambda a: case_fleet(os.path.abspath(a.fleet)),
+                    (("--fleet", "pipelines/fleet/ of the source tree"),))

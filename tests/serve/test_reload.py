@@ -17,15 +17,14 @@ group, the key and what is wrong, and nothing changes.
 
 Prints `ok`/`FAIL` per check; exits 1 on any failure.
 """
-import argparse
 import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_case  # noqa: E402
 import test_serve as ts  # noqa: E402  the Serve process, camera groups, checks
 
 FPS = 15
@@ -187,24 +186,5 @@ def case_reload():
     R.check(rc == 0, f"SIGTERM: exit 0 ({took:.2f} s)", s.text()[-2000:])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--serve", required=True)
-    ap.add_argument("--model", required=True)
-    a = ap.parse_args()
-    ts.SERVE = os.path.abspath(a.serve)
-    ts.MODEL = os.path.realpath(a.model)
-    ts.TMP = tempfile.mkdtemp(prefix="fap-serve-reload-")
-    try:
-        case_reload()
-    finally:
-        if ts.R.failures:
-            ts.R.note(f"logs kept in {ts.TMP}")
-        else:
-            shutil.rmtree(ts.TMP, ignore_errors=True)
-    print(f"# {ts.R.failures} failure(s)", flush=True)
-    sys.exit(1 if ts.R.failures else 0)
-
-
 if __name__ == "__main__":
-    main()
+    serve_case.main(__doc__, "reload", lambda a: case_reload())

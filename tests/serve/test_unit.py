@@ -17,17 +17,15 @@
 
 Prints `ok`/`FAIL` per check; exits 1 on any failure.
 """
-import argparse
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_case  # noqa: E402
 import test_serve as ts  # noqa: E402
 
 
@@ -84,26 +82,8 @@ def case_unit(unit, config):
     R.check(rc == 0, "... SIGTERM: exit 0", s.text()[-1000:])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--serve", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--unit", required=True)
-    ap.add_argument("--config", required=True)
-    a = ap.parse_args()
-    ts.SERVE = os.path.abspath(a.serve)
-    ts.MODEL = os.path.realpath(a.model)
-    ts.TMP = tempfile.mkdtemp(prefix="fap-serve-unit-")
-    try:
-        case_unit(os.path.abspath(a.unit), os.path.abspath(a.config))
-    finally:
-        if ts.R.failures:
-            ts.R.note(f"logs kept in {ts.TMP}")
-        else:
-            shutil.rmtree(ts.TMP, ignore_errors=True)
-    print(f"# {ts.R.failures} failure(s)", flush=True)
-    sys.exit(1 if ts.R.failures else 0)
-
-
 if __name__ == "__main__":
-    main()
+    serve_case.main(__doc__, "unit",
+                    lambda a: case_unit(os.path.abspath(a.unit), os.path.abspath(a.config)),
+                    (("--unit", "the configured faprompt-serve.service"),
+                     ("--config", "packaging/serve.conf")))
