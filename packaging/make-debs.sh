@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian packages from this tree:
 #   faprompt          libfaprompt.so.0, the GStreamer plugin + GstFAPromptMeta library,
-#                     the tools, the converter and the model generator
+#                     the tools, the converter and the model generator, faprompt-serve
+#                     with its systemd unit and /etc/faprompt/serve.conf (a conffile)
 #   python3-faprompt  the Python module (ctypes over libfaprompt)
 #   libfaprompt-dev   fap.h, gstfapromptmeta.h, the .so links, faprompt.pc, faprompt-1.0.pc
 #   faprompt-cuda     libfaprompt-cuda.so, the run-time CUDA module (where a toolkit is found)
@@ -53,7 +54,7 @@ move() { # PACKAGE PATH...: moves staged paths into the package's tree
 move libfaprompt-dev usr/include "$lib/pkgconfig" "$lib/libfaprompt.so" "$lib/libgstfapromptmeta-1.0.so"
 move faprompt-cuda "$lib/faprompt" usr/bin/faprompt-bench-gpu
 move python3-faprompt usr/lib/python3
-move faprompt usr
+move faprompt usr etc
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 packages=(faprompt python3-faprompt libfaprompt-dev)
 [ -e "$stage/faprompt-cuda/$lib/faprompt/libfaprompt-cuda.so" ] && packages+=(faprompt-cuda)
@@ -132,7 +133,10 @@ COPYRIGHT
  heatmap, and tools: faprompt-infer, faprompt-eval, faprompt-calibrate,
  faprompt-bench. faprompt-convert turns the authors' checkpoint and OpenAI's
  CLIP weights into the model file; faprompt-gen-random writes random models
- for tests (both need python3-torch). The CUDA backend is in faprompt-cuda."
+ for tests (both need python3-torch). faprompt-serve keeps cameras running
+ through the element with Prometheus metrics and a JSON API (systemd unit
+ faprompt-serve.service, installed disabled). The CUDA backend is in
+ faprompt-cuda."
       printf 'activate-noawait ldconfig\n' > "$root/DEBIAN/triggers"
       printf 'libfaprompt 0 faprompt (>= %s)\nlibgstfapromptmeta-1.0 0 faprompt (>= %s)\n' \
         "$version" "$version" > "$root/DEBIAN/shlibs"
@@ -182,8 +186,13 @@ COPYRIGHT
     echo "Homepage: https://github.com/faprompt/faprompt"
     echo "Description: $description"
   } > "$root/DEBIAN/control"
-  (cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) \
-    > "$root/DEBIAN/md5sums"
+  # files under /etc are conffiles (an edited one is kept on upgrade); as
+  # dh_md5sums does, they are not in md5sums (dpkg keeps their sums itself)
+  if [ -d "$root/etc" ]; then
+    (cd "$root" && find etc -type f -printf '/%p\n' | sort) > "$root/DEBIAN/conffiles"
+  fi
+  (cd "$root" && find . -type f ! -path './DEBIAN/*' ! -path './etc/*' -printf '%P\0' | sort -z |
+    xargs -0 md5sum) > "$root/DEBIAN/md5sums"
   dpkg-deb --root-owner-group -Zxz --build "$root" "$debs/${pkg}_${version}_${pkg_arch}.deb" >/dev/null
 done
 

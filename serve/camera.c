@@ -448,6 +448,22 @@ void camera_stop(Camera *cam) {
   cam->state = CAMERA_STOPPED;
 }
 
+void camera_update(Camera *cam, CameraConfig *config) {
+  CameraConfig *old = cam->config;
+  GstElement *detect = cam->pipeline ? gst_bin_get_by_name(GST_BIN(cam->pipeline), "detect") : NULL;
+  if (detect) {
+    g_object_set(detect, "image-threshold", (gfloat)config->image_threshold, "pixel-threshold",
+                 (gfloat)config->pixel_threshold, "inference-interval",
+                 config->inference_interval, "draw-heatmap", config->draw_heatmap, NULL);
+    /* the same file set again would load it again */
+    if (strcmp(old->model, config->model))
+      g_object_set(detect, "model-file", config->model, NULL);
+    gst_object_unref(detect);
+  }
+  cam->config = config;
+  camera_config_free(old);
+}
+
 void camera_status(Camera *cam, gint64 now, CameraStatus *out) {
   camstats_read(cam->stats, &out->stats);
   out->state = cam->state;

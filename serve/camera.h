@@ -71,6 +71,13 @@ void camera_drain(Camera *cam);
 /* Tears the pipeline down (on the reaper) and keeps it stopped. */
 void camera_stop(Camera *cam);
 
+/* Takes @config (the same camera) that differs from the running one only
+ * in what the element takes while playing: image-threshold,
+ * pixel-threshold, inference-interval, draw-heatmap, model (the element's
+ * hot swap: the old model runs until the new one has loaded). Set on the
+ * running element, if there is one, and kept for the next start. */
+void camera_update(Camera *cam, CameraConfig *config);
+
 const CameraConfig *camera_config(const Camera *cam);
 const gchar *camera_name(const Camera *cam);
 void camera_status(Camera *cam, gint64 now_us, CameraStatus *out);

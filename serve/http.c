@@ -4,11 +4,14 @@
 #include <json-glib/json-glib.h>
 #include <string.h>
 
+#include "http_guard.h"
+
 struct HttpServer {
   SoupServer *server;
   GSocketService *listener;
   guint port;
   GSList *routes; /* Route * */
+  HttpGuard *guard; /* connection count and request time limits */
 };
 
 typedef struct {
@@ -164,7 +167,7 @@ static gboolean incoming(GSocketService *service, GSocketConnection *conn, GObje
   GSocketAddress *local = g_socket_connection_get_local_address(conn, NULL);
   GSocketAddress *remote = g_socket_connection_get_remote_address(conn, NULL);
   GError *err = NULL;
-  if (!local || !remote ||
+  if (!local || !remote || !http_guard_admit(http->guard, conn) ||
       !soup_server_accept_iostream(http->server, G_IO_STREAM(conn), local, remote, &err)) {
     if (err)
       g_error_free(err);
@@ -179,8 +182,12 @@ HttpServer *http_server_new(const gchar *host, guint port, GError **error) {
   HttpServer *http = g_new0(HttpServer, 1);
   http->server = soup_server_new("server-header", "faprompt-serve ", NULL);
   g_signal_connect(http->server, "request-started", G_CALLBACK(request_started), NULL);
+  http->guard = http_guard_new(http->server);
   http->listener = g_socket_service_new();
   GSocketListener *l = G_SOCKET_LISTENER(http->listener);
+  /* GIO's default backlog of 10 makes a burst of clients wait for their
+   * SYN to be sent again (a second) */
+  g_socket_listener_set_backlog(l, HTTP_GUARD_CONNECTIONS);
   gboolean ok;
   if (!host || !*host) {
     if (port == 0) {
@@ -235,6 +242,7 @@ void http_server_free(HttpServer *http) {
   g_socket_listener_close(G_SOCKET_LISTENER(http->listener));
   g_object_unref(http->listener);
   soup_server_disconnect(http->server);
+  http_guard_free(http->guard);
   g_object_unref(http->server);
   g_slist_free_full(http->routes, g_free);
   g_free(http);

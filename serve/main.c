@@ -4,6 +4,8 @@
  *
  *   faprompt-serve [CONFIG] [--listen ADDR:PORT] [--token-file FILE]
  *
+ * SIGHUP reads CONFIG again and applies its difference (reload.h).
+ *
  * Exit status: 0 after a drain (SIGTERM, SIGINT), 2 when it cannot start (a
  * configuration that cannot work, a port that cannot be bound: nothing was
  * started). */
@@ -19,11 +21,13 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
 #include "service.h"
 
 typedef struct {
   GMainLoop *loop;
   Service *svc;
+  Reload *reload;
 } App;
 
 static void stopped(gboolean all, gpointer data) {
@@ -40,6 +44,22 @@ static gboolean on_signal(gpointer data) {
   App *app = data;
   service_shutdown(app->svc, stopped, app);
   return G_SOURCE_CONTINUE; /* a second signal while draining changes nothing */
+}
+
+/* SIGHUP: the configuration file again, its difference applied (reload.c) */
+static gboolean on_hangup(gpointer data) {
+  App *app = data;
+  GError *err = NULL;
+  if (!app->reload) { /* stopping (one while starting waits for the main loop) */
+    serve_log("SIGHUP ignored: the service is stopping");
+    return G_SOURCE_CONTINUE;
+  }
+  serve_log("SIGHUP: reading the configuration again");
+  if (!reload_apply(app->reload, &err)) {
+    serve_log("reload refused, nothing changed: %s", err->message);
+    g_error_free(err);
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 int main(int argc, char **argv) {
@@ -78,6 +98,10 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  /* SIGHUP's default would end the process: caught from here on (a
+   * `systemctl reload` may come while the models are being checked) */
+  App app = {NULL, NULL, NULL};
+  guint on_hup = g_unix_signal_add(SIGHUP, on_hangup, &app);
   int status = 0;
   ServeConfig *config = serve_config_load(argc == 2 ? argv[1] : NULL, listen, token_file, &err);
   HttpServer *http = NULL;
@@ -102,7 +126,9 @@ int main(int argc, char **argv) {
   metrics_register(http, svc);
   api_register(http, svc);
 
-  App app = {g_main_loop_new(NULL, FALSE), svc};
+  app.loop = g_main_loop_new(NULL, FALSE);
+  app.svc = svc;
+  app.reload = reload_new(config, svc, listen, token_file);
   guint on_term = g_unix_signal_add(SIGTERM, on_signal, &app);
   guint on_int = g_unix_signal_add(SIGINT, on_signal, &app);
   service_start(svc);
@@ -114,9 +140,12 @@ int main(int argc, char **argv) {
   g_main_loop_run(app.loop);
   g_source_remove(on_term);
   g_source_remove(on_int);
+  reload_free(app.reload);
+  app.reload = NULL;
   g_main_loop_unref(app.loop);
 
 out:
+  g_source_remove(on_hup);
   if (err) {
     fprintf(stderr, "faprompt-serve: %s\n", err->message);
     g_error_free(err);

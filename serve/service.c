@@ -203,6 +203,14 @@ ServiceAdd service_add(Service *svc, CameraConfig *config, GError **error) {
   return SERVICE_ADD_OK;
 }
 
+gboolean service_check_camera(Service *svc, const CameraConfig *config, GError **error) {
+  return check_elements(config, config->record && svc->config->evidence, error) &&
+         check_model(svc, config, error);
+}
+
+void service_set_stall_seconds(Service *svc, gdouble seconds) { svc->env.stall_seconds = seconds; }
+gboolean service_closing(const Service *svc) { return svc->closing; }
+
 /* A removed camera drains like at shutdown (an evidence clip in progress
  * is closed), for at most the drain bound. */
 typedef struct {

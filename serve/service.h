@@ -36,6 +36,14 @@ typedef enum {
  * start (its model file loaded once, unless that file was checked before
  * and has not changed). */
 ServiceAdd service_add(Service *svc, CameraConfig *config, GError **error);
+/* The checks service_add makes (the elements, the model file loads),
+ * nothing added: a reload checks every camera before changing any. */
+gboolean service_check_camera(Service *svc, const CameraConfig *config, GError **error);
+/* The stall timeout of every camera from its next tick on. */
+void service_set_stall_seconds(Service *svc, gdouble seconds);
+/* A shutdown has begun (nothing is added any more). */
+gboolean service_closing(const Service *svc);
+
 /* Forgets camera @name and drains it (at most SERVICE_DRAIN_SECONDS, then
  * it is stopped); FALSE if there is none. */
 gboolean service_remove(Service *svc, const gchar *name);
