@@ -4,8 +4,10 @@
  * advance by at least a pixel, over a sweep of sizes, grids and overlaps;
  * stitching without overlap places each tile's map, a constant stays
  * constant, nothing is written past the output; bad arguments are refused
- * with a message naming the value. The stitched values against the numpy
- * reference: tests/reference/test_tiles.py. TAP via g_test. */
+ * with a message naming the value; the precomputed stitcher
+ * (fap_tiles_stitcher) against the reference loop fap_tiles_stitch within
+ * 1e-6 over a sweep, the same refusals. The stitched values against the
+ * numpy reference: tests/reference/test_tiles.py. TAP via g_test. */
 #include <glib.h>
 #include <math.h>
 #include <string.h>
@@ -86,6 +88,11 @@ static void expect_error(fap_rect area, int cols, int rows, int overlap, const c
     maps[i] = &map;
   g_assert_cmpint(fap_tiles_stitch(area, cols, rows, overlap, maps, 1, out, 2, 2), ==,
                   FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), needle));
+  fap_tiles_stitcher *st = (fap_tiles_stitcher *)&map; /* must come back NULL */
+  g_assert_cmpint(fap_tiles_stitcher_new(area, cols, rows, overlap, 1, 2, 2, &st), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  g_assert_null(st);
   g_assert_nonnull(strstr(fap_last_error(), needle));
 }
 
@@ -201,6 +208,101 @@ static void test_stitch_errors(void) {
   g_assert_cmpstr(fap_last_error(), ==, "");
 }
 
+/* The stitcher computes in float where the reference loop sums in double:
+ * on maps in [0, 1] the two differ by a few float roundings, held here to
+ * 1e-6 (the numpy reference test's tolerance), over grids, overlaps
+ * (none, some, the largest), offsets and outputs below, at and above the
+ * rectangle; a second run over the same workspace gives the same bytes,
+ * nothing is written past the output. */
+static void test_stitcher_matches_reference(void) {
+  GRand *rng = g_rand_new_with_seed(11);
+  const int s_list[] = {1, 3, 7, 14};
+  double worst = 0.0;
+  int cases = 0;
+  for (int w = 1; w <= 61; w += 12)
+    for (int h = 1; h <= 37; h += 9)
+      for (int cols = 1; cols <= 4 && cols <= w; cols++)
+        for (int rows = 1; rows <= 3 && rows <= h; rows++)
+          for (int oi = 0; oi < 3; oi++) {
+            int max_o = MIN(cols > 1 ? w - cols : 1 << 20, rows > 1 ? h - rows : 1 << 20);
+            if (max_o == 1 << 20)
+              max_o = 0;
+            int overlap = oi == 0 ? 0 : oi == 1 ? max_o / 3 : max_o;
+            int s = s_list[(w + h + cols + rows + oi) % 4];
+            int out_w = 1 + (w * (1 + oi)) / 2, out_h = 1 + (h * (3 - oi)) / 2;
+            fap_rect area = {oi * 5, oi * 3, w, h};
+            float *data = g_new(float, (size_t)cols * rows * s * s);
+            const float *maps[12];
+            for (int k = 0; k < cols * rows * s * s; k++)
+              data[k] = (float)g_rand_double(rng);
+            for (int t = 0; t < cols * rows; t++)
+              maps[t] = data + (size_t)t * s * s;
+            float *ref = g_new(float, (size_t)out_w * out_h);
+            float *fast = g_new(float, (size_t)out_w * out_h + 4);
+            for (int k = 0; k < 4; k++)
+              fast[out_w * out_h + k] = -7.0f;
+            g_assert_cmpint(
+                fap_tiles_stitch(area, cols, rows, overlap, maps, s, ref, out_w, out_h), ==,
+                FAP_OK);
+            fap_tiles_stitcher *st = NULL;
+            g_assert_cmpint(
+                fap_tiles_stitcher_new(area, cols, rows, overlap, s, out_w, out_h, &st), ==,
+                FAP_OK);
+            g_assert_cmpint(fap_tiles_stitcher_run(st, maps, fast), ==, FAP_OK);
+            for (int k = 0; k < out_w * out_h; k++) {
+              double d = fabs((double)fast[k] - ref[k]);
+              if (d > worst)
+                worst = d;
+              if (d > 1e-6)
+                g_error("%dx%d tiles over %dx%d, overlap %d, map %d, out %dx%d: pixel %d: "
+                        "%.9g vs reference %.9g",
+                        cols, rows, w, h, overlap, s, out_w, out_h, k, fast[k], ref[k]);
+            }
+            for (int k = 0; k < 4; k++)
+              g_assert_cmpfloat(fast[out_w * out_h + k], ==, -7.0f);
+            float *again = g_new(float, (size_t)out_w * out_h);
+            g_assert_cmpint(fap_tiles_stitcher_run(st, maps, again), ==, FAP_OK);
+            g_assert_cmpint(memcmp(again, fast, (size_t)out_w * out_h * sizeof(float)), ==, 0);
+            fap_tiles_stitcher_free(st);
+            g_free(again);
+            g_free(fast);
+            g_free(ref);
+            g_free(data);
+            cases++;
+          }
+  g_test_message("%d layouts, largest |stitcher - reference| %.3g", cases, worst);
+  g_assert_cmpint(cases, >, 300);
+  g_rand_free(rng);
+}
+
+static void test_stitcher_errors(void) {
+  fap_rect area = {0, 0, 8, 8};
+  float m = 0.0f, out[64];
+  const float *maps[4] = {&m, &m, NULL, &m};
+  fap_tiles_stitcher *st = NULL;
+  g_assert_cmpint(fap_tiles_stitcher_new(area, 2, 2, 0, 0, 8, 8, &st), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "map size 0"));
+  g_assert_cmpint(fap_tiles_stitcher_new(area, 2, 2, 0, 1, 8, 0, &st), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "output 8x0"));
+  g_assert_cmpint(fap_tiles_stitcher_new(area, 2, 2, 0, 1, 8, 8, NULL), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "out is NULL"));
+  g_assert_cmpint(fap_tiles_stitcher_new(area, 2, 2, 0, 1, 8, 8, &st), ==, FAP_OK);
+  g_assert_cmpint(fap_tiles_stitcher_run(st, maps, out), ==, FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "(column 0, row 1)"));
+  maps[2] = &m;
+  g_assert_cmpint(fap_tiles_stitcher_run(st, NULL, out), ==, FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "maps is NULL"));
+  g_assert_cmpint(fap_tiles_stitcher_run(st, maps, NULL), ==, FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "out is NULL"));
+  g_assert_cmpint(fap_tiles_stitcher_run(st, maps, out), ==, FAP_OK);
+  g_assert_cmpstr(fap_last_error(), ==, "");
+  fap_tiles_stitcher_free(st);
+  fap_tiles_stitcher_free(NULL);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   fap_set_log_callback(quiet, NULL);
@@ -209,5 +311,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/tiles/stitch-placement", test_stitch_placement);
   g_test_add_func("/tiles/stitch-seam", test_stitch_seam);
   g_test_add_func("/tiles/stitch-errors", test_stitch_errors);
+  g_test_add_func("/tiles/stitcher-matches-reference", test_stitcher_matches_reference);
+  g_test_add_func("/tiles/stitcher-errors", test_stitcher_errors);
   return g_test_run();
 }
