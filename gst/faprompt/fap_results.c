@@ -22,22 +22,27 @@ fap_inference_unref (FapInference * inf)
     g_atomic_rc_box_release_full (inf, inference_clear);
 }
 
-/* roi @k's tiles' maps stitched into one @side x @side map over the roi */
+/* roi @k's tiles' maps stitched into one @side x @side map over the roi,
+ * by the roi's stitcher in @stitchers (made again when its layout changed) */
 static GBytes *
 stitch_roi (const fap_result * r, const FapInferRequest * req, guint k,
-    guint side)
+    guint side, FapStitchers * stitchers)
 {
+  gchar *error = NULL;
   guint n_tiles = req->tile_cols * req->tile_rows;
   const float *maps[FAP_ROI_MAX];
   gfloat *out = g_new (gfloat, (gsize) side * side);
 
   for (guint t = 0; t < n_tiles; t++)
     maps[t] = r[k * n_tiles + t].map;
-  /* the layout was checked when the crops were made: this cannot fail */
-  if (fap_tiles_stitch (req->rois[k], (int) req->tile_cols,
-          (int) req->tile_rows, req->tile_overlap, maps, r[0].map_size, out,
-          (int) side, (int) side) != FAP_OK)
+  /* the layout was checked when the crops were made: only memory fails */
+  if (!fap_stitchers_run (stitchers, k, req->rois[k], req->tile_cols,
+          req->tile_rows, req->tile_overlap, maps, r[0].map_size, out, side,
+          &error)) {
+    g_warning ("faprompt: stitching roi %u's tiles: %s", k + 1, error);
     memset (out, 0, (gsize) side * side * sizeof (gfloat));
+    g_free (error);
+  }
   return g_bytes_new_take (out, (gsize) side * side * sizeof (gfloat));
 }
 
@@ -49,7 +54,8 @@ highest (gfloat a, gfloat b)
 }
 
 FapInference *
-fap_inference_new (const fap_result * r, const FapInferRequest * req)
+fap_inference_new (const fap_result * r, const FapInferRequest * req,
+    FapStitchers * stitchers)
 {
   FapInference *inf = g_atomic_rc_box_new0 (FapInference);
   guint n = req->n_rois, n_tiles = req->tile_cols * req->tile_rows;
@@ -78,7 +84,8 @@ fap_inference_new (const fap_result * r, const FapInferRequest * req)
       roi->score = highest (roi->score, rt->score);
       inf->ms = MAX (inf->ms, rt->total_ms);
     }
-    roi->map = n_tiles > 1 ? stitch_roi (r, req, i, side) :
+    roi->map = n_tiles > 1 ? stitch_roi (r, req, i, side,
+        stitchers) :
         g_bytes_new (r[i].map, bytes);
     inf->score = highest (inf->score, roi->score);
   }

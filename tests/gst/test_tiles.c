@@ -4,8 +4,9 @@
  *   - with roi rectangles in tiles, each tile's score (the structure twin's
  *     tile-scores) equals the core's run of the same crop, bit for bit; each
  *     rectangle's meta covers the rectangle (frame pixels), its score is the
- *     highest tile's and its map is fap_tiles_stitch of the tiles' maps,
- *     bit for bit; the pixels are those fap_blend_frame draws with the
+ *     highest tile's and its map is fap_tiles_stitcher's of the tiles'
+ *     maps, bit for bit (and within 1e-6 of the reference loop
+ *     fap_tiles_stitch, as tests/test_tiles.c holds the two); the pixels are those fap_blend_frame draws with the
  *     stitched maps, and no pixel outside every rectangle changes; a model
  *     instance runs a frame's tiles in one batch, with the same results;
  *   - bad values (unparsable, zero, more crops than the batch or than 16,
@@ -18,6 +19,7 @@
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
+#include <math.h>
 #include <string.h>
 
 #include <fap.h>
@@ -106,8 +108,17 @@ static void test_against_core(void) {
     for (int t = 0; t < T; t++)
       maps[t] = r[k * T + t].map;
     stitched[k] = g_new(float, (gsize)M * M);
-    g_assert_cmpint(fap_tiles_stitch(rois[k], cols, rows, overlap, maps, S, stitched[k], M, M),
-                    ==, FAP_OK);
+    fap_tiles_stitcher *st = NULL;
+    g_assert_cmpint(fap_tiles_stitcher_new(rois[k], cols, rows, overlap, S, M, M, &st), ==,
+                    FAP_OK);
+    g_assert_cmpint(fap_tiles_stitcher_run(st, maps, stitched[k]), ==, FAP_OK);
+    fap_tiles_stitcher_free(st);
+    float *ref = g_new(float, (gsize)M * M);
+    g_assert_cmpint(fap_tiles_stitch(rois[k], cols, rows, overlap, maps, S, ref, M, M), ==,
+                    FAP_OK);
+    for (int i = 0; i < M * M; i++)
+      g_assert_cmpfloat(fabsf(ref[i] - stitched[k][i]), <=, 1e-6f);
+    g_free(ref);
   }
 
   GstHarness *hh = harness("7,9,37,29;40,21,40,39", "2x2", overlap, "false", w, h);
