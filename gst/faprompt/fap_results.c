@@ -71,6 +71,9 @@ fap_inference_new (const fap_result * r, const FapInferRequest * req,
   inf->map_size = side;
   inf->n_rois = n;
   inf->roi_set = req->roi_set;
+  inf->tile_cols = req->tile_cols;
+  inf->tile_rows = req->tile_rows;
+  inf->tiles_auto = req->tiles_auto;
   inf->score = r[0].score;
   for (guint i = 0; i < n; i++) {
     FapRoiResult *roi = &inf->rois[i];
@@ -245,6 +248,13 @@ fap_results_attach (FapResults * r, GstBuffer * buf,
       }
       gst_structure_take_value (s, "tile-scores", &tiles);
     }
+    /* the grid, also when tiles=auto picked 1 x 1 */
+    if (roi->n_tiles > 1 || inf->tiles_auto) {
+      gchar *grid = g_strdup_printf ("%ux%u", inf->tile_cols, inf->tile_rows);
+      gst_structure_set (s, "tiles", G_TYPE_STRING, grid, "tiles-auto",
+          G_TYPE_BOOLEAN, inf->tiles_auto, NULL);
+      g_free (grid);
+    }
     if (inf->model_file)        /* fapromptpublish names the model by it */
       gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file,
           NULL);
@@ -309,6 +319,12 @@ post (GstElement * element, const GstSegment * seg, GstClockTime pts,
     gst_structure_set (s, "precision", G_TYPE_STRING, inf->precision, NULL);
   if (event)
     gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
+  if (inf && (inf->tile_cols * inf->tile_rows > 1 || inf->tiles_auto)) {
+    gchar *grid = g_strdup_printf ("%ux%u", inf->tile_cols, inf->tile_rows);
+    gst_structure_set (s, "tiles", G_TYPE_STRING, grid, "tiles-auto",
+        G_TYPE_BOOLEAN, inf->tiles_auto, NULL);
+    g_free (grid);
+  }
   if (inf && inf->roi_set && image_threshold >= 0)
     add_rois (s, inf, image_threshold);
   gst_element_post_message (element,

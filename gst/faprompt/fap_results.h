@@ -34,6 +34,8 @@ typedef struct {
   guint map_size;               /* S; tiled: the stitched maps' side */
   guint n_rois;                 /* >= 1 */
   gboolean roi_set;             /* the rois came from the roi property */
+  guint tile_cols, tile_rows;   /* every roi's grid (1 x 1: no tiles) */
+  gboolean tiles_auto;          /* picked by tiles=auto */
   FapRoiResult rois[FAP_ROI_MAX];
   gfloat score;                 /* the frame's: the highest of its rois' */
   GstClockTime pts;             /* of the frame it was computed on */

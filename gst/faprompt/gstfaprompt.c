@@ -146,6 +146,7 @@ enum
   PROP_ROI,
   PROP_TILES,
   PROP_TILE_OVERLAP,
+  PROP_TILE_MAX_PATCH_PIXELS,
 };
 
 enum
@@ -156,6 +157,9 @@ enum
 static guint signals[N_SIGNALS];
 
 #define DEFAULT_WATCH_SETTLE_MS 2000
+/* tiles=auto: a patch covers at most 32 x 32 frame pixels (a ViT-L/14 at 336
+ * sees a 1080p frame at 80 x 45 per patch: 3 x 2 tiles bring it to 27 x 23) */
+#define DEFAULT_TILE_MAX_PATCH_PIXELS 32
 
 /* system memory in every format; CUDA memory (nvh264dec, cudaupload) in the
  * formats those produce, where the plugin was built with gstreamer-cuda */
@@ -379,6 +383,7 @@ set_roi (GstFAPrompt * self, const gchar * text)
       g_free (self->roi_text);
       self->roi_text = spec.n ? g_strdup (text) : NULL;
       self->roi = spec;
+      self->auto_warned = FALSE;
     } else {
       kept = g_strdup (self->roi_text ? self->roi_text : "");
     }
@@ -397,6 +402,17 @@ set_roi (GstFAPrompt * self, const gchar * text)
   g_free (kept);
 }
 
+/* "auto", any case, blanks around */
+static gboolean
+tiles_text_is_auto (const gchar * text)
+{
+  gchar *copy = g_strstrip (g_strdup (text ? text : ""));
+  gboolean is_auto = !g_ascii_strcasecmp (copy, "auto");
+
+  g_free (copy);
+  return is_auto;
+}
+
 /* tiles set: as roi, checked with the roi in force, refused with a warning
  * naming the value (the setting in force stays) */
 static void
@@ -404,15 +420,21 @@ set_tiles (GstFAPrompt * self, const gchar * text)
 {
   guint cols = 1, rows = 1;
   gchar *why = NULL, *kept = NULL;
+  gboolean is_auto = tiles_text_is_auto (text);
 
-  if (fap_tiles_parse (text, &cols, &rows, &why)) {
+  if (is_auto || fap_tiles_parse (text, &cols, &rows, &why)) {
     GST_OBJECT_LOCK (self);
+    /* auto: the grid is picked per frame, within the batch; the rois must
+     * fit as they are */
     if (roi_fits_locked (self, &self->roi, cols, rows, self->tile_overlap,
             &why)) {
       g_free (self->tiles_text);
-      self->tiles_text = cols * rows > 1 ? g_strdup (text) : NULL;
+      self->tiles_text = is_auto ? g_strdup ("auto") :
+          cols * rows > 1 ? g_strdup (text) : NULL;
       self->tile_cols = cols;
       self->tile_rows = rows;
+      self->tiles_auto = is_auto;
+      self->auto_warned = FALSE;
     } else {
       kept = g_strdup (self->tiles_text ? self->tiles_text : "");
     }
@@ -439,8 +461,10 @@ set_tile_overlap (GstFAPrompt * self, guint overlap)
   GST_OBJECT_LOCK (self);
   kept = self->tile_overlap;
   if (roi_fits_locked (self, &self->roi, self->tile_cols, self->tile_rows,
-          overlap, &why))
+          overlap, &why)) {
     self->tile_overlap = overlap;
+    self->auto_warned = FALSE;
+  }
   GST_OBJECT_UNLOCK (self);
   if (why)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
@@ -473,6 +497,10 @@ read_load_settings_locked (GstFAPrompt * self, FapLoadSettings * ls)
   ls->options.batch = ls->instance_id ? (int) self->batch_size :
       (int) MAX (self->batch_size, MAX (self->roi.n, 1) * self->tile_cols *
       self->tile_rows);
+  /* tiles=auto: the grid depends on frames not seen yet; room for the most
+   * crops a frame may have */
+  if (!ls->instance_id && self->tiles_auto)
+    ls->options.batch = MAX (ls->options.batch, FAP_ROI_MAX);
 }
 
 /* The streaming thread's overlay (the CPU backend's drawing tables); on
@@ -653,6 +681,7 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   GST_OBJECT_LOCK (self);
   self->roi_frame_w = GST_VIDEO_INFO_WIDTH (in_info);
   self->roi_frame_h = GST_VIDEO_INFO_HEIGHT (in_info);
+  self->auto_warned = FALSE;    /* tiles=auto on the new frame size */
   GST_OBJECT_UNLOCK (self);
   roi_recheck (self);           /* pixel rectangles outside the new frames */
   reset_stream (self);
@@ -672,16 +701,52 @@ typedef struct
   gboolean roi_set;
   fap_rect rois[FAP_ROI_MAX];
   guint tile_cols, tile_rows, tile_overlap;     /* 1 x 1: no tiles */
+  gboolean tiles_auto;          /* the grid picked for this frame */
   guint n_crops;                /* what runs: the rois, or their tiles */
   fap_rect crops[FAP_ROI_MAX];
 } Settings;
+
+/* tiles=auto: the grid for the frame's rois (docs/SPEC.md section 1.2,
+ * Tiles; fap_tiles_auto) on the running model (S / P patches per side),
+ * within the detector's batch. The first time the bound cannot be met
+ * since tiles, tile-max-patch-pixels, tile-overlap, roi or the caps were
+ * set, returns the warning's text (g_free), else NULL. Object lock held. */
+static gchar *
+pick_auto_tiles_locked (GstFAPrompt * self, Settings * s)
+{
+  guint grid = 1, cols = 1, rows = 1;
+  guint cap = self->roi_cap ? self->roi_cap : FAP_ROI_MAX;
+  gdouble worst = 0.0;
+
+  if (self->state) {
+    const fap_config *cfg = fap_model_config (self->state->model);
+    grid = (guint) (fap_detector_image_size (self->state->detector) /
+        MAX (cfg->patch_size, 1));
+  }
+  if (fap_tiles_auto (s->rois, s->n_rois, grid, self->tile_max_patch_pixels,
+          s->tile_overlap, cap, &cols, &rows, &worst) || self->auto_warned) {
+    s->tile_cols = cols;
+    s->tile_rows = rows;
+    return NULL;
+  }
+  s->tile_cols = cols;
+  s->tile_rows = rows;
+  self->auto_warned = TRUE;
+  return g_strdup_printf ("tiles=auto cannot keep a patch within "
+      "tile-max-patch-pixels %u with at most %u crops a frame (%u "
+      "rectangle%s; batch-size%s): %ux%u tiles, a patch covering up to %.1f "
+      "frame pixels", self->tile_max_patch_pixels, MIN (cap, FAP_ROI_MAX),
+      s->n_rois, s->n_rois > 1 ? "s" : "", self->state
+      && self->state->instance ? " of the model instance" : "", cols, rows,
+      worst);
+}
 
 /* for a @width x @height frame */
 static void
 read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
 {
   gboolean warn = FALSE;
-  gchar *why = NULL, *tiles_why = NULL;
+  gchar *why = NULL, *tiles_why = NULL, *auto_short = NULL;
 
   GST_OBJECT_LOCK (self);
   /* checked against the caps' frame size when set and at caps: it fits,
@@ -698,6 +763,9 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   s->tile_cols = self->tile_cols;
   s->tile_rows = self->tile_rows;
   s->tile_overlap = self->tile_overlap;
+  s->tiles_auto = self->tiles_auto;
+  if (s->tiles_auto)
+    auto_short = pick_auto_tiles_locked (self, s);
   if (s->tile_cols * s->tile_rows > 1 && (s->n_rois * s->tile_cols *
           s->tile_rows > FAP_ROI_MAX || !tile_crops (s->rois, s->n_rois,
               s->tile_cols, s->tile_rows, s->tile_overlap, s->crops,
@@ -732,6 +800,10 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   if (tiles_why)
     GST_DEBUG_OBJECT (self, "tiles on a %dx%d frame: %s; no tiles", width,
         height, tiles_why);
+  if (auto_short)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("faprompt: %s",
+            auto_short), (NULL));
+  g_free (auto_short);
   g_free (why);
   g_free (tiles_why);
   if (warn)
@@ -775,6 +847,7 @@ request_rois (FapInferRequest * req, const Settings * st)
   req->tile_cols = st->tile_cols;
   req->tile_rows = st->tile_rows;
   req->tile_overlap = (gint) st->tile_overlap;
+  req->tiles_auto = st->tiles_auto;
   req->n_crops = st->n_crops;
   memcpy (req->crops, st->crops, st->n_crops * sizeof st->crops[0]);
 }
@@ -1099,6 +1172,13 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
     set_tile_overlap (self, g_value_get_uint (value));
     return;
   }
+  if (prop_id == PROP_TILE_MAX_PATCH_PIXELS) {
+    GST_OBJECT_LOCK (self);
+    self->tile_max_patch_pixels = g_value_get_uint (value);
+    self->auto_warned = FALSE;
+    GST_OBJECT_UNLOCK (self);
+    return;
+  }
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL_FILE:
@@ -1281,6 +1361,9 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_TILE_OVERLAP:
       g_value_set_uint (value, self->tile_overlap);
       break;
+    case PROP_TILE_MAX_PATCH_PIXELS:
+      g_value_set_uint (value, self->tile_max_patch_pixels);
+      break;
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, stats.frames);
       break;
@@ -1355,6 +1438,7 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->max_regions = 16;
   self->batch_size = 1;
   self->tile_cols = self->tile_rows = 1;
+  self->tile_max_patch_pixels = DEFAULT_TILE_MAX_PATCH_PIXELS;
   self->batch_timeout_us = 5000;
   self->watch_settle_ms = DEFAULT_WATCH_SETTLE_MS;
   fap_stats_init (&self->stats);
@@ -1579,14 +1663,25 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "own (all in one batch, at most 16 crops): a small defect on a "
           "large frame then covers more than a fraction of a patch. The "
           "rectangle's map is its tiles' maps stitched, its score the "
-          "highest tile's. Empty: no tiles. A bad value is refused with a "
-          "warning and the setting in force stays", "",
+          "highest tile's. \"auto\": the fewest tiles for which one model "
+          "patch covers at most tile-max-patch-pixels frame pixels along "
+          "each axis, within the batch (the grid picked is in the metas and "
+          "messages, \"tiles\"). Empty: no tiles. A bad value is refused "
+          "with a warning and the setting in force stays", "",
           rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_uint ("tile-overlap", "Tile overlap",
           "With tiles: neighbouring tiles overlap by at least this many "
           "pixels, their maps blended across the overlap (no seams). Too "
           "large for a rectangle: refused with a warning", 0, 32768, 0,
+          rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TILE_MAX_PATCH_PIXELS,
+      g_param_spec_uint ("tile-max-patch-pixels", "Tile max patch pixels",
+          "With tiles=auto: the most frame pixels one model patch may cover "
+          "along each axis (a tile of w pixels on a model of S/P patches a "
+          "side: w / (S/P)); when the batch cannot reach it, the grid with "
+          "the smallest patch the batch allows and one warning naming both",
+          1, 32768, DEFAULT_TILE_MAX_PATCH_PIXELS,
           rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",

@@ -68,6 +68,11 @@ struct _GstFAPrompt
    * NULL: none), checked with the roi */
   gchar *tiles_text;
   guint tile_cols, tile_rows, tile_overlap;
+  /* tiles=auto: the grid picked per frame so that a patch covers at most
+   * tile_max_patch_pixels frame pixels (tile_cols x tile_rows stay 1 x 1);
+   * auto_warned: the shortfall within the batch was said once */
+  gboolean tiles_auto, auto_warned;
+  guint tile_max_patch_pixels;
 
   /* what it measures, and whether it runs non-blocking: each its own lock */
   FapStats stats;
