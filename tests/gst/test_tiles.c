@@ -7,8 +7,8 @@
  *     highest tile's and its map is fap_tiles_stitcher's of the tiles'
  *     maps, bit for bit (and within 1e-6 of the reference loop
  *     fap_tiles_stitch, as tests/test_tiles.c holds the two); the pixels
- *     are those fap_blend_frame draws with the stitched maps, and no pixel outside every rectangle changes; a model
- *     instance runs a frame's tiles in one batch, with the same results;
+ *     are those fap_blend_frame draws with the stitched maps, and no pixel
+ *     outside every rectangle changes; a model instance runs a frame's tiles in one batch, with the same results;
  *   - bad values (unparsable, zero, more crops than the batch or than 16,
  *     an overlap too large for a rectangle) are refused with a warning
  *     naming the value, the setting in force stays;
