@@ -147,6 +147,7 @@ enum
   PROP_TILES,
   PROP_TILE_OVERLAP,
   PROP_TILE_MAX_PATCH_PIXELS,
+  PROP_IGNORE_MASK,
 };
 
 enum
@@ -185,6 +186,24 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (faprompt, "faprompt", GST_RANK_NONE,
 static void
 set_last (GstFAPrompt * self, FapInference * inf)
 {
+  FapMask *mask = NULL;
+  gint w = 0, h = 0;
+
+  if (inf) {
+    GST_OBJECT_LOCK (self);
+    mask = fap_mask_ref (self->mask);
+    w = self->roi_frame_w;
+    h = self->roi_frame_h;
+    GST_OBJECT_UNLOCK (self);
+  }
+  /* ignore-mask: the result's maps are 0 under it (docs/SPEC.md section
+   * 1.2, Ignore mask), for every frame that carries it */
+  if (mask && w > 0 && h > 0) {
+    FapInference *masked = fap_mask_apply (mask, inf, w, h, ++self->serial);
+    fap_inference_unref (inf);
+    inf = masked;
+  }
+  fap_mask_unref (mask);
   fap_inference_unref (self->last);
   self->last = inf;
   if (inf)
@@ -473,6 +492,114 @@ set_tile_overlap (GstFAPrompt * self, guint overlap)
   g_free (why);
 }
 
+/* ---- ignore-mask ---------------------------------------------------------- */
+
+/* The watch's reload of the file (its thread): a good mask that fits the
+ * frames takes over from the next result; anything else keeps the last
+ * good one, with a warning. */
+static void
+mask_reloaded (FapMask * mask, const gchar * error, gpointer data)
+{
+  GstFAPrompt *self = data;
+  gchar *why = error ? g_strdup (error) : NULL;
+  FapMask *old = NULL;
+
+  GST_OBJECT_LOCK (self);
+  if (mask && self->roi_frame_w > 0 && !fap_mask_fits (mask,
+          self->roi_frame_w, self->roi_frame_h, &why)) {
+    fap_mask_unref (mask);
+    mask = NULL;
+  }
+  if (mask) {
+    old = self->mask;
+    self->mask = mask;
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (mask)
+    GST_INFO_OBJECT (self, "ignore-mask %s reloaded: %" G_GUINT64_FORMAT
+        " of %dx%d pixels ignored", mask->path, mask->ignored_count,
+        mask->width, mask->height);
+  else
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: ignore-mask changed on disk but cannot be used: %s; the "
+            "last good mask stays", why), (NULL));
+  fap_mask_unref (old);
+  g_free (why);
+}
+
+/* ignore-mask set: read here (the application's thread) and checked
+ * against the frames once their size is known; refused with a warning
+ * naming the file (the setting in force stays); watched for changes. */
+static void
+set_ignore_mask (GstFAPrompt * self, const gchar * text)
+{
+  gchar *path = text && *text ? g_strdup (text) : NULL, *why = NULL;
+  gchar *kept = NULL;
+  FapMask *mask = NULL, *old = NULL;
+  FapMaskWatch *old_watch = NULL, *watch = NULL;
+  guint settle;
+
+  if (path)
+    mask = fap_mask_load (path, &why);
+  GST_OBJECT_LOCK (self);
+  settle = self->watch_settle_ms;
+  if (mask && self->roi_frame_w > 0 && !fap_mask_fits (mask,
+          self->roi_frame_w, self->roi_frame_h, &why))
+    g_clear_pointer (&mask, fap_mask_unref);
+  if (path && !mask) {
+    kept = g_strdup (self->ignore_mask_path ? self->ignore_mask_path : "");
+  } else {
+    old = self->mask;
+    self->mask = mask;
+    g_free (self->ignore_mask_path);
+    self->ignore_mask_path = path;
+    path = NULL;
+    old_watch = self->mask_watch;
+    self->mask_watch = NULL;
+  }
+  GST_OBJECT_UNLOCK (self);
+  /* the old watch stops (its callback takes the object lock) before the
+   * new one starts */
+  fap_mask_watch_free (old_watch);
+  if (mask) {
+    watch = fap_mask_watch_new (mask->path, settle, mask_reloaded, self);
+    GST_OBJECT_LOCK (self);
+    self->mask_watch = watch;
+    GST_OBJECT_UNLOCK (self);
+  }
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: ignore-mask \"%s\" refused: %s; ignore-mask stays \"%s\"",
+            text, why, kept), (NULL));
+  fap_mask_unref (old);
+  g_free (why);
+  g_free (kept);
+  g_free (path);
+}
+
+/* New caps: a mask of another aspect than the new frames is not used
+ * (until the file or the property changes), with a warning. */
+static void
+mask_recheck (GstFAPrompt * self)
+{
+  gchar *why = NULL;
+  FapMask *dropped = NULL;
+
+  GST_OBJECT_LOCK (self);
+  if (self->mask && !fap_mask_fits (self->mask, self->roi_frame_w,
+          self->roi_frame_h, &why)) {
+    dropped = self->mask;
+    self->mask = NULL;
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: ignore-mask refused: %s; no mask until the file or "
+            "ignore-mask changes", why), (NULL));
+  fap_mask_unref (dropped);
+  g_free (why);
+}
+
 /* ---- start / stop -------------------------------------------------------- */
 
 /* What every load of this start uses, from the properties (object lock
@@ -684,6 +811,7 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   self->auto_warned = FALSE;    /* tiles=auto on the new frame size */
   GST_OBJECT_UNLOCK (self);
   roi_recheck (self);           /* pixel rectangles outside the new frames */
+  mask_recheck (self);
   reset_stream (self);
   return TRUE;
 }
@@ -702,6 +830,7 @@ typedef struct
   fap_rect rois[FAP_ROI_MAX];
   guint tile_cols, tile_rows, tile_overlap;     /* 1 x 1: no tiles */
   gboolean tiles_auto;          /* the grid picked for this frame */
+  gboolean masked;              /* an ignore-mask is in force */
   guint n_crops;                /* what runs: the rois, or their tiles */
   fap_rect crops[FAP_ROI_MAX];
 } Settings;
@@ -764,6 +893,7 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   s->tile_rows = self->tile_rows;
   s->tile_overlap = self->tile_overlap;
   s->tiles_auto = self->tiles_auto;
+  s->masked = self->mask != NULL;
   if (s->tiles_auto)
     auto_short = pick_auto_tiles_locked (self, s);
   if (s->tile_cols * s->tile_rows > 1 && (s->n_rois * s->tile_cols *
@@ -856,8 +986,9 @@ static gboolean
 infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
     const Settings * st, gboolean * drawn)
 {
+  /* with an ignore-mask the masked maps are drawn afterwards */
   FapInferRequest req = { ++self->serial, self->generation,
-    GST_BUFFER_PTS (buf), st->draw ? &st->blend : NULL,
+    GST_BUFFER_PTS (buf), st->draw && !st->masked ? &st->blend : NULL,
   };
   FapInference *inf;
   gchar *err = NULL;
@@ -904,7 +1035,7 @@ infer_async (GstFAPrompt * self, GstVideoFrame * frame,
     gboolean * submitted)
 {
   FapInferRequest req = { 0, self->generation, GST_BUFFER_PTS (frame->buffer),
-    st->draw ? &st->blend : NULL,
+    st->draw && !st->masked ? &st->blend : NULL,
   };
   FapDeviceJob job = { NULL, };
   FapInference *inf;
@@ -950,6 +1081,33 @@ draw_result (GstFAPrompt * self, const fap_frame * view,
         ("faprompt could not draw the heatmap: %s", err), (NULL));
     g_free (err);
   }
+  return ok;
+}
+
+/* draw_result, keeping the heatmap out of the ignore-mask: the masked
+ * pixels' bytes are put back after drawing (frames in system memory; in
+ * CUDA memory only the map's zeros keep it out) */
+static gboolean
+draw_masked (GstFAPrompt * self, GstVideoFrame * frame, const fap_frame * view,
+    const FapInference * inf, const Settings * st)
+{
+  FapMask *mask = NULL;
+  gboolean ok, guard;
+
+  if (st->masked) {
+    GST_OBJECT_LOCK (self);
+    mask = fap_mask_ref (self->mask);
+    GST_OBJECT_UNLOCK (self);
+  }
+  guard = mask && !self->cuda_memory;
+  if (guard) {
+    fap_mask_guard_prepare (&self->mask_guard, mask, &frame->info);
+    fap_mask_guard_save (&self->mask_guard, frame);
+  }
+  ok = draw_result (self, view, inf, &st->blend);
+  if (guard)
+    fap_mask_guard_restore (&self->mask_guard, frame);
+  fap_mask_unref (mask);
   return ok;
 }
 
@@ -1019,7 +1177,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
     regions = fap_results_attach (&self->results, buf, inf, &st.results,
         fresh, GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame),
         &anomalous);
-    if (st.draw && !drawn && !draw_result (self, &view, inf, &st.blend))
+    if (st.draw && !drawn && !draw_masked (self, frame, &view, inf, &st))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
         &GST_BASE_TRANSFORM (self)->segment, buf, inf, &st.results,
@@ -1170,6 +1328,10 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
   }
   if (prop_id == PROP_TILE_OVERLAP) {
     set_tile_overlap (self, g_value_get_uint (value));
+    return;
+  }
+  if (prop_id == PROP_IGNORE_MASK) {
+    set_ignore_mask (self, g_value_get_string (value));
     return;
   }
   if (prop_id == PROP_TILE_MAX_PATCH_PIXELS) {
@@ -1364,6 +1526,10 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_TILE_MAX_PATCH_PIXELS:
       g_value_set_uint (value, self->tile_max_patch_pixels);
       break;
+    case PROP_IGNORE_MASK:
+      g_value_set_string (value, self->ignore_mask_path ?
+          self->ignore_mask_path : "");
+      break;
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, stats.frames);
       break;
@@ -1414,6 +1580,10 @@ gst_fa_prompt_finalize (GObject * object)
   g_free (self->instance_id);
   g_free (self->roi_text);
   g_free (self->tiles_text);
+  fap_mask_watch_free (self->mask_watch);       /* no callback after this */
+  fap_mask_unref (self->mask);
+  g_free (self->ignore_mask_path);
+  fap_mask_guard_clear (&self->mask_guard);
   fap_worker_clear (&self->worker);
   fap_stats_clear (&self->stats);
   fap_mode_clear (&self->mode);
@@ -1439,6 +1609,7 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->batch_size = 1;
   self->tile_cols = self->tile_rows = 1;
   self->tile_max_patch_pixels = DEFAULT_TILE_MAX_PATCH_PIXELS;
+  fap_mask_guard_init (&self->mask_guard);
   self->batch_timeout_us = 5000;
   self->watch_settle_ms = DEFAULT_WATCH_SETTLE_MS;
   fap_stats_init (&self->stats);
@@ -1683,6 +1854,14 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "the smallest patch the batch allows and one warning naming both",
           1, 32768, DEFAULT_TILE_MAX_PATCH_PIXELS,
           rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_IGNORE_MASK,
+      g_param_spec_string ("ignore-mask", "Ignore mask",
+          "A PNG of the frame's aspect (within 1 %) whose dark pixels (every "
+          "colour channel below 128) never count: the map is 0 there (no "
+          "region, nothing in the meta), no heatmap is drawn there; the "
+          "score is the model's, unchanged. Reloaded when the file changes "
+          "(a bad new file keeps the last good mask, with a warning). "
+          "Empty: none", "", rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "With model-instance-id: microseconds a batch waits for more frames "

@@ -23,6 +23,8 @@
 #include "fap_modelswap.h"
 #include "fap_results.h"
 #include "fap_roi.h"
+#include "fap_ignoremask.h"
+#include "fap_maskwatch.h"
 #include "fap_stats.h"
 #include "fap_worker.h"
 
@@ -73,6 +75,13 @@ struct _GstFAPrompt
    * auto_warned: the shortfall within the batch was said once */
   gboolean tiles_auto, auto_warned;
   guint tile_max_patch_pixels;
+  /* ignore-mask: the file set (NULL: none), the mask in force (NULL: none,
+   * or it does not fit the frames), the watch that reloads it, and the
+   * streaming thread's guard that keeps the heatmap out of it */
+  gchar *ignore_mask_path;
+  FapMask *mask;
+  FapMaskWatch *mask_watch;
+  FapMaskGuard mask_guard;
 
   /* what it measures, and whether it runs non-blocking: each its own lock */
   FapStats stats;
