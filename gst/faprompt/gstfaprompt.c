@@ -62,13 +62,48 @@
  * adds `tile-scores` (a GstValueArray of doubles, row-major). Bad values
  * (unparsable, more crops than the batch, an overlap too large for a
  * rectangle) are refused with a warning naming the value, and the setting
- * in force stays; both may change while playing, no frame lost.
+ * in force stays; both may change while playing, no frame lost. The maps
+ * are stitched by a fap_tiles_stitcher per rectangle, made when the layout
+ * changes and kept (about 0.02 ms for 4x2 tiles of a 1080p frame into the
+ * stitched map, 0.5 ms into a full 1920x1080 map: faprompt-bench-stitch).
+ *
+ * `tiles=auto` picks the grid per frame: the fewest tiles for which one
+ * model patch covers at most `tile-max-patch-pixels` (K, default 32) frame
+ * pixels along each axis of every rectangle, a tile w pixels wide giving
+ * w / (S / P) pixels a patch with S the model's input side and P its patch
+ * (a ViT-L/14 at 336 sees a 1080p frame at 80 x 45 pixels a patch: 3 x 2
+ * tiles at K = 32), within the batch (a detector of its own is built for
+ * 16 crops with tiles=auto). When no grid within the batch reaches K, the
+ * one with the smallest patch the batch allows runs, and one warning names
+ * K and the grid it got (again only after tiles, tile-max-patch-pixels,
+ * tile-overlap, roi or the caps change). The grid picked is in the
+ * structure twin and the messages: `tiles` ("CxR") and `tiles-auto`
+ * (docs/SPEC.md section 1.2, Automatic tiles).
+ *
+ * ## Ignore mask
+ *
+ * `ignore-mask` names a PNG of the frame's aspect (within 1 %: refused
+ * otherwise, with a warning naming the file and both aspects) whose dark
+ * pixels (every colour channel below 128; grey: the grey value; alpha is
+ * not read) never count. The mask is stretched over the frame by nearest
+ * sample and every result's map is set to 0 under it before anything reads
+ * it: the meta's map is 0 there, no region forms there, and no heatmap is
+ * drawn there (the bytes of the masked pixels are put back after drawing,
+ * frames in system memory). The score and the decision stay the model's
+ * (docs/SPEC.md section 1.2, Ignore mask: the image-level head sees the
+ * whole crop; to keep an area out of the score, leave it out with `roi`).
+ * The file is watched as the model file is: once it has been quiet for
+ * `watch-settle` ms a new version takes over from the next result; one
+ * that cannot be read or has another aspect keeps the last good mask, with
+ * a warning. New caps of another aspect drop the mask, with a warning,
+ * until the file or the property changes. Empty: no mask.
  *
  * Element messages named `faprompt` (post-messages) carry: `timestamp`,
  * `stream-time`, `running-time`, `duration` (guint64 ns), `score` (gdouble),
  * `anomalous`, `reused` (gboolean), `inference-timestamp` (guint64, PTS of
- * the frame the result was computed on), `region-count` (guint) and, in
- * on-change mode, `event` (`anomaly-started` / `anomaly-ended`).
+ * the frame the result was computed on), `region-count` (guint), with tiles
+ * `tiles` ("CxR") and `tiles-auto` (gboolean) and, in on-change mode,
+ * `event` (`anomaly-started` / `anomaly-ended`).
  *
  * ## Example launch lines
  * |[
