@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* The tiles of one axis, or an error naming the value at fault. */
 static fap_status axis_init(fap_tiles_axis *a, const char *who, const char *what, const char *side,
@@ -137,5 +138,69 @@ fap_status fap_tiles_stitch(fap_rect area, int cols, int rows, int overlap,
       out[(size_t)j * out_width + i] = (float)(sum / wsum);
     }
   }
+  return fap_api_return(FAP_OK);
+}
+
+/* the side of n tiles over len pixels overlapping by overlap (the layout's
+ * rule), 0 where fap_tiles_layout refuses it */
+static int64_t auto_side(int64_t len, int64_t n, int64_t overlap) {
+  if (n == 1)
+    return len;
+  if (n > len || overlap > len - n)
+    return 0;
+  return (len + (n - 1) * overlap + n - 1) / n;
+}
+
+fap_status fap_tiles_auto(const fap_rect *areas, int n, int grid, int max_patch_pixels,
+                          int overlap, int max_crops, int *cols, int *rows, int *met,
+                          double *worst) {
+  fap_api_enter();
+  const char *who = "fap_tiles_auto";
+  if (!areas || !cols || !rows || !met)
+    return fap_api_return(fap_fail(FAP_ERR_INVALID_ARGUMENT, "%s: a NULL pointer", who));
+  if (n < 1 || grid < 1 || max_patch_pixels < 1 || max_crops < 1 || overlap < 0)
+    return fap_api_return(fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                                   "%s: %d rectangles, %d patches a side, at most %d pixels a "
+                                   "patch, at most %d crops, overlap %d: each at least 1 (the "
+                                   "overlap 0 or more)",
+                                   who, n, grid, max_patch_pixels, max_crops, overlap));
+  for (int i = 0; i < n; i++)
+    if (areas[i].width < 1 || areas[i].height < 1)
+      return fap_api_return(fap_fail(FAP_ERR_INVALID_ARGUMENT,
+                                     "%s: rectangle %d is %dx%d: at least 1x1 pixels", who, i,
+                                     areas[i].width, areas[i].height));
+  int best_met = 0, best_c = 1, best_r = 1;
+  double best_px = INFINITY;
+  for (int c = 1; c <= 16; c++)
+    for (int r = 1; c * r <= 16; r++) {
+      if ((int64_t)n * c * r > max_crops && c * r > 1)
+        continue;
+      double px = 0.0;
+      int valid = 1;
+      for (int i = 0; valid && i < n; i++) {
+        int64_t tw = auto_side(areas[i].width, c, overlap);
+        int64_t th = auto_side(areas[i].height, r, overlap);
+        valid = tw > 0 && th > 0;
+        double p = (double)(tw > th ? tw : th) / grid;
+        if (p > px)
+          px = p;
+      }
+      if (!valid)
+        continue;
+      const int ok = px <= max_patch_pixels;
+      const int squarer = abs(c - r) < abs(best_c - best_r);
+      if (ok && (!best_met || c * r < best_c * best_r ||
+                 (c * r == best_c * best_r && squarer))) {
+        best_met = 1, best_c = c, best_r = r, best_px = px;
+      } else if (!ok && !best_met &&
+                 (px < best_px || (px == best_px && c * r < best_c * best_r))) {
+        best_c = c, best_r = r, best_px = px;
+      }
+    }
+  *cols = best_c;
+  *rows = best_r;
+  *met = best_met;
+  if (worst)
+    *worst = best_px;
   return fap_api_return(FAP_OK);
 }

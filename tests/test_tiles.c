@@ -303,6 +303,85 @@ static void test_stitcher_errors(void) {
   fap_tiles_stitcher_free(NULL);
 }
 
+/* the largest patch (frame pixels) of cols x rows tiles over the
+ * rectangles, 0 where a layout is refused; written from docs/SPEC.md
+ * section 1.2 (Tiles: tw = ceil((W + (C - 1) o) / C)) */
+static double worst_patch(const fap_rect *a, int n, int cols, int rows, int overlap, int grid) {
+  double px = 0;
+  for (int i = 0; i < n; i++) {
+    int w = a[i].width, h = a[i].height;
+    if (cols > w || rows > h || (cols > 1 && overlap > w - cols) ||
+        (rows > 1 && overlap > h - rows))
+      return 0;
+    int tw = cols == 1 ? w : (w + (cols - 1) * overlap + cols - 1) / cols;
+    int th = rows == 1 ? h : (h + (rows - 1) * overlap + rows - 1) / rows;
+    double p = (double)(tw > th ? tw : th) / grid;
+    px = p > px ? p : px;
+  }
+  return px;
+}
+
+/* fap_tiles_auto against the rule by exhaustion (docs/SPEC.md section 1.2,
+ * Automatic tiles): over sizes, grids, bounds, overlaps, caps and one or
+ * two rectangles, the grid returned is allowed, meets the bound exactly
+ * when some allowed grid does, has then the fewest tiles, and otherwise
+ * the smallest worst patch; bad arguments are refused, named. */
+static void test_auto(void) {
+  int cases = 0, unmet = 0;
+  for (int w = 1; w <= 200; w += 23)
+    for (int h = 1; h <= 120; h += 17)
+      for (int grid = 1; grid <= 8; grid *= 2)
+        for (int k = 1; k <= 64; k *= 4)
+          for (int overlap = 0; overlap <= 6; overlap += 3)
+            for (int cap = 1; cap <= 16; cap += 5)
+              for (int n = 1; n <= 2; n++) {
+                fap_rect a[2] = {{0, 0, w, h}, {3, 1, h, w}};
+                int c = 0, r = 0, met = -1;
+                double worst = -1;
+                g_assert_cmpint(fap_tiles_auto(a, n, grid, k, overlap, cap, &c, &r, &met, &worst),
+                                ==, FAP_OK);
+                g_assert_true(c * r == 1 || n * c * r <= cap);
+                double px = worst_patch(a, n, c, r, overlap, grid);
+                g_assert_cmpfloat(px, >, 0);
+                g_assert_cmpfloat(fabs(px - worst), <=, 1e-12);
+                int best_met_tiles = 1 << 30;
+                double best_px = INFINITY;
+                for (int cc = 1; cc <= 16; cc++)
+                  for (int rr = 1; cc * rr <= 16; rr++) {
+                    if (cc * rr > 1 && n * cc * rr > cap)
+                      continue;
+                    double p = worst_patch(a, n, cc, rr, overlap, grid);
+                    if (p == 0)
+                      continue;
+                    if (p <= k && cc * rr < best_met_tiles)
+                      best_met_tiles = cc * rr;
+                    best_px = p < best_px ? p : best_px;
+                  }
+                g_assert_cmpint(met, ==, best_met_tiles < (1 << 30));
+                if (met) {
+                  g_assert_cmpfloat(px, <=, k);
+                  g_assert_cmpint(c * r, ==, best_met_tiles);
+                } else {
+                  g_assert_cmpfloat(px, ==, best_px);
+                  unmet++;
+                }
+                cases++;
+              }
+  g_test_message("%d cases, %d where the bound could not be met", cases, unmet);
+  g_assert_cmpint(unmet, >, 100);
+  g_assert_cmpint(cases - unmet, >, 100);
+  fap_rect a = {0, 0, 10, 10}, z = {0, 0, 0, 5};
+  int c, r, met;
+  g_assert_cmpint(fap_tiles_auto(&a, 1, 0, 8, 0, 4, &c, &r, &met, NULL), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "0 patches a side"));
+  g_assert_cmpint(fap_tiles_auto(&z, 1, 2, 8, 0, 4, &c, &r, &met, NULL), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(fap_last_error(), "0x5"));
+  g_assert_cmpint(fap_tiles_auto(&a, 1, 2, 8, 0, 4, NULL, &r, &met, NULL), ==,
+                  FAP_ERR_INVALID_ARGUMENT);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   fap_set_log_callback(quiet, NULL);
@@ -313,5 +392,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/tiles/stitch-errors", test_stitch_errors);
   g_test_add_func("/tiles/stitcher-matches-reference", test_stitcher_matches_reference);
   g_test_add_func("/tiles/stitcher-errors", test_stitcher_errors);
+  g_test_add_func("/tiles/auto", test_auto);
   return g_test_run();
 }

@@ -135,62 +135,6 @@ fap_tiles_parse (const gchar * text, guint * cols, guint * rows,
   return ok;
 }
 
-/* the side of each of @n tiles over @len pixels overlapping by @overlap
- * (fap_tiles_layout's rule), 0 where that layout is refused */
-static gint64
-tile_side (gint len, guint n, guint overlap)
-{
-  if (n == 1)
-    return len;
-  if ((gint64) n > len || (gint64) overlap > (gint64) len - n)
-    return 0;
-  return ((gint64) len + (gint64) (n - 1) * overlap + n - 1) / n;
-}
-
-gboolean
-fap_tiles_auto (const fap_rect * rects, guint n, guint grid,
-    guint max_patch_pixels, guint overlap, guint cap, guint * cols,
-    guint * rows, gdouble * worst)
-{
-  gboolean best_meets = FALSE;
-  gdouble best_worst = G_MAXDOUBLE;
-  guint best_c = 1, best_r = 1;
-
-  cap = MIN (cap, FAP_ROI_MAX);
-  grid = MAX (grid, 1);
-  for (guint c = 1; c <= FAP_ROI_MAX; c++)
-    for (guint r = 1; c * r <= FAP_ROI_MAX; r++) {
-      gdouble px = 0.0;
-      gboolean valid = n * c * r <= cap || (c == 1 && r == 1), meets;
-
-      for (guint i = 0; valid && i < n; i++) {
-        gint64 tw = tile_side (rects[i].width, c, overlap);
-        gint64 th = tile_side (rects[i].height, r, overlap);
-        valid = tw > 0 && th > 0;
-        px = MAX (px, (gdouble) MAX (tw, th) / grid);
-      }
-      if (!valid)
-        continue;
-      meets = px <= max_patch_pixels;
-      if (best_meets && !meets)
-        continue;
-      if (meets && (!best_meets || c * r < best_c * best_r || (c * r ==
-                  best_c * best_r && ABS ((gint) c - (gint) r) <
-                  ABS ((gint) best_c - (gint) best_r)))) {
-        best_meets = TRUE;
-        best_c = c, best_r = r, best_worst = px;
-      } else if (!meets && !best_meets && (px < best_worst
-              || (px == best_worst && c * r < best_c * best_r))) {
-        best_c = c, best_r = r, best_worst = px;
-      }
-    }
-  *cols = best_c;
-  *rows = best_r;
-  if (worst)
-    *worst = best_worst;
-  return best_meets;
-}
-
 /* a fraction's pixels: the edges round to the nearest pixel boundary, so
  * rectangles that meet as fractions meet as pixels */
 static void

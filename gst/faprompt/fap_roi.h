@@ -40,17 +40,4 @@ gboolean fap_roi_resolve (const FapRoiSpec * spec, gint width, gint height,
 gboolean fap_tiles_parse (const gchar * text, guint * cols, guint * rows,
     gchar ** error);
 
-/* tiles=auto: the grid for @n rectangles run on a model of @grid patches
- * per side (S / P), so that one patch covers at most @max_patch_pixels
- * frame pixels along each axis of every rectangle (a tile of tw pixels
- * gives tw / grid per patch), with at most @cap crops (n * cols * rows,
- * itself at most FAP_ROI_MAX) and a layout fap_tiles_layout takes with
- * @overlap. Of the grids that meet the bound, the one with the fewest
- * tiles (then the squarer); when none within @cap does, the one whose
- * worst patch is smallest (then the fewest tiles): returns FALSE and
- * *worst (when not NULL) is that patch's frame pixels. */
-gboolean fap_tiles_auto (const fap_rect * rects, guint n, guint grid,
-    guint max_patch_pixels, guint overlap, guint cap, guint * cols,
-    guint * rows, gdouble * worst);
-
 #endif

@@ -871,7 +871,7 @@ typedef struct
 } Settings;
 
 /* tiles=auto: the grid for the frame's rois (docs/SPEC.md section 1.2,
- * Tiles; fap_tiles_auto) on the running model (S / P patches per side),
+ * Automatic tiles; fap_tiles_auto) on the running model (S / P patches per side),
  * within the detector's batch. The first time the bound cannot be met
  * since tiles, tile-max-patch-pixels, tile-overlap, roi or the caps were
  * set, returns the warning's text (g_free), else NULL. Object lock held. */
@@ -881,14 +881,21 @@ pick_auto_tiles_locked (GstFAPrompt * self, Settings * s)
   guint grid = 1, cols = 1, rows = 1;
   guint cap = self->roi_cap ? self->roi_cap : FAP_ROI_MAX;
   gdouble worst = 0.0;
+  gint c = 1, r = 1, met = 1;
 
   if (self->state) {
     const fap_config *cfg = fap_model_config (self->state->model);
-    grid = (guint) (fap_detector_image_size (self->state->detector) /
-        MAX (cfg->patch_size, 1));
+    grid = (guint) MAX (fap_detector_image_size (self->state->detector) /
+        MAX (cfg->patch_size, 1), 1);
   }
-  if (fap_tiles_auto (s->rois, s->n_rois, grid, self->tile_max_patch_pixels,
-          s->tile_overlap, cap, &cols, &rows, &worst) || self->auto_warned) {
+  /* the arguments are in range (rois of at least 1 x 1, grid and K >= 1):
+   * it cannot fail */
+  fap_tiles_auto (s->rois, (int) s->n_rois, (int) grid,
+      (int) MIN (self->tile_max_patch_pixels, G_MAXINT),
+      (int) MIN (s->tile_overlap, G_MAXINT), (int) cap, &c, &r, &met, &worst);
+  cols = (guint) c;
+  rows = (guint) r;
+  if (met || self->auto_warned) {
     s->tile_cols = cols;
     s->tile_rows = rows;
     return NULL;
