@@ -19,7 +19,9 @@
  * image into C x R tiles (fap_tiles_layout) run the same way, so a small
  * defect on a large image covers more than a fraction of a patch; their maps
  * are stitched into one map of the image (fap_tiles_stitch, docs/SPEC.md
- * section 1.2, Tiles). Exit status: 0 all images done, 1 some image or the
+ * section 1.2, Tiles); --tiles auto picks each image's grid as the
+ * element's tiles=auto does (fap_tiles_auto, section 1.2, Automatic tiles).
+ * Exit status: 0 all images done, 1 some image or the
  * model failed, 2 bad usage.
  */
 #include "fap.h"
