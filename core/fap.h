@@ -438,6 +438,44 @@ FAP_API fap_status fap_tiles_stitch(fap_rect area, int cols, int rows, int overl
                                     const float *const *maps, int map_size, float *out,
                                     int out_width, int out_height);
 
+/* The grid for tiling n rectangles automatically (docs/SPEC.md section 1.2,
+ * Automatic tiles) on a model of `grid` patches per side (S / P): a tile w
+ * pixels wide gives a patch w / grid frame pixels. Of the grids C x R (C,
+ * R from 1 to 16) with n C R <= max_crops (1 x 1 always allowed) whose
+ * layout fap_tiles_layout takes for every rectangle with `overlap`: the
+ * fewest tiles (then the squarer) among those where no rectangle's tile
+ * gives a patch more than max_patch_pixels along either axis (*met = 1);
+ * when none within max_crops does, the one whose largest patch is smallest
+ * (then the fewest tiles; *met = 0). *worst (may be NULL): that largest
+ * patch, frame pixels. One grid for all rectangles. Refused, with a
+ * message naming the value: n < 1, grid < 1, max_patch_pixels < 1,
+ * max_crops < 1, a NULL pointer, a rectangle of zero size. */
+FAP_API fap_status fap_tiles_auto(const fap_rect *areas, int n, int grid, int max_patch_pixels,
+                                  int overlap, int max_crops, int *cols, int *rows, int *met,
+                                  double *worst);
+
+/* fap_tiles_stitch's result, fast: a stitcher is the rule precomputed for
+ * one layout (area, cols, rows, overlap), one map size and one output size:
+ * per output column and per output row the covering tiles, their bilinear
+ * taps and their normalised ramp weights, and a workspace of rows x
+ * map_size rows of out_width floats. Made when the layout or a size
+ * changes, kept by the caller, run on every set of maps: a run allocates
+ * nothing and is two passes of a few multiply-adds per sample (the maps'
+ * rows resampled across the width, then each output row a weighted sum of
+ * one or a few of them). It computes in float where fap_tiles_stitch sums
+ * in double: the two differ by a few float roundings (under 1e-6 on maps
+ * in [0, 1]); fap_tiles_stitch stays the reference. A stitcher is used by
+ * one thread at a time (a run writes its workspace). new refuses what
+ * fap_tiles_stitch refuses, with the same messages. */
+typedef struct fap_tiles_stitcher fap_tiles_stitcher;
+FAP_API fap_status fap_tiles_stitcher_new(fap_rect area, int cols, int rows, int overlap,
+                                          int map_size, int out_width, int out_height,
+                                          fap_tiles_stitcher **stitcher);
+/* maps[r * cols + c]: map_size x map_size; out: out_width x out_height. */
+FAP_API fap_status fap_tiles_stitcher_run(fap_tiles_stitcher *stitcher,
+                                          const float *const *maps, float *out);
+FAP_API void fap_tiles_stitcher_free(fap_tiles_stitcher *stitcher);
+
 /* An intermediate of the last run (keep_intermediates = 1), by docs/SPEC.md name.
  * FAPrompt models:
  *   "preprocessed"          f32 [3, S, S]  normalised input, channel-major

@@ -9,6 +9,14 @@
  *                      [--precisions f16,bf16] [--frames 64] [--input 1280x720]
  *                      [--format RGB|BGRx|NV12|I420|YUY2] [--device 0]
  *                      [--torch-frames 5] [--no-torch] [--json FILE]
+ *                      [--tiles CxR [--tile-overlap N]]
+ *
+ * --tiles adds, per S and precision, the element's tiled path on the input
+ * frame: its C x R tiles (fap_tiles_layout) as crops of the one host frame
+ * in one batch, timed per frame (one call) and per tile, and the stitching
+ * of their maps (fap_tiles_stitcher, into the element's S * max (C, R)
+ * side, at most 1024) on the host, checked against the reference loop
+ * fap_tiles_stitch (within 1e-6, else the run fails).
  *
  * Timing: 3 warm-up calls (the first runs eagerly and captures the CUDA
  * graph), then max(frames / B, 8) timed calls; host wall clock around each
@@ -22,6 +30,7 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,11 +130,106 @@ static int parse_list(const char *s, int *out, int max) {
   return n;
 }
 
+/* The element's tiled path at S: the input's cols x rows tiles as crops of
+ * the one frame, one batch a frame; the stitching of their maps. Nonzero
+ * on failure (a run, or the stitcher off the reference loop). */
+static int bench_tiles(fap_model *model, int size, fap_precision prec, int device,
+                       const fap_frame *one, int cols, int rows, int overlap, int frames,
+                       GString *table, FILE *json, const char *gpu) {
+  const int n = cols * rows;
+  fap_rect area = {0, 0, one->width, one->height}, tiles[16];
+  if (fap_tiles_layout(area, cols, rows, overlap, tiles) != FAP_OK) {
+    fprintf(stderr, "faprompt-bench-gpu: --tiles: %s\n", fap_last_error());
+    return 1;
+  }
+  fap_detector_options o;
+  fap_detector_options_init(&o);
+  o.backend = FAP_BACKEND_CUDA;
+  o.device_id = device;
+  o.image_size = size;
+  o.batch = n;
+  o.precision = prec;
+  fap_detector *det = NULL;
+  if (fap_detector_new(model, &o, &det) != FAP_OK)
+    return 1;
+  fap_frame fr[16];
+  fap_result res[16];
+  for (int t = 0; t < n; t++) {
+    fr[t] = *one;
+    fr[t].crop = tiles[t];
+  }
+  int rc = 0;
+  for (int i = 0; i < 3 && !rc; i++) /* eager run + capture, then graph replays */
+    rc = fap_detector_run_batch(det, fr, n, NULL, res) != FAP_OK;
+  const int calls = frames > 8 ? frames : 8;
+  double *ms = malloc((size_t)calls * sizeof *ms), *st_ms = malloc((size_t)calls * sizeof *st_ms);
+  const int s = rc ? 1 : res[0].map_size;
+  const int side = s * (cols > rows ? cols : rows) > 1024 ? 1024 : s * (cols > rows ? cols : rows);
+  float *out = malloc((size_t)side * side * sizeof *out);
+  float *ref = malloc((size_t)side * side * sizeof *ref);
+  fap_tiles_stitcher *stitcher = NULL;
+  if (!rc && fap_tiles_stitcher_new(area, cols, rows, overlap, s, side, side, &stitcher) != FAP_OK)
+    rc = 1;
+  const float *maps[16];
+  int done = 0;
+  for (int c = 0; c < calls && !rc; c++, done++) {
+    double t = now_ms();
+    if (fap_detector_run_batch(det, fr, n, NULL, res) != FAP_OK) {
+      rc = 1;
+      break;
+    }
+    ms[c] = now_ms() - t;
+    for (int k = 0; k < n; k++)
+      maps[k] = res[k].map;
+    t = now_ms();
+    rc = fap_tiles_stitcher_run(stitcher, maps, out) != FAP_OK;
+    st_ms[c] = now_ms() - t;
+  }
+  double worst = 0;
+  if (!rc && fap_tiles_stitch(area, cols, rows, overlap, maps, s, ref, side, side) == FAP_OK)
+    for (int i = 0; i < side * side; i++)
+      worst = fmax(worst, fabs((double)out[i] - ref[i]));
+  else
+    rc = 1;
+  if (worst > 1e-6) {
+    fprintf(stderr, "faprompt-bench-gpu: stitched map %.3g off the reference loop\n", worst);
+    rc = 1;
+  }
+  if (!rc) {
+    const double p50 = quantile(ms, done, 0.5), st50 = quantile(st_ms, done, 0.5);
+    printf("S=%d tiles %dx%d (overlap %d) %s: %.3f ms/frame, %.3f ms/tile; stitch %.3f ms "
+           "(%dx%d, %.2g off the reference loop)\n",
+           size, cols, rows, overlap, fap_precision_name(prec), p50, p50 / n, st50, side, side,
+           worst);
+    g_string_append_printf(table, "| %d | %dx%d (%d) | %s | %.3f | %.3f | %.3f (%d) |\n", size,
+                           cols, rows, overlap, fap_precision_name(prec), p50, p50 / n, st50,
+                           side);
+    if (json)
+      fprintf(json,
+              "{\"size\": %d, \"tiles\": \"%dx%d\", \"tile_overlap\": %d, \"precision\": "
+              "\"%s\", \"ms_per_frame\": %.4f, \"ms_per_tile\": %.4f, \"stitch_ms\": %.4f, "
+              "\"stitch_side\": %d, \"input\": \"%dx%d\", \"gpu\": \"%s\"}\n",
+              size, cols, rows, overlap, fap_precision_name(prec), p50, p50 / n, st50, side,
+              one->width, one->height, gpu);
+  }
+  fap_tiles_stitcher_free(stitcher);
+  free(out);
+  free(ref);
+  free(ms);
+  free(st_ms);
+  fap_detector_free(det);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   char *sizes_arg = NULL, *batches_arg = NULL, *prec_arg = NULL, *input_arg = NULL;
   char *format_arg = NULL, *python = NULL, *script = NULL, *json_path = NULL;
-  int frames = 64, device = 0, torch_frames = 5, no_torch = 0;
+  int frames = 64, device = 0, torch_frames = 5, no_torch = 0, tile_overlap = 0;
+  char *tiles_arg = NULL;
   GOptionEntry entries[] = {
+      {"tiles", 0, 0, G_OPTION_ARG_STRING, &tiles_arg, "also the input in CxR tiles", "CxR"},
+      {"tile-overlap", 0, 0, G_OPTION_ARG_INT, &tile_overlap, "tiles' overlap in pixels (0)",
+       "N"},
       {"sizes", 0, 0, G_OPTION_ARG_STRING, &sizes_arg, "S values (336,518)", "L"},
       {"batches", 0, 0, G_OPTION_ARG_STRING, &batches_arg, "batch sizes B (1,8)", "L"},
       {"precisions", 0, 0, G_OPTION_ARG_STRING, &prec_arg, "f16,bf16", "L"},
@@ -169,6 +273,12 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  int tile_cols = 0, tile_rows = 0;
+  if (tiles_arg && (sscanf(tiles_arg, "%dx%d", &tile_cols, &tile_rows) != 2 || tile_cols < 1 ||
+                    tile_rows < 1 || tile_cols * tile_rows > 16)) {
+    fprintf(stderr, "--tiles wants CxR, at most 16 tiles\n");
+    return 2;
+  }
   int sizes[8], batches[8], nsizes, nbatches, nprec = 0;
   fap_precision precs[2];
   nsizes = parse_list(sizes_arg ? sizes_arg : "336,518", sizes, 8);
@@ -201,6 +311,7 @@ int main(int argc, char **argv) {
   uint8_t *bufs[3];
   fap_frame one = make_frame(format, in_w, in_h, bufs);
   GString *table = g_string_new(NULL), *torch_log = g_string_new(NULL);
+  GString *tiles_table = g_string_new(NULL);
   g_string_append(table, "| S | B | precision | ms / call | ms / frame | frames/s | stage ms "
                          "(pre/vision/map1/prior/text/map2/map) | GPU MiB | PyTorch fp32 / fp16 "
                          "ms/frame | speed-up vs fp32 / fp16 |\n|---|---|---|---|---|---|---|---|"
@@ -292,7 +403,15 @@ int main(int argc, char **argv) {
         free(res);
         fap_detector_free(det);
       }
+    for (int pi = 0; tile_cols && pi < nprec; pi++)
+      if (bench_tiles(model, size, precs[pi], device, &one, tile_cols, tile_rows, tile_overlap,
+                      frames, tiles_table, json, info.name))
+        rc = 1;
   }
+  if (tiles_table->len)
+    printf("\n| S | tiles (overlap) | precision | ms / frame | ms / tile | stitch ms (side) |\n"
+           "|---|---|---|---|---|---|\n%s",
+           tiles_table->str);
   if (torch_log->len)
     printf("\nPyTorch runs:\n%s", torch_log->str);
   printf("\n%s", table->str);
@@ -300,6 +419,8 @@ int main(int argc, char **argv) {
     fclose(json);
   g_string_free(table, TRUE);
   g_string_free(torch_log, TRUE);
+  g_string_free(tiles_table, TRUE);
+  g_free(tiles_arg);
   for (int p = 0; p < 3; p++)
     free(bufs[p]);
   fap_model_free(model);

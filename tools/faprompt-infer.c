@@ -5,7 +5,7 @@
  *                  [--threshold T] [--heatmap-dir DIR] [--pixel-threshold T]
  *                  [--heatmap-alpha A] [--heatmap-min V] [--heatmap-max V] [--map-dir DIR]
  *                  [--map-format npy|png16] [--json] [--reference] [--roi x,y,w,h]...
- *                  [--tiles CxR [--tile-overlap N]]
+ *                  [--tiles CxR|auto [--tile-overlap N] [--tile-max-patch-pixels K]]
  *
  * Images are decoded by gdk-pixbuf (PNG, JPEG, BMP, TIFF, ... whatever loaders
  * are installed). A DIR is scanned, sorted and non-recursively, for files whose
@@ -19,7 +19,9 @@
  * image into C x R tiles (fap_tiles_layout) run the same way, so a small
  * defect on a large image covers more than a fraction of a patch; their maps
  * are stitched into one map of the image (fap_tiles_stitch, docs/SPEC.md
- * section 1.2, Tiles). Exit status: 0 all images done, 1 some image or the
+ * section 1.2, Tiles); --tiles auto picks each image's grid as the
+ * element's tiles=auto does (fap_tiles_auto, section 1.2, Automatic tiles).
+ * Exit status: 0 all images done, 1 some image or the
  * model failed, 2 bad usage.
  */
 #include "fap.h"
@@ -90,6 +92,7 @@ typedef struct {
   int n_rois;        /* 0: the whole image */
   fap_rect rois[MAX_ROIS];
   int tile_cols, tile_rows, tile_overlap; /* --tiles (0 x 0: none), --tile-overlap */
+  int tiles_auto, tile_max_patch_pixels, grid; /* --tiles auto: the bound, S / P */
 } infer_ctx;
 
 /* "x,y,w,h": four whole numbers, w and h at least 1; 0 when not */
@@ -146,13 +149,25 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
   /* the rectangles (--roi) or the tiles (--tiles), each a crop of the image,
    * in one batch */
   const int tiled = ctx->tile_cols > 0;
-  const int n = ctx->n_rois ? ctx->n_rois : tiled ? ctx->tile_cols * ctx->tile_rows : 1;
+  int cols = ctx->tile_cols, rows = ctx->tile_rows;
+  if (ctx->tiles_auto) { /* this image's grid (docs/SPEC.md section 1.2, Automatic tiles) */
+    fap_rect whole = {0, 0, w, h};
+    int met = 1;
+    double worst = 0;
+    if (fap_tiles_auto(&whole, 1, ctx->grid, ctx->tile_max_patch_pixels, ctx->tile_overlap,
+                       MAX_ROIS, &cols, &rows, &met, &worst) == FAP_OK &&
+        !met)
+      tool_error("--tiles auto on %s (%dx%d): %dx%d tiles (at most %d) leave a patch %.1f "
+                   "pixels, more than --tile-max-patch-pixels %d",
+                   file, w, h, cols, rows, MAX_ROIS, worst, ctx->tile_max_patch_pixels);
+  }
+  const int n = ctx->n_rois ? ctx->n_rois : tiled ? cols * rows : 1;
   fap_frame frames[MAX_ROIS];
   fap_result results[MAX_ROIS];
   fap_rect tiles[MAX_ROIS];
   fap_status st = FAP_OK;
   if (tiled)
-    st = fap_tiles_layout((fap_rect){0, 0, w, h}, ctx->tile_cols, ctx->tile_rows,
+    st = fap_tiles_layout((fap_rect){0, 0, w, h}, cols, rows,
                           ctx->tile_overlap, tiles);
   for (int i = 0; i < n; i++) {
     frames[i] = frame;
@@ -163,8 +178,8 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
   }
   if (st != FAP_OK) {
     /* an overlap too large for this image says which and why */
-    tool_error("--tiles %dx%d --tile-overlap %d on %s (%dx%d): %s", ctx->tile_cols,
-               ctx->tile_rows, ctx->tile_overlap, file, w, h, fap_last_error());
+    tool_error("--tiles %dx%d --tile-overlap %d on %s (%dx%d): %s", cols,
+               rows, ctx->tile_overlap, file, w, h, fap_last_error());
     if (ctx->json)
       print_json_error(file, fap_last_error());
     g_object_unref(image);
@@ -189,10 +204,10 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
     const float *maps[MAX_ROIS];
     for (int i = 0; i < n; i++)
       maps[i] = results[i].map;
-    int side = ctx->tile_cols > ctx->tile_rows ? ctx->tile_cols : ctx->tile_rows;
+    int side = cols > rows ? cols : rows;
     size = size * side < MAX_STITCHED_SIDE ? size * side : MAX_STITCHED_SIDE;
     stitched = g_new(float, (size_t)size * size);
-    fap_tiles_stitch((fap_rect){0, 0, w, h}, ctx->tile_cols, ctx->tile_rows, ctx->tile_overlap,
+    fap_tiles_stitch((fap_rect){0, 0, w, h}, cols, rows, ctx->tile_overlap,
                      maps, r.map_size, stitched, size, size); /* the layout above passed */
     r.map = stitched;
   }
@@ -310,6 +325,12 @@ static int process(infer_ctx *ctx, const char *file, int *anomalous) {
       json_builder_add_string_value(b, map_path);
     }
     if (ctx->n_rois || tiled) {
+      if (tiled) { /* the grid, as --tiles gave it or auto picked it */
+        gchar *grid = g_strdup_printf("%dx%d", cols, rows);
+        json_builder_set_member_name(b, "tile_grid");
+        json_builder_add_string_value(b, grid);
+        g_free(grid);
+      }
       json_builder_set_member_name(b, ctx->n_rois ? "rois" : "tiles");
       json_builder_begin_array(b);
       for (int i = 0; i < n; i++)
@@ -354,7 +375,7 @@ int main(int argc, char **argv) {
   char *precision_name = NULL;
   char **roi_texts = NULL;
   char *tiles_text = NULL;
-  int device = 0, tile_overlap = 0;
+  int device = 0, tile_overlap = 0, tile_max_patch_pixels = 32;
   GOptionEntry entries[] = {
       {"backend", 0, 0, G_OPTION_ARG_STRING, &backend,
        "auto (default: CUDA when the CUDA module loads and a device answers, else the CPU), cpu "
@@ -410,8 +431,15 @@ int main(int argc, char **argv) {
        "a fraction of a patch; the image's score is the highest tile's, the map (--map-dir, "
        "--heatmap-dir) the tiles' maps stitched into one of S * max(C, R) squared (at most "
        "4096) over the image (docs/SPEC.md section 1.2, Tiles); the JSON lists the tiles and "
-       "their scores. Not with --roi",
-       "CxR"},
+       "their scores. \"auto\": per image, the fewest tiles (at most 16) for which one model "
+       "patch covers at most --tile-max-patch-pixels image pixels along each axis, as the "
+       "element's tiles=auto (docs/SPEC.md section 1.2, Automatic tiles; JSON \"tile_grid\"). "
+       "Not with --roi",
+       "CxR|auto"},
+      {"tile-max-patch-pixels", 0, 0, G_OPTION_ARG_INT, &tile_max_patch_pixels,
+       "--tiles auto: the most image pixels one model patch may cover along each axis "
+       "(default 32)",
+       "K"},
       {"tile-overlap", 0, 0, G_OPTION_ARG_INT, &tile_overlap,
        "--tiles: neighbouring tiles overlap by at least N pixels (default 0); their maps are "
        "blended across the overlap",
@@ -454,11 +482,17 @@ int main(int argc, char **argv) {
     n_rois++;
   }
   int tile_cols = 0, tile_rows = 0;
-  const int tiles_ok = !tiles_text || tool_parse_tiles(tiles_text, &tile_cols, &tile_rows);
+  const int tiles_auto = tiles_text && g_ascii_strcasecmp(tiles_text, "auto") == 0;
+  if (tiles_auto) /* the grid is picked per image; 1 x 1 marks "tiled" */
+    tile_cols = tile_rows = 1;
+  const int tiles_ok =
+      !tiles_text || tiles_auto || tool_parse_tiles(tiles_text, &tile_cols, &tile_rows);
   gchar *tiles_usage =
       !tiles_ok ? g_strdup_printf("--tiles \"%s\" is not CxR: two whole numbers of at least 1 "
-                                  "joined by an x (columns x rows), e.g. 3x2",
+                                  "joined by an x (columns x rows), e.g. 3x2, or auto",
                                   tiles_text)
+      : tile_max_patch_pixels < 1
+          ? g_strdup_printf("--tile-max-patch-pixels %d: at least 1", tile_max_patch_pixels)
       : tile_cols * tile_rows > MAX_ROIS
           ? g_strdup_printf("--tiles %s: %d tiles, at most %d (one batch)", tiles_text,
                             tile_cols * tile_rows, MAX_ROIS)
@@ -566,7 +600,10 @@ int main(int argc, char **argv) {
   o.image_size = image_size;
   o.sigma = (float)sigma;
   o.reference = reference;
-  o.batch = n_rois ? n_rois : tile_cols ? tile_cols * tile_rows : 1; /* an image's crops in one batch */
+  o.batch = n_rois        ? n_rois
+            : tiles_auto  ? MAX_ROIS /* the most an image's grid may have */
+            : tile_cols   ? tile_cols * tile_rows
+                          : 1; /* an image's crops in one batch */
   /* the authors' map of an AnomalyCLIP model is an intermediate (map_sum) */
   o.keep_intermediates = authors_map && map_dir && cfg->family == FAP_FAMILY_ANOMALYCLIP;
   if (fap_detector_new(model, &o, &det) != FAP_OK) {
@@ -581,7 +618,8 @@ int main(int argc, char **argv) {
                            (float)heatmap_max};
   infer_ctx ctx = {det, threshold, blend, heatmap_dir, map_dir, png16, o.keep_intermediates, json,
                    4, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free), n_rois, {{0}},
-                   tile_cols, tile_rows, tile_overlap};
+                   tile_cols, tile_rows, tile_overlap, tiles_auto, tile_max_patch_pixels,
+                   fap_detector_image_size(det) / cfg->patch_size};
   memcpy(ctx.rois, rois, sizeof rois);
   for (guint i = 0; i < files->len; i++) {
     int len = (int)g_utf8_strlen(files->pdata[i], -1);

@@ -1,16 +1,29 @@
 /* Wire format (big-endian), at most 255 bytes:
  *   0      version (1)
- *   1      flags: bit 0 anomalous, bit 1 reused
+ *   1      flags: bit 0 anomalous, bit 1 reused, bit 2 rois (the frame's
+ *          decision over several regions of interest), bits 3..6 the
+ *          number of rois - 1 (with bit 2; 0 otherwise), bit 7 0
  *   2..5   score, IEEE float32
  *   6..13  inference timestamp (sender's PTS of the analysed frame), u64
  *   14..15 analysed frame width, u16     16..17 height, u16
  *   18     region count, u8 (saturated)
  *   19     n, side of the coarse map (<= 15; 0: none)
  *   20..   n x n cells, u8 = round(255 * area mean of the map under the cell)
- * The sender reads the structure-backed meta (the only form that survives
+ * The sender reads the structure-backed metas (the only form that survives
  * video encoders); the receiver attaches a GstFAPromptMeta (the n x n map)
  * and its structure-backed twin (which survives decoders) to the
- * depayloaded buffer. */
+ * depayloaded buffer.
+ *
+ * A frame analysed in several rectangles (faprompt's roi) has one meta per
+ * rectangle; 255 bytes hold one map, not sixteen. The extension then
+ * carries the frame's decision, as faprompt's messages give it: the score
+ * is the highest rectangle score, anomalous is set when any rectangle is
+ * anomalous, the region count is the sum over the rectangles, and the map,
+ * width and height are those of the rectangle with the highest score (the
+ * one that decides the frame); bit 2 and the count say so. The receiver
+ * puts "roi-count" (and "frame-decision", TRUE) in its structure twin.
+ * One rectangle (or none set): bits 2..6 are 0, as before, so a receiver
+ * that reads only bits 0 and 1 reads the same frame result. */
 #include "gstrtphdrextfaprompt.h"
 #include "gstfapromptmeta.h"
 #include "fap_regions.h"
@@ -66,11 +79,15 @@ faprompt_write (GstRTPHeaderExtension * ext, const GstBuffer * input,
     GstRTPHeaderExtensionFlags flags, GstBuffer * output, guint8 * data,
     gsize size)
 {
-  GstCustomMeta *cm = gst_buffer_get_custom_meta ((GstBuffer *) input,
-      GST_FAPROMPT_STRUCTURE_META_NAME);
+  const GstMetaInfo *twin = gst_meta_get_info
+      (GST_FAPROMPT_STRUCTURE_META_NAME);
+  GstCustomMeta *cm = NULL;
+  GstMeta *meta;
+  gpointer iter = NULL;
   GstStructure *s;
-  gdouble score = 0;
-  gboolean anomalous = FALSE, reused = FALSE;
+  gdouble score = 0, best = 0;
+  gboolean anomalous = FALSE, reused = FALSE, any = FALSE;
+  guint n_rois = 0, all_regions = 0;
   guint64 ts = GST_CLOCK_TIME_NONE;
   guint w = 0, h = 0, mw = 0, mh = 0, mstride = 0, regions = 0, n, i, j;
   const GValue *v;
@@ -78,6 +95,28 @@ faprompt_write (GstRTPHeaderExtension * ext, const GstBuffer * input,
   gfloat fscore;
   guint32 bits;
 
+  /* the frame's decision over its rois' metas; the map of the highest */
+  while (twin && (meta = gst_buffer_iterate_meta ((GstBuffer *) input,
+              &iter))) {
+    const GstStructure *rs;
+    gdouble rscore = 0;
+    gboolean ranom = FALSE;
+    guint rregions = 0;
+
+    if (meta->info != twin)
+      continue;
+    rs = gst_custom_meta_get_structure ((GstCustomMeta *) meta);
+    gst_structure_get (rs, "score", G_TYPE_DOUBLE, &rscore, NULL);
+    gst_structure_get (rs, "anomalous", G_TYPE_BOOLEAN, &ranom, NULL);
+    gst_structure_get (rs, "region-count", G_TYPE_UINT, &rregions, NULL);
+    any |= ranom;
+    all_regions += rregions;
+    if (!cm || rscore > best) {
+      cm = (GstCustomMeta *) meta;
+      best = rscore;
+    }
+    n_rois++;
+  }
   if (!cm)
     return 0;                   /* no result for this frame: no extension */
   if (size < HEADER_BYTES)
@@ -98,8 +137,14 @@ faprompt_write (GstRTPHeaderExtension * ext, const GstBuffer * input,
   if (!map || size < HEADER_BYTES + (gsize) n * n)
     n = 0;
 
+  if (n_rois > 1) {
+    anomalous = any;
+    regions = all_regions;
+  }
   data[0] = 1;
   data[1] = (anomalous ? 1 : 0) | (reused ? 2 : 0);
+  if (n_rois > 1)
+    data[1] |= 4 | (guint8) ((MIN (n_rois, 16) - 1) << 3);
   fscore = (gfloat) score;
   memcpy (&bits, &fscore, 4);
   put_be (data + 2, bits, 4);
@@ -163,6 +208,9 @@ faprompt_read (GstRTPHeaderExtension * ext, GstRTPHeaderExtensionFlags flags,
   s = gst_buffer_add_faprompt_structure_meta (buffer, m);
   if (s)
     gst_structure_set (s, "transport", G_TYPE_STRING, "rtp", NULL);
+  if (s && (data[1] & 4))
+    gst_structure_set (s, "frame-decision", G_TYPE_BOOLEAN, TRUE,
+        "roi-count", G_TYPE_UINT, (guint) ((data[1] >> 3) & 15) + 1, NULL);
   return TRUE;
 }
 
@@ -182,7 +230,9 @@ gst_rtp_header_extension_faprompt_class_init
   gst_element_class_set_static_metadata (element_class,
       "faprompt RTP header extension", GST_RTP_HDREXT_ELEMENT_CLASS,
       "Carries the faprompt score, decision and a 15x15 map of each frame "
-      "in an RTP header extension (" FAPROMPT_HDREXT_URI ")",
+      "in an RTP header extension (" FAPROMPT_HDREXT_URI "); a frame "
+      "analysed in several regions of interest: the frame's decision (the "
+      "highest score, anomalous when any is) with the map of the highest",
       "faprompt developers");
   gst_rtp_header_extension_class_set_uri (ext_class, FAPROMPT_HDREXT_URI);
 }

@@ -22,6 +22,7 @@ struct FapInstance {
   gchar *key;                   /* registry key: id and the model's identity */
   FapInstanceConfig config;
   gchar *creator;               /* name of the element that made it */
+  FapStitchers *stitchers;      /* the scheduler's, for tiled results */
   fap_model *model;
   fap_detector *detector;
   guint batch;
@@ -59,9 +60,9 @@ registry_key (const gchar * id, const gchar * model_path)
 /* ---- the scheduler -------------------------------------------------------- */
 
 static void
-take_results (Request * q, const fap_result * r)
+take_results (FapInstance * inst, Request * q, const fap_result * r)
 {
-  q->result = fap_inference_new (r, q->req);
+  q->result = fap_inference_new (r, q->req, inst->stitchers);
   for (guint i = 0; i < q->req->n_crops; i++)
     q->pixel_bytes += r[i].frame_bytes_to_device + r[i].frame_bytes_from_device;
 }
@@ -76,7 +77,7 @@ run_alone (FapInstance * inst, Request ** reqs, guint n, fap_result * results)
     fap_status st = fap_detector_run_batch (inst->detector, reqs[i]->frames,
         (int) reqs[i]->req->n_crops, NULL, results);
     if (st == FAP_OK)
-      take_results (reqs[i], results);
+      take_results (inst, reqs[i], results);
     else
       reqs[i]->error = fap_core_failure (st);
   }
@@ -136,7 +137,7 @@ scheduler (gpointer data)
         results);
     if (st == FAP_OK) {
       for (guint i = 0, at = 0; i < n; at += frames_of (reqs[i]), i++)
-        take_results (reqs[i], results + at);
+        take_results (inst, reqs[i], results + at);
     } else {
       run_alone (inst, reqs, n, results);
     }
@@ -221,6 +222,7 @@ instance_free (FapInstance * inst)
   g_cond_clear (&inst->done);
   g_free (inst->config.model_path);
   g_free (inst->creator);
+  fap_stitchers_free (inst->stitchers);
   g_free (inst->key);
   g_free (inst->id);
   g_free (inst);
@@ -267,6 +269,7 @@ fap_instance_acquire (const gchar * id, const FapInstanceConfig * config,
     gst_object_ref (config->cuda_context);
   inst->creator = name;
   inst->batch = MAX (config->options.batch, 1);
+  inst->stitchers = fap_stitchers_new ();
   g_mutex_init (&inst->lock);
   g_cond_init (&inst->wake);
   g_cond_init (&inst->done);

@@ -33,6 +33,7 @@ fap_model_state_load (const gchar * path, const FapLoadSettings * s,
   }
 
   m = g_atomic_rc_box_new0 (FapModelState);
+  m->stitchers = fap_stitchers_new ();
   m->path = g_intern_string (path);
   m->log_object = GST_OBJECT (element);
   /* the load's messages (model file, instance detector) go to the
@@ -113,6 +114,7 @@ model_state_clear (gpointer data)
   if (m->cuda_context)
     gst_object_unref (m->cuda_context);
   fap_modelcache_release (m->model);
+  fap_stitchers_free (m->stitchers);
 }
 
 void
@@ -221,7 +223,7 @@ fap_model_state_infer (FapModelState * m, const fap_frame * frame,
         *pixel_bytes += r[i].frame_bytes_to_device +
             r[i].frame_bytes_from_device;
       *drawn = blend != NULL;
-      inf = fap_inference_new (r, req);
+      inf = fap_inference_new (r, req, m->stitchers);
     } else {
       *error = fap_core_failure (st);
     }

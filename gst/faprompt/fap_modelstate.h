@@ -39,6 +39,7 @@ typedef struct {
   gdouble load_ms;              /* file read + detector built */
   GstObject *cuda_context;      /* the detector's GstCudaContext (a ref) */
   GstObject *log_object;        /* its core messages go to this debug log */
+  FapStitchers *stitchers;      /* its tiled results' stitchers */
 } FapModelState;
 
 typedef enum {

@@ -24,6 +24,7 @@ typedef struct {
    * tile_overlap pixels (fap_tiles_layout; 1 x 1: the roi itself) */
   guint tile_cols, tile_rows;
   gint tile_overlap;
+  gboolean tiles_auto;          /* the grid was picked by tiles=auto */
   guint n_crops;                /* n_rois * tile_cols * tile_rows, at most
                                  * the detector's batch */
   fap_rect crops[FAP_ROI_MAX];  /* the crops that are run: roi by roi, each

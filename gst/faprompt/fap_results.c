@@ -22,22 +22,27 @@ fap_inference_unref (FapInference * inf)
     g_atomic_rc_box_release_full (inf, inference_clear);
 }
 
-/* roi @k's tiles' maps stitched into one @side x @side map over the roi */
+/* roi @k's tiles' maps stitched into one @side x @side map over the roi,
+ * by the roi's stitcher in @stitchers (made again when its layout changed) */
 static GBytes *
 stitch_roi (const fap_result * r, const FapInferRequest * req, guint k,
-    guint side)
+    guint side, FapStitchers * stitchers)
 {
+  gchar *error = NULL;
   guint n_tiles = req->tile_cols * req->tile_rows;
   const float *maps[FAP_ROI_MAX];
   gfloat *out = g_new (gfloat, (gsize) side * side);
 
   for (guint t = 0; t < n_tiles; t++)
     maps[t] = r[k * n_tiles + t].map;
-  /* the layout was checked when the crops were made: this cannot fail */
-  if (fap_tiles_stitch (req->rois[k], (int) req->tile_cols,
-          (int) req->tile_rows, req->tile_overlap, maps, r[0].map_size, out,
-          (int) side, (int) side) != FAP_OK)
+  /* the layout was checked when the crops were made: only memory fails */
+  if (!fap_stitchers_run (stitchers, k, req->rois[k], req->tile_cols,
+          req->tile_rows, req->tile_overlap, maps, r[0].map_size, out, side,
+          &error)) {
+    g_warning ("faprompt: stitching roi %u's tiles: %s", k + 1, error);
     memset (out, 0, (gsize) side * side * sizeof (gfloat));
+    g_free (error);
+  }
   return g_bytes_new_take (out, (gsize) side * side * sizeof (gfloat));
 }
 
@@ -49,7 +54,8 @@ highest (gfloat a, gfloat b)
 }
 
 FapInference *
-fap_inference_new (const fap_result * r, const FapInferRequest * req)
+fap_inference_new (const fap_result * r, const FapInferRequest * req,
+    FapStitchers * stitchers)
 {
   FapInference *inf = g_atomic_rc_box_new0 (FapInference);
   guint n = req->n_rois, n_tiles = req->tile_cols * req->tile_rows;
@@ -65,6 +71,9 @@ fap_inference_new (const fap_result * r, const FapInferRequest * req)
   inf->map_size = side;
   inf->n_rois = n;
   inf->roi_set = req->roi_set;
+  inf->tile_cols = req->tile_cols;
+  inf->tile_rows = req->tile_rows;
+  inf->tiles_auto = req->tiles_auto;
   inf->score = r[0].score;
   for (guint i = 0; i < n; i++) {
     FapRoiResult *roi = &inf->rois[i];
@@ -78,7 +87,8 @@ fap_inference_new (const fap_result * r, const FapInferRequest * req)
       roi->score = highest (roi->score, rt->score);
       inf->ms = MAX (inf->ms, rt->total_ms);
     }
-    roi->map = n_tiles > 1 ? stitch_roi (r, req, i, side) :
+    roi->map = n_tiles > 1 ? stitch_roi (r, req, i, side,
+        stitchers) :
         g_bytes_new (r[i].map, bytes);
     inf->score = highest (inf->score, roi->score);
   }
@@ -238,6 +248,13 @@ fap_results_attach (FapResults * r, GstBuffer * buf,
       }
       gst_structure_take_value (s, "tile-scores", &tiles);
     }
+    /* the grid, also when tiles=auto picked 1 x 1 */
+    if (roi->n_tiles > 1 || inf->tiles_auto) {
+      gchar *grid = g_strdup_printf ("%ux%u", inf->tile_cols, inf->tile_rows);
+      gst_structure_set (s, "tiles", G_TYPE_STRING, grid, "tiles-auto",
+          G_TYPE_BOOLEAN, inf->tiles_auto, NULL);
+      g_free (grid);
+    }
     if (inf->model_file)        /* fapromptpublish names the model by it */
       gst_structure_set (s, "model-file", G_TYPE_STRING, inf->model_file,
           NULL);
@@ -302,6 +319,12 @@ post (GstElement * element, const GstSegment * seg, GstClockTime pts,
     gst_structure_set (s, "precision", G_TYPE_STRING, inf->precision, NULL);
   if (event)
     gst_structure_set (s, "event", G_TYPE_STRING, event, NULL);
+  if (inf && (inf->tile_cols * inf->tile_rows > 1 || inf->tiles_auto)) {
+    gchar *grid = g_strdup_printf ("%ux%u", inf->tile_cols, inf->tile_rows);
+    gst_structure_set (s, "tiles", G_TYPE_STRING, grid, "tiles-auto",
+        G_TYPE_BOOLEAN, inf->tiles_auto, NULL);
+    g_free (grid);
+  }
   if (inf && inf->roi_set && image_threshold >= 0)
     add_rois (s, inf, image_threshold);
   gst_element_post_message (element,

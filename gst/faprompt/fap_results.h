@@ -10,6 +10,7 @@
 #include "fap_report.h"
 #include "fap_request.h"
 #include "fap_roi.h"
+#include "fap_stitchers.h"
 
 /* The side of a roi's map stitched from its tiles: S * max (columns, rows)
  * (as many samples along the longer side of the grid as its tiles' maps
@@ -33,6 +34,8 @@ typedef struct {
   guint map_size;               /* S; tiled: the stitched maps' side */
   guint n_rois;                 /* >= 1 */
   gboolean roi_set;             /* the rois came from the roi property */
+  guint tile_cols, tile_rows;   /* every roi's grid (1 x 1: no tiles) */
+  gboolean tiles_auto;          /* picked by tiles=auto */
   FapRoiResult rois[FAP_ROI_MAX];
   gfloat score;                 /* the frame's: the highest of its rois' */
   GstClockTime pts;             /* of the frame it was computed on */
@@ -48,10 +51,10 @@ typedef struct {
 
 /* Copies the detector's maps (borrowed until its next run) once: result i
  * is that of @req's crop i. Tiled, each roi's map is its tiles' maps
- * stitched (fap_tiles_stitch, docs/SPEC.md section 1.2, Tiles) and its score
- * the highest of theirs. */
+ * stitched (by its stitcher in @stitchers, kept by the caller across frames:
+ * docs/SPEC.md section 1.2, Stitching) and its score the highest of theirs. */
 FapInference *fap_inference_new (const fap_result * r,
-    const FapInferRequest * req);
+    const FapInferRequest * req, FapStitchers * stitchers);
 void fap_inference_unref (FapInference * inf);
 
 /* Per-frame settings read from the properties (thresholds resolved for the

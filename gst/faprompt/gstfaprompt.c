@@ -62,13 +62,48 @@
  * adds `tile-scores` (a GstValueArray of doubles, row-major). Bad values
  * (unparsable, more crops than the batch, an overlap too large for a
  * rectangle) are refused with a warning naming the value, and the setting
- * in force stays; both may change while playing, no frame lost.
+ * in force stays; both may change while playing, no frame lost. The maps
+ * are stitched by a fap_tiles_stitcher per rectangle, made when the layout
+ * changes and kept (about 0.02 ms for 4x2 tiles of a 1080p frame into the
+ * stitched map, 0.5 ms into a full 1920x1080 map: faprompt-bench-stitch).
+ *
+ * `tiles=auto` picks the grid per frame: the fewest tiles for which one
+ * model patch covers at most `tile-max-patch-pixels` (K, default 32) frame
+ * pixels along each axis of every rectangle, a tile w pixels wide giving
+ * w / (S / P) pixels a patch with S the model's input side and P its patch
+ * (a ViT-L/14 at 336 sees a 1080p frame at 80 x 45 pixels a patch: 3 x 2
+ * tiles at K = 32), within the batch (a detector of its own is built for
+ * 16 crops with tiles=auto). When no grid within the batch reaches K, the
+ * one with the smallest patch the batch allows runs, and one warning names
+ * K and the grid it got (again only after tiles, tile-max-patch-pixels,
+ * tile-overlap, roi or the caps change). The grid picked is in the
+ * structure twin and the messages: `tiles` ("CxR") and `tiles-auto`
+ * (docs/SPEC.md section 1.2, Automatic tiles).
+ *
+ * ## Ignore mask
+ *
+ * `ignore-mask` names a PNG of the frame's aspect (within 1 %: refused
+ * otherwise, with a warning naming the file and both aspects) whose dark
+ * pixels (every colour channel below 128; grey: the grey value; alpha is
+ * not read) never count. The mask is stretched over the frame by nearest
+ * sample and every result's map is set to 0 under it before anything reads
+ * it: the meta's map is 0 there, no region forms there, and no heatmap is
+ * drawn there (the bytes of the masked pixels are put back after drawing,
+ * frames in system memory). The score and the decision stay the model's
+ * (docs/SPEC.md section 1.2, Ignore mask: the image-level head sees the
+ * whole crop; to keep an area out of the score, leave it out with `roi`).
+ * The file is watched as the model file is: once it has been quiet for
+ * `watch-settle` ms a new version takes over from the next result; one
+ * that cannot be read or has another aspect keeps the last good mask, with
+ * a warning. New caps of another aspect drop the mask, with a warning,
+ * until the file or the property changes. Empty: no mask.
  *
  * Element messages named `faprompt` (post-messages) carry: `timestamp`,
  * `stream-time`, `running-time`, `duration` (guint64 ns), `score` (gdouble),
  * `anomalous`, `reused` (gboolean), `inference-timestamp` (guint64, PTS of
- * the frame the result was computed on), `region-count` (guint) and, in
- * on-change mode, `event` (`anomaly-started` / `anomaly-ended`).
+ * the frame the result was computed on), `region-count` (guint), with tiles
+ * `tiles` ("CxR") and `tiles-auto` (gboolean) and, in on-change mode,
+ * `event` (`anomaly-started` / `anomaly-ended`).
  *
  * ## Example launch lines
  * |[
@@ -146,6 +181,8 @@ enum
   PROP_ROI,
   PROP_TILES,
   PROP_TILE_OVERLAP,
+  PROP_TILE_MAX_PATCH_PIXELS,
+  PROP_IGNORE_MASK,
 };
 
 enum
@@ -156,6 +193,9 @@ enum
 static guint signals[N_SIGNALS];
 
 #define DEFAULT_WATCH_SETTLE_MS 2000
+/* tiles=auto: a patch covers at most 32 x 32 frame pixels (a ViT-L/14 at 336
+ * sees a 1080p frame at 80 x 45 per patch: 3 x 2 tiles bring it to 27 x 23) */
+#define DEFAULT_TILE_MAX_PATCH_PIXELS 32
 
 /* system memory in every format; CUDA memory (nvh264dec, cudaupload) in the
  * formats those produce, where the plugin was built with gstreamer-cuda */
@@ -181,6 +221,24 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (faprompt, "faprompt", GST_RANK_NONE,
 static void
 set_last (GstFAPrompt * self, FapInference * inf)
 {
+  FapMask *mask = NULL;
+  gint w = 0, h = 0;
+
+  if (inf) {
+    GST_OBJECT_LOCK (self);
+    mask = fap_mask_ref (self->mask);
+    w = self->roi_frame_w;
+    h = self->roi_frame_h;
+    GST_OBJECT_UNLOCK (self);
+  }
+  /* ignore-mask: the result's maps are 0 under it (docs/SPEC.md section
+   * 1.2, Ignore mask), for every frame that carries it */
+  if (mask && w > 0 && h > 0) {
+    FapInference *masked = fap_mask_apply (mask, inf, w, h, ++self->serial);
+    fap_inference_unref (inf);
+    inf = masked;
+  }
+  fap_mask_unref (mask);
   fap_inference_unref (self->last);
   self->last = inf;
   if (inf)
@@ -379,6 +437,7 @@ set_roi (GstFAPrompt * self, const gchar * text)
       g_free (self->roi_text);
       self->roi_text = spec.n ? g_strdup (text) : NULL;
       self->roi = spec;
+      self->auto_warned = FALSE;
     } else {
       kept = g_strdup (self->roi_text ? self->roi_text : "");
     }
@@ -397,6 +456,17 @@ set_roi (GstFAPrompt * self, const gchar * text)
   g_free (kept);
 }
 
+/* "auto", any case, blanks around */
+static gboolean
+tiles_text_is_auto (const gchar * text)
+{
+  gchar *copy = g_strstrip (g_strdup (text ? text : ""));
+  gboolean is_auto = !g_ascii_strcasecmp (copy, "auto");
+
+  g_free (copy);
+  return is_auto;
+}
+
 /* tiles set: as roi, checked with the roi in force, refused with a warning
  * naming the value (the setting in force stays) */
 static void
@@ -404,15 +474,21 @@ set_tiles (GstFAPrompt * self, const gchar * text)
 {
   guint cols = 1, rows = 1;
   gchar *why = NULL, *kept = NULL;
+  gboolean is_auto = tiles_text_is_auto (text);
 
-  if (fap_tiles_parse (text, &cols, &rows, &why)) {
+  if (is_auto || fap_tiles_parse (text, &cols, &rows, &why)) {
     GST_OBJECT_LOCK (self);
+    /* auto: the grid is picked per frame, within the batch; the rois must
+     * fit as they are */
     if (roi_fits_locked (self, &self->roi, cols, rows, self->tile_overlap,
             &why)) {
       g_free (self->tiles_text);
-      self->tiles_text = cols * rows > 1 ? g_strdup (text) : NULL;
+      self->tiles_text = is_auto ? g_strdup ("auto") :
+          cols * rows > 1 ? g_strdup (text) : NULL;
       self->tile_cols = cols;
       self->tile_rows = rows;
+      self->tiles_auto = is_auto;
+      self->auto_warned = FALSE;
     } else {
       kept = g_strdup (self->tiles_text ? self->tiles_text : "");
     }
@@ -439,13 +515,123 @@ set_tile_overlap (GstFAPrompt * self, guint overlap)
   GST_OBJECT_LOCK (self);
   kept = self->tile_overlap;
   if (roi_fits_locked (self, &self->roi, self->tile_cols, self->tile_rows,
-          overlap, &why))
+          overlap, &why)) {
     self->tile_overlap = overlap;
+    self->auto_warned = FALSE;
+  }
   GST_OBJECT_UNLOCK (self);
   if (why)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("faprompt: tile-overlap %u refused: %s; tile-overlap stays %u",
             overlap, why, kept), (NULL));
+  g_free (why);
+}
+
+/* ---- ignore-mask ---------------------------------------------------------- */
+
+/* The watch's reload of the file (its thread): a good mask that fits the
+ * frames takes over from the next result; anything else keeps the last
+ * good one, with a warning. */
+static void
+mask_reloaded (FapMask * mask, const gchar * error, gpointer data)
+{
+  GstFAPrompt *self = data;
+  gchar *why = error ? g_strdup (error) : NULL;
+  FapMask *old = NULL;
+
+  GST_OBJECT_LOCK (self);
+  if (mask && self->roi_frame_w > 0 && !fap_mask_fits (mask,
+          self->roi_frame_w, self->roi_frame_h, &why)) {
+    fap_mask_unref (mask);
+    mask = NULL;
+  }
+  if (mask) {
+    old = self->mask;
+    self->mask = mask;
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (mask)
+    GST_INFO_OBJECT (self, "ignore-mask %s reloaded: %" G_GUINT64_FORMAT
+        " of %dx%d pixels ignored", mask->path, mask->ignored_count,
+        mask->width, mask->height);
+  else
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: ignore-mask changed on disk but cannot be used: %s; the "
+            "last good mask stays", why), (NULL));
+  fap_mask_unref (old);
+  g_free (why);
+}
+
+/* ignore-mask set: read here (the application's thread) and checked
+ * against the frames once their size is known; refused with a warning
+ * naming the file (the setting in force stays); watched for changes. */
+static void
+set_ignore_mask (GstFAPrompt * self, const gchar * text)
+{
+  gchar *path = text && *text ? g_strdup (text) : NULL, *why = NULL;
+  gchar *kept = NULL;
+  FapMask *mask = NULL, *old = NULL;
+  FapMaskWatch *old_watch = NULL, *watch = NULL;
+  guint settle;
+
+  if (path)
+    mask = fap_mask_load (path, &why);
+  GST_OBJECT_LOCK (self);
+  settle = self->watch_settle_ms;
+  if (mask && self->roi_frame_w > 0 && !fap_mask_fits (mask,
+          self->roi_frame_w, self->roi_frame_h, &why))
+    g_clear_pointer (&mask, fap_mask_unref);
+  if (path && !mask) {
+    kept = g_strdup (self->ignore_mask_path ? self->ignore_mask_path : "");
+  } else {
+    old = self->mask;
+    self->mask = mask;
+    g_free (self->ignore_mask_path);
+    self->ignore_mask_path = path;
+    path = NULL;
+    old_watch = self->mask_watch;
+    self->mask_watch = NULL;
+  }
+  GST_OBJECT_UNLOCK (self);
+  /* the old watch stops (its callback takes the object lock) before the
+   * new one starts */
+  fap_mask_watch_free (old_watch);
+  if (mask) {
+    watch = fap_mask_watch_new (mask->path, settle, mask_reloaded, self);
+    GST_OBJECT_LOCK (self);
+    self->mask_watch = watch;
+    GST_OBJECT_UNLOCK (self);
+  }
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: ignore-mask \"%s\" refused: %s; ignore-mask stays \"%s\"",
+            text, why, kept), (NULL));
+  fap_mask_unref (old);
+  g_free (why);
+  g_free (kept);
+  g_free (path);
+}
+
+/* New caps: a mask of another aspect than the new frames is not used
+ * (until the file or the property changes), with a warning. */
+static void
+mask_recheck (GstFAPrompt * self)
+{
+  gchar *why = NULL;
+  FapMask *dropped = NULL;
+
+  GST_OBJECT_LOCK (self);
+  if (self->mask && !fap_mask_fits (self->mask, self->roi_frame_w,
+          self->roi_frame_h, &why)) {
+    dropped = self->mask;
+    self->mask = NULL;
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (why)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("faprompt: ignore-mask refused: %s; no mask until the file or "
+            "ignore-mask changes", why), (NULL));
+  fap_mask_unref (dropped);
   g_free (why);
 }
 
@@ -473,6 +659,10 @@ read_load_settings_locked (GstFAPrompt * self, FapLoadSettings * ls)
   ls->options.batch = ls->instance_id ? (int) self->batch_size :
       (int) MAX (self->batch_size, MAX (self->roi.n, 1) * self->tile_cols *
       self->tile_rows);
+  /* tiles=auto: the grid depends on frames not seen yet; room for the most
+   * crops a frame may have */
+  if (!ls->instance_id && self->tiles_auto)
+    ls->options.batch = MAX (ls->options.batch, FAP_ROI_MAX);
 }
 
 /* The streaming thread's overlay (the CPU backend's drawing tables); on
@@ -653,8 +843,10 @@ gst_fa_prompt_set_info (GstVideoFilter * filter, GstCaps * incaps,
   GST_OBJECT_LOCK (self);
   self->roi_frame_w = GST_VIDEO_INFO_WIDTH (in_info);
   self->roi_frame_h = GST_VIDEO_INFO_HEIGHT (in_info);
+  self->auto_warned = FALSE;    /* tiles=auto on the new frame size */
   GST_OBJECT_UNLOCK (self);
   roi_recheck (self);           /* pixel rectangles outside the new frames */
+  mask_recheck (self);
   reset_stream (self);
   return TRUE;
 }
@@ -672,16 +864,60 @@ typedef struct
   gboolean roi_set;
   fap_rect rois[FAP_ROI_MAX];
   guint tile_cols, tile_rows, tile_overlap;     /* 1 x 1: no tiles */
+  gboolean tiles_auto;          /* the grid picked for this frame */
+  gboolean masked;              /* an ignore-mask is in force */
   guint n_crops;                /* what runs: the rois, or their tiles */
   fap_rect crops[FAP_ROI_MAX];
 } Settings;
+
+/* tiles=auto: the grid for the frame's rois (docs/SPEC.md section 1.2,
+ * Automatic tiles; fap_tiles_auto) on the running model (S / P patches per side),
+ * within the detector's batch. The first time the bound cannot be met
+ * since tiles, tile-max-patch-pixels, tile-overlap, roi or the caps were
+ * set, returns the warning's text (g_free), else NULL. Object lock held. */
+static gchar *
+pick_auto_tiles_locked (GstFAPrompt * self, Settings * s)
+{
+  guint grid = 1, cols = 1, rows = 1;
+  guint cap = self->roi_cap ? self->roi_cap : FAP_ROI_MAX;
+  gdouble worst = 0.0;
+  gint c = 1, r = 1, met = 1;
+
+  if (self->state) {
+    const fap_config *cfg = fap_model_config (self->state->model);
+    grid = (guint) MAX (fap_detector_image_size (self->state->detector) /
+        MAX (cfg->patch_size, 1), 1);
+  }
+  /* the arguments are in range (rois of at least 1 x 1, grid and K >= 1):
+   * it cannot fail */
+  fap_tiles_auto (s->rois, (int) s->n_rois, (int) grid,
+      (int) MIN (self->tile_max_patch_pixels, G_MAXINT),
+      (int) MIN (s->tile_overlap, G_MAXINT), (int) cap, &c, &r, &met, &worst);
+  cols = (guint) c;
+  rows = (guint) r;
+  if (met || self->auto_warned) {
+    s->tile_cols = cols;
+    s->tile_rows = rows;
+    return NULL;
+  }
+  s->tile_cols = cols;
+  s->tile_rows = rows;
+  self->auto_warned = TRUE;
+  return g_strdup_printf ("tiles=auto cannot keep a patch within "
+      "tile-max-patch-pixels %u with at most %u crops a frame (%u "
+      "rectangle%s; batch-size%s): %ux%u tiles, a patch covering up to %.1f "
+      "frame pixels", self->tile_max_patch_pixels, MIN (cap, FAP_ROI_MAX),
+      s->n_rois, s->n_rois > 1 ? "s" : "", self->state
+      && self->state->instance ? " of the model instance" : "", cols, rows,
+      worst);
+}
 
 /* for a @width x @height frame */
 static void
 read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
 {
   gboolean warn = FALSE;
-  gchar *why = NULL, *tiles_why = NULL;
+  gchar *why = NULL, *tiles_why = NULL, *auto_short = NULL;
 
   GST_OBJECT_LOCK (self);
   /* checked against the caps' frame size when set and at caps: it fits,
@@ -698,6 +934,10 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   s->tile_cols = self->tile_cols;
   s->tile_rows = self->tile_rows;
   s->tile_overlap = self->tile_overlap;
+  s->tiles_auto = self->tiles_auto;
+  s->masked = self->mask != NULL;
+  if (s->tiles_auto)
+    auto_short = pick_auto_tiles_locked (self, s);
   if (s->tile_cols * s->tile_rows > 1 && (s->n_rois * s->tile_cols *
           s->tile_rows > FAP_ROI_MAX || !tile_crops (s->rois, s->n_rois,
               s->tile_cols, s->tile_rows, s->tile_overlap, s->crops,
@@ -732,6 +972,10 @@ read_settings (GstFAPrompt * self, Settings * s, gint width, gint height)
   if (tiles_why)
     GST_DEBUG_OBJECT (self, "tiles on a %dx%d frame: %s; no tiles", width,
         height, tiles_why);
+  if (auto_short)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("faprompt: %s",
+            auto_short), (NULL));
+  g_free (auto_short);
   g_free (why);
   g_free (tiles_why);
   if (warn)
@@ -775,6 +1019,7 @@ request_rois (FapInferRequest * req, const Settings * st)
   req->tile_cols = st->tile_cols;
   req->tile_rows = st->tile_rows;
   req->tile_overlap = (gint) st->tile_overlap;
+  req->tiles_auto = st->tiles_auto;
   req->n_crops = st->n_crops;
   memcpy (req->crops, st->crops, st->n_crops * sizeof st->crops[0]);
 }
@@ -783,8 +1028,9 @@ static gboolean
 infer_blocking (GstFAPrompt * self, GstBuffer * buf, const fap_frame * view,
     const Settings * st, gboolean * drawn)
 {
+  /* with an ignore-mask the masked maps are drawn afterwards */
   FapInferRequest req = { ++self->serial, self->generation,
-    GST_BUFFER_PTS (buf), st->draw ? &st->blend : NULL,
+    GST_BUFFER_PTS (buf), st->draw && !st->masked ? &st->blend : NULL,
   };
   FapInference *inf;
   gchar *err = NULL;
@@ -831,7 +1077,7 @@ infer_async (GstFAPrompt * self, GstVideoFrame * frame,
     gboolean * submitted)
 {
   FapInferRequest req = { 0, self->generation, GST_BUFFER_PTS (frame->buffer),
-    st->draw ? &st->blend : NULL,
+    st->draw && !st->masked ? &st->blend : NULL,
   };
   FapDeviceJob job = { NULL, };
   FapInference *inf;
@@ -877,6 +1123,33 @@ draw_result (GstFAPrompt * self, const fap_frame * view,
         ("faprompt could not draw the heatmap: %s", err), (NULL));
     g_free (err);
   }
+  return ok;
+}
+
+/* draw_result, keeping the heatmap out of the ignore-mask: the masked
+ * pixels' bytes are put back after drawing (frames in system memory; in
+ * CUDA memory only the map's zeros keep it out) */
+static gboolean
+draw_masked (GstFAPrompt * self, GstVideoFrame * frame, const fap_frame * view,
+    const FapInference * inf, const Settings * st)
+{
+  FapMask *mask = NULL;
+  gboolean ok, guard;
+
+  if (st->masked) {
+    GST_OBJECT_LOCK (self);
+    mask = fap_mask_ref (self->mask);
+    GST_OBJECT_UNLOCK (self);
+  }
+  guard = mask && !self->cuda_memory;
+  if (guard) {
+    fap_mask_guard_prepare (&self->mask_guard, mask, &frame->info);
+    fap_mask_guard_save (&self->mask_guard, frame);
+  }
+  ok = draw_result (self, view, inf, &st->blend);
+  if (guard)
+    fap_mask_guard_restore (&self->mask_guard, frame);
+  fap_mask_unref (mask);
   return ok;
 }
 
@@ -946,7 +1219,7 @@ process_frame (GstFAPrompt * self, GstVideoFrame * frame)
     regions = fap_results_attach (&self->results, buf, inf, &st.results,
         fresh, GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame),
         &anomalous);
-    if (st.draw && !drawn && !draw_result (self, &view, inf, &st.blend))
+    if (st.draw && !drawn && !draw_masked (self, frame, &view, inf, &st))
       ret = GST_FLOW_ERROR;
     fap_results_post_for_frame (&self->results, GST_ELEMENT (self),
         &GST_BASE_TRANSFORM (self)->segment, buf, inf, &st.results,
@@ -1097,6 +1370,17 @@ gst_fa_prompt_set_property (GObject * object, guint prop_id,
   }
   if (prop_id == PROP_TILE_OVERLAP) {
     set_tile_overlap (self, g_value_get_uint (value));
+    return;
+  }
+  if (prop_id == PROP_IGNORE_MASK) {
+    set_ignore_mask (self, g_value_get_string (value));
+    return;
+  }
+  if (prop_id == PROP_TILE_MAX_PATCH_PIXELS) {
+    GST_OBJECT_LOCK (self);
+    self->tile_max_patch_pixels = g_value_get_uint (value);
+    self->auto_warned = FALSE;
+    GST_OBJECT_UNLOCK (self);
     return;
   }
   GST_OBJECT_LOCK (self);
@@ -1281,6 +1565,13 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_TILE_OVERLAP:
       g_value_set_uint (value, self->tile_overlap);
       break;
+    case PROP_TILE_MAX_PATCH_PIXELS:
+      g_value_set_uint (value, self->tile_max_patch_pixels);
+      break;
+    case PROP_IGNORE_MASK:
+      g_value_set_string (value, self->ignore_mask_path ?
+          self->ignore_mask_path : "");
+      break;
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, stats.frames);
       break;
@@ -1331,6 +1622,10 @@ gst_fa_prompt_finalize (GObject * object)
   g_free (self->instance_id);
   g_free (self->roi_text);
   g_free (self->tiles_text);
+  fap_mask_watch_free (self->mask_watch);       /* no callback after this */
+  fap_mask_unref (self->mask);
+  g_free (self->ignore_mask_path);
+  fap_mask_guard_clear (&self->mask_guard);
   fap_worker_clear (&self->worker);
   fap_stats_clear (&self->stats);
   fap_mode_clear (&self->mode);
@@ -1355,6 +1650,8 @@ gst_fa_prompt_init (GstFAPrompt * self)
   self->max_regions = 16;
   self->batch_size = 1;
   self->tile_cols = self->tile_rows = 1;
+  self->tile_max_patch_pixels = DEFAULT_TILE_MAX_PATCH_PIXELS;
+  fap_mask_guard_init (&self->mask_guard);
   self->batch_timeout_us = 5000;
   self->watch_settle_ms = DEFAULT_WATCH_SETTLE_MS;
   fap_stats_init (&self->stats);
@@ -1579,8 +1876,11 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "own (all in one batch, at most 16 crops): a small defect on a "
           "large frame then covers more than a fraction of a patch. The "
           "rectangle's map is its tiles' maps stitched, its score the "
-          "highest tile's. Empty: no tiles. A bad value is refused with a "
-          "warning and the setting in force stays", "",
+          "highest tile's. \"auto\": the fewest tiles for which one model "
+          "patch covers at most tile-max-patch-pixels frame pixels along "
+          "each axis, within the batch (the grid picked is in the metas and "
+          "messages, \"tiles\"). Empty: no tiles. A bad value is refused "
+          "with a warning and the setting in force stays", "",
           rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_uint ("tile-overlap", "Tile overlap",
@@ -1588,6 +1888,22 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
           "pixels, their maps blended across the overlap (no seams). Too "
           "large for a rectangle: refused with a warning", 0, 32768, 0,
           rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TILE_MAX_PATCH_PIXELS,
+      g_param_spec_uint ("tile-max-patch-pixels", "Tile max patch pixels",
+          "With tiles=auto: the most frame pixels one model patch may cover "
+          "along each axis (a tile of w pixels on a model of S/P patches a "
+          "side: w / (S/P)); when the batch cannot reach it, the grid with "
+          "the smallest patch the batch allows and one warning naming both",
+          1, 32768, DEFAULT_TILE_MAX_PATCH_PIXELS,
+          rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_IGNORE_MASK,
+      g_param_spec_string ("ignore-mask", "Ignore mask",
+          "A PNG of the frame's aspect (within 1 %) whose dark pixels (every "
+          "colour channel below 128) never count: the map is 0 there (no "
+          "region, nothing in the meta), no heatmap is drawn there; the "
+          "score is the model's, unchanged. Reloaded when the file changes "
+          "(a bad new file keeps the last good mask, with a warning). "
+          "Empty: none", "", rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "With model-instance-id: microseconds a batch waits for more frames "

@@ -23,6 +23,8 @@
 #include "fap_modelswap.h"
 #include "fap_results.h"
 #include "fap_roi.h"
+#include "fap_ignoremask.h"
+#include "fap_maskwatch.h"
 #include "fap_stats.h"
 #include "fap_worker.h"
 
@@ -68,6 +70,18 @@ struct _GstFAPrompt
    * NULL: none), checked with the roi */
   gchar *tiles_text;
   guint tile_cols, tile_rows, tile_overlap;
+  /* tiles=auto: the grid picked per frame so that a patch covers at most
+   * tile_max_patch_pixels frame pixels (tile_cols x tile_rows stay 1 x 1);
+   * auto_warned: the shortfall within the batch was said once */
+  gboolean tiles_auto, auto_warned;
+  guint tile_max_patch_pixels;
+  /* ignore-mask: the file set (NULL: none), the mask in force (NULL: none,
+   * or it does not fit the frames), the watch that reloads it, and the
+   * streaming thread's guard that keeps the heatmap out of it */
+  gchar *ignore_mask_path;
+  FapMask *mask;
+  FapMaskWatch *mask_watch;
+  FapMaskGuard mask_guard;
 
   /* what it measures, and whether it runs non-blocking: each its own lock */
   FapStats stats;

@@ -16,7 +16,10 @@
  *           buffer; contents from the input), flush, EOS, a new segment, a
  *           property change mid-stream (roi among them: rectangles in
  *           pixels or fractions, in or outside the frame, too many, text
- *           that does not parse), a restart (READY and back, another
+ *           that does not parse; tiles: "auto", CxR in and out of range,
+ *           text; tile-max-patch-pixels; tile-overlap; ignore-mask: a PNG
+ *           of the frames' aspect, one of another, a corrupt one, a
+ *           missing file, none), a restart (READY and back, another
  *           non-blocking mode).
  *
  * Beyond "no crash, no leak" it aborts when (see check_* below):
@@ -35,7 +38,8 @@
  *   - pixels changed with draw-heatmap=false, bytes outside the planes
  *     (stride padding, gaps, tail) changed, a pixel outside every meta's
  *     rectangle changed, or a buffer the element did not own was written;
- *   - a roi value the element did not take posted no warning naming it;
+ *   - a roi, tiles, tile-overlap or ignore-mask value the element did not
+ *     take posted no warning naming it;
  *   - "faprompt" messages do not match post-messages (one per frame with a
  *     result, one per anomalous frame, on-change events pairing up). */
 #include <gst/check/gstharness.h>
@@ -48,6 +52,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <gdk-pixbuf/gdk-pixbuf.h>
 
 #include "gstfaprompt.h"
 #include "gstfapromptmeta.h"
@@ -951,8 +957,139 @@ static void op_roi(Run *r, Reader *in, uint8_t v) {
   g_string_free(t, TRUE);
 }
 
+/* the PNG masks op_mask sets: written once (mask_dir), the one of the
+ * frames' aspect written when set */
+static gchar *mask_dir;
+static gboolean trace; /* FAP_FUZZ_ELEMENT_TRACE=1 */
+
+/* fails unless the property now reads `want`, or a warning named `named` */
+static void expect_taken_or_named(Run *r, const char *prop, const char *want, const char *named) {
+  gchar *now = NULL;
+  g_object_get(r->e, prop, &now, NULL);
+  drain_bus(r);
+  if (g_strcmp0(now, want) != 0 && !strstr(r->warnings->str, named))
+    FAIL("%s \"%s\" was not taken (in force: \"%s\") and no warning named %s: %s", prop, want,
+         now, named, r->warnings->str);
+  g_free(now);
+}
+
+/* tiles: "auto", CxR (some beyond the batch or the frame), blank, text */
+static void op_tiles(Run *r, Reader *in, uint8_t v) {
+  gchar *t;
+  switch (v & 3) {
+  case 0:
+    t = g_strdup(v & 4 ? "auto" : " AUTO ");
+    break;
+  case 1:
+    t = g_strdup_printf("%ux%u", 1 + rd8(in) % 5, 1 + rd8(in) % 5);
+    break;
+  case 2:
+    t = g_strdup_printf("%ux%u", rd8(in) % 20, rd8(in) % 20);
+    break;
+  default: {
+    guint len = rd8(in) % 8;
+    t = g_malloc0(len + 1);
+    for (guint i = 0; i < len; i++) {
+      char c = (char)(rd8(in) & 0x7f);
+      t[i] = c >= 0x20 && c < 0x7f ? c : 'x';
+    }
+    break;
+  }
+  }
+  drain_bus(r);
+  g_string_truncate(r->warnings, 0);
+  g_object_set(r->e, "tiles", t, NULL);
+  gchar *stripped = g_strstrip(g_strdup(t)), *quoted = g_strdup_printf("\"%s\"", t);
+  /* what reads back when taken: "auto" for any auto, "" for 1x1 and blank */
+  const char *want = !g_ascii_strcasecmp(stripped, "auto") ? "auto"
+                     : !*stripped || g_str_equal(stripped, "1x1") ? ""
+                                                                   : t;
+  expect_taken_or_named(r, "tiles", want, quoted);
+  g_free(quoted);
+  g_free(stripped);
+  g_free(t);
+}
+
+static void op_tile_numbers(Run *r, Reader *in, uint8_t v) {
+  guint n = rd8(in);
+  if (v & 1) {
+    g_object_set(r->e, "tile-max-patch-pixels", 1 + n % 64, NULL);
+    return;
+  }
+  drain_bus(r);
+  g_string_truncate(r->warnings, 0);
+  guint overlap = v & 2 ? n : n % 8;
+  g_object_set(r->e, "tile-overlap", overlap, NULL);
+  guint now = 0;
+  g_object_get(r->e, "tile-overlap", &now, NULL);
+  drain_bus(r);
+  gchar *named = g_strdup_printf("tile-overlap %u", overlap);
+  if (now != overlap && !strstr(r->warnings->str, named))
+    FAIL("tile-overlap %u not taken (in force %u) and no warning named it: %s", overlap, now,
+         r->warnings->str);
+  g_free(named);
+}
+
+/* w x h PNG, black where x < w / 2 or where the input says */
+static void write_png(const char *path, int w, int h, uint8_t pattern) {
+  GdkPixbuf *pb = gdk_pixbuf_new(GDK_COLORSPACE_RGB, FALSE, 8, w, h);
+  guint8 *px = gdk_pixbuf_get_pixels(pb);
+  int stride = gdk_pixbuf_get_rowstride(pb);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      memset(px + y * stride + x * 3,
+             (pattern & 1 ? x < w / 2 : ((x ^ y) >> (pattern >> 5)) & 1) ? 0 : 255, 3);
+  if (!gdk_pixbuf_save(pb, path, "png", NULL, NULL))
+    FAIL("cannot write %s", path);
+  g_object_unref(pb);
+}
+
+/* ignore-mask: a PNG of the frames' aspect, one of another, a corrupt one,
+ * a missing file, none */
+static void op_mask(Run *r, Reader *in, uint8_t v) {
+  gchar *path;
+  switch (v & 3) {
+  case 0: {
+    int w = r->caps.info_ok ? GST_VIDEO_INFO_WIDTH(&r->caps.info) : 16;
+    int h = r->caps.info_ok ? GST_VIDEO_INFO_HEIGHT(&r->caps.info) : 12;
+    path = g_build_filename(mask_dir, "fit.png", NULL);
+    write_png(path, MAX(w, 1), MAX(h, 1), rd8(in));
+    break;
+  }
+  case 1:
+    path = g_build_filename(mask_dir, v & 4 ? "square.png" : "wide.png", NULL);
+    break;
+  case 2:
+    path = g_build_filename(mask_dir, v & 4 ? "corrupt.png" : "missing.png", NULL);
+    break;
+  default:
+    path = g_strdup("");
+    break;
+  }
+  drain_bus(r);
+  g_string_truncate(r->warnings, 0);
+  g_object_set(r->e, "ignore-mask", path, NULL);
+  gchar *quoted = g_strdup_printf("\"%s\"", path);
+  expect_taken_or_named(r, "ignore-mask", path, quoted);
+  g_free(quoted);
+  g_free(path);
+}
+
 static void op_property(Run *r, Reader *in) {
   uint8_t which = rd8(in), v = rd8(in);
+  /* 0xf0 and up: the tiles and the mask (below: as before) */
+  if (which >= 0xf0) {
+    if (trace)
+      fprintf(stderr, "  %s, value %u\n",
+              (which & 3) == 0 ? "tiles" : (which & 3) == 1 ? "tile numbers" : "ignore-mask", v);
+    if ((which & 3) == 0)
+      op_tiles(r, in, v);
+    else if ((which & 3) == 1)
+      op_tile_numbers(r, in, v);
+    else
+      op_mask(r, in, v);
+    return;
+  }
   if (which % 9 == 8) {
     op_roi(r, in, v);
     return;
@@ -1060,6 +1197,12 @@ static void run_input(const uint8_t *data, size_t size, gboolean bad_meta_ok) {
 
   for (int ops = 0; ops < MAX_OPS && !at_end(&in); ops++) {
     uint8_t op = rd8(&in);
+    /* FAP_FUZZ_ELEMENT_TRACE=1: each op's kind and input offset on stderr,
+     * to write seeds that reach a path */
+    if (trace)
+      fprintf(stderr, "op %d at byte %zu: %u (%s)\n", ops, in.pos - 1, op,
+              (const char *[]){"caps", "caps", "frame", "frame", "frame", "frame", "flush", "eos",
+                               "segment/restart", "property"}[op % 10]);
     switch (op % 10) {
     case 0:
     case 1:
@@ -1119,6 +1262,15 @@ static gboolean register_plugin(GstPlugin *plugin) { return GST_ELEMENT_REGISTER
 static void remove_model(void) {
   if (model_path)
     g_unlink(model_path);
+  if (mask_dir) {
+    const char *names[] = {"square.png", "wide.png", "corrupt.png", "fit.png"};
+    for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
+      gchar *f = g_build_filename(mask_dir, names[i], NULL);
+      g_unlink(f);
+      g_free(f);
+    }
+    g_rmdir(mask_dir);
+  }
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -1152,8 +1304,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   close(fd);
   atexit(remove_model); /* a run that ends (not one that crashes) leaves none */
 
+  /* the ignore-mask files: of other aspects than most frames, corrupt */
+  mask_dir = g_dir_make_tmp("fuzz-element-masks-XXXXXX", &err);
+  if (!mask_dir)
+    FAIL("temp dir: %s", err->message);
+  gchar *f = g_build_filename(mask_dir, "square.png", NULL);
+  write_png(f, 32, 32, 1);
+  g_free(f);
+  f = g_build_filename(mask_dir, "wide.png", NULL);
+  write_png(f, 64, 9, 0x21);
+  g_free(f);
+  f = g_build_filename(mask_dir, "corrupt.png", NULL);
+  if (!g_file_set_contents(f, "\x89PNG\r\n\x1a\n\0\0\0\rIHDR broken", 24, NULL))
+    FAIL("cannot write %s", f);
+  g_free(f);
+
   /* FAP_FUZZ_ELEMENT_BAD_META=0 leaves out buffers whose GstVideoMeta
    * describes planes past the buffer's memory */
+  trace = g_strcmp0(g_getenv("FAP_FUZZ_ELEMENT_TRACE"), "1") == 0;
   const char *bm = g_getenv("FAP_FUZZ_ELEMENT_BAD_META");
   bad_meta = !bm || strcmp(bm, "0") != 0;
 

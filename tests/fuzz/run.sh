@@ -90,8 +90,8 @@ for t in "${targets[@]}"; do
                   "$repo/gst/common/gstfapromptmeta.c" "$repo/gst/common/fap_regions.c" -- $(pkg-config --libs gstreamer-rtp-1.0 gstreamer-video-1.0) ;;
     element) build element "${element_srcs[@]}" -- -O2 \
                -DFAP_MULTIARCH=\"$multiarch\" -DVERSION=\"fuzz\" -DPACKAGE=\"faprompt\" -DORIGIN=\"faprompt\" \
-               -DFAP_FUZZ_MODEL_SEED=\"$here/seeds/model/micro-f16.safetensors\" \
-               $(pkg-config --cflags --libs gstreamer-check-1.0 gstreamer-base-1.0 gstreamer-video-1.0 gio-2.0 json-glib-1.0) \
+               -DFAP_FUZZ_MODEL_SEED=\"$here/seeds/model/micro-f16.safetensors\" -DHAVE_GDK_PIXBUF=1 \
+               $(pkg-config --cflags --libs gstreamer-check-1.0 gstreamer-base-1.0 gstreamer-video-1.0 gio-2.0 json-glib-1.0 gdk-pixbuf-2.0) \
                "${blas[@]}" -ldl -lpthread ;;
     *) echo "fuzz: unknown target $t" >&2; exit 2 ;;
   esac

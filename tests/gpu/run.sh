@@ -9,11 +9,13 @@
 #   4. full-size parity, S=518: CUDA f16 and bf16 against the CPU fp32 path
 #      (targets: map <= 1e-2, score <= 5e-3)
 #   5. benchmark: S 336 / 518 x B 1 / 8 x f16 / bf16, and the PyTorch
-#      reference the authors' way on the same GPU (fp32, fp16 autocast)
+#      reference the authors' way on the same GPU (fp32, fp16 autocast); the
+#      tiled path: a 1920x1080 frame in 4x2 tiles (overlap 32) at S 336, f16,
+#      per frame, per tile and the stitching of the maps
 #   6. compute-sanitizer memcheck / racecheck on the kernel tests, as time allows
 #   7. a short table last: results against the targets (docs/BENCHMARKS.md)
 # Full logs go to $OUT when set (a folder the caller collects afterwards; this
-# writes 7 files), else to build-gpu/logs.
+# writes 9 files), else to build-gpu/logs.
 #
 #   bash tests/gpu/run.sh             # on the GPU machine
 #   bash tests/gpu/run.sh --dry-run   # anywhere: no GPU; builds with the CUDA
@@ -187,6 +189,12 @@ if [ $have_gpu = 1 ]; then
     --precisions f16,bf16 --frames 64 --torch-frames 5 --python "$py" --json "$bench_json" \
     > "$logs/bench.txt" || fail "benchmark"
   cat "$logs/bench.txt" >> "$log"
+  run timeout 120 "$build/tools/faprompt-bench-gpu" "$full" --sizes 336 --batches 1 \
+    --precisions f16 --frames 32 --no-torch --input 1920x1080 --tiles 4x2 --tile-overlap 32 \
+    --json "$logs/bench-tiles.jsonl" > "$logs/bench-tiles.txt" || fail "benchmark (tiles)"
+  cat "$logs/bench-tiles.txt" >> "$log"
+  summary+=("tiles 4x2 at 1920x1080, S 336 f16: $(grep -m1 -o \
+    '[0-9.]* ms/frame, [0-9.]* ms/tile; stitch [0-9.]* ms' "$logs/bench-tiles.txt" || echo 'no result')")
 else
   tiny=$build/tests/tiny-a.safetensors
   [ -f "$tiny" ] || ninja -C "$build" tests/tiny-a.safetensors >/dev/null
@@ -195,6 +203,10 @@ else
       --precisions f16,bf16 --frames 2 --json "$bench_json" > "$logs/bench.txt" ||
       fail "benchmark (emulator)"
     cat "$logs/bench.txt" >> "$log"
+    run "$build/tools/faprompt-bench-gpu-emu" "$tiny" --sizes 56 --batches 1 --precisions f16 \
+      --frames 1 --no-torch --input 1920x1080 --tiles 4x2 --tile-overlap 32 \
+      --json "$logs/bench-tiles.jsonl" > "$logs/bench-tiles.txt" || fail "benchmark (tiles, emulator)"
+    cat "$logs/bench-tiles.txt" >> "$log"
   fi
   say "dry run: the PyTorch reference timing path, on the CPU with the tiny model:"
   run "$py" tests/reference/faprompt_ref.py --bench --model "$tiny" --frames 1 --threads 2 \
@@ -279,7 +291,7 @@ cat "$logs/summary.md" >> "$log"
 echo
 for s in "${summary[@]}"; do echo "$s"; done | tee -a "$log"
 for n in "${notes[@]+"${notes[@]}"}"; do echo "$n"; done | tee -a "$log"
-echo "logs: $logs (run.log, testlog.txt, bench.txt, bench.jsonl, summary.md$([ $have_gpu = 1 ] && echo ', parity-full.txt, sanitizer.txt'))"
+echo "logs: $logs (run.log, testlog.txt, bench.txt, bench.jsonl, bench-tiles.txt, summary.md$([ $have_gpu = 1 ] && echo ', parity-full.txt, sanitizer.txt'))"
 echo "total $(elapsed)$([ $status = 0 ] && echo ', all steps passed' || echo ', SOME STEPS FAILED')"
 echo
 cat "$logs/summary.md"

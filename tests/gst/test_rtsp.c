@@ -4,6 +4,11 @@
  *   rtspsrc ! rtpjpegdepay ! jpegdec ! appsink
  * The result of each frame must reach the client's decoded buffers: score and
  * decision bit-exact, the coarse map close to the server's map.
+ * A frame analysed in two roi rectangles (the higher score second, one
+ * rectangle anomalous, the other not) goes through the extension's write
+ * and read: the frame's decision arrives (the highest score bit-exact,
+ * anomalous, the regions summed, roi-count 2) with the map of the highest
+ * rectangle, not the first meta's.
  *
  *   test_rtsp MODEL
  */
@@ -243,6 +248,106 @@ static void test_loopback(void) {
   g_hash_table_unref(server_side.maps);
 }
 
+/* One RGB frame through faprompt with these rois and image-threshold. */
+static GstBuffer *analysed(const char *roi, double threshold) {
+  gchar *desc = g_strdup_printf(
+      "videotestsrc num-buffers=1 pattern=ball ! video/x-raw,format=RGB,width=160,height=120 ! "
+      "faprompt model-file=%s non-blocking=false pixel-threshold=0.0 image-threshold=%.9g "
+      "roi=\"%s\" ! appsink name=sink",
+      model_path, threshold, roi);
+  GError *err = NULL;
+  GstElement *p = gst_parse_launch(desc, &err);
+  g_assert_no_error(err);
+  g_free(desc);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  gst_element_set_state(p, GST_STATE_PLAYING);
+  GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 60 * GST_SECOND);
+  g_assert_nonnull(sample);
+  GstBuffer *b = gst_buffer_ref(gst_sample_get_buffer(sample));
+  gst_sample_unref(sample);
+  gst_element_set_state(p, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+  return b;
+}
+
+static guint rois_of(GstBuffer *b, GstFAPromptMeta **m) {
+  gpointer state = NULL;
+  GstMeta *meta;
+  guint n = 0;
+  while ((meta = gst_buffer_iterate_meta_filtered(b, &state, GST_FAPROMPT_META_API_TYPE)))
+    if (n < 2)
+      m[n++] = (GstFAPromptMeta *)meta;
+  return n;
+}
+
+static void test_hdrext_rois(void) {
+  const char *left = "0,0,80,120", *right = "80,0,80,120";
+  GstBuffer *probe = analysed("0,0,80,120;80,0,80,120", 0.5);
+  GstFAPromptMeta *m[2];
+  g_assert_cmpuint(rois_of(probe, m), ==, 2);
+  g_assert_true(m[0]->score != m[1]->score);
+  /* the higher rectangle second, the threshold between the two */
+  gboolean swap = m[0]->score > m[1]->score;
+  double threshold = ((double)m[0]->score + m[1]->score) / 2;
+  gst_buffer_unref(probe);
+  gchar *roi = g_strdup_printf("%s;%s", swap ? right : left, swap ? left : right);
+  GstBuffer *b = analysed(roi, threshold);
+  g_free(roi);
+  g_assert_cmpuint(rois_of(b, m), ==, 2);
+  g_assert_cmpfloat(m[0]->score, <, m[1]->score);
+  g_assert_false(m[0]->anomalous);
+  g_assert_true(m[1]->anomalous);
+
+  GstRTPHeaderExtension *ext =
+      gst_rtp_header_extension_create_from_uri("urn:faprompt:rtp-hdrext:result");
+  g_assert_nonnull(ext);
+  gst_rtp_header_extension_set_id(ext, 1);
+  guint8 data[255];
+  gsize max = gst_rtp_header_extension_get_max_size(ext, b);
+  g_assert_cmpuint(max, <=, sizeof data);
+  GstBuffer *packet = gst_buffer_new();
+  gssize n = gst_rtp_header_extension_write(ext, b, GST_RTP_HEADER_EXTENSION_TWO_BYTE, packet,
+                                            data, max);
+  g_assert_cmpint(n, >, 20);
+  GstBuffer *rx = gst_buffer_new();
+  g_assert_true(gst_rtp_header_extension_read(ext, GST_RTP_HEADER_EXTENSION_TWO_BYTE, data,
+                                              (gsize)n, rx));
+  GstCustomMeta *cm = gst_buffer_get_custom_meta(rx, GST_FAPROMPT_STRUCTURE_META_NAME);
+  g_assert_nonnull(cm);
+  GstStructure *s = gst_custom_meta_get_structure(cm);
+  double score;
+  gboolean anomalous = FALSE, decision = FALSE;
+  guint regions, count, w;
+  g_assert_true(gst_structure_get_double(s, "score", &score));
+  g_assert_true(gst_structure_get_boolean(s, "anomalous", &anomalous));
+  g_assert_true(gst_structure_get_uint(s, "region-count", &regions));
+  g_assert_true(gst_structure_get_uint(s, "roi-count", &count));
+  g_assert_true(gst_structure_get_boolean(s, "frame-decision", &decision));
+  g_assert_true(gst_structure_get_uint(s, "width", &w));
+  g_assert_cmpfloat((gfloat)score, ==, m[1]->score); /* the highest, bit-exact */
+  g_assert_true(anomalous);
+  g_assert_true(decision);
+  g_assert_cmpuint(count, ==, 2);
+  g_assert_cmpuint(regions, ==, MIN(m[0]->n_regions + m[1]->n_regions, 255));
+  g_assert_cmpuint(w, ==, m[1]->width);
+  /* the map: the highest rectangle's, to the u8 quantisation */
+  GstFAPromptMeta *rm = gst_buffer_get_faprompt_meta(rx);
+  g_assert_nonnull(rm);
+  g_assert_cmpuint(rm->map_width, ==, 15);
+  gfloat *want = coarse(m[1], 15);
+  for (int i = 0; i < 15 * 15; i++) {
+    gfloat got = *(const gfloat *)((const guint8 *)rm->map + (i / 15) * rm->map_stride +
+                                   (i % 15) * 4);
+    g_assert_cmpfloat(fabsf(got - want[i]), <=, 0.5f / 255 + 1e-6f);
+  }
+  g_free(want);
+  gst_buffer_unref(rx);
+  gst_buffer_unref(packet);
+  gst_object_unref(ext);
+  gst_buffer_unref(b);
+}
+
 int main(int argc, char **argv) {
   gst_init(&argc, &argv);
   g_test_init(&argc, &argv, NULL);
@@ -252,5 +357,6 @@ int main(int argc, char **argv) {
   }
   model_path = argv[1];
   g_test_add_func("/gst/rtsp-loopback", test_loopback);
+  g_test_add_func("/gst/rtp-hdrext-rois", test_hdrext_rois);
   return g_test_run();
 }

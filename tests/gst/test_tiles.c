@@ -4,13 +4,20 @@
  *   - with roi rectangles in tiles, each tile's score (the structure twin's
  *     tile-scores) equals the core's run of the same crop, bit for bit; each
  *     rectangle's meta covers the rectangle (frame pixels), its score is the
- *     highest tile's and its map is fap_tiles_stitch of the tiles' maps,
- *     bit for bit; the pixels are those fap_blend_frame draws with the
- *     stitched maps, and no pixel outside every rectangle changes; a model
- *     instance runs a frame's tiles in one batch, with the same results;
+ *     highest tile's and its map is fap_tiles_stitcher's of the tiles'
+ *     maps, bit for bit (and within 1e-6 of the reference loop
+ *     fap_tiles_stitch, as tests/test_tiles.c holds the two); the pixels
+ *     are those fap_blend_frame draws with the stitched maps, and no pixel
+ *     outside every rectangle changes; a model instance runs a frame's tiles in one batch, with the same results;
  *   - bad values (unparsable, zero, more crops than the batch or than 16,
  *     an overlap too large for a rectangle) are refused with a warning
  *     naming the value, the setting in force stays;
+ *   - tiles=auto picks the fewest tiles for which a patch covers at most
+ *     tile-max-patch-pixels frame pixels along each axis (worked out here
+ *     from the model's S / P and the layout rule), shown as "tiles" in the
+ *     structure twin and the messages; a bound the batch cannot meet gives
+ *     the grid with the smallest patch and one warning naming the bound and
+ *     the grid, once;
  *   - tiles and tile-overlap changed while playing, from another thread, in
  *     blocking and non-blocking mode: every frame comes out.
  *
@@ -18,6 +25,7 @@
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
+#include <math.h>
 #include <string.h>
 
 #include <fap.h>
@@ -106,8 +114,17 @@ static void test_against_core(void) {
     for (int t = 0; t < T; t++)
       maps[t] = r[k * T + t].map;
     stitched[k] = g_new(float, (gsize)M * M);
-    g_assert_cmpint(fap_tiles_stitch(rois[k], cols, rows, overlap, maps, S, stitched[k], M, M),
-                    ==, FAP_OK);
+    fap_tiles_stitcher *st = NULL;
+    g_assert_cmpint(fap_tiles_stitcher_new(rois[k], cols, rows, overlap, S, M, M, &st), ==,
+                    FAP_OK);
+    g_assert_cmpint(fap_tiles_stitcher_run(st, maps, stitched[k]), ==, FAP_OK);
+    fap_tiles_stitcher_free(st);
+    float *ref = g_new(float, (gsize)M * M);
+    g_assert_cmpint(fap_tiles_stitch(rois[k], cols, rows, overlap, maps, S, ref, M, M), ==,
+                    FAP_OK);
+    for (int i = 0; i < M * M; i++)
+      g_assert_cmpfloat(fabsf(ref[i] - stitched[k][i]), <=, 1e-6f);
+    g_free(ref);
   }
 
   GstHarness *hh = harness("7,9,37,29;40,21,40,39", "2x2", overlap, "false", w, h);
@@ -265,6 +282,110 @@ static void test_refused(void) {
   gst_harness_teardown(hh);
 }
 
+/* ---- tiles=auto ---------------------------------------------------------- */
+
+/* the smallest count of tiles over len pixels (overlap o) whose side, over
+ * grid patches, is at most k pixels a patch (docs/SPEC.md section 1.2,
+ * Tiles: side ceil((len + (n - 1) o) / n)) */
+static int auto_count(int len, int o, int grid, int k) {
+  for (int n = 1; n <= len; n++) {
+    int side = n == 1 ? len : (len + (n - 1) * o + n - 1) / n;
+    if ((n == 1 || o <= len - n) && side <= k * grid)
+      return n;
+  }
+  return -1;
+}
+
+/* the twin's "tiles" of the next frame's single roi, and the message's;
+ * the warnings posted meanwhile appended to warnings */
+static gchar *auto_grid_of_next(GstHarness *hh, GstBus *bus, int w, int h, int i, guint *n_scores,
+                                GString *warnings) {
+  GstBuffer *out = gst_harness_push_and_pull(hh, make_frame("RGB", w, h, i, i));
+  const GstMetaInfo *info = gst_meta_get_info(GST_FAPROMPT_STRUCTURE_META_NAME);
+  gpointer state = NULL;
+  GstMeta *m;
+  gchar *grid = NULL;
+  *n_scores = 1;
+  while ((m = gst_buffer_iterate_meta(out, &state)))
+    if (m->info == info) {
+      const GstStructure *s = gst_custom_meta_get_structure((GstCustomMeta *)m);
+      gboolean is_auto = FALSE;
+      g_assert_true(gst_structure_get_boolean(s, "tiles-auto", &is_auto) && is_auto);
+      grid = g_strdup(gst_structure_get_string(s, "tiles"));
+      const GValue *ts = gst_structure_get_value(s, "tile-scores");
+      if (ts)
+        *n_scores = gst_value_array_get_size(ts);
+    }
+  gst_buffer_unref(out);
+  GstMessage *msg;
+  gboolean seen = FALSE;
+  while ((msg = gst_bus_pop(bus))) {
+    const GstStructure *s = gst_message_get_structure(msg);
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_WARNING) {
+      GError *err = NULL;
+      gst_message_parse_warning(msg, &err, NULL);
+      g_string_append_printf(warnings, "%s\n", err->message);
+      g_error_free(err);
+    } else if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ELEMENT &&
+               gst_structure_has_name(s, "faprompt")) {
+      g_assert_cmpstr(gst_structure_get_string(s, "tiles"), ==, grid);
+      seen = TRUE;
+    }
+    gst_message_unref(msg);
+  }
+  g_assert_true(seen);
+  return grid;
+}
+
+static void test_auto(void) {
+  fap_model *model;
+  g_assert_cmpint(fap_model_load(model_path, &model), ==, FAP_OK);
+  const fap_config *cfg = fap_model_config(model);
+  const int grid = cfg->image_size / cfg->patch_size, w = 160, h = 96, overlap = 3;
+  fap_model_free(model);
+
+  GstHarness *hh = harness("", "auto", overlap, "false", w, h);
+  gst_util_set_object_arg(G_OBJECT(hh->element), "post-messages", "every-frame");
+  GstBus *bus = attach_bus(hh);
+  const int ks[] = {1000, 40, 25, 17};
+  GString *warned = g_string_new(NULL);
+  for (guint k = 0; k < G_N_ELEMENTS(ks); k++) {
+    int c = auto_count(w, overlap, grid, ks[k]), r = auto_count(h, overlap, grid, ks[k]);
+    if (c * r > 16)
+      continue; /* beyond the batch: below */
+    g_object_set(hh->element, "tile-max-patch-pixels", (guint)ks[k], NULL);
+    guint n_scores;
+    gchar *got = auto_grid_of_next(hh, bus, w, h, (int)k, &n_scores, warned);
+    gchar *want = g_strdup_printf("%dx%d", c, r);
+    if (g_strcmp0(got, want))
+      g_error("tile-max-patch-pixels %d, grid %d: tiles=auto picked %s, want %s", ks[k], grid,
+              got, want);
+    g_assert_cmpuint(n_scores, ==, (guint)(c * r));
+    g_free(got);
+    g_free(want);
+  }
+  g_assert_cmpstr(warned->str, ==, "");
+  /* a bound 16 crops cannot meet: the smallest patch they allow, one warning */
+  g_object_set(hh->element, "tile-max-patch-pixels", 1u, NULL);
+  guint n_scores;
+  gchar *got = auto_grid_of_next(hh, bus, w, h, 7, &n_scores, warned);
+  if (!strstr(warned->str, "tile-max-patch-pixels 1 ") || !strstr(warned->str, got))
+    g_error("warning \"%s\" does not name the bound and the grid %s", warned->str, got);
+  g_assert_cmpuint(n_scores, <=, 16);
+  g_assert_cmpuint(n_scores, >=, 8);
+  g_string_truncate(warned, 0);
+  g_free(auto_grid_of_next(hh, bus, w, h, 8, &n_scores, warned));
+  g_assert_cmpstr(warned->str, ==, ""); /* once */
+  g_string_free(warned, TRUE);
+  g_free(got);
+  gchar *text = NULL;
+  g_object_get(hh->element, "tiles", &text, NULL);
+  g_assert_cmpstr(text, ==, "auto");
+  g_free(text);
+  detach_bus(hh, bus);
+  gst_harness_teardown(hh);
+}
+
 /* ---- changed while playing ------------------------------------------------- */
 
 static const char *tilings[] = {"2x2", "", "3x1", "1x2"};
@@ -348,6 +469,7 @@ int main(int argc, char **argv) {
   gst_faprompt_meta_get_info();
   g_test_add_func("/tiles/against-core", test_against_core);
   g_test_add_func("/tiles/refused", test_refused);
+  g_test_add_func("/tiles/auto", test_auto);
   g_test_add_func("/tiles/change-blocking", test_change_blocking);
   g_test_add_func("/tiles/change-non-blocking", test_change_non_blocking);
   return g_test_run();

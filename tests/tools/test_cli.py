@@ -16,7 +16,8 @@ tiles: infer --tiles runs fap_tiles_layout's tiles as --roi rectangles
 (the same scores, bit for bit), its map is the numpy reference of
 docs/SPEC.md section 1.2, Tiles, applied to those rectangles' maps (1e-6),
 the image's score the highest tile's; eval --tiles: the scores of infer
---tiles, the maps stitched at S x S; bad --tiles / --tile-overlap named.
+--tiles, the maps stitched at S x S; infer --tiles auto picks the grid the rule
+gives and scores as that --tiles CxR; bad --tiles / --tile-overlap named.
 bad: missing folders, unreadable / mismatched / 16-bit masks, broken CSV and
 meta.json, missing model, broken sidecar: exit status and a clear message.
 anomalyclip (an AnomalyCLIP model with out layers 2,4: L = 2): the table header
@@ -302,6 +303,36 @@ def case_tiles(tools, model, tmp):
         drawn = np.array(Image.open(os.path.join(hm, "odd_heatmap.png")).convert("RGB"))
         check(drawn.shape == (H, W, 3) and not np.array_equal(drawn, np.array(Image.open(img))),
               f"{tag}: heatmap drawn at the image's size")
+    # infer --tiles auto: the grid the rule of docs/SPEC.md 1.2 (Automatic tiles) picks for
+    # the image (tiny model: S = 56, P = 14, 4 patches a side), run as that --tiles CxR
+    def auto_grid(k, overlap, cap=16, grid=S // 14):
+        def side(n, length):
+            return length if n == 1 else -(-(length + (n - 1) * overlap) // n)
+        ok = [(c * r, c, r) for c in range(1, 17) for r in range(1, 17) if c * r <= cap
+              and c <= W and r <= H and (c == 1 or overlap <= W - c) and (r == 1 or overlap <= H - r)
+              and max(side(c, W), side(r, H)) / grid <= k]
+        return min(ok, key=lambda t: (t[0], abs(t[1] - t[2])))[1:] if ok else None
+    for k, overlap in [(12, 0), (7, 3), (30, 0)]:
+        want = auto_grid(k, overlap)
+        tag = f"infer --tiles auto --tile-max-patch-pixels {k} --tile-overlap {overlap}"
+        p = run([infer, model, img, "--json", "--tiles", "auto", "--tile-max-patch-pixels", str(k),
+                 "--tile-overlap", str(overlap)])
+        q = run([infer, model, img, "--json", "--tiles", f"{want[0]}x{want[1]}",
+                 "--tile-overlap", str(overlap)])
+        if check(p.returncode == 0 and q.returncode == 0 and want is not None, f"{tag}: ran"):
+            o, e = json.loads(p.stdout), json.loads(q.stdout)
+            check(o["tile_grid"] == f"{want[0]}x{want[1]}", f"{tag}: grid {o['tile_grid']}, "
+                  f"the rule gives {want[0]}x{want[1]}")
+            check([t["score"] for t in o["tiles"]] == [t["score"] for t in e["tiles"]]
+                  and o["score"] == e["score"], f"{tag}: scores as --tiles {o['tile_grid']}, bit for bit")
+    p = run([infer, model, img, "--json", "--tiles", "auto", "--tile-max-patch-pixels", "1"])
+    check(p.returncode == 0 and "--tile-max-patch-pixels 1" in p.stderr
+          and len(json.loads(p.stdout)["tiles"]) <= 16,
+          "infer --tiles auto with a bound 16 tiles cannot meet: the smallest patch, said")
+    p = run([infer, model, img, "--tiles", "auto", "--tile-max-patch-pixels", "0"], expect=2)
+    check(p.returncode == 2 and "--tile-max-patch-pixels 0" in p.stderr,
+          "infer --tile-max-patch-pixels 0: refused, naming it")
+
     # faprompt-eval --tiles: the scores infer --tiles gives, the maps stitched at S x S
     data = make_dataset(os.path.join(tmp, "ds"), "mvtec", seed=6, classes=1, good=2, bad=1,
                         width=61, height=45)
