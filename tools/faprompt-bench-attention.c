@@ -11,7 +11,10 @@
  * and the table gives the minimum and the median over the rounds and GFLOP/s
  * of the minimum (2 hd flops per visible query-key pair for q k^T and as many
  * for P v; the exp not counted). Every kernel's output is checked against the
- * first's. It prints the CPU and its ISA extensions first.
+ * first's. It prints the CPU and its ISA extensions first. KERNEL bf16 is
+ * the backend at precision bf16, whose unmasked (vision) attention runs
+ * with bf16 products (core/attention_bf16.c); its difference from an f32
+ * kernel is bf16's rounding, not an error.
  *
  *   faprompt-bench-attention [--threads 2] [--rounds 5] [--reps 3]
  *                            [--sizes 336,518] [KERNEL ...]  (default: avx2 avx512)
@@ -68,7 +71,7 @@ static int cmp_double(const void *a, const void *b) {
 static void usage(FILE *to, int status) {
   fprintf(to, "usage: faprompt-bench-attention [--threads 2] [--rounds 5] [--reps 3] "
               "[--sizes 336,518] [KERNEL ...]\n"
-              "  KERNEL: avx2, avx512, blas, auto (FAP_CPU_ATTENTION's values); "
+              "  KERNEL: avx2, avx512, blas, auto (FAP_CPU_ATTENTION's values), bf16 (precision bf16); "
               "default: avx2 avx512\n");
   exit(status);
 }
@@ -170,6 +173,17 @@ int main(int argc, char **argv) {
   printf("host: %s\nthreads %d, %d rounds, best of %d calls per run\n", host, threads, rounds,
          reps);
   for (int k = 0; k < n_kernels; k++) {
+    if (strcmp(kernels[k].name, "bf16") == 0) {
+      fap_precision runs;
+      if (!fap_attention_bf16_usable(VISION_WIDTH / VISION_HEADS) ||
+          fap_backend_cpu_new_precision(threads, 0, FAP_PRECISION_BF16, &kernels[k].be, &runs) !=
+              FAP_OK ||
+          runs != FAP_PRECISION_BF16) {
+        fprintf(stderr, "faprompt-bench-attention: bf16 attention does not run here\n");
+        return 1;
+      }
+      continue;
+    }
     const fap_attention_kernel want = fap_attention_kernel_named(kernels[k].name);
     if (strcmp(kernels[k].name, "auto") != 0 && want == FAP_ATTENTION_AUTO) {
       fprintf(stderr, "faprompt-bench-attention: kernel %s does not run here\n", kernels[k].name);
