@@ -13,7 +13,8 @@
  * so no kernel on any ISA saturates. The zero point comes out in the
  * epilogue: y = sa[m] sw[n] (acc[m, n] - 128 sum_k wq[n, k]) + b[n].
  * bf16: weights and activations rounded to nearest even, f32 accumulation,
- * bias in f32.
+ * bias in f32; the primitive writes y itself (bias, and += as its sum
+ * post-op: y + (x W^T + b), the order of the f32 path).
  *
  * Weights are converted on first use (the detector's first frame), their
  * values read through the backend's weight reader (the model's f32 copy of
@@ -109,8 +110,9 @@ static shared_weights *shared_list;
 typedef struct {
   const float *w;
   int in, out, rows;
+  int ldy, bias, accumulate; /* bf16 writes y itself: bias and += in the primitive */
   dnnl_primitive_t prim;
-  dnnl_memory_t src, wei, dst; /* wei: over sw->data */
+  dnnl_memory_t src, wei, dst, bia, scratch; /* wei: over sw->data */
   shared_weights *sw;
 } dnnl_linear;
 
@@ -129,6 +131,8 @@ struct fap_dnnl {
   float *row_scale;
   size_t row_cap;
   fap_weight_reader reader; /* read NULL: the values are at the weights' pointer */
+  void *scratch;             /* oneDNN's scratchpad, shared by this fap_dnnl's primitives */
+  size_t scratch_cap;
 };
 
 #define PAR _Pragma("omp parallel for num_threads(dn->threads) schedule(static)")
@@ -256,12 +260,15 @@ void fap_dnnl_free(fap_dnnl *dn) {
     dnnl_memory_destroy(l->src);
     dnnl_memory_destroy(l->wei);
     dnnl_memory_destroy(l->dst);
+    dnnl_memory_destroy(l->bia);
+    dnnl_memory_destroy(l->scratch);
     shared_put(l->sw);
   }
   free(dn->layers);
   free(dn->src_buf);
   free(dn->acc_buf);
   free(dn->row_scale);
+  free(dn->scratch);
   if (dn->stream)
     dnnl_stream_destroy(dn->stream);
   if (dn->engine)
@@ -495,26 +502,54 @@ static shared_weights *shared_get(fap_dnnl *dn, const float *w, int in, int out,
   return sw;
 }
 
+/* One (weights, rows) matmul. bf16: src [rows, in] bf16, dst y itself
+ * (rows ldy apart, f32) with the bias and += (the sum post-op) in the
+ * primitive, so nothing passes over the output again. int8: an s32 product
+ * the epilogue scales. The weights in the layout the primitive picks
+ * (`any`), shared (shared_get). */
 static fap_status make_layer(fap_dnnl *dn, dnnl_linear *l) {
   const int int8 = dn->precision == FAP_PRECISION_INT8;
-  dnnl_memory_desc_t src, wei, dst;
-  dnnl_dims_t ds = {l->rows, l->in}, dw = {l->in, l->out}, dd = {l->rows, l->out};
+  dnnl_memory_desc_t src, wei, dst, bia;
+  dnnl_dims_t ds = {l->rows, l->in}, dw = {l->in, l->out}, dd = {l->rows, l->out},
+              sd = {l->ldy, 1}, db = {1, l->out};
   dnnl_matmul_desc_t md;
   dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t post = NULL;
   dnnl_status_t st;
   if ((st = dnnl_memory_desc_init_by_tag(&src, 2, ds, int8 ? dnnl_u8 : dnnl_bf16, dnnl_ab)) ||
       (st = dnnl_memory_desc_init_by_tag(&wei, 2, dw, int8 ? dnnl_s8 : dnnl_bf16,
                                          dnnl_format_tag_any)) ||
-      (st = dnnl_memory_desc_init_by_tag(&dst, 2, dd, int8 ? dnnl_s32 : dnnl_f32, dnnl_ab)) ||
-      (st = dnnl_matmul_desc_init(&md, &src, &wei, NULL, &dst)) ||
-      (st = dnnl_primitive_desc_create(&pd, &md, NULL, dn->engine, NULL)))
+      (st = int8 ? dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_s32, dnnl_ab)
+                 : dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, sd)) ||
+      (st = dnnl_memory_desc_init_by_tag(&bia, 2, db, dnnl_f32, dnnl_ab)) ||
+      (st = dnnl_matmul_desc_init(&md, &src, &wei, !int8 && l->bias ? &bia : NULL, &dst)) ||
+      (st = dnnl_primitive_attr_create(&attr)) ||
+      (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) ||
+      (st = dnnl_post_ops_create(&post)) ||
+      (st = !int8 && l->accumulate ? dnnl_post_ops_append_sum(post, 1.0f) : dnnl_success) ||
+      (st = dnnl_primitive_attr_set_post_ops(attr, post)) ||
+      (st = dnnl_primitive_desc_create(&pd, &md, attr, dn->engine, NULL))) {
+    if (post)
+      dnnl_post_ops_destroy(post);
+    if (attr)
+      dnnl_primitive_attr_destroy(attr);
     return dnnl_failed(dn, st, "matmul descriptor", l->rows, l->in, l->out);
+  }
+  dnnl_post_ops_destroy(post);
+  dnnl_primitive_attr_destroy(attr);
   fap_status s = FAP_OK;
   const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  const size_t need = dnnl_memory_desc_get_size(scratch);
   if ((st = dnnl_primitive_create(&l->prim, pd)) ||
       (st = dnnl_memory_create(&l->src, &src, dn->engine, DNNL_MEMORY_NONE)) ||
-      (st = dnnl_memory_create(&l->dst, &dst, dn->engine, DNNL_MEMORY_NONE)))
+      (st = dnnl_memory_create(&l->dst, &dst, dn->engine, DNNL_MEMORY_NONE)) ||
+      (st = dnnl_memory_create(&l->bia, &bia, dn->engine, DNNL_MEMORY_NONE)) ||
+      (st = dnnl_memory_create(&l->scratch, scratch, dn->engine, DNNL_MEMORY_NONE)))
     s = dnnl_failed(dn, st, "matmul primitive", l->rows, l->in, l->out);
+  if (!s && !grow(&dn->scratch, &dn->scratch_cap, need ? need : 64))
+    s = fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for oneDNN's scratchpad");
   if (!s && (l->sw = shared_get(dn, l->w, l->in, l->out, want, &s)) &&
       (st = dnnl_memory_create(&l->wei, want, dn->engine, l->sw->data)))
     s = dnnl_failed(dn, st, "weight memory", l->rows, l->in, l->out);
@@ -522,11 +557,12 @@ static fap_status make_layer(fap_dnnl *dn, dnnl_linear *l) {
   return s;
 }
 
-static dnnl_linear *find_layer(fap_dnnl *dn, const float *w, int rows, int in, int out,
-                               fap_status *s) {
+static dnnl_linear *find_layer(fap_dnnl *dn, const float *w, int rows, int in, int out, int ldy,
+                               int bias, int accumulate, fap_status *s) {
   for (int i = 0; i < dn->n_layers; i++) {
     dnnl_linear *l = &dn->layers[i];
-    if (l->w == w && l->rows == rows && l->in == in && l->out == out)
+    if (l->w == w && l->rows == rows && l->in == in && l->out == out && l->ldy == ldy &&
+        l->bias == bias && l->accumulate == accumulate)
       return l;
   }
   if (dn->n_layers == dn->cap_layers) { /* the first frame only */
@@ -542,6 +578,7 @@ static dnnl_linear *find_layer(fap_dnnl *dn, const float *w, int rows, int in, i
   dnnl_linear *l = &dn->layers[dn->n_layers];
   memset(l, 0, sizeof *l);
   l->w = w, l->rows = rows, l->in = in, l->out = out;
+  l->ldy = ldy, l->bias = bias, l->accumulate = accumulate;
   dn->n_layers++; /* counted at once, so fap_dnnl_free releases a half-made layer */
   if (dn->emulate)
     *s = (l->sw = shared_get(dn, w, in, out, NULL, s)) ? FAP_OK : *s;
@@ -554,12 +591,13 @@ fap_status fap_dnnl_linear(fap_dnnl *dn, float *y, int ldy, const float *x, int 
                            const float *w, const float *b, int rows, int in, int out,
                            int accumulate) {
   fap_status s = FAP_OK;
-  dnnl_linear *l = find_layer(dn, w, rows, in, out, &s);
+  dnnl_linear *l = find_layer(dn, w, rows, in, out, ldy, b != NULL, accumulate, &s);
   if (!l)
     return s;
   const int int8 = dn->precision == FAP_PRECISION_INT8;
+  const int direct = !int8 && !dn->emulate; /* the primitive writes y */
   if (!grow(&dn->src_buf, &dn->src_cap, (size_t)rows * in * (int8 ? 1 : dn->emulate ? 4 : 2)) ||
-      !grow(&dn->acc_buf, &dn->acc_cap, (size_t)rows * out * 4) ||
+      (!direct && !grow(&dn->acc_buf, &dn->acc_cap, (size_t)rows * out * 4)) ||
       !grow((void **)&dn->row_scale, &dn->row_cap, (size_t)rows * sizeof(float)))
     return fap_fail(FAP_ERR_NO_MEMORY, "cpu backend: out of memory for %d x %d activations",
                     rows, in);
@@ -590,23 +628,25 @@ fap_status fap_dnnl_linear(fap_dnnl *dn, float *y, int ldy, const float *x, int 
 #endif
   dnnl_status_t st;
   if ((st = dnnl_memory_set_data_handle(l->src, dn->src_buf)) ||
-      (st = dnnl_memory_set_data_handle(l->dst, dn->acc_buf)))
+      (st = dnnl_memory_set_data_handle(l->dst, direct ? (void *)y : dn->acc_buf)) ||
+      (st = dnnl_memory_set_data_handle(l->scratch, dn->scratch)) ||
+      (direct && b && (st = dnnl_memory_set_data_handle(l->bia, (void *)b))))
     return dnnl_failed(dn, st, "memory handle", rows, in, out);
-  dnnl_exec_arg_t args[3] = {
-      {DNNL_ARG_SRC, l->src}, {DNNL_ARG_WEIGHTS, l->wei}, {DNNL_ARG_DST, l->dst}};
-  if ((st = dnnl_primitive_execute(l->prim, dn->stream, 3, args)) ||
+  dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, l->src},
+                             {DNNL_ARG_WEIGHTS, l->wei},
+                             {DNNL_ARG_DST, l->dst},
+                             {DNNL_ARG_SCRATCHPAD, l->scratch},
+                             {DNNL_ARG_BIAS, l->bia}};
+  if ((st = dnnl_primitive_execute(l->prim, dn->stream, direct && b ? 5 : 4, args)) ||
       (st = dnnl_stream_wait(dn->stream)))
     return dnnl_failed(dn, st, "matmul", rows, in, out);
+  if (direct)
+    return FAP_OK;
 
-  /* epilogue: scales, zero point, bias, residual */
-  PAR for (int m = 0; m < rows; m++) {
-    float *yr = y + (size_t)m * ldy;
-    if (int8)
-      epilogue_int8(yr, (const int32_t *)dn->acc_buf + (size_t)m * out, l->sw->comp, l->sw->wscale, b,
-                    sa[m], out, accumulate);
-    else
-      epilogue_f32(yr, (const float *)dn->acc_buf + (size_t)m * out, b, out, accumulate);
-  }
+  /* int8's epilogue: scales, zero point, bias, residual */
+  PAR for (int m = 0; m < rows; m++)
+    epilogue_int8(y + (size_t)m * ldy, (const int32_t *)dn->acc_buf + (size_t)m * out,
+                  l->sw->comp, l->sw->wscale, b, sa[m], out, accumulate);
   return FAP_OK;
 }
 
