@@ -233,6 +233,27 @@ def tile_layout(area, tiles, overlap=0):
     return [(t.x, t.y, t.width, t.height) for t in out]
 
 
+def tiles_auto(areas, grid, max_patch_pixels, overlap=0, max_crops=16):
+    """The grid the element's tiles=auto picks (fap_tiles_auto; docs/SPEC.md
+    section 1.2, Automatic tiles): areas a list of (x, y, w, h), grid the
+    model's patches per side (S / patch size), max_patch_pixels the most
+    frame pixels one patch may cover along an axis, max_crops the batch.
+    Returns (columns, rows, met, worst): met is False when no grid within
+    max_crops keeps every patch under the bound (then the grid with the
+    smallest largest patch), worst that largest patch in frame pixels."""
+    rects = []
+    for area in areas:
+        rect, _, _, _ = _grid(area, (1, 1), 0)
+        rects.append(rect)
+    table = (_lib.fap_rect * max(len(rects), 1))(*rects)
+    cols, rows, met, worst = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_double()
+    _call("automatic tiles failed", _lib.fap_tiles_auto, table, _c_int("areas", len(rects)),
+          _c_int("grid", grid), _c_int("max_patch_pixels", max_patch_pixels),
+          _c_int("overlap", overlap), _c_int("max_crops", max_crops), ctypes.byref(cols),
+          ctypes.byref(rows), ctypes.byref(met), ctypes.byref(worst))
+    return cols.value, rows.value, bool(met.value), worst.value
+
+
 def stitch_tiles(area, tiles, maps, overlap=0, size=None):
     """One map of the rectangle from its tiles' maps (fap_tiles_stitch;
     docs/SPEC.md section 1.2, Tiles): the same area, tiles and overlap as

@@ -150,6 +150,10 @@ fap_detector_run_batch = _declare("fap_detector_run_batch", c_enum, _p,
                                   ctypes.POINTER(fap_result))
 fap_tiles_layout = _declare("fap_tiles_layout", c_enum, fap_rect, ctypes.c_int, ctypes.c_int,
                             ctypes.c_int, ctypes.POINTER(fap_rect))
+fap_tiles_auto = _declare("fap_tiles_auto", c_enum, ctypes.POINTER(fap_rect), ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
+                          ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double))
 fap_tiles_stitch = _declare("fap_tiles_stitch", c_enum, fap_rect, ctypes.c_int, ctypes.c_int,
                             ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_float)),
                             ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_int,

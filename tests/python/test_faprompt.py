@@ -394,6 +394,49 @@ def run_checks(args, tmp, np, Image, faprompt):
                 return f"size {size}: {got.dtype} {got.shape}, max error {err:.3g}"
         return None
 
+    @check("tiles_auto: the grid of docs/SPEC.md 1.2, Automatic tiles (every grid tried)")
+    def _():
+        def worst_of(areas, grid, cols, rows, overlap):
+            """largest patch of the grid over the areas, None if a layout is invalid"""
+            worst = 0.0
+            for area in areas:
+                try:
+                    t = faprompt.tile_layout(area, (cols, rows), overlap)
+                except faprompt.Error:
+                    return None
+                worst = max(worst, max(t[0][2], t[0][3]) / grid)
+            return worst
+
+        for areas, grid, k, overlap, cap in (([(0, 0, 1920, 1080)], 24, 32, 0, 16),
+                                             ([(0, 0, 3840, 2160)], 24, 32, 16, 16),
+                                             ([(0, 0, 640, 480), (10, 20, 300, 200)], 37, 8, 0, 8),
+                                             ([(0, 0, 50, 40)], 24, 32, 0, 16)):
+            cols, rows, met, worst = faprompt.tiles_auto(areas, grid, k, overlap, cap)
+            n = len(areas)
+            if n * cols * rows > cap and cols * rows > 1:
+                return f"{areas}: {cols}x{rows} exceeds the cap {cap}"
+            if abs(worst - worst_of(areas, grid, cols, rows, overlap)) > 1e-9:
+                return f"{areas}: worst {worst} is not the grid's"
+            grids = [(c, r, worst_of(areas, grid, c, r, overlap))
+                     for c in range(1, 17) for r in range(1, 17) if n * c * r <= cap or c * r == 1]
+            grids = [(c, r, w) for c, r, w in grids if w is not None]
+            meeting = [(c * r, abs(c - r), c, r) for c, r, w in grids if w <= k]
+            if meeting:
+                want = min(meeting)[2:]
+                if not met or (cols, rows) != want:
+                    return f"{areas} K={k}: {cols}x{rows} met={met}, the rule gives {want}"
+            else:
+                best = min((w, c * r) for c, r, w in grids)
+                if met or (worst, cols * rows) != best:
+                    return f"{areas} K={k}: {cols}x{rows} worst {worst}, the rule gives {best}"
+        cols, rows, met, worst = faprompt.tiles_auto([(0, 0, 1920, 1080)], 24, 32)
+        if (cols, rows, met) != (3, 2, True):
+            return f"1080p on a 336 model at 32 pixels a patch: {cols}x{rows} met={met}"
+        e = raises(faprompt.Error, faprompt.tiles_auto, [(0, 0, 10, 10)], 24, 0)
+        if "0" not in str(e) or e.status != faprompt.Status.INVALID_ARGUMENT:
+            return f"a bound of 0: {e}"
+        return None
+
     @check("tiles: bad grids -> faprompt.Error naming the value, ValueError for the maps")
     def _():
         e = raises(faprompt.Error, faprompt.tile_layout, (0, 0, 20, 10), (2, 1), 19)
