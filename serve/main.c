@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "service.h"
+#include "web.h"
 
 typedef struct {
   GMainLoop *loop;
@@ -101,6 +102,7 @@ int main(int argc, char **argv) {
   }
   metrics_register(http, svc);
   api_register(http, svc);
+  web_register(http, svc);
 
   App app = {g_main_loop_new(NULL, FALSE), svc};
   guint on_term = g_unix_signal_add(SIGTERM, on_signal, &app);
