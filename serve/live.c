@@ -35,6 +35,7 @@ struct Client {
   SoupServerMessage *msg;
   GBytes *pending;
   gboolean in_flight;
+  gint64 in_flight_since_us;
   gboolean ending; /* the closing boundary is queued: nothing more */
   gulong wrote_id, finished_id;
 };
@@ -163,14 +164,27 @@ static void set_open(LiveView *live, gboolean open) {
 static void client_write(Client *c, GBytes *part) {
   soup_message_body_append_bytes(soup_server_message_get_response_body(c->msg), part);
   c->in_flight = TRUE;
+  c->in_flight_since_us = g_get_monotonic_time();
   soup_server_message_unpause(c->msg);
 }
 
 /* A new frame: written at once if the socket took the previous one, else
- * it replaces the one waiting. */
+ * it replaces the one waiting. A client whose socket has taken nothing for
+ * LIVE_STUCK_SECONDS is cut off (shut down: libsoup's write fails and the
+ * response finishes), so one that never reads again does not keep its
+ * slot and the encoder for ever. */
 static void client_offer(Client *c, GBytes *part) {
   if (c->ending)
     return;
+  if (c->in_flight &&
+      g_get_monotonic_time() - c->in_flight_since_us > LIVE_STUCK_SECONDS * G_USEC_PER_SEC) {
+    GSocket *sock = soup_server_message_get_socket(c->msg);
+    c->ending = TRUE;
+    g_clear_pointer(&c->pending, g_bytes_unref);
+    if (sock)
+      g_socket_shutdown(sock, TRUE, TRUE, NULL);
+    return;
+  }
   if (!c->in_flight) {
     client_write(c, part);
     return;

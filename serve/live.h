@@ -14,7 +14,8 @@
  * thread) and handed to every client. A client takes at most one part in
  * the socket's hands and one waiting; a newer frame replaces the waiting
  * one, so a slow client only sees fewer frames and never holds the camera,
- * the encoder or the main loop back. The view outlives the camera's
+ * the encoder or the main loop back; one that takes nothing for
+ * LIVE_STUCK_SECONDS is cut off. The view outlives the camera's
  * pipelines: after a restart its clients go on with the new pipeline's
  * frames. When the camera is removed (or the service stops) every stream
  * is ended cleanly: a closing boundary, then the end of the chunked body.
@@ -30,6 +31,8 @@
 /* Most clients of one camera at once (503 beyond): memory stays bounded. */
 #define LIVE_MAX_CLIENTS 16
 #define LIVE_BOUNDARY "faprompt-live-frame"
+/* A client whose socket took nothing for this long is cut off. */
+#define LIVE_STUCK_SECONDS 20
 
 typedef struct LiveView LiveView;
 
