@@ -5,6 +5,10 @@
 
 const tiles = new Map(); // name -> {el, parts…}
 let tick = 0;
+// A browser opens at most 6 HTTP/1.1 connections to one host and a live
+// view holds one for as long as it shows: the first LIVE_AT_ONCE tiles
+// stream at once, the others on a click, leaving connections for the API.
+const LIVE_AT_ONCE = 4;
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -25,14 +29,17 @@ function makeTile(name) {
   // a stream that failed (the camera gone a moment, too many viewers) is
   // asked for again a little later
   t.live.addEventListener("error", () => {
-    setTimeout(() => { if (tiles.get(name) === t) t.live.src = liveUrl(name) + "?" + Date.now(); },
+    setTimeout(() => { if (tiles.get(name) === t && t.on) t.live.src = liveUrl(name) + "?" + Date.now(); },
                3000);
   });
-  t.live.src = liveUrl(name);
   const h = el("h2");
   t.name = el("span", "name", name);
   t.state = el("span", "state");
-  h.append(t.name, t.state);
+  t.toggle = el("button", "toggle");
+  t.toggle.type = "button";
+  t.toggle.addEventListener("click", () => setLive(t, name, !t.on));
+  h.append(t.name, t.state, t.toggle);
+  setLive(t, name, [...tiles.values()].filter((x) => x.on).length < LIVE_AT_ONCE);
   t.figures = el("div", "figures");
   t.reason = el("div", "reason");
   t.spark = el("canvas", "spark");
@@ -41,6 +48,14 @@ function makeTile(name) {
   t.events = el("ul", "events");
   t.el.append(t.live, h, t.figures, t.reason, t.spark, t.events);
   return t;
+}
+
+function setLive(t, name, on) {
+  t.on = on;
+  if (on) t.live.src = liveUrl(name);
+  else t.live.removeAttribute("src"); // closes the stream
+  t.toggle.textContent = on ? "pause" : "live";
+  t.toggle.title = on ? "stop the live view" : "show the live view";
 }
 
 function fmt(x, digits) {
