@@ -3,7 +3,7 @@
  *
  *   SOURCE (source.c) [! clocksync] ! videoconvert ! faprompt name=detect
  *     [! fapromptpublish] [! fapromptrecord] ! tee name=out ! queue ! fakesink
- *   out. ! valve ! ... ! jpegenc ! appsink   (the live view, live.h)
+ *   out. ! queue ! ... ! jpegenc ! appsink   (the live view, live.h)
  *
  * The tee is where further branches go (the live view's).
  * An ERROR, an EOS (a file source seeks back to its start instead) or a

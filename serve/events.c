@@ -14,22 +14,22 @@
 typedef struct {
   gint64 wall_us;
   gdouble score;
-  guint64 pipeline; /* which pipeline of the camera saw it */
-  guint64 sequence; /* its n-th start: fapromptrecord's `_n` */
+  guint64 pipeline;             /* which pipeline of the camera saw it */
+  guint64 sequence;             /* its n-th start: fapromptrecord's `_n` */
   gchar snapshot[SNAPSHOT_MAX]; /* relative to the evidence folder; "" if none */
 } Event;
 
 struct CamEvents {
   gatomicrefcount refs;
-  GMutex lock;           /* the event ring, the pipeline counter */
+  GMutex lock; /* the event ring, the pipeline counter */
   Event ring[EVENTS_MAX];
-  guint head, count;     /* next slot, slots used */
+  guint head, count; /* next slot, slots used */
   guint64 total;
-  guint64 pipelines;     /* the current pipeline's number */
+  guint64 pipelines;          /* the current pipeline's number */
   atomic_uint threshold_bits; /* the newest result's image threshold (a float's bits) */
   atomic_bool have_threshold;
   /* score history: main loop only */
-  gint64 hist_t[HISTORY_SECONDS];   /* unix seconds */
+  gint64 hist_t[HISTORY_SECONDS];      /* unix seconds */
   gdouble hist_score[HISTORY_SECONDS]; /* NAN: none */
   guint hist_head, hist_count;
   gint64 last_sample_us;

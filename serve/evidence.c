@@ -42,10 +42,14 @@ out:
 
 const gchar *evidence_content_type(const gchar *name) {
   static const gchar *const types[][2] = {
-      {".jpg", "image/jpeg"},        {".jpeg", "image/jpeg"},
-      {".png", "image/png"},         {".json", "application/json"},
-      {".jsonl", "application/jsonl"}, {".mkv", "video/x-matroska"},
-      {".mp4", "video/mp4"},         {".webm", "video/webm"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".png", "image/png"},
+      {".json", "application/json"},
+      {".jsonl", "application/jsonl"},
+      {".mkv", "video/x-matroska"},
+      {".mp4", "video/mp4"},
+      {".webm", "video/webm"},
       {".txt", "text/plain; charset=utf-8"},
   };
   const gchar *dot = strrchr(name, '.');
@@ -56,8 +60,7 @@ const gchar *evidence_content_type(const gchar *name) {
   return "application/octet-stream";
 }
 
-static void serve_evidence(SoupServerMessage *msg, const gchar *path, GBytes *body,
-                           gpointer data) {
+static void serve_evidence(SoupServerMessage *msg, const gchar *path, GBytes *body, gpointer data) {
   const gchar *folder = data;
   const char *method = soup_server_message_get_method(msg);
   if (strcmp(method, "GET") && strcmp(method, "HEAD")) {

@@ -5,8 +5,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
-const gchar *const live_view_elements[] = {"valve",        "queue",   "videoscale", "capsfilter",
-                                           "videoconvert", "jpegenc", "appsink",    NULL};
+const gchar *const live_view_elements[] = {"queue",   "videoscale", "capsfilter", "videoconvert",
+                                           "jpegenc", "appsink",    NULL};
 
 typedef struct Client Client;
 
@@ -15,17 +15,17 @@ struct LiveView {
   gchar *camera;
   guint width, fps;
   atomic_uint_fast64_t frames; /* JPEGs encoded, every pipeline */
+  atomic_bool open;            /* someone watches: the gate lets frames in */
 
   /* shared with the branch's streaming thread */
   GMutex lock;
-  GBytes *latest;  /* the newest part not yet handed out */
-  GSource *wake;   /* dispatches deliver() on the main loop; NULL once closed */
+  GBytes *latest; /* the newest part not yet handed out */
+  GSource *wake;  /* dispatches deliver() on the main loop; NULL once closed */
 
   /* main loop only */
-  GstElement *valve; /* of the newest pipeline */
-  GList *clients;    /* Client * */
+  GList *clients; /* Client * */
   guint n_clients;
-  gboolean ended;    /* the camera is gone: no new client */
+  gboolean ended; /* the camera is gone: no new client */
 };
 
 /* One HTTP client: at most one part written by libsoup (in_flight) and one
@@ -59,8 +59,6 @@ static void live_unref(gpointer data) {
   g_assert(!live->clients && !live->wake);
   if (live->latest)
     g_bytes_unref(live->latest);
-  if (live->valve)
-    gst_object_unref(live->valve);
   g_mutex_clear(&live->lock);
   g_free(live->camera);
   g_free(live);
@@ -119,16 +117,15 @@ typedef struct {
 static GstCaps *scaled_caps(const GstCaps *in, guint most) {
   GstStructure *s = gst_caps_get_structure(in, 0);
   gint w = 0, h = 0, n = 1, d = 1;
-  if (!gst_structure_get_int(s, "width", &w) || !gst_structure_get_int(s, "height", &h) ||
-      w <= 0 || h <= 0)
+  if (!gst_structure_get_int(s, "width", &w) || !gst_structure_get_int(s, "height", &h) || w <= 0 ||
+      h <= 0)
     return NULL;
   if (!gst_structure_get_fraction(s, "pixel-aspect-ratio", &n, &d) || n <= 0 || d <= 0)
     n = d = 1;
   gint ow = MIN((gint)most, w) & ~1;
   gint oh = (gint)((gdouble)ow * h * d / ((gdouble)w * n) + 0.5) & ~1;
-  return gst_caps_new_simple("video/x-raw", "width", G_TYPE_INT, MAX(ow, 2), "height",
-                             G_TYPE_INT, MAX(oh, 2), "pixel-aspect-ratio", GST_TYPE_FRACTION, 1,
-                             1, NULL);
+  return gst_caps_new_simple("video/x-raw", "width", G_TYPE_INT, MAX(ow, 2), "height", G_TYPE_INT,
+                             MAX(oh, 2), "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1, NULL);
 }
 
 static GstPadProbeReturn pace(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
@@ -154,11 +151,28 @@ static GstPadProbeReturn pace(GstPad *pad, GstPadProbeInfo *info, gpointer data)
   return GST_PAD_PROBE_OK;
 }
 
+/* The gate at the branch's entry: while nobody watches, every frame is
+ * dropped there (one atomic load a frame); events pass always, so the
+ * branch follows the pipeline's flushes and EOS like any other (the
+ * pipeline's EOS waits for every sink's). */
+static GstPadProbeReturn gate(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+  LiveView *live = data;
+  return atomic_load_explicit(&live->open, memory_order_relaxed) ? GST_PAD_PROBE_OK
+                                                                 : GST_PAD_PROBE_DROP;
+}
+
+/* A seek sent to the pipeline goes to every sink (a file camera seeks back
+ * to its start at its end): the camera's own sink carries it to the source,
+ * this branch's would be a second one. */
+static GstPadProbeReturn no_seek(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+  return GST_EVENT_TYPE(GST_PAD_PROBE_INFO_EVENT(info)) == GST_EVENT_SEEK ? GST_PAD_PROBE_DROP
+                                                                          : GST_PAD_PROBE_OK;
+}
+
 /* ---- clients (main loop) ------------------------------------------------------- */
 
 static void set_open(LiveView *live, gboolean open) {
-  if (live->valve)
-    g_object_set(live->valve, "drop", !open, NULL);
+  atomic_store_explicit(&live->open, open, memory_order_relaxed);
 }
 
 static void client_write(Client *c, GBytes *part) {
@@ -293,8 +307,7 @@ void live_view_close(LiveView *live) {
 static GstElement *add(GstBin *bin, const gchar *factory, gchar **why) {
   GstElement *e = gst_element_factory_make(factory, NULL);
   if (!e) {
-    *why = g_strdup_printf("the GStreamer element %s is missing (the live view needs it)",
-                           factory);
+    *why = g_strdup_printf("the GStreamer element %s is missing (the live view needs it)", factory);
     return NULL;
   }
   gst_bin_add(bin, e);
@@ -302,19 +315,15 @@ static GstElement *add(GstBin *bin, const gchar *factory, gchar **why) {
 }
 
 gboolean live_view_build(LiveView *live, GstBin *bin, GstElement *tee, gchar **why) {
-  GstElement *e[7];
+  GstElement *e[6];
   for (guint i = 0; i < G_N_ELEMENTS(e); i++)
     if (!(e[i] = add(bin, live_view_elements[i], why)))
       return FALSE;
-  GstElement *valve = e[0], *queue = e[1], *scale = e[2], *caps = e[3], *sink = e[6];
-  /* caps and other sticky events pass while closed: the branch is
-   * negotiated when a client opens it */
-  gst_util_set_object_arg(G_OBJECT(valve), "drop-mode", "forward-sticky-events");
-  g_object_set(valve, "drop", live->n_clients == 0, NULL);
+  GstElement *queue = e[0], *scale = e[1], *caps = e[2], *sink = e[5];
   /* never holds the camera's thread: the newest frame only */
   gst_util_set_object_arg(G_OBJECT(queue), "leaky", "downstream");
-  g_object_set(queue, "max-size-buffers", 1, "max-size-bytes", 0, "max-size-time",
-               (guint64)0, NULL);
+  g_object_set(queue, "max-size-buffers", 1, "max-size-bytes", 0, "max-size-time", (guint64)0,
+               NULL);
   Pacer *p = g_new0(Pacer, 1);
   p->capsfilter = caps;
   p->width = live->width;
@@ -323,20 +332,21 @@ gboolean live_view_build(LiveView *live, GstBin *bin, GstElement *tee, gchar **w
   gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, pace, p,
                     g_free);
   gst_object_unref(pad);
-  /* async=false: a closed valve never prerolls it, and a file camera's
+  pad = gst_element_get_static_pad(queue, "sink");
+  gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, gate, live_ref(live), live_unref);
+  gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, no_seek, NULL, NULL);
+  gst_object_unref(pad);
+  /* async=false: a closed gate never prerolls it, and a file camera's
    * pipeline must reach PLAYING all the same */
   g_object_set(sink, "sync", FALSE, "async", FALSE, "max-buffers", 1, "drop", TRUE,
                "enable-last-sample", FALSE, "wait-on-eos", FALSE, NULL);
   GstAppSinkCallbacks cb = {.new_sample = new_sample};
   gst_app_sink_set_callbacks(GST_APP_SINK(sink), &cb, live_ref(live), live_unref);
-  if (!gst_element_link(tee, valve) ||
-      !gst_element_link_many(valve, queue, scale, caps, e[4], e[5], sink, NULL)) {
+  if (!gst_element_link(tee, queue) ||
+      !gst_element_link_many(queue, scale, caps, e[3], e[4], sink, NULL)) {
     *why = g_strdup("could not link the live view's branch");
     return FALSE;
   }
-  if (live->valve)
-    gst_object_unref(live->valve);
-  live->valve = gst_object_ref(valve);
   return TRUE;
 }
 
@@ -354,8 +364,7 @@ void live_view_serve(LiveView *live, SoupServerMessage *msg) {
                                   live->camera, LIVE_MAX_CLIENTS);
     soup_message_headers_replace(h, "Retry-After", "10");
     soup_server_message_set_status(msg, SOUP_STATUS_SERVICE_UNAVAILABLE, NULL);
-    soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_TAKE, body,
-                                     strlen(body));
+    soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_TAKE, body, strlen(body));
     return;
   }
   Client *c = g_new0(Client, 1);

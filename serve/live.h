@@ -1,26 +1,25 @@
 /* A camera's live view: Motion-JPEG over HTTP (GET /live/NAME.mjpg) from a
  * branch of the camera's tee,
  *
- *   out. ! valve ! queue leaky=downstream max-size-buffers=1
- *        ! videoscale ! capsfilter ! videoconvert ! jpegenc ! appsink
+ *   out. ! [gate] queue leaky=downstream max-size-buffers=1
+ *        ! [pace] videoscale ! capsfilter ! videoconvert ! jpegenc ! appsink
  *
- * (a probe before videoscale lets at most FPS frames a second through and
- * sets the size: at most W wide, the camera's shape)
- *
- * The valve drops every frame while nobody watches (the branch then costs
- * one pointer test a frame); the first client opens it, the last one to
- * leave closes it again. All clients of a camera share the one encoder:
- * each JPEG becomes one multipart part, made once (on the branch's
- * thread) and handed to every client. A client takes at most one part in
- * the socket's hands and one waiting; a newer frame replaces the waiting
- * one, so a slow client only sees fewer frames and never holds the camera,
- * the encoder or the main loop back; one that takes nothing for
- * LIVE_STUCK_SECONDS is cut off. The view outlives the camera's
- * pipelines: after a restart its clients go on with the new pipeline's
- * frames. When the camera is removed (or the service stops) every stream
- * is ended cleanly: a closing boundary, then the end of the chunked body.
- * The view itself is main-loop only, but for the frames the branch hands
- * over (under its lock). */
+ * The gate (a buffer probe) drops every frame while nobody watches (the
+ * branch then costs one atomic load a frame; events pass, so the branch
+ * follows flushes and EOS); the first client opens it, the last one to
+ * leave closes it again. The pace probe lets at most FPS frames a second
+ * through and sets the size: at most W wide, the camera's shape. All
+ * clients of a camera share the one encoder: each JPEG becomes one
+ * multipart part, made once (on the branch's thread) and handed to every
+ * client. A client takes at most one part in the socket's hands and one
+ * waiting; a newer frame replaces the waiting one, so a slow client only
+ * sees fewer frames and never holds the camera, the encoder or the main
+ * loop back; one that takes nothing for LIVE_STUCK_SECONDS is cut off.
+ * The view outlives the camera's pipelines: after a restart its clients go
+ * on with the new pipeline's frames. When the camera is removed (or the
+ * service stops) every stream is ended cleanly: a closing boundary, then
+ * the end of the chunked body. The view itself is main-loop only, but for
+ * the frames the branch hands over (under its lock). */
 #ifndef SERVE_LIVE_H
 #define SERVE_LIVE_H
 

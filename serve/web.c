@@ -24,8 +24,7 @@ static gboolean only_get(SoupServerMessage *msg, const gchar *path) {
   const char *method = soup_server_message_get_method(msg);
   if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
     return TRUE;
-  soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Allow",
-                               "GET, HEAD");
+  soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Allow", "GET, HEAD");
   http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "%s takes GET, HEAD", path);
   return FALSE;
 }
@@ -73,8 +72,8 @@ static void serve_live(SoupServerMessage *msg, const gchar *path, GBytes *body, 
 
 static void reply_resource(SoupServerMessage *msg, const gchar *file, const gchar *type) {
   gchar *where = g_strconcat(RESOURCE_ROOT, file, NULL);
-  GBytes *bytes = g_resource_lookup_data(serve_web_get_resource(), where,
-                                         G_RESOURCE_LOOKUP_FLAGS_NONE, NULL);
+  GBytes *bytes =
+      g_resource_lookup_data(serve_web_get_resource(), where, G_RESOURCE_LOOKUP_FLAGS_NONE, NULL);
   g_free(where);
   if (!bytes) {
     http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "no such path: /web/%s", file);
@@ -110,8 +109,8 @@ static void serve_page(SoupServerMessage *msg, const gchar *path, GBytes *body, 
         reply_resource(msg, files[i][0], files[i][1]);
       return;
     }
-  http_reply_error(msg, SOUP_STATUS_NOT_FOUND,
-                   "no such path: %s (try /, /metrics, /api/cameras)", path);
+  http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "no such path: %s (try /, /metrics, /api/cameras)",
+                   path);
 }
 
 void web_register(HttpServer *http, Service *svc) {

@@ -39,7 +39,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -139,9 +138,11 @@ def case_live():
     with open(token_file, "w") as f:
         f.write(ts.TOKEN + "\n")
     web = None
-    names = ["cam-1", "cam-2", "cam-3"]
+    names = ["cam-1", "cam-2", "cam-3", "loop"]
     extra = f"token-file = {token_file}\nstall-timeout = 3\n"
-    cams_conf = live_config(extra)
+    clip = os.path.join(ts.TMP, "clip.avi")
+    ts.make_clip(clip)  # 15 frames: a pass a second
+    cams_conf = live_config(extra) + camera("loop", f"file://{clip}", record="false")
     if os.environ.get("FAP_SANITIZE_PRELOAD"):
         R.note("under the sanitizers: no MJPEG camera (souphttpsrc's own leak at teardown); "
                "the restart under a client is not checked")
@@ -241,6 +242,18 @@ def live_with(s, names, web):
             f"cam-2's other client read {got} parts meanwhile")
     slow.close()
     fast.close()
+
+    # a looping file under a client: the branch follows its seeks (flush,
+    # end of stream) and neither holds the camera back
+    f = Mjpeg(s.port, "loop")
+    before = s.cameras()["loop"]
+    parts = [f.part() for _ in range(4 * LIVE_FPS)]  # four passes of the file
+    after = s.cameras()["loop"]
+    R.check(all(p is not None for p in parts) and after["restarts"] == 0 and
+            after["frames"] >= before["frames"] + 3 * 15,
+            f"a looping file watched: {len(parts)} parts over its loops, "
+            f"{after['frames'] - before['frames']} frames, no restart", (before, after))
+    f.close()
 
     # a camera restarted under a client: the stream goes on
     if web:
