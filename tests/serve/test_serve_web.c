@@ -312,7 +312,7 @@ static Live *live_open(Serve *s, const gchar *name) {
 /* Reads until @data holds @needle (TRUE) or the stream ends (FALSE). */
 static gboolean live_until(Live *l, const gchar *needle) {
   gint64 deadline = g_get_monotonic_time() + WAIT_S * G_USEC_PER_SEC;
-  while (!memmem(l->data->data, l->data->len, needle, strlen(needle))) {
+  while (!l->data->len || !memmem(l->data->data, l->data->len, needle, strlen(needle))) {
     if (l->eof || g_get_monotonic_time() > deadline)
       return FALSE;
     if (!l->reading)
