@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "web.h"
+
 #define PREFIX "/api/cameras"
 
 /* ---- a camera in ------------------------------------------------------------ */
@@ -151,6 +153,9 @@ JsonNode *api_camera_to_json(Camera *cam, gint64 now) {
     json_builder_add_double_value(b, st.last_frame_age);
   else
     json_builder_add_null_value(b);
+  live_view_add_json(camera_live(cam), b);
+  json_builder_set_member_name(b, "events");
+  json_builder_add_int_value(b, (gint64)cam_events_total(camera_events(cam)));
   json_builder_end_object(b);
   JsonNode *node = json_builder_get_root(b);
   g_object_unref(b);
@@ -236,6 +241,8 @@ static void serve_api(SoupServerMessage *msg, const gchar *path, GBytes *body, g
     return;
   }
   const gchar *name = path + strlen(PREFIX "/");
+  if (g_str_has_prefix(path, PREFIX "/") && strchr(name, '/') && web_camera_part(svc, msg, name))
+    return; /* NAME/history, NAME/events */
   if (!g_str_has_prefix(path, PREFIX "/") || strchr(name, '/')) {
     http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "no such path: %s", path);
     return;

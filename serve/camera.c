@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "events.h"
+#include "live.h"
 #include "log.h"
 
 #define FPS_TICKS 3 /* with the service's 0.5 s tick: a 1 s window */
@@ -29,6 +31,8 @@ struct Camera {
   gboolean stopping;         /* drain or stop asked for: never restarts */
   gboolean draining;         /* EOS sent, waiting for it at the end */
   CamStats *stats;
+  CamEvents *events;         /* anomaly starts, score history (the web page) */
+  LiveView *live;            /* the MJPEG view, across pipelines */
   double fps;
   /* frames out at the last ticks, oldest first: the rate is taken over
    * about a second */
@@ -51,6 +55,8 @@ Camera *camera_new(CameraConfig *config, CameraEnv *env) {
   cam->state = CAMERA_STOPPED;
   cam->backoff = CAMERA_BACKOFF_FIRST;
   cam->stats = camstats_new();
+  cam->events = cam_events_new();
+  cam->live = live_view_new(config->name, env->live_width, env->live_fps);
   return cam;
 }
 
@@ -64,6 +70,8 @@ void camera_unref(Camera *cam) {
     return;
   g_assert(!cam->pipeline && !cam->timer && !cam->bus_watch);
   camstats_unref(cam->stats);
+  cam_events_unref(cam->events);
+  live_view_close(cam->live);
   camera_config_free(cam->config);
   g_free(cam->reason);
   g_free(cam);
@@ -71,6 +79,8 @@ void camera_unref(Camera *cam) {
 
 const CameraConfig *camera_config(const Camera *cam) { return cam->config; }
 const gchar *camera_name(const Camera *cam) { return cam->config->name; }
+CamEvents *camera_events(Camera *cam) { return cam->events; }
+LiveView *camera_live(Camera *cam) { return cam->live; }
 
 const gchar *camera_state_name(CameraState state) {
   static const gchar *const names[CAMERA_STATES] = {"starting", "running", "backoff", "stopped"};
@@ -238,6 +248,9 @@ static gboolean on_bus(GstBus *bus, GstMessage *msg, gpointer data) {
     g_error_free(err);
     break;
   }
+  case GST_MESSAGE_ELEMENT: /* fapromptrecord's files */
+    cam_events_message(cam->events, msg, cam->env->evidence);
+    break;
   default:
     break;
   }
@@ -323,6 +336,8 @@ static GstElement *build(Camera *cam, GstElement **detect_out, gchar **why) {
                              GST_ELEMENT_NAME(chain[i + 1]));
       goto bad;
     }
+  if (!live_view_build(cam->live, bin, chain[n - 3], why))
+    goto bad;
   if (!source_build(&c->source, bin, chain[0], why))
     goto bad;
   *detect_out = detect;
@@ -360,6 +375,7 @@ static void start_pipeline(Camera *cam) {
   }
   gint64 now = g_get_monotonic_time();
   camstats_attach(cam->stats, detect);
+  cam_events_attach(cam->events, detect);
   GstBus *bus = gst_pipeline_get_bus(GST_PIPELINE(pipeline));
   cam->bus_watch = gst_bus_add_watch_full(bus, G_PRIORITY_DEFAULT, on_bus, camera_ref(cam),
                                           (GDestroyNotify)camera_unref);
@@ -389,6 +405,7 @@ void camera_tick(Camera *cam, gint64 now) {
   memmove(cam->rate_at_us, cam->rate_at_us + 1, (FPS_TICKS - 1) * sizeof cam->rate_at_us[0]);
   cam->rate_frames[FPS_TICKS - 1] = frames;
   cam->rate_at_us[FPS_TICKS - 1] = now;
+  cam_events_tick(cam->events, cam->stats, now);
   for (int i = 0; i < FPS_TICKS - 1; i++) /* the oldest tick there is */
     if (cam->rate_at_us[i]) {
       cam->fps = (frames - cam->rate_frames[i]) * 1e6 / (double)(now - cam->rate_at_us[i]);
@@ -420,6 +437,7 @@ void camera_tick(Camera *cam, gint64 now) {
 
 void camera_drain(Camera *cam) {
   cam->stopping = TRUE;
+  live_view_end(cam->live);
   cam->start_when_reaped = FALSE;
   if (cam->timer) {
     g_source_remove(cam->timer);
@@ -439,6 +457,7 @@ void camera_drain(Camera *cam) {
 
 void camera_stop(Camera *cam) {
   cam->stopping = TRUE;
+  live_view_end(cam->live);
   cam->start_when_reaped = FALSE;
   if (cam->timer) {
     g_source_remove(cam->timer);

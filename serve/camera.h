@@ -3,8 +3,9 @@
  *
  *   SOURCE (source.c) [! clocksync] ! videoconvert ! faprompt name=detect
  *     [! fapromptpublish] [! fapromptrecord] ! tee name=out ! queue ! fakesink
+ *   out. ! queue ! ... ! jpegenc ! appsink   (the live view, live.h)
  *
- * The tee is where further branches go (a low-rate view of the frames).
+ * The tee is where further branches go (the live view's).
  * An ERROR, an EOS (a file source seeks back to its start instead) or a
  * stall (no frame through the detector for the stall timeout) tears the
  * pipeline down and starts a new one after a back-off: 0.5 s, doubled at
@@ -20,6 +21,8 @@
 
 #include "camstats.h"
 #include "config.h"
+#include "events.h"
+#include "live.h"
 
 typedef enum { CAMERA_STARTING, CAMERA_RUNNING, CAMERA_BACKOFF, CAMERA_STOPPED } CameraState;
 #define CAMERA_STATES 4
@@ -38,6 +41,7 @@ typedef struct {
   gdouble stall_seconds;
   const gchar *backend;  /* auto | cpu | cuda */
   guint batch_size;
+  guint live_width, live_fps; /* the live view's frames */
   const gchar *evidence; /* NULL: no recording */
   GThreadPool *reaper;   /* stops pipelines (camera_reap) */
   guint reaping;         /* pipelines of every camera still stopping */
@@ -80,6 +84,10 @@ void camera_update(Camera *cam, CameraConfig *config);
 
 const CameraConfig *camera_config(const Camera *cam);
 const gchar *camera_name(const Camera *cam);
+/* The camera's recent anomalies and scores, and its live view: they last
+ * as long as the camera, across its pipelines. */
+CamEvents *camera_events(Camera *cam);
+LiveView *camera_live(Camera *cam);
 void camera_status(Camera *cam, gint64 now_us, CameraStatus *out);
 const gchar *camera_state_name(CameraState state);
 

@@ -14,7 +14,8 @@ const gchar *const camera_keys[] = {"source", "model", "image-threshold", "pixel
                                     "inference-interval", "draw-heatmap", "record", "publish",
                                     "publish-policy", NULL};
 static const gchar *const service_keys[] = {"listen", "token-file", "evidence", "stall-timeout",
-                                            "backend", "batch-size", NULL};
+                                            "backend", "batch-size", "live-width", "live-fps",
+                                            NULL};
 static const gchar *const policies[] = {"on-change", "every-frame", "anomalous", NULL};
 static const gchar *const backends[] = {"auto", "cpu", "cuda", NULL};
 
@@ -417,7 +418,9 @@ static gboolean read_service(ServeConfig *cfg, GKeyFile *kf, const gchar *base_d
         !get_double(kf, group, "stall-timeout", 0.1, 3600, &cfg->stall_seconds,
                     "a number of seconds from 0.1 to 3600", where, error) ||
         !get_word(kf, group, "backend", backends, &cfg->backend, where, error) ||
-        !get_uint(kf, group, "batch-size", 1, 64, &cfg->batch_size, where, error))
+        !get_uint(kf, group, "batch-size", 1, 64, &cfg->batch_size, where, error) ||
+        !get_uint(kf, group, "live-width", 16, 4096, &cfg->live_width, where, error) ||
+        !get_uint(kf, group, "live-fps", 1, 30, &cfg->live_fps, where, error))
       goto out;
   }
   if (listen) { /* the command line's */
@@ -557,6 +560,8 @@ ServeConfig *serve_config_load(const gchar *path, const gchar *listen, const gch
   cfg->stall_seconds = SERVE_DEFAULT_STALL_SECONDS;
   cfg->backend = g_strdup("auto");
   cfg->batch_size = SERVE_DEFAULT_BATCH;
+  cfg->live_width = SERVE_DEFAULT_LIVE_WIDTH;
+  cfg->live_fps = SERVE_DEFAULT_LIVE_FPS;
   cfg->cameras = g_ptr_array_new_with_free_func((GDestroyNotify)camera_config_free);
   if (path) {
     cfg->path = g_strdup(path);

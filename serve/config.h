@@ -15,6 +15,8 @@
 #define SERVE_DEFAULT_LISTEN "127.0.0.1:8090"
 #define SERVE_DEFAULT_STALL_SECONDS 10.0
 #define SERVE_DEFAULT_BATCH 4
+#define SERVE_DEFAULT_LIVE_WIDTH 640
+#define SERVE_DEFAULT_LIVE_FPS 5
 #define SERVE_NAME_MAX 64
 
 GQuark serve_config_error_quark(void);
@@ -50,6 +52,8 @@ typedef struct {
   gdouble stall_seconds;    /* no frame at the detector this long: restart */
   gchar *backend;           /* auto | cpu | cuda */
   guint batch_size;         /* most frames of one batch of a shared model */
+  guint live_width;         /* the live view's JPEG width (height: the aspect ratio) */
+  guint live_fps;           /* the live view's most frames a second */
   GPtrArray *cameras;       /* CameraConfig *, in the file's order */
 } ServeConfig;
 

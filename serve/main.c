@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "service.h"
+#include "web.h"
 
 typedef struct {
   GMainLoop *loop;
@@ -125,6 +126,7 @@ int main(int argc, char **argv) {
   }
   metrics_register(http, svc);
   api_register(http, svc);
+  web_register(http, svc);
 
   app.loop = g_main_loop_new(NULL, FALSE);
   app.svc = svc;

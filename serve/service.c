@@ -38,6 +38,7 @@ static const gchar *package_of(const gchar *element) {
       {"souphttpsrc", "Debian: gstreamer1.0-plugins-good"},
       {"v4l2src", "Debian: gstreamer1.0-plugins-good"},
       {"multipartdemux", "Debian: gstreamer1.0-plugins-good"},
+      {"jpegenc", "Debian: gstreamer1.0-plugins-good"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(map); i++)
     if (!strcmp(map[i][0], element))
@@ -65,6 +66,9 @@ static gboolean check_elements(const CameraConfig *c, gboolean recording, GError
     if (!need_element(*e, c->name, error))
       return FALSE;
   for (const gchar *const *e = source_elements(c->source.kind); *e; e++)
+    if (!need_element(*e, c->name, error))
+      return FALSE;
+  for (const gchar *const *e = live_view_elements; *e; e++) /* the live view's branch */
     if (!need_element(*e, c->name, error))
       return FALSE;
   if (c->source.kind == SOURCE_RTSP && !need_element("rtspsrc", c->name, error))
@@ -140,6 +144,8 @@ Service *service_new(const ServeConfig *config, GError **error) {
   svc->env.stall_seconds = config->stall_seconds;
   svc->env.backend = config->backend;
   svc->env.batch_size = config->batch_size;
+  svc->env.live_width = config->live_width;
+  svc->env.live_fps = config->live_fps;
   svc->env.evidence = config->evidence;
   svc->env.reaper = g_thread_pool_new(camera_reap, NULL, -1, FALSE, NULL);
   svc->env.context = g_main_context_ref_thread_default();

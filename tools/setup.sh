@@ -29,6 +29,8 @@ packages=(
   libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-bad
   # faprompt-serve (serve/): its HTTP server, and a real Prometheus to scrape it in its tests
   libsoup-3.0-dev prometheus
+  # faprompt-serve's web page, driven in its tests by a headless browser
+  chromium chromium-driver python3-selenium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -90,6 +90,8 @@ static void test_service_and_syntax(void) {
   expect_error("[service]\nlisten = example.org:80\n", "[service] listen:", "IP address", NULL);
   expect_error("[service]\nbackend = tpu\n", "[service] backend:", "cpu", NULL);
   expect_error("[service]\nbatch-size = 0\n", "[service] batch-size:", NULL);
+  expect_error("[service]\nlive-width = 8\n", "[service] live-width:", "16 to 4096", NULL);
+  expect_error("[service]\nlive-fps = 0\n", "[service] live-fps:", "1 to 30", NULL);
   expect_error("[service]\ntoken-file = /nonexistent/token\n", "[service] token-file:",
                "/nonexistent/token", NULL);
   gchar *empty = write_file("empty-token", "  \n");
@@ -127,7 +129,7 @@ static void test_good_file(void) {
   gchar *evidence = g_build_filename(tmpdir, "evidence", NULL);
   gchar *text = g_strdup_printf(
       "# two cameras\n[service]\nlisten = [::1]:9000\ntoken-file = token\nevidence = %s\n"
-      "stall-timeout = 2.5\nbackend = cpu\nbatch-size = 8\n\n"
+      "stall-timeout = 2.5\nbackend = cpu\nbatch-size = 8\nlive-width = 320\nlive-fps = 2\n\n"
       "[camera door]\nsource = test://smpte?width=64&height=48&framerate=5\n"
       "model = sub/m.safetensors\nimage-threshold = 0.7\npixel-threshold = -1\n"
       "inference-interval = 10\ndraw-heatmap = no\nrecord = off\n"
@@ -147,6 +149,8 @@ static void test_good_file(void) {
   g_assert_cmpfloat(cfg->stall_seconds, ==, 2.5);
   g_assert_cmpstr(cfg->backend, ==, "cpu");
   g_assert_cmpuint(cfg->batch_size, ==, 8);
+  g_assert_cmpuint(cfg->live_width, ==, 320);
+  g_assert_cmpuint(cfg->live_fps, ==, 2);
   g_assert_cmpuint(cfg->cameras->len, ==, 2);
   const CameraConfig *door = cfg->cameras->pdata[0], *yard = cfg->cameras->pdata[1];
   g_assert_cmpstr(door->name, ==, "door");
