@@ -308,15 +308,9 @@ static f32_layer *find_layer(fap_dnnl_f32 *dn, const f32_layer *key, fap_status 
   return l;
 }
 
-fap_status fap_dnnl_f32_linear(fap_dnnl_f32 *dn, float *y, int ldy, const float *x, int ldx,
-                               const float *w, const float *b, int rows, int in, int out,
-                               int accumulate) {
-  /* oneDNN's OpenMP regions take the calling thread's setting, at creation
-   * (its blocking) and at execution; inside a parallel region they run on
-   * the calling thread alone (no nested teams) */
-#ifdef _OPENMP
-  omp_set_num_threads(dn->threads);
-#endif
+static fap_status run_rows(fap_dnnl_f32 *dn, float *y, int ldy, const float *x, int ldx,
+                           const float *w, const float *b, int rows, int in, int out,
+                           int accumulate) {
   const f32_layer key = {rows, in, out, ldx, ldy, b != NULL, accumulate != 0};
   fap_status s = FAP_OK;
   f32_layer *l = find_layer(dn, &key, &s);
@@ -339,6 +333,31 @@ fap_status fap_dnnl_f32_linear(fap_dnnl_f32 *dn, float *y, int ldy, const float 
       (st = dnnl_stream_wait(dn->stream)))
     return dnnl_failed(st, "matmul", l);
   return FAP_OK;
+}
+
+/* Rows in a multiple of 4, and the 1-3 left in a second product: oneDNN
+ * 2.6's brgemm matmul runs some row counts at two thirds of its speed, among
+ * them the vision encoder's (tools/faprompt-bench-gemm --rows, Zen 5, 2
+ * threads, 1024 -> 4096: 577 and 578 rows 17.9-18.1 ms, 576 11.5 ms, 579
+ * 11.5 ms; 1369 43.1 ms, 1368 26.6 ms), and a product of 1-3 rows costs
+ * one read of the weights (0.4-0.5 ms). Each row's sum is its own either
+ * way; the rows of the small product may round differently (another
+ * kernel), which the f32 contract allows. */
+fap_status fap_dnnl_f32_linear(fap_dnnl_f32 *dn, float *y, int ldy, const float *x, int ldx,
+                               const float *w, const float *b, int rows, int in, int out,
+                               int accumulate) {
+  /* oneDNN's OpenMP regions take the calling thread's setting, at creation
+   * (its blocking) and at execution; inside a parallel region they run on
+   * the calling thread alone (no nested teams) */
+#ifdef _OPENMP
+  omp_set_num_threads(dn->threads);
+#endif
+  const int main_rows = rows >= 64 ? rows & ~3 : rows;
+  fap_status s = run_rows(dn, y, ldy, x, ldx, w, b, main_rows, in, out, accumulate);
+  if (!s && main_rows < rows)
+    s = run_rows(dn, y + (size_t)main_rows * ldy, ldy, x + (size_t)main_rows * ldx, ldx, w, b,
+                 rows - main_rows, in, out, accumulate);
+  return s;
 }
 
 #endif

@@ -447,7 +447,12 @@ void camera_drain(Camera *cam) {
     if (cam->draining)
       return;
     cam->draining = TRUE;
-    if (gst_element_send_event(cam->pipeline, gst_event_new_eos()))
+    /* Only a pipeline that reached PLAYING gets an EOS: before that no frame
+     * has flowed, so there is nothing to drain, and sending an event takes
+     * the pipeline's state lock, which its start (set_playing) holds while
+     * the first camera of a model loads it: the main loop would wait that
+     * long (under valgrind, longer than any test). */
+    if (cam->playing && gst_element_send_event(cam->pipeline, gst_event_new_eos()))
       return; /* on_eos() ends it */
   }
   cam->state = CAMERA_STOPPED;

@@ -97,6 +97,13 @@ static void apply_service(Reload *r, ServeConfig *next) {
     g_free(a);
     g_free(b);
   }
+  if (run->live_width != next->live_width || run->live_fps != next->live_fps) {
+    gchar *a = g_strdup_printf("%u px, %u/s", run->live_width, run->live_fps);
+    gchar *b = g_strdup_printf("%u px, %u/s", next->live_width, next->live_fps);
+    needs_restart("live-width / live-fps", a, b);
+    g_free(a);
+    g_free(b);
+  }
   if (run->stall_seconds != next->stall_seconds) {
     serve_log("reload: [service] stall-timeout %g s (was %g s)", next->stall_seconds,
               run->stall_seconds);
