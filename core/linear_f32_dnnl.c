@@ -336,13 +336,14 @@ static fap_status run_rows(fap_dnnl_f32 *dn, float *y, int ldy, const float *x, 
 }
 
 /* Rows in a multiple of 4, and the 1-3 left in a second product: oneDNN
- * 2.6's brgemm matmul runs some row counts at two thirds of its speed, among
- * them the vision encoder's (tools/faprompt-bench-gemm --rows, Zen 5, 2
- * threads, 1024 -> 4096: 577 and 578 rows 17.9-18.1 ms, 576 11.5 ms, 579
- * 11.5 ms; 1369 43.1 ms, 1368 26.6 ms), and a product of 1-3 rows costs
- * one read of the weights (0.4-0.5 ms). Each row's sum is its own either
- * way; the rows of the small product may round differently (another
- * kernel), which the f32 contract allows. */
+ * 2.6's brgemm matmul over weights in place runs some row counts at three
+ * quarters of its speed, among them the vision encoder's
+ * (tools/faprompt-bench-gemm --rows 576,577,578,579,1368,1369, Zen 5, 2
+ * threads, a layer's four products: 577 and 578 rows 40.7 / 41.3 ms, 576
+ * 32.4, 579 34.0; 1369 98.2, 1368 73.9), and a product of 1-3 rows costs one
+ * read of the weights (0.35-0.54 ms for 1024 -> 4096). Each row's sum is its
+ * own either way; the rows of the small product may round differently
+ * (another kernel), which the f32 contract allows. */
 fap_status fap_dnnl_f32_linear(fap_dnnl_f32 *dn, float *y, int ldy, const float *x, int ldx,
                                const float *w, const float *b, int rows, int in, int out,
                                int accumulate) {

@@ -34,6 +34,7 @@ struct Camera {
   CamEvents *events;         /* anomaly starts, score history (the web page) */
   LiveView *live;            /* the MJPEG view, across pipelines */
   double fps;
+  double average_batch; /* the detector's average-batch, read at each tick; 0 before */
   /* frames out at the last ticks, oldest first: the rate is taken over
    * about a second */
   guint64 rate_frames[FPS_TICKS];
@@ -413,6 +414,13 @@ void camera_tick(Camera *cam, gint64 now) {
     }
   if (!cam->pipeline || cam->draining)
     return;
+  /* the shared instance's batching as this camera's detector sees it (a
+   * property read under the element's lock, once a second) */
+  GstElement *detect = gst_bin_get_by_name(GST_BIN(cam->pipeline), "detect");
+  if (detect) {
+    g_object_get(detect, "average-batch", &cam->average_batch, NULL);
+    gst_object_unref(detect);
+  }
   if (cam->state == CAMERA_STARTING && frames > cam->frames_at_start) {
     cam->state = CAMERA_RUNNING;
     cam->running_since_us = now;
@@ -494,6 +502,7 @@ void camera_status(Camera *cam, gint64 now, CameraStatus *out) {
   out->reason = cam->reason;
   out->fps = cam->state == CAMERA_RUNNING ? cam->fps : 0;
   out->restarts = cam->restarts;
+  out->average_batch = cam->average_batch;
   out->last_frame_age =
       out->stats.last_frame_us ? (now - out->stats.last_frame_us) / 1e6 : -1.0;
 }

@@ -58,6 +58,7 @@ typedef struct {
   guint64 restarts;
   CamStatsSnapshot stats;
   double last_frame_age; /* seconds; < 0: no frame yet */
+  double average_batch;  /* frames per batch of its detector's model instance; 0: none yet */
 } CameraStatus;
 
 /* A camera for @config (taken), stopped. */

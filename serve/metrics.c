@@ -163,6 +163,14 @@ gchar *metrics_render(Service *svc, gsize *length) {
     if (rows[i].status.stats.have_score)
       sample_u64(s, "faprompt_model_generation", rows[i].config,
                  rows[i].status.stats.model_generation);
+  header(s, "faprompt_batch_frames_average", "gauge",
+         "Frames per batch of the model instance the camera's detector runs in (the "
+         "element's average-batch: cameras on one model share it; absent before the first "
+         "batch).");
+  for (guint i = 0; i < n; i++)
+    if (rows[i].status.average_batch > 0)
+      sample_double(s, "faprompt_batch_frames_average", rows[i].config,
+                    rows[i].status.average_batch);
   header(s, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");
   g_string_append_printf(s, "process_resident_memory_bytes %" G_GUINT64_FORMAT "\n",
                          resident_bytes());

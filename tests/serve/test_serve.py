@@ -476,7 +476,8 @@ def check_exposition(text):
                  "faprompt_camera_restarts_total", "faprompt_frames_per_second",
                  "faprompt_inference_duration_seconds", "faprompt_last_score",
                  "faprompt_anomalies_total", "faprompt_camera_state",
-                 "faprompt_last_frame_age_seconds", "process_resident_memory_bytes"):
+                 "faprompt_last_frame_age_seconds", "faprompt_batch_frames_average",
+                 "process_resident_memory_bytes"):
         if f"# TYPE {name} " not in text or f"# HELP {name} " not in text:
             problems.append(f"no HELP/TYPE for {name}")
     buckets = {}
@@ -491,6 +492,9 @@ def check_exposition(text):
                       % re.escape(cam), text, re.M)
         if not m or int(m.group(1)) != counts[-1]:
             problems.append(f"{cam}: +Inf is not the count")
+    m = re.search(r'^faprompt_batch_frames_average\{camera="cam-1",[^}]*\} (\S+)$', text, re.M)
+    if not m or not 1.0 <= float(m.group(1)) <= 16.0:
+        problems.append(f"cam-1's batch average: {m.group(1) if m else 'absent'}")
     states = re.findall(r'^faprompt_camera_state\{camera="cam-1",[^}]*,state="(\w+)"\} 1$',
                         text, re.M)
     if states != ["running"]:
