@@ -35,6 +35,7 @@ struct Camera {
   LiveView *live;            /* the MJPEG view, across pipelines */
   double fps;
   double average_batch; /* the detector's average-batch, read at each tick; 0 before */
+  guint instance_queue; /* and its instance-queue */
   /* frames out at the last ticks, oldest first: the rate is taken over
    * about a second */
   guint64 rate_frames[FPS_TICKS];
@@ -418,7 +419,8 @@ void camera_tick(Camera *cam, gint64 now) {
    * property read under the element's lock, once a second) */
   GstElement *detect = gst_bin_get_by_name(GST_BIN(cam->pipeline), "detect");
   if (detect) {
-    g_object_get(detect, "average-batch", &cam->average_batch, NULL);
+    g_object_get(detect, "average-batch", &cam->average_batch, "instance-queue",
+                 &cam->instance_queue, NULL);
     gst_object_unref(detect);
   }
   if (cam->state == CAMERA_STARTING && frames > cam->frames_at_start) {
@@ -503,6 +505,7 @@ void camera_status(Camera *cam, gint64 now, CameraStatus *out) {
   out->fps = cam->state == CAMERA_RUNNING ? cam->fps : 0;
   out->restarts = cam->restarts;
   out->average_batch = cam->average_batch;
+  out->instance_queue = cam->instance_queue;
   out->last_frame_age =
       out->stats.last_frame_us ? (now - out->stats.last_frame_us) / 1e6 : -1.0;
 }

@@ -59,6 +59,7 @@ typedef struct {
   CamStatsSnapshot stats;
   double last_frame_age; /* seconds; < 0: no frame yet */
   double average_batch;  /* frames per batch of its detector's model instance; 0: none yet */
+  guint instance_queue;  /* frames waiting for that instance's next batch, at the last tick */
 } CameraStatus;
 
 /* A camera for @config (taken), stopped. */

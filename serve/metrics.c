@@ -171,6 +171,13 @@ gchar *metrics_render(Service *svc, gsize *length) {
     if (rows[i].status.average_batch > 0)
       sample_double(s, "faprompt_batch_frames_average", rows[i].config,
                     rows[i].status.average_batch);
+  header(s, "faprompt_instance_queue_frames", "gauge",
+         "Frames of every camera on the model waiting for its instance's next batch (the "
+         "element's instance-queue, read once a second; absent before the first batch).");
+  for (guint i = 0; i < n; i++)
+    if (rows[i].status.average_batch > 0)
+      sample_u64(s, "faprompt_instance_queue_frames", rows[i].config,
+                 rows[i].status.instance_queue);
   header(s, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");
   g_string_append_printf(s, "process_resident_memory_bytes %" G_GUINT64_FORMAT "\n",
                          resident_bytes());

@@ -329,10 +329,13 @@ fap_instance_users (FapInstance * inst)
 }
 
 void
-fap_instance_stats (FapInstance * inst, guint64 * batches, guint64 * frames)
+fap_instance_stats (FapInstance * inst, guint64 * batches, guint64 * frames,
+    guint * pending)
 {
   g_mutex_lock (&inst->lock);
   *batches = inst->batches;
   *frames = inst->frames;
+  if (pending)
+    *pending = inst->pending_frames;
   g_mutex_unlock (&inst->lock);
 }

@@ -48,8 +48,9 @@ guint fap_instance_users (FapInstance * inst);
 FapInference *fap_instance_run (FapInstance * inst, const fap_frame * frames,
     const FapInferRequest * req, gsize * pixel_bytes, gchar ** error);
 
-/* Statistics (tests, benchmarks): batches run and frames in them. */
+/* Statistics (tests, benchmarks, monitoring): batches run and frames in
+ * them; @pending (may be NULL): frames waiting for a batch now. */
 void fap_instance_stats (FapInstance * inst, guint64 * batches,
-    guint64 * frames);
+    guint64 * frames, guint * pending);
 
 #endif

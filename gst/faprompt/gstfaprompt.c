@@ -173,6 +173,7 @@ enum
   PROP_BATCH_SIZE,
   PROP_BATCH_TIMEOUT,
   PROP_AVERAGE_BATCH,
+  PROP_INSTANCE_QUEUE,
   PROP_WATCH_MODEL,
   PROP_WATCH_SETTLE,
   PROP_MODEL_GENERATION,
@@ -1599,8 +1600,16 @@ gst_fa_prompt_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_AVERAGE_BATCH:{
       guint64 batches = 0, frames = 0;
       if (self->state && self->state->instance)
-        fap_instance_stats (self->state->instance, &batches, &frames);
+        fap_instance_stats (self->state->instance, &batches, &frames, NULL);
       g_value_set_double (value, batches ? (gdouble) frames / batches : 0.0);
+      break;
+    }
+    case PROP_INSTANCE_QUEUE:{
+      guint64 batches = 0, frames = 0;
+      guint pending = 0;
+      if (self->state && self->state->instance)
+        fap_instance_stats (self->state->instance, &batches, &frames, &pending);
+      g_value_set_uint (value, pending);
       break;
     }
     case PROP_LAST_SCORE:
@@ -1913,6 +1922,10 @@ gst_fa_prompt_class_init (GstFAPromptClass * klass)
       g_param_spec_double ("average-batch", "Average batch",
           "With model-instance-id: frames per batch the shared instance ran "
           "since it was created (0 without)", 0.0, 256.0, 0.0, ro));
+  g_object_class_install_property (gobject_class, PROP_INSTANCE_QUEUE,
+      g_param_spec_uint ("instance-queue", "Instance queue",
+          "With model-instance-id: frames of all its elements waiting for the "
+          "shared instance's next batch now (0 without)", 0, G_MAXUINT, 0, ro));
   g_object_class_install_property (gobject_class, PROP_PIXEL_BYTES,
       g_param_spec_uint64 ("pixel-bytes-copied", "Pixel bytes copied",
           "Bytes of frame pixels copied between host and device since start "

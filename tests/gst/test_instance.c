@@ -6,7 +6,8 @@
  *     mixed sizes and formats;
  *   - one stream's caps change, flush, EOS and teardown mid-run never hold
  *     the others; the last element to stop frees the instance;
- *   - a later element with other settings gets a warning naming both.
+ *   - a later element with other settings gets a warning naming both;
+ *   - instance-queue counts the frames waiting for the next batch.
  *
  *   test_instance MODEL      (TAP) */
 #include <gst/check/gstharness.h>
@@ -219,6 +220,42 @@ static void test_one_stream_stops(void) {
   gst_harness_teardown(a.hh); /* the last one frees the instance */
 }
 
+/* instance-queue: a frame waiting for its batch (B = 2, a long timeout) is
+ * counted by every element of the instance, and no longer once the second
+ * frame has made the batch run; an element of no instance says 0. */
+static gpointer push_one(gpointer data) {
+  push_pull(data, stream_frame(&streams[0], 0, 0));
+  return NULL;
+}
+
+static guint queue_of(GstHarness *hh) {
+  guint q = 0;
+  g_object_get(hh->element, "instance-queue", &q, NULL);
+  return q;
+}
+
+static void test_instance_queue(void) {
+  GstHarness *a = harness_for(make("queue", 2, 10000000), &streams[0]);
+  GstHarness *b = harness_for(make("queue", 2, 10000000), &streams[0]);
+  GThread *t = g_thread_new("a", push_one, a);
+  const gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC; /* valgrind */
+  while (queue_of(a) != 1 && g_get_monotonic_time() < until)
+    g_usleep(2000);
+  g_assert_cmpuint(queue_of(a), ==, 1);
+  g_assert_cmpuint(queue_of(b), ==, 1); /* the same instance */
+  push_pull(b, stream_frame(&streams[0], 1, 0)); /* completes the batch */
+  g_thread_join(t);
+  g_assert_cmpuint(queue_of(a), ==, 0);
+  g_assert_cmpuint(queue_of(b), ==, 0);
+  gst_harness_teardown(a);
+  gst_harness_teardown(b);
+  GstElement *alone = gst_element_factory_make("faprompt", NULL);
+  guint q = 7;
+  g_object_get(alone, "instance-queue", &q, NULL);
+  g_assert_cmpuint(q, ==, 0);
+  gst_object_unref(alone);
+}
+
 /* A later element with other settings: a warning naming both */
 static void test_conflict_warning(void) {
   GstElement *first = make("conflict", 2, 5000);
@@ -255,5 +292,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/instance/routed", test_routed);
   g_test_add_func("/instance/one-stream-stops", test_one_stream_stops);
   g_test_add_func("/instance/conflict-warning", test_conflict_warning);
+  g_test_add_func("/instance/queue", test_instance_queue);
   return g_test_run();
 }

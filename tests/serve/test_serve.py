@@ -477,6 +477,7 @@ def check_exposition(text):
                  "faprompt_inference_duration_seconds", "faprompt_last_score",
                  "faprompt_anomalies_total", "faprompt_camera_state",
                  "faprompt_last_frame_age_seconds", "faprompt_batch_frames_average",
+                 "faprompt_instance_queue_frames",
                  "process_resident_memory_bytes"):
         if f"# TYPE {name} " not in text or f"# HELP {name} " not in text:
             problems.append(f"no HELP/TYPE for {name}")
@@ -495,6 +496,9 @@ def check_exposition(text):
     m = re.search(r'^faprompt_batch_frames_average\{camera="cam-1",[^}]*\} (\S+)$', text, re.M)
     if not m or not 1.0 <= float(m.group(1)) <= 16.0:
         problems.append(f"cam-1's batch average: {m.group(1) if m else 'absent'}")
+    m = re.search(r'^faprompt_instance_queue_frames\{camera="cam-1",[^}]*\} (\d+)$', text, re.M)
+    if not m or int(m.group(1)) > 16:
+        problems.append(f"cam-1's instance queue: {m.group(1) if m else 'absent'}")
     states = re.findall(r'^faprompt_camera_state\{camera="cam-1",[^}]*,state="(\w+)"\} 1$',
                         text, re.M)
     if states != ["running"]:
