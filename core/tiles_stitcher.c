@@ -21,6 +21,7 @@
  * in float, where the reference sums in double; tests/test_tiles.c bounds
  * the difference (and the numpy reference test holds it to its 1e-6). */
 #include "fap.h"
+#include "fastmath.h"
 #include "log.h"
 #include "tiles_axis.h"
 
@@ -48,6 +49,16 @@ struct fap_tiles_stitcher {
   axis_plan x, y;
   uint8_t *row_used; /* rows * S: whether pass 2 reads pass-1 row (r, y) */
   float *rows_buf;   /* rows * S rows of out_width: pass 1's result */
+  /* pass 1 as gathers from the tile row's maps laid side by side (cols * S
+   * floats, row_cat): every output column's first tap (two samples, x_j0
+   * and x_j1 weighted x_a and x_b), then the further taps of the columns in
+   * overlaps, column after column (extra_*) */
+  int32_t *x_j0, *x_j1;
+  float *x_a, *x_b;
+  int n_extra;
+  int32_t *extra_col, *extra_j0, *extra_j1;
+  float *extra_a, *extra_b;
+  float *row_cat;
 };
 
 static void axis_plan_free(axis_plan *p) {
@@ -137,6 +148,37 @@ fap_status fap_tiles_stitcher_new(fap_rect area, int cols, int rows, int overlap
     fap_tiles_stitcher_free(p);
     return fap_api_return(st);
   }
+  /* pass 1's gathers, from the column taps */
+  const int n_taps = p->x.first[out_width];
+  p->n_extra = n_taps - out_width; /* every column has a tap */
+  const size_t ne = p->n_extra > 0 ? (size_t)p->n_extra : 1;
+  p->x_j0 = malloc((size_t)out_width * sizeof *p->x_j0);
+  p->x_j1 = malloc((size_t)out_width * sizeof *p->x_j1);
+  p->x_a = malloc((size_t)out_width * sizeof *p->x_a);
+  p->x_b = malloc((size_t)out_width * sizeof *p->x_b);
+  p->extra_col = malloc(ne * sizeof *p->extra_col);
+  p->extra_j0 = malloc(ne * sizeof *p->extra_j0);
+  p->extra_j1 = malloc(ne * sizeof *p->extra_j1);
+  p->extra_a = malloc(ne * sizeof *p->extra_a);
+  p->extra_b = malloc(ne * sizeof *p->extra_b);
+  p->row_cat = malloc((size_t)cols * map_size * sizeof *p->row_cat);
+  if (!p->x_j0 || !p->x_j1 || !p->x_a || !p->x_b || !p->extra_col || !p->extra_j0 ||
+      !p->extra_j1 || !p->extra_a || !p->extra_b || !p->row_cat) {
+    fap_tiles_stitcher_free(p);
+    return fap_api_return(fap_fail(FAP_ERR_NO_MEMORY, "%s: no memory", who));
+  }
+  for (int i = 0, e = 0; i < out_width; i++)
+    for (int q = p->x.first[i]; q < p->x.first[i + 1]; q++) {
+      const stitch_tap *t = &p->x.taps[q];
+      const int32_t j0 = t->tile * map_size + t->i0, j1 = t->tile * map_size + t->i1;
+      if (q == p->x.first[i]) {
+        p->x_j0[i] = j0, p->x_j1[i] = j1, p->x_a[i] = t->a, p->x_b[i] = t->b;
+      } else {
+        p->extra_col[e] = i, p->extra_j0[e] = j0, p->extra_j1[e] = j1;
+        p->extra_a[e] = t->a, p->extra_b[e] = t->b;
+        e++;
+      }
+    }
   /* pass 1 computes only the map rows pass 2 reads (an output lower than
    * the maps skips most) */
   for (int q = 0; q < p->y.first[out_height]; q++) {
@@ -155,24 +197,64 @@ void fap_tiles_stitcher_free(fap_tiles_stitcher *stitcher) {
   axis_plan_free(&stitcher->y);
   free(stitcher->row_used);
   free(stitcher->rows_buf);
+  free(stitcher->x_j0);
+  free(stitcher->x_j1);
+  free(stitcher->x_a);
+  free(stitcher->x_b);
+  free(stitcher->extra_col);
+  free(stitcher->extra_j0);
+  free(stitcher->extra_j1);
+  free(stitcher->extra_a);
+  free(stitcher->extra_b);
+  free(stitcher->row_cat);
   free(stitcher);
 }
 
 /* Pass 1: map row y of every tile of tile row r, resampled across the
- * output's width with the column taps. */
+ * output's width with the column taps: the tiles' rows side by side, a
+ * gather of every column's first tap, then the further taps of the columns
+ * in overlaps (the sum tap after tap, as the taps give it). */
+FAP_CLONES static void gather_row(const fap_tiles_stitcher *p, float *restrict dst) {
+  const int w = p->out_width;
+  const float *restrict cat = p->row_cat;
+  const int32_t *restrict j0 = p->x_j0, *restrict j1 = p->x_j1;
+  const float *restrict a = p->x_a, *restrict b = p->x_b;
+  for (int i = 0; i < w; i++)
+    dst[i] = a[i] * cat[j0[i]] + b[i] * cat[j1[i]];
+  for (int e = 0; e < p->n_extra; e++)
+    dst[p->extra_col[e]] +=
+        p->extra_a[e] * cat[p->extra_j0[e]] + p->extra_b[e] * cat[p->extra_j1[e]];
+}
+
 static void stitch_row(const fap_tiles_stitcher *p, const float *const *maps, int r, int y,
                        float *restrict dst) {
-  const int s = p->map_size, w = p->out_width;
-  const float *const *row_maps = maps + (size_t)r * p->cols;
-  const int *first = p->x.first;
-  const stitch_tap *taps = p->x.taps;
-  for (int i = 0; i < w; i++) {
-    float acc = 0.0f;
-    for (int q = first[i]; q < first[i + 1]; q++) {
-      const float *m = row_maps[taps[q].tile] + (size_t)y * s;
-      acc += taps[q].a * m[taps[q].i0] + taps[q].b * m[taps[q].i1];
+  const int s = p->map_size;
+  for (int c = 0; c < p->cols; c++)
+    memcpy(p->row_cat + (size_t)c * s, maps[(size_t)r * p->cols + c] + (size_t)y * s,
+           (size_t)s * sizeof(float));
+  gather_row(p, dst);
+}
+
+/* Pass 2: each output row a weighted sum of pass-1 rows (whole rows of
+ * multiply-adds: compiled for AVX-512 and AVX2 too, picked at run time). */
+FAP_CLONES static void stitch_columns(const fap_tiles_stitcher *p, float *out) {
+  const int s = p->map_size;
+  const size_t w = (size_t)p->out_width;
+  const int *first = p->y.first;
+  const stitch_tap *taps = p->y.taps;
+  for (int j = 0; j < p->out_height; j++) {
+    float *restrict o = out + (size_t)j * w;
+    for (int q = first[j]; q < first[j + 1]; q++) {
+      const float a = taps[q].a, b = taps[q].b;
+      const float *restrict h0 = p->rows_buf + ((size_t)taps[q].tile * s + taps[q].i0) * w;
+      const float *restrict h1 = p->rows_buf + ((size_t)taps[q].tile * s + taps[q].i1) * w;
+      if (q == first[j])
+        for (size_t i = 0; i < w; i++)
+          o[i] = a * h0[i] + b * h1[i];
+      else
+        for (size_t i = 0; i < w; i++)
+          o[i] += a * h0[i] + b * h1[i];
     }
-    dst[i] = acc;
   }
 }
 
@@ -198,21 +280,6 @@ fap_status fap_tiles_stitcher_run(fap_tiles_stitcher *stitcher, const float *con
     for (int y = 0; y < s; y++)
       if (p->row_used[(size_t)r * s + y])
         stitch_row(p, maps, r, y, stitcher->rows_buf + ((size_t)r * s + y) * w);
-  const int *first = p->y.first;
-  const stitch_tap *taps = p->y.taps;
-  for (int j = 0; j < p->out_height; j++) {
-    float *restrict o = out + (size_t)j * w;
-    for (int q = first[j]; q < first[j + 1]; q++) {
-      const float a = taps[q].a, b = taps[q].b;
-      const float *restrict h0 = p->rows_buf + ((size_t)taps[q].tile * s + taps[q].i0) * w;
-      const float *restrict h1 = p->rows_buf + ((size_t)taps[q].tile * s + taps[q].i1) * w;
-      if (q == first[j])
-        for (size_t i = 0; i < w; i++)
-          o[i] = a * h0[i] + b * h1[i];
-      else
-        for (size_t i = 0; i < w; i++)
-          o[i] += a * h0[i] + b * h1[i];
-    }
-  }
+  stitch_columns(p, out);
   return fap_api_return(FAP_OK);
 }
