@@ -292,10 +292,17 @@ def case_hostile():
     rss2 = rss_bytes(s.proc.pid)
     R.check(answered[0] == 1000 and not errors,
             f"1000 requests from 8 threads answered in {took:.1f} s", errors[:10])
-    R.check(rss2 - rss1 <= RSS_BOUND,
-            f"RSS after 1000 more requests: {rss1 / 2**20:.1f} -> {rss2 / 2**20:.1f} MiB "
-            f"(bound +{RSS_BOUND / 2**20:.0f} MiB; {rss0 / 2**20:.1f} MiB before the hostile part)",
-            (rss0, rss1, rss2))
+    if os.environ.get("FAP_SANITIZE_PRELOAD"):
+        # AddressSanitizer keeps freed memory in its quarantine (256 MiB) before
+        # reusing it, so RSS grows with every request there; leaks are
+        # LeakSanitizer's to find, at exit
+        R.note(f"under the sanitizers RSS is not bounded (ASan's quarantine): "
+               f"{rss1 / 2**20:.1f} -> {rss2 / 2**20:.1f} MiB")
+    else:
+        R.check(rss2 - rss1 <= RSS_BOUND,
+                f"RSS after 1000 more requests: {rss1 / 2**20:.1f} -> {rss2 / 2**20:.1f} MiB "
+                f"(bound +{RSS_BOUND / 2**20:.0f} MiB; {rss0 / 2**20:.1f} MiB before the hostile part)",
+                (rss0, rss1, rss2))
     time.sleep(1.5)
     sampler.stopping = True
     sampler.join()
