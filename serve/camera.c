@@ -20,7 +20,9 @@ struct Camera {
   guint timer;               /* the back-off */
   gdouble backoff;           /* seconds before the next start */
   gint64 started_us;         /* the current pipeline's start, then when it
-                              * reached PLAYING (its model loaded) */
+                              * reached PLAYING (its model loaded), then when
+                              * a file was sent back to its start: where
+                              * the stall check's window begins at least */
   gboolean playing;
   gint64 running_since_us;
   guint64 frames_at_start;   /* frames out when the pipeline started */
@@ -210,8 +212,13 @@ static void on_eos(Camera *cam) {
   }
   cam->frames_at_loop = frames;
   if (!gst_element_seek_simple(cam->pipeline, GST_FORMAT_TIME,
-                               GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_KEY_UNIT, 0))
+                               GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_KEY_UNIT, 0)) {
     fail(cam, "the file could not be played again from its start (seek refused)");
+    return;
+  }
+  /* the seek (its flush waits for the frame the detector holds) is no stall:
+   * the window starts again when it is done */
+  cam->started_us = g_get_monotonic_time();
 }
 
 static gboolean on_bus(GstBus *bus, GstMessage *msg, gpointer data) {
